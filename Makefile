@@ -1,0 +1,108 @@
+# lmd: one non-recursive Makefile.
+#
+# Define NO_CUDA=1 to build without nvcc: the "cuda" device then reports that no GPU exists.
+# Define CUDA_ARCH to choose the real GPU targets (default 90; PTX for the newest is always added).
+# Define PREFIX (default /usr/local) for `make install`.
+# Define WERROR= (empty) to drop -Werror for a local build.
+
+PREFIX   ?= /usr/local
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WERROR   ?= -Werror
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-format-truncation $(WERROR) -pthread -fno-strict-aliasing
+CPPFLAGS += -I. -Icommon -Iformats -Igpu -DLMD_SHARE='"$(PREFIX)/share/lmd"'
+LDLIBS   += -ljansson -lmsgpackc -lcsv -lpcre2-8 -lutf8proc -lreadline -lm -lpthread
+BUILD    ?= build
+
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+ifdef NO_CUDA
+  NVCC :=
+endif
+CORE_SRCS := $(wildcard common/*.c formats/*.c)
+ifeq ($(NVCC),)
+  GPU_OBJS := $(BUILD)/gpu/stub.o
+  CUDA_NOTE := off (NO_CUDA or no nvcc)
+else
+  CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+  CUDA_ARCH ?= 90
+  NVCCFLAGS ?= -O3 -std=c++17 -I. -Icommon -Iformats -Igpu --expt-relaxed-constexpr
+  NVCCFLAGS += $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
+               -gencode arch=compute_$(lastword $(CUDA_ARCH)),code=compute_$(lastword $(CUDA_ARCH)) \
+               -Xcompiler -Wall,-Wextra$(if $(WERROR),$(comma)-Werror)
+  GPU_OBJS := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard gpu/*.cu))
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
+  CUDA_NOTE := on ($(NVCC), sm_$(CUDA_ARCH))
+endif
+comma := ,
+
+CORE_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRCS)) $(GPU_OBJS)
+TOOLS     := $(patsubst cmd/%.c,$(BUILD)/bin/%,$(wildcard cmd/lmd-*.c))
+UNITS     := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(wildcard t/unit/test-*.c))
+TESTBINS  := $(patsubst t/%.c,$(BUILD)/t/%,$(wildcard t/gen-*.c))
+FUZZERS   := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz-*.c))
+
+.PHONY: all test asan fuzz deps install clean demo gpu-check
+all: $(TOOLS) $(UNITS) $(TESTBINS)
+	@echo "lmd: built $(words $(TOOLS)) tools; CUDA $(CUDA_NOTE)"
+
+$(BUILD)/liblmd.a: $(CORE_OBJS)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(BUILD)/bin/%: $(BUILD)/cmd/%.o $(BUILD)/liblmd.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/t/%: $(BUILD)/t/unit/%.o $(BUILD)/liblmd.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/t/gen-%: $(BUILD)/t/gen-%.o $(BUILD)/liblmd.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# The tests: bats files under t/, counted by t/run (last line: "N passed, N failed").
+test: all
+	t/run
+
+# The same tests with AddressSanitizer and UndefinedBehaviorSanitizer, in build-asan/.
+asan:
+	$(MAKE) BUILD=build-asan NO_CUDA=1 CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
+	ASAN_OPTIONS=detect_leaks=1 LMD_BUILD=build-asan t/run
+
+# libFuzzer targets (clang), each run for FUZZ_SECONDS (default 20).
+FUZZ_SECONDS ?= 20
+FUZZ_CORE := $(filter-out $(BUILD)/gpu/%,$(CORE_OBJS))
+fuzz:
+	$(MAKE) BUILD=build-fuzz NO_CUDA=1 CC=clang CFLAGS="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" build-fuzz/liblmd.a
+	@mkdir -p build-fuzz/fuzz
+	@set -e; for f in t/fuzz/fuzz-*.c; do n=$$(basename $$f .c); \
+	  clang $(CPPFLAGS) -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined $$f build-fuzz/liblmd.a $(LDLIBS) -o build-fuzz/fuzz/$$n; \
+	  mkdir -p build-fuzz/corpus/$$n; cp -n t/fuzz/corpus/$$n/* build-fuzz/corpus/$$n/ 2>/dev/null || true; \
+	  echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+	  build-fuzz/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 build-fuzz/corpus/$$n 2>&1 | tail -n 2; done
+
+# apt-get the Debian packages the build and the tests need.
+DEPS := build-essential libjansson-dev libmsgpack-dev libcsv-dev libpcre2-dev libutf8proc-dev libreadline-dev bats mandoc clang libclang-rt-14-dev
+deps:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPS)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man7 $(DESTDIR)$(PREFIX)/share/lmd
+	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 644 man/*.7 $(DESTDIR)$(PREFIX)/share/man/man7/
+	cp -r share/. $(DESTDIR)$(PREFIX)/share/lmd/
+
+clean:
+	rm -rf build build-asan build-fuzz

@@ -1,0 +1,13 @@
+/* Built instead of the .cu files in gpu/ when there is no nvcc (or NO_CUDA=1): there is never a GPU. */
+#include "cuda.h"
+
+int lmd_cuda_device_count(void)
+{
+	return 0;
+}
+
+int lmd_cuda_device_info(int dev, char *name, size_t name_len, size_t *total_bytes, struct lmd_err *err)
+{
+	(void)name, (void)name_len, (void)total_bytes;
+	return lmd_errorf(err, LMD_ENODEV, "no CUDA device %d: lmd was built without CUDA", dev);
+}
