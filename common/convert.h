@@ -5,6 +5,8 @@
 #ifndef LMD_CONVERT_H
 #define LMD_CONVERT_H
 
+#include <stdio.h>
+
 #include "config.h"
 #include "err.h"
 #include "modeldir.h"
@@ -32,4 +34,11 @@ int lmd_convert(const char *src, const char *dst, const struct lmd_convert_opts 
  */
 int lmd_model_open_any(struct lmd_modeldir *m, const char *path, struct lmd_err *err);
 
+
+
+/**
+ * Describe the model in dir (lmd or HF): architecture, parameter count, bytes per dtype, tp and the
+ * config, as "key: value" lines or (json) one JSON object, on out.
+ */
+int lmd_model_info(const char *dir, int json, FILE *out, struct lmd_err *err);
 #endif
