@@ -115,5 +115,9 @@ install: all
 	install -m 644 man/*.7 $(DESTDIR)$(PREFIX)/share/man/man7/
 	cp -r share/. $(DESTDIR)$(PREFIX)/share/lmd/
 
+# The main job: convert the bundled lmd-tiny and tell a story on the CPU.
+demo: all
+	@BUILD=$(BUILD) share/demo.sh
+
 clean:
 	rm -rf build build-asan build-fuzz
