@@ -3,6 +3,7 @@
 set -eu
 B=${BUILD:-build}
 model=$B/demo/lmd-tiny
+mkdir -p "$B/demo"
 [ -f "$model/index.msgpack" ] || $B/bin/lmd-convert -q --force share/models/lmd-tiny "$model"
 if $B/bin/lmd-run generate --help >/dev/null 2>&1; then
 	exec $B/bin/lmd-run generate "$model" --device cpu --prompt "${PROMPT:-Once upon a time}" \
