@@ -140,5 +140,7 @@ int lmd_backend_alloc2(struct lmd_backend *b, struct lmd_tensor *t, enum lmd_dty
 /** The implementations' constructors (used by lmd_backend_open). */
 int lmd_backend_ref_open(struct lmd_backend *b, const struct lmd_backend_opts *opts, struct lmd_err *err);
 int lmd_backend_cpu_open(struct lmd_backend *b, const struct lmd_backend_opts *opts, struct lmd_err *err);
+/** The instruction set the "cpu" backend picked ("avx512", "avx2", "c"; LMD_CPU_ISA forces a lower one); NULL for others. */
+const char *lmd_backend_cpu_isa(const struct lmd_backend *b);
 
 #endif

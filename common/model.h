@@ -64,7 +64,8 @@ struct lmd_model {
 	struct lmd_kvcache kv;
 	size_t weight_bytes;               /* bytes of all weights as resident (tied counted once) */
 	/* owned workspace (backend memory), each [max_tokens, cols] in the compute dtype */
-	struct lmd_tensor x, xn, qkv, att, gu, h, lo;  /* lo: [logit_rows, hidden] rows for lm_head */
+	struct lmd_tensor x, xn, o, qkv, att, gu, h;    /* x: the residual stream; o: attention / MLP output */
+	struct lmd_tensor lo;                           /* [logit_rows, hidden] rows for lm_head */
 	struct lmd_tensor logits;                       /* [logit_rows, vocab] f32 */
 	int logit_rows;
 	void **host;                       /* owned: host buffers of converted / fused weights */
