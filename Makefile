@@ -41,6 +41,7 @@ UNITS     := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(wildcard t/unit/test-*.c))
 TESTBINS  := $(patsubst t/%.c,$(BUILD)/t/%,$(wildcard t/gen-*.c))
 FUZZERS   := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz-*.c))
 
+.SECONDARY:
 .PHONY: all test asan fuzz deps install clean demo gpu-check
 all: $(TOOLS) $(UNITS) $(TESTBINS)
 	@echo "lmd: built $(words $(TOOLS)) tools; CUDA $(CUDA_NOTE)"
