@@ -10,7 +10,7 @@ CC       ?= cc
 CFLAGS   ?= -O2 -g
 WERROR   ?= -Werror
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-format-truncation $(WERROR) -pthread -fno-strict-aliasing
-CPPFLAGS += -I. -Icommon -Iformats -Igpu -DLMD_SHARE='"$(PREFIX)/share/lmd"'
+CPPFLAGS += -I. -Icommon -Iformats -Igpu -I$(BUILD) -DLMD_SHARE='"$(PREFIX)/share/lmd"'
 LDLIBS   += -ljansson -lmsgpackc -lcsv -lpcre2-8 -lutf8proc -lreadline -lm -lpthread
 BUILD    ?= build
 Q        ?= @
@@ -46,7 +46,7 @@ TESTBINS  := $(patsubst t/%.c,$(BUILD)/t/%,$(wildcard t/gen-*.c))
 FUZZERS   := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz-*.c))
 
 .SECONDARY:
-.PHONY: all test asan fuzz deps install clean demo gpu-check
+.PHONY: FORCE all test asan fuzz deps install clean demo gpu-check
 all: $(TOOLS) $(UNITS) $(TESTBINS)
 	@echo "lmd: built $(words $(TOOLS)) tools; CUDA $(CUDA_NOTE)"
 
@@ -80,6 +80,13 @@ $(BUILD)/%.o: %.cu
 	$(Q)$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# The git commit, for benchmark result files; rewritten only when it changes.
+$(BUILD)/commit.h: FORCE
+	@mkdir -p $(@D); c='#define LMD_COMMIT "$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)"'; \
+	  [ "$$(cat $@ 2>/dev/null)" = "$$c" ] || echo "$$c" > $@
+$(BUILD)/common/bench-gen.o: $(BUILD)/commit.h
+FORCE:
 
 # The tests: bats files under t/, counted by t/run (last line: "N passed, N failed").
 test: all

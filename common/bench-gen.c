@@ -19,9 +19,7 @@
 #include "lmd.h"
 #include "runner.h"
 
-#ifndef LMD_COMMIT
-#define LMD_COMMIT "unknown"
-#endif
+#include "commit.h"
 
 enum { O_CONC = 256, O_PROMPT, O_COMPLETION, O_FORMAT, O_OUTPUT, O_WARMUP };
 
