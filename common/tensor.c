@@ -130,7 +130,7 @@ static float load(const void *src, enum lmd_dtype t, size_t i)
 	}
 }
 
-void lmd_convert(void *dst, enum lmd_dtype dt, const void *src, enum lmd_dtype st, size_t n, size_t *overflow)
+void lmd_dtype_convert(void *dst, enum lmd_dtype dt, const void *src, enum lmd_dtype st, size_t n, size_t *overflow)
 {
 	size_t over = 0;
 	if (dt == st) {

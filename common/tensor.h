@@ -46,6 +46,6 @@ uint16_t lmd_f32_to_bf16(float f);
  * Convert n elements between the float types (f32, f16, bf16). Values beyond the target's range
  * saturate to its largest finite value; *overflow (may be NULL) counts them.
  */
-void lmd_convert(void *dst, enum lmd_dtype dt, const void *src, enum lmd_dtype st, size_t n, size_t *overflow);
+void lmd_dtype_convert(void *dst, enum lmd_dtype dt, const void *src, enum lmd_dtype st, size_t n, size_t *overflow);
 
 #endif

@@ -25,6 +25,16 @@
 #define LMD_MODELDIR_INDEX "index.msgpack"
 #define LMD_MODELDIR_ALIGN 64
 
+/**
+ * Room for quantized weights (index key "quant": nil or a map with these keys): the tensor holds packed
+ * integers and names the tensors with its scales and zeros.
+ */
+struct lmd_quant {
+	char method[16];          /* "awq", "rtn", ... ; "" = not quantized */
+	int bits, group_size;
+	char scales[96], zeros[96];  /* tensor names, "" when absent */
+};
+
 struct lmd_mtensor {
 	char *name;               /* owned; canonical name (config.h) */
 	struct lmd_tensor t;      /* shape of this shard; t.data borrowed from the directory's mapping */
@@ -32,7 +42,7 @@ struct lmd_mtensor {
 	uint64_t offset, nbytes;  /* in that file */
 	int rank;                 /* tensor-parallel rank, -1 for a replicated tensor */
 	int split_axis;           /* axis the full tensor was split on, -1 when replicated */
-	char *quant;              /* owned msgpack-free description of quantization, NULL for none (reserved) */
+	struct lmd_quant quant;   /* method "" when the tensor holds plain values */
 };
 
 struct lmd_modeldir {
@@ -44,6 +54,10 @@ struct lmd_modeldir {
 	int n;
 	struct lmd_mtensor *t;    /* owned array of n */
 };
+
+/** The config as a new JSON object with the index's keys (caller owns it; NULL when out of memory). */
+struct json_t;
+struct json_t *lmd_config_to_json(const struct lmd_config *c);
 
 /** Does path look like an lmd model directory (has index.msgpack)? */
 int lmd_modeldir_is(const char *path);

@@ -1,0 +1,28 @@
+/**
+ * HF config.json and generation_config.json -> struct lmd_config.
+ *
+ * Both spellings seen in the wild are read: classic (rope_theta, rope_scaling with "type" or
+ * "rope_type", torch_dtype) and newer (rope_parameters, dtype). Architectures: LlamaForCausalLM,
+ * Qwen2ForCausalLM, InternLM2ForCausalLM (by "architectures", else "model_type"); anything else is
+ * refused by name. Absent fields take the HF defaults of that architecture's config class.
+ */
+#ifndef LMD_HFCONFIG_H
+#define LMD_HFCONFIG_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "err.h"
+
+/**
+ * Parse config.json text (what names it in messages) and, when gen is not NULL, generation_config.json
+ * text (whose eos_token_id, an id or a list, wins over config.json's). cfg->dtype is LMD_DTYPE_NONE when
+ * the config names no dtype.
+ */
+int lmd_hfconfig_parse(struct lmd_config *cfg, const char *json, size_t len, const char *what, const char *gen,
+		       size_t gen_len, const char *gen_what, struct lmd_err *err);
+
+/** Read dir/config.json and dir/generation_config.json (if present) and parse them. */
+int lmd_hfconfig_load(struct lmd_config *cfg, const char *dir, struct lmd_err *err);
+
+#endif
