@@ -147,15 +147,3 @@ check_family() {
 	run lmd-run tokenize --chat "$TMP/m.json" --chat-template nosuch "$SHARED/tokenizers/qwen2"
 	[ "$status" -eq 2 ]
 }
-
-@test "the man page lists every option of tokenize and detokenize" {
-	for sub in tokenize detokenize; do
-		for opt in $(lmd-run $sub --help | grep -oE -- '--[a-z][a-z-]*' | sort -u); do
-			grep -q -- "${opt//-/\\\\-}" "$ROOT/man/lmd-run.1" || grep -q -- "$opt" "$ROOT/man/lmd-run.1" || { echo "missing $opt"; return 1; }
-		done
-	done
-	if command -v mandoc >/dev/null; then
-		run mandoc -Tlint -W warning "$ROOT/man/lmd-run.1"
-		[ "$status" -eq 0 ] || { echo "$output"; return 1; }
-	fi
-}
