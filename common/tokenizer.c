@@ -32,7 +32,8 @@ static uint32_t hash_bytes(const void *k, size_t n)
 		n -= 8;
 	}
 	uint64_t x = 0;
-	memcpy(&x, p, n);
+	if (n)
+		memcpy(&x, p, n);
 	h = (h ^ x) * 0x94d049bb133111ebull;
 	h ^= h >> 29;
 	h *= 0xbf58476d1ce4e5b9ull;
@@ -211,7 +212,8 @@ static int buf_add(struct buf *b, const void *s, size_t n)
 {
 	if (buf_reserve(b, n))
 		return -1;
-	memcpy(b->p + b->n, s, n);
+	if (n)
+		memcpy(b->p + b->n, s, n);
 	b->n += n;
 	b->p[b->n] = 0;
 	return 0;
@@ -2179,8 +2181,10 @@ static int pend_emit(struct lmd_tokdec *d, int per_byte, int at_end)
 			i += skip;
 		}
 	}
-	memmove(d->pend, d->pend + i, d->npend - i);
-	d->npend -= i;
+	if (i) {
+		memmove(d->pend, d->pend + i, d->npend - i);
+		d->npend -= i;
+	}
 	return r;
 }
 
