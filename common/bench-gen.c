@@ -236,7 +236,7 @@ int lmd_bench_gen(int argc, char **argv)
 	char desc[512];
 	lmd_runner_describe(&r, desc, sizeof(desc));
 	lmd_log(&cli, 0, "%s", desc);
-	double bw = lmd_membw(r.m.max_seqs > 0 && ro.threads ? ro.threads : (int)sysconf(_SC_NPROCESSORS_ONLN), 1u << 30);
+	double bw = lmd_membw(ro.threads ? ro.threads : (int)sysconf(_SC_NPROCESSORS_ONLN), 256u << 20);
 	lmd_log(&cli, 0, "memory read bandwidth %.1f GB/s", bw / 1e9);
 	struct row rows[256], tmp;
 	int n = 0, rc = LMD_OK;
