@@ -91,6 +91,7 @@ static inline vf_c loadb_c(const uint16_t *p)
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
+#pragma GCC optimize("fp-contract=fast")
 #define K(f) f##_avx2
 #define KNAME "avx2"
 #define VL 8
@@ -122,6 +123,7 @@ static inline vf_avx2 loadb_avx2(const uint16_t *p)
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,fma,f16c")
+#pragma GCC optimize("fp-contract=fast")
 #define K(f) f##_avx512
 #define KNAME "avx512"
 #define VL 16

@@ -4,7 +4,8 @@
  *
  *   gen-bench-cpu [--device cpu|ref] [--threads N] [--dtype fp32|fp16|bf16] [--steps N] [--prefill N] MODEL
  *
- * Decode: 8-token prompts prefilled, then --steps greedy steps (default 128) with 1 and 8 sequences.
+ * Decode: 8-token prompts prefilled, then --steps greedy steps (default 128) with 1 and 8 sequences,
+ * best of three runs (the machine may be shared).
  * Prefill: one step of --prefill tokens (default 512), logits of the last only, best of 3.
  * Roofline: weight bytes read per step / read bandwidth, for a buffer the size of the weights (what
  * decode streams; it may fit the last-level cache) and for 256 MiB (DRAM).
@@ -129,8 +130,12 @@ int main(int argc, char **argv)
 	size_t emb = (size_t)lmd_tensor_nbytes(&m.tok_embeddings);
 	size_t step_bytes = wbytes - (m.cfg.tie_embeddings ? 0 : emb);
 
-	double d1 = decode(&m, 1, steps, logits, &err);
-	double d8 = decode(&m, 8, steps, logits, &err);
+	double d1 = 0, d8 = 0;  // best of three: the machine may be shared
+	for (int rep = 0; rep < 3; rep++) {
+		double a = decode(&m, 1, steps, logits, &err), b = decode(&m, 8, steps, logits, &err);
+		d1 = a > d1 ? a : d1;
+		d8 = b > d8 ? b : d8;
+	}
 	double pf = prefill(&m, npre, logits, &err);
 
 	printf("| item | value |\n|---|---|\n");
