@@ -13,6 +13,10 @@ CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-format-truncation $(WERROR
 CPPFLAGS += -I. -Icommon -Iformats -Igpu -DLMD_SHARE='"$(PREFIX)/share/lmd"'
 LDLIBS   += -ljansson -lmsgpackc -lcsv -lpcre2-8 -lutf8proc -lreadline -lm -lpthread
 BUILD    ?= build
+Q        ?= @
+ifdef V
+  Q :=
+endif
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 ifdef NO_CUDA
@@ -48,27 +52,32 @@ all: $(TOOLS) $(UNITS) $(TESTBINS)
 
 $(BUILD)/liblmd.a: $(CORE_OBJS)
 	@mkdir -p $(@D)
-	$(AR) rcs $@ $^
+	$(Q)$(AR) rcs $@ $^
 
 $(BUILD)/bin/%: $(BUILD)/cmd/%.o $(BUILD)/liblmd.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD    $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/t/%: $(BUILD)/t/unit/%.o $(BUILD)/liblmd.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD    $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/t/gen-%: $(BUILD)/t/gen-%.o $(BUILD)/liblmd.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD    $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+	@echo "  NVCC  $<"
+	$(Q)$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
@@ -91,10 +100,11 @@ fuzz:
 	  clang $(CPPFLAGS) -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined $$f build-fuzz/liblmd.a $(LDLIBS) -o build-fuzz/fuzz/$$n; \
 	  mkdir -p build-fuzz/corpus/$$n; cp -n t/fuzz/corpus/$$n/* build-fuzz/corpus/$$n/ 2>/dev/null || true; \
 	  echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
-	  build-fuzz/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 build-fuzz/corpus/$$n 2>&1 | tail -n 2; done
+	  build-fuzz/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build-fuzz/ build-fuzz/corpus/$$n \
+	    >build-fuzz/$$n.log 2>&1 || { tail -n 30 build-fuzz/$$n.log; exit 1; }; tail -n 1 build-fuzz/$$n.log; done
 
 # apt-get the Debian packages the build and the tests need.
-DEPS := build-essential libjansson-dev libmsgpack-dev libcsv-dev libpcre2-dev libutf8proc-dev libreadline-dev bats mandoc clang libclang-rt-14-dev
+DEPS := build-essential jq python3-msgpack libjansson-dev libmsgpack-dev libcsv-dev libpcre2-dev libutf8proc-dev libreadline-dev bats mandoc clang libclang-rt-14-dev
 deps:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPS)
 
@@ -104,6 +114,10 @@ install: all
 	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 644 man/*.7 $(DESTDIR)$(PREFIX)/share/man/man7/
 	cp -r share/. $(DESTDIR)$(PREFIX)/share/lmd/
+
+# The main job: convert the bundled lmd-tiny and tell a story on the CPU.
+demo: all
+	@BUILD=$(BUILD) share/demo.sh
 
 clean:
 	rm -rf build build-asan build-fuzz

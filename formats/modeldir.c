@@ -224,6 +224,8 @@ static int parse_index(struct lmd_modeldir *m, const void *buf, size_t len, cons
 	char magic[32];
 	int64_t ver;
 	int rc = LMD_OK;
+	if (lmd_msgpack_check(buf, len))
+		return lmd_errorf(err, LMD_EFORMAT, "%s: not a valid msgpack object", what);
 	msgpack_unpacked_init(&u);
 	if (msgpack_unpack_next(&u, buf, len, &off) != MSGPACK_UNPACK_SUCCESS || u.data.type != MSGPACK_OBJECT_MAP) {
 		msgpack_unpacked_destroy(&u);

@@ -1,0 +1,46 @@
+#!/usr/bin/env bats
+# Every binary's --help and its man page list the same long options, and the pages lint clean.
+load lib
+
+# Long options printed by --help of a tool and of each of its subcommands (a "Commands:" section).
+help_opts() {
+	local tool=$1 sub
+	{
+		"$tool" --help
+		for sub in $("$tool" --help | awk '/^Commands:/{on=1; next} on && /^  [a-z]/{print $1} on && /^$/{on=0}'); do
+			"$tool" "$sub" --help
+		done
+	} | grep -oE -- '--[a-z0-9][a-z0-9-]*' | sort -u
+}
+
+man_opts() {
+	sed 's/\\-/-/g' "$1" | grep -oE -- '--[a-z0-9][a-z0-9-]*' | sort -u
+}
+
+@test "every tool has a man page listing exactly the options of --help" {
+	local bad=0
+	for bin in "$BUILD"/bin/lmd-*; do
+		local name=$(basename "$bin") page=$ROOT/man/$(basename "$bin").1
+		[ -f "$page" ] || { echo "no man page for $name"; bad=1; continue; }
+		local d
+		d=$(diff <(help_opts "$bin") <(man_opts "$page")) || { echo "$name: --help (<) vs man page (>):"; echo "$d"; bad=1; }
+	done
+	[ "$bad" -eq 0 ]
+}
+
+@test "man pages have no mandoc warnings" {
+	command -v mandoc >/dev/null || skip "mandoc not installed"
+	run mandoc -Tlint -W warning "$ROOT"/man/*.[17]
+	echo "$output"
+	[ "$status" -eq 0 ]
+}
+
+@test "every tool answers --help on stdout with exit 0 and --version" {
+	for bin in "$BUILD"/bin/lmd-*; do
+		run "$bin" --help
+		[ "$status" -eq 0 ]
+		[[ "$output" == Usage:* ]]
+		run "$bin" --version
+		[ "$status" -eq 0 ]
+	done
+}
