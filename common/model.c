@@ -348,6 +348,11 @@ void lmd_model_seq_release(struct lmd_model *m, struct lmd_kvseq *s)
 	lmd_kvseq_release(&m->kv, s);
 }
 
+void lmd_model_seq_truncate(struct lmd_model *m, struct lmd_kvseq *s, int len)
+{
+	lmd_kvseq_truncate(&m->kv, s, len);
+}
+
 // ----------------------------------------------------------------------------
 // the forward pass
 

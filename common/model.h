@@ -17,6 +17,8 @@
  *   lmd_model_forward(&m, &b, logits, &err);        // logits [1][vocab]
  *   lmd_batch_clear(&b); lmd_batch_add(&b, &s, next, 1, &err); lmd_model_forward(...);
  *   lmd_model_seq_release(&m, &s);
+ *
+ * One thread drives a model (forward calls are not reentrant); the backend parallelizes each op.
  */
 #ifndef LMD_MODEL_H
 #define LMD_MODEL_H
@@ -126,6 +128,8 @@ int lmd_model_free_blocks(const struct lmd_model *m);
 int lmd_model_seq_blocks_needed(const struct lmd_model *m, const struct lmd_kvseq *s, int ntokens);
 /** Release a sequence's KV blocks (finished or preempted). */
 void lmd_model_seq_release(struct lmd_model *m, struct lmd_kvseq *s);
+/** Forget a sequence's tokens from len on (e.g. generated past a stop string); len <= s->len. */
+void lmd_model_seq_truncate(struct lmd_model *m, struct lmd_kvseq *s, int len);
 
 /** The rotary inverse frequencies for a sequence of seq_len tokens (HF semantics): out[head_dim/2]. */
 void lmd_rope_inv_freq(const struct lmd_rope *r, int head_dim, int max_pos, int seq_len, float *out);

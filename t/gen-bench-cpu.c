@@ -140,6 +140,8 @@ int main(int argc, char **argv)
 
 	printf("| item | value |\n|---|---|\n");
 	printf("| model | %s (%s weights, %.1f MB) |\n", argv[optind], lmd_dtype_short(m.cfg.dtype), wbytes / 1e6);
+	if (threads == 0)
+		threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	printf("| backend | %s%s%s, %d threads, compute %s |\n", device, lmd_backend_cpu_isa(&be) ? "/" : "",
 	       lmd_backend_cpu_isa(&be) ? lmd_backend_cpu_isa(&be) : "", threads, lmd_dtype_short(m.dtype));
 	printf("| read bandwidth, %.1f MB buffer (weights' size) | %.1f GB/s |\n", wbytes / 1e6, bw_ws / 1e9);
