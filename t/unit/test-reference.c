@@ -114,7 +114,7 @@ static void free_run(struct run *u, int ncases)
 /*
  * Run every case: mode 0 = one sequence at a time, whole prompt in one step; 1 = chunked prefill
  * (chunks of 3, then 5, ...) one sequence at a time; 2 = all prompts in one batch, decodes batched.
- * greedy: also decode the greedy continuations.
+ * greedy: also decode the greedy continuations (mode 1 then truncates to the prompt and decodes again).
  */
 static int run_cases(struct lmd_model *m, const struct ref *r, int mode, struct run *u, int greedy)
 {
@@ -148,6 +148,17 @@ static int run_cases(struct lmd_model *m, const struct ref *r, int mode, struct 
 				if ((rc = lmd_model_forward(m, &b, lg, &err)))
 					break;
 				next = lmd_argmax(lg, V);
+			}
+			if (mode == 1 && greedy && !rc) {  // back to the prompt (a stop string), decode again: the same
+				lmd_model_seq_truncate(m, &seq[i], c->n);
+				next = lmd_argmax(u->logits[i] + (size_t)(c->n - 1) * V, V);
+				for (int g = 0; g < c->ngreedy && !rc; g++) {
+					CHECK_EQ_INT(next, u->gen[i][g]);
+					lmd_batch_clear(&b);
+					lmd_batch_add(&b, &seq[i], next, 1, &err);
+					rc = lmd_model_forward(m, &b, lg, &err);
+					next = lmd_argmax(lg, V);
+				}
 			}
 			lmd_model_seq_release(m, &seq[i]);
 		}
