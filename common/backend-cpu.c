@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "backend.h"
 #include "kvcache.h"
@@ -17,6 +18,10 @@
 
 #define MM_TT 64  // tokens per tile
 #define MM_RB 16  // weight rows per tile
+#ifndef MM_PREFETCH
+#define MM_PREFETCH 4096  // bytes ahead of the weight stream to prefetch (small-batch path)
+#endif
+#define MM_SMALL 8  // up to this many tokens, weights are converted in registers (no fp32 copy)
 
 struct mm_args {
 	const float *x;     // [n, in] fp32
@@ -108,6 +113,14 @@ static inline vf_avx2 loadb_avx2(const uint16_t *p)
 }
 #define LOADH(p) ((vf_avx2)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p))))
 #define LOADB(p) loadb_avx2(p)
+static inline float hadd_avx2(vf_avx2 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128((__m256)v), _mm256_extractf128_ps((__m256)v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+#define HSUM(v) hadd_avx2(v)
 #define STOREH(p, v) _mm_storeu_si128((__m128i *)(p), _mm256_cvtps_ph((__m256)(v), _MM_FROUND_TO_NEAREST_INT))
 #include "cpu-kernels.inc"
 #undef K
@@ -119,6 +132,7 @@ static inline vf_avx2 loadb_avx2(const uint16_t *p)
 #undef LOADH
 #undef LOADB
 #undef STOREH
+#undef HSUM
 #pragma GCC pop_options
 
 #pragma GCC push_options
@@ -140,6 +154,7 @@ static inline vf_avx512 loadb_avx512(const uint16_t *p)
 }
 #define LOADH(p) ((vf_avx512)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p))))
 #define LOADB(p) loadb_avx512(p)
+#define HSUM(v) _mm512_reduce_add_ps((__m512)(v))
 #define STOREH(p, v) \
 	_mm256_storeu_si256((__m256i *)(p), _mm512_cvtps_ph((__m512)(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
 #include "cpu-kernels.inc"
@@ -152,6 +167,7 @@ static inline vf_avx512 loadb_avx512(const uint16_t *p)
 #undef LOADH
 #undef LOADB
 #undef STOREH
+#undef HSUM
 #pragma GCC pop_options
 #endif
 
@@ -545,6 +561,35 @@ static int cpu_attention(void *ctx, struct lmd_tensor *att, const struct lmd_ten
 	return LMD_OK;
 }
 
+/*
+ * Weights are copied into memory backed by huge pages where the kernel allows (madvise): decode
+ * streams every weight once a step, and with 4 KiB pages of a file mapping the TLB misses and the
+ * prefetchers stopping at every page boundary cost more than the copy.
+ */
+static int cpu_alloc_huge(void *ctx, struct lmd_tensor *t, struct lmd_err *err)
+{
+	(void)ctx;
+	size_t n = lmd_tensor_nbytes(t), huge = (size_t)2 << 20;
+	size_t cap = n >= huge ? (n + huge - 1) / huge * huge : (n + 63) / 64 * 64 + 64;
+	t->data = aligned_alloc(n >= huge ? huge : 64, cap);
+	if (!t->data)
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory allocating %zu bytes", n);
+#ifdef MADV_HUGEPAGE
+	if (n >= huge)
+		madvise(t->data, cap, MADV_HUGEPAGE);
+#endif
+	return LMD_OK;
+}
+
+static int cpu_weight(void *ctx, struct lmd_tensor *dst, const struct lmd_tensor *src, struct lmd_err *err)
+{
+	*dst = *src;
+	int rc = cpu_alloc_huge(ctx, dst, err);
+	if (rc == LMD_OK)
+		memcpy(dst->data, src->data, lmd_tensor_nbytes(src));
+	return rc;
+}
+
 static void cpu_close(void *ctx)
 {
 	struct cpu_ctx *c = ctx;
@@ -559,11 +604,11 @@ static void cpu_close(void *ctx)
 
 static const struct lmd_backend_ops cpu_ops = {
 	.name = "cpu",
-	.weights_in_place = 1,
+	.weights_in_place = 0,
 	.close = cpu_close,
-	.alloc = lmd_cpu_alloc,
+	.alloc = cpu_alloc_huge,
 	.release = lmd_cpu_release,
-	.weight = lmd_cpu_weight,
+	.weight = cpu_weight,
 	.upload = lmd_cpu_upload,
 	.download = lmd_cpu_download,
 	.sync = lmd_cpu_sync,
