@@ -66,9 +66,8 @@ static void *keep_host(struct lmd_model *m, void *p)
 }
 
 /*
- * Make the concatenation (along rows) of the named tensors resident, in dtype dt (the first
- * tensor's dtype mapped through weight_dtype when dt is NONE). A single tensor already in that
- * dtype is used in place.
+ * Make the concatenation (along rows) of the named tensors resident, in the first tensor's dtype
+ * mapped through weight_dtype. A single tensor already in that dtype goes to the backend as mapped.
  */
 static int load_cat(struct lmd_model *m, const struct lmd_modeldir *dir, struct lmd_tensor *dst,
 		    const char *const *names, int n, struct lmd_err *err)
