@@ -56,6 +56,7 @@ struct kernels {
 
 #define K(f) f##_c
 #define KNAME "c"
+#define TILE_MAX 4
 #define VL 4
 typedef float vf_c __attribute__((vector_size(16)));
 typedef uint32_t vu_c __attribute__((vector_size(16)));
@@ -84,6 +85,7 @@ static inline vf_c loadb_c(const uint16_t *p)
 #include "cpu-kernels.inc"
 #undef K
 #undef KNAME
+#undef TILE_MAX
 #undef VL
 #undef VF
 #undef VU
@@ -99,6 +101,7 @@ static inline vf_c loadb_c(const uint16_t *p)
 #pragma GCC optimize("fp-contract=fast")
 #define K(f) f##_avx2
 #define KNAME "avx2"
+#define TILE_MAX 4
 #define VL 8
 typedef float vf_avx2 __attribute__((vector_size(32)));
 typedef uint32_t vu_avx2 __attribute__((vector_size(32)));
@@ -125,6 +128,7 @@ static inline float hadd_avx2(vf_avx2 v)
 #include "cpu-kernels.inc"
 #undef K
 #undef KNAME
+#undef TILE_MAX
 #undef VL
 #undef VF
 #undef VU
@@ -140,6 +144,7 @@ static inline float hadd_avx2(vf_avx2 v)
 #pragma GCC optimize("fp-contract=fast")
 #define K(f) f##_avx512
 #define KNAME "avx512"
+#define TILE_MAX 8
 #define VL 16
 typedef float vf_avx512 __attribute__((vector_size(64)));
 typedef uint32_t vu_avx512 __attribute__((vector_size(64)));
@@ -160,6 +165,7 @@ static inline vf_avx512 loadb_avx512(const uint16_t *p)
 #include "cpu-kernels.inc"
 #undef K
 #undef KNAME
+#undef TILE_MAX
 #undef VL
 #undef VF
 #undef VU
