@@ -277,7 +277,7 @@ static int open_model(struct lmd_model *m, struct lmd_backend *be, struct lmd_mo
 		      int hf_rope)
 {
 	struct lmd_err err = {0};
-	struct lmd_model_opts o = {.dtype = dt, .max_tokens = 512, .max_seqs = MAXC, .block_len = 64,
+	struct lmd_model_opts o = {.dtype = dt, .max_tokens = 512, .max_seqs = MAXC, .block_len = 8,
 				   .session_len = 256, .kv_blocks = MAXC * 64,
 				   .hf_rope_rounding = hf_rope};
 	if (lmd_model_open(m, be, dir, &o, &err)) {
