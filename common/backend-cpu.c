@@ -563,7 +563,14 @@ static int cpu_attention(void *ctx, struct lmd_tensor *att, const struct lmd_ten
 	if (need_scratch(c, (size_t)2 * group * D + (size_t)kv->block_len * D + (size_t)group * maxlen, err))
 		return LMD_ENOMEM;
 	struct att_job j = {c, {&c->step, qkv, att, kv, layer, d, maxlen}};
-	lmd_pool_run(c->pool, att_run, &j, c->step.n * d->kv_heads);
+	int64_t work = 0;  // query-key pairs: a small step is not worth waking the pool for
+	for (int i = 0; i < c->step.n; i++)
+		work += (int64_t)(c->step.pos[i] + 1) * H;
+	if (work < 4096)
+		for (int t = 0; t < c->step.n * d->kv_heads; t++)
+			att_run(&j, t, 0);
+	else
+		lmd_pool_run(c->pool, att_run, &j, c->step.n * d->kv_heads);
 	return LMD_OK;
 }
 
