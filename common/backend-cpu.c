@@ -1,10 +1,13 @@
 /**
  * The fast CPU backend: the reference ops' semantics (ops-cpu.c) with threads (threads.h) and
  * vectorized inner loops (cpu-kernels.inc, compiled for AVX-512, AVX2 and plain C; the best the
- * CPU supports is picked at open). Matmul converts tiles of weight rows to fp32 once and runs
- * register-blocked dot products over four tokens at a time; attention runs the query heads that
- * share a kv head together, one (token, kv head) per work item. t/unit/test-ops.c compares every
- * op with the reference.
+ * CPU supports is picked at open; LMD_CPU_ISA=c|avx2 forces a lower one). Matmul: up to
+ * MM_SMALL tokens (decode), weights are converted in registers as they stream by, with software
+ * prefetch, each weight vector used for all tokens of the tile; more tokens (prefill), tiles of
+ * weight rows are converted to fp32 once and register-blocked 4x2 dot products run over them.
+ * Attention runs the query heads that share a kv head together, one (token, kv head) per task.
+ * Weights are copied into huge pages at load. t/unit/test-ops.c compares every op with the
+ * reference.
  */
 #include <math.h>
 #include <stdlib.h>
