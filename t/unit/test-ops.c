@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cuda.h"
 #include "kvcache.h"
 #include "ops-cpu.h"
 #include "unit.h"
@@ -293,7 +294,13 @@ int main(void)
 		lmd_backend_close(&be);
 	}
 	unsetenv("LMD_CPU_ISA");
+	CHECK_EQ_INT(lmd_backend_open(&be, "tpu", NULL, &err), LMD_EINVAL);
+	CHECK(strstr(err.msg, "'tpu'") != NULL);
+	CHECK_EQ_INT(lmd_backend_open(&be, "auto", NULL, &err), 0);  // cpu without a GPU
+	lmd_backend_close(&be);
 	int rc = lmd_backend_open(&be, "cuda", NULL, &err);
+	if (lmd_cuda_device_count() == 0)
+		CHECK_EQ_INT(rc, LMD_ENODEV);
 	if (rc == 0) {
 		what = "cuda";
 		test_backend(&be, &ref);
