@@ -99,9 +99,13 @@ static inline vf_c loadb_c(const uint16_t *p)
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#ifdef __clang__  // fp-contract is on in clang already
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 #pragma GCC optimize("fp-contract=fast")
+#endif
 #define K(f) f##_avx2
 #define KNAME "avx2"
 #define TILE_MAX 4
@@ -140,11 +144,19 @@ static inline float hadd_avx2(vf_avx2 v)
 #undef LOADB
 #undef STOREH
 #undef HSUM
+#ifdef __clang__
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
+#ifdef __clang__  // fp-contract is on in clang already
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,fma,f16c")
 #pragma GCC optimize("fp-contract=fast")
+#endif
 #define K(f) f##_avx512
 #define KNAME "avx512"
 #define TILE_MAX 8
@@ -177,7 +189,11 @@ static inline vf_avx512 loadb_avx512(const uint16_t *p)
 #undef LOADB
 #undef STOREH
 #undef HSUM
+#ifdef __clang__
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 #endif
 
 static const struct kernels *pick_kernels(void)
