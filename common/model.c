@@ -426,6 +426,14 @@ static int prepare(struct lmd_model *m, const struct lmd_batch *b, struct lmd_st
 	return LMD_OK;
 }
 
+static void tap(struct lmd_model *m, int layer, enum lmd_tap point, const struct lmd_tensor *t, struct lmd_err *err)
+{
+	if (m->tap) {
+		m->be->ops->sync(m->be->ctx, err);  // the tap reads what the ops before it wrote
+		m->tap(m->tap_ctx, layer, point, t);
+	}
+}
+
 int lmd_model_forward(struct lmd_model *m, const struct lmd_batch *b, float *logits, struct lmd_err *err)
 {
 	const struct lmd_backend_ops *ops = m->be->ops;
@@ -446,14 +454,19 @@ int lmd_model_forward(struct lmd_model *m, const struct lmd_batch *b, float *log
 			TRY(ops->rmsnorm(ctx, &xn, &x, &L->attn_norm, eps, err));
 		else
 			TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->attn_norm, eps, err));
+		tap(m, l, LMD_TAP_QKV_IN, &xn, err);
 		TRY(ops->matmul(ctx, &qkv, &xn, &L->wqkv, L->bqkv.data ? &L->bqkv : NULL, err));
 		TRY(ops->rope(ctx, &qkv, d, err));
+		tap(m, l, LMD_TAP_QKV, &qkv, err);
 		TRY(ops->kv_store(ctx, &m->kv, l, &qkv, d, err));
 		TRY(ops->attention(ctx, &att, &qkv, &m->kv, l, d, err));
+		tap(m, l, LMD_TAP_O_IN, &att, err);
 		TRY(ops->matmul(ctx, &o, &att, &L->wo, L->bo.data ? &L->bo : NULL, err));
 		TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->ffn_norm, eps, err));
+		tap(m, l, LMD_TAP_W13_IN, &xn, err);
 		TRY(ops->matmul(ctx, &gu, &xn, &L->w13, NULL, err));
 		TRY(ops->silu_mul(ctx, &h, &gu, err));
+		tap(m, l, LMD_TAP_W2_IN, &h, err);
 		TRY(ops->matmul(ctx, &o, &h, &L->w2, NULL, err));
 	}
 	TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &m->norm, eps, err));

@@ -60,6 +60,21 @@ struct lmd_layer {
 	struct lmd_tensor w2;         /* [hidden, inter] */
 };
 
+/**
+ * Points of the forward where an optional tap sees the activations (for calibration: lmd-calib,
+ * AWQ). The tensor passed is in the backend's memory (download it for a GPU backend), rows =
+ * the step's tokens, valid only during the call.
+ */
+enum lmd_tap {
+	LMD_TAP_QKV_IN,  /* input of wqkv: [n, hidden] */
+	LMD_TAP_QKV,     /* q, k, v after rotary: [n, (H + 2*KV) * D] (k and v as the cache stores them) */
+	LMD_TAP_O_IN,    /* input of wo: [n, H * D] */
+	LMD_TAP_W13_IN,  /* input of w1 and w3: [n, hidden] */
+	LMD_TAP_W2_IN,   /* input of w2: [n, inter] */
+	LMD_TAP_COUNT,
+};
+typedef void (*lmd_tap_fn)(void *ctx, int layer, enum lmd_tap point, const struct lmd_tensor *t);
+
 struct lmd_model {
 	struct lmd_config cfg;        /* copy of the directory's config */
 	struct lmd_backend *be;       /* borrowed: outlives the model */
@@ -83,6 +98,8 @@ struct lmd_model {
 	/* owned step scratch (host) */
 	int32_t *s_tokens, *s_pos, *s_seq, *s_table, *s_out;
 	float *s_freq;
+	lmd_tap_fn tap;                    /* NULL, or called at every enum lmd_tap point of every layer */
+	void *tap_ctx;                     /* borrowed: passed to tap */
 };
 
 /**

@@ -273,6 +273,50 @@ static void check_half(const struct ref *r, const struct run *u, const struct ru
 	CHECK(agree >= 0.97 * total);
 }
 
+struct taps {
+	int calls[LMD_TAP_COUNT];
+	int64_t cols[LMD_TAP_COUNT], rows;
+	int last_layer;
+};
+
+static void count_tap(void *ctx, int layer, enum lmd_tap point, const struct lmd_tensor *t)
+{
+	struct taps *k = ctx;
+	k->calls[point]++;
+	k->cols[point] = t->shape[1];
+	k->rows = t->shape[0];
+	k->last_layer = layer;
+}
+
+/* The calibration taps: every point of every layer once a step, with the step's rows. */
+static void check_taps(struct lmd_model *m, const struct ref *r)
+{
+	struct taps k = {0};
+	struct lmd_kvseq s = {0};
+	struct lmd_batch b = {0};
+	struct lmd_err err = {0};
+	const struct lmd_config *c = &m->cfg;
+	float *lg = malloc((size_t)c->vocab * sizeof(float));
+	m->tap = count_tap;
+	m->tap_ctx = &k;
+	for (int i = 0; i < r->c[0].n; i++)
+		lmd_batch_add(&b, &s, r->c[0].ids[i], i == r->c[0].n - 1, &err);
+	CHECK_EQ_INT(lmd_model_forward(m, &b, lg, &err), 0);
+	for (int p = 0; p < LMD_TAP_COUNT; p++)
+		CHECK_EQ_INT(k.calls[p], c->layers);
+	CHECK_EQ_INT(k.rows, r->c[0].n);
+	CHECK_EQ_INT(k.last_layer, c->layers - 1);
+	CHECK_EQ_INT(k.cols[LMD_TAP_QKV_IN], c->hidden);
+	CHECK_EQ_INT(k.cols[LMD_TAP_QKV], (c->heads + 2 * c->kv_heads) * c->head_dim);
+	CHECK_EQ_INT(k.cols[LMD_TAP_O_IN], c->heads * c->head_dim);
+	CHECK_EQ_INT(k.cols[LMD_TAP_W13_IN], c->hidden);
+	CHECK_EQ_INT(k.cols[LMD_TAP_W2_IN], c->inter);
+	m->tap = NULL;
+	lmd_model_seq_release(m, &s);
+	lmd_batch_free(&b);
+	free(lg);
+}
+
 static int open_model(struct lmd_model *m, struct lmd_backend *be, struct lmd_modeldir *dir, enum lmd_dtype dt,
 		      int hf_rope)
 {
@@ -318,6 +362,8 @@ static void test_model(const char *shared, const char *file, struct lmd_backend 
 	if (open_model(&m, cpu, &dir, LMD_F32, random) == 0) {
 		if (!run_cases(&m, &r, 0, &whole, 1))
 			check_fp32(&r, &whole, V, "fp32", dynamic, 1);
+		if (!strcmp(r.name, "lmd-tiny"))
+			check_taps(&m, &r);
 		if (!dynamic && !run_cases(&m, &r, 1, &other, 1))  // chunks change HF's dynamic NTK base
 			check_fp32(&r, &other, V, "fp32 chunked", dynamic, 1);
 		free_run(&other, r.ncases);
