@@ -113,7 +113,8 @@ static void free_run(struct run *u, int ncases)
 
 /*
  * Run every case: mode 0 = one sequence at a time, whole prompt in one step; 1 = chunked prefill
- * (chunks of 3, then 5, ...) one sequence at a time; 2 = all prompts in one batch, decodes batched.
+ * (chunks of 3, then 5, ...) one sequence at a time; 2 = all prompts in one batch, decodes batched,
+ * sequence 0 preempted halfway and recomputed (its prompt and tokens so far) inside a decode step.
  * greedy: also decode the greedy continuations (mode 1 then truncates to the prompt and decodes again).
  */
 static int run_cases(struct lmd_model *m, const struct ref *r, int mode, struct run *u, int greedy)
@@ -177,11 +178,20 @@ static int run_cases(struct lmd_model *m, const struct ref *r, int mode, struct 
 		int next[MAXC];
 		for (int i = 0; i < r->ncases; i++)
 			next[i] = lmd_argmax(u->logits[i] + (size_t)(r->c[i].n - 1) * V, V);
+		int preempt_at = r->c[0].ngreedy / 2;
 		for (int g = 0; g < (greedy ? r->c[0].ngreedy : 0) && !rc; g++) {
 			lmd_batch_clear(&b);
 			for (int i = 0; i < r->ncases; i++) {
 				u->gen[i][g] = next[i];
-				lmd_batch_add(&b, &seq[i], next[i], 1, &err);
+				if (i == 0 && g == preempt_at) {  // preempted: blocks freed, recomputed within a decode step
+					lmd_model_seq_release(m, &seq[0]);
+					for (int j = 0; j < r->c[0].n; j++)
+						lmd_batch_add(&b, &seq[0], r->c[0].ids[j], 0, &err);
+					for (int j = 0; j <= g; j++)
+						lmd_batch_add(&b, &seq[0], u->gen[0][j], j == g, &err);
+				} else {
+					lmd_batch_add(&b, &seq[i], next[i], 1, &err);
+				}
 			}
 			if ((rc = lmd_model_forward(m, &b, lg, &err)))
 				break;
