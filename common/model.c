@@ -147,7 +147,17 @@ int lmd_model_open(struct lmd_model *m, struct lmd_backend *be, const struct lmd
 	m->hf_rope_rounding = o.hf_rope_rounding;
 	int block_len = o.block_len > 0 ? o.block_len : 64;
 	int max_blocks = (m->session_len + block_len - 1) / block_len;
-	int kv_blocks = o.kv_blocks > 0 ? o.kv_blocks : 4 * max_blocks;
+	int kv_blocks = o.kv_blocks;
+	if (kv_blocks <= 0) {  // 4 full sessions, at most 2 GiB, at least one session
+		size_t bb = lmd_kvcache_block_bytes(c->layers, c->kv_heads, c->head_dim, block_len,
+						    o.dtype == LMD_DTYPE_NONE ? c->dtype : o.dtype);
+		size_t cap = ((size_t)2 << 30) / (bb ? bb : 1);
+		kv_blocks = 4 * max_blocks;
+		if ((size_t)kv_blocks > cap)
+			kv_blocks = (int)cap;
+		if (kv_blocks < max_blocks)
+			kv_blocks = max_blocks;
+	}
 	m->dims = (struct lmd_attn_dims){c->heads, c->kv_heads, c->head_dim, (float)(1.0 / sqrt(c->head_dim))};
 
 	m->layer = lmd_calloc((size_t)c->layers, sizeof(*m->layer), err);

@@ -38,7 +38,8 @@ struct lmd_model_opts {
 	int max_seqs;          /* most sequences in one step; 0 = 64 */
 	int session_len;       /* most tokens in one sequence; 0 = the model's max_position_embeddings */
 	int block_len;         /* KV cache_block_seq_len; 0 = 64 */
-	int kv_blocks;         /* blocks in the KV pool; 0 = enough for 4 sequences of session_len */
+	int kv_blocks;         /* blocks in the KV pool; 0 = 4 sequences of session_len, capped at 2 GiB
+	                        * but at least one sequence (the scheduler queues or preempts beyond) */
 	/*
 	 * Round the rotary inverse frequencies to the weights' dtype, as HF transformers does when a model
 	 * built in fp32 is cast to f16/bf16 (the inv_freq buffer is cast with it; HF's dynamic NTK
