@@ -94,7 +94,7 @@ int main(int argc, char **argv)
 		{0},
 	};
 	struct lmd_cli cli = {"gen-bench-cpu", "[OPTIONS] MODEL", "Measure decode and prefill speed beside a roofline.",
-			      NULL, opts, 0};
+			      NULL, opts, 0, 0};
 	const char *arg, *device = "cpu";
 	int threads = 0, steps = 128, npre = 512, k;
 	enum lmd_dtype dt = LMD_DTYPE_NONE;
