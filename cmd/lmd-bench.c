@@ -4,6 +4,7 @@
 
 static const struct lmd_subcommand subs[] = {
 	{"gen", lmd_bench_gen, "generation latency and throughput at several concurrencies"},
+	{"ppl", lmd_bench_ppl, "perplexity on a text; KL divergence and top-1 agreement against a base model"},
 };
 
 int main(int argc, char **argv)

@@ -184,6 +184,11 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 	if (mo.kv_blocks < (session + block - 1) / block)
 		mo.kv_blocks = (session + block - 1) / block;  /* always room for one full session */
 	r->kv_bytes = (size_t)mo.kv_blocks * bb;
+	if (o->quant_policy || o->kv_params) {
+		rc = lmd_errorf(err, LMD_EINVAL, "--quant-policy %d: the quantized KV cache is not implemented yet",
+				o->quant_policy);
+		goto fail;
+	}
 	if ((rc = lmd_model_open(&r->m, &r->be, &r->dir, &mo, err)))
 		goto fail;
 	struct lmd_sched_opts so = {.max_batch = o->max_batch, .max_prefill = o->max_prefill};

@@ -25,6 +25,8 @@ struct lmd_runner_opts {
 	double cache_max_entry_count; /* fraction of free memory for the KV pool; 0 = 0.8 */
 	const char *chat_template;    /* NULL = the model's / chosen from its files */
 	int verbose;
+	int quant_policy;             /* KV cache: 0 = the compute dtype, 8 = int8, 4 = int4 (online per token per head) */
+	const char *kv_params;        /* NULL, or lmd-kvparams CSV: offline KV scales and zeros (quant_policy 8 or 4) */
 };
 
 struct lmd_runner {
