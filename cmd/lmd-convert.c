@@ -11,7 +11,7 @@ enum { O_DTYPE = 256, O_TP, O_MODEL_NAME, O_CHAT_TEMPLATE, O_MODEL_FORMAT, O_INF
 static const struct lmd_opt opts[] = {
 	{"dtype", O_DTYPE, "TYPE", "weight dtype: keep (default), fp16, bf16 or fp32"},
 	{"tp", O_TP, "N", "split the weights for N tensor-parallel ranks (default 1)"},
-	{"model-format", O_MODEL_FORMAT, "FMT", "source format: hf (default)"},
+	{"model-format", O_MODEL_FORMAT, "FMT", "source format: hf (default) or awq (AutoAWQ gemm 4-bit)"},
 	{"model-name", O_MODEL_NAME, "NAME", "name recorded in the model (default: the source directory's name)"},
 	{"chat-template", O_CHAT_TEMPLATE, "NAME", "chat template recorded in the model (default: chosen when run)"},
 	{"force", O_FORCE, NULL, "replace DST if it exists"},
@@ -42,8 +42,9 @@ int main(int argc, char **argv)
 			break;
 		case O_TP: o.tp = (int)lmd_cli_long(&cli, "tp", arg, 1, 32); break;
 		case O_MODEL_FORMAT:
-			if (strcmp(arg, "hf"))
-				lmd_usage(&cli, "--model-format: '%s' is not supported (hf)", arg);
+			if (strcmp(arg, "hf") && strcmp(arg, "awq"))
+				lmd_usage(&cli, "--model-format: '%s' is not supported (hf, awq)", arg);
+			o.model_format = arg;
 			break;
 		case O_MODEL_NAME: o.model_name = arg; break;
 		case O_CHAT_TEMPLATE: o.chat_template = arg; break;

@@ -556,6 +556,93 @@ static int cpu_matmul(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *
 	return LMD_OK;
 }
 
+/*
+ * int4 matmul: per (token row, output) the sum over groups of scale * (Σ x·q - zero * Σ x), the nibbles
+ * turned into floats in registers; the group sums of x are computed once per row.
+ */
+struct q4_job {
+	struct cpu_ctx *c;
+	const float *x;              // [n][in] fp32
+	const float *xs;             // [n][in/group] group sums of x
+	const uint8_t *q, *z;
+	const uint16_t *s;
+	const float *bias;
+	struct lmd_tensor *y;
+	int n, in, out, group;
+};
+
+static void q4_run(void *arg, int task, int tid)
+{
+	(void)tid;
+	struct q4_job *j = arg;
+	int per = chunk_of(j->out, j->c->nt, 8), ng = j->in / j->group;
+	int lo = task * per, hi = lo + per < j->out ? lo + per : j->out;
+	float sc[64], zs[64];
+	for (int o = lo; o < hi; o++) {
+		const uint8_t *qr = j->q + (size_t)o * (j->in / 2);
+		for (int g = 0; g < ng && g < 64; g++)
+			sc[g] = lmd_f16_to_f32(j->s[(size_t)o * ng + g]), zs[g] = (float)j->z[(size_t)o * ng + g];
+		for (int r = 0; r < j->n; r++) {
+			const float *x = j->x + (size_t)r * j->in, *xs = j->xs + (size_t)r * ng;
+			float acc = 0;
+			for (int g = 0; g < ng; g++) {
+				const uint8_t *qg = qr + g * j->group / 2;
+				const float *xg = x + g * j->group;
+				float a0 = 0, a1 = 0;
+				for (int i = 0; i < j->group / 2; i++) {
+					a0 += xg[2 * i] * (float)(qg[i] & 15);
+					a1 += xg[2 * i + 1] * (float)(qg[i] >> 4);
+				}
+				acc += sc[g] * (a0 + a1 - zs[g] * xs[g]);
+			}
+			if (j->bias)
+				acc += j->bias[o];
+			float v = acc;
+			lmd_cpu_store((char *)j->y->data + ((size_t)r * j->out + o) * lmd_dtype_size(j->y->dtype), j->y->dtype,
+				      &v, 1);
+		}
+	}
+}
+
+static int cpu_matmul_q4(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
+			 const struct lmd_tensor *scales, const struct lmd_tensor *zeros, int group,
+			 const struct lmd_tensor *bias, struct lmd_err *err)
+{
+	struct cpu_ctx *c = ctx;
+	int64_t in = ncols(x), out = nrows(w), n = nrows(x);
+	if (ncols(w) * 2 != in || ncols(y) != out || nrows(y) != n || group < 2 || in % group || nrows(scales) != out ||
+	    ncols(scales) != in / group || nrows(zeros) != out || ncols(zeros) != in / group ||
+	    (bias && lmd_tensor_numel(bias) != out))
+		LMD_BUG("matmul_q4: shapes");
+	if (in / group > 64) {  // more groups than q4_run keeps in registers: the reference does it
+		lmd_cpu_matmul_q4(y, x, w, scales, zeros, group, bias);
+		return LMD_OK;
+	}
+	int ng = (int)(in / group);
+	float *xf = lmd_malloc((size_t)n * in * sizeof(float), err);
+	float *xs = xf ? lmd_malloc((size_t)n * ng * sizeof(float), err) : NULL;
+	float *b32 = bias && xs ? lmd_malloc((size_t)out * sizeof(float), err) : NULL;
+	if (!xf || !xs || (bias && !b32)) {
+		free(xf), free(xs);
+		return LMD_ENOMEM;
+	}
+	lmd_cpu_load(xf, x->data, x->dtype, (size_t)(n * in));
+	for (int64_t r = 0; r < n; r++)
+		for (int g = 0; g < ng; g++) {
+			float s = 0;
+			for (int i = 0; i < group; i++)
+				s += xf[r * in + (int64_t)g * group + i];
+			xs[r * ng + g] = s;
+		}
+	if (bias)
+		lmd_cpu_load(b32, bias->data, bias->dtype, (size_t)out);
+	struct q4_job j = {c, xf, xs, w->data, zeros->data, scales->data, b32, y, (int)n, (int)in, (int)out, group};
+	int per = chunk_of((int)out, c->nt, 8);
+	lmd_pool_run(c->pool, q4_run, &j, (int)((out + per - 1) / per));
+	free(xf), free(xs), free(b32);
+	return LMD_OK;
+}
+
 struct att_job {
 	struct cpu_ctx *c;
 	struct att_args a;
@@ -649,6 +736,7 @@ static const struct lmd_backend_ops cpu_ops = {
 	.rmsnorm = cpu_rmsnorm,
 	.add_rmsnorm = cpu_add_rmsnorm,
 	.matmul = cpu_matmul,
+	.matmul_q4 = cpu_matmul_q4,
 	.rope = cpu_rope,
 	.kv_store = cpu_kv_store,
 	.attention = cpu_attention,

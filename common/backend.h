@@ -112,6 +112,14 @@ struct lmd_backend_ops {
 			 int layer, const struct lmd_attn_dims *d, struct lmd_err *err);
 	/** y[rows, inter] = silu(gu[:, :inter]) * gu[:, inter:]. */
 	int (*silu_mul)(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *gu, struct lmd_err *err);
+	/**
+	 * y[rows, out] = x[rows, in] · Wᵀ (+ bias) for an int4 weight in the layout of q4.h: w LMD_U8
+	 * [out, in/2] (two nibbles a byte, low first), scales LMD_F16 [out, in/group], zeros LMD_U8
+	 * [out, in/group]; W[o][i] = (q - zero) * scale. fp32 accumulation. NULL in a backend without it.
+	 */
+	int (*matmul_q4)(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
+			 const struct lmd_tensor *scales, const struct lmd_tensor *zeros, int group,
+			 const struct lmd_tensor *bias, struct lmd_err *err);
 	/** y[j] = x[step out_rows[first + j]] for j < y->shape[0]: the rows that get logits. */
 	int (*gather_rows)(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, int first,
 			   struct lmd_err *err);

@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "awq.h"
 #include "convert.h"
 #include "hfconfig.h"
 #include "safetensors.h"
@@ -24,6 +25,7 @@ struct source {
 	struct lmd_stset st;      /* HF */
 	struct lmd_modeldir md;   /* lmd */
 	int is_lmd;
+	int awq, awq_group;       /* HF AutoAWQ gemm directory (qweight/qzeros/scales) and its group size */
 };
 
 static void source_close(struct source *s)
@@ -33,7 +35,7 @@ static void source_close(struct source *s)
 }
 
 /* The HF name of a canonical tensor for the source's architecture ("" when it comes out of a packed tensor). */
-static void hf_name(const struct lmd_config *c, const char *canon, char *out, size_t n)
+void lmd_hf_name(const struct lmd_config *c, const char *canon, char *out, size_t n)
 {
 	static const struct { const char *canon, *llama, *internlm2; } map[] = {
 		{"attn_norm", "input_layernorm.weight", "attention_norm.weight"},
@@ -124,7 +126,7 @@ static int source_get(struct source *s, const char *canon, struct lmd_tensor *ou
 	*owned = NULL;
 	if (s->is_lmd)
 		return lmd_modeldir_gather(&s->md, canon, out, owned, err);
-	hf_name(&s->cfg, canon, hf, sizeof(hf));
+	lmd_hf_name(&s->cfg, canon, hf, sizeof(hf));
 	if (hf[0])
 		return hf_tensor(s, hf, out, err);
 	const char *p = strrchr(canon, '.') + 1;
@@ -156,10 +158,25 @@ static int source_open(struct source *s, const char *dir, struct lmd_err *err)
 		source_close(s);
 		return rc;
 	}
+	char hf0[96];
+	lmd_hf_name(&s->cfg, "layers.0.wq", hf0, sizeof(hf0));
+	if (strlen(hf0) > 7) {
+		strcpy(hf0 + strlen(hf0) - 7, ".scales");
+		const struct lmd_st_entry *e = lmd_stset_find(&s->st, hf0, NULL);
+		if (e) {
+			s->awq = 1;
+			s->awq_group = e->t.ndim == 2 && e->t.shape[0] > 0 ? (int)(s->cfg.hidden / e->t.shape[0]) : 0;
+			if (s->awq_group < 8 || s->cfg.hidden % s->awq_group)
+				return source_close(s), lmd_errorf(err, LMD_EFORMAT, "'%s': tensor '%s' has an unexpected shape",
+								   dir, hf0);
+			if (s->cfg.dtype == LMD_DTYPE_NONE)
+				s->cfg.dtype = LMD_F16;
+		}
+	}
 	if (s->cfg.dtype == LMD_DTYPE_NONE) {
 		struct lmd_tensor e;
 		char hf[96];
-		hf_name(&s->cfg, "tok_embeddings", hf, sizeof(hf));
+		lmd_hf_name(&s->cfg, "tok_embeddings", hf, sizeof(hf));
 		if ((rc = hf_tensor(s, hf, &e, err))) {
 			source_close(s);
 			return rc;
@@ -230,11 +247,88 @@ static int write_split(struct job *j, const char *name, const struct lmd_tensor 
 	return LMD_OK;
 }
 
+static int is_linear(const char *name)
+{
+	const char *d = strrchr(name, '.');
+	return d && d[1] == 'w' && strchr("qkvo123", d[2]) && !d[3];
+}
+
+/* An AWQ gemm tensor of an HF directory by stem and suffix, checked for dtype and shape. */
+static int awq_part(struct source *s, const char *stem, const char *suf, enum lmd_dtype dt, int64_t d0, int64_t d1,
+		    const void **data, struct lmd_err *err)
+{
+	char hf[128];
+	snprintf(hf, sizeof(hf), "%s.%s", stem, suf);
+	const char *path = NULL;
+	const struct lmd_st_entry *e = lmd_stset_find(&s->st, hf, &path);
+	if (!e)
+		return lmd_errorf(err, LMD_EFORMAT, "'%s': tensor '%s' is missing (an AWQ directory)", s->dir, hf);
+	if (e->t.dtype != dt || e->t.ndim != 2 || e->t.shape[0] != d0 || e->t.shape[1] != d1)
+		return lmd_errorf(err, LMD_EFORMAT, "%s: tensor '%s': expected %s [%lld, %lld]", path, hf, lmd_dtype_name(dt),
+				  (long long)d0, (long long)d1);
+	*data = e->t.data;
+	return LMD_OK;
+}
+
+/* A linear of an AWQ directory, repacked into the engine's int4 layout (q4.h): NAME, NAME.scales, NAME.zeros. */
+static int convert_awq(struct job *j, const char *name, const int64_t *shape)
+{
+	struct source *s = j->src;
+	int out = (int)shape[0], in = (int)shape[1], g = s->awq_group, ng = in / g, rc;
+	char stem[128], nm[128];
+	lmd_hf_name(&s->cfg, name, stem, sizeof(stem));
+	stem[strlen(stem) - 7] = 0;  /* ".weight" */
+	if (in % g || out % 8)
+		return lmd_errorf(j->err, LMD_EFORMAT, "'%s': tensor '%s': %d inputs not a multiple of the group size %d",
+				  s->dir, stem, in, g);
+	const void *qw, *qz, *sc;
+	if ((rc = awq_part(s, stem, "qweight", LMD_I32, in, out / 8, &qw, j->err)) ||
+	    (rc = awq_part(s, stem, "qzeros", LMD_I32, ng, out / 8, &qz, j->err)) ||
+	    (rc = awq_part(s, stem, "scales", LMD_F16, ng, out, &sc, j->err)))
+		return rc;
+	uint8_t *q = malloc((size_t)in * out), *z = malloc((size_t)ng * out);
+	uint8_t *pq = malloc((size_t)out * in / 2), *pz = malloc((size_t)out * ng);
+	uint16_t *ps = malloc((size_t)out * ng * sizeof(uint16_t));
+	if (!q || !z || !pq || !pz || !ps) {
+		rc = lmd_errorf(j->err, LMD_ENOMEM, "out of memory");
+		goto done;
+	}
+	lmd_awq_unpack(qw, in, out, q);
+	lmd_awq_unpack(qz, ng, out, z);
+	for (int o = 0; o < out; o++) {
+		for (int i = 0; i < in; i += 2)
+			pq[(size_t)o * (in / 2) + i / 2] = (uint8_t)(q[(size_t)i * out + o] | q[(size_t)(i + 1) * out + o] << 4);
+		for (int k = 0; k < ng; k++) {
+			pz[(size_t)o * ng + k] = z[(size_t)k * out + o];
+			ps[(size_t)o * ng + k] = ((const uint16_t *)sc)[(size_t)k * out + o];
+		}
+	}
+	struct lmd_quant qt = {.method = "awq", .bits = 4, .group_size = g};
+	snprintf(qt.scales, sizeof(qt.scales), "%s.scales", name);
+	snprintf(qt.zeros, sizeof(qt.zeros), "%s.zeros", name);
+	struct lmd_tensor t = {.dtype = LMD_U8, .ndim = 2, .shape = {out, in / 2}, .data = pq};
+	if ((rc = lmd_modeldir_writer_add(&j->w, name, &t, -1, -1, j->err)))
+		goto done;
+	j->w.t[j->w.n - 1].quant = qt;
+	t = (struct lmd_tensor){.dtype = LMD_F16, .ndim = 2, .shape = {out, ng}, .data = ps};
+	if ((rc = lmd_modeldir_writer_add(&j->w, qt.scales, &t, -1, -1, j->err)))
+		goto done;
+	t = (struct lmd_tensor){.dtype = LMD_U8, .ndim = 2, .shape = {out, ng}, .data = pz};
+	snprintf(nm, sizeof(nm), "%s", qt.zeros);
+	rc = lmd_modeldir_writer_add(&j->w, nm, &t, -1, -1, j->err);
+done:
+	free(q), free(z), free(pq), free(pz), free(ps);
+	j->done++;
+	return rc;
+}
+
 static int convert_fn(const char *name, const int64_t *shape, int ndim, int split_axis, void *ctx)
 {
 	struct job *j = ctx;
 	struct lmd_tensor t;
 	void *owned = NULL;
+	if (j->src->awq && is_linear(name))
+		return convert_awq(j, name, shape);
 	int rc = source_get(j->src, name, &t, &owned, j->err);
 	if (rc)
 		return rc;
@@ -332,6 +426,18 @@ int lmd_convert(const char *src, const char *dst, const struct lmd_convert_opts 
 		return lmd_errorf(err, LMD_EINVAL, "--chat-template '%s' is not a template name", o->chat_template);
 	if ((rc = source_open(&s, src, err)))
 		return rc;
+	if (o->model_format && !strcmp(o->model_format, "awq") && !s.awq) {
+		source_close(&s);
+		return lmd_errorf(err, LMD_EFORMAT, "'%s': not an AWQ directory (no 'qweight' tensors)", src);
+	}
+	if (s.awq && o->tp > 1) {
+		source_close(&s);
+		return lmd_errorf(err, LMD_EINVAL, "--tp %d: AWQ models are converted unsplit for now", o->tp);
+	}
+	if (s.awq && s.cfg.arch == LMD_ARCH_INTERNLM2) {
+		source_close(&s);
+		return lmd_errorf(err, LMD_EINVAL, "'%s': AWQ InternLM2 directories are not supported yet", src);
+	}
 	struct lmd_config cfg = s.cfg;
 	cfg.tp = o->tp > 0 ? o->tp : 1;
 	if (o->dtype != LMD_DTYPE_NONE)

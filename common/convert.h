@@ -19,6 +19,7 @@ struct lmd_convert_opts {
 	int force;                  /* replace an existing DST */
 	int progress;               /* print progress on stderr (the caller checks for a TTY) */
 	int quiet;                  /* no warnings on stderr */
+	const char *model_format;   /* NULL or "hf": any HF directory (AWQ ones are recognized); "awq": must be AWQ */
 };
 
 /**
@@ -33,6 +34,9 @@ int lmd_convert(const char *src, const char *dst, const struct lmd_convert_opts 
  * sizes and modification times) and the cached directory is opened.
  */
 int lmd_model_open_any(struct lmd_modeldir *m, const char *path, struct lmd_err *err);
+
+/** The HF tensor name of canonical tensor canon for c's architecture ("" when it lives in a packed tensor). */
+void lmd_hf_name(const struct lmd_config *c, const char *canon, char *out, size_t n);
 
 
 

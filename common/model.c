@@ -112,6 +112,74 @@ out:
 	return rc;
 }
 
+/*
+ * An int4 weight (q4.h) made of the row-concatenation of the named quantized tensors: the packed
+ * nibbles, scales and zeros, each concatenated along rows. *group receives the group size.
+ */
+static int load_cat_q4(struct lmd_model *m, const struct lmd_modeldir *dir, struct lmd_tensor *dst,
+		       struct lmd_tensor *ds, struct lmd_tensor *dz, const char *const *names, int n, int *group,
+		       struct lmd_err *err)
+{
+	if (!m->be->ops->matmul_q4)
+		return lmd_errorf(err, LMD_EINVAL, "the %s backend has no int4 matmul for '%s'", m->be->ops->name, names[0]);
+	struct lmd_tensor host[3];
+	for (int part = 0; part < 3; part++) {
+		struct lmd_tensor src[3];
+		int64_t rows = 0;
+		for (int i = 0; i < n; i++) {
+			const struct lmd_mtensor *mt = lmd_modeldir_find(dir, names[i], -1);
+			if (!mt || !mt->quant.method[0] || mt->quant.bits != 4 ||
+			    (*group && mt->quant.group_size != *group))
+				return lmd_errorf(err, LMD_EFORMAT, "%s: tensor '%s': expected a 4-bit weight like '%s'", dir->path,
+						  names[i], names[0]);
+			*group = mt->quant.group_size;
+			const char *nm = part == 0 ? names[i] : part == 1 ? mt->quant.scales : mt->quant.zeros;
+			const struct lmd_mtensor *pt = lmd_modeldir_find(dir, nm, -1);
+			enum lmd_dtype want = part == 1 ? LMD_F16 : LMD_U8;
+			if (!pt || pt->t.dtype != want || pt->t.ndim != 2 ||
+			    (i && pt->t.shape[1] != src[0].shape[1]))
+				return lmd_errorf(err, LMD_EFORMAT, "%s: tensor '%s' is missing or not %s [out, cols]", dir->path, nm,
+						  lmd_dtype_short(want));
+			src[i] = pt->t;
+			rows += src[i].shape[0];
+		}
+		host[part] = src[0];
+		if (n > 1) {
+			host[part].shape[0] = rows;
+			host[part].data = keep_host(m, malloc(lmd_tensor_nbytes(&host[part])));
+			if (!host[part].data)
+				return lmd_errorf(err, LMD_ENOMEM, "out of memory loading '%s'", names[0]);
+			size_t off = 0;
+			for (int i = 0; i < n; i++) {
+				memcpy((char *)host[part].data + off, src[i].data, lmd_tensor_nbytes(&src[i]));
+				off += lmd_tensor_nbytes(&src[i]);
+			}
+		}
+	}
+	if (host[1].shape[0] != host[0].shape[0] || host[2].shape[0] != host[0].shape[0] ||
+	    host[1].shape[1] * *group != host[0].shape[1] * 2 || host[2].shape[1] != host[1].shape[1])
+		return lmd_errorf(err, LMD_EFORMAT, "%s: tensor '%s': packed weight, scales and zeros disagree in shape",
+				  dir->path, names[0]);
+	struct lmd_tensor *d[3] = {dst, ds, dz};
+	for (int part = 0; part < 3; part++) {
+		int rc = m->be->ops->weight(m->be->ctx, d[part], &host[part], err);
+		if (rc)
+			return rc;
+		m->weight_bytes += lmd_tensor_nbytes(d[part]);
+	}
+	return LMD_OK;
+}
+
+/* A linear weight: int4 when the directory holds it quantized, else as load_cat. */
+static int load_lin(struct lmd_model *m, const struct lmd_modeldir *dir, struct lmd_tensor *dst, struct lmd_tensor *ds,
+		    struct lmd_tensor *dz, const char *const *names, int n, int *group, struct lmd_err *err)
+{
+	const struct lmd_mtensor *mt = lmd_modeldir_find(dir, names[0], -1);
+	if (mt && mt->quant.method[0])
+		return load_cat_q4(m, dir, dst, ds, dz, names, n, group, err);
+	return load_cat(m, dir, dst, names, n, err);
+}
+
 static int load1(struct lmd_model *m, const struct lmd_modeldir *dir, struct lmd_tensor *dst, const char *name,
 		 struct lmd_err *err)
 {
@@ -183,9 +251,13 @@ int lmd_model_open(struct lmd_model *m, struct lmd_backend *be, const struct lmd
 		for (int i = 0; i < 4; i++)
 			snprintf(b[i], sizeof(b[i]), "layers.%d.%s", l, bsuf[i]);
 		const char *bqkv[3] = {b[0], b[1], b[2]};
-		if ((rc = load1(m, dir, &L->attn_norm, n[0], err)) < 0 || (rc = load_cat(m, dir, &L->wqkv, qkv, 3, err)) < 0 ||
-		    (rc = load1(m, dir, &L->wo, n[4], err)) < 0 || (rc = load1(m, dir, &L->ffn_norm, n[5], err)) < 0 ||
-		    (rc = load_cat(m, dir, &L->w13, w13, 2, err)) < 0 || (rc = load1(m, dir, &L->w2, w2, err)) < 0 ||
+		const char *wo[1] = {n[4]}, *w2s[1] = {w2};
+		if ((rc = load1(m, dir, &L->attn_norm, n[0], err)) < 0 ||
+		    (rc = load_lin(m, dir, &L->wqkv, &L->wqkv_s, &L->wqkv_z, qkv, 3, &L->group, err)) < 0 ||
+		    (rc = load_lin(m, dir, &L->wo, &L->wo_s, &L->wo_z, wo, 1, &L->group, err)) < 0 ||
+		    (rc = load1(m, dir, &L->ffn_norm, n[5], err)) < 0 ||
+		    (rc = load_lin(m, dir, &L->w13, &L->w13_s, &L->w13_z, w13, 2, &L->group, err)) < 0 ||
+		    (rc = load_lin(m, dir, &L->w2, &L->w2_s, &L->w2_z, w2s, 1, &L->group, err)) < 0 ||
 		    (c->qkv_bias && (rc = load_cat(m, dir, &L->bqkv, bqkv, 3, err)) < 0) ||
 		    (c->o_bias && (rc = load1(m, dir, &L->bo, b[3], err)) < 0))
 			goto fail;
@@ -249,7 +321,8 @@ void lmd_model_close(struct lmd_model *m)
 			release(m, &m->output);
 		for (int l = 0; m->layer && l < m->cfg.layers; l++) {
 			struct lmd_layer *L = &m->layer[l];
-			struct lmd_tensor *w[] = {&L->attn_norm, &L->wqkv, &L->bqkv, &L->wo, &L->bo, &L->ffn_norm, &L->w13, &L->w2};
+			struct lmd_tensor *w[] = {&L->attn_norm, &L->wqkv, &L->bqkv, &L->wo, &L->bo, &L->ffn_norm, &L->w13, &L->w2,
+						  &L->wqkv_s, &L->wqkv_z, &L->wo_s, &L->wo_z, &L->w13_s, &L->w13_z, &L->w2_s, &L->w2_z};
 			for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++)
 				release(m, w[i]);
 		}
@@ -444,6 +517,16 @@ static void tap(struct lmd_model *m, int layer, enum lmd_tap point, const struct
 	}
 }
 
+/* y = x · wᵀ (+ bias), through the int4 op when w is packed int4 (s, z its scales and zeros). */
+static int linear(struct lmd_model *m, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
+		  const struct lmd_tensor *s, const struct lmd_tensor *z, int group, const struct lmd_tensor *bias,
+		  struct lmd_err *err)
+{
+	if (s->data)
+		return m->be->ops->matmul_q4(m->be->ctx, y, x, w, s, z, group, bias, err);
+	return m->be->ops->matmul(m->be->ctx, y, x, w, bias, err);
+}
+
 int lmd_model_forward(struct lmd_model *m, const struct lmd_batch *b, float *logits, struct lmd_err *err)
 {
 	const struct lmd_backend_ops *ops = m->be->ops;
@@ -465,19 +548,19 @@ int lmd_model_forward(struct lmd_model *m, const struct lmd_batch *b, float *log
 		else
 			TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->attn_norm, eps, err));
 		tap(m, l, LMD_TAP_QKV_IN, &xn, err);
-		TRY(ops->matmul(ctx, &qkv, &xn, &L->wqkv, L->bqkv.data ? &L->bqkv : NULL, err));
+		TRY(linear(m, &qkv, &xn, &L->wqkv, &L->wqkv_s, &L->wqkv_z, L->group, L->bqkv.data ? &L->bqkv : NULL, err));
 		TRY(ops->rope(ctx, &qkv, d, err));
 		tap(m, l, LMD_TAP_QKV, &qkv, err);
 		TRY(ops->kv_store(ctx, &m->kv, l, &qkv, d, err));
 		TRY(ops->attention(ctx, &att, &qkv, &m->kv, l, d, err));
 		tap(m, l, LMD_TAP_O_IN, &att, err);
-		TRY(ops->matmul(ctx, &o, &att, &L->wo, L->bo.data ? &L->bo : NULL, err));
+		TRY(linear(m, &o, &att, &L->wo, &L->wo_s, &L->wo_z, L->group, L->bo.data ? &L->bo : NULL, err));
 		TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->ffn_norm, eps, err));
 		tap(m, l, LMD_TAP_W13_IN, &xn, err);
-		TRY(ops->matmul(ctx, &gu, &xn, &L->w13, NULL, err));
+		TRY(linear(m, &gu, &xn, &L->w13, &L->w13_s, &L->w13_z, L->group, NULL, err));
 		TRY(ops->silu_mul(ctx, &h, &gu, err));
 		tap(m, l, LMD_TAP_W2_IN, &h, err);
-		TRY(ops->matmul(ctx, &o, &h, &L->w2, NULL, err));
+		TRY(linear(m, &o, &h, &L->w2, &L->w2_s, &L->w2_z, L->group, NULL, err));
 	}
 	TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &m->norm, eps, err));
 	for (int i = 0; i < b->nseq; i++)

@@ -59,6 +59,12 @@ struct lmd_layer {
 	struct lmd_tensor ffn_norm;   /* [hidden] */
 	struct lmd_tensor w13;        /* [2 * inter, hidden]: w1 (gate) rows then w3 (up) rows */
 	struct lmd_tensor w2;         /* [hidden, inter] */
+	/*
+	 * int4 weights (q4.h): when a weight above is LMD_U8 [out, in/2] its scales (LMD_F16) and zeros
+	 * (LMD_U8), both [out, in/group], are here; data NULL otherwise.
+	 */
+	struct lmd_tensor wqkv_s, wqkv_z, wo_s, wo_z, w13_s, w13_z, w2_s, w2_z;
+	int group;                    /* the int4 group size; 0 when the weights are not quantized */
 };
 
 /**

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ops-cpu.h"
+#include "q4.h"
 
 // ----------------------------------------------------------------------------
 // element conversion
@@ -159,6 +160,35 @@ void lmd_cpu_matmul(struct lmd_tensor *y, const struct lmd_tensor *x, const stru
 	lmd_cpu_load(xf, x->data, x->dtype, (size_t)(n * in));
 	for (int64_t o = 0; o < out; o++) {
 		lmd_cpu_load(wf, row(w, o), w->dtype, (size_t)in);
+		for (int64_t r = 0; r < n; r++) {
+			float acc = 0;
+			for (int64_t i = 0; i < in; i++)
+				acc += xf[r * in + i] * wf[i];
+			if (bias)
+				acc += load1(bias->data, bias->dtype, (size_t)o);
+			store1(row(y, r), y->dtype, (size_t)o, acc);
+		}
+	}
+	free(xf);
+	free(wf);
+}
+
+void lmd_cpu_matmul_q4(struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
+		       const struct lmd_tensor *scales, const struct lmd_tensor *zeros, int group,
+		       const struct lmd_tensor *bias)
+{
+	int64_t in = cols(x), out = rows(w), n = rows(x);
+	if (cols(w) * 2 != in || cols(y) != out || rows(y) != n || in % group || rows(scales) != out ||
+	    cols(scales) != in / group || rows(zeros) != out || cols(zeros) != in / group ||
+	    (bias && lmd_tensor_numel(bias) != out))
+		LMD_BUG("matmul_q4: shapes");
+	struct lmd_q4 q = {(int)out, (int)in, group, w->data, scales->data, zeros->data};
+	float *xf = malloc((size_t)(n * in) * sizeof(float)), *wf = malloc((size_t)in * sizeof(float));
+	if (!xf || !wf)
+		LMD_BUG("out of memory");
+	lmd_cpu_load(xf, x->data, x->dtype, (size_t)(n * in));
+	for (int64_t o = 0; o < out; o++) {
+		lmd_q4_row(&q, (int)o, wf);
 		for (int64_t r = 0; r < n; r++) {
 			float acc = 0;
 			for (int64_t i = 0; i < in; i++)
@@ -420,6 +450,16 @@ static int ref_matmul(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *
 	return LMD_OK;
 }
 
+static int ref_matmul_q4(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
+			 const struct lmd_tensor *scales, const struct lmd_tensor *zeros, int group,
+			 const struct lmd_tensor *bias, struct lmd_err *err)
+{
+	(void)ctx;
+	(void)err;
+	lmd_cpu_matmul_q4(y, x, w, scales, zeros, group, bias);
+	return LMD_OK;
+}
+
 static int ref_rope(void *ctx, struct lmd_tensor *qkv, const struct lmd_attn_dims *d, struct lmd_err *err)
 {
 	(void)err;
@@ -474,6 +514,7 @@ static const struct lmd_backend_ops ref_ops = {
 	.rmsnorm = ref_rmsnorm,
 	.add_rmsnorm = ref_add_rmsnorm,
 	.matmul = ref_matmul,
+	.matmul_q4 = ref_matmul_q4,
 	.rope = ref_rope,
 	.kv_store = ref_kv_store,
 	.attention = ref_attention,

@@ -21,6 +21,10 @@ void lmd_cpu_add_rmsnorm(struct lmd_tensor *y, struct lmd_tensor *x, const struc
 			 const struct lmd_tensor *g, float eps);
 void lmd_cpu_matmul(struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
 		    const struct lmd_tensor *bias);
+/** The int4 matmul (backend.h matmul_q4) the plain way: each weight row dequantized to fp32, then matmul. */
+void lmd_cpu_matmul_q4(struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
+		       const struct lmd_tensor *scales, const struct lmd_tensor *zeros, int group,
+		       const struct lmd_tensor *bias);
 /** cos/sin of every token's angles: cs [n][rot_half][2] (what the fast backend precomputes once a step). */
 void lmd_cpu_rope_table(float *cs, const struct lmd_step *s);
 void lmd_cpu_rope(struct lmd_tensor *qkv, const struct lmd_attn_dims *d, const struct lmd_step *s);
