@@ -65,7 +65,7 @@ int main(int argc, char **argv)
 			continue;
 		switch (k) {
 		case 'o': out = arg; break;
-		case O_STATS: stats_path = arg; break;
+		case O_STATS: stats_path = ao.stats_name = arg; break;
 		case O_METHOD:
 			if (strcmp(arg, "awq") && strcmp(arg, "rtn"))
 				lmd_usage(&cli, "--method: '%s' is not awq or rtn", arg);

@@ -472,7 +472,7 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 			}
 		}
 	}
-	if (stats && (rc = lmd_calib_stats_check(stats, c, "--stats", err)))
+	if (stats && (rc = lmd_calib_stats_check(stats, c, o->stats_name ? o->stats_name : "--stats", err)))
 		goto done;
 	int nt = 0;
 	lmd_config_tensors(c, count_one, &nt);

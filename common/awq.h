@@ -41,7 +41,7 @@ struct lmd_awq_opts {
 	int group_size;           /* 128 */
 	int method;               /* 0 = rtn, 1 = awq */
 	int search_scale;         /* grid-search the AWQ ratio on captured activations */
-	int threads;              /* unused yet */
+	const char *stats_name;   /* the statistics' file name, for messages (NULL = "--stats") */
 };
 
 /** Activation rows captured for the scale search: per layer and per input (calib.h's LMD_CALIB_*). */
