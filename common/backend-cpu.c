@@ -482,6 +482,10 @@ static int cpu_kv_store(void *ctx, struct lmd_kvcache *kv, int layer, const stru
 	if (d->head_dim != kv->head_dim || d->kv_heads != kv->kv_heads ||
 	    ncols(qkv) != (int64_t)(d->heads + 2 * d->kv_heads) * d->head_dim)
 		LMD_BUG("kv_store: shapes");
+	if (kv->quant != LMD_KV_NONE) {  // quantized cache: the reference ops (kvcache.h)
+		lmd_cpu_kv_store(kv, layer, qkv, d, &c->step);
+		return LMD_OK;
+	}
 	struct rows_args a = {.x = (struct lmd_tensor *)qkv, .d = d, .kv = kv, .layer = layer, .row = kv_row};
 	return run_rows(c, &a, c->step.n, (size_t)d->head_dim, err);
 }
@@ -663,6 +667,10 @@ static int cpu_attention(void *ctx, struct lmd_tensor *att, const struct lmd_ten
 	if (D != kv->head_dim || d->kv_heads != kv->kv_heads || ncols(att) != (int64_t)H * D ||
 	    ncols(qkv) != (int64_t)(H + 2 * d->kv_heads) * D)
 		LMD_BUG("attention: shapes");
+	if (kv->quant != LMD_KV_NONE) {  // quantized cache: the reference op dequantizes as it reads
+		lmd_cpu_attention(att, qkv, kv, layer, d, &c->step);
+		return LMD_OK;
+	}
 	int maxlen = 0;
 	for (int i = 0; i < c->step.n; i++)
 		maxlen = c->step.pos[i] + 1 > maxlen ? c->step.pos[i] + 1 : maxlen;

@@ -13,6 +13,7 @@
 #define LMD_CALIB_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "config.h"
 #include "err.h"
@@ -107,5 +108,20 @@ int lmd_calib_opt(struct lmd_calib_opts *o, const struct lmd_cli *cli, int key, 
  */
 int lmd_calib_collect(struct lmd_model *m, const struct lmd_tokenizer *tok, const struct lmd_calib_opts *o,
 		      lmd_tap_fn tap, void *ctx, struct lmd_calib_stats *s, struct lmd_err *err);
+
+/**
+ * Offline KV-cache parameters (lmd-kvparams) from stats: per layer, K then V, per KV head, the scale and
+ * zero of x̂ = q * scale + zero with q in 0..2^bits-1 (kvcache.h). Asymmetric: scale = (max - min) /
+ * (2^bits - 1), zero = min. Symmetric: scale = absmax / (2^(bits-1) - 1), zero = -absmax.
+ * params [layers][2][kv_heads][2].
+ */
+void lmd_kvparams_compute(const struct lmd_calib_stats *s, int bits, int sym, float *params);
+/** Write params as CSV "layer,kv,head,scale,zero" (kv is k or v) to f. */
+int lmd_kvparams_write(const struct lmd_config *c, const float *params, FILE *f);
+/**
+ * Read such a CSV for a model of config c into *params (malloc'd [layers][2][kv_heads][2]); every
+ * (layer, kv, head) must appear once. LMD_EFORMAT naming the file and line otherwise.
+ */
+int lmd_kvparams_read(const char *path, const struct lmd_config *c, float **params, struct lmd_err *err);
 
 #endif

@@ -11,6 +11,48 @@ size_t lmd_kvcache_block_bytes(int layers, int kv_heads, int head_dim, int block
 	return 2 * (size_t)layers * kv_heads * block_len * head_dim * lmd_dtype_size(dtype);
 }
 
+size_t lmd_kvcache_block_bytes_q(int layers, int kv_heads, int head_dim, int block_len, enum lmd_dtype dtype,
+				 enum lmd_kv_quant quant)
+{
+	if (quant == LMD_KV_NONE)
+		return lmd_kvcache_block_bytes(layers, kv_heads, head_dim, block_len, dtype);
+	size_t data = quant == LMD_KV_INT8 ? (size_t)head_dim : (size_t)head_dim / 2;
+	return 2 * (size_t)layers * kv_heads * block_len * (data + 2 * sizeof(float));
+}
+
+int lmd_kvcache_set_quant(struct lmd_kvcache *kv, enum lmd_kv_quant quant, const float *params, struct lmd_err *err)
+{
+	if (quant == LMD_KV_NONE)
+		return LMD_OK;
+	if (quant != LMD_KV_INT8 && quant != LMD_KV_INT4)
+		return lmd_errorf(err, LMD_EINVAL, "kv cache: quantization %d is not 8 or 4", (int)quant);
+	if (quant == LMD_KV_INT4 && kv->head_dim % 2)
+		return lmd_errorf(err, LMD_EINVAL, "kv cache: int4 needs an even head_dim, not %d", kv->head_dim);
+	kv->kq = lmd_calloc((size_t)kv->layers, sizeof(*kv->kq), err);
+	kv->vq = lmd_calloc((size_t)kv->layers, sizeof(*kv->vq), err);
+	if (!kv->kq || !kv->vq)
+		return LMD_ENOMEM;
+	if (params) {
+		size_t n = (size_t)kv->layers * 2 * kv->kv_heads * 2;
+		if (!(kv->params = lmd_malloc(n * sizeof(float), err)))
+			return LMD_ENOMEM;
+		memcpy(kv->params, params, n * sizeof(float));
+	}
+	kv->quant = quant;
+	int cols = quant == LMD_KV_INT8 ? kv->head_dim : kv->head_dim / 2;
+	for (int l = 0; l < kv->layers; l++)
+		for (int w = 0; w < 2; w++) {
+			struct lmd_tensor *t = w ? &kv->v[l] : &kv->k[l], *q = w ? &kv->vq[l] : &kv->kq[l];
+			kv->be->ops->release(kv->be->ctx, t);
+			*t = (struct lmd_tensor){.dtype = LMD_U8, .ndim = 4, .shape = {kv->nblocks, kv->kv_heads, kv->block_len, cols}};
+			*q = (struct lmd_tensor){.dtype = LMD_F32, .ndim = 4, .shape = {kv->nblocks, kv->kv_heads, kv->block_len, 2}};
+			int rc = kv->be->ops->alloc(kv->be->ctx, t, err);
+			if (rc || (rc = kv->be->ops->alloc(kv->be->ctx, q, err)))
+				return rc;
+		}
+	return LMD_OK;
+}
+
 int lmd_kvcache_init(struct lmd_kvcache *kv, struct lmd_backend *be, int layers, int kv_heads, int head_dim,
 		     int block_len, int nblocks, enum lmd_dtype dtype, struct lmd_err *err)
 {
@@ -54,7 +96,14 @@ void lmd_kvcache_free(struct lmd_kvcache *kv)
 			kv->be->ops->release(kv->be->ctx, &kv->k[l]);
 		if (kv->v[l].data)
 			kv->be->ops->release(kv->be->ctx, &kv->v[l]);
+		if (kv->kq && kv->kq[l].data)
+			kv->be->ops->release(kv->be->ctx, &kv->kq[l]);
+		if (kv->vq && kv->vq[l].data)
+			kv->be->ops->release(kv->be->ctx, &kv->vq[l]);
 	}
+	free(kv->kq);
+	free(kv->vq);
+	free(kv->params);
 	free(kv->k);
 	free(kv->v);
 	free(kv->refs);

@@ -8,10 +8,13 @@
  * so token t of a sequence is at block table[t / block_len], row t % block_len; one head of one
  * block is a contiguous [block_len, head_dim] tile (what a decode kernel streams).
  *
- * Reserved for quantized KV (issue 6; quant != LMD_KV_NONE, not implemented yet):
- *   k[layer], v[layer]   int8: [nblocks, kv_heads, block_len, head_dim] LMD_I8
- *                        int4: [nblocks, kv_heads, block_len, head_dim/2] LMD_U8 (two per byte)
+ * Quantized KV (lmd_kvcache_set_quant; --quant-policy 8 or 4):
+ *   k[layer], v[layer]   int8: [nblocks, kv_heads, block_len, head_dim] LMD_U8 (0..255)
+ *                        int4: [nblocks, kv_heads, block_len, head_dim/2] LMD_U8 (two per byte, low first)
  *   kq[layer], vq[layer] [nblocks, kv_heads, block_len, 2] LMD_F32: per token, per head scale, zero
+ * x̂ = q * scale + zero. Online (LMDeploy's, per token per head, asymmetric): over the head_dim values
+ * scale = (max - min) / (2^bits - 1), zero = round(min / scale) * scale, q = clamp(round((x - zero) / scale)).
+ * Offline (params given): scale and zero fixed per layer, K or V and head, stored in each token's slot.
  *
  * The block manager (alloc/ref/unref, sequences) is host-side bookkeeping only.
  */
@@ -32,9 +35,10 @@ struct lmd_kvcache {
 	int block_len;                /* tokens per block (cache_block_seq_len) */
 	int nblocks;                  /* blocks in the pool */
 	enum lmd_dtype dtype;         /* element type of k and v (the compute dtype) */
-	enum lmd_kv_quant quant;      /* LMD_KV_NONE for now */
+	enum lmd_kv_quant quant;      /* LMD_KV_NONE: k and v hold the dtype */
 	struct lmd_tensor *k, *v;     /* owned array of layers, data in the backend's memory */
-	struct lmd_tensor *kq, *vq;   /* reserved for quantized KV; NULL now */
+	struct lmd_tensor *kq, *vq;   /* owned array of layers when quantized: per token, per head scale, zero */
+	float *params;                /* owned [layers][2][kv_heads][2] offline scale, zero (K then V); NULL = online */
 	int32_t *refs;                /* owned [nblocks]: references of each block (0 = free) */
 	int32_t *free_list;           /* owned [nblocks]: a stack of free block ids */
 	int nfree;
@@ -50,6 +54,17 @@ void lmd_kvcache_free(struct lmd_kvcache *kv);
 
 /** Bytes of one block over all layers (K and V): for memory reports and pool sizing. */
 size_t lmd_kvcache_block_bytes(int layers, int kv_heads, int head_dim, int block_len, enum lmd_dtype dtype);
+
+/** The same for a quantized cache (quant LMD_KV_NONE = lmd_kvcache_block_bytes). */
+size_t lmd_kvcache_block_bytes_q(int layers, int kv_heads, int head_dim, int block_len, enum lmd_dtype dtype,
+				 enum lmd_kv_quant quant);
+
+/**
+ * Switch a freshly made pool to quantized storage (reallocating k and v, adding kq and vq). params
+ * (copied; may be NULL for online quantization) is [layers][2][kv_heads][2]: scale and zero of K then V.
+ * LMD_EINVAL for int4 with an odd head_dim. Call before any block is used.
+ */
+int lmd_kvcache_set_quant(struct lmd_kvcache *kv, enum lmd_kv_quant quant, const float *params, struct lmd_err *err);
 
 /** Blocks free now. */
 int lmd_kvcache_free_blocks(const struct lmd_kvcache *kv);

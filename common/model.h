@@ -47,6 +47,8 @@ struct lmd_model_opts {
 	 * were made that way; the trained models' were not. 0 = exact fp32 frequencies.
 	 */
 	int hf_rope_rounding;
+	enum lmd_kv_quant kv_quant;  /* LMD_KV_NONE, LMD_KV_INT8 or LMD_KV_INT4 (--quant-policy) */
+	const float *kv_params;      /* NULL (online) or [layers][2][kv_heads][2] offline scale, zero (copied) */
 };
 
 /** The weights of one layer, resident in the backend (fused where the ops want it). */

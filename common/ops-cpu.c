@@ -243,8 +243,77 @@ static void *kv_at(const struct lmd_kvcache *kv, const struct lmd_tensor *p, con
 		   int head, int t)
 {
 	int blk = s->block_table[(size_t)seq * s->max_blocks + t / kv->block_len];
-	size_t off = (((size_t)blk * kv->kv_heads + head) * kv->block_len + t % kv->block_len) * kv->head_dim;
-	return (char *)p->data + off * lmd_dtype_size(p->dtype);
+	size_t off = (((size_t)blk * kv->kv_heads + head) * kv->block_len + t % kv->block_len) * (size_t)p->shape[3];
+	return (char *)p->data + off * lmd_dtype_size(p->dtype);  /* shape[3]: head_dim, or head_dim/2 for int4 */
+}
+
+/* Element (head, t)'s scale and zero slot in a quantized cache's kq or vq. */
+static float *kvq_at(const struct lmd_kvcache *kv, const struct lmd_tensor *p, const struct lmd_step *s, int seq,
+		     int head, int t)
+{
+	int blk = s->block_table[(size_t)seq * s->max_blocks + t / kv->block_len];
+	size_t off = (((size_t)blk * kv->kv_heads + head) * kv->block_len + t % kv->block_len) * 2;
+	return (float *)p->data + off;
+}
+
+void lmd_kv_quantize(const float *x, int D, int bits, const float *fixed, uint8_t *q, float *sz)
+{
+	float qmax = (float)((1 << bits) - 1), scale, zero;
+	if (fixed) {
+		scale = fixed[0], zero = fixed[1];
+	} else {
+		float mn = x[0], mx = x[0];
+		for (int j = 1; j < D; j++)
+			mn = x[j] < mn ? x[j] : mn, mx = x[j] > mx ? x[j] : mx;
+		scale = (mx - mn) / qmax;
+		if (!(scale > 1e-12f))
+			scale = 1e-12f;
+		zero = roundf(mn / scale) * scale;
+	}
+	sz[0] = scale, sz[1] = zero;
+	for (int j = 0; j < D; j++) {
+		float v = fminf(fmaxf(roundf((x[j] - zero) / scale), 0), qmax);
+		if (bits == 8)
+			q[j] = (uint8_t)v;
+		else if (j % 2)
+			q[j / 2] = (uint8_t)(q[j / 2] | (uint8_t)v << 4);
+		else
+			q[j / 2] = (uint8_t)v;
+	}
+}
+
+void lmd_kv_dequantize(const uint8_t *q, int D, int bits, const float *sz, float *x)
+{
+	for (int j = 0; j < D; j++) {
+		int v = bits == 8 ? q[j] : (q[j / 2] >> (4 * (j % 2))) & 15;
+		x[j] = (float)v * sz[0] + sz[1];
+	}
+}
+
+/* Store / load one (token, head) row of K (w 0) or V (w 1), quantizing when the cache is. */
+static void kv_put(struct lmd_kvcache *kv, int layer, int w, const struct lmd_step *s, int seq, int h, int t,
+		   const float *x)
+{
+	const struct lmd_tensor *p = w ? &kv->v[layer] : &kv->k[layer];
+	if (kv->quant == LMD_KV_NONE) {
+		lmd_cpu_store(kv_at(kv, p, s, seq, h, t), kv->dtype, x, (size_t)kv->head_dim);
+		return;
+	}
+	const float *fixed = kv->params ? kv->params + (((size_t)layer * 2 + w) * kv->kv_heads + h) * 2 : NULL;
+	lmd_kv_quantize(x, kv->head_dim, kv->quant, fixed, kv_at(kv, p, s, seq, h, t),
+			kvq_at(kv, w ? &kv->vq[layer] : &kv->kq[layer], s, seq, h, t));
+}
+
+static void kv_get(const struct lmd_kvcache *kv, int layer, int w, const struct lmd_step *s, int seq, int h, int t,
+		   float *x)
+{
+	const struct lmd_tensor *p = w ? &kv->v[layer] : &kv->k[layer];
+	if (kv->quant == LMD_KV_NONE) {
+		lmd_cpu_load(x, kv_at(kv, p, s, seq, h, t), kv->dtype, (size_t)kv->head_dim);
+		return;
+	}
+	lmd_kv_dequantize(kv_at(kv, p, s, seq, h, t), kv->head_dim, kv->quant,
+			  kvq_at(kv, w ? &kv->vq[layer] : &kv->kq[layer], s, seq, h, t), x);
 }
 
 void lmd_cpu_kv_store(struct lmd_kvcache *kv, int layer, const struct lmd_tensor *qkv, const struct lmd_attn_dims *d,
@@ -261,9 +330,9 @@ void lmd_cpu_kv_store(struct lmd_kvcache *kv, int layer, const struct lmd_tensor
 		for (int h = 0; h < d->kv_heads; h++) {
 			const char *r = row(qkv, i);
 			lmd_cpu_load(tmp, r + ((size_t)(d->heads + h) * D) * es, qkv->dtype, (size_t)D);
-			lmd_cpu_store(kv_at(kv, &kv->k[layer], s, s->seq[i], h, s->pos[i]), kv->dtype, tmp, (size_t)D);
+			kv_put(kv, layer, 0, s, s->seq[i], h, s->pos[i], tmp);
 			lmd_cpu_load(tmp, r + ((size_t)(d->heads + d->kv_heads + h) * D) * es, qkv->dtype, (size_t)D);
-			lmd_cpu_store(kv_at(kv, &kv->v[layer], s, s->seq[i], h, s->pos[i]), kv->dtype, tmp, (size_t)D);
+			kv_put(kv, layer, 1, s, s->seq[i], h, s->pos[i], tmp);
 		}
 	free(tmp);
 }
@@ -289,7 +358,7 @@ void lmd_cpu_attention(struct lmd_tensor *att, const struct lmd_tensor *qkv, con
 			lmd_cpu_load(q, (const char *)row(qkv, i) + (size_t)h * D * es, qkv->dtype, (size_t)D);
 			float mx = -INFINITY;
 			for (int t = 0; t < len; t++) {
-				lmd_cpu_load(kr, kv_at(kv, &kv->k[layer], s, s->seq[i], kvh, t), kv->dtype, (size_t)D);
+				kv_get(kv, layer, 0, s, s->seq[i], kvh, t, kr);
 				float dot = 0;
 				for (int j = 0; j < D; j++)
 					dot += q[j] * kr[j];
@@ -302,7 +371,7 @@ void lmd_cpu_attention(struct lmd_tensor *att, const struct lmd_tensor *qkv, con
 			for (int j = 0; j < D; j++)
 				o[j] = 0;
 			for (int t = 0; t < len; t++) {
-				lmd_cpu_load(kr, kv_at(kv, &kv->v[layer], s, s->seq[i], kvh, t), kv->dtype, (size_t)D);
+				kv_get(kv, layer, 1, s, s->seq[i], kvh, t, kr);
 				for (int j = 0; j < D; j++)
 					o[j] += p[t] / sum * kr[j];
 			}

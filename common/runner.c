@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "convert.h"
 #include "cuda.h"
+#include "calib.h"
 #include "runner.h"
 
 int lmd_runner_opt(struct lmd_runner_opts *o, const struct lmd_cli *cli, int key, const char *arg)
@@ -176,7 +177,8 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 	int session = o->session_len > 0 ? o->session_len : r->dir.cfg.max_pos;
 	int block = o->block_len > 0 ? o->block_len : 64;
 	enum lmd_dtype kvt = o->dtype != LMD_DTYPE_NONE ? o->dtype : r->dir.cfg.dtype;
-	size_t bb = lmd_kvcache_block_bytes(r->dir.cfg.layers, r->dir.cfg.kv_heads, r->dir.cfg.head_dim, block, kvt);
+	size_t bb = lmd_kvcache_block_bytes_q(r->dir.cfg.layers, r->dir.cfg.kv_heads, r->dir.cfg.head_dim, block, kvt,
+					      (enum lmd_kv_quant)o->quant_policy);
 	double frac = o->cache_max_entry_count > 0 ? o->cache_max_entry_count : 0.8;
 	size_t avail = mem_available(), want = (size_t)mo.max_seqs * ((session + block - 1) / block);
 	size_t fit = avail ? (size_t)(frac * (double)avail / (double)bb) : want;
@@ -184,12 +186,18 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 	if (mo.kv_blocks < (session + block - 1) / block)
 		mo.kv_blocks = (session + block - 1) / block;  /* always room for one full session */
 	r->kv_bytes = (size_t)mo.kv_blocks * bb;
-	if (o->quant_policy || o->kv_params) {
-		rc = lmd_errorf(err, LMD_EINVAL, "--quant-policy %d: the quantized KV cache is not implemented yet",
-				o->quant_policy);
+	float *kvp = NULL;
+	if (o->kv_params && !o->quant_policy) {
+		rc = lmd_errorf(err, LMD_EINVAL, "--kv-params needs --quant-policy 8 or 4");
 		goto fail;
 	}
-	if ((rc = lmd_model_open(&r->m, &r->be, &r->dir, &mo, err)))
+	if (o->kv_params && (rc = lmd_kvparams_read(o->kv_params, &r->dir.cfg, &kvp, err)))
+		goto fail;
+	mo.kv_quant = (enum lmd_kv_quant)o->quant_policy;
+	mo.kv_params = kvp;
+	rc = lmd_model_open(&r->m, &r->be, &r->dir, &mo, err);
+	free(kvp);
+	if (rc)
 		goto fail;
 	struct lmd_sched_opts so = {.max_batch = o->max_batch, .max_prefill = o->max_prefill};
 	if ((rc = lmd_sched_init(&r->s, &r->m, &r->tok, &so, err)))
