@@ -20,15 +20,13 @@
 #include "lmd.h"
 #include "runner.h"
 
-enum { O_TEXT = 256, O_SEQLEN, O_WINDOWS, O_KLD_BASE, O_QUANT_POLICY, O_KV_PARAMS };
+enum { O_TEXT = 256, O_SEQLEN, O_WINDOWS, O_KLD_BASE };
 
 static const struct lmd_opt opts[] = {
 	{"text", O_TEXT, "FILE", "the text to score (required)"},
 	{"seqlen", O_SEQLEN, "N", "tokens per window (default 512)"},
 	{"windows", O_WINDOWS, "N", "windows scored from the start of the text (default 0: all that fit)"},
 	{"kld-base", O_KLD_BASE, "MODEL", "also report KL divergence and top-1 agreement against MODEL"},
-	{"quant-policy", O_QUANT_POLICY, "N", "KV cache: 0 (default, the compute dtype), 8 (int8) or 4 (int4)"},
-	{"kv-params", O_KV_PARAMS, "FILE", "offline KV-cache scales and zeros from lmd-kvparams"},
 	{"output", 'o', "FMT", "text (default: a last line 'ppl VALUE'), csv or json"},
 	LMD_RUNNER_OPTS,
 	{0},
@@ -202,12 +200,6 @@ int lmd_bench_ppl(int argc, char **argv)
 		case O_SEQLEN: seqlen = (int)lmd_cli_long(&cli, "seqlen", arg, 2, 1 << 20); break;
 		case O_WINDOWS: windows = (int)lmd_cli_long(&cli, "windows", arg, 0, 1 << 24); break;
 		case O_KLD_BASE: base_dir = arg; break;
-		case O_QUANT_POLICY:
-			ro.quant_policy = (int)lmd_cli_long(&cli, "quant-policy", arg, 0, 8);
-			if (ro.quant_policy != 0 && ro.quant_policy != 4 && ro.quant_policy != 8)
-				lmd_usage(&cli, "--quant-policy: '%s' is not 0, 4 or 8", arg);
-			break;
-		case O_KV_PARAMS: ro.kv_params = arg; break;
 		case 'o':
 			if (strcmp(arg, "text") && strcmp(arg, "csv") && strcmp(arg, "json"))
 				lmd_usage(&cli, "--output: '%s' is not text, csv or json", arg);

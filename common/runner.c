@@ -27,6 +27,12 @@ int lmd_runner_opt(struct lmd_runner_opts *o, const struct lmd_cli *cli, int key
 	case LMD_RO_BLOCK: o->block_len = (int)lmd_cli_long(cli, "cache-block-seq-len", arg, 1, 1 << 16); return 1;
 	case LMD_RO_BATCH: o->max_batch = (int)lmd_cli_long(cli, "max-batch-size", arg, 1, 1 << 16); return 1;
 	case LMD_RO_PREFILL: o->max_prefill = (int)lmd_cli_long(cli, "max-prefill-token-num", arg, 1, 1 << 20); return 1;
+	case LMD_RO_QUANT_POLICY:
+		o->quant_policy = (int)lmd_cli_long(cli, "quant-policy", arg, 0, 8);
+		if (o->quant_policy != 0 && o->quant_policy != 4 && o->quant_policy != 8)
+			lmd_usage(cli, "--quant-policy: '%s' is not 0, 4 or 8", arg);
+		return 1;
+	case LMD_RO_KV_PARAMS: o->kv_params = arg; return 1;
 	case LMD_RO_CACHE: o->cache_max_entry_count = lmd_cli_double(cli, "cache-max-entry-count", arg, 1e-6, 1); return 1;
 	case LMD_RO_TEMPLATE: o->chat_template = arg; return 1;
 	default: return 0;

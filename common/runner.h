@@ -45,7 +45,7 @@ struct lmd_runner {
  */
 enum {
 	LMD_RO_DEVICE = 600, LMD_RO_DTYPE, LMD_RO_THREADS, LMD_RO_SESSION_LEN, LMD_RO_BLOCK, LMD_RO_BATCH,
-	LMD_RO_PREFILL, LMD_RO_CACHE, LMD_RO_TEMPLATE,
+	LMD_RO_PREFILL, LMD_RO_CACHE, LMD_RO_TEMPLATE, LMD_RO_QUANT_POLICY, LMD_RO_KV_PARAMS,
 };
 #define LMD_RUNNER_OPTS \
 	{"device", LMD_RO_DEVICE, "DEV", "auto (default: cuda when a GPU is there), cpu or cuda"}, \
@@ -56,7 +56,9 @@ enum {
 	{"max-batch-size", LMD_RO_BATCH, "N", "most sequences run at once (default 64)"}, \
 	{"max-prefill-token-num", LMD_RO_PREFILL, "N", "most prompt tokens prefilled per step (default 2048)"}, \
 	{"cache-max-entry-count", LMD_RO_CACHE, "F", "fraction of free memory for the KV cache (default 0.8)"}, \
-	{"chat-template", LMD_RO_TEMPLATE, "NAME", "chat template (default: the model's)"}
+	{"chat-template", LMD_RO_TEMPLATE, "NAME", "chat template (default: the model's)"}, \
+	{"quant-policy", LMD_RO_QUANT_POLICY, "N", "KV cache: 0 (default, the compute dtype), 8 (int8) or 4 (int4)"}, \
+	{"kv-params", LMD_RO_KV_PARAMS, "FILE", "offline KV-cache scales and zeros from lmd-kvparams"}
 struct lmd_cli;
 int lmd_runner_opt(struct lmd_runner_opts *o, const struct lmd_cli *cli, int key, const char *arg);
 
