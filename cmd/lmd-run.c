@@ -1,0 +1,16 @@
+/* lmd-run: one binary, several subcommands; each lives in common/ (run.h), this file only dispatches. */
+#include "cli.h"
+#include "run.h"
+
+static const struct lmd_subcommand subs[] = {
+	{"generate", lmd_run_generate, "generate text: a prompt, or JSON lines on stdin"},
+	{"chat", lmd_run_chat, "chat with a model on the terminal"},
+	{"tokenize", lmd_run_tokenize, "text on stdin to token ids"},
+	{"detokenize", lmd_run_detokenize, "token ids on stdin to text"},
+};
+
+int main(int argc, char **argv)
+{
+	return lmd_cli_dispatch("lmd-run", "Run a model or its tokenizer.", subs, (int)(sizeof(subs) / sizeof(subs[0])),
+				argc, argv);
+}
