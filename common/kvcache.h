@@ -16,7 +16,9 @@
  * scale = (max - min) / (2^bits - 1), zero = round(min / scale) * scale, q = clamp(round((x - zero) / scale)).
  * Offline (params given): scale and zero fixed per layer, K or V and head, stored in each token's slot.
  *
- * The block manager (alloc/ref/unref, sequences) is host-side bookkeeping only.
+ * The block manager (alloc/ref/unref, sequences) is host-side bookkeeping only. Prefix sharing
+ * (later) must share only full blocks: there is no copy-on-write, so a sequence must never append
+ * into a block whose reference count is above one.
  */
 #ifndef LMD_KVCACHE_H
 #define LMD_KVCACHE_H
