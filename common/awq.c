@@ -227,8 +227,13 @@ static double scaled_error(float *const *ws, const int *outs, int nw, int in, in
 			const float *xr = x + (size_t)r * in;
 			for (int o = 0; o < out; o++) {
 				const float *d = deq + (size_t)o * in;
-				float acc = 0;
-				for (int i = 0; i < in; i++)
+				float a[8] = {0};  /* eight partial sums: vectorizes without reassociating */
+				int i = 0;
+				for (; i + 8 <= in; i += 8)
+					for (int k = 0; k < 8; k++)
+						a[k] += xr[i + k] * d[i + k];
+				float acc = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+				for (; i < in; i++)
 					acc += xr[i] * d[i];
 				e += (double)acc * acc;
 			}

@@ -267,6 +267,11 @@ int lmd_model_open(struct lmd_model *m, struct lmd_backend *be, const struct lmd
 			free(m->host[i]);
 		m->nhost = 0;
 	}
+	if (o.kv_quant != LMD_KV_NONE && strcmp(be->ops->name, "cpu") && strcmp(be->ops->name, "ref")) {
+		rc = lmd_errorf(err, LMD_EINVAL, "--quant-policy %d: the %s backend has no quantized KV cache yet", (int)o.kv_quant,
+				be->ops->name);
+		goto fail;
+	}
 	if ((rc = lmd_kvcache_init(&m->kv, be, c->layers, c->kv_heads, c->head_dim, block_len, kv_blocks, m->dtype,
 				   err)) < 0 ||
 	    (rc = lmd_kvcache_set_quant(&m->kv, o.kv_quant, o.kv_params, err)) < 0)
