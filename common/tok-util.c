@@ -1,4 +1,5 @@
 /* Shared helpers of the tokenizer files: hash maps, buffers, UTF-8, the byte-level alphabet. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -265,10 +266,8 @@ static int put_cp(char *out, int32_t cp)
 static int32_t byte_to_cp[256];
 static int16_t cp_to_byte[324];
 
-void tok_bytelevel_init(void)
+static void bytelevel_build(void)
 {
-	if (byte_to_cp['!'])
-		return;
 	int n = 0;
 	for (int b = 0; b < 256; b++) {
 		int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
@@ -278,6 +277,12 @@ void tok_bytelevel_init(void)
 		cp_to_byte[i] = -1;
 	for (int b = 0; b < 256; b++)
 		cp_to_byte[byte_to_cp[b]] = (int16_t)b;
+}
+
+void tok_bytelevel_init(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, bytelevel_build);
 }
 
 /* s as byte-level characters into b. */

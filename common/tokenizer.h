@@ -32,6 +32,15 @@
  * one per byte; tokenizers ByteFallback: one per byte of a byte-token run that is not valid as a
  * whole; byte-level and tiktoken: one per maximal invalid subpart).
  *
+ * Special tokens in decoded text: with LMD_DECODE_SKIP_SPECIAL they are left out (what a chat
+ * client sees); without it their text is shown, as the tokenizers library does, and a
+ * sentencepiece control piece (<s>) is shown too although sentencepiece itself hides it (it
+ * still does not count as text for sentencepiece's leading-space rule).
+ *
+ * Invalid UTF-8 in the text: sentencepiece turns each malformed byte into U+FFFD (so it is not
+ * kept); tokenizer.json and tiktoken models keep the raw bytes (byte level, or byte fallback).
+ * Not done: Meta's tokenizer.py splitting of runs of over 25,000 non-space characters.
+ *
  * A struct lmd_tokenizer is read-only once open: several threads may encode and decode with it
  * at once (every call allocates its own scratch space).
  */
