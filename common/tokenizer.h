@@ -128,7 +128,9 @@ const char *lmd_tokenizer_jinja(const struct lmd_tokenizer *t);
  * Usage: lmd_tokdec_init; lmd_tokdec_push per id (text valid until the next call);
  * lmd_tokdec_flush at the end (emits what was held back); lmd_tokdec_free.
  * The concatenation of every piece of text equals lmd_tokenizer_decode of the same ids.
- * A zeroed struct is safe to free.
+ * Decoding drops the leading space of the first piece where the library does (sentencepiece's
+ * dummy prefix, the Strip decoder); to continue a text instead (a reply after its prompt), push
+ * the last prompt id first and throw its text away. A zeroed struct is safe to free.
  */
 struct lmd_tokdec {
 	const struct lmd_tokenizer *t;  /* borrowed */
