@@ -130,7 +130,7 @@ const char *lmd_tokenizer_jinja(const struct lmd_tokenizer *t);
  * The concatenation of every piece of text equals lmd_tokenizer_decode of the same ids.
  * Decoding drops the leading space of the first piece where the library does (sentencepiece's
  * dummy prefix, the Strip decoder); to continue a text instead (a reply after its prompt), push
- * the last prompt id first and throw its text away. A zeroed struct is safe to free.
+ * the prompt's last non-special id first and throw its text away. A zeroed struct is safe to free.
  */
 struct lmd_tokdec {
 	const struct lmd_tokenizer *t;  /* borrowed */
