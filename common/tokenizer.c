@@ -715,6 +715,10 @@ static int read_configs(struct lmd_tokenizer *t, const char *dir, struct lmd_err
 		t->add_bos = json_is_true(ab);
 	if (json_is_boolean(ae))
 		t->add_eos = json_is_true(ae);
+	if (t->bos >= t->n_vocab)  /* e.g. a post-processor naming an id the vocabulary lacks */
+		t->bos = -1;
+	if (t->eos >= t->n_vocab)
+		t->eos = -1;
 	if (t->bos < 0)
 		t->add_bos = 0;
 	if (t->eos < 0)
