@@ -9,8 +9,9 @@ PREFIX   ?= /usr/local
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 WERROR   ?= -Werror
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-format-truncation $(WERROR) -pthread -fno-strict-aliasing
-CPPFLAGS += -I. -Icommon -Iformats -Igpu -DLMD_SHARE='"$(PREFIX)/share/lmd"'
+# What the code needs, kept even when CFLAGS is given on the command line (make asan, make fuzz)
+LMD_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-format-truncation $(WERROR) -pthread -fno-strict-aliasing
+CPPFLAGS += -I. -Icommon -Iformats -Igpu -I$(BUILD) -DLMD_SHARE='"$(PREFIX)/share/lmd"'
 LDLIBS   += -ljansson -lmsgpackc -lcsv -lpcre2-8 -lutf8proc -lreadline -lm -lpthread
 BUILD    ?= build
 Q        ?= @
@@ -46,7 +47,7 @@ TESTBINS  := $(patsubst t/%.c,$(BUILD)/t/%,$(wildcard t/gen-*.c))
 FUZZERS   := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz-*.c))
 
 .SECONDARY:
-.PHONY: all test asan fuzz deps install clean demo gpu-check
+.PHONY: FORCE all test asan fuzz deps install clean demo gpu-check
 all: $(TOOLS) $(UNITS) $(TESTBINS)
 	@echo "lmd: built $(words $(TOOLS)) tools; CUDA $(CUDA_NOTE)"
 
@@ -57,22 +58,22 @@ $(BUILD)/liblmd.a: $(CORE_OBJS)
 $(BUILD)/bin/%: $(BUILD)/cmd/%.o $(BUILD)/liblmd.a
 	@mkdir -p $(@D)
 	@echo "  LD    $@"
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LMD_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/t/%: $(BUILD)/t/unit/%.o $(BUILD)/liblmd.a
 	@mkdir -p $(@D)
 	@echo "  LD    $@"
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LMD_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/t/gen-%: $(BUILD)/t/gen-%.o $(BUILD)/liblmd.a
 	@mkdir -p $(@D)
 	@echo "  LD    $@"
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LMD_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	@echo "  CC    $<"
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(Q)$(CC) $(CPPFLAGS) $(LMD_CFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(@D)
@@ -80,6 +81,13 @@ $(BUILD)/%.o: %.cu
 	$(Q)$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# The git commit, for benchmark result files; rewritten only when it changes.
+$(BUILD)/commit.h: FORCE
+	@mkdir -p $(@D); c='#define LMD_COMMIT "$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)"'; \
+	  [ "$$(cat $@ 2>/dev/null)" = "$$c" ] || echo "$$c" > $@
+$(BUILD)/common/bench-gen.o: $(BUILD)/commit.h
+FORCE:
 
 # The tests: bats files under t/, counted by t/run (last line: "N passed, N failed").
 test: all

@@ -75,7 +75,10 @@ int lmd_cli_next(struct lmd_cli *c, int argc, char **argv, const char **arg)
 	struct option lo[n + m + 1];
 	char so[3 * (n + m) + 2];
 	int k = 0;
-	so[k++] = '+';  /* stop at the first positional argument: subcommands parse the rest */
+	if (!c->started) {  /* GNU order: options may follow positional arguments; restart for each command */
+		optind = 0;
+		c->started = 1;
+	}
 	for (int i = 0; i < n + m; i++) {
 		const struct lmd_opt *o = i < n ? &c->opts[i] : &common_opts[i - n];
 		lo[i] = (struct option){o->name, o->arg ? required_argument : no_argument, NULL, o->key};
@@ -144,4 +147,36 @@ void lmd_log(const struct lmd_cli *c, int level, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+}
+
+static void dispatch_usage(const char *prog, const char *purpose, const struct lmd_subcommand *subs, int n, FILE *f)
+{
+	fprintf(f, "Usage: %s COMMAND [OPTIONS] ...\n\n%s\n\nCommands:\n", prog, purpose);
+	for (int i = 0; i < n; i++)
+		fprintf(f, "  %-12s %s\n", subs[i].name, subs[i].purpose);
+	fprintf(f, "\nOptions:\n  --help        print this help and exit\n  --version     print the version and exit\n"
+		   "\n'%s COMMAND --help' describes a command.\n", prog);
+}
+
+int lmd_cli_dispatch(const char *prog, const char *purpose, const struct lmd_subcommand *subs, int n, int argc,
+		     char **argv)
+{
+	if (argc < 2) {
+		dispatch_usage(prog, purpose, subs, n, stderr);
+		return LMD_EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		dispatch_usage(prog, purpose, subs, n, stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("%s %s\n", prog, LMD_VERSION);
+		return 0;
+	}
+	for (int i = 0; i < n; i++)
+		if (!strcmp(argv[1], subs[i].name))
+			return subs[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "%s: unknown command '%s'\n", prog, argv[1]);
+	dispatch_usage(prog, purpose, subs, n, stderr);
+	return LMD_EXIT_USAGE;
 }

@@ -28,6 +28,7 @@ struct lmd_cli {
 	const char *example;   /* one example command line, or NULL */
 	const struct lmd_opt *opts;  /* terminated by {0}; borrowed */
 	int verbose;           /* -v count minus -q count, set by lmd_cli_next */
+	int started;           /* lmd_cli_next has begun parsing */
 };
 
 /**
@@ -46,6 +47,20 @@ void lmd_usage(const struct lmd_cli *c, const char *fmt, ...)
 
 /** Print "PROG: MSG" for e to stderr and exit with its exit code. */
 void lmd_die(const char *prog, const struct lmd_err *e) __attribute__((noreturn));
+
+/** A subcommand: a whole command taking (argc, argv) with argv[0] its own name; returns the exit status. */
+struct lmd_subcommand {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *purpose;
+};
+
+/**
+ * main() of a tool made of subcommands: "PROG COMMAND ..." runs the command; --help lists the commands
+ * (under "Commands:"), --version prints the version; anything else is a usage error (exit 2).
+ */
+int lmd_cli_dispatch(const char *prog, const char *purpose, const struct lmd_subcommand *subs, int n, int argc,
+		     char **argv);
 
 /** Parse numbers strictly (whole string, range-checked); exit 2 naming the option otherwise. */
 long lmd_cli_long(const struct lmd_cli *c, const char *opt, const char *s, long lo, long hi);

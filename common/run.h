@@ -13,4 +13,10 @@ int lmd_run_tokenize(int argc, char **argv);
 /** lmd-run detokenize DIR: stdin ids -> text (common/run-tokenize.c). */
 int lmd_run_detokenize(int argc, char **argv);
 
+/** lmd-run generate MODEL: a prompt or JSON lines -> generated text (common/run-generate.c). */
+int lmd_run_generate(int argc, char **argv);
+
+/** lmd-run chat MODEL: interactive multi-turn chat (common/run-chat.c). */
+int lmd_run_chat(int argc, char **argv);
+
 #endif

@@ -1,0 +1,42 @@
+/**
+ * Opening a backend by name (backend.h).
+ */
+#include <string.h>
+
+#include "backend.h"
+#include "cuda.h"
+
+int lmd_backend_open(struct lmd_backend *b, const char *name, const struct lmd_backend_opts *opts,
+		     struct lmd_err *err)
+{
+	memset(b, 0, sizeof(*b));
+	if (!strcmp(name, "cpu") || !strcmp(name, "auto"))  // "auto": no CUDA backend exists yet
+		return lmd_backend_cpu_open(b, opts, err);
+	if (!strcmp(name, "ref"))
+		return lmd_backend_ref_open(b, opts, err);
+	if (!strcmp(name, "cuda")) {
+		if (lmd_cuda_device_count() == 0)
+			return lmd_errorf(err, LMD_ENODEV, "device 'cuda': no usable GPU found");
+		return lmd_errorf(err, LMD_ENODEV, "device 'cuda': this build has no CUDA backend yet");
+	}
+	return lmd_errorf(err, LMD_EINVAL, "unknown device '%s' (expected auto, cpu or cuda)", name);
+}
+
+void lmd_backend_close(struct lmd_backend *b)
+{
+	if (b->ops && b->ctx)
+		b->ops->close(b->ctx);
+	b->ops = NULL;
+	b->ctx = NULL;
+}
+
+int lmd_backend_alloc2(struct lmd_backend *b, struct lmd_tensor *t, enum lmd_dtype dtype, int64_t rows,
+		       int64_t cols, struct lmd_err *err)
+{
+	memset(t, 0, sizeof(*t));
+	t->dtype = dtype;
+	t->ndim = 2;
+	t->shape[0] = rows;
+	t->shape[1] = cols;
+	return b->ops->alloc(b->ctx, t, err);
+}

@@ -1,0 +1,484 @@
+/**
+ * The CPU reference ops (see ops-cpu.h) and the "ref" backend built from them.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops-cpu.h"
+
+// ----------------------------------------------------------------------------
+// element conversion
+
+void lmd_cpu_load(float *dst, const void *src, enum lmd_dtype t, size_t n)
+{
+	if (t == LMD_F32) {
+		memcpy(dst, src, n * sizeof(float));
+	} else if (t == LMD_F16) {
+		const uint16_t *s = src;
+		for (size_t i = 0; i < n; i++)
+			dst[i] = lmd_f16_to_f32(s[i]);
+	} else if (t == LMD_BF16) {
+		const uint16_t *s = src;
+		for (size_t i = 0; i < n; i++) {
+			uint32_t u = (uint32_t)s[i] << 16;
+			memcpy(&dst[i], &u, 4);
+		}
+	} else {
+		LMD_BUG("load from dtype %s", lmd_dtype_short(t));
+	}
+}
+
+void lmd_cpu_store(void *dst, enum lmd_dtype t, const float *src, size_t n)
+{
+	if (t == LMD_F32) {
+		memcpy(dst, src, n * sizeof(float));
+	} else if (t == LMD_F16) {
+		uint16_t *d = dst;
+		for (size_t i = 0; i < n; i++)
+			d[i] = lmd_f32_to_f16(src[i]);
+	} else if (t == LMD_BF16) {
+		uint16_t *d = dst;
+		for (size_t i = 0; i < n; i++)
+			d[i] = lmd_f32_to_bf16(src[i]);
+	} else {
+		LMD_BUG("store to dtype %s", lmd_dtype_short(t));
+	}
+}
+
+float lmd_cpu_round(float v, enum lmd_dtype t)
+{
+	if (t == LMD_F16)
+		return lmd_f16_to_f32(lmd_f32_to_f16(v));
+	if (t == LMD_BF16)
+		return lmd_bf16_to_f32(lmd_f32_to_bf16(v));
+	return v;
+}
+
+static float load1(const void *p, enum lmd_dtype t, size_t i)
+{
+	float v;
+	lmd_cpu_load(&v, (const char *)p + i * lmd_dtype_size(t), t, 1);
+	return v;
+}
+
+static void store1(void *p, enum lmd_dtype t, size_t i, float v)
+{
+	lmd_cpu_store((char *)p + i * lmd_dtype_size(t), t, &v, 1);
+}
+
+static void *row(const struct lmd_tensor *t, int64_t r)
+{
+	return (char *)t->data + (size_t)r * (size_t)t->shape[t->ndim - 1] * lmd_dtype_size(t->dtype);
+}
+
+static int64_t rows(const struct lmd_tensor *t)
+{
+	return t->ndim == 1 ? 1 : lmd_tensor_numel(t) / t->shape[t->ndim - 1];
+}
+
+static int64_t cols(const struct lmd_tensor *t)
+{
+	return t->shape[t->ndim - 1];
+}
+
+// ----------------------------------------------------------------------------
+// the ops
+
+void lmd_cpu_embed(struct lmd_tensor *y, const struct lmd_tensor *table, const struct lmd_step *s)
+{
+	int64_t hidden = cols(table);
+	if (cols(y) != hidden || rows(y) < s->n)
+		LMD_BUG("embed: shapes");
+	float *tmp = malloc((size_t)hidden * sizeof(float));
+	if (!tmp)
+		LMD_BUG("out of memory");
+	for (int i = 0; i < s->n; i++) {
+		if (s->tokens[i] < 0 || s->tokens[i] >= rows(table))
+			LMD_BUG("embed: token %d out of range", s->tokens[i]);
+		lmd_cpu_load(tmp, row(table, s->tokens[i]), table->dtype, (size_t)hidden);
+		lmd_cpu_store(row(y, i), y->dtype, tmp, (size_t)hidden);
+	}
+	free(tmp);
+}
+
+/* y[r] = round(g * x * rsqrt(mean(x²) + eps)), in fp32 with one rounding (a fused kernel's). */
+static void rmsnorm_row(void *y, enum lmd_dtype yt, const float *x, const struct lmd_tensor *g, float eps, int64_t n)
+{
+	float ss = 0;
+	for (int64_t i = 0; i < n; i++)
+		ss += x[i] * x[i];
+	float inv = 1.0f / sqrtf(ss / (float)n + eps);
+	for (int64_t i = 0; i < n; i++)
+		store1(y, yt, (size_t)i, load1(g->data, g->dtype, (size_t)i) * (x[i] * inv));
+}
+
+void lmd_cpu_rmsnorm(struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *g, float eps)
+{
+	int64_t n = cols(x);
+	if (cols(y) != n || rows(y) != rows(x) || lmd_tensor_numel(g) != n)
+		LMD_BUG("rmsnorm: shapes");
+	float *tmp = malloc((size_t)n * sizeof(float));
+	if (!tmp)
+		LMD_BUG("out of memory");
+	for (int64_t r = 0; r < rows(x); r++) {
+		lmd_cpu_load(tmp, row(x, r), x->dtype, (size_t)n);
+		rmsnorm_row(row(y, r), y->dtype, tmp, g, eps, n);
+	}
+	free(tmp);
+}
+
+void lmd_cpu_add_rmsnorm(struct lmd_tensor *y, struct lmd_tensor *x, const struct lmd_tensor *r,
+			 const struct lmd_tensor *g, float eps)
+{
+	int64_t n = cols(x);
+	if (cols(y) != n || rows(y) != rows(x) || cols(r) != n || rows(r) != rows(x) || lmd_tensor_numel(g) != n)
+		LMD_BUG("add_rmsnorm: shapes");
+	float *tmp = malloc((size_t)n * sizeof(float));
+	if (!tmp)
+		LMD_BUG("out of memory");
+	for (int64_t k = 0; k < rows(x); k++) {
+		for (int64_t i = 0; i < n; i++)
+			tmp[i] = lmd_cpu_round(load1(row(x, k), x->dtype, (size_t)i) + load1(row(r, k), r->dtype, (size_t)i),
+					       x->dtype);
+		lmd_cpu_store(row(x, k), x->dtype, tmp, (size_t)n);
+		rmsnorm_row(row(y, k), y->dtype, tmp, g, eps, n);
+	}
+	free(tmp);
+}
+
+void lmd_cpu_matmul(struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
+		    const struct lmd_tensor *bias)
+{
+	int64_t in = cols(x), out = rows(w);
+	if (cols(w) != in || cols(y) != out || rows(y) != rows(x) || (bias && lmd_tensor_numel(bias) != out))
+		LMD_BUG("matmul: shapes");
+	for (int64_t r = 0; r < rows(x); r++)
+		for (int64_t o = 0; o < out; o++) {
+			float acc = 0;
+			for (int64_t i = 0; i < in; i++)
+				acc += load1(row(x, r), x->dtype, (size_t)i) * load1(row(w, o), w->dtype, (size_t)i);
+			if (bias)
+				acc += load1(bias->data, bias->dtype, (size_t)o);
+			store1(row(y, r), y->dtype, (size_t)o, acc);
+		}
+}
+
+void lmd_cpu_rope_table(float *cs, const struct lmd_step *s)
+{
+	int half = s->rot_half;
+	for (int i = 0; i < s->n; i++) {
+		const float *f = s->inv_freq + (size_t)s->seq[i] * half;
+		for (int j = 0; j < half; j++) {
+			float a = (float)s->pos[i] * f[j];  // fp32 angle, as HF computes it
+			cs[((size_t)i * half + j) * 2] = (float)cos((double)a);
+			cs[((size_t)i * half + j) * 2 + 1] = (float)sin((double)a);
+		}
+	}
+}
+
+void lmd_cpu_rope(struct lmd_tensor *qkv, const struct lmd_attn_dims *d, const struct lmd_step *s)
+{
+	int D = d->head_dim, half = D / 2, nh = d->heads + d->kv_heads;
+	if (cols(qkv) != (int64_t)(d->heads + 2 * d->kv_heads) * D || half != s->rot_half || rows(qkv) < s->n)
+		LMD_BUG("rope: shapes");
+	float *cs = malloc((size_t)s->n * half * 2 * sizeof(float));
+	if (!cs)
+		LMD_BUG("out of memory");
+	lmd_cpu_rope_table(cs, s);
+	for (int i = 0; i < s->n; i++) {
+		void *r = row(qkv, i);
+		for (int h = 0; h < nh; h++)
+			for (int j = 0; j < half; j++) {
+				size_t a = (size_t)h * D + j, b = a + half;
+				float c = cs[((size_t)i * half + j) * 2], sn = cs[((size_t)i * half + j) * 2 + 1];
+				float x0 = load1(r, qkv->dtype, a), x1 = load1(r, qkv->dtype, b);
+				store1(r, qkv->dtype, a, x0 * c - x1 * sn);
+				store1(r, qkv->dtype, b, x1 * c + x0 * sn);
+			}
+	}
+	free(cs);
+}
+
+/* Element (head, t) of a sequence's K or V in the pool tensor p of layer. */
+static void *kv_at(const struct lmd_kvcache *kv, const struct lmd_tensor *p, const struct lmd_step *s, int seq,
+		   int head, int t)
+{
+	int blk = s->block_table[(size_t)seq * s->max_blocks + t / kv->block_len];
+	size_t off = (((size_t)blk * kv->kv_heads + head) * kv->block_len + t % kv->block_len) * kv->head_dim;
+	return (char *)p->data + off * lmd_dtype_size(p->dtype);
+}
+
+void lmd_cpu_kv_store(struct lmd_kvcache *kv, int layer, const struct lmd_tensor *qkv, const struct lmd_attn_dims *d,
+		      const struct lmd_step *s)
+{
+	int D = d->head_dim;
+	if (D != kv->head_dim || d->kv_heads != kv->kv_heads || cols(qkv) != (int64_t)(d->heads + 2 * d->kv_heads) * D)
+		LMD_BUG("kv_store: shapes");
+	float *tmp = malloc((size_t)D * sizeof(float));
+	if (!tmp)
+		LMD_BUG("out of memory");
+	size_t es = lmd_dtype_size(qkv->dtype);
+	for (int i = 0; i < s->n; i++)
+		for (int h = 0; h < d->kv_heads; h++) {
+			const char *r = row(qkv, i);
+			lmd_cpu_load(tmp, r + ((size_t)(d->heads + h) * D) * es, qkv->dtype, (size_t)D);
+			lmd_cpu_store(kv_at(kv, &kv->k[layer], s, s->seq[i], h, s->pos[i]), kv->dtype, tmp, (size_t)D);
+			lmd_cpu_load(tmp, r + ((size_t)(d->heads + d->kv_heads + h) * D) * es, qkv->dtype, (size_t)D);
+			lmd_cpu_store(kv_at(kv, &kv->v[layer], s, s->seq[i], h, s->pos[i]), kv->dtype, tmp, (size_t)D);
+		}
+	free(tmp);
+}
+
+void lmd_cpu_attention(struct lmd_tensor *att, const struct lmd_tensor *qkv, const struct lmd_kvcache *kv, int layer,
+		       const struct lmd_attn_dims *d, const struct lmd_step *s)
+{
+	int D = d->head_dim, H = d->heads, group = d->heads / d->kv_heads;
+	if (D != kv->head_dim || d->kv_heads != kv->kv_heads || cols(att) != (int64_t)H * D ||
+	    cols(qkv) != (int64_t)(H + 2 * d->kv_heads) * D)
+		LMD_BUG("attention: shapes");
+	int maxlen = 0;
+	for (int i = 0; i < s->n; i++)
+		maxlen = s->pos[i] + 1 > maxlen ? s->pos[i] + 1 : maxlen;
+	float *q = malloc((size_t)D * sizeof(float)), *kr = malloc((size_t)D * sizeof(float));
+	float *o = malloc((size_t)D * sizeof(float)), *p = malloc((size_t)maxlen * sizeof(float));
+	if (!q || !kr || !o || !p)
+		LMD_BUG("out of memory");
+	size_t es = lmd_dtype_size(qkv->dtype);
+	for (int i = 0; i < s->n; i++)
+		for (int h = 0; h < H; h++) {
+			int kvh = h / group, len = s->pos[i] + 1;
+			lmd_cpu_load(q, (const char *)row(qkv, i) + (size_t)h * D * es, qkv->dtype, (size_t)D);
+			float mx = -INFINITY;
+			for (int t = 0; t < len; t++) {
+				lmd_cpu_load(kr, kv_at(kv, &kv->k[layer], s, s->seq[i], kvh, t), kv->dtype, (size_t)D);
+				float dot = 0;
+				for (int j = 0; j < D; j++)
+					dot += q[j] * kr[j];
+				p[t] = dot * d->scale;
+				mx = p[t] > mx ? p[t] : mx;
+			}
+			float sum = 0;
+			for (int t = 0; t < len; t++)
+				sum += p[t] = expf(p[t] - mx);
+			for (int j = 0; j < D; j++)
+				o[j] = 0;
+			for (int t = 0; t < len; t++) {
+				lmd_cpu_load(kr, kv_at(kv, &kv->v[layer], s, s->seq[i], kvh, t), kv->dtype, (size_t)D);
+				for (int j = 0; j < D; j++)
+					o[j] += p[t] / sum * kr[j];
+			}
+			lmd_cpu_store((char *)row(att, i) + (size_t)h * D * lmd_dtype_size(att->dtype), att->dtype, o,
+				      (size_t)D);
+		}
+	free(q);
+	free(kr);
+	free(o);
+	free(p);
+}
+
+void lmd_cpu_silu_mul(struct lmd_tensor *y, const struct lmd_tensor *gu)
+{
+	int64_t n = cols(y);
+	if (cols(gu) != 2 * n || rows(gu) != rows(y))
+		LMD_BUG("silu_mul: shapes");
+	for (int64_t r = 0; r < rows(y); r++)
+		for (int64_t i = 0; i < n; i++) {
+			float g = load1(row(gu, r), gu->dtype, (size_t)i), u = load1(row(gu, r), gu->dtype, (size_t)(n + i));
+			store1(row(y, r), y->dtype, (size_t)i, g / (1.0f + expf(-g)) * u);
+		}
+}
+
+void lmd_cpu_gather_rows(struct lmd_tensor *y, const struct lmd_tensor *x, int first, const struct lmd_step *s)
+{
+	int64_t n = cols(x);
+	if (cols(y) != n || first + rows(y) > s->nout)
+		LMD_BUG("gather_rows: shapes");
+	float *tmp = malloc((size_t)n * sizeof(float));
+	if (!tmp)
+		LMD_BUG("out of memory");
+	for (int64_t j = 0; j < rows(y); j++) {
+		lmd_cpu_load(tmp, row(x, s->out_rows[first + j]), x->dtype, (size_t)n);
+		lmd_cpu_store(row(y, j), y->dtype, tmp, (size_t)n);
+	}
+	free(tmp);
+}
+
+// ----------------------------------------------------------------------------
+// host memory, shared by the CPU backends
+
+int lmd_cpu_alloc(void *ctx, struct lmd_tensor *t, struct lmd_err *err)
+{
+	(void)ctx;
+	size_t n = lmd_tensor_nbytes(t);
+	t->data = aligned_alloc(64, (n + 63) / 64 * 64 + 64);
+	if (!t->data)
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory allocating %zu bytes", n);
+	return LMD_OK;
+}
+
+void lmd_cpu_release(void *ctx, struct lmd_tensor *t)
+{
+	(void)ctx;
+	free(t->data);
+	t->data = NULL;
+}
+
+int lmd_cpu_weight(void *ctx, struct lmd_tensor *dst, const struct lmd_tensor *src, struct lmd_err *err)
+{
+	(void)ctx;
+	(void)err;
+	*dst = *src;
+	return LMD_OK;
+}
+
+int lmd_cpu_upload(void *ctx, struct lmd_tensor *dst, size_t off, const void *src, size_t nbytes,
+		   struct lmd_err *err)
+{
+	(void)ctx;
+	(void)err;
+	memcpy((char *)dst->data + off, src, nbytes);
+	return LMD_OK;
+}
+
+int lmd_cpu_download(void *ctx, void *dst, const struct lmd_tensor *src, size_t off, size_t nbytes,
+		     struct lmd_err *err)
+{
+	(void)ctx;
+	(void)err;
+	memcpy(dst, (const char *)src->data + off, nbytes);
+	return LMD_OK;
+}
+
+int lmd_cpu_sync(void *ctx, struct lmd_err *err)
+{
+	(void)ctx;
+	(void)err;
+	return LMD_OK;
+}
+
+// ----------------------------------------------------------------------------
+// the "ref" backend: the reference ops behind the interface
+
+struct ref_ctx {
+	struct lmd_step step;
+};
+
+static void ref_close(void *ctx)
+{
+	free(ctx);
+}
+
+static int ref_step_begin(void *ctx, const struct lmd_step *s, struct lmd_err *err)
+{
+	(void)err;
+	((struct ref_ctx *)ctx)->step = *s;
+	return LMD_OK;
+}
+
+#define STEP(ctx) (&((struct ref_ctx *)(ctx))->step)
+
+static int ref_embed(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *table, struct lmd_err *err)
+{
+	(void)err;
+	lmd_cpu_embed(y, table, STEP(ctx));
+	return LMD_OK;
+}
+
+static int ref_rmsnorm(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *g,
+		       float eps, struct lmd_err *err)
+{
+	(void)ctx;
+	(void)err;
+	lmd_cpu_rmsnorm(y, x, g, eps);
+	return LMD_OK;
+}
+
+static int ref_add_rmsnorm(void *ctx, struct lmd_tensor *y, struct lmd_tensor *x, const struct lmd_tensor *r,
+			   const struct lmd_tensor *g, float eps, struct lmd_err *err)
+{
+	(void)ctx;
+	(void)err;
+	lmd_cpu_add_rmsnorm(y, x, r, g, eps);
+	return LMD_OK;
+}
+
+static int ref_matmul(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
+		      const struct lmd_tensor *bias, struct lmd_err *err)
+{
+	(void)ctx;
+	(void)err;
+	lmd_cpu_matmul(y, x, w, bias);
+	return LMD_OK;
+}
+
+static int ref_rope(void *ctx, struct lmd_tensor *qkv, const struct lmd_attn_dims *d, struct lmd_err *err)
+{
+	(void)err;
+	lmd_cpu_rope(qkv, d, STEP(ctx));
+	return LMD_OK;
+}
+
+static int ref_kv_store(void *ctx, struct lmd_kvcache *kv, int layer, const struct lmd_tensor *qkv,
+			const struct lmd_attn_dims *d, struct lmd_err *err)
+{
+	(void)err;
+	lmd_cpu_kv_store(kv, layer, qkv, d, STEP(ctx));
+	return LMD_OK;
+}
+
+static int ref_attention(void *ctx, struct lmd_tensor *att, const struct lmd_tensor *qkv,
+			 const struct lmd_kvcache *kv, int layer, const struct lmd_attn_dims *d, struct lmd_err *err)
+{
+	(void)err;
+	lmd_cpu_attention(att, qkv, kv, layer, d, STEP(ctx));
+	return LMD_OK;
+}
+
+static int ref_silu_mul(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *gu, struct lmd_err *err)
+{
+	(void)ctx;
+	(void)err;
+	lmd_cpu_silu_mul(y, gu);
+	return LMD_OK;
+}
+
+static int ref_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, int first,
+			   struct lmd_err *err)
+{
+	(void)err;
+	lmd_cpu_gather_rows(y, x, first, STEP(ctx));
+	return LMD_OK;
+}
+
+static const struct lmd_backend_ops ref_ops = {
+	.name = "ref",
+	.weights_in_place = 1,
+	.close = ref_close,
+	.alloc = lmd_cpu_alloc,
+	.release = lmd_cpu_release,
+	.weight = lmd_cpu_weight,
+	.upload = lmd_cpu_upload,
+	.download = lmd_cpu_download,
+	.sync = lmd_cpu_sync,
+	.step_begin = ref_step_begin,
+	.embed = ref_embed,
+	.rmsnorm = ref_rmsnorm,
+	.add_rmsnorm = ref_add_rmsnorm,
+	.matmul = ref_matmul,
+	.rope = ref_rope,
+	.kv_store = ref_kv_store,
+	.attention = ref_attention,
+	.silu_mul = ref_silu_mul,
+	.gather_rows = ref_gather_rows,
+};
+
+int lmd_backend_ref_open(struct lmd_backend *b, const struct lmd_backend_opts *opts, struct lmd_err *err)
+{
+	(void)opts;
+	b->ctx = lmd_calloc(1, sizeof(struct ref_ctx), err);
+	if (!b->ctx)
+		return LMD_ENOMEM;
+	b->ops = &ref_ops;
+	return LMD_OK;
+}

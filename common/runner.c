@@ -1,0 +1,221 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "convert.h"
+#include "cuda.h"
+#include "runner.h"
+
+int lmd_runner_opt(struct lmd_runner_opts *o, const struct lmd_cli *cli, int key, const char *arg)
+{
+	switch (key) {
+	case LMD_RO_DEVICE:
+		if (strcmp(arg, "auto") && strcmp(arg, "cpu") && strcmp(arg, "cuda"))
+			lmd_usage(cli, "--device: '%s' is not auto, cpu or cuda", arg);
+		o->device = arg;
+		return 1;
+	case LMD_RO_DTYPE:
+		o->dtype = lmd_dtype_parse(arg);
+		if (!lmd_dtype_is_float(o->dtype))
+			lmd_usage(cli, "--dtype: '%s' is not fp32, fp16 or bf16", arg);
+		return 1;
+	case LMD_RO_THREADS: o->threads = (int)lmd_cli_long(cli, "threads", arg, 1, 1024); return 1;
+	case LMD_RO_SESSION_LEN: o->session_len = (int)lmd_cli_long(cli, "session-len", arg, 2, 1 << 24); return 1;
+	case LMD_RO_BLOCK: o->block_len = (int)lmd_cli_long(cli, "cache-block-seq-len", arg, 1, 1 << 16); return 1;
+	case LMD_RO_BATCH: o->max_batch = (int)lmd_cli_long(cli, "max-batch-size", arg, 1, 1 << 16); return 1;
+	case LMD_RO_PREFILL: o->max_prefill = (int)lmd_cli_long(cli, "max-prefill-token-num", arg, 1, 1 << 20); return 1;
+	case LMD_RO_CACHE: o->cache_max_entry_count = lmd_cli_double(cli, "cache-max-entry-count", arg, 1e-6, 1); return 1;
+	case LMD_RO_TEMPLATE: o->chat_template = arg; return 1;
+	default: return 0;
+	}
+}
+
+void lmd_gen_params_default(struct lmd_gen_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	lmd_sampling_default(&p->sampling);
+	p->max_tokens = 256;
+}
+
+int lmd_gen_opt(struct lmd_gen_params *p, const struct lmd_cli *cli, int key, const char *arg)
+{
+	switch (key) {
+	case LMD_GO_MAX_TOKENS: p->max_tokens = (int)lmd_cli_long(cli, "max-tokens", arg, 1, 1 << 24); return 1;
+	case LMD_GO_TEMPERATURE: p->sampling.temperature = (float)lmd_cli_double(cli, "temperature", arg, 0, 100); return 1;
+	case LMD_GO_TOP_P: p->sampling.top_p = (float)lmd_cli_double(cli, "top-p", arg, 1e-9, 1); return 1;
+	case LMD_GO_TOP_K: p->sampling.top_k = (int)lmd_cli_long(cli, "top-k", arg, 0, 1 << 24); return 1;
+	case LMD_GO_MIN_P: p->sampling.min_p = (float)lmd_cli_double(cli, "min-p", arg, 0, 1); return 1;
+	case LMD_GO_REPETITION:
+		p->sampling.repetition_penalty = (float)lmd_cli_double(cli, "repetition-penalty", arg, 1e-3, 100);
+		return 1;
+	case LMD_GO_SEED: p->sampling.seed = (uint64_t)lmd_cli_long(cli, "seed", arg, 0, 0x7fffffffffffffffL); return 1;
+	case LMD_GO_IGNORE_EOS: p->ignore_eos = 1; return 1;
+	case LMD_GO_STOP:
+		if (p->n_stop == LMD_MAX_STOP_STRINGS)
+			lmd_usage(cli, "--stop: at most %d stop strings", LMD_MAX_STOP_STRINGS);
+		if (!*arg)
+			lmd_usage(cli, "--stop: empty stop string");
+		p->stop[p->n_stop++] = arg;
+		return 1;
+	default: return 0;
+	}
+}
+
+void lmd_gen_params_apply(const struct lmd_gen_params *p, struct lmd_request *req)
+{
+	req->sampling = p->sampling;
+	req->max_tokens = p->max_tokens;
+	req->ignore_eos = p->ignore_eos;
+	req->stop = p->stop;
+	req->n_stop = p->n_stop;
+}
+
+static int utf8_valid(const unsigned char *s, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		unsigned c = s[i];
+		int k = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 && c >= 0xc2 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 && c <= 0xf4 ? 3 : -1;
+		if (k < 0 || i + k >= n)
+			return 0;
+		uint32_t cp = k == 0 ? c : c & (0x3f >> k);
+		for (int j = 1; j <= k; j++) {
+			if ((s[i + j] & 0xc0) != 0x80)
+				return 0;
+			cp = cp << 6 | (s[i + j] & 0x3f);
+		}
+		if ((k == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+			return 0;
+		i += k + 1;
+	}
+	return 1;
+}
+
+int lmd_runner_prompt(const struct lmd_runner *r, const char *text, const struct lmd_chat_msg *msgs, int nmsg,
+		      int32_t **ids, int *n, struct lmd_err *err)
+{
+	char *rendered = NULL;
+	size_t len = 0, cnt = 0;
+	int *tk = NULL, rc, base = r->tmpl.name && !strcmp(r->tmpl.name, "base");
+	struct lmd_chat_msg one = {"user", text};
+	for (int i = 0; msgs && i < nmsg; i++)
+		if (!msgs[i].content || !utf8_valid((const unsigned char *)msgs[i].content, strlen(msgs[i].content)))
+			return lmd_errorf(err, LMD_EINVAL, "message %d: content is missing or not UTF-8", i);
+	if (!msgs && (!text || !*text))
+		return lmd_errorf(err, LMD_EINVAL, "the prompt is empty");
+	if (!msgs && !utf8_valid((const unsigned char *)text, strlen(text)))
+		return lmd_errorf(err, LMD_EINVAL, "the prompt is not valid UTF-8");
+	if (msgs || !base) {
+		if ((rc = lmd_chat_render(&r->tmpl, msgs ? msgs : &one, msgs ? nmsg : 1, 1, NULL, &rendered, &len, err)))
+			return rc;
+		text = rendered;
+	} else {
+		len = strlen(text);
+	}
+	rc = lmd_tokenizer_encode(&r->tok, text, len, base, &tk, &cnt, err);
+	free(rendered);
+	if (rc)
+		return rc;
+	if (!cnt) {
+		free(tk);
+		return lmd_errorf(err, LMD_EINVAL, "the prompt is empty");
+	}
+	*ids = malloc(cnt * sizeof(**ids));
+	if (!*ids) {
+		free(tk);
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < cnt; i++)
+		(*ids)[i] = tk[i];
+	*n = (int)cnt;
+	free(tk);
+	return LMD_OK;
+}
+
+/* MemAvailable from /proc/meminfo, in bytes (0 when unknown). */
+static size_t mem_available(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[256];
+	size_t kb = 0;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb * 1024;
+}
+
+int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struct lmd_err *err)
+{
+	int rc;
+	memset(r, 0, sizeof(*r));
+	const char *dev = o->device ? o->device : getenv("LMD_DEVICE");
+	if (!dev || !*dev)
+		dev = "auto";
+	if (!strcmp(dev, "cuda") && lmd_cuda_device_count() == 0)
+		return lmd_errorf(err, LMD_ENODEV, "--device cuda: no usable CUDA GPU found");
+	if ((rc = lmd_model_open_any(&r->dir, o->model, err)) ||
+	    (rc = lmd_tokenizer_open(&r->tok, r->dir.path, err)))
+		goto fail;
+	const char *tmpl = o->chat_template ? o->chat_template : r->dir.cfg.chat_template;
+	if ((rc = lmd_chat_template_choose(&r->tmpl, tmpl, &r->tok, err)))
+		goto fail;
+	struct lmd_backend_opts bo = {.threads = o->threads};
+	if ((rc = lmd_backend_open(&r->be, dev, &bo, err)))
+		goto fail;
+	struct lmd_model_opts mo = {
+		.dtype = o->dtype,
+		.max_tokens = o->max_prefill > 0 ? (o->max_prefill > 64 ? o->max_prefill : 64) : 2048,
+		.max_seqs = o->max_batch > 0 ? o->max_batch : 64,
+		.session_len = o->session_len,
+		.block_len = o->block_len,
+	};
+	/* KV pool: a fraction of the memory free after the weights, at most what max_batch full sessions need */
+	int session = o->session_len > 0 ? o->session_len : r->dir.cfg.max_pos;
+	int block = o->block_len > 0 ? o->block_len : 64;
+	enum lmd_dtype kvt = o->dtype != LMD_DTYPE_NONE ? o->dtype : r->dir.cfg.dtype;
+	size_t bb = lmd_kvcache_block_bytes(r->dir.cfg.layers, r->dir.cfg.kv_heads, r->dir.cfg.head_dim, block, kvt);
+	double frac = o->cache_max_entry_count > 0 ? o->cache_max_entry_count : 0.8;
+	size_t avail = mem_available(), want = (size_t)mo.max_seqs * ((session + block - 1) / block);
+	size_t fit = avail ? (size_t)(frac * (double)avail / (double)bb) : want;
+	mo.kv_blocks = (int)(want < fit ? want : fit);
+	if (mo.kv_blocks < (session + block - 1) / block)
+		mo.kv_blocks = (session + block - 1) / block;  /* always room for one full session */
+	r->kv_bytes = (size_t)mo.kv_blocks * bb;
+	if ((rc = lmd_model_open(&r->m, &r->be, &r->dir, &mo, err)))
+		goto fail;
+	struct lmd_sched_opts so = {.max_batch = o->max_batch, .max_prefill = o->max_prefill};
+	if ((rc = lmd_sched_init(&r->s, &r->m, &r->tok, &so, err)))
+		goto fail;
+	/* the template's stop tokens join the model's */
+	int ids[LMD_CHAT_MAX_STOP];
+	int n = lmd_chat_stop_ids(&r->tmpl, &r->tok, ids, LMD_CHAT_MAX_STOP);
+	for (int i = 0; i < n; i++)
+		lmd_sched_add_stop_id(&r->s, ids[i]);
+	return LMD_OK;
+fail:
+	lmd_runner_close(r);
+	return rc;
+}
+
+void lmd_runner_close(struct lmd_runner *r)
+{
+	lmd_sched_free(&r->s);
+	lmd_model_close(&r->m);
+	if (r->be.ops)
+		lmd_backend_close(&r->be);
+	lmd_chat_template_free(&r->tmpl);
+	lmd_tokenizer_close(&r->tok);
+	lmd_modeldir_close(&r->dir);
+	memset(r, 0, sizeof(*r));
+}
+
+void lmd_runner_describe(const struct lmd_runner *r, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s: %s %s on %s (%s compute), weights %.1f MiB, KV cache %d blocks of %d tokens (%.1f MiB), "
+		 "session %d tokens, template %s", r->dir.path, lmd_arch_name(r->m.cfg.arch), r->m.cfg.model_name,
+		 r->be.ops->name, lmd_dtype_short(r->m.dtype), r->m.weight_bytes / 1048576.0, r->m.kv.nblocks,
+		 r->m.kv.block_len, r->kv_bytes / 1048576.0, r->m.session_len, r->tmpl.name ? r->tmpl.name : "?");
+}

@@ -1,0 +1,59 @@
+/**
+ * Token sampling as a pure function of (logits, parameters, RNG state, previous tokens): the same
+ * inputs and seed give the same token on every machine (own PRNG, no libc rand).
+ *
+ * Order of the transforms (HF's): repetition penalty, temperature, top-k, top-p, min-p, then a
+ * draw. temperature 0 (or top_k 1) is greedy: the first index of the largest logit.
+ * Stop tokens, stop strings and max tokens belong to the scheduler.
+ */
+#ifndef LMD_SAMPLER_H
+#define LMD_SAMPLER_H
+
+#include <stdint.h>
+
+#include "err.h"
+
+struct lmd_sampling {
+	float temperature;         /* 0 = greedy; default 1 */
+	int top_k;                 /* 0 = off */
+	float top_p;               /* 1 = off; (0, 1] */
+	float min_p;               /* 0 = off; [0, 1] */
+	float repetition_penalty;  /* 1 = off; > 0 (HF: positive logits divided, negative multiplied) */
+	uint64_t seed;
+};
+
+/** The defaults: temperature 1, top_k 0, top_p 1, min_p 0, repetition_penalty 1, seed 0. */
+void lmd_sampling_default(struct lmd_sampling *p);
+/** LMD_EINVAL naming the field when a value is out of range (negative temperature, top_p > 1, ...). */
+int lmd_sampling_validate(const struct lmd_sampling *p, struct lmd_err *err);
+
+/** xoshiro256** state, seeded through splitmix64. */
+struct lmd_rng {
+	uint64_t s[4];
+};
+void lmd_rng_seed(struct lmd_rng *r, uint64_t seed);
+uint64_t lmd_rng_next(struct lmd_rng *r);
+/** Uniform in [0, 1) with 53 random bits. */
+double lmd_rng_uniform(struct lmd_rng *r);
+
+/** Workspace for sampling over a vocabulary of vocab entries. A zeroed struct is safe to free. */
+struct lmd_sampler {
+	int vocab;
+	float *val;     /* owned [vocab] */
+	int32_t *idx;   /* owned [vocab] */
+};
+int lmd_sampler_init(struct lmd_sampler *s, int vocab, struct lmd_err *err);
+void lmd_sampler_free(struct lmd_sampler *s);
+
+/**
+ * Pick the next token from logits [vocab] (not modified). prev [nprev] are the tokens the
+ * repetition penalty applies to (prompt and generated so far, as HF). Draws one number from rng
+ * unless the choice is greedy.
+ */
+int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_sampling *p, struct lmd_rng *rng,
+	       const int32_t *prev, int nprev);
+
+/** Index of the largest value (the first one on ties). */
+int lmd_argmax(const float *v, int n);
+
+#endif
