@@ -213,11 +213,9 @@ const char *lmd_chat_template_auto(const struct lmd_tokenizer *t)
 	return "base";
 }
 
-int lmd_chat_template_choose(struct lmd_chat_template *ct, const char *name, const char *recorded,
-			     const struct lmd_tokenizer *t, struct lmd_err *err)
+int lmd_chat_template_choose(struct lmd_chat_template *ct, const char *name, const struct lmd_tokenizer *t,
+			     struct lmd_err *err)
 {
-	if (!name || !*name)
-		name = recorded;
 	if (!name || !*name)
 		name = lmd_chat_template_auto(t);
 	int rc = lmd_chat_template_load(ct, name, err);

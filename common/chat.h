@@ -75,12 +75,12 @@ int lmd_chat_template_load(struct lmd_chat_template *ct, const char *name, struc
 const char *lmd_chat_template_auto(const struct lmd_tokenizer *t);
 
 /**
- * Load the template for the model whose tokenizer is t and bind t's BOS/EOS text. The name is the
- * first non-empty of: name (--chat-template), recorded (the template an lmd model directory
- * records, lmd_config.chat_template), lmd_chat_template_auto(t).
+ * Load the template name, or when name is NULL or "" the automatic choice for t
+ * (lmd_chat_template_auto), and bind t's BOS/EOS text. Callers pass --chat-template, else the
+ * template an lmd model directory records (lmd_config.chat_template), as name.
  */
-int lmd_chat_template_choose(struct lmd_chat_template *ct, const char *name, const char *recorded,
-			     const struct lmd_tokenizer *t, struct lmd_err *err);
+int lmd_chat_template_choose(struct lmd_chat_template *ct, const char *name, const struct lmd_tokenizer *t,
+			     struct lmd_err *err);
 void lmd_chat_template_free(struct lmd_chat_template *ct);
 
 /**

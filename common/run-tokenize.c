@@ -123,7 +123,7 @@ int lmd_run_tokenize(int argc, char **argv)
 			snprintf(recorded, sizeof(recorded), "%s", md.cfg.chat_template);
 			lmd_modeldir_close(&md);
 		}
-		if (lmd_chat_template_choose(&ct, tmpl, recorded, &t, &err))
+		if (lmd_chat_template_choose(&ct, tmpl && *tmpl ? tmpl : recorded, &t, &err))
 			lmd_die(c.prog, &err);
 		lmd_log(&c, 1, "chat template '%s'", ct.name);
 		if (lmd_chat_render_file(&ct, chat, 1, &text, &len, &err))
