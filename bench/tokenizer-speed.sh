@@ -16,6 +16,7 @@ echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "- machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores (one used)"
 echo "- commit: $(git rev-parse --short HEAD)"
+echo "- load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared; busy runs are slower)"
 echo "- text: WikiText-2 test (wiki.test.raw, $(wc -c < "$text") bytes), encoded as one text, no BOS"
 echo "- method: bench/tokenizer-speed.sh, best of $runs runs of \`lmd-run tokenize --stats\` (encoding time only)"
 echo
