@@ -14,17 +14,36 @@ struct part {
 	uint64_t sum;
 };
 
+typedef uint64_t v4u64 __attribute__((vector_size(32)));
+
+/*
+ * Sum the buffer with 4 independent 32-byte accumulators: vector loads, so one core can reach the
+ * memory's bandwidth (a scalar loop measures the core, not the memory, and flatters every roofline).
+ */
+#if defined(__x86_64__)
+__attribute__((target("avx2")))
+#endif
 static void *reader(void *arg)
 {
 	struct part *t = arg;
-	uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-	for (size_t i = 0; i + 4 <= t->n; i += 4) {
-		s0 += t->p[i];
-		s1 ^= t->p[i + 1];
-		s2 += t->p[i + 2];
-		s3 ^= t->p[i + 3];
+	v4u64 a = {0}, b = {0}, c = {0}, d = {0};
+	size_t i = 0;
+	for (; i + 16 <= t->n; i += 16) {
+		v4u64 x, y, z, w;
+		memcpy(&x, t->p + i, 32);
+		memcpy(&y, t->p + i + 4, 32);
+		memcpy(&z, t->p + i + 8, 32);
+		memcpy(&w, t->p + i + 12, 32);
+		a += x;
+		b += y;
+		c += z;
+		d += w;
 	}
-	t->sum = s0 + s1 + s2 + s3;
+	a += b + c + d;
+	uint64_t s = a[0] + a[1] + a[2] + a[3];
+	for (; i < t->n; i++)
+		s += t->p[i];
+	t->sum = s;
 	return NULL;
 }
 
