@@ -51,10 +51,10 @@ struct kernels {
 
 #define K(f) f##_c
 #define KNAME "c"
-#define VL 8
-typedef float vf_c __attribute__((vector_size(32)));
-typedef uint32_t vu_c __attribute__((vector_size(32)));
-typedef uint16_t vh_c __attribute__((vector_size(16)));
+#define VL 4
+typedef float vf_c __attribute__((vector_size(16)));
+typedef uint32_t vu_c __attribute__((vector_size(16)));
+typedef uint16_t vh_c __attribute__((vector_size(8)));
 #define VF vf_c
 #define VU vu_c
 #define VH vh_c
@@ -244,12 +244,19 @@ struct rows_args {
 	int64_t n;
 };
 
-static void rows_run(void *arg, int tid, int nt)
+/* Rows per task: a few tasks per thread, so a late thread costs little. */
+static int chunk_of(int n, int nt, int align)
+{
+	int per = (n + 4 * nt - 1) / (4 * nt);
+	per = (per + align - 1) / align * align;
+	return per > 0 ? per : align;
+}
+
+static void rows_run(void *arg, int task, int tid)
 {
 	struct rows_args *a = arg;
-	int lo, hi;
-	lmd_pool_split((int)a->n, 1, tid, nt, &lo, &hi);
-	for (int i = lo; i < hi; i++)
+	int per = chunk_of((int)a->n, a->c->nt, 1);
+	for (int64_t i = (int64_t)task * per; i < a->n && i < (int64_t)(task + 1) * per; i++)
 		a->row(a, i, a->c->scr[tid]);
 }
 
@@ -259,14 +266,12 @@ static int run_rows(struct cpu_ctx *c, struct rows_args *a, int64_t n, size_t sc
 		return LMD_ENOMEM;
 	a->c = c;
 	a->n = n;
-	if (n == 1)
-		a->row(a, 0, c->scr[0]);
-	else
-		lmd_pool_run(c->pool, rows_run, a);
+	int per = chunk_of((int)n, c->nt, 1);
+	lmd_pool_run(c->pool, rows_run, a, (int)((n + per - 1) / per));
 	return LMD_OK;
 }
 
-/* y = round(g * round(x * inv)), from the fp32 row in buf; gbuf holds g in fp32. */
+/* y = round(g * x * inv), from the fp32 row in buf; gbuf holds g in fp32. */
 static void norm_row(const struct kernels *k, void *y, enum lmd_dtype yt, float *buf, const float *gbuf, float eps,
 		     int64_t n)
 {
@@ -275,13 +280,7 @@ static void norm_row(const struct kernels *k, void *y, enum lmd_dtype yt, float 
 		ss += buf[i] * buf[i];
 	float inv = 1.0f / sqrtf(ss / (float)n + eps);
 	for (int64_t i = 0; i < n; i++)
-		buf[i] *= inv;
-	if (yt != LMD_F32) {  // round as the output dtype before the weight multiply
-		k->store(y, yt, buf, (size_t)n);
-		k->load(buf, y, yt, (size_t)n);
-	}
-	for (int64_t i = 0; i < n; i++)
-		buf[i] *= gbuf[i];
+		buf[i] = gbuf[i] * (buf[i] * inv);
 	k->store(y, yt, buf, (size_t)n);
 }
 
@@ -318,13 +317,7 @@ static void silu_row(struct rows_args *a, int64_t i, float *scr)
 	float *gb = scr, *ub = scr + n;
 	k->load(gb, rowp(a->x, i), a->x->dtype, (size_t)(2 * n));
 	for (int64_t j = 0; j < n; j++)
-		gb[j] = gb[j] / (1.0f + expf(-gb[j]));
-	if (a->y->dtype != LMD_F32) {
-		k->store(rowp(a->y, i), a->y->dtype, gb, (size_t)n);
-		k->load(gb, rowp(a->y, i), a->y->dtype, (size_t)n);
-	}
-	for (int64_t j = 0; j < n; j++)
-		gb[j] *= ub[j];
+		gb[j] = gb[j] / (1.0f + expf(-gb[j])) * ub[j];
 	k->store(rowp(a->y, i), a->y->dtype, gb, (size_t)n);
 }
 
@@ -466,23 +459,22 @@ struct mm_job {
 	const struct lmd_tensor *x;  // the input when it must be converted to fp32 first
 };
 
-static void mm_convert(void *arg, int tid, int nt)
+static void mm_convert(void *arg, int task, int tid)
 {
+	(void)tid;
 	struct mm_job *j = arg;
-	int lo, hi;
-	lmd_pool_split(j->a.n, 1, tid, nt, &lo, &hi);
-	for (int i = lo; i < hi; i++)
+	int per = chunk_of(j->a.n, j->c->nt, 1);
+	for (int i = task * per; i < j->a.n && i < (task + 1) * per; i++)
 		j->c->k->load(j->c->xbuf + (size_t)i * j->a.in, rowp(j->x, i), j->x->dtype, (size_t)j->a.in);
 }
 
-static void mm_run(void *arg, int tid, int nt)
+static void mm_run(void *arg, int task, int tid)
 {
 	struct mm_job *j = arg;
-	int lo, hi;
-	lmd_pool_split(j->a.out, MM_RB, tid, nt, &lo, &hi);
+	int per = chunk_of(j->a.out, j->c->nt, MM_RB);
+	int lo = task * per, hi = lo + per < j->a.out ? lo + per : j->a.out;
 	float *scr = j->c->scr[tid];
-	if (lo < hi)
-		j->c->k->mm_range(&j->a, lo, hi, scr, scr + (size_t)MM_RB * j->a.in);
+	j->c->k->mm_range(&j->a, lo, hi, scr, scr + (size_t)MM_RB * j->a.in);
 }
 
 static int cpu_matmul(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
@@ -512,12 +504,11 @@ static int cpu_matmul(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *
 		}
 		j.x = x;
 		j.a.x = c->xbuf;
-		if (n == 1)
-			mm_convert(&j, 0, 1);
-		else
-			lmd_pool_run(c->pool, mm_convert, &j);
+		int per = chunk_of((int)n, c->nt, 1);
+		lmd_pool_run(c->pool, mm_convert, &j, (int)((n + per - 1) / per));
 	}
-	lmd_pool_run(c->pool, mm_run, &j);
+	int per = chunk_of((int)out, c->nt, MM_RB);
+	lmd_pool_run(c->pool, mm_run, &j, (int)((out + per - 1) / per));
 	free(bias32);
 	return LMD_OK;
 }
@@ -527,12 +518,11 @@ struct att_job {
 	struct att_args a;
 };
 
-static void att_run(void *arg, int tid, int nt)
+static void att_run(void *arg, int task, int tid)
 {
 	struct att_job *j = arg;
-	int KV = j->a.d->kv_heads, items = j->c->step.n * KV;
-	for (int it = tid; it < items; it += nt)  // interleaved: later tokens see more keys
-		j->c->k->att_item(&j->a, it / KV, it % KV, j->c->scr[tid]);
+	int KV = j->a.d->kv_heads;
+	j->c->k->att_item(&j->a, task / KV, task % KV, j->c->scr[tid]);
 }
 
 static int cpu_attention(void *ctx, struct lmd_tensor *att, const struct lmd_tensor *qkv,
@@ -549,7 +539,7 @@ static int cpu_attention(void *ctx, struct lmd_tensor *att, const struct lmd_ten
 	if (need_scratch(c, (size_t)2 * group * D + (size_t)kv->block_len * D + (size_t)group * maxlen, err))
 		return LMD_ENOMEM;
 	struct att_job j = {c, {&c->step, qkv, att, kv, layer, d, maxlen}};
-	lmd_pool_run(c->pool, att_run, &j);
+	lmd_pool_run(c->pool, att_run, &j, c->step.n * d->kv_heads);
 	return LMD_OK;
 }
 

@@ -8,6 +8,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum lmd_status {
 	LMD_OK = 0,
 	LMD_EIO = -1,      /* a file could not be opened, read or written (exit 3) */
@@ -43,5 +47,9 @@ void lmd_bug(const char *file, int line, const char *fmt, ...)
 void *lmd_malloc(size_t n, struct lmd_err *e);
 void *lmd_calloc(size_t n, size_t size, struct lmd_err *e);
 char *lmd_strdup(const char *s, struct lmd_err *e);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

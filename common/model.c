@@ -41,9 +41,14 @@ void lmd_rope_inv_freq(const struct lmd_rope *r, int head_dim, int max_pos, int 
 // ----------------------------------------------------------------------------
 // loading
 
+/*
+ * Weights stay in their stored dtype whatever the compute dtype: matmul reads f32, f16 and bf16
+ * weights with fp32 accumulation, so nothing is lost converting fp16 weights for bf16 compute.
+ */
 static enum lmd_dtype weight_dtype(const struct lmd_model *m, enum lmd_dtype stored)
 {
-	return m->dtype == LMD_F32 ? stored : m->dtype;
+	(void)m;
+	return stored;
 }
 
 static void *keep_host(struct lmd_model *m, void *p)
@@ -77,12 +82,12 @@ static int load_cat(struct lmd_model *m, const struct lmd_modeldir *dir, struct 
 			goto out;
 		keep_host(m, owned[i]);
 		if (!lmd_dtype_is_float(src[i].dtype) || src[i].ndim > 2 ||
-		    (i && (src[i].ndim != src[0].ndim || src[i].shape[src[i].ndim - 1] != src[0].shape[src[0].ndim - 1]))) {
+		    (i && (src[i].ndim != src[0].ndim || (src[i].ndim == 2 && src[i].shape[1] != src[0].shape[1])))) {
 			rc = lmd_errorf(err, LMD_EFORMAT, "tensor '%s': unexpected dtype %s or shape", names[i],
 					lmd_dtype_short(src[i].dtype));
 			goto out;
 		}
-		rows += src[i].ndim == 1 ? src[i].shape[0] : src[i].shape[0];
+		rows += src[i].shape[0];
 	}
 	enum lmd_dtype dt = weight_dtype(m, src[0].dtype);
 	struct lmd_tensor host = src[0];
@@ -97,7 +102,7 @@ static int load_cat(struct lmd_model *m, const struct lmd_modeldir *dir, struct 
 		}
 		for (int i = 0; i < n; i++) {
 			size_t cnt = (size_t)lmd_tensor_numel(&src[i]);
-			lmd_convert((char *)host.data + off, dt, src[i].data, src[i].dtype, cnt, NULL);
+			lmd_dtype_convert((char *)host.data + off, dt, src[i].data, src[i].dtype, cnt, NULL);
 			off += cnt * lmd_dtype_size(dt);
 		}
 	}
@@ -140,6 +145,7 @@ int lmd_model_open(struct lmd_model *m, struct lmd_backend *be, const struct lmd
 	m->max_tokens = o.max_tokens > 0 ? o.max_tokens : 2048;
 	m->max_seqs = o.max_seqs > 0 ? o.max_seqs : 64;
 	m->session_len = o.session_len > 0 ? o.session_len : c->max_pos;
+	m->hf_rope_rounding = o.hf_rope_rounding;
 	int block_len = o.block_len > 0 ? o.block_len : 64;
 	int max_blocks = (m->session_len + block_len - 1) / block_len;
 	int kv_blocks = o.kv_blocks > 0 ? o.kv_blocks : 4 * max_blocks;
@@ -384,10 +390,17 @@ static int prepare(struct lmd_model *m, const struct lmd_batch *b, struct lmd_st
 		memcpy(m->s_table + (size_t)i * max_blocks, q->blocks, (size_t)q->nblocks * sizeof(int32_t));
 		for (int j = q->nblocks; j < max_blocks; j++)
 			m->s_table[(size_t)i * max_blocks + j] = -1;
-		if (i == 0 || c->rope.type == LMD_ROPE_DYNAMIC)
-			lmd_rope_inv_freq(&c->rope, c->head_dim, c->max_pos, q->len + b->seq_new[i],
-					  m->s_freq + (size_t)i * half);
-		else
+		if (i == 0 || c->rope.type == LMD_ROPE_DYNAMIC) {
+			int len = q->len + b->seq_new[i];
+			float *f = m->s_freq + (size_t)i * half;
+			lmd_rope_inv_freq(&c->rope, c->head_dim, c->max_pos, len, f);
+			int orig = c->rope.original_max_pos > 0 ? c->rope.original_max_pos : c->max_pos;
+			if (m->hf_rope_rounding && !(c->rope.type == LMD_ROPE_DYNAMIC && len > orig))
+				for (int j = 0; j < half; j++)
+					f[j] = c->dtype == LMD_F16 ? lmd_f16_to_f32(lmd_f32_to_f16(f[j]))
+					       : c->dtype == LMD_BF16 ? lmd_bf16_to_f32(lmd_f32_to_bf16(f[j]))
+					       : f[j];
+		} else
 			memcpy(m->s_freq + (size_t)i * half, m->s_freq, (size_t)half * sizeof(float));
 	}
 	int32_t *placed = m->s_out;  // borrowed as scratch, refilled below

@@ -37,6 +37,13 @@ struct lmd_model_opts {
 	int session_len;       /* most tokens in one sequence; 0 = the model's max_position_embeddings */
 	int block_len;         /* KV cache_block_seq_len; 0 = 64 */
 	int kv_blocks;         /* blocks in the KV pool; 0 = enough for 4 sequences of session_len */
+	/*
+	 * Round the rotary inverse frequencies to the weights' dtype, as HF transformers does when a model
+	 * built in fp32 is cast to f16/bf16 (the inv_freq buffer is cast with it; HF's dynamic NTK
+	 * recomputes it in fp32 past max_position_embeddings). The references for ../shared/models/rand
+	 * were made that way; the trained models' were not. 0 = exact fp32 frequencies.
+	 */
+	int hf_rope_rounding;
 };
 
 /** The weights of one layer, resident in the backend (fused where the ops want it). */
@@ -56,6 +63,7 @@ struct lmd_model {
 	struct lmd_backend *be;       /* borrowed: outlives the model */
 	enum lmd_dtype dtype;         /* compute dtype */
 	int max_tokens, max_seqs, session_len;
+	int hf_rope_rounding;              /* see lmd_model_opts */
 	struct lmd_attn_dims dims;
 	struct lmd_tensor tok_embeddings;  /* [vocab, hidden] */
 	struct lmd_tensor norm;            /* [hidden] */

@@ -102,7 +102,7 @@ void lmd_cpu_embed(struct lmd_tensor *y, const struct lmd_tensor *table, const s
 	free(tmp);
 }
 
-/* y[r] = round(g * round(x * rsqrt(mean(x²) + eps))), HF's LlamaRMSNorm with x already in fp32. */
+/* y[r] = round(g * x * rsqrt(mean(x²) + eps)), in fp32 with one rounding (a fused kernel's). */
 static void rmsnorm_row(void *y, enum lmd_dtype yt, const float *x, const struct lmd_tensor *g, float eps, int64_t n)
 {
 	float ss = 0;
@@ -110,7 +110,7 @@ static void rmsnorm_row(void *y, enum lmd_dtype yt, const float *x, const struct
 		ss += x[i] * x[i];
 	float inv = 1.0f / sqrtf(ss / (float)n + eps);
 	for (int64_t i = 0; i < n; i++)
-		store1(y, yt, (size_t)i, load1(g->data, g->dtype, (size_t)i) * lmd_cpu_round(x[i] * inv, yt));
+		store1(y, yt, (size_t)i, load1(g->data, g->dtype, (size_t)i) * (x[i] * inv));
 }
 
 void lmd_cpu_rmsnorm(struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *g, float eps)
@@ -285,7 +285,7 @@ void lmd_cpu_silu_mul(struct lmd_tensor *y, const struct lmd_tensor *gu)
 	for (int64_t r = 0; r < rows(y); r++)
 		for (int64_t i = 0; i < n; i++) {
 			float g = load1(row(gu, r), gu->dtype, (size_t)i), u = load1(row(gu, r), gu->dtype, (size_t)(n + i));
-			store1(row(y, r), y->dtype, (size_t)i, lmd_cpu_round(g / (1.0f + expf(-g)), y->dtype) * u);
+			store1(row(y, r), y->dtype, (size_t)i, g / (1.0f + expf(-g)) * u);
 		}
 }
 

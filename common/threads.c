@@ -1,15 +1,18 @@
 /**
- * The thread pool (threads.h): a generation counter the workers watch, spinning first, then a
- * condition variable.
+ * The thread pool (threads.h). One 64-bit atomic holds the job's generation (high half) and the
+ * next unclaimed task (low half): a worker claims a task with a compare-and-swap that also proves
+ * the job it read (fn, arg, ntasks) is still the current one. Workers watch the generation,
+ * spinning first, then sleeping on a condition variable.
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "threads.h"
 
-#define SPINS 200000
+#define SPINS 20000
 
 struct worker {
 	struct lmd_pool *p;
@@ -22,8 +25,9 @@ struct lmd_pool {
 	struct worker *w;
 	void (*fn)(void *, int, int);
 	void *arg;
-	atomic_uint gen;
-	atomic_int pending;
+	int ntasks;
+	_Atomic uint64_t state;  // gen << 32 | next task
+	atomic_int done;         // tasks finished in this generation
 	atomic_int sleepers;
 	atomic_int stop;
 	pthread_mutex_t mu;
@@ -37,22 +41,39 @@ static inline void relax(void)
 #endif
 }
 
+/* Claim and run tasks of generation gen until none is left. */
+static void work(struct lmd_pool *p, uint32_t gen, int tid)
+{
+	void (*fn)(void *, int, int) = p->fn;
+	void *arg = p->arg;
+	int ntasks = p->ntasks;
+	for (;;) {
+		uint64_t s = atomic_load(&p->state);
+		if ((uint32_t)(s >> 32) != gen || (int)(uint32_t)s >= ntasks)
+			return;
+		if (!atomic_compare_exchange_weak(&p->state, &s, s + 1))
+			continue;
+		fn(arg, (int)(uint32_t)s, tid);
+		atomic_fetch_add(&p->done, 1);
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct lmd_pool *p = w->p;
-	unsigned seen = 0;
+	uint32_t seen = 0;
 	for (;;) {
-		unsigned g;
+		uint32_t g;
 		int spins = 0;
-		while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
+		while ((g = (uint32_t)(atomic_load(&p->state) >> 32)) == seen) {
 			if (++spins < SPINS) {
 				relax();
 				continue;
 			}
 			pthread_mutex_lock(&p->mu);
 			atomic_fetch_add(&p->sleepers, 1);
-			while (atomic_load(&p->gen) == seen)
+			while ((uint32_t)(atomic_load(&p->state) >> 32) == seen)
 				pthread_cond_wait(&p->cv, &p->mu);
 			atomic_fetch_sub(&p->sleepers, 1);
 			pthread_mutex_unlock(&p->mu);
@@ -61,8 +82,7 @@ static void *worker_main(void *arg)
 		seen = g;
 		if (atomic_load(&p->stop))
 			return NULL;
-		p->fn(p->arg, w->tid, p->n);
-		atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+		work(p, g, w->tid);
 	}
 }
 
@@ -98,13 +118,28 @@ int lmd_pool_open(struct lmd_pool **pp, int nthreads, struct lmd_err *err)
 	return LMD_OK;
 }
 
+/* Publish a new generation (fn, arg, ntasks already set) and wake sleepers. */
+static uint32_t publish(struct lmd_pool *p)
+{
+	uint32_t gen = (uint32_t)(atomic_load(&p->state) >> 32) + 1;
+	atomic_store(&p->done, 0);
+	atomic_store(&p->state, (uint64_t)gen << 32);  // seq_cst, then read sleepers: no lost wake-up
+	if (atomic_load(&p->sleepers)) {
+		pthread_mutex_lock(&p->mu);
+		pthread_cond_broadcast(&p->cv);
+		pthread_mutex_unlock(&p->mu);
+	}
+	return gen;
+}
+
 void lmd_pool_close(struct lmd_pool *p)
 {
 	if (!p)
 		return;
-	pthread_mutex_lock(&p->mu);
+	p->ntasks = 0;
 	atomic_store(&p->stop, 1);
-	atomic_fetch_add(&p->gen, 1);
+	pthread_mutex_lock(&p->mu);
+	atomic_store(&p->state, ((atomic_load(&p->state) >> 32) + 1) << 32);
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
 	for (int i = 1; i < p->n; i++)
@@ -121,32 +156,18 @@ int lmd_pool_threads(const struct lmd_pool *p)
 	return p->n;
 }
 
-void lmd_pool_run(struct lmd_pool *p, void (*fn)(void *arg, int tid, int nthreads), void *arg)
+void lmd_pool_run(struct lmd_pool *p, void (*fn)(void *arg, int task, int tid), void *arg, int ntasks)
 {
-	if (p->n == 1) {
-		fn(arg, 0, 1);
+	if (p->n == 1 || ntasks <= 1) {
+		for (int t = 0; t < ntasks; t++)
+			fn(arg, t, 0);
 		return;
 	}
 	p->fn = fn;
 	p->arg = arg;
-	atomic_store(&p->pending, p->n - 1);
-	atomic_fetch_add(&p->gen, 1);  // seq_cst, then read sleepers: a worker either sees the new gen or is counted
-	if (atomic_load(&p->sleepers)) {
-		pthread_mutex_lock(&p->mu);
-		pthread_cond_broadcast(&p->cv);
-		pthread_mutex_unlock(&p->mu);
-	}
-	fn(arg, 0, p->n);
-	while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0)
+	p->ntasks = ntasks;
+	uint32_t gen = publish(p);
+	work(p, gen, 0);
+	while (atomic_load(&p->done) < ntasks)  // only tasks a running worker has claimed remain
 		relax();
-}
-
-void lmd_pool_split(int n, int align, int tid, int nt, int *lo, int *hi)
-{
-	int units = (n + align - 1) / align;
-	int per = units / nt, extra = units % nt;
-	int u0 = tid * per + (tid < extra ? tid : extra);
-	int u1 = u0 + per + (tid < extra);
-	*lo = u0 * align < n ? u0 * align : n;
-	*hi = u1 * align < n ? u1 * align : n;
 }

@@ -1,0 +1,181 @@
+/**
+ * Sampling (sampler.h): repetition penalty, temperature, top-k, top-p, min-p, seeded draw.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sampler.h"
+
+void lmd_sampling_default(struct lmd_sampling *p)
+{
+	*p = (struct lmd_sampling){.temperature = 1, .top_k = 0, .top_p = 1, .min_p = 0, .repetition_penalty = 1};
+}
+
+int lmd_sampling_validate(const struct lmd_sampling *p, struct lmd_err *err)
+{
+	if (!(p->temperature >= 0) || !isfinite(p->temperature))
+		return lmd_errorf(err, LMD_EINVAL, "temperature %g: expected a finite value >= 0", p->temperature);
+	if (p->top_k < 0)
+		return lmd_errorf(err, LMD_EINVAL, "top_k %d: expected >= 0", p->top_k);
+	if (!(p->top_p > 0 && p->top_p <= 1))
+		return lmd_errorf(err, LMD_EINVAL, "top_p %g: expected a value in (0, 1]", p->top_p);
+	if (!(p->min_p >= 0 && p->min_p <= 1))
+		return lmd_errorf(err, LMD_EINVAL, "min_p %g: expected a value in [0, 1]", p->min_p);
+	if (!(p->repetition_penalty > 0) || !isfinite(p->repetition_penalty))
+		return lmd_errorf(err, LMD_EINVAL, "repetition_penalty %g: expected a finite value > 0",
+				  p->repetition_penalty);
+	return LMD_OK;
+}
+
+// ----------------------------------------------------------------------------
+// the PRNG: splitmix64 seeding xoshiro256**
+
+static uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+void lmd_rng_seed(struct lmd_rng *r, uint64_t seed)
+{
+	for (int i = 0; i < 4; i++)
+		r->s[i] = splitmix64(&seed);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+uint64_t lmd_rng_next(struct lmd_rng *r)
+{
+	uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl(s[3], 45);
+	return out;
+}
+
+double lmd_rng_uniform(struct lmd_rng *r)
+{
+	return (double)(lmd_rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+// ----------------------------------------------------------------------------
+// sampling
+
+int lmd_sampler_init(struct lmd_sampler *s, int vocab, struct lmd_err *err)
+{
+	memset(s, 0, sizeof(*s));
+	s->vocab = vocab;
+	s->val = lmd_malloc((size_t)vocab * sizeof(float), err);
+	s->idx = lmd_malloc((size_t)vocab * sizeof(int32_t), err);
+	if (!s->val || !s->idx) {
+		lmd_sampler_free(s);
+		return LMD_ENOMEM;
+	}
+	return LMD_OK;
+}
+
+void lmd_sampler_free(struct lmd_sampler *s)
+{
+	free(s->val);
+	free(s->idx);
+	memset(s, 0, sizeof(*s));
+}
+
+int lmd_argmax(const float *v, int n)
+{
+	int best = 0;
+	for (int i = 1; i < n; i++)
+		if (v[i] > v[best])
+			best = i;
+	return best;
+}
+
+static const float *sort_val;
+
+static int by_value(const void *a, const void *b)  // descending value, then ascending index
+{
+	int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+	if (sort_val[i] != sort_val[j])
+		return sort_val[i] > sort_val[j] ? -1 : 1;
+	return (i > j) - (i < j);
+}
+
+int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_sampling *p, struct lmd_rng *rng,
+	       const int32_t *prev, int nprev)
+{
+	int V = s->vocab;
+	float *val = s->val;
+	int32_t *idx = s->idx;
+	memcpy(val, logits, (size_t)V * sizeof(float));
+	if (p->repetition_penalty != 1) {  // once per distinct token (idx marks the ones done)
+		for (int i = 0; i < V; i++)
+			idx[i] = 0;
+		for (int i = 0; i < nprev; i++) {
+			int t = prev[i];
+			if (t < 0 || t >= V || idx[t])
+				continue;
+			idx[t] = 1;
+			val[t] = val[t] > 0 ? val[t] / p->repetition_penalty : val[t] * p->repetition_penalty;
+		}
+	}
+	if (p->temperature == 0 || p->top_k == 1)
+		return lmd_argmax(val, V);
+	int best = lmd_argmax(val, V);
+	float mx = val[best];
+	/* Candidates: tokens within 40/T nats of the best (the rest weigh < e^-40 each), then sorted. */
+	int n = 0;
+	float cut = mx - 40.0f * p->temperature;
+	for (int i = 0; i < V; i++)
+		if (val[i] >= cut)
+			idx[n++] = i;
+	sort_val = val;
+	qsort(idx, (size_t)n, sizeof(*idx), by_value);
+	if (p->top_k > 0 && p->top_k < n)
+		n = p->top_k;
+	/* Probabilities of the candidates (val reused for them, in sorted order). */
+	double sum = 0;
+	float *prob = val;  // prob[j] for candidate j; val[idx[j]] is read before prob[j] is written
+	float *tmp = malloc((size_t)n * sizeof(float));
+	if (!tmp)
+		return idx[0];
+	for (int j = 0; j < n; j++) {
+		tmp[j] = (float)exp((double)(val[idx[j]] - mx) / p->temperature);
+		sum += tmp[j];
+	}
+	for (int j = 0; j < n; j++)
+		prob[j] = (float)(tmp[j] / sum);
+	free(tmp);
+	if (p->top_p < 1) {
+		double cum = 0;
+		int keep = 0;
+		while (keep < n && cum < p->top_p)
+			cum += prob[keep++];
+		n = keep > 0 ? keep : 1;
+	}
+	if (p->min_p > 0) {
+		float th = p->min_p * prob[0];
+		int keep = 1;
+		while (keep < n && prob[keep] >= th)
+			keep++;
+		n = keep;
+	}
+	double total = 0;
+	for (int j = 0; j < n; j++)
+		total += prob[j];
+	double u = lmd_rng_uniform(rng) * total, acc = 0;
+	for (int j = 0; j < n; j++) {
+		acc += prob[j];
+		if (u < acc)
+			return idx[j];
+	}
+	return idx[n - 1];
+}

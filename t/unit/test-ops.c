@@ -1,0 +1,306 @@
+/*
+ * Every backend op against the CPU reference ("ref" backend, ops-cpu.c), on fresh random inputs
+ * with poisoned outputs, NMSE per op and dtype (aesthetics C11). The backends under test: "cpu"
+ * with each instruction set this machine has (LMD_CPU_ISA c, avx2, avx512), and "cuda" when a GPU
+ * is there (skipped otherwise). Everything goes through upload/download, so any backend fits.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "kvcache.h"
+#include "ops-cpu.h"
+#include "unit.h"
+
+static uint64_t rng = 88172645463325252ull;
+
+static float frand(void)  // uniform in [-1, 1)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (float)((rng >> 11) * 0x1.0p-53 * 2 - 1);
+}
+
+static const char *what;  // the backend and ISA under test, for messages
+
+/* A tensor made on both backends with the same contents. */
+struct pair {
+	struct lmd_tensor t, r;  // on the backend under test, on ref
+	size_t bytes;
+};
+
+static void make(struct lmd_backend *be, struct lmd_backend *ref, struct pair *p, enum lmd_dtype dt, int ndim,
+		 const int64_t *shape, float scale)
+{
+	struct lmd_err err = {0};
+	memset(p, 0, sizeof(*p));
+	p->t.dtype = p->r.dtype = dt;
+	p->t.ndim = p->r.ndim = ndim;
+	memcpy(p->t.shape, shape, (size_t)ndim * sizeof(int64_t));
+	memcpy(p->r.shape, shape, (size_t)ndim * sizeof(int64_t));
+	if (be->ops->alloc(be->ctx, &p->t, &err) || ref->ops->alloc(ref->ctx, &p->r, &err))
+		LMD_BUG("alloc: %s", err.msg);
+	size_t n = (size_t)lmd_tensor_numel(&p->t);
+	p->bytes = lmd_tensor_nbytes(&p->t);
+	float *f = malloc(n * sizeof(float));
+	void *h = malloc(p->bytes);
+	for (size_t i = 0; i < n; i++)
+		f[i] = frand() * scale;
+	lmd_cpu_store(h, dt, f, n);
+	be->ops->upload(be->ctx, &p->t, 0, h, p->bytes, &err);
+	ref->ops->upload(ref->ctx, &p->r, 0, h, p->bytes, &err);
+	free(f);
+	free(h);
+}
+
+static void poison(struct lmd_backend *be, struct pair *p)
+{
+	struct lmd_err err = {0};
+	void *h = malloc(p->bytes);
+	memset(h, 0xff, p->bytes);  // NaN in every float type
+	be->ops->upload(be->ctx, &p->t, 0, h, p->bytes, &err);
+	free(h);
+}
+
+static void drop(struct lmd_backend *be, struct lmd_backend *ref, struct pair *p)
+{
+	be->ops->release(be->ctx, &p->t);
+	ref->ops->release(ref->ctx, &p->r);
+}
+
+/* NMSE of the backend's p against ref's, both read back as fp32; fails above tol. */
+static void compare(struct lmd_backend *be, struct lmd_backend *ref, struct pair *p, double tol, const char *op)
+{
+	struct lmd_err err = {0};
+	size_t n = (size_t)lmd_tensor_numel(&p->t);
+	void *a = malloc(p->bytes), *b = malloc(p->bytes);
+	float *fa = malloc(n * sizeof(float)), *fb = malloc(n * sizeof(float));
+	be->ops->sync(be->ctx, &err);
+	be->ops->download(be->ctx, a, &p->t, 0, p->bytes, &err);
+	ref->ops->download(ref->ctx, b, &p->r, 0, p->bytes, &err);
+	lmd_cpu_load(fa, a, p->t.dtype, n);
+	lmd_cpu_load(fb, b, p->t.dtype, n);
+	double num = 0, den = 0, worst = -1;
+	size_t wi = 0;
+	for (size_t i = 0; i < n; i++) {
+		double d = (double)fa[i] - fb[i];
+		num += d * d;
+		den += (double)fb[i] * fb[i];
+		if (!(fabs(d) <= worst)) {
+			worst = isnan(d) ? INFINITY : fabs(d);
+			wi = i;
+		}
+	}
+	double e = den > 0 ? num / den : num;
+	if (!(e <= tol)) {
+		unit_failures++;
+		fprintf(stderr, "%s %s %s: NMSE %.3g > %.3g; worst at %zu: %g vs %g; first: ", what, op,
+			lmd_dtype_short(p->t.dtype), e, tol, wi, fa[wi], fb[wi]);
+		for (size_t i = 0; i < n && i < 5; i++)
+			fprintf(stderr, "%g/%g ", fa[i], fb[i]);
+		fprintf(stderr, "\n");
+	}
+	free(a);
+	free(b);
+	free(fa);
+	free(fb);
+}
+
+static double tol_of(enum lmd_dtype dt)
+{
+	return dt == LMD_F32 ? 1e-10 : dt == LMD_F16 ? 1e-6 : 1e-4;
+}
+
+#define BOTH(call_t, call_r) do { \
+	struct lmd_err e1 = {0}, e2 = {0}; \
+	CHECK_EQ_INT(call_t, 0); \
+	CHECK_EQ_INT(call_r, 0); \
+	(void)e1, (void)e2; } while (0)
+
+// ----------------------------------------------------------------------------
+
+static void test_rowwise(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int n, int hidden)
+{
+	const struct lmd_backend_ops *o = be->ops, *q = ref->ops;
+	struct pair x, r, y, g, gu, h;
+	enum lmd_dtype gdt[3] = {LMD_F32, LMD_F16, LMD_BF16};
+	make(be, ref, &x, dt, 2, (int64_t[]){n, hidden}, 3);
+	make(be, ref, &r, dt, 2, (int64_t[]){n, hidden}, 1);
+	make(be, ref, &y, dt, 2, (int64_t[]){n, hidden}, 1);
+	make(be, ref, &g, gdt[n % 3], 1, (int64_t[]){hidden}, 1);
+	poison(be, &y);
+	BOTH(o->rmsnorm(be->ctx, &y.t, &x.t, &g.t, 1e-5f, &e1), q->rmsnorm(ref->ctx, &y.r, &x.r, &g.r, 1e-5f, &e2));
+	compare(be, ref, &y, tol_of(dt), "rmsnorm");
+	poison(be, &y);
+	BOTH(o->add_rmsnorm(be->ctx, &y.t, &x.t, &r.t, &g.t, 1e-6f, &e1),
+	     q->add_rmsnorm(ref->ctx, &y.r, &x.r, &r.r, &g.r, 1e-6f, &e2));
+	compare(be, ref, &y, tol_of(dt), "add_rmsnorm y");
+	compare(be, ref, &x, tol_of(dt), "add_rmsnorm x");
+	make(be, ref, &gu, dt, 2, (int64_t[]){n, 2 * hidden}, 4);
+	make(be, ref, &h, dt, 2, (int64_t[]){n, hidden}, 1);
+	poison(be, &h);
+	BOTH(o->silu_mul(be->ctx, &h.t, &gu.t, &e1), q->silu_mul(ref->ctx, &h.r, &gu.r, &e2));
+	compare(be, ref, &h, tol_of(dt), "silu_mul");
+	struct pair *all[] = {&x, &r, &y, &g, &gu, &h};
+	for (int i = 0; i < 6; i++)
+		drop(be, ref, all[i]);
+}
+
+static void test_matmul(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, enum lmd_dtype wt,
+			enum lmd_dtype yt, int n, int in, int out, int bias)
+{
+	struct pair x, w, b, y;
+	make(be, ref, &x, dt, 2, (int64_t[]){n, in}, 1);
+	make(be, ref, &w, wt, 2, (int64_t[]){out, in}, 0.2f);
+	make(be, ref, &b, wt, 1, (int64_t[]){out}, 1);
+	make(be, ref, &y, yt, 2, (int64_t[]){n, out}, 1);
+	poison(be, &y);
+	BOTH(be->ops->matmul(be->ctx, &y.t, &x.t, &w.t, bias ? &b.t : NULL, &e1),
+	     ref->ops->matmul(ref->ctx, &y.r, &x.r, &w.r, bias ? &b.r : NULL, &e2));
+	char name[64];
+	snprintf(name, sizeof(name), "matmul n%d in%d out%d w%s%s", n, in, out, lmd_dtype_short(wt), bias ? " bias" : "");
+	compare(be, ref, &y, tol_of(yt), name);
+	struct pair *all[] = {&x, &w, &b, &y};
+	for (int i = 0; i < 4; i++)
+		drop(be, ref, all[i]);
+}
+
+/*
+ * A mixed step: sequence 0 prefills positions 0..n0-1, sequence 1 continues a cached prefix with
+ * a chunk at positions 37..37+n1-1, sequence 2 decodes position 70. Rope, kv_store, attention,
+ * embed and gather_rows are checked on it.
+ */
+static void test_step(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int H, int KV, int D,
+		      int bl)
+{
+	struct lmd_err err = {0};
+	int n0 = 9, n1 = 5, n = n0 + n1 + 1, nseq = 3, half = D / 2, vocab = 50, hidden = 24;
+	int32_t tokens[16], pos[16], seq[16], out_rows[3] = {n0 - 1, n0 + n1 - 1, n - 1};
+	for (int i = 0; i < n; i++) {
+		tokens[i] = (i * 7) % vocab;
+		seq[i] = i < n0 ? 0 : i < n0 + n1 ? 1 : 2;
+		pos[i] = i < n0 ? i : i < n0 + n1 ? 37 + i - n0 : 70;
+	}
+	int max_blocks = (71 + bl - 1) / bl, nblocks = 3 * max_blocks + 1;
+	int32_t *table = malloc((size_t)nseq * max_blocks * sizeof(int32_t));
+	for (int i = 0; i < nseq * max_blocks; i++)  // out of order, every block used once
+		table[i] = nblocks - 1 - i;
+	float *freq = malloc((size_t)nseq * half * sizeof(float));
+	for (int s = 0; s < nseq; s++)
+		for (int j = 0; j < half; j++)
+			freq[s * half + j] = (float)pow(10000.0 + 1000.0 * s, -2.0 * j / D);
+	struct lmd_step st = {.n = n, .tokens = tokens, .pos = pos, .seq = seq, .nseq = nseq, .block_table = table,
+			      .max_blocks = max_blocks, .rot_half = half, .inv_freq = freq, .nout = 3, .out_rows = out_rows};
+	CHECK_EQ_INT(be->ops->step_begin(be->ctx, &st, &err), 0);
+	CHECK_EQ_INT(ref->ops->step_begin(ref->ctx, &st, &err), 0);
+	struct lmd_attn_dims d = {H, KV, D, (float)(1 / sqrt(D))};
+
+	struct pair table_e, emb, qkv, att, lo;
+	make(be, ref, &table_e, n % 2 ? LMD_F16 : LMD_BF16, 2, (int64_t[]){vocab, hidden}, 1);
+	make(be, ref, &emb, dt, 2, (int64_t[]){n, hidden}, 1);
+	poison(be, &emb);
+	BOTH(be->ops->embed(be->ctx, &emb.t, &table_e.t, &e1), ref->ops->embed(ref->ctx, &emb.r, &table_e.r, &e2));
+	compare(be, ref, &emb, 0, "embed");
+	make(be, ref, &lo, dt, 2, (int64_t[]){2, hidden}, 1);
+	poison(be, &lo);
+	BOTH(be->ops->gather_rows(be->ctx, &lo.t, &emb.t, 1, &e1), ref->ops->gather_rows(ref->ctx, &lo.r, &emb.r, 1, &e2));
+	compare(be, ref, &lo, 0, "gather_rows");
+
+	make(be, ref, &qkv, dt, 2, (int64_t[]){n, (int64_t)(H + 2 * KV) * D}, 2);
+	BOTH(be->ops->rope(be->ctx, &qkv.t, &d, &e1), ref->ops->rope(ref->ctx, &qkv.r, &d, &e2));
+	compare(be, ref, &qkv, tol_of(dt), "rope");
+
+	/* Two caches with the same random contents (the cached prefixes), then this step's tokens. */
+	struct lmd_kvcache kt = {0}, kr = {0};
+	CHECK_EQ_INT(lmd_kvcache_init(&kt, be, 1, KV, D, bl, nblocks, dt, &err), 0);
+	CHECK_EQ_INT(lmd_kvcache_init(&kr, ref, 1, KV, D, bl, nblocks, dt, &err), 0);
+	struct pair kp = {.t = kt.k[0], .r = kr.k[0], .bytes = lmd_tensor_nbytes(&kt.k[0])};
+	struct pair vp = {.t = kt.v[0], .r = kr.v[0], .bytes = kp.bytes};
+	size_t cnt = (size_t)lmd_tensor_numel(&kt.k[0]);
+	float *f = malloc(cnt * sizeof(float));
+	void *hb = malloc(kp.bytes);
+	for (int w = 0; w < 2; w++) {
+		for (size_t i = 0; i < cnt; i++)
+			f[i] = frand() * 2;
+		lmd_cpu_store(hb, dt, f, cnt);
+		be->ops->upload(be->ctx, w ? &kt.v[0] : &kt.k[0], 0, hb, kp.bytes, &err);
+		ref->ops->upload(ref->ctx, w ? &kr.v[0] : &kr.k[0], 0, hb, kp.bytes, &err);
+	}
+	free(f);
+	free(hb);
+	BOTH(be->ops->kv_store(be->ctx, &kt, 0, &qkv.t, &d, &e1), ref->ops->kv_store(ref->ctx, &kr, 0, &qkv.r, &d, &e2));
+	compare(be, ref, &kp, 0, "kv_store k");
+	compare(be, ref, &vp, 0, "kv_store v");
+	make(be, ref, &att, dt, 2, (int64_t[]){n, (int64_t)H * D}, 1);
+	poison(be, &att);
+	BOTH(be->ops->attention(be->ctx, &att.t, &qkv.t, &kt, 0, &d, &e1),
+	     ref->ops->attention(ref->ctx, &att.r, &qkv.r, &kr, 0, &d, &e2));
+	char name[64];
+	snprintf(name, sizeof(name), "attention H%d KV%d D%d block %d", H, KV, D, bl);
+	compare(be, ref, &att, tol_of(dt), name);
+	lmd_kvcache_free(&kt);
+	lmd_kvcache_free(&kr);
+	struct pair *all[] = {&table_e, &emb, &qkv, &att, &lo};
+	for (int i = 0; i < 5; i++)
+		drop(be, ref, all[i]);
+	free(table);
+	free(freq);
+}
+
+static void test_backend(struct lmd_backend *be, struct lmd_backend *ref)
+{
+	enum lmd_dtype dts[3] = {LMD_F32, LMD_F16, LMD_BF16};
+	for (int i = 0; i < 3; i++) {
+		enum lmd_dtype dt = dts[i];
+		test_rowwise(be, ref, dt, 1, 64);
+		test_rowwise(be, ref, dt, 13, 100);
+		for (int j = 0; j < 3; j++) {
+			test_matmul(be, ref, dt, dts[j], dt, 1, 128, 40, 0);
+			test_matmul(be, ref, dt, dts[j], dt, 7, 100, 37, 1);
+			test_matmul(be, ref, dt, dts[j], LMD_F32, 70, 64, 130, 0);  // two token tiles, f32 out (logits)
+		}
+		test_step(be, ref, dt, 4, 2, 32, 4);
+		test_step(be, ref, dt, 6, 2, 64, 16);
+		test_step(be, ref, dt, 3, 3, 16, 64);
+	}
+}
+
+int main(void)
+{
+	struct lmd_backend ref = {0}, be = {0};
+	struct lmd_err err = {0};
+	CHECK_EQ_INT(lmd_backend_open(&ref, "ref", NULL, &err), 0);
+	const char *isas[] = {"c", "avx2", "avx512"};
+	const char *seen = "";
+	for (int i = 0; i < 3; i++) {
+		setenv("LMD_CPU_ISA", isas[i], 1);
+		if (lmd_backend_open(&be, "cpu", &(struct lmd_backend_opts){.threads = 2}, &err)) {
+			fprintf(stderr, "cpu: %s\n", err.msg);
+			return 1;
+		}
+		const char *isa = lmd_backend_cpu_isa(&be);
+		if (strcmp(isa, seen)) {  // an ISA this machine lacks falls back to one already tested
+			char buf[64];
+			snprintf(buf, sizeof(buf), "cpu/%s", isa);
+			what = buf;
+			test_backend(&be, &ref);
+			seen = isa;
+		}
+		lmd_backend_close(&be);
+	}
+	unsetenv("LMD_CPU_ISA");
+	int rc = lmd_backend_open(&be, "cuda", NULL, &err);
+	if (rc == 0) {
+		what = "cuda";
+		test_backend(&be, &ref);
+		lmd_backend_close(&be);
+	} else if (rc != LMD_ENODEV) {
+		fprintf(stderr, "cuda: %s\n", err.msg);
+		unit_failures++;
+	}
+	lmd_backend_close(&ref);
+	return UNIT_DONE();
+}
