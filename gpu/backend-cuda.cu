@@ -287,6 +287,7 @@ extern "C" int lmd_cuda_mem(const struct lmd_backend *b, struct lmd_cuda_mem *m,
 	m->free_at_open = c->free_at_open;
 	m->allocated = c->allocated;
 	m->weights = c->weights;
-	m->internal = c->meta_cap + c->items_cap * sizeof(struct attn_item) + c->part_cap * sizeof(float) + c->blas_ws_bytes;
+	m->internal = c->meta_cap + c->items_cap * sizeof(struct attn_item) + c->part_cap * sizeof(float);
+	m->blas_ws = c->blas_ws_bytes;
 	return LMD_OK;
 }

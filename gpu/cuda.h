@@ -36,7 +36,8 @@ struct lmd_cuda_mem {
 	size_t free_at_open;   /* free just after the backend opened (context, cuBLAS handle and workspace made) */
 	size_t allocated;      /* what the backend holds through alloc/weight (weights, KV pool, workspace) */
 	size_t weights;        /* of which weights */
-	size_t internal;       /* the backend's own buffers (step metadata, attention partials, cuBLAS workspace) */
+	size_t internal;       /* the backend's own buffers made after open (step metadata, attention partials) */
+	size_t blas_ws;        /* the cuBLAS workspace (made before free_at_open was read) */
 };
 /** LMD_EINVAL when b is not a cuda backend. */
 int lmd_cuda_mem(const struct lmd_backend *b, struct lmd_cuda_mem *m, struct lmd_err *err);
