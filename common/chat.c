@@ -361,7 +361,11 @@ int lmd_chat_render(const struct lmd_chat_template *ct, const struct lmd_chat_ms
 		sys = ct->default_system;
 	}
 	/* the system block (unless merged into the first user message) */
+	/* merged into the first user message (Llama 2), the system text is used as it is: that
+	 * template strips the whole merged content instead */
 	struct vars sv = content_of(ct, sys, "system");
+	if (ct->system_first_user && sys)
+		sv.content = sys, sv.content_len = strlen(sys);
 	struct sb sys_full = {0};
 	if (sys) {
 		sb_add(&sys_full, sv.content, sv.content_len);
@@ -383,10 +387,14 @@ int lmd_chat_render(const struct lmd_chat_template *ct, const struct lmd_chat_ms
 	int merged = !(sys && ct->system_first_user);
 	for (int i = first; i < n; i++) {
 		const char *role = msgs[i].role ? msgs[i].role : "user";
+		int tool = is_tool_role(role) && ct->tool;
 		struct vars v = content_of(ct, msgs[i].content, role);
+		if (tool)  /* tool results are not trimmed (Llama 3.1's ipython block) */
+			v.content = msgs[i].content ? msgs[i].content : "", v.content_len = strlen(v.content);
 		struct sb tmp = {0};
 		if (!merged && !strcmp(role, "user")) {
-			struct vars mv = {.content = v.content, .content_len = v.content_len, .system = sys_full.p, .role = role};
+			const char *raw = msgs[i].content ? msgs[i].content : "";
+			struct vars mv = {.content = raw, .content_len = strlen(raw), .system = sys_full.p, .role = role};
 			render_fmt(&tmp, ct, ct->system_first_user, &mv);
 			v = content_of(ct, tmp.p ? tmp.p : "", role);
 			merged = 1;
@@ -402,7 +410,6 @@ int lmd_chat_render(const struct lmd_chat_template *ct, const struct lmd_chat_ms
 			fmt = ct->tool;
 		else
 			fmt = ct->other ? ct->other : ct->user;
-		int tool = is_tool_role(role) && ct->tool;
 		if (tool && ct->tool_open && (i == first || !is_tool_role(msgs[i - 1].role ? msgs[i - 1].role : "")))
 			render_fmt(&o, ct, ct->tool_open, &v);
 		render_fmt(&o, ct, fmt, &v);

@@ -22,7 +22,8 @@
  *   tool              format of a tool result (roles tool, ipython, environment, function)
  *   tool_open, tool_close  text before the first / after the last of consecutive tool results
  *   generation        appended when a generation prompt is asked for
- *   trim              "yes": strip white space around every message's content (Jinja's | trim)
+ *   trim              "yes": strip white space around every message's content (Jinja's | trim),
+ *                     except tool results; with system_first_user the merged content is stripped
  *   stop              a stop token (repeatable)
  *   tools_in_system   appended to the system text when tools are given; {tools} is each tool's
  *                     JSON on its own line, each preceded by "\n"

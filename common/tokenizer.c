@@ -362,7 +362,7 @@ struct tok_entry {
 
 struct added {
 	int id;
-	uint32_t off, len;  /* content in impl->arena */
+	uint32_t off, len;  /* the text matched (impl->arena): the content, normalized when normalized is set */
 	uint8_t lstrip, rstrip, single_word, normalized;
 };
 
@@ -646,6 +646,8 @@ static pcre2_code *compile_re(const char *pat, struct lmd_err *err)
 	return re;
 }
 
+static int normalize_into(const struct lmd_tok_impl *m, const uint8_t *s, size_t n, struct buf *o);
+
 static int load_hf(struct lmd_tokenizer *t, const void *buf, size_t len, struct lmd_err *err)
 {
 	struct lmd_hftok h;
@@ -789,9 +791,21 @@ static int load_hf(struct lmd_tokenizer *t, const void *buf, size_t len, struct 
 	}
 	for (int i = 0; i < h.n_added; i++) {
 		struct lmd_hf_added *a = &h.added[i];
-		m->added[m->n_added++] = (struct added){a->id, m->e[a->id].poff, m->e[a->id].plen,
-						       (uint8_t)a->lstrip, (uint8_t)a->rstrip, (uint8_t)a->single_word,
-						       (uint8_t)a->normalized};
+		struct added *ad = &m->added[m->n_added++];
+		*ad = (struct added){a->id, m->e[a->id].poff, m->e[a->id].plen, (uint8_t)a->lstrip, (uint8_t)a->rstrip,
+				     (uint8_t)a->single_word, (uint8_t)a->normalized};
+		if (a->normalized) {
+			/* matched in normalized text as its own normalized form ("<s>" -> "\u2581<s>") */
+			struct buf nb = {0};
+			int r = normalize_into(m, (const uint8_t *)a->content, strlen(a->content), &nb) ||
+				arena_add(m, nb.p ? nb.p : "", nb.n, &ad->off);
+			ad->len = (uint32_t)nb.n;
+			free(nb.p);
+			if (r || !ad->len) {
+				rc = r ? oom(err) : lmd_errorf(err, LMD_EFORMAT, "added token %d normalizes to nothing", a->id);
+				goto out;
+			}
+		}
 	}
 	t->bos = h.bos_id;
 	t->eos = h.eos_id;
@@ -1692,20 +1706,17 @@ static int unicode_normalize(struct buf *o, const uint8_t *s, size_t n, int comp
 	return 0;
 }
 
-/* Apply the tokenizer.json normalizers to s into E->norm. */
-static void hf_normalize(struct enc *E, const uint8_t *s, size_t n)
+/* Apply the tokenizer.json normalizers to s[0..n) into o (replacing its contents); -1 when out of memory. */
+static int normalize_into(const struct lmd_tok_impl *m, const uint8_t *s, size_t n, struct buf *o)
 {
-	const struct lmd_tok_impl *m = E->m;
-	struct buf *o = &E->norm, tmp = {0};
+	struct buf tmp = {0};
+	int r = 0;
 	o->n = 0;
-	if (buf_add(o, s, n)) {
-		E->failed = 1;
-		return;
-	}
-	for (int i = 0; i < m->n_norm && !E->failed; i++) {
+	if (buf_add(o, s, n))
+		return -1;
+	for (int i = 0; i < m->n_norm && !r; i++) {
 		const struct lmd_hf_norm *st = &m->norm[i];
 		tmp.n = 0;
-		int r = 0;
 		if (st->kind == LMD_HF_NFC || st->kind == LMD_HF_NFKC) {
 			r = unicode_normalize(&tmp, (const uint8_t *)o->p, o->n, st->kind == LMD_HF_NFKC);
 		} else if (st->kind == LMD_HF_PREPEND) {
@@ -1724,15 +1735,18 @@ static void hf_normalize(struct enc *E, const uint8_t *s, size_t n)
 				}
 			}
 		}
-		if (r) {
-			E->failed = 1;
-			break;
-		}
 		struct buf sw = *o;
 		*o = tmp;
 		tmp = sw;
 	}
 	free(tmp.p);
+	return r ? -1 : 0;
+}
+
+static void hf_normalize(struct enc *E, const uint8_t *s, size_t n)
+{
+	if (normalize_into(E->m, s, n, &E->norm))
+		E->failed = 1;
 }
 
 struct span {
