@@ -12,7 +12,8 @@
 #          lmd-convert), lmd-bench gen at concurrency 1,16,64,256 x prompts 128,2048 (BENCH_CONC,
 #          BENCH_PROMPTS), and the HF transformers eager baseline on the same model (bench/hf_baseline.py).
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log hf.csv, and gpu-check.log (all).
-# Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,64).
+# Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,64), PREBUILT (a
+# tar.xz of the programs and the shared libraries they need, for a machine without the -dev packages).
 set -u
 cd "$(dirname "$0")/.."
 stage=${1:-all}
@@ -28,9 +29,17 @@ say "gpu"
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,clocks.mem,power.limit --format=csv \
 	| tee "$OUT/gpu.txt"
 echo "commit $(cat COMMIT 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)" | tee -a "$OUT/gpu.txt"
-say "build"
-make -j"$(nproc)" all >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-tail -1 "$OUT/build.log"
+if [ -n "${PREBUILT:-}" ]; then  # a tar of build/bin, build/t programs and lib/ made elsewhere (no -dev packages here)
+	say "prebuilt binaries from $PREBUILT"
+	mkdir -p build/bin build/t build/lib && tar -xJf "$PREBUILT" -C build/lib || exit 1
+	mv build/lib/lmd-* build/bin/ && mv build/lib/gen-model build/lib/test-* build/t/ || exit 1
+	export LD_LIBRARY_PATH=$PWD/build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+else
+	say "build"
+	make -j"$(nproc)" all >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+	tail -1 "$OUT/build.log"
+fi
+py() { env -u LD_LIBRARY_PATH python3 "$@"; }
 
 if [ "$stage" = correct ] || [ "$stage" = all ]; then
 	say "op tests (CUDA vs CPU reference)"
@@ -42,7 +51,7 @@ if [ "$stage" = correct ] || [ "$stage" = all ]; then
 	cat "$OUT/reference.txt"; echo "test-reference (cuda): exit $rc" | tee -a "$OUT/reference.txt"; [ $rc = 0 ] || fail=1
 
 	say "greedy: GPU vs CPU in the same dtype; 64 concurrent vs one at a time"
-	python3 - >/tmp/prompts.jsonl <<'PY'
+	py - >/tmp/prompts.jsonl <<'PY'
 import json
 starts = ["Once upon a time", "The old man looked at", "It was a dark and stormy night", "She opened the letter and",
           "In the morning the village", "He said that he would never", "The captain of the ship", "My dear friend,",
@@ -57,9 +66,9 @@ PY
 		$g --device cuda "$dir" </tmp/prompts.jsonl >/tmp/$m-cuda.jsonl 2>/tmp/$m-cuda.err || { cat /tmp/$m-cuda.err; fail=1; }
 		$g --device cpu "$dir" </tmp/prompts.jsonl >/tmp/$m-cpu.jsonl 2>/tmp/$m-cpu.err || { cat /tmp/$m-cpu.err; fail=1; }
 		$g --device cuda --max-batch-size 1 "$dir" </tmp/prompts.jsonl >/tmp/$m-cuda1.jsonl 2>&1 || fail=1
-		python3 bench/compare_gen.py "$m greedy, GPU vs CPU backend (weights' dtype)" /tmp/$m-cuda.jsonl /tmp/$m-cpu.jsonl \
+		py bench/compare_gen.py "$m greedy, GPU vs CPU backend (weights' dtype)" /tmp/$m-cuda.jsonl /tmp/$m-cpu.jsonl \
 			| tee -a "$OUT/greedy.txt" || fail=1
-		python3 bench/compare_gen.py "$m greedy, GPU 64 concurrent vs one at a time" /tmp/$m-cuda.jsonl /tmp/$m-cuda1.jsonl \
+		py bench/compare_gen.py "$m greedy, GPU 64 concurrent vs one at a time" /tmp/$m-cuda.jsonl /tmp/$m-cuda1.jsonl \
 			| tee -a "$OUT/greedy.txt" || fail=1
 	done
 	build/bin/lmd-run generate -v --device cuda --max-tokens 4 --prompt "Once upon a time" "$SHARED/models/lmd-small" \
@@ -83,7 +92,7 @@ if [ "$stage" = bench ] || [ "$stage" = all ]; then
 		2>&1 | tee "$OUT/bench.log"
 	cat "$OUT/bench.csv"
 	say "HF transformers baseline"
-	PYTHONUNBUFFERED=1 timeout 300 python3 bench/hf_baseline.py "$HF" --batch "${HF_BATCH:-1,64}" >"$OUT/hf.csv" \
+	PYTHONUNBUFFERED=1 timeout 300 env -u LD_LIBRARY_PATH python3 bench/hf_baseline.py "$HF" --batch "${HF_BATCH:-1,64}" >"$OUT/hf.csv" \
 		2>"$OUT/hf.log"; echo "hf_baseline: exit $?"
 	tail -3 "$OUT/hf.log"; cat "$OUT/hf.csv"
 fi
