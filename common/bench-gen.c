@@ -28,7 +28,7 @@ static const struct lmd_opt opts[] = {
 	{"concurrency", O_CONC, "LIST", "requests run at once, comma-separated (default 1)"},
 	{"prompt-tokens", O_PROMPT, "LIST", "prompt lengths, comma-separated (default 128)"},
 	{"completion-tokens", O_COMPLETION, "N", "tokens generated per request (default 128)"},
-	{"warmup", O_WARMUP, "N", "warm-up requests before measuring (default 1)"},
+	{"warmup", O_WARMUP, "N", "warm-up requests of each prompt length before measuring (default 1)"},
 	{"format", 'f', "FMT", "csv (default), md or json"},
 	{"output", 'o', "FILE", "write the table to FILE (default: stdout)"},
 	LMD_RUNNER_OPTS,
@@ -247,8 +247,11 @@ int lmd_bench_gen(int argc, char **argv)
 		bw / 1e9);
 	struct row rows[256], tmp;
 	int n = 0, rc = LMD_OK;
-	if (warmup)
-		rc = measure(&r, 1, plen[0] < 16 ? plen[0] : 16, 4, bw, &tmp, &err);
+	/* warm-up: every prompt length once, so that one-time costs (GPU kernels loaded on first use, cuBLAS
+	 * heuristics per shape) stay out of the figures */
+	for (int w = 0; !rc && w < warmup; w++)
+		for (int j = 0; !rc && j < nplen; j++)
+			rc = measure(&r, 1, plen[j], 4, bw, &tmp, &err);
 	for (int i = 0; !rc && i < nconc; i++)
 		for (int j = 0; !rc && j < nplen; j++) {
 			rc = measure(&r, conc[i], plen[j], completion, bw, &rows[n], &err);

@@ -245,6 +245,8 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 	CUDA_TRY(cudaEventCreateWithFlags(&c->items_done, cudaEventDisableTiming), err);
 	CUBLAS_TRY(cublasCreate(&c->blas), err);
 	CUBLAS_TRY(cublasSetStream(c->blas, c->st), err);
+	/* fp32 accumulation all the way: no split-K reductions in f16/bf16 */
+	CUBLAS_TRY(cublasSetMathMode(c->blas, CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION), err);
 	c->blas_ws_bytes = BLAS_WS;
 	CUDA_TRY(cudaMalloc(&c->blas_ws, c->blas_ws_bytes), err);
 	CUBLAS_TRY(cublasSetWorkspace(c->blas, c->blas_ws, c->blas_ws_bytes), err);

@@ -86,8 +86,9 @@ __global__ void rope_kernel(void *qkv, int qt, int64_t cols, const int32_t *pos,
 		size_t a = row + (size_t)h * D + j, b = a + half;
 		float c = cs[2 * j], sn = cs[2 * j + 1];
 		float x0 = ld(qkv, qt, a), x1 = ld(qkv, qt, b);
-		st(qkv, qt, a, x0 * c - x1 * sn);
-		st(qkv, qt, b, x1 * c + x0 * sn);
+		/* no FMA contraction: bit for bit what the reference's separate multiplies give */
+		st(qkv, qt, a, __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn)));
+		st(qkv, qt, b, __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, sn)));
 	}
 }
 
