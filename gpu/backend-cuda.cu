@@ -255,6 +255,8 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 		return rc;
 	const char *g = getenv("LMD_CUDA_GEMV");
 	c->gemv = !(g && !strcmp(g, "0"));
+	const char *fa = getenv("LMD_CUDA_FA");
+	c->no_fa = fa && !strcmp(fa, "0");
 	c->items_step = -1;
 	CUDA_TRY(cudaMemGetInfo(&c->free_at_open, &c->total), err);
 	return LMD_OK;

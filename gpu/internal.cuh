@@ -54,7 +54,8 @@ struct cuda_ctx {
 	const float *d_freq;
 	/* attention work list of the step, built by the first attention call (it depends on heads/kv_heads) */
 	long items_step;
-	int items_group, nitems, splits;
+	int items_group, items_mode, n_fa, n_dec, n_tile, splits;
+	int no_fa;                     /* LMD_CUDA_FA=0: prefill through attn_kernel (for comparison) */
 	struct attn_item *h_items, *d_items;
 	size_t items_cap;
 	cudaEvent_t items_done;

@@ -378,6 +378,10 @@ static void test_gpu_sized(struct lmd_backend *be, struct lmd_backend *ref)
 	int c2[2] = {0, 40}, a2[2] = {300, 37};
 	test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 2, c2, a2, 1);   // prefill + chunk
 	test_big_attention(be, ref, LMD_F32, 8, 1, 64, 16, 2, c2, a2, 1);     // MQA, group 8
+	test_big_attention(be, ref, LMD_BF16, 8, 2, 64, 16, 2, c2, a2, 1);    // bf16 prefill, D 64, GQA
+	int c7[3] = {0, 500, 100}, a7[3] = {100, 1, 1};
+	test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 3, c7, a7, 1);   // prefill and decodes in one step
+	test_big_attention(be, ref, LMD_BF16, 16, 16, 64, 32, 3, c7, a7, 1);
 	int c3[1] = {0}, a3[1] = {2048};
 	test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 1, c3, a3, 0);  // the 2048-token prefill (timing)
 	int c4[64], a4[64], c5[256], a5[256];
