@@ -11,7 +11,7 @@
 # bench    a Llama-2-7B-shaped fp16 model with random weights (t/gen-model --fast, converted by
 #          lmd-convert), lmd-bench gen at concurrency 1,16,64,256 x prompts 128,2048 (BENCH_CONC,
 #          BENCH_PROMPTS), and the HF transformers eager baseline on the same model (bench/hf_baseline.py).
-# Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log hf.csv, and gpu-check.log (all).
+# Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles) hf.csv.
 # Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,64), PREBUILT (a
 # tar.xz of the programs and the shared libraries they need, for a machine without the -dev packages).
 set -u
@@ -86,15 +86,21 @@ if [ "$stage" = bench ] || [ "$stage" = all ]; then
 		say "lmd-convert"
 		build/bin/lmd-convert --model-name llama2-7b-shape-random "$HF" "$MODEL" || exit 1
 	fi
+	say "where a step's time goes (LMD_CUDA_PROFILE=1), batch 1 and 256, 128 prompt tokens"
+	for cc in 1 256; do
+		LMD_CUDA_PROFILE=1 build/bin/lmd-bench gen --device cuda --concurrency $cc --prompt-tokens 128 \
+			--completion-tokens 128 -f csv "$MODEL" 2>&1 | grep -v "^date" | tee -a "$OUT/profile.log"
+	done
 	say "lmd-bench gen"
 	build/bin/lmd-bench gen -v --device cuda --concurrency "${BENCH_CONC:-1,16,64,256}" \
 		--prompt-tokens "${BENCH_PROMPTS:-128,2048}" --completion-tokens 128 -f csv -o "$OUT/bench.csv" "$MODEL" \
 		2>&1 | tee "$OUT/bench.log"
+	cat "$OUT/profile.log" >>"$OUT/bench.log" && rm -f "$OUT/profile.log"
 	cat "$OUT/bench.csv"
 	say "HF transformers baseline"
 	PYTHONUNBUFFERED=1 timeout 300 env -u LD_LIBRARY_PATH python3 bench/hf_baseline.py "$HF" --batch "${HF_BATCH:-1,64}" >"$OUT/hf.csv" \
-		2>"$OUT/hf.log"; echo "hf_baseline: exit $?"
-	tail -3 "$OUT/hf.log"; cat "$OUT/hf.csv"
+		2>/tmp/hf.log; echo "hf_baseline: exit $?"
+	tail -3 /tmp/hf.log; cat "$OUT/hf.csv"
 fi
 say "done (failures: $fail)"
 exit $fail

@@ -11,7 +11,7 @@
  * Work items (built on the host once per step, at the first attention call, see plan()):
  *   fa_kernel      runs of >= 32 consecutive tokens of one sequence (prefill), in chunks of 64 tokens,
  *                  f16/bf16 with D 64 or 128: tensor cores (wmma), grid (items, H).
- *   decode_kernel  single tokens (decode), D a multiple of 32 up to 256, G <= 8: registers only,
+ *   decode_kernel  single tokens (decode), D 64 or 128, G 1, 2, 4 or 8: registers only,
  *                  grid (items, KV, splits).
  *   attn_kernel    everything else (short chunks, f32, odd head sizes): up to QT = max(1, 16 / G)
  *                  consecutive tokens of a sequence with the G query heads of one kv head, R = cnt · G
@@ -230,14 +230,14 @@ __global__ void combine_kernel(void *att, int at, const float *part, const struc
 }
 
 /*
- * Decode (one query token per item): no shared-memory staging. Each of the 4 warps takes every 4th key
+ * Decode (one query token per item; DPL and G are template parameters so q, o stay in registers): no
+ * shared-memory staging. Each of the 4 warps takes every 4th key
  * of the split's range; a lane holds DPL = D / 32 consecutive elements of the G query heads of the kv
  * head, of the key and of the value (one coalesced load of D elements per key and warp, KU keys in
  * flight), dot products by shuffle reduction, online softmax in registers; the warps merge through
  * shared memory at the end.  grid (items, KV, splits), block 128, shared 4·G·(D+2) floats.
  */
 #define DEC_WARPS 4
-#define DEC_GMAX 8
 #define DEC_KU 4
 
 template <typename KT, int DPL>
@@ -266,11 +266,11 @@ __device__ __forceinline__ void loadv(const KT *p, float *f)
 	}
 }
 
-template <typename KT, int DPL>
+template <typename KT, int DPL, int G>
 __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int at, const void *qkv, int qt, int64_t qcols,
 								const KT *kc, const KT *vc,
 								const struct attn_item *items, const int32_t *table,
-								int max_blocks, int H, int KV, int G, int block_len,
+								int max_blocks, int H, int KV, int block_len,
 								float scale, int splits, int ntok, float *part)
 {
 	constexpr int D = DPL * 32;
@@ -279,15 +279,15 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int a
 	const int kvh = blockIdx.y, split = blockIdx.z, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	const int len = it.last_pos + 1, chunk = (len + splits - 1) / splits;
 	const int tb = split * chunk, te = min(len, tb + chunk), tok = it.first;
-	float q[DEC_GMAX][DPL], o[DEC_GMAX][DPL], m[DEC_GMAX], l[DEC_GMAX];
+	float q[G][DPL], o[G][DPL], m[G], l[G];
 #pragma unroll
-	for (int g = 0; g < DEC_GMAX; g++) {
+	for (int g = 0; g < G; g++) {
 		m[g] = -INFINITY;
 		l[g] = 0;
 #pragma unroll
 		for (int e = 0; e < DPL; e++) {
 			o[g][e] = 0;
-			q[g][e] = g < G ? ld(qkv, qt, (size_t)tok * qcols + (size_t)(kvh * G + g) * D + lane * DPL + e) : 0.0f;
+			q[g][e] = ld(qkv, qt, (size_t)tok * qcols + (size_t)(kvh * G + g) * D + lane * DPL + e);
 		}
 	}
 	const int32_t *tab = table + (size_t)it.seq * max_blocks;
@@ -307,9 +307,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int a
 			if (t + u * DEC_WARPS >= te)
 				break;
 #pragma unroll
-			for (int g = 0; g < DEC_GMAX; g++) {
-				if (g >= G)
-					break;
+			for (int g = 0; g < G; g++) {
 				float sc = 0;
 #pragma unroll
 				for (int e = 0; e < DPL; e++)
@@ -329,9 +327,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int a
 	}
 	float *w = sm + (size_t)warp * G * (D + 2);
 #pragma unroll
-	for (int g = 0; g < DEC_GMAX; g++) {
-		if (g >= G)
-			break;
+	for (int g = 0; g < G; g++) {
 #pragma unroll
 		for (int e = 0; e < DPL; e++)
 			w[g * (D + 2) + lane * DPL + e] = o[g][e];
@@ -615,7 +611,7 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 	enum lmd_dtype T = kv->dtype;
 	int one_type = qkv->dtype == T && att->dtype == T;
 	int fa = one_type && (T == LMD_F16 || T == LMD_BF16) && (D == 64 || D == 128) && !c->no_fa;
-	int dec = D % 32 == 0 && D <= 256 && G <= DEC_GMAX && (D / 32 == 1 || D / 32 == 2 || D / 32 == 4 || D / 32 == 8);
+	int dec = (D == 64 || D == 128) && (G == 1 || G == 2 || G == 4 || G == 8);
 	if (c->items_step != c->step_id || c->items_group != G || c->items_mode != fa * 2 + dec) {
 		int rc = plan(c, G, KV, H, D, fa, dec, err);
 		if (rc)
@@ -642,17 +638,19 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 	if (c->n_dec) {
 		dim3 grid(c->n_dec, KV, c->splits);
 		size_t sm = (size_t)DEC_WARPS * G * (D + 2) * sizeof(float);
-#define DEC(KT, DPL) decode_kernel<KT, DPL><<<grid, DEC_WARPS * 32, sm, c->st>>>(att->data, att->dtype, qkv->data, \
-		qkv->dtype, t_cols(qkv), (const KT *)kc, (const KT *)vc, it_dec, c->d_table, c->step.max_blocks, H, KV, G, \
-		kv->block_len, d->scale, c->splits, c->step.n, c->part)
-#define DEC_D(KT) do { switch (D / 32) { case 1: DEC(KT, 1); break; case 2: DEC(KT, 2); break; \
-		case 4: DEC(KT, 4); break; default: DEC(KT, 8); break; } } while (0)
+#define DEC(KT, DPL, GG) decode_kernel<KT, DPL, GG><<<grid, DEC_WARPS * 32, sm, c->st>>>(att->data, att->dtype, \
+		qkv->data, qkv->dtype, t_cols(qkv), (const KT *)kc, (const KT *)vc, it_dec, c->d_table, c->step.max_blocks, H, \
+		KV, kv->block_len, d->scale, c->splits, c->step.n, c->part)
+#define DEC_G(KT, DPL) do { switch (G) { case 1: DEC(KT, DPL, 1); break; case 2: DEC(KT, DPL, 2); break; \
+		case 4: DEC(KT, DPL, 4); break; default: DEC(KT, DPL, 8); break; } } while (0)
+#define DEC_D(KT) do { if (D == 64) DEC_G(KT, 2); else DEC_G(KT, 4); } while (0)
 		if (T == LMD_F16)
 			DEC_D(__half);
 		else if (T == LMD_BF16)
 			DEC_D(__nv_bfloat16);
 		else
 			DEC_D(float);
+#undef DEC_G
 #undef DEC_D
 #undef DEC
 		LAUNCH_TRY(err);

@@ -8,8 +8,10 @@
  * device buffers only grow, so a steady decode loop allocates nothing. cuBLAS gets a 32 MiB
  * workspace (Hopper's recommendation) so that it never allocates either.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.cuh"
 
@@ -20,6 +22,13 @@ static struct cuda_ctx *CTX(void *p)
 	return (struct cuda_ctx *)p;
 }
 
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static void cuda_close(void *ctx)
 {
 	struct cuda_ctx *c = CTX(ctx);
@@ -28,6 +37,16 @@ static void cuda_close(void *ctx)
 	cudaSetDevice(c->dev);
 	if (c->st)
 		cudaStreamSynchronize(c->st);
+	if (c->prof && c->prof_steps)
+		fprintf(stderr, "lmd cuda profile: %ld steps; per step: host between steps %.3f ms, enqueueing %.3f ms, "
+			"waiting for the GPU and copies %.3f ms; GPU time from step start to the logits copy %.3f ms\n",
+			c->prof_steps, c->prof_host_gap * 1e3 / c->prof_steps, c->prof_enqueue * 1e3 / c->prof_steps,
+			c->prof_wait * 1e3 / c->prof_steps, c->prof_gpu_ms / c->prof_steps);
+	if (c->prof_e0)
+		cudaEventDestroy(c->prof_e0);
+	if (c->prof_e1)
+		cudaEventDestroy(c->prof_e1);
+	cudaFreeHost(c->h_stage);
 	cudaFree(c->d_meta);
 	cudaFreeHost(c->h_meta);
 	cudaFree(c->d_items);
@@ -93,20 +112,56 @@ static int cuda_upload(void *ctx, struct lmd_tensor *dst, size_t off, const void
 	return LMD_OK;
 }
 
+/* Large copies go through a pinned buffer: DMA at full link speed, then one host memcpy. */
 static int cuda_download(void *ctx, void *dst, const struct lmd_tensor *src, size_t off, size_t nbytes,
 			 struct lmd_err *err)
 {
 	struct cuda_ctx *c = CTX(ctx);
-	CUDA_TRY(cudaMemcpyAsync(dst, (const char *)src->data + off, nbytes, cudaMemcpyDeviceToHost, c->st), err);
-	CUDA_TRY(cudaStreamSynchronize(c->st), err);
+	double t0 = c->prof ? now_s() : 0;
+	if (c->prof && c->prof_in_step) {
+		c->prof_enqueue += t0 - c->prof_t_begin;
+		CUDA_TRY(cudaEventRecord(c->prof_e1, c->st), err);
+	}
+	if (nbytes >= (1u << 20)) {
+		if (nbytes > c->stage_cap) {
+			CUDA_TRY(cudaStreamSynchronize(c->st), err);
+			cudaFreeHost(c->h_stage);
+			c->h_stage = NULL;
+			c->stage_cap = 0;
+			CUDA_TRY(cudaMallocHost(&c->h_stage, nbytes), err);
+			c->stage_cap = nbytes;
+		}
+		CUDA_TRY(cudaMemcpyAsync(c->h_stage, (const char *)src->data + off, nbytes, cudaMemcpyDeviceToHost, c->st), err);
+		CUDA_TRY(cudaStreamSynchronize(c->st), err);
+		memcpy(dst, c->h_stage, nbytes);
+	} else {
+		CUDA_TRY(cudaMemcpyAsync(dst, (const char *)src->data + off, nbytes, cudaMemcpyDeviceToHost, c->st), err);
+		CUDA_TRY(cudaStreamSynchronize(c->st), err);
+	}
+	if (c->prof) {
+		double t1 = now_s();
+		c->prof_wait += t1 - t0;
+		if (c->prof_in_step) {
+			float ms = 0;
+			if (cudaEventElapsedTime(&ms, c->prof_e0, c->prof_e1) == cudaSuccess)
+				c->prof_gpu_ms += ms;
+			c->prof_in_step = 0;
+		}
+		c->prof_t_begin = t1;  // later downloads of the step count their own wait only
+	}
 	return LMD_OK;
 }
 
 static int cuda_sync(void *ctx, struct lmd_err *err)
 {
 	struct cuda_ctx *c = CTX(ctx);
+	double t0 = c->prof ? now_s() : 0;
 	CUDA_TRY(cudaStreamSynchronize(c->st), err);
 	CUDA_TRY(cudaGetLastError(), err);
+	if (c->prof) {
+		c->prof_t_sync_end = now_s();
+		c->prof_wait += c->prof_t_sync_end - t0;
+	}
 	return LMD_OK;
 }
 
@@ -118,6 +173,14 @@ static size_t up4(size_t n)
 static int cuda_step_begin(void *ctx, const struct lmd_step *s, struct lmd_err *err)
 {
 	struct cuda_ctx *c = CTX(ctx);
+	if (c->prof) {
+		c->prof_t_begin = now_s();
+		if (c->prof_t_sync_end > 0)
+			c->prof_host_gap += c->prof_t_begin - c->prof_t_sync_end;
+		c->prof_steps++;
+		c->prof_in_step = 1;
+		CUDA_TRY(cudaEventRecord(c->prof_e0, c->st), err);
+	}
 	size_t ntab = (size_t)s->nseq * s->max_blocks, nfreq = (size_t)s->nseq * s->rot_half;
 	size_t o_tok = 0, o_pos = o_tok + up4(s->n), o_seq = o_pos + up4(s->n), o_tab = o_seq + up4(s->n);
 	size_t o_out = o_tab + up4(ntab), o_freq = o_out + up4(s->nout), total = (o_freq + up4(nfreq)) * 4;
@@ -255,6 +318,12 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 		return rc;
 	const char *g = getenv("LMD_CUDA_GEMV");
 	c->gemv = !(g && !strcmp(g, "0"));
+	const char *pr = getenv("LMD_CUDA_PROFILE");
+	c->prof = pr && !strcmp(pr, "1");
+	if (c->prof) {
+		CUDA_TRY(cudaEventCreate(&c->prof_e0), err);
+		CUDA_TRY(cudaEventCreate(&c->prof_e1), err);
+	}
 	const char *fa = getenv("LMD_CUDA_FA");
 	c->no_fa = fa && !strcmp(fa, "0");
 	c->items_step = -1;

@@ -63,6 +63,14 @@ struct cuda_ctx {
 	size_t part_cap;               /* floats */
 	/* memory accounting */
 	size_t allocated, weights, free_at_open, total;
+	char *h_stage;                 /* pinned staging for large downloads (grown, never shrunk) */
+	size_t stage_cap;
+	/* LMD_CUDA_PROFILE=1: where a step's time goes, printed to stderr at close */
+	int prof;
+	long prof_steps;
+	double prof_t_sync_end, prof_host_gap, prof_enqueue, prof_wait, prof_gpu_ms, prof_t_begin;
+	int prof_in_step;
+	cudaEvent_t prof_e0, prof_e1;
 	int gemv;                      /* use the batch-1..8 GEMV for 16-bit weights (LMD_CUDA_GEMV=0 turns it off) */
 };
 
