@@ -1,14 +1,18 @@
 /**
  * The fast CPU backend: the reference ops' semantics (ops-cpu.c) with threads (threads.h) and
  * vectorized inner loops (cpu-kernels.inc, compiled for AVX-512, AVX2 and plain C; the best the
- * CPU supports is picked at open). Matmul converts tiles of weight rows to fp32 once and runs
- * register-blocked dot products over four tokens at a time; attention runs the query heads that
- * share a kv head together, one (token, kv head) per work item. t/unit/test-ops.c compares every
- * op with the reference.
+ * CPU supports is picked at open; LMD_CPU_ISA=c|avx2 forces a lower one). Matmul: up to
+ * MM_SMALL tokens (decode), weights are converted in registers as they stream by, with software
+ * prefetch, each weight vector used for all tokens of the tile; more tokens (prefill), tiles of
+ * weight rows are converted to fp32 once and register-blocked 4x2 dot products run over them.
+ * Attention runs the query heads that share a kv head together, one (token, kv head) per task.
+ * Weights are copied into huge pages at load. t/unit/test-ops.c compares every op with the
+ * reference.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "backend.h"
 #include "kvcache.h"
@@ -17,6 +21,10 @@
 
 #define MM_TT 64  // tokens per tile
 #define MM_RB 16  // weight rows per tile
+#ifndef MM_PREFETCH
+#define MM_PREFETCH 4096  // bytes ahead of the weight stream to prefetch (small-batch path)
+#endif
+#define MM_SMALL 8  // up to this many tokens, weights are converted in registers (no fp32 copy)
 
 struct mm_args {
 	const float *x;     // [n, in] fp32
@@ -51,6 +59,7 @@ struct kernels {
 
 #define K(f) f##_c
 #define KNAME "c"
+#define TILE_MAX 4
 #define VL 4
 typedef float vf_c __attribute__((vector_size(16)));
 typedef uint32_t vu_c __attribute__((vector_size(16)));
@@ -79,6 +88,7 @@ static inline vf_c loadb_c(const uint16_t *p)
 #include "cpu-kernels.inc"
 #undef K
 #undef KNAME
+#undef TILE_MAX
 #undef VL
 #undef VF
 #undef VU
@@ -89,10 +99,16 @@ static inline vf_c loadb_c(const uint16_t *p)
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#ifdef __clang__  // fp-contract is on in clang already
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
+#pragma GCC optimize("fp-contract=fast")
+#endif
 #define K(f) f##_avx2
 #define KNAME "avx2"
+#define TILE_MAX 4
 #define VL 8
 typedef float vf_avx2 __attribute__((vector_size(32)));
 typedef uint32_t vu_avx2 __attribute__((vector_size(32)));
@@ -107,10 +123,19 @@ static inline vf_avx2 loadb_avx2(const uint16_t *p)
 }
 #define LOADH(p) ((vf_avx2)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p))))
 #define LOADB(p) loadb_avx2(p)
+static inline float hadd_avx2(vf_avx2 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128((__m256)v), _mm256_extractf128_ps((__m256)v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+#define HSUM(v) hadd_avx2(v)
 #define STOREH(p, v) _mm_storeu_si128((__m128i *)(p), _mm256_cvtps_ph((__m256)(v), _MM_FROUND_TO_NEAREST_INT))
 #include "cpu-kernels.inc"
 #undef K
 #undef KNAME
+#undef TILE_MAX
 #undef VL
 #undef VF
 #undef VU
@@ -118,12 +143,23 @@ static inline vf_avx2 loadb_avx2(const uint16_t *p)
 #undef LOADH
 #undef LOADB
 #undef STOREH
+#undef HSUM
+#ifdef __clang__
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
+#ifdef __clang__  // fp-contract is on in clang already
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,fma,f16c")
+#pragma GCC optimize("fp-contract=fast")
+#endif
 #define K(f) f##_avx512
 #define KNAME "avx512"
+#define TILE_MAX 8
 #define VL 16
 typedef float vf_avx512 __attribute__((vector_size(64)));
 typedef uint32_t vu_avx512 __attribute__((vector_size(64)));
@@ -138,11 +174,13 @@ static inline vf_avx512 loadb_avx512(const uint16_t *p)
 }
 #define LOADH(p) ((vf_avx512)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p))))
 #define LOADB(p) loadb_avx512(p)
+#define HSUM(v) _mm512_reduce_add_ps((__m512)(v))
 #define STOREH(p, v) \
 	_mm256_storeu_si256((__m256i *)(p), _mm512_cvtps_ph((__m512)(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
 #include "cpu-kernels.inc"
 #undef K
 #undef KNAME
+#undef TILE_MAX
 #undef VL
 #undef VF
 #undef VU
@@ -150,7 +188,12 @@ static inline vf_avx512 loadb_avx512(const uint16_t *p)
 #undef LOADH
 #undef LOADB
 #undef STOREH
+#undef HSUM
+#ifdef __clang__
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 #endif
 
 static const struct kernels *pick_kernels(void)
@@ -539,8 +582,44 @@ static int cpu_attention(void *ctx, struct lmd_tensor *att, const struct lmd_ten
 	if (need_scratch(c, (size_t)2 * group * D + (size_t)kv->block_len * D + (size_t)group * maxlen, err))
 		return LMD_ENOMEM;
 	struct att_job j = {c, {&c->step, qkv, att, kv, layer, d, maxlen}};
-	lmd_pool_run(c->pool, att_run, &j, c->step.n * d->kv_heads);
+	int64_t work = 0;  // query-key pairs: a small step is not worth waking the pool for
+	for (int i = 0; i < c->step.n; i++)
+		work += (int64_t)(c->step.pos[i] + 1) * H;
+	if (work < 4096)
+		for (int t = 0; t < c->step.n * d->kv_heads; t++)
+			att_run(&j, t, 0);
+	else
+		lmd_pool_run(c->pool, att_run, &j, c->step.n * d->kv_heads);
 	return LMD_OK;
+}
+
+/*
+ * Weights are copied into memory backed by huge pages where the kernel allows (madvise): decode
+ * streams every weight once a step, and with 4 KiB pages of a file mapping the TLB misses and the
+ * prefetchers stopping at every page boundary cost more than the copy.
+ */
+static int cpu_alloc_huge(void *ctx, struct lmd_tensor *t, struct lmd_err *err)
+{
+	(void)ctx;
+	size_t n = lmd_tensor_nbytes(t), huge = (size_t)2 << 20;
+	size_t cap = n >= huge ? (n + huge - 1) / huge * huge : (n + 63) / 64 * 64 + 64;
+	t->data = aligned_alloc(n >= huge ? huge : 64, cap);
+	if (!t->data)
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory allocating %zu bytes", n);
+#ifdef MADV_HUGEPAGE
+	if (n >= huge)
+		madvise(t->data, cap, MADV_HUGEPAGE);
+#endif
+	return LMD_OK;
+}
+
+static int cpu_weight(void *ctx, struct lmd_tensor *dst, const struct lmd_tensor *src, struct lmd_err *err)
+{
+	*dst = *src;
+	int rc = cpu_alloc_huge(ctx, dst, err);
+	if (rc == LMD_OK)
+		memcpy(dst->data, src->data, lmd_tensor_nbytes(src));
+	return rc;
 }
 
 static void cpu_close(void *ctx)
@@ -557,11 +636,11 @@ static void cpu_close(void *ctx)
 
 static const struct lmd_backend_ops cpu_ops = {
 	.name = "cpu",
-	.weights_in_place = 1,
+	.weights_in_place = 0,
 	.close = cpu_close,
-	.alloc = lmd_cpu_alloc,
+	.alloc = cpu_alloc_huge,
 	.release = lmd_cpu_release,
-	.weight = lmd_cpu_weight,
+	.weight = cpu_weight,
 	.upload = lmd_cpu_upload,
 	.download = lmd_cpu_download,
 	.sync = lmd_cpu_sync,

@@ -8,7 +8,10 @@
  *
  * Memory. Every tensor an op reads or writes lives in the backend's memory (made by alloc or
  * weight). For the CPU backends that is ordinary host memory; for CUDA it is device memory,
- * so the caller never dereferences t->data itself: it uses upload/download.
+ * so the caller never dereferences t->data itself: it uses upload/download. A view that keeps
+ * the first rows of an allocation (same data, smaller shape[0]) is a valid operand: the model
+ * allocates its workspace for max_tokens rows and runs each step on the first n. Tensors are
+ * row-major and dense (no strides); 2-D unless said otherwise.
  *
  * Dtypes. Activations are stored in the compute dtype (f32, f16 or bf16): every op reads its
  * inputs, computes in fp32 and rounds its output to the output tensor's dtype, as a GPU kernel

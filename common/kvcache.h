@@ -13,7 +13,9 @@
  *                        int4: [nblocks, kv_heads, block_len, head_dim/2] LMD_U8 (two per byte)
  *   kq[layer], vq[layer] [nblocks, kv_heads, block_len, 2] LMD_F32: per token, per head scale, zero
  *
- * The block manager (alloc/ref/unref, sequences) is host-side bookkeeping only.
+ * The block manager (alloc/ref/unref, sequences) is host-side bookkeeping only. Prefix sharing
+ * (later) must share only full blocks: there is no copy-on-write, so a sequence must never append
+ * into a block whose reference count is above one.
  */
 #ifndef LMD_KVCACHE_H
 #define LMD_KVCACHE_H

@@ -66,9 +66,8 @@ static void *keep_host(struct lmd_model *m, void *p)
 }
 
 /*
- * Make the concatenation (along rows) of the named tensors resident, in dtype dt (the first
- * tensor's dtype mapped through weight_dtype when dt is NONE). A single tensor already in that
- * dtype is used in place.
+ * Make the concatenation (along rows) of the named tensors resident, in the first tensor's dtype
+ * mapped through weight_dtype. A single tensor already in that dtype goes to the backend as mapped.
  */
 static int load_cat(struct lmd_model *m, const struct lmd_modeldir *dir, struct lmd_tensor *dst,
 		    const char *const *names, int n, struct lmd_err *err)
@@ -148,7 +147,17 @@ int lmd_model_open(struct lmd_model *m, struct lmd_backend *be, const struct lmd
 	m->hf_rope_rounding = o.hf_rope_rounding;
 	int block_len = o.block_len > 0 ? o.block_len : 64;
 	int max_blocks = (m->session_len + block_len - 1) / block_len;
-	int kv_blocks = o.kv_blocks > 0 ? o.kv_blocks : 4 * max_blocks;
+	int kv_blocks = o.kv_blocks;
+	if (kv_blocks <= 0) {  // 4 full sessions, at most 2 GiB, at least one session
+		size_t bb = lmd_kvcache_block_bytes(c->layers, c->kv_heads, c->head_dim, block_len,
+						    o.dtype == LMD_DTYPE_NONE ? c->dtype : o.dtype);
+		size_t cap = ((size_t)2 << 30) / (bb ? bb : 1);
+		kv_blocks = 4 * max_blocks;
+		if ((size_t)kv_blocks > cap)
+			kv_blocks = (int)cap;
+		if (kv_blocks < max_blocks)
+			kv_blocks = max_blocks;
+	}
 	m->dims = (struct lmd_attn_dims){c->heads, c->kv_heads, c->head_dim, (float)(1.0 / sqrt(c->head_dim))};
 
 	m->layer = lmd_calloc((size_t)c->layers, sizeof(*m->layer), err);
@@ -348,6 +357,11 @@ void lmd_model_seq_release(struct lmd_model *m, struct lmd_kvseq *s)
 	lmd_kvseq_release(&m->kv, s);
 }
 
+void lmd_model_seq_truncate(struct lmd_model *m, struct lmd_kvseq *s, int len)
+{
+	lmd_kvseq_truncate(&m->kv, s, len);
+}
+
 // ----------------------------------------------------------------------------
 // the forward pass
 
@@ -422,6 +436,14 @@ static int prepare(struct lmd_model *m, const struct lmd_batch *b, struct lmd_st
 	return LMD_OK;
 }
 
+static void tap(struct lmd_model *m, int layer, enum lmd_tap point, const struct lmd_tensor *t, struct lmd_err *err)
+{
+	if (m->tap) {
+		m->be->ops->sync(m->be->ctx, err);  // the tap reads what the ops before it wrote
+		m->tap(m->tap_ctx, layer, point, t);
+	}
+}
+
 int lmd_model_forward(struct lmd_model *m, const struct lmd_batch *b, float *logits, struct lmd_err *err)
 {
 	const struct lmd_backend_ops *ops = m->be->ops;
@@ -442,14 +464,19 @@ int lmd_model_forward(struct lmd_model *m, const struct lmd_batch *b, float *log
 			TRY(ops->rmsnorm(ctx, &xn, &x, &L->attn_norm, eps, err));
 		else
 			TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->attn_norm, eps, err));
+		tap(m, l, LMD_TAP_QKV_IN, &xn, err);
 		TRY(ops->matmul(ctx, &qkv, &xn, &L->wqkv, L->bqkv.data ? &L->bqkv : NULL, err));
 		TRY(ops->rope(ctx, &qkv, d, err));
+		tap(m, l, LMD_TAP_QKV, &qkv, err);
 		TRY(ops->kv_store(ctx, &m->kv, l, &qkv, d, err));
 		TRY(ops->attention(ctx, &att, &qkv, &m->kv, l, d, err));
+		tap(m, l, LMD_TAP_O_IN, &att, err);
 		TRY(ops->matmul(ctx, &o, &att, &L->wo, L->bo.data ? &L->bo : NULL, err));
 		TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->ffn_norm, eps, err));
+		tap(m, l, LMD_TAP_W13_IN, &xn, err);
 		TRY(ops->matmul(ctx, &gu, &xn, &L->w13, NULL, err));
 		TRY(ops->silu_mul(ctx, &h, &gu, err));
+		tap(m, l, LMD_TAP_W2_IN, &h, err);
 		TRY(ops->matmul(ctx, &o, &h, &L->w2, NULL, err));
 	}
 	TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &m->norm, eps, err));

@@ -17,6 +17,8 @@
  *   lmd_model_forward(&m, &b, logits, &err);        // logits [1][vocab]
  *   lmd_batch_clear(&b); lmd_batch_add(&b, &s, next, 1, &err); lmd_model_forward(...);
  *   lmd_model_seq_release(&m, &s);
+ *
+ * One thread drives a model (forward calls are not reentrant); the backend parallelizes each op.
  */
 #ifndef LMD_MODEL_H
 #define LMD_MODEL_H
@@ -36,7 +38,8 @@ struct lmd_model_opts {
 	int max_seqs;          /* most sequences in one step; 0 = 64 */
 	int session_len;       /* most tokens in one sequence; 0 = the model's max_position_embeddings */
 	int block_len;         /* KV cache_block_seq_len; 0 = 64 */
-	int kv_blocks;         /* blocks in the KV pool; 0 = enough for 4 sequences of session_len */
+	int kv_blocks;         /* blocks in the KV pool; 0 = 4 sequences of session_len, capped at 2 GiB
+	                        * but at least one sequence (the scheduler queues or preempts beyond) */
 	/*
 	 * Round the rotary inverse frequencies to the weights' dtype, as HF transformers does when a model
 	 * built in fp32 is cast to f16/bf16 (the inv_freq buffer is cast with it; HF's dynamic NTK
@@ -57,6 +60,21 @@ struct lmd_layer {
 	struct lmd_tensor w13;        /* [2 * inter, hidden]: w1 (gate) rows then w3 (up) rows */
 	struct lmd_tensor w2;         /* [hidden, inter] */
 };
+
+/**
+ * Points of the forward where an optional tap sees the activations (for calibration: lmd-calib,
+ * AWQ). The tensor passed is in the backend's memory (download it for a GPU backend), rows =
+ * the step's tokens, valid only during the call.
+ */
+enum lmd_tap {
+	LMD_TAP_QKV_IN,  /* input of wqkv: [n, hidden] */
+	LMD_TAP_QKV,     /* q, k, v after rotary: [n, (H + 2*KV) * D] (k and v as the cache stores them) */
+	LMD_TAP_O_IN,    /* input of wo: [n, H * D] */
+	LMD_TAP_W13_IN,  /* input of w1 and w3: [n, hidden] */
+	LMD_TAP_W2_IN,   /* input of w2: [n, inter] */
+	LMD_TAP_COUNT,
+};
+typedef void (*lmd_tap_fn)(void *ctx, int layer, enum lmd_tap point, const struct lmd_tensor *t);
 
 struct lmd_model {
 	struct lmd_config cfg;        /* copy of the directory's config */
@@ -81,6 +99,8 @@ struct lmd_model {
 	/* owned step scratch (host) */
 	int32_t *s_tokens, *s_pos, *s_seq, *s_table, *s_out;
 	float *s_freq;
+	lmd_tap_fn tap;                    /* NULL, or called at every enum lmd_tap point of every layer */
+	void *tap_ctx;                     /* borrowed: passed to tap */
 };
 
 /**
@@ -126,6 +146,8 @@ int lmd_model_free_blocks(const struct lmd_model *m);
 int lmd_model_seq_blocks_needed(const struct lmd_model *m, const struct lmd_kvseq *s, int ntokens);
 /** Release a sequence's KV blocks (finished or preempted). */
 void lmd_model_seq_release(struct lmd_model *m, struct lmd_kvseq *s);
+/** Forget a sequence's tokens from len on (e.g. generated past a stop string); len <= s->len. */
+void lmd_model_seq_truncate(struct lmd_model *m, struct lmd_kvseq *s, int len);
 
 /** The rotary inverse frequencies for a sequence of seq_len tokens (HF semantics): out[head_dim/2]. */
 void lmd_rope_inv_freq(const struct lmd_rope *r, int head_dim, int max_pos, int seq_len, float *out);

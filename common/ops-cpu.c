@@ -150,18 +150,26 @@ void lmd_cpu_add_rmsnorm(struct lmd_tensor *y, struct lmd_tensor *x, const struc
 void lmd_cpu_matmul(struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
 		    const struct lmd_tensor *bias)
 {
-	int64_t in = cols(x), out = rows(w);
-	if (cols(w) != in || cols(y) != out || rows(y) != rows(x) || (bias && lmd_tensor_numel(bias) != out))
+	int64_t in = cols(x), out = rows(w), n = rows(x);
+	if (cols(w) != in || cols(y) != out || rows(y) != n || (bias && lmd_tensor_numel(bias) != out))
 		LMD_BUG("matmul: shapes");
-	for (int64_t r = 0; r < rows(x); r++)
-		for (int64_t o = 0; o < out; o++) {
+	float *xf = malloc((size_t)(n * in) * sizeof(float)), *wf = malloc((size_t)in * sizeof(float));
+	if (!xf || !wf)
+		LMD_BUG("out of memory");
+	lmd_cpu_load(xf, x->data, x->dtype, (size_t)(n * in));
+	for (int64_t o = 0; o < out; o++) {
+		lmd_cpu_load(wf, row(w, o), w->dtype, (size_t)in);
+		for (int64_t r = 0; r < n; r++) {
 			float acc = 0;
 			for (int64_t i = 0; i < in; i++)
-				acc += load1(row(x, r), x->dtype, (size_t)i) * load1(row(w, o), w->dtype, (size_t)i);
+				acc += xf[r * in + i] * wf[i];
 			if (bias)
 				acc += load1(bias->data, bias->dtype, (size_t)o);
 			store1(row(y, r), y->dtype, (size_t)o, acc);
 		}
+	}
+	free(xf);
+	free(wf);
 }
 
 void lmd_cpu_rope_table(float *cs, const struct lmd_step *s)

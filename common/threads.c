@@ -5,6 +5,7 @@
  * spinning first, then sleeping on a condition variable.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -168,6 +169,9 @@ void lmd_pool_run(struct lmd_pool *p, void (*fn)(void *arg, int task, int tid), 
 	p->ntasks = ntasks;
 	uint32_t gen = publish(p);
 	work(p, gen, 0);
-	while (atomic_load(&p->done) < ntasks)  // only tasks a running worker has claimed remain
-		relax();
+	for (int spins = 0; atomic_load(&p->done) < ntasks; spins++)  // only tasks a worker has claimed remain
+		if (spins < 2000)
+			relax();
+		else
+			sched_yield();  // the worker may have been descheduled (a busy machine): let it run here
 }

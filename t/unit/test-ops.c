@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cuda.h"
 #include "kvcache.h"
 #include "ops-cpu.h"
 #include "unit.h"
@@ -170,11 +171,11 @@ static void test_matmul(struct lmd_backend *be, struct lmd_backend *ref, enum lm
 
 /*
  * A mixed step: sequence 0 prefills positions 0..n0-1, sequence 1 continues a cached prefix with
- * a chunk at positions 37..37+n1-1, sequence 2 decodes position 70. Rope, kv_store, attention,
+ * a chunk at positions far/2.., sequence 2 decodes position far. Rope, kv_store, attention,
  * embed and gather_rows are checked on it.
  */
 static void test_step(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int H, int KV, int D,
-		      int bl)
+		      int bl, int far)
 {
 	struct lmd_err err = {0};
 	int n0 = 9, n1 = 5, n = n0 + n1 + 1, nseq = 3, half = D / 2, vocab = 50, hidden = 24;
@@ -182,9 +183,9 @@ static void test_step(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_
 	for (int i = 0; i < n; i++) {
 		tokens[i] = (i * 7) % vocab;
 		seq[i] = i < n0 ? 0 : i < n0 + n1 ? 1 : 2;
-		pos[i] = i < n0 ? i : i < n0 + n1 ? 37 + i - n0 : 70;
+		pos[i] = i < n0 ? i : i < n0 + n1 ? far / 2 + i - n0 : far;
 	}
-	int max_blocks = (71 + bl - 1) / bl, nblocks = 3 * max_blocks + 1;
+	int max_blocks = (far + 1 + bl - 1) / bl, nblocks = 3 * max_blocks + 1;
 	int32_t *table = malloc((size_t)nseq * max_blocks * sizeof(int32_t));
 	for (int i = 0; i < nseq * max_blocks; i++)  // out of order, every block used once
 		table[i] = nblocks - 1 - i;
@@ -239,7 +240,7 @@ static void test_step(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_
 	BOTH(be->ops->attention(be->ctx, &att.t, &qkv.t, &kt, 0, &d, &e1),
 	     ref->ops->attention(ref->ctx, &att.r, &qkv.r, &kr, 0, &d, &e2));
 	char name[64];
-	snprintf(name, sizeof(name), "attention H%d KV%d D%d block %d", H, KV, D, bl);
+	snprintf(name, sizeof(name), "attention H%d KV%d D%d block %d far %d", H, KV, D, bl, far);
 	compare(be, ref, &att, tol_of(dt), name);
 	lmd_kvcache_free(&kt);
 	lmd_kvcache_free(&kr);
@@ -407,9 +408,10 @@ static void test_backend(struct lmd_backend *be, struct lmd_backend *ref)
 			test_matmul(be, ref, dt, dts[j], dt, 7, 100, 37, 1);
 			test_matmul(be, ref, dt, dts[j], LMD_F32, 70, 64, 130, 0);  // two token tiles, f32 out (logits)
 		}
-		test_step(be, ref, dt, 4, 2, 32, 4);
-		test_step(be, ref, dt, 6, 2, 64, 16);
-		test_step(be, ref, dt, 3, 3, 16, 64);
+		test_step(be, ref, dt, 4, 2, 32, 4, 70);
+		test_step(be, ref, dt, 6, 2, 64, 16, 70);
+		test_step(be, ref, dt, 3, 3, 16, 64, 70);
+		test_step(be, ref, dt, 8, 2, 64, 64, 900);  // enough work for the threaded attention
 	}
 }
 
@@ -437,7 +439,13 @@ int main(void)
 		lmd_backend_close(&be);
 	}
 	unsetenv("LMD_CPU_ISA");
+	CHECK_EQ_INT(lmd_backend_open(&be, "tpu", NULL, &err), LMD_EINVAL);
+	CHECK(strstr(err.msg, "'tpu'") != NULL);
+	CHECK_EQ_INT(lmd_backend_open(&be, "auto", NULL, &err), 0);  // cpu without a GPU
+	lmd_backend_close(&be);
 	int rc = lmd_backend_open(&be, "cuda", NULL, &err);
+	if (lmd_cuda_device_count() == 0)
+		CHECK_EQ_INT(rc, LMD_ENODEV);
 	if (rc == 0) {
 		what = "cuda";
 		test_backend(&be, &ref);

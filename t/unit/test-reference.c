@@ -114,9 +114,11 @@ static void free_run(struct run *u, int ncases)
 
 /*
  * Run every case: mode 0 = one sequence at a time, whole prompt in one step; 1 = chunked prefill
- * (chunks of 3, then 5, ...) one sequence at a time; 2 = all prompts in one batch, decodes batched.
+ * (chunks of 3, then 5, ...) one sequence at a time; 2 = all prompts in one batch, decodes batched,
+ * sequence 0 preempted halfway and recomputed (its prompt and tokens so far) inside a decode step.
+ * greedy: also decode the greedy continuations (mode 1 then truncates to the prompt and decodes again).
  */
-static int run_cases(struct lmd_model *m, const struct ref *r, int mode, struct run *u)
+static int run_cases(struct lmd_model *m, const struct ref *r, int mode, struct run *u, int greedy)
 {
 	struct lmd_err err = {0};
 	struct lmd_kvseq seq[MAXC] = {0};
@@ -141,13 +143,24 @@ static int run_cases(struct lmd_model *m, const struct ref *r, int mode, struct 
 				chunk += 2;
 			}
 			int next = lmd_argmax(u->logits[i] + (size_t)(c->n - 1) * V, V);
-			for (int g = 0; g < c->ngreedy && !rc; g++) {
+			for (int g = 0; g < (greedy ? c->ngreedy : 0) && !rc; g++) {
 				u->gen[i][g] = next;
 				lmd_batch_clear(&b);
 				lmd_batch_add(&b, &seq[i], next, 1, &err);
 				if ((rc = lmd_model_forward(m, &b, lg, &err)))
 					break;
 				next = lmd_argmax(lg, V);
+			}
+			if (mode == 1 && greedy && !rc) {  // back to the prompt (a stop string), decode again: the same
+				lmd_model_seq_truncate(m, &seq[i], c->n);
+				next = lmd_argmax(u->logits[i] + (size_t)(c->n - 1) * V, V);
+				for (int g = 0; g < c->ngreedy && !rc; g++) {
+					CHECK_EQ_INT(next, u->gen[i][g]);
+					lmd_batch_clear(&b);
+					lmd_batch_add(&b, &seq[i], next, 1, &err);
+					rc = lmd_model_forward(m, &b, lg, &err);
+					next = lmd_argmax(lg, V);
+				}
 			}
 			lmd_model_seq_release(m, &seq[i]);
 		}
@@ -166,11 +179,20 @@ static int run_cases(struct lmd_model *m, const struct ref *r, int mode, struct 
 		int next[MAXC];
 		for (int i = 0; i < r->ncases; i++)
 			next[i] = lmd_argmax(u->logits[i] + (size_t)(r->c[i].n - 1) * V, V);
-		for (int g = 0; g < r->c[0].ngreedy && !rc; g++) {
+		int preempt_at = r->c[0].ngreedy / 2;
+		for (int g = 0; g < (greedy ? r->c[0].ngreedy : 0) && !rc; g++) {
 			lmd_batch_clear(&b);
 			for (int i = 0; i < r->ncases; i++) {
 				u->gen[i][g] = next[i];
-				lmd_batch_add(&b, &seq[i], next[i], 1, &err);
+				if (i == 0 && g == preempt_at) {  // preempted: blocks freed, recomputed within a decode step
+					lmd_model_seq_release(m, &seq[0]);
+					for (int j = 0; j < r->c[0].n; j++)
+						lmd_batch_add(&b, &seq[0], r->c[0].ids[j], 0, &err);
+					for (int j = 0; j <= g; j++)
+						lmd_batch_add(&b, &seq[0], u->gen[0][j], j == g, &err);
+				} else {
+					lmd_batch_add(&b, &seq[i], next[i], 1, &err);
+				}
 			}
 			if ((rc = lmd_model_forward(m, &b, lg, &err)))
 				break;
@@ -189,7 +211,7 @@ static int run_cases(struct lmd_model *m, const struct ref *r, int mode, struct 
 }
 
 /* The fp32 checks of one run against HF. */
-static void check_fp32(const struct ref *r, const struct run *u, int V, const char *what, int dynamic)
+static void check_fp32(const struct ref *r, const struct run *u, int V, const char *what, int dynamic, int greedy)
 {
 	double worst_lp = 0, worst_nmse = 0;
 	int greedy_bad = 0;
@@ -204,7 +226,7 @@ static void check_fp32(const struct ref *r, const struct run *u, int V, const ch
 		}
 		double e = nmse(u->logits[i] + (size_t)(c->n - 1) * V, c->last, V);
 		worst_nmse = e > worst_nmse ? e : worst_nmse;
-		for (int g = 0; g < c->ngreedy; g++)
+		for (int g = 0; g < (greedy ? c->ngreedy : 0); g++)
 			if (u->gen[i][g] != c->greedy[g]) {
 				greedy_bad++;
 				break;
@@ -262,11 +284,55 @@ static void check_half(const struct ref *r, const struct run *u, const struct ru
 	CHECK(agree >= 0.97 * total);
 }
 
+struct taps {
+	int calls[LMD_TAP_COUNT];
+	int64_t cols[LMD_TAP_COUNT], rows;
+	int last_layer;
+};
+
+static void count_tap(void *ctx, int layer, enum lmd_tap point, const struct lmd_tensor *t)
+{
+	struct taps *k = ctx;
+	k->calls[point]++;
+	k->cols[point] = t->shape[1];
+	k->rows = t->shape[0];
+	k->last_layer = layer;
+}
+
+/* The calibration taps: every point of every layer once a step, with the step's rows. */
+static void check_taps(struct lmd_model *m, const struct ref *r)
+{
+	struct taps k = {0};
+	struct lmd_kvseq s = {0};
+	struct lmd_batch b = {0};
+	struct lmd_err err = {0};
+	const struct lmd_config *c = &m->cfg;
+	float *lg = malloc((size_t)c->vocab * sizeof(float));
+	m->tap = count_tap;
+	m->tap_ctx = &k;
+	for (int i = 0; i < r->c[0].n; i++)
+		lmd_batch_add(&b, &s, r->c[0].ids[i], i == r->c[0].n - 1, &err);
+	CHECK_EQ_INT(lmd_model_forward(m, &b, lg, &err), 0);
+	for (int p = 0; p < LMD_TAP_COUNT; p++)
+		CHECK_EQ_INT(k.calls[p], c->layers);
+	CHECK_EQ_INT(k.rows, r->c[0].n);
+	CHECK_EQ_INT(k.last_layer, c->layers - 1);
+	CHECK_EQ_INT(k.cols[LMD_TAP_QKV_IN], c->hidden);
+	CHECK_EQ_INT(k.cols[LMD_TAP_QKV], (c->heads + 2 * c->kv_heads) * c->head_dim);
+	CHECK_EQ_INT(k.cols[LMD_TAP_O_IN], c->heads * c->head_dim);
+	CHECK_EQ_INT(k.cols[LMD_TAP_W13_IN], c->hidden);
+	CHECK_EQ_INT(k.cols[LMD_TAP_W2_IN], c->inter);
+	m->tap = NULL;
+	lmd_model_seq_release(m, &s);
+	lmd_batch_free(&b);
+	free(lg);
+}
+
 static int open_model(struct lmd_model *m, struct lmd_backend *be, struct lmd_modeldir *dir, enum lmd_dtype dt,
 		      int hf_rope)
 {
 	struct lmd_err err = {0};
-	struct lmd_model_opts o = {.dtype = dt, .max_tokens = 512, .max_seqs = MAXC, .block_len = 64,
+	struct lmd_model_opts o = {.dtype = dt, .max_tokens = 512, .max_seqs = MAXC, .block_len = 8,
 				   .session_len = 256, .kv_blocks = MAXC * 64,
 				   .hf_rope_rounding = hf_rope};
 	if (lmd_model_open(m, be, dir, &o, &err)) {
@@ -305,14 +371,16 @@ static void test_model(const char *shared, const char *file, struct lmd_backend 
 	struct lmd_model m = {0};
 	struct run whole = {0}, other = {0};
 	if (open_model(&m, cpu, &dir, LMD_F32, random) == 0) {
-		if (!run_cases(&m, &r, 0, &whole))
-			check_fp32(&r, &whole, V, "fp32", dynamic);
-		if (!dynamic && !run_cases(&m, &r, 1, &other))  // chunks change HF's dynamic NTK base
-			check_fp32(&r, &other, V, "fp32 chunked", dynamic);
+		if (!run_cases(&m, &r, 0, &whole, 1))
+			check_fp32(&r, &whole, V, "fp32", dynamic, 1);
+		if (!strcmp(r.name, "lmd-tiny"))
+			check_taps(&m, &r);
+		if (!dynamic && !run_cases(&m, &r, 1, &other, 1))  // chunks change HF's dynamic NTK base
+			check_fp32(&r, &other, V, "fp32 chunked", dynamic, 1);
 		free_run(&other, r.ncases);
 		memset(&other, 0, sizeof(other));
-		if (!run_cases(&m, &r, 2, &other))
-			check_fp32(&r, &other, V, "fp32 batched", dynamic);
+		if (!run_cases(&m, &r, 2, &other, 1))
+			check_fp32(&r, &other, V, "fp32 batched", dynamic, 1);
 		free_run(&other, r.ncases);
 		memset(&other, 0, sizeof(other));
 		lmd_model_close(&m);
@@ -325,8 +393,8 @@ static void test_model(const char *shared, const char *file, struct lmd_backend 
 	}
 	int use_ref = !strcmp(r.name, "rand-llama-gqa") || !strcmp(r.name, "rand-qwen2");  // the reference ops, end to end
 	if (use_ref && ref && open_model(&m, ref, &dir, LMD_F32, random) == 0) {
-		if (!run_cases(&m, &r, 0, &other))
-			check_fp32(&r, &other, V, "fp32 ref backend", dynamic);
+		if (!run_cases(&m, &r, 0, &other, 0))  // prompts only: the reference ops are slow
+			check_fp32(&r, &other, V, "fp32 ref backend", dynamic, 0);
 		free_run(&other, r.ncases);
 		memset(&other, 0, sizeof(other));
 		lmd_model_close(&m);
@@ -334,7 +402,7 @@ static void test_model(const char *shared, const char *file, struct lmd_backend 
 	enum lmd_dtype halves[2] = {LMD_BF16, LMD_F16};
 	for (int h = 0; h < 2; h++) {
 		if (open_model(&m, cpu, &dir, halves[h], random) == 0) {
-			if (!run_cases(&m, &r, 0, &other))
+			if (!run_cases(&m, &r, 0, &other, 0))
 				check_half(&r, &other, &whole, V, halves[h]);
 			free_run(&other, r.ncases);
 			memset(&other, 0, sizeof(other));
