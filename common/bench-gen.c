@@ -242,7 +242,7 @@ int lmd_bench_gen(int argc, char **argv)
 	lmd_log(&cli, 0, "%s", desc);
 	int gpu = !strcmp(r.be.ops->name, "cuda");
 	double bw = gpu ? lmd_cuda_copy_bandwidth(0, 1u << 30)
-			: lmd_membw(r.m.max_seqs > 0 && ro.threads ? ro.threads : (int)sysconf(_SC_NPROCESSORS_ONLN), 1u << 30);
+			: lmd_membw(ro.threads ? ro.threads : (int)sysconf(_SC_NPROCESSORS_ONLN), 256u << 20);
 	lmd_log(&cli, 0, gpu ? "device-to-device copy bandwidth (read + write) %.1f GB/s" : "memory read bandwidth %.1f GB/s",
 		bw / 1e9);
 	struct row rows[256], tmp;

@@ -75,7 +75,10 @@ int lmd_cli_next(struct lmd_cli *c, int argc, char **argv, const char **arg)
 	struct option lo[n + m + 1];
 	char so[3 * (n + m) + 2];
 	int k = 0;
-	so[k++] = '+';  /* stop at the first positional argument: subcommands parse the rest */
+	if (!c->started) {  /* GNU order: options may follow positional arguments; restart for each command */
+		optind = 0;
+		c->started = 1;
+	}
 	for (int i = 0; i < n + m; i++) {
 		const struct lmd_opt *o = i < n ? &c->opts[i] : &common_opts[i - n];
 		lo[i] = (struct option){o->name, o->arg ? required_argument : no_argument, NULL, o->key};

@@ -28,6 +28,7 @@ struct lmd_cli {
 	const char *example;   /* one example command line, or NULL */
 	const struct lmd_opt *opts;  /* terminated by {0}; borrowed */
 	int verbose;           /* -v count minus -q count, set by lmd_cli_next */
+	int started;           /* lmd_cli_next has begun parsing */
 };
 
 /**

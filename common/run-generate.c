@@ -330,6 +330,7 @@ int lmd_run_generate(int argc, char **argv)
 		lmd_log(&cli, 1, "%s", d);
 	}
 	int rc = prompt ? run_prompt(&g, prompt, echo, &p, &cli, &err) : run_jsonl(&g, &p, &err);
+	lmd_log(&cli, 1, "%ld steps, %ld preemptions", g.r.s.steps, g.r.s.preemptions);
 	lmd_runner_close(&g.r);
 	if (rc)
 		lmd_die(cli.prog, &err);

@@ -19,19 +19,19 @@
 
 enum { OPT_ADD_SPECIAL = 256, OPT_JSON, OPT_CHAT, OPT_TEMPLATE, OPT_RENDER, OPT_STATS, OPT_SKIP, OPT_STREAM };
 
-/* Options may come before or after the positional arguments; returns the next key or -1 at the end. */
+/* Options may come before or after the positional arguments (lmd_cli_next permutes them);
+ * at the end the positional ones are collected into pos. Returns the next key or -1 at the end. */
 static int next_opt(struct lmd_cli *c, int argc, char **argv, const char **arg, char **pos, int *npos, int maxpos)
 {
-	for (;;) {
-		int k = lmd_cli_next(c, argc, argv, arg);
-		if (k != -1)
-			return k;
-		if (optind >= argc)
-			return -1;
+	int k = lmd_cli_next(c, argc, argv, arg);
+	if (k != -1)
+		return k;
+	while (optind < argc) {
 		if (*npos >= maxpos)
 			lmd_usage(c, "too many arguments");
 		pos[(*npos)++] = argv[optind++];
 	}
+	return -1;
 }
 
 static double now(void)

@@ -335,15 +335,20 @@ static int plan(struct lmd_scheduler *s)
 int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err)
 {
 	int rc;
-	/* admit while there is room; the block check below preempts if that was too much */
+	/* admit while a slot is free and the pool holds the newcomer's whole prompt beside the running ones */
+	int need = plan(s);
 	while (s->nwait && s->nrun < s->max_batch) {
+		struct lmd_session *se = sess(s->wait[0]);
+		int nb = lmd_model_seq_blocks_needed(s->m, &se->kv, se->n - se->kv.len);
+		if (s->nrun && need + nb > lmd_model_free_blocks(s->m))
+			break;
 		s->run[s->nrun++] = s->wait[0];
 		memmove(s->wait, s->wait + 1, (s->nwait - 1) * sizeof(*s->wait));
 		s->nwait--;
+		need = plan(s);
 	}
 	if (!s->nrun)
 		return 0;
-	int need = plan(s);
 	while (need > lmd_model_free_blocks(s->m) && s->nrun > 1) {
 		preempt(s);
 		need = plan(s);

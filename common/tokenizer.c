@@ -32,7 +32,8 @@ static uint32_t hash_bytes(const void *k, size_t n)
 		n -= 8;
 	}
 	uint64_t x = 0;
-	memcpy(&x, p, n);
+	if (n)
+		memcpy(&x, p, n);
 	h = (h ^ x) * 0x94d049bb133111ebull;
 	h ^= h >> 29;
 	h *= 0xbf58476d1ce4e5b9ull;
@@ -211,7 +212,8 @@ static int buf_add(struct buf *b, const void *s, size_t n)
 {
 	if (buf_reserve(b, n))
 		return -1;
-	memcpy(b->p + b->n, s, n);
+	if (n)
+		memcpy(b->p + b->n, s, n);
 	b->n += n;
 	b->p[b->n] = 0;
 	return 0;
@@ -879,6 +881,8 @@ out:
 static json_t *load_json(const char *dir, const char *name, struct lmd_err *err, int *rc)
 {
 	*rc = 0;
+	if (!dir)
+		return NULL;
 	char *path = lmd_path_join(dir, name, err);
 	if (!path) {
 		*rc = LMD_ENOMEM;
@@ -1150,12 +1154,10 @@ static int try_file(const char *dir, const char *name, char **path, struct lmd_e
 	return 0;
 }
 
-int lmd_tokenizer_open(struct lmd_tokenizer *t, const char *dir, struct lmd_err *err)
+static int tok_init(struct lmd_tokenizer *t, struct lmd_err *err)
 {
 	memset(t, 0, sizeof(*t));
 	t->bos = t->eos = -1;
-	if (!lmd_is_dir(dir))
-		return lmd_errorf(err, LMD_EIO, "'%s' is not a directory", dir);
 	struct lmd_tok_impl *m = t->impl = calloc(1, sizeof(*m));
 	if (!m)
 		return oom(err);
@@ -1166,10 +1168,47 @@ int lmd_tokenizer_open(struct lmd_tokenizer *t, const char *dir, struct lmd_err 
 	uint32_t zero;
 	if (arena_add(m, "", 0, &zero))
 		return oom(err);
+	return 0;
+}
 
+static int tok_load(struct lmd_tokenizer *t, enum lmd_tok_kind kind, const void *data, size_t len, struct lmd_err *err)
+{
+	t->kind = kind;
+	switch (kind) {
+	case LMD_TOK_SPM: return load_spm(t, data, len, err);
+	case LMD_TOK_HF: return load_hf(t, data, len, err);
+	case LMD_TOK_TIKTOKEN: return load_tiktoken(t, data, len, err);
+	}
+	return lmd_errorf(err, LMD_EINVAL, "unknown tokenizer kind %d", (int)kind);
+}
+
+int lmd_tokenizer_open_mem(struct lmd_tokenizer *t, enum lmd_tok_kind kind, const void *data, size_t len,
+			   struct lmd_err *err)
+{
+	int rc = tok_init(t, err);
+	if (!rc)
+		rc = tok_load(t, kind, data, len, err);
+	if (!rc)
+		rc = read_configs(t, NULL, err);
+	if (rc)
+		lmd_tokenizer_close(t);
+	return rc;
+}
+
+int lmd_tokenizer_open(struct lmd_tokenizer *t, const char *dir, struct lmd_err *err)
+{
+	int rc = tok_init(t, err);
+	if (rc) {
+		lmd_tokenizer_close(t);
+		return rc;
+	}
 	char *spm = NULL, *hf = NULL, *tik = NULL, *data = NULL;
 	size_t len = 0;
-	int rc = 0, kind = 0;
+	int kind = 0;
+	if (!lmd_is_dir(dir)) {
+		rc = lmd_errorf(err, LMD_EIO, "'%s' is not a directory", dir);
+		goto out;
+	}
 	if ((rc = try_file(dir, "tokenizer.model", &spm, err)) < 0)
 		goto out;
 	if (spm) {
@@ -1205,17 +1244,10 @@ int lmd_tokenizer_open(struct lmd_tokenizer *t, const char *dir, struct lmd_err 
 		rc = lmd_errorf(err, LMD_EIO, "no tokenizer.model or tokenizer.json in '%s'", dir);
 		goto out;
 	}
-	t->kind = kind;
-	t->path = kind == LMD_TOK_SPM ? spm : kind == LMD_TOK_HF ? hf : tik;
-	if (kind == LMD_TOK_SPM)
-		spm = NULL;
-	else if (kind == LMD_TOK_HF)
-		hf = NULL;
-	else
-		tik = NULL;
-	rc = kind == LMD_TOK_SPM ? load_spm(t, data, len, err)
-	     : kind == LMD_TOK_HF ? load_hf(t, data, len, err) : load_tiktoken(t, data, len, err);
-	if (rc) {
+	char **used = kind == LMD_TOK_SPM ? &spm : kind == LMD_TOK_HF ? &hf : &tik;
+	t->path = *used;
+	*used = NULL;
+	if ((rc = tok_load(t, kind, data, len, err))) {
 		lmd_err_prefix(err, "'%s'", t->path);
 		goto out;
 	}
@@ -2149,8 +2181,10 @@ static int pend_emit(struct lmd_tokdec *d, int per_byte, int at_end)
 			i += skip;
 		}
 	}
-	memmove(d->pend, d->pend + i, d->npend - i);
-	d->npend -= i;
+	if (i) {
+		memmove(d->pend, d->pend + i, d->npend - i);
+		d->npend -= i;
+	}
 	return r;
 }
 

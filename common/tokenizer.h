@@ -80,6 +80,11 @@ struct lmd_tokenizer {
 int lmd_tokenizer_open(struct lmd_tokenizer *t, const char *dir, struct lmd_err *err);
 void lmd_tokenizer_close(struct lmd_tokenizer *t);
 
+/** Open from the bytes of one model file of the given kind, without any configuration file
+ * (for fuzzing and tests); data is not kept. */
+int lmd_tokenizer_open_mem(struct lmd_tokenizer *t, enum lmd_tok_kind kind, const void *data, size_t len,
+			   struct lmd_err *err);
+
 /**
  * Encode text[0..len) (any bytes; invalid UTF-8 goes through byte fallback / byte-level) into
  * *ids, a malloc'd array of *n ids owned by the caller. add_special adds BOS (and EOS) as the

@@ -26,9 +26,10 @@ ref_model() {
 		[ "$name" = rand-llama-rope-dynamic ] && continue   # only logits bind there (HF recomputes the base)
 		local n=$(jq '.cases | length' "$ref")
 		for ((i = 0; i < n; i++)); do
+			[ "$(jq ".prompts[$i]" "$ref")" != null ] || continue   # the long case is given as ids only
 			local prompt=$(jq -r ".prompts[$i]" "$ref") k=$(jq ".cases[$i].greedy | length" "$ref")
 			local want got
-			want=$(jq -r ".cases[$i].greedy | map(tostring) | join(\" \")" "$ref" | lmd-run detokenize "$model")
+			want=$(jq -r ".cases[$i].greedy | map(tostring) | join(\" \")" "$ref" | lmd-run detokenize --skip-special "$model")
 			got=$(gen "$model" --prompt "$prompt" --max-tokens "$k" --temperature 0 --ignore-eos --dtype fp32)
 			if [ "$want" != "$got" ]; then
 				echo "$name case $i: want [$want] got [$got]"; bad=1
@@ -79,10 +80,10 @@ ref_model() {
 	for i in $(seq 1 16); do
 		jq -nc --arg p "Chapter $i. The" '{prompt: $p, max_tokens: 40, temperature: 0, ignore_eos: true}' >> "$TMP/in.jsonl"
 	done
-	gen "$TINY" --max-batch-size 16 < "$TMP/in.jsonl" | jq -r .text > "$TMP/roomy"
+	gen "$TINY" --max-batch-size 16 < "$TMP/in.jsonl" | jq -c .text > "$TMP/roomy"
 	# 3 blocks of 16 tokens per sequence at most; a pool of 12 blocks holds 4 sequences: the rest wait or are preempted
-	gen "$TINY" --max-batch-size 8 --cache-block-seq-len 16 --session-len 64 --cache-max-entry-count 0.0000001 \
-		--max-prefill-token-num 7 < "$TMP/in.jsonl" | jq -r .text > "$TMP/tight"
+	gen "$TINY" --max-batch-size 8 --cache-block-seq-len 16 --session-len 64 --cache-max-entry-count 0.000001 \
+		--max-prefill-token-num 7 < "$TMP/in.jsonl" | jq -c .text > "$TMP/tight"
 	diff "$TMP/roomy" "$TMP/tight"
 	[ "$(wc -l < "$TMP/tight")" -eq 16 ]
 }
