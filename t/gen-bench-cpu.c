@@ -93,8 +93,8 @@ int main(int argc, char **argv)
 		{"prefill", 259, "N", "prefill tokens (default 512)"},
 		{0},
 	};
-	struct lmd_cli cli = {"gen-bench-cpu", "[OPTIONS] MODEL", "Measure decode and prefill speed beside a roofline.",
-			      NULL, opts, 0};
+	struct lmd_cli cli = {.prog = "gen-bench-cpu", .synopsis = "[OPTIONS] MODEL",
+			      .purpose = "Measure decode and prefill speed beside a roofline.", .opts = opts};
 	const char *arg, *device = "cpu";
 	int threads = 0, steps = 128, npre = 512, k;
 	enum lmd_dtype dt = LMD_DTYPE_NONE;
