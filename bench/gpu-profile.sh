@@ -15,7 +15,7 @@ if [ -n "${PREBUILT:-}" ]; then
 fi
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || ls /usr/local/cuda/bin/ncu)
 echo "ncu: $NCU"
-HF=/tmp/l4-hf M=/tmp/l4
+export HF=/tmp/l4-hf M=/tmp/l4
 build/t/gen-model --hidden 4096 --inter 11008 --layers 4 --heads 32 --kv-heads 32 --vocab 32000 --dtype f16 \
 	--max-pos 4096 --scaled --fast "$HF" >/dev/null && cp "$SHARED"/tokenizers/llama2/tokenizer.model "$HF"/ &&
 	build/bin/lmd-convert "$HF" "$M" || exit 1
