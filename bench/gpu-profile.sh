@@ -18,7 +18,7 @@ echo "ncu: $NCU"
 export HF=/tmp/l4-hf M=/tmp/l4
 build/t/gen-model --hidden 4096 --inter 11008 --layers 4 --heads 32 --kv-heads 32 --vocab 32000 --dtype f16 \
 	--max-pos 4096 --scaled --fast "$HF" >/dev/null && cp "$SHARED"/tokenizers/llama2/tokenizer.model "$HF"/ &&
-	build/bin/lmd-convert "$HF" "$M" || exit 1
+	build/bin/lmd-convert --force "$HF" "$M" || exit 1
 run() { build/bin/lmd-bench gen --device cuda --concurrency 1 --prompt-tokens "$1" --completion-tokens 9 --warmup 0 \
 	--session-len 2300 -f csv "$M"; }
 "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv --log-file /tmp/ncu-decode.log -o /tmp/x \
