@@ -16,18 +16,23 @@ fi
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || ls /usr/local/cuda/bin/ncu)
 echo "ncu: $NCU"
 export HF=/tmp/l4-hf M=/tmp/l4
-build/t/gen-model --hidden 4096 --inter 11008 --layers 4 --heads 32 --kv-heads 32 --vocab 32000 --dtype f16 \
+[ -d "$M" ] || build/t/gen-model --hidden 4096 --inter 11008 --layers 4 --heads 32 --kv-heads 32 --vocab 32000 --dtype f16 \
 	--max-pos 4096 --scaled --fast "$HF" >/dev/null && cp "$SHARED"/tokenizers/llama2/tokenizer.model "$HF"/ &&
 	build/bin/lmd-convert --force "$HF" "$M" || exit 1
 run() { build/bin/lmd-bench gen --device cuda --concurrency 1 --prompt-tokens "$1" --completion-tokens 9 --warmup 0 \
 	--session-len 2300 -f csv "$M"; }
 "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv --log-file /tmp/ncu-decode.log -o /tmp/x \
-	bash -c "$(declare -f run); run 128" >/dev/null 2>&1
+	bash -c "$(declare -f run); run 128" >/tmp/ncu-run.log 2>&1 || tail -5 /tmp/ncu-run.log
 "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base -i /tmp/x.ncu-rep \
 	>/tmp/ncu.csv 2>/dev/null
 env -u LD_LIBRARY_PATH python3 - /tmp/ncu.csv <<'PY' | tee "$OUT/profile-kernels.txt"
 import csv, sys, collections, re
-rows = list(csv.DictReader(open(sys.argv[1])))
+lines = open(sys.argv[1]).read().splitlines()
+start = next((i for i, l in enumerate(lines) if l.startswith('"ID"')), None)
+if start is None:
+    print("no CSV from ncu:", *lines[:20], sep="\n")
+    sys.exit(0)
+rows = list(csv.DictReader(lines[start:]))
 t = collections.defaultdict(list)
 for r in rows:
     name = re.sub(r"\(.*", "", r["Kernel Name"])[:60]
@@ -38,6 +43,7 @@ print(f"{'kernel':60s} {'calls':>6s} {'mean us':>9s} {'min us':>8s} {'max us':>8
 for k, v in sorted(t.items(), key=lambda kv: -sum(kv[1])):
     print(f"{k:60s} {len(v):6d} {sum(v)/len(v):9.2f} {min(v):8.2f} {max(v):8.2f} {sum(v):10.1f}")
 PY
+[ -n "${NO_FA:-}" ] && exit 0
 "$NCU" --clock-control none --set full -k regex:fa_kernel -c 1 bash -c "$(declare -f run); run 2048" \
 	>"$OUT/profile-fa.txt" 2>&1
 grep -E "Duration|Achieved Occupancy|Theoretical Occupancy|Registers Per|Shared Memory Configuration Size|Dynamic Shared|Compute \(SM\) Throughput|Memory Throughput|Bank Conflicts|Warp Cycles Per Issued|Stall|Block Limit|One or More|Est. Speedup" \
