@@ -21,7 +21,7 @@ export HF=/tmp/l4-hf M=/tmp/l4
 	build/bin/lmd-convert --force "$HF" "$M" || exit 1
 run() { build/bin/lmd-bench gen --device cuda --concurrency 1 --prompt-tokens "$1" --completion-tokens 9 --warmup 0 \
 	--session-len 2300 -f csv "$M"; }
-"$NCU" --clock-control none --metrics gpu__time_duration.sum --csv --log-file /tmp/ncu-decode.log -o /tmp/x \
+"$NCU" --clock-control none --metrics gpu__time_duration.sum --log-file /tmp/ncu-decode.log -f -o /tmp/x \
 	bash -c "$(declare -f run); run 128" >/tmp/ncu-run.log 2>&1 || tail -5 /tmp/ncu-run.log
 "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base -i /tmp/x.ncu-rep \
 	>/tmp/ncu.csv 2>/dev/null
