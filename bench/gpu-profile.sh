@@ -23,7 +23,7 @@ run() { build/bin/lmd-bench gen --device cuda --concurrency 1 --prompt-tokens "$
 	--session-len 2300 -f csv "$M"; }
 "$NCU" --clock-control none --metrics gpu__time_duration.sum --log-file /tmp/ncu-decode.log -f -o /tmp/x \
 	bash -c "$(declare -f run); run 128" >/tmp/ncu-run.log 2>&1 || tail -5 /tmp/ncu-run.log
-"$NCU" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base -i /tmp/x.ncu-rep \
+"$NCU" --csv --print-units base -i /tmp/x.ncu-rep \
 	>/tmp/ncu.csv 2>/dev/null
 env -u LD_LIBRARY_PATH python3 - /tmp/ncu.csv <<'PY' | tee "$OUT/profile-kernels.txt"
 import csv, sys, collections, re
