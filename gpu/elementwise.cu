@@ -7,7 +7,7 @@
  *   embed        y[i, :] = table[tokens[i], :]                       grid n, block 256
  *   rmsnorm      y[r] = round(g * round(x[r] / sqrt(mean(x[r]²) + eps)))   grid rows, block 256
  *   add_rmsnorm  x[r] = round(x[r] + res[r]); then rmsnorm           grid rows, block 256
- *                (one pass: each thread re-reads the x elements it wrote itself, so no barrier is needed)
+ *                (the row stays in registers between the passes: up to 32 values per thread)
  *   rope         qkv[i, h*D + j], qkv[i, h*D + j + D/2] rotated by angle pos[i] * inv_freq[seq[i]][j]
  *                for the H query and KV key heads; cos/sin in double of the fp32 angle, as the
  *                reference does, computed once per token into shared memory.  grid n, block 256
@@ -44,25 +44,66 @@ __device__ float block_sum(float v)
 	return s;
 }
 
-/* res NULL: plain rmsnorm of x; else x += res first (stored back to x). */
+/*
+ * res NULL: plain rmsnorm of x; else x += res first (stored back to x). VPT values per thread live in
+ * registers between the two passes, and the loads of a row are all issued before the first is used
+ * (a loop with a run-time trip count waited for each load in turn: ~10 us a row at decode).
+ * VPT 0: any width, a plain loop (rows wider than 256 * 32).
+ */
+template <int VPT>
 __global__ void rmsnorm_kernel(void *y, int yt, void *x, int xt, const void *res, int rt, const void *g, int gt,
 			       int n, float eps)
 {
 	size_t base = (size_t)blockIdx.x * n;
 	float ss = 0;
-	for (int i = threadIdx.x; i < n; i += blockDim.x) {
-		float v = ld(x, xt, base + i);
-		if (res) {
-			v = rnd(v + ld(res, rt, base + i), xt);
-			st(x, xt, base + i, v);
+	if constexpr (VPT > 0) {
+		float v[VPT];
+#pragma unroll
+		for (int k = 0; k < VPT; k++) {
+			int i = threadIdx.x + k * blockDim.x;
+			v[k] = i < n ? ld(x, xt, base + i) : 0.0f;
 		}
-		ss += v * v;
-	}
-	ss = block_sum(ss);
-	float inv = 1.0f / sqrtf(ss / (float)n + eps);
-	for (int i = threadIdx.x; i < n; i += blockDim.x) {
-		float v = ld(x, xt, base + i);
-		st(y, yt, base + i, ld(g, gt, i) * rnd(v * inv, yt));
+		if (res) {
+			float r[VPT];
+#pragma unroll
+			for (int k = 0; k < VPT; k++) {
+				int i = threadIdx.x + k * blockDim.x;
+				r[k] = i < n ? ld(res, rt, base + i) : 0.0f;
+			}
+#pragma unroll
+			for (int k = 0; k < VPT; k++) {
+				int i = threadIdx.x + k * blockDim.x;
+				v[k] = rnd(v[k] + r[k], xt);
+				if (i < n)
+					st(x, xt, base + i, v[k]);
+			}
+		}
+#pragma unroll
+		for (int k = 0; k < VPT; k++)
+			ss += v[k] * v[k];
+		ss = block_sum(ss);
+		float inv = 1.0f / sqrtf(ss / (float)n + eps);
+#pragma unroll
+		for (int k = 0; k < VPT; k++) {
+			int i = threadIdx.x + k * blockDim.x;
+			if (i < n)
+				st(y, yt, base + i, ld(g, gt, i) * rnd(v[k] * inv, yt));
+		}
+	} else {
+		for (int i = threadIdx.x; i < n; i += blockDim.x) {
+			float v = ld(x, xt, base + i);
+			if (res) {
+				v = rnd(v + ld(res, rt, base + i), xt);
+				st(x, xt, base + i, v);
+			}
+			ss += v * v;
+		}
+		ss = block_sum(ss);
+		float inv = 1.0f / sqrtf(ss / (float)n + eps);
+		for (int i = threadIdx.x; i < n; i += blockDim.x) {
+			float v = ld(x, xt, base + i);
+			st(y, yt, base + i, ld(g, gt, i) * rnd(v * inv, yt));
+		}
 	}
 }
 
@@ -81,14 +122,32 @@ __global__ void rope_kernel(void *qkv, int qt, int64_t cols, const int32_t *pos,
 	}
 	__syncthreads();
 	size_t row = (size_t)i * cols;
-	for (int k = threadIdx.x; k < nheads * half; k += blockDim.x) {
-		int h = k / half, j = k % half;
-		size_t a = row + (size_t)h * D + j, b = a + half;
-		float c = cs[2 * j], sn = cs[2 * j + 1];
-		float x0 = ld(qkv, qt, a), x1 = ld(qkv, qt, b);
-		/* no FMA contraction: bit for bit what the reference's separate multiplies give */
-		st(qkv, qt, a, __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn)));
-		st(qkv, qt, b, __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, sn)));
+	int total = nheads * half;
+	/* four pairs per thread per round, all loaded before any is stored (the pairs are disjoint, but
+	 * the compiler cannot know that the in-place stores do not alias the next loads) */
+	for (int k0 = threadIdx.x; k0 < total; k0 += 4 * blockDim.x) {
+		float x0[4], x1[4];
+		size_t a[4];
+		int j[4];
+#pragma unroll
+		for (int u = 0; u < 4; u++) {
+			int k = k0 + u * blockDim.x;
+			j[u] = k % half;
+			a[u] = row + (size_t)(k / half) * D + j[u];
+			if (k < total) {
+				x0[u] = ld(qkv, qt, a[u]);
+				x1[u] = ld(qkv, qt, a[u] + half);
+			}
+		}
+#pragma unroll
+		for (int u = 0; u < 4; u++) {
+			if (k0 + u * (int)blockDim.x >= total)
+				break;
+			float c = cs[2 * j[u]], sn = cs[2 * j[u] + 1];
+			/* no FMA contraction: bit for bit what the reference's separate multiplies give */
+			st(qkv, qt, a[u], __fsub_rn(__fmul_rn(x0[u], c), __fmul_rn(x1[u], sn)));
+			st(qkv, qt, a[u] + half, __fadd_rn(__fmul_rn(x1[u], c), __fmul_rn(x0[u], sn)));
+		}
 	}
 }
 
@@ -139,6 +198,22 @@ int lmd_cuda_embed(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_te
 	return LMD_OK;
 }
 
+static void rms_launch(struct cuda_ctx *c, int64_t rows, void *y, int yt, void *x, int xt, const void *r, int rt,
+		       const void *g, int gt, int n, float eps)
+{
+	unsigned b = (unsigned)rows;
+	if (n <= 256 * 4)
+		rmsnorm_kernel<4><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+	else if (n <= 256 * 8)
+		rmsnorm_kernel<8><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+	else if (n <= 256 * 16)
+		rmsnorm_kernel<16><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+	else if (n <= 256 * 32)
+		rmsnorm_kernel<32><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+	else
+		rmsnorm_kernel<0><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+}
+
 int lmd_cuda_rmsnorm(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *g,
 		     float eps, struct lmd_err *err)
 {
@@ -146,8 +221,7 @@ int lmd_cuda_rmsnorm(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_
 	SHAPE_CHECK(t_cols(y) == n && t_rows(y) == rows && lmd_tensor_numel(g) == n, "rmsnorm");
 	if (rows == 0)
 		return LMD_OK;
-	rmsnorm_kernel<<<(unsigned)rows, 256, 0, c->st>>>(y->data, y->dtype, x->data, x->dtype, NULL, 0, g->data, g->dtype,
-							   (int)n, eps);
+	rms_launch(c, rows, y->data, y->dtype, x->data, x->dtype, NULL, 0, g->data, g->dtype, (int)n, eps);
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }
@@ -160,8 +234,7 @@ int lmd_cuda_add_rmsnorm(struct cuda_ctx *c, struct lmd_tensor *y, struct lmd_te
 		    "add_rmsnorm");
 	if (rows == 0)
 		return LMD_OK;
-	rmsnorm_kernel<<<(unsigned)rows, 256, 0, c->st>>>(y->data, y->dtype, x->data, x->dtype, r->data, r->dtype, g->data,
-							   g->dtype, (int)n, eps);
+	rms_launch(c, rows, y->data, y->dtype, x->data, x->dtype, r->data, r->dtype, g->data, g->dtype, (int)n, eps);
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }

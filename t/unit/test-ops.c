@@ -344,6 +344,11 @@ static void test_big_attention(struct lmd_backend *be, struct lmd_backend *ref, 
 	make(be, ref, &qkv, dt, 2, (int64_t[]){n, (int64_t)(H + 2 * KV) * D}, 2);
 	make(be, ref, &att, dt, 2, (int64_t[]){n, (int64_t)H * D}, 1);
 	poison(be, &att);
+	if (check) {  // rope at many heads (several rounds of the kernel's pair loop)
+		CHECK_EQ_INT(be->ops->rope(be->ctx, &qkv.t, &d, &err), 0);
+		CHECK_EQ_INT(ref->ops->rope(ref->ctx, &qkv.r, &d, &err), 0);
+		compare(be, ref, &qkv, tol_of(dt), "rope (big)");
+	}
 	CHECK_EQ_INT(be->ops->kv_store(be->ctx, &kt, 0, &qkv.t, &d, &err), 0);
 	CHECK_EQ_INT(be->ops->attention(be->ctx, &att.t, &qkv.t, &kt, 0, &d, &err), 0);
 	char name[96];
@@ -369,6 +374,9 @@ static void test_big_attention(struct lmd_backend *be, struct lmd_backend *ref, 
 
 static void test_gpu_sized(struct lmd_backend *be, struct lmd_backend *ref)
 {
+	test_rowwise(be, ref, LMD_F16, 3, 4096);   // rmsnorm rows held in registers, 16 per thread
+	test_rowwise(be, ref, LMD_BF16, 2, 5000);  // 32 per thread, ragged
+	test_rowwise(be, ref, LMD_F32, 2, 9000);   // wider than 8192: the plain loop
 	int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 4096}, {1, 4096, 22016}, {1, 11008, 4096}, {1, 4096, 32000},
 			   {4, 4096, 4096}, {16, 4096, 12288}, {64, 4096, 22016}, {256, 4096, 22016}, {2048, 4096, 12288}};
 	for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
