@@ -120,12 +120,62 @@ static void on_text(struct lmd_request *r, const char *text, size_t len, void *c
 	fflush(stdout);
 }
 
+/*
+ * The tokens of the conversation for the next answer. After the first answer, the cache holds exactly
+ * what the model saw (the prompt and its own tokens), so only the text the template puts after the last
+ * answer is tokenized and appended; re-tokenizing the whole conversation could split the answer's text
+ * differently and lose the cache. That text is found by rendering with a marker in place of the answer.
+ */
+static int conversation_ids(struct chat *c, int32_t **ids, int *n, struct lmd_err *err)
+{
+	static const char marker[] = "\x01lmd-answer\x01";
+	int last = -1, rc;
+	for (int i = 0; i < c->n; i++)
+		if (!strcmp(c->msgs[i].role, "assistant"))
+			last = i;
+	if (last < 0 || c->sess.n == 0)
+		return lmd_runner_prompt(&c->r, NULL, c->msgs, c->n, ids, n, err);
+	struct lmd_chat_msg *m = malloc(c->n * sizeof(*m));
+	char *text = NULL, *tail;
+	size_t len, ntail = 0;
+	int *tk = NULL;
+	if (!m)
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
+	memcpy(m, c->msgs, c->n * sizeof(*m));
+	m[last].content = marker;
+	rc = lmd_chat_render(&c->r.tmpl, m, c->n, 1, NULL, &text, &len, err);
+	free(m);
+	if (rc)
+		return rc;
+	if (!(tail = strstr(text, marker))) {  /* the template dropped the answer: render it all */
+		free(text);
+		return lmd_runner_prompt(&c->r, NULL, c->msgs, c->n, ids, n, err);
+	}
+	tail += sizeof(marker) - 1;
+	rc = lmd_tokenizer_encode(&c->r.tok, tail, strlen(tail), 0, &tk, &ntail, err);
+	free(text);
+	if (rc)
+		return rc;
+	/* the answer's own stop token is already in the cache: do not add it twice */
+	size_t skip = ntail && c->sess.toks[c->sess.n - 1] == tk[0] ? 1 : 0;
+	*n = c->sess.n + (int)(ntail - skip);
+	if (!(*ids = malloc((*n ? *n : 1) * sizeof(**ids)))) {
+		free(tk);
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
+	}
+	memcpy(*ids, c->sess.toks, c->sess.n * sizeof(**ids));
+	for (size_t i = skip; i < ntail; i++)
+		(*ids)[c->sess.n + i - skip] = tk[i];
+	free(tk);
+	return LMD_OK;
+}
+
 /* Answer the conversation so far; the reply joins it. */
 static int turn(struct chat *c, const struct lmd_gen_params *p, const struct lmd_cli *cli, struct lmd_err *err)
 {
 	int32_t *ids;
 	int n, rc;
-	if ((rc = lmd_runner_prompt(&c->r, NULL, c->msgs, c->n, &ids, &n, err)))
+	if ((rc = conversation_ids(c, &ids, &n, err)))
 		return rc;
 	if (n >= c->r.m.session_len) {
 		free(ids);

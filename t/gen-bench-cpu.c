@@ -19,7 +19,7 @@
 #include "backend.h"
 #include "cli.h"
 #include "convert.h"
-#include "membw.h"
+#include "bench.h"
 #include "model.h"
 #include "sampler.h"
 
@@ -124,8 +124,8 @@ int main(int argc, char **argv)
 	float *logits = malloc((size_t)64 * m.cfg.vocab * sizeof(float));
 
 	size_t wbytes = m.weight_bytes;
-	double bw_ws = lmd_membw_read(wbytes, threads, 0.5), bw_dram = lmd_membw_read((size_t)256 << 20, threads, 1.0);
-	double bw_copy = lmd_membw_copy((size_t)256 << 20, 0.5);
+	int nth = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	double bw_ws = lmd_membw(nth, wbytes), bw_dram = lmd_membw(nth, (size_t)256 << 20);
 	/* Bytes read per decode step: every weight except the embedding table (only a few rows of it) */
 	size_t emb = (size_t)lmd_tensor_nbytes(&m.tok_embeddings);
 	size_t step_bytes = wbytes - (m.cfg.tie_embeddings ? 0 : emb);
@@ -140,13 +140,10 @@ int main(int argc, char **argv)
 
 	printf("| item | value |\n|---|---|\n");
 	printf("| model | %s (%s weights, %.1f MB) |\n", argv[optind], lmd_dtype_short(m.cfg.dtype), wbytes / 1e6);
-	if (threads == 0)
-		threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	printf("| backend | %s%s%s, %d threads, compute %s |\n", device, lmd_backend_cpu_isa(&be) ? "/" : "",
-	       lmd_backend_cpu_isa(&be) ? lmd_backend_cpu_isa(&be) : "", threads, lmd_dtype_short(m.dtype));
+	       lmd_backend_cpu_isa(&be) ? lmd_backend_cpu_isa(&be) : "", nth, lmd_dtype_short(m.dtype));
 	printf("| read bandwidth, %.1f MB buffer (weights' size) | %.1f GB/s |\n", wbytes / 1e6, bw_ws / 1e9);
 	printf("| read bandwidth, 256 MiB buffer (DRAM) | %.1f GB/s |\n", bw_dram / 1e9);
-	printf("| memcpy bandwidth, 256 MiB, 1 thread (read + write) | %.1f GB/s |\n", bw_copy / 1e9);
 	printf("| bytes read per decode step (weights less the embedding table) | %.1f MB |\n", step_bytes / 1e6);
 	printf("| roofline, weights' size bandwidth | %.0f tok/s |\n", bw_ws / step_bytes);
 	printf("| roofline, DRAM bandwidth | %.0f tok/s |\n", bw_dram / step_bytes);
