@@ -82,9 +82,11 @@ $(BUILD)/%.o: %.cu
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
-# The git commit, for benchmark result files; rewritten only when it changes.
+# The git commit, for benchmark result files; rewritten only when it changes. A copy of the tree
+# without .git (the GPU machine's) names it in a file COMMIT.
+COMMIT_ID ?= $(shell cat COMMIT 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
 $(BUILD)/commit.h: FORCE
-	@mkdir -p $(@D); c='#define LMD_COMMIT "$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)"'; \
+	@mkdir -p $(@D); c='#define LMD_COMMIT "$(COMMIT_ID)"'; \
 	  [ "$$(cat $@ 2>/dev/null)" = "$$c" ] || echo "$$c" > $@
 $(BUILD)/common/bench-gen.o: $(BUILD)/commit.h
 FORCE:
@@ -129,6 +131,10 @@ install: all
 # The main job: convert the bundled lmd-tiny and tell a story on the CPU.
 demo: all
 	@BUILD=$(BUILD) share/demo.sh
+
+# On a machine with an NVIDIA GPU: op tests, reference checks and benchmarks, results in $(OUT) (bench/gpu-check.sh).
+gpu-check:
+	bench/gpu-check.sh $(GPU_CHECK)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -10,14 +10,16 @@ int lmd_backend_open(struct lmd_backend *b, const char *name, const struct lmd_b
 		     struct lmd_err *err)
 {
 	memset(b, 0, sizeof(*b));
-	if (!strcmp(name, "cpu") || !strcmp(name, "auto"))  // "auto": no CUDA backend exists yet
+	if (!strcmp(name, "auto") && lmd_cuda_device_count() > 0 && lmd_backend_cuda_open(b, opts, NULL) == LMD_OK)
+		return LMD_OK;
+	if (!strcmp(name, "cpu") || !strcmp(name, "auto"))
 		return lmd_backend_cpu_open(b, opts, err);
 	if (!strcmp(name, "ref"))
 		return lmd_backend_ref_open(b, opts, err);
 	if (!strcmp(name, "cuda")) {
 		if (lmd_cuda_device_count() == 0)
 			return lmd_errorf(err, LMD_ENODEV, "device 'cuda': no usable GPU found");
-		return lmd_errorf(err, LMD_ENODEV, "device 'cuda': this build has no CUDA backend yet");
+		return lmd_backend_cuda_open(b, opts, err);
 	}
 	return lmd_errorf(err, LMD_EINVAL, "unknown device '%s' (expected auto, cpu or cuda)", name);
 }

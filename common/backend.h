@@ -4,7 +4,7 @@
  * against it. Implementations:
  *   "ref"   plain CPU reference of every op (ops-cpu.c): the definition of correct
  *   "cpu"   the fast CPU backend (backend-cpu.c): threads, vectorized matmul and attention
- *   "cuda"  later (gpu/): lmd_backend_open returns LMD_ENODEV until it exists
+ *   "cuda"  the GPU backend (gpu/backend-cuda.cu; gpu/cuda.h): LMD_ENODEV without a GPU or without nvcc
  *
  * Memory. Every tensor an op reads or writes lives in the backend's memory (made by alloc or
  * weight). For the CPU backends that is ordinary host memory; for CUDA it is device memory,

@@ -16,6 +16,7 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "cuda.h"
 #include "lmd.h"
 #include "runner.h"
 
@@ -27,7 +28,7 @@ static const struct lmd_opt opts[] = {
 	{"concurrency", O_CONC, "LIST", "requests run at once, comma-separated (default 1)"},
 	{"prompt-tokens", O_PROMPT, "LIST", "prompt lengths, comma-separated (default 128)"},
 	{"completion-tokens", O_COMPLETION, "N", "tokens generated per request (default 128)"},
-	{"warmup", O_WARMUP, "N", "warm-up requests before measuring (default 1)"},
+	{"warmup", O_WARMUP, "N", "warm-up requests of each prompt length before measuring (default 1)"},
 	{"format", 'f', "FMT", "csv (default), md or json"},
 	{"output", 'o', "FILE", "write the table to FILE (default: stdout)"},
 	LMD_RUNNER_OPTS,
@@ -65,7 +66,7 @@ static double pct(const double *sorted, int n, double p)
 struct row {
 	int conc, prompt, completion;
 	double ttft_min, ttft_mean, ttft_p50, ttft_p95, ttft_p99, tpot_mean, out_tok_s, wall, roof_tok_s;
-	double peak_mb;
+	double peak_mb, gpu_mb;
 };
 
 static double seconds(void)
@@ -120,7 +121,10 @@ static int measure(struct lmd_runner *r, int conc, int prompt, int completion, d
 		double step_bytes = (double)r->m.weight_bytes + conc * kv_tok * (prompt + completion / 2.0);
 		*row = (struct row){conc, prompt, completion, ttft[0], sum / conc, pct(ttft, conc, 50), pct(ttft, conc, 95),
 				    pct(ttft, conc, 99), tpot / conc, out / wall, wall, bw > 0 ? bw / step_bytes * conc : 0,
-				    lmd_peak_rss() / 1048576.0};
+				    lmd_peak_rss() / 1048576.0, 0};
+		struct lmd_cuda_mem cm;
+		if (!lmd_cuda_mem(&r->be, &cm, NULL))  /* device memory held: weights, KV pool, workspace, buffers */
+			row->gpu_mb = (cm.allocated + cm.internal) / 1048576.0;
 	}
 	for (int i = 0; i < conc; i++)
 		lmd_request_free(&req[i], &r->m);
@@ -133,7 +137,7 @@ static int measure(struct lmd_runner *r, int conc, int prompt, int completion, d
 static const char *cols[] = {"date", "commit", "device", "model", "dtype", "concurrency", "prompt_tokens",
 			     "completion_tokens", "ttft_min_ms", "ttft_mean_ms", "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms",
 			     "tpot_mean_ms", "output_tok_s", "wall_s", "mem_bw_gbs", "roofline_tok_s", "roofline_pct",
-			     "peak_rss_mb"};
+			     "peak_rss_mb", "gpu_mem_mb"};
 
 static void print_rows(FILE *f, const char *fmt, const struct row *rows, int n, const char *date, const char *device,
 		       const char *model, const char *dtype, double bw)
@@ -154,7 +158,7 @@ static void print_rows(FILE *f, const char *fmt, const struct row *rows, int n, 
 	}
 	for (int i = 0; i < n; i++) {
 		const struct row *r = &rows[i];
-		char v[20][96];
+		char v[21][96];
 		snprintf(v[0], 96, "%s", date);
 		snprintf(v[1], 96, "%s", LMD_COMMIT);
 		snprintf(v[2], 96, "%s", device);
@@ -165,8 +169,8 @@ static void print_rows(FILE *f, const char *fmt, const struct row *rows, int n, 
 		snprintf(v[7], 96, "%d", r->completion);
 		const double nums[] = {r->ttft_min, r->ttft_mean, r->ttft_p50, r->ttft_p95, r->ttft_p99, r->tpot_mean,
 				       r->out_tok_s, r->wall, bw / 1e9, r->roof_tok_s,
-				       r->roof_tok_s > 0 ? 100 * r->out_tok_s / r->roof_tok_s : 0, r->peak_mb};
-		for (int k = 0; k < 12; k++)
+				       r->roof_tok_s > 0 ? 100 * r->out_tok_s / r->roof_tok_s : 0, r->peak_mb, r->gpu_mb};
+		for (int k = 0; k < 13; k++)
 			snprintf(v[8 + k], 96, "%.3f", nums[k]);
 		json_t *o = json_object();
 		for (int c = 0; c < ncol; c++) {
@@ -236,12 +240,18 @@ int lmd_bench_gen(int argc, char **argv)
 	char desc[512];
 	lmd_runner_describe(&r, desc, sizeof(desc));
 	lmd_log(&cli, 0, "%s", desc);
-	double bw = lmd_membw(ro.threads ? ro.threads : (int)sysconf(_SC_NPROCESSORS_ONLN), 256u << 20);
-	lmd_log(&cli, 0, "memory read bandwidth %.1f GB/s", bw / 1e9);
+	int gpu = !strcmp(r.be.ops->name, "cuda");
+	double bw = gpu ? lmd_cuda_copy_bandwidth(0, 1u << 30)
+			: lmd_membw(ro.threads ? ro.threads : (int)sysconf(_SC_NPROCESSORS_ONLN), 256u << 20);
+	lmd_log(&cli, 0, gpu ? "device-to-device copy bandwidth (read + write) %.1f GB/s" : "memory read bandwidth %.1f GB/s",
+		bw / 1e9);
 	struct row rows[256], tmp;
 	int n = 0, rc = LMD_OK;
-	if (warmup)
-		rc = measure(&r, 1, plen[0] < 16 ? plen[0] : 16, 4, bw, &tmp, &err);
+	/* warm-up: every prompt length once, so that one-time costs (GPU kernels loaded on first use, cuBLAS
+	 * heuristics per shape) stay out of the figures */
+	for (int w = 0; !rc && w < warmup; w++)
+		for (int j = 0; !rc && j < nplen; j++)
+			rc = measure(&r, 1, plen[j], 4, bw, &tmp, &err);
 	for (int i = 0; !rc && i < nconc; i++)
 		for (int j = 0; !rc && j < nplen; j++) {
 			rc = measure(&r, conc[i], plen[j], completion, bw, &rows[n], &err);
@@ -254,8 +264,12 @@ int lmd_bench_gen(int argc, char **argv)
 	time_t now = time(NULL);
 	strftime(date, sizeof(date), "%Y-%m-%d", gmtime(&now));
 	snprintf(model, sizeof(model), "%s", r.m.cfg.model_name[0] ? r.m.cfg.model_name : "model");
-	char device[128];
-	snprintf(device, sizeof(device), "%s", r.be.ops->name);
+	char device[128], gname[96];
+	size_t gtotal = 0;
+	if (gpu && !lmd_cuda_device_info(0, gname, sizeof(gname), &gtotal, NULL))
+		snprintf(device, sizeof(device), "cuda %s", gname);
+	else
+		snprintf(device, sizeof(device), "%s", r.be.ops->name);
 	struct lmd_out o = {0};
 	if (!rc)
 		rc = lmd_out_open(&o, out, &err);

@@ -299,6 +299,20 @@ static int is_tool_role(const char *r)
 	return !strcmp(r, "tool") || !strcmp(r, "ipython") || !strcmp(r, "environment") || !strcmp(r, "function");
 }
 
+/* Python writes \u escapes with lower-case hex digits, jansson with upper case. */
+static void lower_escapes(char *s)
+{
+	for (; *s; s++) {
+		if (*s != '\\' || !s[1])
+			continue;
+		if (s[1] == 'u')
+			for (int i = 2; i < 6 && s[i]; i++)
+				if (s[i] >= 'A' && s[i] <= 'F')
+					s[i] = (char)(s[i] - 'A' + 'a');
+		s++;
+	}
+}
+
 /* Each tool's JSON (one "\n"-prefixed line each) or the whole array. */
 static char *tools_text(const char *tools_json, int lines, struct lmd_err *err)
 {
@@ -316,15 +330,20 @@ static char *tools_text(const char *tools_json, int lines, struct lmd_err *err)
 		json_array_foreach(arr, i, e) {
 			char *s = json_dumps(e, JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
 			sb_add(&o, "\n", 1);
-			if (s)
+			if (s) {
+				lower_escapes(s);
 				sb_str(&o, s);
+			}
 			o.failed |= !s;
 			free(s);
 		}
 	} else {
-		char *s = json_dumps(arr, JSON_PRESERVE_ORDER);
-		if (s)
+		/* LMDeploy writes the whole list with Python's json.dumps: non-ASCII escaped */
+		char *s = json_dumps(arr, JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+		if (s) {
+			lower_escapes(s);
 			sb_str(&o, s);
+		}
 		o.failed |= !s;
 		free(s);
 	}

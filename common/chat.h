@@ -74,9 +74,13 @@ int lmd_chat_template_load(struct lmd_chat_template *ct, const char *name, struc
  */
 const char *lmd_chat_template_auto(const struct lmd_tokenizer *t);
 
-/** Load name (or, when name is NULL or "", the automatic choice for t) and bind t's BOS/EOS text. */
-int lmd_chat_template_choose(struct lmd_chat_template *ct, const char *name,
-			     const struct lmd_tokenizer *t, struct lmd_err *err);
+/**
+ * Load the template name, or when name is NULL or "" the automatic choice for t
+ * (lmd_chat_template_auto), and bind t's BOS/EOS text. Callers pass --chat-template, else the
+ * template an lmd model directory records (lmd_config.chat_template), as name.
+ */
+int lmd_chat_template_choose(struct lmd_chat_template *ct, const char *name, const struct lmd_tokenizer *t,
+			     struct lmd_err *err);
 void lmd_chat_template_free(struct lmd_chat_template *ct);
 
 /**

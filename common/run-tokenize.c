@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "file.h"
 #include "lmd.h"
+#include "modeldir.h"
 #include "run.h"
 #include "tokenizer.h"
 
@@ -110,10 +111,22 @@ int lmd_run_tokenize(int argc, char **argv)
 	size_t n = 0;
 	if (lmd_tokenizer_open(&t, pos[0], &err))
 		lmd_die(c.prog, &err);
+	lmd_log(&c, 1, "tokenizer '%s' (%d ids, bos %d, eos %d)", t.path ? t.path : "", t.n_vocab, t.bos, t.eos);
 	if (chat) {
 		struct lmd_chat_template ct = {0};
-		if (lmd_chat_template_choose(&ct, tmpl, &t, &err) ||
-		    lmd_chat_render_file(&ct, chat, 1, &text, &len, &err))
+		char recorded[64] = "";
+		if (lmd_modeldir_is(pos[0])) {
+			/* an lmd model directory may record its template (lmd-convert --chat-template) */
+			struct lmd_modeldir md = {0};
+			if (lmd_modeldir_open(&md, pos[0], &err))
+				lmd_die(c.prog, &err);
+			snprintf(recorded, sizeof(recorded), "%s", md.cfg.chat_template);
+			lmd_modeldir_close(&md);
+		}
+		if (lmd_chat_template_choose(&ct, tmpl && *tmpl ? tmpl : recorded, &t, &err))
+			lmd_die(c.prog, &err);
+		lmd_log(&c, 1, "chat template '%s'", ct.name);
+		if (lmd_chat_render_file(&ct, chat, 1, &text, &len, &err))
 			lmd_die(c.prog, &err);
 		lmd_chat_template_free(&ct);
 		if (render) {

@@ -154,6 +154,25 @@ static size_t mem_available(void)
 	return kb * 1024;
 }
 
+/*
+ * On the GPU, the memory that will be free once the weights and the workspace are resident (LMDeploy's
+ * base for --cache-max-entry-count): free now, less the weights' stored bytes and the model's
+ * workspace (model.h: seven [max_tokens, ...] activations, the logit rows); 0 when unknown.
+ */
+static size_t gpu_free_after_weights(const struct lmd_runner *r, const struct lmd_model_opts *mo, enum lmd_dtype dt)
+{
+	struct lmd_cuda_mem cm;
+	if (lmd_cuda_mem(&r->be, &cm, NULL))
+		return 0;
+	const struct lmd_config *c = &r->dir.cfg;
+	size_t w = 0, es = lmd_dtype_size(dt), T = (size_t)mo->max_tokens, lr = T < 128 ? T : 128;
+	for (int i = 0; i < r->dir.n; i++)
+		w += r->dir.t[i].nbytes;
+	size_t ws = T * es * (3 * (size_t)c->hidden + (size_t)(c->heads + 2 * c->kv_heads) * c->head_dim +
+			      (size_t)c->heads * c->head_dim + 3 * (size_t)c->inter) + lr * (es * c->hidden + 4 * (size_t)c->vocab);
+	return cm.free > w + ws ? cm.free - w - ws : 0;
+}
+
 int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struct lmd_err *err)
 {
 	int rc;
@@ -186,7 +205,7 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 	size_t bb = lmd_kvcache_block_bytes_q(r->dir.cfg.layers, r->dir.cfg.kv_heads, r->dir.cfg.head_dim, block, kvt,
 					      (enum lmd_kv_quant)o->quant_policy);
 	double frac = o->cache_max_entry_count > 0 ? o->cache_max_entry_count : 0.8;
-	size_t avail = mem_available(), want = (size_t)mo.max_seqs * ((session + block - 1) / block);
+	size_t avail = !strcmp(r->be.ops->name, "cuda") ? gpu_free_after_weights(r, &mo, kvt) : mem_available(), want = (size_t)mo.max_seqs * ((session + block - 1) / block);
 	size_t fit = avail ? (size_t)(frac * (double)avail / (double)bb) : want;
 	mo.kv_blocks = (int)(want < fit ? want : fit);
 	if (mo.kv_blocks < (session + block - 1) / block)
@@ -237,4 +256,17 @@ void lmd_runner_describe(const struct lmd_runner *r, char *buf, size_t n)
 		 "session %d tokens, template %s", r->dir.path, lmd_arch_name(r->m.cfg.arch), r->m.cfg.model_name,
 		 r->be.ops->name, lmd_dtype_short(r->m.dtype), r->m.weight_bytes / 1048576.0, r->m.kv.nblocks,
 		 r->m.kv.block_len, r->kv_bytes / 1048576.0, r->m.session_len, r->tmpl.name ? r->tmpl.name : "?");
+	struct lmd_cuda_mem cm;
+	size_t len = strlen(buf);
+	if (!lmd_cuda_mem(&r->be, &cm, NULL) && len < n) {
+		/* what we account for against what the driver says was taken since the backend opened */
+		size_t ws = cm.allocated - cm.weights - r->kv_bytes, mine = cm.allocated + cm.internal;
+		size_t used = cm.free_at_open > cm.free ? cm.free_at_open - cm.free : 0;
+		snprintf(buf + len, n - len, "; GPU memory: weights %.1f MiB, KV pool %d blocks x %.2f MiB = %.1f MiB, "
+			 "workspace %.1f MiB, backend buffers %.1f MiB, free %.1f of %.1f MiB; accounted %.1f MiB, "
+			 "cudaMemGetInfo says %.1f MiB used since open (%+.2f%%)", cm.weights / 1048576.0, r->m.kv.nblocks,
+			 r->m.kv.nblocks ? (double)r->kv_bytes / r->m.kv.nblocks / 1048576.0 : 0, r->kv_bytes / 1048576.0,
+			 ws / 1048576.0, cm.internal / 1048576.0, cm.free / 1048576.0, cm.total / 1048576.0,
+			 mine / 1048576.0, used / 1048576.0, mine ? 100.0 * ((double)used - (double)mine) / (double)mine : 0);
+	}
 }

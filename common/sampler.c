@@ -90,10 +90,32 @@ void lmd_sampler_free(struct lmd_sampler *s)
 	memset(s, 0, sizeof(*s));
 }
 
+/*
+ * The first index of the largest value. Two passes: eight running maxima (no loop-carried load, so
+ * the compiler keeps them in vector registers), then the first index holding the maximum; the plain
+ * scan handles what that cannot (NaN).
+ */
 int lmd_argmax(const float *v, int n)
 {
+	float m8[8];
+	int i = 0;
+	if (n >= 16) {
+		for (int k = 0; k < 8; k++)
+			m8[k] = -INFINITY;  // NaN never wins a comparison, so it is skipped as the plain scan skips it
+		for (i = 0; i + 8 <= n; i += 8)
+			for (int k = 0; k < 8; k++)
+				m8[k] = v[i + k] > m8[k] ? v[i + k] : m8[k];
+		float mx = m8[0];
+		for (int k = 1; k < 8; k++)
+			mx = m8[k] > mx ? m8[k] : mx;
+		for (; i < n; i++)
+			mx = v[i] > mx ? v[i] : mx;
+		for (i = 0; i < n; i++)
+			if (v[i] == mx)
+				return i;
+	}
 	int best = 0;
-	for (int i = 1; i < n; i++)
+	for (i = 1; i < n; i++)
 		if (v[i] > v[best])
 			best = i;
 	return best;
@@ -115,6 +137,8 @@ int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_samp
 	int V = s->vocab;
 	float *val = s->val;
 	int32_t *idx = s->idx;
+	if ((p->temperature == 0 || p->top_k == 1) && p->repetition_penalty == 1)
+		return lmd_argmax(logits, V);  // greedy: nothing to modify, no copy
 	memcpy(val, logits, (size_t)V * sizeof(float));
 	if (p->repetition_penalty != 1) {  // once per distinct token (idx marks the ones done)
 		for (int i = 0; i < V; i++)

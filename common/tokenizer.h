@@ -32,6 +32,15 @@
  * one per byte; tokenizers ByteFallback: one per byte of a byte-token run that is not valid as a
  * whole; byte-level and tiktoken: one per maximal invalid subpart).
  *
+ * Special tokens in decoded text: with LMD_DECODE_SKIP_SPECIAL they are left out (what a chat
+ * client sees); without it their text is shown, as the tokenizers library does, and a
+ * sentencepiece control piece (<s>) is shown too although sentencepiece itself hides it (it
+ * still does not count as text for sentencepiece's leading-space rule).
+ *
+ * Invalid UTF-8 in the text: sentencepiece turns each malformed byte into U+FFFD (so it is not
+ * kept); tokenizer.json and tiktoken models keep the raw bytes (byte level, or byte fallback).
+ * Not done: Meta's tokenizer.py splitting of runs of over 25,000 non-space characters.
+ *
  * A struct lmd_tokenizer is read-only once open: several threads may encode and decode with it
  * at once (every call allocates its own scratch space).
  */
@@ -119,7 +128,9 @@ const char *lmd_tokenizer_jinja(const struct lmd_tokenizer *t);
  * Usage: lmd_tokdec_init; lmd_tokdec_push per id (text valid until the next call);
  * lmd_tokdec_flush at the end (emits what was held back); lmd_tokdec_free.
  * The concatenation of every piece of text equals lmd_tokenizer_decode of the same ids.
- * A zeroed struct is safe to free.
+ * Decoding drops the leading space of the first piece where the library does (sentencepiece's
+ * dummy prefix, the Strip decoder); to continue a text instead (a reply after its prompt), push
+ * the prompt's last non-special id first and throw its text away. A zeroed struct is safe to free.
  */
 struct lmd_tokdec {
 	const struct lmd_tokenizer *t;  /* borrowed */

@@ -11,3 +11,27 @@ int lmd_cuda_device_info(int dev, char *name, size_t name_len, size_t *total_byt
 	(void)name, (void)name_len, (void)total_bytes;
 	return lmd_errorf(err, LMD_ENODEV, "no CUDA device %d: lmd was built without CUDA", dev);
 }
+
+int lmd_backend_cuda_open(struct lmd_backend *b, const struct lmd_backend_opts *opts, struct lmd_err *err)
+{
+	(void)b, (void)opts;
+	return lmd_errorf(err, LMD_ENODEV, "device 'cuda': lmd was built without CUDA");
+}
+
+int lmd_cuda_mem(const struct lmd_backend *b, struct lmd_cuda_mem *m, struct lmd_err *err)
+{
+	(void)b, (void)m;
+	return lmd_errorf(err, LMD_EINVAL, "not a cuda backend: lmd was built without CUDA");
+}
+
+int lmd_cuda_mem_info(int dev, size_t *free_bytes, size_t *total_bytes, struct lmd_err *err)
+{
+	(void)free_bytes, (void)total_bytes;
+	return lmd_errorf(err, LMD_ENODEV, "no CUDA device %d: lmd was built without CUDA", dev);
+}
+
+double lmd_cuda_copy_bandwidth(int dev, size_t bytes)
+{
+	(void)dev, (void)bytes;
+	return 0;
+}

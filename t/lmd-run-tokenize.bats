@@ -147,3 +147,16 @@ check_family() {
 	run lmd-run tokenize --chat "$TMP/m.json" --chat-template nosuch "$SHARED/tokenizers/qwen2"
 	[ "$status" -eq 2 ]
 }
+
+@test "an lmd model directory is read like an HF one, and its recorded chat template is used" {
+	local tiny=$ROOT/share/models/lmd-tiny
+	[ -d "$tiny" ] || { need_shared; tiny=$SHARED/models/lmd-tiny; }
+	lmd-convert --chat-template qwen2 "$tiny" "$TMP/m"
+	run bash -c "printf 'Hello world' | lmd-run tokenize '$TMP/m'"
+	[ "$output" = "485 293 4010 1109" ]
+	printf '[{"role": "user", "content": "Hi"}]' > "$TMP/c.json"
+	run lmd-run tokenize --chat "$TMP/c.json" --render "$TMP/m"
+	[ "$output" = "$(printf '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant')" ]
+	run lmd-run tokenize --chat "$TMP/c.json" --render "$tiny"
+	[ "$output" = "Hi" ]
+}

@@ -251,6 +251,159 @@ static void test_step(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_
 	free(freq);
 }
 
+
+// ----------------------------------------------------------------------------
+// GPU-sized shapes (cuda only): the GEMV and cuBLAS paths at Llama-2-7B shapes, attention over long
+// cached contexts (the split-K path) and a long prefill (multi-token work items), plus timings.
+
+#include <time.h>
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Seconds per call of f over reps calls, after one warm-up, synchronized at both ends. */
+#define TIME_IT(be, reps, secs, call) do { struct lmd_err te_ = {0}; call; (be)->ops->sync((be)->ctx, &te_); \
+	double t0_ = now_s(); for (int r_ = 0; r_ < (reps); r_++) { call; } (be)->ops->sync((be)->ctx, &te_); \
+	secs = (now_s() - t0_) / (reps); } while (0)
+
+static void test_big_matmul(struct lmd_backend *be, struct lmd_backend *ref, int n, int in, int out, int check)
+{
+	struct pair x, w, y;
+	make(be, ref, &x, LMD_F16, 2, (int64_t[]){n, in}, 1);
+	make(be, ref, &w, LMD_F16, 2, (int64_t[]){out, in}, (float)(1 / sqrt(in)));
+	make(be, ref, &y, LMD_F16, 2, (int64_t[]){n, out}, 1);
+	poison(be, &y);
+	struct lmd_err err = {0};
+	CHECK_EQ_INT(be->ops->matmul(be->ctx, &y.t, &x.t, &w.t, NULL, &err), 0);
+	char name[64];
+	snprintf(name, sizeof(name), "matmul n%d in%d out%d", n, in, out);
+	if (check) {
+		CHECK_EQ_INT(ref->ops->matmul(ref->ctx, &y.r, &x.r, &w.r, NULL, &err), 0);
+		compare(be, ref, &y, 1e-6, name);
+	}
+	double secs;
+	TIME_IT(be, 50, secs, be->ops->matmul(be->ctx, &y.t, &x.t, &w.t, NULL, &te_));
+	fprintf(stderr, "%s %-28s f16: %8.1f us  %7.0f GB/s  %7.1f TFLOP/s\n", what, name, secs * 1e6,
+		(double)w.bytes / secs / 1e9, 2.0 * n * in * out / secs / 1e12);
+	struct pair *all[] = {&x, &w, &y};
+	for (int i = 0; i < 3; i++)
+		drop(be, ref, all[i]);
+}
+
+/*
+ * One step over nseq sequences: sequence i has ctx[i] tokens cached (random K/V) and adds add[i]
+ * tokens; attention of the step's tokens against ref, and its time.
+ */
+static void test_big_attention(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int H, int KV, int D,
+			       int bl, int nseq, const int *ctx, const int *add, int check)
+{
+	struct lmd_err err = {0};
+	int n = 0, maxb = 0;
+	for (int i = 0; i < nseq; i++) {
+		n += add[i];
+		int b = (ctx[i] + add[i] + bl - 1) / bl;
+		maxb = b > maxb ? b : maxb;
+	}
+	int nblocks = nseq * maxb;
+	int32_t *tokens = calloc(n, 4), *pos = malloc(n * 4), *seq = malloc(n * 4), *table = malloc((size_t)nblocks * 4);
+	float *freq = malloc((size_t)nseq * D / 2 * sizeof(float));
+	for (int i = 0, k = 0; i < nseq; i++)
+		for (int j = 0; j < add[i]; j++, k++)
+			pos[k] = ctx[i] + j, seq[k] = i;
+	for (int i = 0; i < nblocks; i++)  // interleaved: sequence i's blocks are not contiguous
+		table[i] = (i % maxb) * nseq + i / maxb;
+	for (int i = 0; i < nseq * D / 2; i++)
+		freq[i] = 0.01f;
+	struct lmd_step st = {.n = n, .tokens = tokens, .pos = pos, .seq = seq, .nseq = nseq, .block_table = table,
+			      .max_blocks = maxb, .rot_half = D / 2, .inv_freq = freq, .nout = 0, .out_rows = NULL};
+	CHECK_EQ_INT(be->ops->step_begin(be->ctx, &st, &err), 0);
+	CHECK_EQ_INT(ref->ops->step_begin(ref->ctx, &st, &err), 0);
+	struct lmd_attn_dims d = {H, KV, D, (float)(1 / sqrt(D))};
+	struct lmd_kvcache kt = {0}, kr = {0};
+	CHECK_EQ_INT(lmd_kvcache_init(&kt, be, 1, KV, D, bl, nblocks, dt, &err), 0);
+	if (check)
+		CHECK_EQ_INT(lmd_kvcache_init(&kr, ref, 1, KV, D, bl, nblocks, dt, &err), 0);
+	size_t cnt = (size_t)lmd_tensor_numel(&kt.k[0]), bytes = lmd_tensor_nbytes(&kt.k[0]);
+	float *f = malloc(cnt * sizeof(float));
+	void *hb = malloc(bytes);
+	for (int w = 0; w < 2; w++) {
+		for (size_t i = 0; i < cnt; i++)
+			f[i] = frand() * 2;
+		lmd_cpu_store(hb, dt, f, cnt);
+		be->ops->upload(be->ctx, w ? &kt.v[0] : &kt.k[0], 0, hb, bytes, &err);
+		if (check)
+			ref->ops->upload(ref->ctx, w ? &kr.v[0] : &kr.k[0], 0, hb, bytes, &err);
+	}
+	free(f);
+	free(hb);
+	struct pair qkv, att;
+	make(be, ref, &qkv, dt, 2, (int64_t[]){n, (int64_t)(H + 2 * KV) * D}, 2);
+	make(be, ref, &att, dt, 2, (int64_t[]){n, (int64_t)H * D}, 1);
+	poison(be, &att);
+	if (check) {  // rope at many heads (several rounds of the kernel's pair loop)
+		CHECK_EQ_INT(be->ops->rope(be->ctx, &qkv.t, &d, &err), 0);
+		CHECK_EQ_INT(ref->ops->rope(ref->ctx, &qkv.r, &d, &err), 0);
+		compare(be, ref, &qkv, tol_of(dt), "rope (big)");
+	}
+	CHECK_EQ_INT(be->ops->kv_store(be->ctx, &kt, 0, &qkv.t, &d, &err), 0);
+	CHECK_EQ_INT(be->ops->attention(be->ctx, &att.t, &qkv.t, &kt, 0, &d, &err), 0);
+	char name[96];
+	snprintf(name, sizeof(name), "attention H%d KV%d D%d %d seqs ctx %d +%d", H, KV, D, nseq, ctx[0], add[0]);
+	if (check) {
+		CHECK_EQ_INT(ref->ops->kv_store(ref->ctx, &kr, 0, &qkv.r, &d, &err), 0);
+		CHECK_EQ_INT(ref->ops->attention(ref->ctx, &att.r, &qkv.r, &kr, 0, &d, &err), 0);
+		compare(be, ref, &att, tol_of(dt), name);
+	}
+	double secs, kvb = 0;
+	for (int i = 0; i < nseq; i++)
+		kvb += 2.0 * (ctx[i] + add[i]) * KV * D * lmd_dtype_size(dt);
+	TIME_IT(be, 20, secs, be->ops->attention(be->ctx, &att.t, &qkv.t, &kt, 0, &d, &te_));
+	fprintf(stderr, "%s %-44s %s: %8.1f us  %7.0f GB/s of K/V\n", what, name, lmd_dtype_short(dt), secs * 1e6,
+		kvb / secs / 1e9);
+	lmd_kvcache_free(&kt);
+	if (check)
+		lmd_kvcache_free(&kr);
+	drop(be, ref, &qkv);
+	drop(be, ref, &att);
+	free(tokens), free(pos), free(seq), free(table), free(freq);
+}
+
+static void test_gpu_sized(struct lmd_backend *be, struct lmd_backend *ref)
+{
+	test_rowwise(be, ref, LMD_F16, 3, 4096);   // rmsnorm rows held in registers, 16 per thread
+	test_rowwise(be, ref, LMD_BF16, 2, 5000);  // 32 per thread, ragged
+	test_rowwise(be, ref, LMD_F32, 2, 9000);   // wider than 8192: the plain loop
+	int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 4096}, {1, 4096, 22016}, {1, 11008, 4096}, {1, 4096, 32000},
+			   {4, 4096, 4096}, {16, 4096, 12288}, {64, 4096, 22016}, {256, 4096, 22016}, {2048, 4096, 12288}};
+	for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+		test_big_matmul(be, ref, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][0] <= 16);
+	int c1[4] = {3000, 1500, 77, 2900}, a1[4] = {1, 1, 1, 1};
+	test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 4, c1, a1, 1);   // GQA decode, split-K
+	test_big_attention(be, ref, LMD_BF16, 32, 32, 128, 64, 4, c1, a1, 1);  // MHA decode, split-K
+	int c2[2] = {0, 40}, a2[2] = {300, 37};
+	test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 2, c2, a2, 1);   // prefill + chunk
+	test_big_attention(be, ref, LMD_F32, 8, 1, 64, 16, 2, c2, a2, 1);     // MQA, group 8
+	test_big_attention(be, ref, LMD_BF16, 8, 2, 64, 16, 2, c2, a2, 1);    // bf16 prefill, D 64, GQA
+	int c7[3] = {0, 500, 100}, a7[3] = {100, 1, 1};
+	test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 3, c7, a7, 1);   // prefill and decodes in one step
+	test_big_attention(be, ref, LMD_BF16, 16, 16, 64, 32, 3, c7, a7, 1);
+	int c3[1] = {0}, a3[1] = {2048};
+	test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 1, c3, a3, 0);  // the 2048-token prefill (timing)
+	int c4[64], a4[64], c5[256], a5[256];
+	for (int i = 0; i < 64; i++)
+		c4[i] = 1024, a4[i] = 1;
+	test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 64, c4, a4, 0);  // 64 decodes at 1024 (timing)
+	for (int i = 0; i < 256; i++)
+		c5[i] = 192, a5[i] = 1;
+	test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 256, c5, a5, 0);  // 256 decodes at 192 (timing)
+	int c6[1] = {200}, a6[1] = {1};
+	test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 1, c6, a6, 0);  // batch-1 decode (timing)
+}
+
 static void test_backend(struct lmd_backend *be, struct lmd_backend *ref)
 {
 	enum lmd_dtype dts[3] = {LMD_F32, LMD_F16, LMD_BF16};
@@ -304,7 +457,17 @@ int main(void)
 	if (rc == 0) {
 		what = "cuda";
 		test_backend(&be, &ref);
+		test_gpu_sized(&be, &ref);
 		lmd_backend_close(&be);
+		setenv("LMD_CUDA_GEMV", "0", 1);  // the batch-1 shapes through cuBLAS, for comparison
+		if (lmd_backend_open(&be, "cuda", NULL, &err) == 0) {
+			what = "cuda/cublas";
+			int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 4096}, {1, 4096, 22016}, {1, 11008, 4096}, {4, 4096, 4096}};
+			for (int i = 0; i < 5; i++)
+				test_big_matmul(&be, &ref, shapes[i][0], shapes[i][1], shapes[i][2], 1);
+			lmd_backend_close(&be);
+		}
+		unsetenv("LMD_CUDA_GEMV");
 	} else if (rc != LMD_ENODEV) {
 		fprintf(stderr, "cuda: %s\n", err.msg);
 		unit_failures++;

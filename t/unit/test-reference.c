@@ -8,6 +8,7 @@
  *   bf16, fp16: top-1 agreement >= 99% of prompt positions (HF's argmax at the last position, the fp32
  *         run's elsewhere, which the checks above tie to HF).
  * Exit 77 when ../shared (or $SHARED) is absent. LMD_REF_VERBOSE=1 prints the figures.
+ * LMD_REF_DEVICE=cuda runs the "cpu" backend's checks on the GPU instead (exit 77 without one).
  */
 #include <dirent.h>
 #include <jansson.h>
@@ -434,7 +435,13 @@ int main(void)
 	}
 	struct lmd_backend cpu = {0}, ref = {0};
 	struct lmd_err err = {0};
-	if (lmd_backend_open(&cpu, "cpu", NULL, &err) || lmd_backend_open(&ref, "ref", NULL, &err)) {
+	const char *dev = getenv("LMD_REF_DEVICE") ? getenv("LMD_REF_DEVICE") : "cpu";  // "cuda": the same checks on the GPU
+	int rc = lmd_backend_open(&cpu, dev, NULL, &err);
+	if (rc == LMD_ENODEV) {
+		fprintf(stderr, "test-reference: %s, skipped\n", err.msg);
+		return 77;
+	}
+	if (rc || lmd_backend_open(&ref, "ref", NULL, &err)) {
 		fprintf(stderr, "backend: %s\n", err.msg);
 		return 1;
 	}

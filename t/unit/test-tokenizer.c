@@ -376,6 +376,13 @@ static void check_templates(void)
 		       "<|im_start|>user\n<tool_response>\n21C\n</tool_response>\n<tool_response>\nsunny\n</tool_response>"
 		       "<|im_end|>\n<|im_start|>assistant\n");
 
+	/* InternLM2 tools as LMDeploy puts them: a system message named <|plugin|> with json.dumps(tools) */
+	const struct lmd_chat_msg isys[] = {{"system", "S"}, {"user", "Q"}, {"environment", "R"}};
+	check_template("internlm2", "<s>", "</s>", isys, 3, "[{\"name\": \"w\", \"description\": \"\u00e9t\u00e9\"}]",
+		       "<s><|im_start|>system\nS<|im_end|>\n<|im_start|>system name=<|plugin|>\n"
+		       "[{\"name\": \"w\", \"description\": \"\\u00e9t\\u00e9\"}]<|im_end|>\n"
+		       "<|im_start|>user\nQ<|im_end|>\n<|im_start|>environment\nR<|im_end|>\n<|im_start|>assistant\n");
+
 	/* Qwen2-Instruct: "You are a helpful assistant." */
 	check_template("qwen2", "", "", one, 1, NULL,
 		       "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"

@@ -1,0 +1,106 @@
+#!/bin/bash
+# make gpu-check: on a machine with an NVIDIA GPU, build, run the CUDA op tests, the reference checks
+# and the benchmarks, and write result files into $OUT (default bench/out), printing them as it goes.
+#
+#   bench/gpu-check.sh [correct|bench|all]   (default all)
+#
+# correct  build; test-ops (every op vs the CPU reference, GPU-sized shapes with timings);
+#          test-reference on the GPU (every ../shared/reference model vs HF: fp32 logprobs, greedy,
+#          chunked and batched runs, bf16/fp16 top-1); greedy continuations of the trained models on
+#          the GPU vs the CPU backend in the same dtype; 64 concurrent requests vs one at a time.
+# bench    a Llama-2-7B-shaped fp16 model with random weights (t/gen-model --fast, converted by
+#          lmd-convert), lmd-bench gen at concurrency 1,16,64,256 x prompts 128,2048 (BENCH_CONC,
+#          BENCH_PROMPTS), and the HF transformers eager baseline on the same model (bench/hf_baseline.py).
+# Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles) hf.csv.
+# Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,64), PREBUILT (a
+# tar.xz of the programs and the shared libraries they need, for a machine without the -dev packages).
+set -u
+cd "$(dirname "$0")/.."
+stage=${1:-all}
+OUT=${OUT:-bench/out}
+SHARED=${SHARED:-../shared}
+export LMD_SHARE=$PWD/share LMD_CACHE=${LMD_CACHE:-/tmp/lmd-cache}
+mkdir -p "$OUT" "$LMD_CACHE"
+fail=0
+t_start=$(date +%s)
+say() { echo "== $(( $(date +%s) - t_start ))s: $*"; }
+
+say "gpu"
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,clocks.mem,power.limit --format=csv \
+	| tee "$OUT/gpu.txt"
+echo "commit $(cat COMMIT 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)" | tee -a "$OUT/gpu.txt"
+if [ -n "${PREBUILT:-}" ]; then  # a tar of build/bin, build/t programs and lib/ made elsewhere (no -dev packages here)
+	say "prebuilt binaries from $PREBUILT"
+	mkdir -p build/bin build/t build/lib && tar -xJf "$PREBUILT" -C build/lib || exit 1
+	mv build/lib/lmd-* build/bin/ && mv build/lib/gen-model build/lib/test-* build/t/ || exit 1
+	export LD_LIBRARY_PATH=$PWD/build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+else
+	say "build"
+	make -j"$(nproc)" all >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+	tail -1 "$OUT/build.log"
+fi
+py() { env -u LD_LIBRARY_PATH python3 "$@"; }
+
+if [ "$stage" = correct ] || [ "$stage" = all ]; then
+	say "op tests (CUDA vs CPU reference)"
+	build/t/test-ops >"$OUT/ops.txt" 2>&1; rc=$?
+	cat "$OUT/ops.txt"; echo "test-ops: exit $rc" | tee -a "$OUT/ops.txt"; [ $rc = 0 ] || fail=1
+
+	say "reference models on the GPU"
+	SHARED=$SHARED LMD_REF_DEVICE=cuda LMD_REF_VERBOSE=1 build/t/test-reference >"$OUT/reference.txt" 2>&1; rc=$?
+	cat "$OUT/reference.txt"; echo "test-reference (cuda): exit $rc" | tee -a "$OUT/reference.txt"; [ $rc = 0 ] || fail=1
+
+	say "greedy: GPU vs CPU in the same dtype; 64 concurrent vs one at a time"
+	py - >/tmp/prompts.jsonl <<'PY'
+import json
+starts = ["Once upon a time", "The old man looked at", "It was a dark and stormy night", "She opened the letter and",
+          "In the morning the village", "He said that he would never", "The captain of the ship", "My dear friend,",
+          "When the war was over", "The house stood on a hill", "Nobody knew why the", "At last the door opened and"]
+for i in range(64):
+    print(json.dumps({"prompt": f"{starts[i % len(starts)]} {['', 'quietly', 'again', 'once more', 'at noon'][i % 5]}".strip()}))
+PY
+	: >"$OUT/greedy.txt"
+	for m in lmd-tiny lmd-small; do
+		dir=$SHARED/models/$m
+		g="build/bin/lmd-run generate --max-tokens 48 --temperature 0 --ignore-eos"
+		$g --device cuda "$dir" </tmp/prompts.jsonl >/tmp/$m-cuda.jsonl 2>/tmp/$m-cuda.err || { cat /tmp/$m-cuda.err; fail=1; }
+		$g --device cpu "$dir" </tmp/prompts.jsonl >/tmp/$m-cpu.jsonl 2>/tmp/$m-cpu.err || { cat /tmp/$m-cpu.err; fail=1; }
+		$g --device cuda --max-batch-size 1 "$dir" </tmp/prompts.jsonl >/tmp/$m-cuda1.jsonl 2>&1 || fail=1
+		py bench/compare_gen.py "$m greedy, GPU vs CPU backend (weights' dtype)" /tmp/$m-cuda.jsonl /tmp/$m-cpu.jsonl \
+			| tee -a "$OUT/greedy.txt" || fail=1
+		py bench/compare_gen.py "$m greedy, GPU 64 concurrent vs one at a time" /tmp/$m-cuda.jsonl /tmp/$m-cuda1.jsonl \
+			| tee -a "$OUT/greedy.txt" || fail=1
+	done
+	build/bin/lmd-run generate -v --device cuda --max-tokens 4 --prompt "Once upon a time" "$SHARED/models/lmd-small" \
+		2>&1 | grep -i "gpu memory" | tee -a "$OUT/greedy.txt"
+fi
+
+if [ "$stage" = bench ] || [ "$stage" = all ]; then
+	HF=/tmp/llama2-7b-hf MODEL=/tmp/llama2-7b
+	say "benchmark model: Llama-2-7B shape, fp16, random weights"
+	if [ ! -d "$MODEL" ]; then
+		rm -rf "$HF"
+		build/t/gen-model --hidden 4096 --inter 11008 --layers 32 --heads 32 --kv-heads 32 --vocab 32000 --dtype f16 \
+			--max-pos 4096 --scaled --fast --shards 4 "$HF" || exit 1
+		cp "$SHARED"/tokenizers/llama2/tokenizer.model "$SHARED"/tokenizers/llama2/special_tokens_map.json "$HF"/ 2>/dev/null
+		say "lmd-convert"
+		build/bin/lmd-convert --model-name llama2-7b-shape-random "$HF" "$MODEL" || exit 1
+	fi
+	say "where a step's time goes (LMD_CUDA_PROFILE=1), batch 1 and 256, 128 prompt tokens"
+	for cc in 1 256; do
+		LMD_CUDA_PROFILE=1 build/bin/lmd-bench gen --device cuda --concurrency $cc --prompt-tokens 128 \
+			--completion-tokens 128 -f csv "$MODEL" 2>&1 | grep -v "^date" | tee -a "$OUT/profile.log"
+	done
+	say "lmd-bench gen"
+	build/bin/lmd-bench gen -v --device cuda --concurrency "${BENCH_CONC:-1,16,64,256}" \
+		--prompt-tokens "${BENCH_PROMPTS:-128,2048}" --completion-tokens 128 -f csv -o "$OUT/bench.csv" "$MODEL" \
+		2>&1 | tee "$OUT/bench.log"
+	cat "$OUT/profile.log" >>"$OUT/bench.log" && rm -f "$OUT/profile.log"
+	cat "$OUT/bench.csv"
+	say "HF transformers baseline"
+	PYTHONUNBUFFERED=1 timeout 300 env -u LD_LIBRARY_PATH python3 bench/hf_baseline.py "$HF" --batch "${HF_BATCH:-1,64}" >"$OUT/hf.csv" \
+		2>/tmp/hf.log; echo "hf_baseline: exit $?"
+	tail -3 /tmp/hf.log; cat "$OUT/hf.csv"
+fi
+say "done (failures: $fail)"
+exit $fail

@@ -1,0 +1,679 @@
+/*
+ * Causal attention with GQA over the paged KV cache, for prefill chunks and decode tokens alike: online
+ * softmax, no score matrix in memory; flash-decoding (split over the key range) when there are too few
+ * blocks to fill the GPU.
+ *
+ * Math: for query token i (position p, sequence s) and head h (kv head h / G, G = H / KV):
+ *   att[i, h] = Σ_{t <= p} softmax_t(scale · q[i, h] · K_s[t]) V_s[t]
+ * K_s[t] lives in layer's pool [nblocks, KV, block_len, D] at block table[s][t / block_len], row
+ * t % block_len (kvcache.h).
+ *
+ * Work items (built on the host once per step, at the first attention call, see plan()):
+ *   fa_kernel      runs of >= 32 consecutive tokens of one sequence (prefill), in chunks of 64 tokens,
+ *                  f16/bf16 with D 64 or 128: tensor cores (wmma), grid (items, H).
+ *   decode_kernel  single tokens (decode), D 64 or 128, G 1, 2, 4 or 8: registers only,
+ *                  grid (items, KV, splits).
+ *   attn_kernel    everything else (short chunks, f32, odd head sizes): up to QT = max(1, 16 / G)
+ *                  consecutive tokens of a sequence with the G query heads of one kv head, R = cnt · G
+ *                  <= max(16, G) rows sharing every K/V tile the block loads. grid (items, KV, splits).
+ *
+ * attn_kernel: block 128 threads; shared memory (fp32) q[R][D], k[32][D+1] (padded: the score loop reads k
+ * down a column), v[32][D], p[R][32], o[R][D], m[R], l[R], corr[R], pos[R] — 51.5 KB for R = 16, D = 128.
+ * Per tile of 32 keys: (1) load K and V (16-byte loads when D % 8 == 0, converted to fp32), (2) scores
+ * s[r][j] for (r, j) spread over the threads, masked beyond each row's position, (3) one warp per row:
+ * running max m, rescale factor, exp, running sum l, (4) o[r][d] = o·corr + Σ_j p[r][j] v[j][d].
+ * With splits == 1 the kernels write att = o / l; otherwise each split writes its unnormalized o, m and l
+ * to the partials buffer and combine_kernel (grid (items, H), block D) merges them:
+ *   M = max m_s, att = Σ o_s e^{m_s - M} / Σ l_s e^{m_s - M}.
+ */
+#include <math.h>
+#include <mma.h>
+
+#include "internal.cuh"
+
+#define AT 32    /* keys per tile: one per lane in the softmax step */
+#define ROWS 16  /* query rows per block (at least G) */
+#define THREADS 128
+
+// ----------------------------------------------------------------------------
+// CUDA kernels
+
+__device__ __forceinline__ float tof(float v) { return v; }
+__device__ __forceinline__ float tof(__half v) { return __half2float(v); }
+__device__ __forceinline__ float tof(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+__device__ __forceinline__ void load8(const float *p, float f[8])
+{
+	float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
+	f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+
+__device__ __forceinline__ void load8(const __half *p, float f[8])
+{
+	uint4 v = *(const uint4 *)p;
+	const __half2 *h = (const __half2 *)&v;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		float2 t = __half22float2(h[i]);
+		f[2 * i] = t.x, f[2 * i + 1] = t.y;
+	}
+}
+
+__device__ __forceinline__ void load8(const __nv_bfloat16 *p, float f[8])
+{
+	uint4 v = *(const uint4 *)p;
+	const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		float2 t = __bfloat1622float2(h[i]);
+		f[2 * i] = t.x, f[2 * i + 1] = t.y;
+	}
+}
+
+template <typename KT>
+__global__ void __launch_bounds__(THREADS) attn_kernel(void *att, int at, const void *qkv, int qt, int64_t qcols,
+						       const KT *kc, const KT *vc, const struct attn_item *items,
+						       const int32_t *pos, const int32_t *table, int max_blocks, int H,
+						       int KV, int D, int G, int rmax, int block_len, float scale,
+						       int splits, int ntok, float *part)
+{
+	extern __shared__ float sm[];
+	const struct attn_item it = items[blockIdx.x];
+	const int kvh = blockIdx.y, split = blockIdx.z, tid = threadIdx.x, nt = blockDim.x;
+	const int R = it.cnt * G;
+	float *q = sm, *k = q + rmax * D, *v = k + AT * (D + 1), *p = v + AT * D, *o = p + rmax * AT;
+	float *m = o + rmax * D, *l = m + rmax, *cr = l + rmax;
+	int *rpos = (int *)(cr + rmax);
+	int len = it.last_pos + 1;
+	int chunk = (len + splits - 1) / splits;
+	chunk = (chunk + AT - 1) / AT * AT;
+	int tb = split * chunk, te = min(len, tb + chunk);
+
+	for (int idx = tid; idx < R * D; idx += nt) {
+		int r = idx / D, d = idx % D, tok = it.first + r / G, h = kvh * G + r % G;
+		q[idx] = ld(qkv, qt, (size_t)tok * qcols + (size_t)h * D + d);
+		o[idx] = 0;
+	}
+	for (int r = tid; r < R; r += nt) {
+		m[r] = -INFINITY;
+		l[r] = 0;
+		rpos[r] = pos[it.first + r / G];
+	}
+	__syncthreads();
+	const int32_t *tab = table + (size_t)it.seq * max_blocks;
+	const int warp = tid / 32, lane = tid % 32, nw = nt / 32;
+	for (int t0 = tb; t0 < te; t0 += AT) {
+		if (D % 8 == 0) {
+			int d8n = D / 8;
+			for (int idx = tid; idx < AT * d8n; idx += nt) {
+				int j = idx / d8n, d = (idx % d8n) * 8, t = t0 + j;
+				float kf[8], vf[8];
+				if (t < te) {
+					int blk = tab[t / block_len];
+					size_t off = (((size_t)blk * KV + kvh) * block_len + t % block_len) * D + d;
+					load8(kc + off, kf);
+					load8(vc + off, vf);
+				} else {
+#pragma unroll
+					for (int e = 0; e < 8; e++)
+						kf[e] = vf[e] = 0;
+				}
+#pragma unroll
+				for (int e = 0; e < 8; e++) {
+					k[j * (D + 1) + d + e] = kf[e];
+					v[j * D + d + e] = vf[e];
+				}
+			}
+		} else {
+			for (int idx = tid; idx < AT * D; idx += nt) {
+				int j = idx / D, d = idx % D, t = t0 + j;
+				float kf = 0, vf = 0;
+				if (t < te) {
+					int blk = tab[t / block_len];
+					size_t off = (((size_t)blk * KV + kvh) * block_len + t % block_len) * D + d;
+					kf = tof(kc[off]);
+					vf = tof(vc[off]);
+				}
+				k[j * (D + 1) + d] = kf;
+				v[j * D + d] = vf;
+			}
+		}
+		__syncthreads();
+		for (int idx = tid; idx < R * AT; idx += nt) {
+			int r = idx / AT, j = idx % AT, t = t0 + j;
+			float s = -INFINITY;
+			if (t < te && t <= rpos[r]) {
+				const float *qr = q + r * D, *kr = k + j * (D + 1);
+				float dot = 0;
+				for (int d = 0; d < D; d++)
+					dot = fmaf(qr[d], kr[d], dot);
+				s = dot * scale;
+			}
+			p[idx] = s;
+		}
+		__syncthreads();
+		for (int r = warp; r < R; r += nw) {
+			float s = p[r * AT + lane], mx = s;
+			for (int off = 16; off > 0; off >>= 1)
+				mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+			float mo = m[r], mn = fmaxf(mo, mx);
+			float e = mn == -INFINITY ? 0.0f : expf(s - mn);
+			float c = mn == -INFINITY ? 1.0f : expf(mo - mn);
+			float sum = e;
+			for (int off = 16; off > 0; off >>= 1)
+				sum += __shfl_xor_sync(0xffffffffu, sum, off);
+			p[r * AT + lane] = e;
+			if (lane == 0) {
+				l[r] = l[r] * c + sum;
+				m[r] = mn;
+				cr[r] = c;
+			}
+		}
+		__syncthreads();
+		for (int idx = tid; idx < R * D; idx += nt) {
+			int r = idx / D, d = idx % D;
+			const float *pr = p + r * AT;
+			float acc = o[idx] * cr[r];
+#pragma unroll 8
+			for (int j = 0; j < AT; j++)
+				acc = fmaf(pr[j], v[j * D + d], acc);
+			o[idx] = acc;
+		}
+		__syncthreads();
+	}
+	if (splits == 1) {
+		for (int idx = tid; idx < R * D; idx += nt) {
+			int r = idx / D, d = idx % D, tok = it.first + r / G, h = kvh * G + r % G;
+			st(att, at, ((size_t)tok * H + h) * D + d, o[idx] / l[r]);
+		}
+	} else {
+		float *po = part, *pml = part + (size_t)splits * ntok * H * D;
+		for (int idx = tid; idx < R * D; idx += nt) {
+			int r = idx / D, d = idx % D, tok = it.first + r / G, h = kvh * G + r % G;
+			po[(((size_t)split * ntok + tok) * H + h) * D + d] = o[idx];
+		}
+		for (int r = tid; r < R; r += nt) {
+			int tok = it.first + r / G, h = kvh * G + r % G;
+			size_t i = (((size_t)split * ntok + tok) * H + h) * 2;
+			pml[i] = m[r];
+			pml[i + 1] = l[r];
+		}
+	}
+}
+
+/* Merge the splits of the items' tokens (grid (items, H), block D): see the top of the file. */
+__global__ void combine_kernel(void *att, int at, const float *part, const struct attn_item *items, int splits, int ntok,
+			       int H, int D)
+{
+	const struct attn_item it = items[blockIdx.x];
+	int h = blockIdx.y;
+	const float *po = part, *pml = part + (size_t)splits * ntok * H * D;
+	for (int k = 0; k < it.cnt; k++) {
+		int tok = it.first + k;
+		float M = -INFINITY;
+		for (int s = 0; s < splits; s++)
+			M = fmaxf(M, pml[(((size_t)s * ntok + tok) * H + h) * 2]);
+		for (int d = threadIdx.x; d < D; d += blockDim.x) {
+			float L = 0, acc = 0;
+			for (int s = 0; s < splits; s++) {
+				size_t i = ((size_t)s * ntok + tok) * H + h;
+				float ms = pml[i * 2];
+				if (ms == -INFINITY)
+					continue;
+				float w = expf(ms - M);
+				L += pml[i * 2 + 1] * w;
+				acc += po[i * D + d] * w;
+			}
+			st(att, at, ((size_t)tok * H + h) * D + d, acc / L);
+		}
+	}
+}
+
+/*
+ * Decode (one query token per item; DPL and G are template parameters so q, o stay in registers): no
+ * shared-memory staging. Each of the 4 warps takes every 4th key
+ * of the split's range; a lane holds DPL = D / 32 consecutive elements of the G query heads of the kv
+ * head, of the key and of the value (one coalesced load of D elements per key and warp, KU keys in
+ * flight), dot products by shuffle reduction, online softmax in registers; the warps merge through
+ * shared memory at the end.  grid (items, KV, splits), block 128, shared 4·G·(D+2) floats.
+ */
+#define DEC_WARPS 4
+#define DEC_KU 4
+
+template <typename KT, int DPL>
+__device__ __forceinline__ void loadv(const KT *p, float *f)
+{
+	constexpr int B = (int)sizeof(KT) * DPL;
+	if constexpr (B % 16 == 0) {
+#pragma unroll
+		for (int c = 0; c < B / 16; c++) {
+			uint4 u = ((const uint4 *)p)[c];
+			const KT *e = (const KT *)&u;
+#pragma unroll
+			for (int i = 0; i < 16 / (int)sizeof(KT); i++)
+				f[c * (16 / (int)sizeof(KT)) + i] = tof(e[i]);
+		}
+	} else if constexpr (B == 8) {
+		uint2 u = *(const uint2 *)p;
+		const KT *e = (const KT *)&u;
+#pragma unroll
+		for (int i = 0; i < DPL; i++)
+			f[i] = tof(e[i]);
+	} else {
+#pragma unroll
+		for (int i = 0; i < DPL; i++)
+			f[i] = tof(p[i]);
+	}
+}
+
+template <typename KT, int DPL, int G>
+__global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int at, const void *qkv, int qt, int64_t qcols,
+								const KT *kc, const KT *vc,
+								const struct attn_item *items, const int32_t *table,
+								int max_blocks, int H, int KV, int block_len,
+								float scale, int splits, int ntok, float *part)
+{
+	constexpr int D = DPL * 32;
+	extern __shared__ float sm[];
+	const struct attn_item it = items[blockIdx.x];
+	const int kvh = blockIdx.y, split = blockIdx.z, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	const int len = it.last_pos + 1, chunk = (len + splits - 1) / splits;
+	const int tb = split * chunk, te = min(len, tb + chunk), tok = it.first;
+	float q[G][DPL], o[G][DPL], m[G], l[G];
+#pragma unroll
+	for (int g = 0; g < G; g++) {
+		m[g] = -INFINITY;
+		l[g] = 0;
+#pragma unroll
+		for (int e = 0; e < DPL; e++) {
+			o[g][e] = 0;
+			q[g][e] = ld(qkv, qt, (size_t)tok * qcols + (size_t)(kvh * G + g) * D + lane * DPL + e);
+		}
+	}
+	const int32_t *tab = table + (size_t)it.seq * max_blocks;
+	for (int t = tb + warp; t < te; t += DEC_WARPS * DEC_KU) {
+		float kf[DEC_KU][DPL], vf[DEC_KU][DPL];
+#pragma unroll
+		for (int u = 0; u < DEC_KU; u++) {
+			int tu = t + u * DEC_WARPS;
+			if (tu < te) {
+				size_t off = (((size_t)tab[tu / block_len] * KV + kvh) * block_len + tu % block_len) * D + lane * DPL;
+				loadv<KT, DPL>(kc + off, kf[u]);
+				loadv<KT, DPL>(vc + off, vf[u]);
+			}
+		}
+#pragma unroll
+		for (int u = 0; u < DEC_KU; u++) {
+			if (t + u * DEC_WARPS >= te)
+				break;
+#pragma unroll
+			for (int g = 0; g < G; g++) {
+				float sc = 0;
+#pragma unroll
+				for (int e = 0; e < DPL; e++)
+					sc = fmaf(q[g][e], kf[u][e], sc);
+#pragma unroll
+				for (int off = 16; off > 0; off >>= 1)
+					sc += __shfl_xor_sync(0xffffffffu, sc, off);
+				sc *= scale;
+				float mn = fmaxf(m[g], sc), c = expf(m[g] - mn), pr = expf(sc - mn);
+				l[g] = l[g] * c + pr;
+#pragma unroll
+				for (int e = 0; e < DPL; e++)
+					o[g][e] = fmaf(pr, vf[u][e], o[g][e] * c);
+				m[g] = mn;
+			}
+		}
+	}
+	float *w = sm + (size_t)warp * G * (D + 2);
+#pragma unroll
+	for (int g = 0; g < G; g++) {
+#pragma unroll
+		for (int e = 0; e < DPL; e++)
+			w[g * (D + 2) + lane * DPL + e] = o[g][e];
+		if (lane == 0) {
+			w[g * (D + 2) + D] = m[g];
+			w[g * (D + 2) + D + 1] = l[g];
+		}
+	}
+	__syncthreads();
+	float *po = part, *pml = part + (size_t)splits * ntok * H * D;
+	for (int idx = threadIdx.x; idx < G * D; idx += blockDim.x) {
+		int g = idx / D, d = idx % D, h = kvh * G + g;
+		float M = -INFINITY, L = 0, acc = 0;
+		for (int wi = 0; wi < DEC_WARPS; wi++)
+			M = fmaxf(M, sm[(wi * G + g) * (D + 2) + D]);
+		for (int wi = 0; wi < DEC_WARPS; wi++) {
+			const float *x = sm + (wi * G + g) * (D + 2);
+			if (x[D] == -INFINITY)
+				continue;
+			float f = expf(x[D] - M);
+			L += x[D + 1] * f;
+			acc += x[d] * f;
+		}
+		if (splits == 1) {
+			st(att, at, ((size_t)tok * H + h) * D + d, acc / L);
+		} else {
+			size_t i = ((size_t)split * ntok + tok) * H + h;
+			po[i * D + d] = acc;
+			if (d == 0) {
+				pml[i * 2] = M;
+				pml[i * 2 + 1] = L;
+			}
+		}
+	}
+}
+
+/*
+ * Prefill chunks (f16/bf16, D 64 or 128): FlashAttention-2 on the tensor cores (wmma 16x16x16, fp32
+ * accumulate). A block takes up to 64 consecutive query tokens of one sequence and one query head; 4
+ * warps own 16 query rows each. Per tile of 64 keys (paged, gathered into shared memory):
+ * S = Q Kᵀ (wmma), online softmax by the owning warp (P rounded to the 16-bit type, as FlashAttention
+ * does), O = O·corr + P V (wmma, O kept in shared memory as fp32). Tiles past the last query's position
+ * are never loaded.  grid (items, H), block 128, shared ≈ 113 KB for D = 128.
+ */
+#define FA_BM 64
+#define FA_BN 64
+
+__device__ __forceinline__ void tofrom(float v, __half *p) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void tofrom(float v, __nv_bfloat16 *p) { *p = __float2bfloat16_rn(v); }
+
+template <int D>
+static size_t fa_smem(int esize)
+{
+	return (size_t)esize * (3 * FA_BM * (D + 8) + FA_BM * (FA_BN + 8)) + 4 * ((size_t)FA_BM * (FA_BN + 4) + (size_t)FA_BM * (D + 4) + 3 * FA_BM);
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(128) fa_kernel(T *att, const T *qkv, int64_t qcols, const T *kc, const T *vc,
+						 const struct attn_item *items, const int32_t *pos, const int32_t *table,
+						 int max_blocks, int H, int KV, int G, int block_len, float scale)
+{
+	constexpr int LDT = D + 8, LDS = FA_BN + 4, LDP = FA_BN + 8, LDO = D + 4;
+	extern __shared__ __align__(128) unsigned char fsm[];
+	T *Qs = (T *)fsm, *Ks = Qs + FA_BM * LDT, *Vs = Ks + FA_BN * LDT;
+	T *P = Vs + FA_BN * LDT;
+	float *S = (float *)(P + FA_BM * LDP);
+	float *O = S + FA_BM * LDS;
+	float *mrow = O + FA_BM * LDO, *lrow = mrow + FA_BM;
+	int *rpos = (int *)(lrow + FA_BM);
+	const struct attn_item it = items[blockIdx.x];
+	const int h = blockIdx.y, kvh = h / G, tid = threadIdx.x, warp = tid / 32, lane = tid % 32, cnt = it.cnt;
+	for (int idx = tid; idx < FA_BM * D / 8; idx += 128) {
+		int r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
+		uint4 v = make_uint4(0, 0, 0, 0);
+		if (r < cnt)
+			v = *(const uint4 *)(qkv + (size_t)(it.first + r) * qcols + (size_t)h * D + c8);
+		*(uint4 *)(Qs + r * LDT + c8) = v;
+	}
+	for (int idx = tid; idx < FA_BM * D; idx += 128)
+		O[(idx / D) * LDO + idx % D] = 0;
+	for (int r = tid; r < FA_BM; r += 128) {
+		mrow[r] = -INFINITY;
+		lrow[r] = 0;
+		rpos[r] = r < cnt ? pos[it.first + r] : -1;
+	}
+	__syncthreads();
+	const int32_t *tab = table + (size_t)it.seq * max_blocks;
+	const int len = it.last_pos + 1;
+	for (int t0 = 0; t0 < len; t0 += FA_BN) {
+		for (int idx = tid; idx < FA_BN * D / 8; idx += 128) {
+			int j = idx / (D / 8), c8 = (idx % (D / 8)) * 8, t = t0 + j;
+			uint4 k4 = make_uint4(0, 0, 0, 0), v4 = k4;
+			if (t < len) {
+				size_t off = (((size_t)tab[t / block_len] * KV + kvh) * block_len + t % block_len) * D + c8;
+				k4 = *(const uint4 *)(kc + off);
+				v4 = *(const uint4 *)(vc + off);
+			}
+			*(uint4 *)(Ks + j * LDT + c8) = k4;
+			*(uint4 *)(Vs + j * LDT + c8) = v4;
+		}
+		__syncthreads();
+		{
+			nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, T, nvcuda::wmma::row_major> a;
+			nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, T, nvcuda::wmma::col_major> b;
+			nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> acc;
+#pragma unroll
+			for (int n0 = 0; n0 < FA_BN; n0 += 16) {
+				nvcuda::wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+				for (int k0 = 0; k0 < D; k0 += 16) {
+					nvcuda::wmma::load_matrix_sync(a, Qs + warp * 16 * LDT + k0, LDT);
+					nvcuda::wmma::load_matrix_sync(b, Ks + n0 * LDT + k0, LDT);
+					nvcuda::wmma::mma_sync(acc, a, b, acc);
+				}
+				nvcuda::wmma::store_matrix_sync(S + warp * 16 * LDS + n0, acc, LDS, nvcuda::wmma::mem_row_major);
+			}
+		}
+		__syncwarp();
+		for (int rr = 0; rr < 16; rr++) {
+			int r = warp * 16 + rr, rp = rpos[r];
+			float s0 = t0 + lane <= rp ? S[r * LDS + lane] * scale : -INFINITY;
+			float s1 = t0 + lane + 32 <= rp ? S[r * LDS + lane + 32] * scale : -INFINITY;
+			float mx = fmaxf(s0, s1);
+#pragma unroll
+			for (int off = 16; off > 0; off >>= 1)
+				mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+			float mo = mrow[r], mn = fmaxf(mo, mx), p0 = 0, p1 = 0, c = 1;
+			if (mn != -INFINITY) {
+				p0 = expf(s0 - mn);
+				p1 = expf(s1 - mn);
+				c = expf(mo - mn);
+			}
+			float sum = p0 + p1;
+#pragma unroll
+			for (int off = 16; off > 0; off >>= 1)
+				sum += __shfl_xor_sync(0xffffffffu, sum, off);
+			tofrom(p0, P + r * LDP + lane);
+			tofrom(p1, P + r * LDP + lane + 32);
+			for (int d = lane; d < D; d += 32)
+				O[r * LDO + d] *= c;
+			__syncwarp();
+			if (lane == 0) {
+				mrow[r] = mn;
+				lrow[r] = lrow[r] * c + sum;
+			}
+		}
+		__syncwarp();
+		{
+			nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, T, nvcuda::wmma::row_major> a;
+			nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, T, nvcuda::wmma::row_major> b;
+			nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> acc;
+#pragma unroll
+			for (int n0 = 0; n0 < D; n0 += 16) {
+				nvcuda::wmma::load_matrix_sync(acc, O + warp * 16 * LDO + n0, LDO, nvcuda::wmma::mem_row_major);
+#pragma unroll
+				for (int k0 = 0; k0 < FA_BN; k0 += 16) {
+					nvcuda::wmma::load_matrix_sync(a, P + warp * 16 * LDP + k0, LDP);
+					nvcuda::wmma::load_matrix_sync(b, Vs + k0 * LDT + n0, LDT);
+					nvcuda::wmma::mma_sync(acc, a, b, acc);
+				}
+				nvcuda::wmma::store_matrix_sync(O + warp * 16 * LDO + n0, acc, LDO, nvcuda::wmma::mem_row_major);
+			}
+		}
+		__syncthreads();
+	}
+	for (int idx = tid; idx < cnt * D; idx += 128) {
+		int r = idx / D, d = idx % D;
+		tofrom(O[r * LDO + d] / lrow[r], att + ((size_t)(it.first + r) * H + h) * D + d);
+	}
+}
+
+// ----------------------------------------------------------------------------
+// kernel launchers
+
+static size_t smem_bytes(int rmax, int D)
+{
+	return ((size_t)rmax * D * 2 + (size_t)AT * (D + 1) + (size_t)AT * D + (size_t)rmax * AT + 4 * (size_t)rmax) *
+	       sizeof(float);
+}
+
+int lmd_cuda_attention_init(struct cuda_ctx *c, struct lmd_err *err)
+{
+	int optin = 0;
+	CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->dev), err);
+	c->smem_optin = optin;
+	CUDA_TRY(cudaFuncSetAttribute(attn_kernel<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), err);
+	CUDA_TRY(cudaFuncSetAttribute(attn_kernel<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), err);
+	CUDA_TRY(cudaFuncSetAttribute(attn_kernel<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), err);
+	CUDA_TRY(cudaFuncSetAttribute(fa_kernel<__half, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), err);
+	CUDA_TRY(cudaFuncSetAttribute(fa_kernel<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), err);
+	CUDA_TRY(cudaFuncSetAttribute(fa_kernel<__nv_bfloat16, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), err);
+	CUDA_TRY(cudaFuncSetAttribute(fa_kernel<__nv_bfloat16, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin),
+		 err);
+	return LMD_OK;
+}
+
+/*
+ * The step's work items (once per step): runs of at least FA_MIN consecutive tokens of one sequence go
+ * to fa_kernel in chunks of 64 (when fa); the rest in chunks of qt tokens, single tokens to
+ * decode_kernel (when dec), others to attn_kernel. h_items holds [fa | decode | tile] items.
+ */
+#define FA_MIN 32
+static int plan(struct cuda_ctx *c, int G, int KV, int H, int D, int fa, int dec, struct lmd_err *err)
+{
+	const struct lmd_step *s = &c->step;
+	int qt = G >= ROWS ? 1 : ROWS / G;
+	if ((size_t)s->n > c->items_cap) {
+		size_t cap = (size_t)s->n * 2;
+		if (c->h_items)
+			CUDA_TRY(cudaFreeHost(c->h_items), err);
+		if (c->d_items)
+			CUDA_TRY(cudaFree(c->d_items), err);
+		c->h_items = NULL, c->d_items = NULL, c->items_cap = 0;
+		CUDA_TRY(cudaMallocHost(&c->h_items, cap * sizeof(struct attn_item)), err);
+		CUDA_TRY(cudaMalloc(&c->d_items, cap * sizeof(struct attn_item)), err);
+		c->items_cap = cap;
+	}
+	CUDA_TRY(cudaEventSynchronize(c->items_done), err);  // the last upload from h_items is done
+	int n = 0, cnt3[3] = {0, 0, 0}, max_len = 0;
+	for (int cls = 0; cls < 3; cls++)
+		for (int i = 0; i < s->n;) {
+			int run = 1;
+			while (i + run < s->n && s->seq[i + run] == s->seq[i] && s->pos[i + run] == s->pos[i + run - 1] + 1)
+				run++;
+			int chunk = fa && run >= FA_MIN ? FA_BM : qt;
+			for (int k = 0; k < run; k += chunk) {
+				int cnt = run - k < chunk ? run - k : chunk;
+				int kind = fa && run >= FA_MIN ? 0 : dec && cnt == 1 ? 1 : 2;
+				if (kind != cls)
+					continue;
+				int last = s->pos[i + k + cnt - 1];
+				c->h_items[n++] = (struct attn_item){i + k, cnt, s->seq[i], last};
+				cnt3[cls]++;
+				if (cls && last + 1 > max_len)
+					max_len = last + 1;
+			}
+			i += run;
+		}
+	c->n_fa = cnt3[0], c->n_dec = cnt3[1], c->n_tile = cnt3[2];
+	int blocks = (c->n_dec + c->n_tile) * KV, splits = 1;
+	if (blocks && blocks < 2 * c->sms && max_len >= 128) {
+		splits = (2 * c->sms + blocks - 1) / blocks;
+		if (splits > max_len / 64)
+			splits = max_len / 64;
+		if (splits > 32)
+			splits = 32;
+		if (splits < 1)
+			splits = 1;
+	}
+	size_t need = (size_t)splits * s->n * H * (D + 2);
+	if (splits > 1 && need > c->part_cap) {
+		if (c->part)
+			CUDA_TRY(cudaFree(c->part), err);
+		c->part = NULL, c->part_cap = 0;
+		CUDA_TRY(cudaMalloc(&c->part, need * sizeof(float)), err);
+		c->part_cap = need;
+	}
+	c->splits = splits;
+	CUDA_TRY(cudaMemcpyAsync(c->d_items, c->h_items, (size_t)n * sizeof(struct attn_item), cudaMemcpyHostToDevice, c->st),
+		 err);
+	CUDA_TRY(cudaEventRecord(c->items_done, c->st), err);
+	c->items_step = c->step_id;
+	c->items_group = G;
+	c->items_mode = fa * 2 + dec;
+	return LMD_OK;
+}
+
+int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct lmd_tensor *qkv,
+		       const struct lmd_kvcache *kv, int layer, const struct lmd_attn_dims *d, struct lmd_err *err)
+{
+	int D = d->head_dim, H = d->heads, KV = d->kv_heads;
+	if (D != kv->head_dim || KV != kv->kv_heads || KV <= 0 || H % KV || t_cols(att) != (int64_t)H * D ||
+	    t_cols(qkv) != (int64_t)(H + 2 * KV) * D || layer < 0 || layer >= kv->layers || kv->quant != LMD_KV_NONE ||
+	    t_rows(att) < c->step.n || !float_dt(kv->dtype))
+		return lmd_errorf(err, LMD_EINVAL, "cuda attention: tensor shapes or dtypes do not match");
+	int G = H / KV, rmax = G >= ROWS ? G : ROWS / G * G;
+	size_t smem = smem_bytes(rmax, D);
+	if (smem > (size_t)c->smem_optin)
+		return lmd_errorf(err, LMD_EINVAL, "cuda attention: head_dim %d with %d query heads per kv head needs %zu bytes "
+				  "of shared memory, more than the GPU's %d", D, G, smem, c->smem_optin);
+	enum lmd_dtype T = kv->dtype;
+	int one_type = qkv->dtype == T && att->dtype == T;
+	int fa = one_type && (T == LMD_F16 || T == LMD_BF16) && (D == 64 || D == 128) && !c->no_fa;
+	int dec = (D == 64 || D == 128) && (G == 1 || G == 2 || G == 4 || G == 8);
+	if (c->items_step != c->step_id || c->items_group != G || c->items_mode != fa * 2 + dec) {
+		int rc = plan(c, G, KV, H, D, fa, dec, err);
+		if (rc)
+			return rc;
+	}
+	const void *kc = kv->k[layer].data, *vc = kv->v[layer].data;
+	const struct attn_item *it_fa = c->d_items, *it_dec = it_fa + c->n_fa, *it_tile = it_dec + c->n_dec;
+	if (c->n_fa) {
+		dim3 grid(c->n_fa, H);
+#define FA(TT, DD) fa_kernel<TT, DD><<<grid, 128, fa_smem<DD>(2), c->st>>>((TT *)att->data, (const TT *)qkv->data, \
+		t_cols(qkv), (const TT *)kc, (const TT *)vc, it_fa, c->d_pos, c->d_table, c->step.max_blocks, H, KV, G, \
+		kv->block_len, d->scale)
+		if (T == LMD_F16 && D == 64)
+			FA(__half, 64);
+		else if (T == LMD_F16)
+			FA(__half, 128);
+		else if (D == 64)
+			FA(__nv_bfloat16, 64);
+		else
+			FA(__nv_bfloat16, 128);
+#undef FA
+		LAUNCH_TRY(err);
+	}
+	if (c->n_dec) {
+		dim3 grid(c->n_dec, KV, c->splits);
+		size_t sm = (size_t)DEC_WARPS * G * (D + 2) * sizeof(float);
+#define DEC(KT, DPL, GG) decode_kernel<KT, DPL, GG><<<grid, DEC_WARPS * 32, sm, c->st>>>(att->data, att->dtype, \
+		qkv->data, qkv->dtype, t_cols(qkv), (const KT *)kc, (const KT *)vc, it_dec, c->d_table, c->step.max_blocks, H, \
+		KV, kv->block_len, d->scale, c->splits, c->step.n, c->part)
+#define DEC_G(KT, DPL) do { switch (G) { case 1: DEC(KT, DPL, 1); break; case 2: DEC(KT, DPL, 2); break; \
+		case 4: DEC(KT, DPL, 4); break; default: DEC(KT, DPL, 8); break; } } while (0)
+#define DEC_D(KT) do { if (D == 64) DEC_G(KT, 2); else DEC_G(KT, 4); } while (0)
+		if (T == LMD_F16)
+			DEC_D(__half);
+		else if (T == LMD_BF16)
+			DEC_D(__nv_bfloat16);
+		else
+			DEC_D(float);
+#undef DEC_G
+#undef DEC_D
+#undef DEC
+		LAUNCH_TRY(err);
+	}
+	if (c->n_tile) {
+		dim3 grid(c->n_tile, KV, c->splits);
+#define ATTN(KT) attn_kernel<KT><<<grid, THREADS, smem, c->st>>>(att->data, att->dtype, qkv->data, qkv->dtype, t_cols(qkv), \
+		(const KT *)kc, (const KT *)vc, it_tile, c->d_pos, c->d_table, c->step.max_blocks, H, KV, D, G, rmax, \
+		kv->block_len, d->scale, c->splits, c->step.n, c->part)
+		if (T == LMD_F16)
+			ATTN(__half);
+		else if (T == LMD_BF16)
+			ATTN(__nv_bfloat16);
+		else
+			ATTN(float);
+#undef ATTN
+		LAUNCH_TRY(err);
+	}
+	if (c->splits > 1 && c->n_dec + c->n_tile) {
+		dim3 g2(c->n_dec + c->n_tile, H);
+		combine_kernel<<<g2, D < 1024 ? D : 1024, 0, c->st>>>(att->data, att->dtype, c->part, it_dec, c->splits,
+								       c->step.n, H, D);
+		LAUNCH_TRY(err);
+	}
+	return LMD_OK;
+}

@@ -1,0 +1,293 @@
+/*
+ * The memory-bound ops of a step: embedding gather, RMSNorm (plain and fused with the residual
+ * add), rotary embedding, the KV-cache store, SiLU·gate and the gather of the rows that get logits.
+ * Each mirrors its CPU reference in ops-cpu.c rounding for rounding; only summation order differs.
+ *
+ * Math and layout (n = tokens of the step, shapes as in backend.h):
+ *   embed        y[i, :] = table[tokens[i], :]                       grid n, block 256
+ *   rmsnorm      y[r] = round(g * round(x[r] / sqrt(mean(x[r]²) + eps)))   grid rows, block 256
+ *   add_rmsnorm  x[r] = round(x[r] + res[r]); then rmsnorm           grid rows, block 256
+ *                (the row stays in registers between the passes: up to 32 values per thread)
+ *   rope         qkv[i, h*D + j], qkv[i, h*D + j + D/2] rotated by angle pos[i] * inv_freq[seq[i]][j]
+ *                for the H query and KV key heads; cos/sin in double of the fp32 angle, as the
+ *                reference does, computed once per token into shared memory.  grid n, block 256
+ *   kv_store     K/V heads of qkv row i -> block table[seq[i]][pos[i] / block_len], row pos[i] % block_len
+ *                of layer's [nblocks, KV, block_len, D] pools.   grid (n, KV), block D (<= 1024)
+ *   silu_mul     y[r, j] = round(silu(gu[r, j])) * gu[r, inter + j]  grid-stride
+ *   gather_rows  y[j] = x[out_rows[first + j]]                       grid rows, block 256
+ */
+#include "internal.cuh"
+
+// ----------------------------------------------------------------------------
+// CUDA kernels
+
+__global__ void embed_kernel(void *y, int yt, const void *table, int tt, const int32_t *tokens, int hidden)
+{
+	size_t row = (size_t)tokens[blockIdx.x] * hidden, out = (size_t)blockIdx.x * hidden;
+	for (int j = threadIdx.x; j < hidden; j += blockDim.x)
+		st(y, yt, out + j, ld(table, tt, row + j));
+}
+
+__device__ float block_sum(float v)
+{
+	__shared__ float part[32];
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	int w = threadIdx.x / 32, l = threadIdx.x % 32;
+	if (l == 0)
+		part[w] = v;
+	__syncthreads();
+	float s = 0;
+	for (int i = 0; i < (int)(blockDim.x + 31) / 32; i++)
+		s += part[i];
+	__syncthreads();
+	return s;
+}
+
+/*
+ * res NULL: plain rmsnorm of x; else x += res first (stored back to x). VPT values per thread live in
+ * registers between the two passes, and the loads of a row are all issued before the first is used
+ * (a loop with a run-time trip count waited for each load in turn: ~10 us a row at decode).
+ * VPT 0: any width, a plain loop (rows wider than 256 * 32).
+ */
+template <int VPT>
+__global__ void rmsnorm_kernel(void *y, int yt, void *x, int xt, const void *res, int rt, const void *g, int gt,
+			       int n, float eps)
+{
+	size_t base = (size_t)blockIdx.x * n;
+	float ss = 0;
+	if constexpr (VPT > 0) {
+		float v[VPT];
+#pragma unroll
+		for (int k = 0; k < VPT; k++) {
+			int i = threadIdx.x + k * blockDim.x;
+			v[k] = i < n ? ld(x, xt, base + i) : 0.0f;
+		}
+		if (res) {
+			float r[VPT];
+#pragma unroll
+			for (int k = 0; k < VPT; k++) {
+				int i = threadIdx.x + k * blockDim.x;
+				r[k] = i < n ? ld(res, rt, base + i) : 0.0f;
+			}
+#pragma unroll
+			for (int k = 0; k < VPT; k++) {
+				int i = threadIdx.x + k * blockDim.x;
+				v[k] = rnd(v[k] + r[k], xt);
+				if (i < n)
+					st(x, xt, base + i, v[k]);
+			}
+		}
+#pragma unroll
+		for (int k = 0; k < VPT; k++)
+			ss += v[k] * v[k];
+		ss = block_sum(ss);
+		float inv = 1.0f / sqrtf(ss / (float)n + eps);
+#pragma unroll
+		for (int k = 0; k < VPT; k++) {
+			int i = threadIdx.x + k * blockDim.x;
+			if (i < n)
+				st(y, yt, base + i, ld(g, gt, i) * rnd(v[k] * inv, yt));
+		}
+	} else {
+		for (int i = threadIdx.x; i < n; i += blockDim.x) {
+			float v = ld(x, xt, base + i);
+			if (res) {
+				v = rnd(v + ld(res, rt, base + i), xt);
+				st(x, xt, base + i, v);
+			}
+			ss += v * v;
+		}
+		ss = block_sum(ss);
+		float inv = 1.0f / sqrtf(ss / (float)n + eps);
+		for (int i = threadIdx.x; i < n; i += blockDim.x) {
+			float v = ld(x, xt, base + i);
+			st(y, yt, base + i, ld(g, gt, i) * rnd(v * inv, yt));
+		}
+	}
+}
+
+__global__ void rope_kernel(void *qkv, int qt, int64_t cols, const int32_t *pos, const int32_t *seq,
+			    const float *inv_freq, int half, int D, int nheads)
+{
+	extern __shared__ float cs[];  // [half][2]
+	int i = blockIdx.x;
+	const float *f = inv_freq + (size_t)seq[i] * half;
+	for (int j = threadIdx.x; j < half; j += blockDim.x) {
+		float a = (float)pos[i] * f[j];
+		double s, c;
+		sincos((double)a, &s, &c);
+		cs[2 * j] = (float)c;
+		cs[2 * j + 1] = (float)s;
+	}
+	__syncthreads();
+	size_t row = (size_t)i * cols;
+	int total = nheads * half;
+	/* four pairs per thread per round, all loaded before any is stored (the pairs are disjoint, but
+	 * the compiler cannot know that the in-place stores do not alias the next loads) */
+	for (int k0 = threadIdx.x; k0 < total; k0 += 4 * blockDim.x) {
+		float x0[4], x1[4];
+		size_t a[4];
+		int j[4];
+#pragma unroll
+		for (int u = 0; u < 4; u++) {
+			int k = k0 + u * blockDim.x;
+			j[u] = k % half;
+			a[u] = row + (size_t)(k / half) * D + j[u];
+			if (k < total) {
+				x0[u] = ld(qkv, qt, a[u]);
+				x1[u] = ld(qkv, qt, a[u] + half);
+			}
+		}
+#pragma unroll
+		for (int u = 0; u < 4; u++) {
+			if (k0 + u * (int)blockDim.x >= total)
+				break;
+			float c = cs[2 * j[u]], sn = cs[2 * j[u] + 1];
+			/* no FMA contraction: bit for bit what the reference's separate multiplies give */
+			st(qkv, qt, a[u], __fsub_rn(__fmul_rn(x0[u], c), __fmul_rn(x1[u], sn)));
+			st(qkv, qt, a[u] + half, __fadd_rn(__fmul_rn(x1[u], c), __fmul_rn(x0[u], sn)));
+		}
+	}
+}
+
+__global__ void kv_store_kernel(void *kc, void *vc, int kt, const void *qkv, int qt, int64_t cols, const int32_t *pos,
+				const int32_t *seq, const int32_t *table, int max_blocks, int H, int KV, int D,
+				int block_len)
+{
+	int i = blockIdx.x, h = blockIdx.y, p = pos[i];
+	int blk = table[(size_t)seq[i] * max_blocks + p / block_len];
+	if (blk < 0)
+		return;  // the host reserved every block before the step; a hole here is a bug upstream
+	size_t dst = (((size_t)blk * KV + h) * block_len + p % block_len) * D;
+	size_t ks = (size_t)i * cols + (size_t)(H + h) * D, vs = (size_t)i * cols + (size_t)(H + KV + h) * D;
+	for (int d = threadIdx.x; d < D; d += blockDim.x) {
+		st(kc, kt, dst + d, ld(qkv, qt, ks + d));
+		st(vc, kt, dst + d, ld(qkv, qt, vs + d));
+	}
+}
+
+__global__ void silu_mul_kernel(void *y, int yt, const void *gu, int gt, int64_t rows, int64_t inter)
+{
+	int64_t total = rows * inter;
+	for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
+		int64_t r = k / inter, j = k % inter;
+		float g = ld(gu, gt, (size_t)(r * 2 * inter + j)), u = ld(gu, gt, (size_t)(r * 2 * inter + inter + j));
+		st(y, yt, (size_t)k, rnd(g / (1.0f + expf(-g)), yt) * u);
+	}
+}
+
+__global__ void gather_kernel(void *y, int yt, const void *x, int xt, const int32_t *out_rows, int first, int64_t n)
+{
+	size_t src = (size_t)out_rows[first + blockIdx.x] * n, dst = (size_t)blockIdx.x * n;
+	for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+		st(y, yt, dst + j, ld(x, xt, src + j));
+}
+
+// ----------------------------------------------------------------------------
+// kernel launchers
+
+#define SHAPE_CHECK(cond, what) do { if (!(cond)) return lmd_errorf(err, LMD_EINVAL, "cuda %s: tensor shapes or dtypes do not match", what); } while (0)
+
+int lmd_cuda_embed(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *table, struct lmd_err *err)
+{
+	int n = c->step.n;
+	SHAPE_CHECK(t_cols(y) == t_cols(table) && t_rows(y) >= n && float_dt(y->dtype) && float_dt(table->dtype), "embed");
+	embed_kernel<<<n, 256, 0, c->st>>>(y->data, y->dtype, table->data, table->dtype, c->d_tokens, (int)t_cols(y));
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}
+
+static void rms_launch(struct cuda_ctx *c, int64_t rows, void *y, int yt, void *x, int xt, const void *r, int rt,
+		       const void *g, int gt, int n, float eps)
+{
+	unsigned b = (unsigned)rows;
+	if (n <= 256 * 4)
+		rmsnorm_kernel<4><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+	else if (n <= 256 * 8)
+		rmsnorm_kernel<8><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+	else if (n <= 256 * 16)
+		rmsnorm_kernel<16><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+	else if (n <= 256 * 32)
+		rmsnorm_kernel<32><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+	else
+		rmsnorm_kernel<0><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+}
+
+int lmd_cuda_rmsnorm(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *g,
+		     float eps, struct lmd_err *err)
+{
+	int64_t n = t_cols(x), rows = t_rows(x);
+	SHAPE_CHECK(t_cols(y) == n && t_rows(y) == rows && lmd_tensor_numel(g) == n, "rmsnorm");
+	if (rows == 0)
+		return LMD_OK;
+	rms_launch(c, rows, y->data, y->dtype, x->data, x->dtype, NULL, 0, g->data, g->dtype, (int)n, eps);
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}
+
+int lmd_cuda_add_rmsnorm(struct cuda_ctx *c, struct lmd_tensor *y, struct lmd_tensor *x, const struct lmd_tensor *r,
+			 const struct lmd_tensor *g, float eps, struct lmd_err *err)
+{
+	int64_t n = t_cols(x), rows = t_rows(x);
+	SHAPE_CHECK(t_cols(y) == n && t_rows(y) == rows && t_cols(r) == n && t_rows(r) == rows && lmd_tensor_numel(g) == n,
+		    "add_rmsnorm");
+	if (rows == 0)
+		return LMD_OK;
+	rms_launch(c, rows, y->data, y->dtype, x->data, x->dtype, r->data, r->dtype, g->data, g->dtype, (int)n, eps);
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}
+
+int lmd_cuda_rope(struct cuda_ctx *c, struct lmd_tensor *qkv, const struct lmd_attn_dims *d, struct lmd_err *err)
+{
+	int D = d->head_dim, half = D / 2, n = c->step.n;
+	SHAPE_CHECK(t_cols(qkv) == (int64_t)(d->heads + 2 * d->kv_heads) * D && half == c->step.rot_half && t_rows(qkv) >= n,
+		    "rope");
+	rope_kernel<<<n, 256, (size_t)half * 2 * sizeof(float), c->st>>>(qkv->data, qkv->dtype, t_cols(qkv), c->d_pos,
+									   c->d_seq, c->d_freq, half, D,
+									   d->heads + d->kv_heads);
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}
+
+int lmd_cuda_kv_store(struct cuda_ctx *c, struct lmd_kvcache *kv, int layer, const struct lmd_tensor *qkv,
+		      const struct lmd_attn_dims *d, struct lmd_err *err)
+{
+	int D = d->head_dim, n = c->step.n;
+	SHAPE_CHECK(D == kv->head_dim && d->kv_heads == kv->kv_heads && kv->quant == LMD_KV_NONE &&
+		    t_cols(qkv) == (int64_t)(d->heads + 2 * d->kv_heads) * D && layer >= 0 && layer < kv->layers,
+		    "kv_store");
+	dim3 grid(n, d->kv_heads);
+	kv_store_kernel<<<grid, D < 1024 ? D : 1024, 0, c->st>>>(kv->k[layer].data, kv->v[layer].data, kv->dtype,
+								  qkv->data, qkv->dtype, t_cols(qkv), c->d_pos, c->d_seq,
+								  c->d_table, c->step.max_blocks, d->heads, d->kv_heads,
+								  D, kv->block_len);
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}
+
+int lmd_cuda_silu_mul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *gu, struct lmd_err *err)
+{
+	int64_t inter = t_cols(y), rows = t_rows(y);
+	SHAPE_CHECK(t_cols(gu) == 2 * inter && t_rows(gu) == rows, "silu_mul");
+	int64_t total = rows * inter, blocks = (total + 255) / 256;
+	if (total == 0)
+		return LMD_OK;
+	silu_mul_kernel<<<(unsigned)(blocks < 8192 ? blocks : 8192), 256, 0, c->st>>>(y->data, y->dtype, gu->data,
+										       gu->dtype, rows, inter);
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}
+
+int lmd_cuda_gather_rows(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, int first,
+			 struct lmd_err *err)
+{
+	int64_t rows = t_rows(y);
+	SHAPE_CHECK(t_cols(y) == t_cols(x) && first >= 0 && first + rows <= c->step.nout, "gather_rows");
+	if (rows == 0)
+		return LMD_OK;
+	gather_kernel<<<(unsigned)rows, 256, 0, c->st>>>(y->data, y->dtype, x->data, x->dtype, c->d_out, first, t_cols(x));
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}

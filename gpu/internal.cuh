@@ -1,0 +1,144 @@
+/*
+ * What the .cu files of the CUDA backend share (never included from C): the context, the checking
+ * macros (aesthetics C9), the dtype helpers of the kernels, and the op launchers each file exports.
+ *
+ * Element types. Activations, KV cache and weights may each be f32, f16 or bf16 (backend.h); the
+ * simple kernels read and write through ld()/st(), a switch on the tensor's dtype that the compiler
+ * hoists out of their loops. Arithmetic is fp32; every store rounds to nearest even, as the CPU
+ * reference (ops-cpu.c) does.
+ */
+#ifndef LMD_GPU_INTERNAL_CUH
+#define LMD_GPU_INTERNAL_CUH
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "backend.h"
+#include "cuda.h"
+#include "err.h"
+#include "kvcache.h"
+#include "tensor.h"
+}
+
+#define CUDA_TRY(stmt, err) do { cudaError_t e_ = (stmt); if (e_ != cudaSuccess) \
+	return lmd_errorf((err), LMD_EGPU, "%s: %s (%s:%d)", #stmt, cudaGetErrorString(e_), __FILE__, __LINE__); \
+} while (0)
+#define CUBLAS_TRY(stmt, err) do { cublasStatus_t s_ = (stmt); if (s_ != CUBLAS_STATUS_SUCCESS) \
+	return lmd_errorf((err), LMD_EGPU, "%s: %s (%s:%d)", #stmt, cublasGetStatusName(s_), __FILE__, __LINE__); \
+} while (0)
+/* After every launch. */
+#define LAUNCH_TRY(err) CUDA_TRY(cudaGetLastError(), err)
+
+/* One attention work item: cnt consecutive tokens of one sequence starting at batch row first. */
+struct attn_item {
+	int first, cnt, seq, last_pos;
+};
+
+struct cuda_ctx {
+	int dev, sms, smem_optin;
+	cudaStream_t st;
+	cublasHandle_t blas;
+	void *blas_ws;
+	size_t blas_ws_bytes;
+	/* the step's metadata: host copy, pinned staging, device copy (grown, never shrunk) */
+	struct lmd_step step;
+	long step_id;
+	int max_len;                   /* longest sequence (last position + 1) in the step */
+	char *h_meta, *d_meta;
+	size_t meta_cap;
+	cudaEvent_t meta_done;         /* the last upload from h_meta finished */
+	const int32_t *d_tokens, *d_pos, *d_seq, *d_table, *d_out;
+	const float *d_freq;
+	/* attention work list of the step, built by the first attention call (it depends on heads/kv_heads) */
+	long items_step;
+	int items_group, items_mode, n_fa, n_dec, n_tile, splits;
+	int no_fa;                     /* LMD_CUDA_FA=0: prefill through attn_kernel (for comparison) */
+	struct attn_item *h_items, *d_items;
+	size_t items_cap;
+	cudaEvent_t items_done;
+	float *part;                   /* split-K partials: [splits][n][H][D] outputs, then [splits][n][H][2] (m, l) */
+	size_t part_cap;               /* floats */
+	/* memory accounting */
+	size_t allocated, weights, free_at_open, total;
+	char *h_stage;                 /* pinned staging for large downloads (grown, never shrunk) */
+	size_t stage_cap;
+	/* LMD_CUDA_PROFILE=1: where a step's time goes, printed to stderr at close */
+	int prof;
+	long prof_steps;
+	double prof_t_sync_end, prof_host_gap, prof_enqueue, prof_wait, prof_gpu_ms, prof_t_begin;
+	int prof_in_step;
+	cudaEvent_t prof_e0, prof_e1;
+	int gemv;                      /* use the batch-1..8 GEMV for 16-bit weights (LMD_CUDA_GEMV=0 turns it off) */
+};
+
+/* dtype codes the kernels switch on (the enum lmd_dtype values) */
+#define DT_F32 0
+#define DT_F16 1
+#define DT_BF16 2
+
+__device__ __forceinline__ float ld(const void *p, int dt, size_t i)
+{
+	if (dt == DT_F16)
+		return __half2float(((const __half *)p)[i]);
+	if (dt == DT_BF16)
+		return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+	return ((const float *)p)[i];
+}
+
+__device__ __forceinline__ void st(void *p, int dt, size_t i, float v)
+{
+	if (dt == DT_F16)
+		((__half *)p)[i] = __float2half_rn(v);
+	else if (dt == DT_BF16)
+		((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+	else
+		((float *)p)[i] = v;
+}
+
+__device__ __forceinline__ float rnd(float v, int dt)
+{
+	if (dt == DT_F16)
+		return __half2float(__float2half_rn(v));
+	if (dt == DT_BF16)
+		return __bfloat162float(__float2bfloat16_rn(v));
+	return v;
+}
+
+static inline int64_t t_rows(const struct lmd_tensor *t)
+{
+	return t->ndim == 1 ? 1 : lmd_tensor_numel(t) / t->shape[t->ndim - 1];
+}
+
+static inline int64_t t_cols(const struct lmd_tensor *t)
+{
+	return t->shape[t->ndim - 1];
+}
+
+static inline int float_dt(enum lmd_dtype t)
+{
+	return t == LMD_F32 || t == LMD_F16 || t == LMD_BF16;
+}
+
+/* launchers (elementwise.cu, matmul.cu, attention.cu); each checks shapes and returns LMD_EINVAL on a mismatch */
+int lmd_cuda_embed(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *table, struct lmd_err *err);
+int lmd_cuda_rmsnorm(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *g,
+		     float eps, struct lmd_err *err);
+int lmd_cuda_add_rmsnorm(struct cuda_ctx *c, struct lmd_tensor *y, struct lmd_tensor *x, const struct lmd_tensor *r,
+			 const struct lmd_tensor *g, float eps, struct lmd_err *err);
+int lmd_cuda_rope(struct cuda_ctx *c, struct lmd_tensor *qkv, const struct lmd_attn_dims *d, struct lmd_err *err);
+int lmd_cuda_kv_store(struct cuda_ctx *c, struct lmd_kvcache *kv, int layer, const struct lmd_tensor *qkv,
+		      const struct lmd_attn_dims *d, struct lmd_err *err);
+int lmd_cuda_silu_mul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *gu, struct lmd_err *err);
+int lmd_cuda_gather_rows(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, int first,
+			 struct lmd_err *err);
+int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
+		    const struct lmd_tensor *bias, struct lmd_err *err);
+int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct lmd_tensor *qkv,
+		       const struct lmd_kvcache *kv, int layer, const struct lmd_attn_dims *d, struct lmd_err *err);
+/* once at open: kernel attributes (dynamic shared memory limits) */
+int lmd_cuda_attention_init(struct cuda_ctx *c, struct lmd_err *err);
+
+#endif
