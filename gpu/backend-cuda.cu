@@ -293,6 +293,7 @@ static const struct lmd_backend_ops cuda_ops = {
 	.kv_store = op_kv_store,
 	.attention = op_attention,
 	.silu_mul = op_silu_mul,
+	.matmul_q4 = NULL,  // int4 weights: CPU only for now (issue 6)
 	.gather_rows = op_gather_rows,
 };
 
