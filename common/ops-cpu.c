@@ -148,6 +148,20 @@ void lmd_cpu_add_rmsnorm(struct lmd_tensor *y, struct lmd_tensor *x, const struc
 	free(tmp);
 }
 
+/* Column o of y: every row of xf [n, in] times the weight row wf [in], plus bias[o]; both reference matmuls end here. */
+static void store_column(struct lmd_tensor *y, const float *xf, const float *wf, int64_t n, int64_t in, int64_t o,
+			 const struct lmd_tensor *bias)
+{
+	for (int64_t r = 0; r < n; r++) {
+		float acc = 0;
+		for (int64_t i = 0; i < in; i++)
+			acc += xf[r * in + i] * wf[i];
+		if (bias)
+			acc += load1(bias->data, bias->dtype, (size_t)o);
+		store1(row(y, r), y->dtype, (size_t)o, acc);
+	}
+}
+
 void lmd_cpu_matmul(struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
 		    const struct lmd_tensor *bias)
 {
@@ -160,14 +174,7 @@ void lmd_cpu_matmul(struct lmd_tensor *y, const struct lmd_tensor *x, const stru
 	lmd_cpu_load(xf, x->data, x->dtype, (size_t)(n * in));
 	for (int64_t o = 0; o < out; o++) {
 		lmd_cpu_load(wf, row(w, o), w->dtype, (size_t)in);
-		for (int64_t r = 0; r < n; r++) {
-			float acc = 0;
-			for (int64_t i = 0; i < in; i++)
-				acc += xf[r * in + i] * wf[i];
-			if (bias)
-				acc += load1(bias->data, bias->dtype, (size_t)o);
-			store1(row(y, r), y->dtype, (size_t)o, acc);
-		}
+		store_column(y, xf, wf, n, in, o, bias);
 	}
 	free(xf);
 	free(wf);
@@ -189,14 +196,7 @@ void lmd_cpu_matmul_q4(struct lmd_tensor *y, const struct lmd_tensor *x, const s
 	lmd_cpu_load(xf, x->data, x->dtype, (size_t)(n * in));
 	for (int64_t o = 0; o < out; o++) {
 		lmd_q4_row(&q, (int)o, wf);
-		for (int64_t r = 0; r < n; r++) {
-			float acc = 0;
-			for (int64_t i = 0; i < in; i++)
-				acc += xf[r * in + i] * wf[i];
-			if (bias)
-				acc += load1(bias->data, bias->dtype, (size_t)o);
-			store1(row(y, r), y->dtype, (size_t)o, acc);
-		}
+		store_column(y, xf, wf, n, in, o, bias);
 	}
 	free(xf);
 	free(wf);

@@ -17,3 +17,11 @@ setup_tmp() {
 teardown_tmp() {
 	[ -n "${TMP:-}" ] && rm -rf "$TMP"
 }
+
+# A python3 with the msgpack module in $PY, or skip.
+need_msgpack() {
+	for PY in python3 /usr/bin/python3; do
+		"$PY" -c 'import msgpack' 2>/dev/null && return 0
+	done
+	skip "no python3 with msgpack"
+}

@@ -7,13 +7,6 @@ teardown() { teardown_tmp; }
 
 TINY=$ROOT/share/models/lmd-tiny
 
-# a python3 with the msgpack module, or skip
-need_msgpack() {
-	for PY in python3 /usr/bin/python3; do
-		"$PY" -c 'import msgpack' 2>/dev/null && return 0
-	done
-	skip "no python3 with msgpack"
-}
 
 @test "statistics of lmd-tiny: schema, counts and per-channel invariants (read by Python's msgpack)" {
 	need_msgpack

@@ -7,12 +7,6 @@ teardown() { teardown_tmp; }
 
 TINY=$ROOT/share/models/lmd-tiny
 
-need_msgpack() {
-	for PY in python3 /usr/bin/python3; do
-		"$PY" -c 'import msgpack' 2>/dev/null && return 0
-	done
-	skip "no python3 with msgpack"
-}
 
 @test "CSV parameters follow their formulas from the statistics (asymmetric 8 and 4 bits, symmetric)" {
 	need_msgpack
