@@ -79,26 +79,6 @@ void lmd_gen_params_apply(const struct lmd_gen_params *p, struct lmd_request *re
 	req->n_stop = p->n_stop;
 }
 
-static int utf8_valid(const unsigned char *s, size_t n)
-{
-	for (size_t i = 0; i < n;) {
-		unsigned c = s[i];
-		int k = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 && c >= 0xc2 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 && c <= 0xf4 ? 3 : -1;
-		if (k < 0 || i + k >= n)
-			return 0;
-		uint32_t cp = k == 0 ? c : c & (0x3f >> k);
-		for (int j = 1; j <= k; j++) {
-			if ((s[i + j] & 0xc0) != 0x80)
-				return 0;
-			cp = cp << 6 | (s[i + j] & 0x3f);
-		}
-		if ((k == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-			return 0;
-		i += k + 1;
-	}
-	return 1;
-}
-
 int lmd_runner_prompt(const struct lmd_runner *r, const char *text, const struct lmd_chat_msg *msgs, int nmsg,
 		      int32_t **ids, int *n, struct lmd_err *err)
 {
@@ -107,11 +87,11 @@ int lmd_runner_prompt(const struct lmd_runner *r, const char *text, const struct
 	int *tk = NULL, rc, base = r->tmpl.name && !strcmp(r->tmpl.name, "base");
 	struct lmd_chat_msg one = {"user", text};
 	for (int i = 0; msgs && i < nmsg; i++)
-		if (!msgs[i].content || !utf8_valid((const unsigned char *)msgs[i].content, strlen(msgs[i].content)))
+		if (!msgs[i].content || !lmd_utf8_valid(msgs[i].content, strlen(msgs[i].content)))
 			return lmd_errorf(err, LMD_EINVAL, "message %d: content is missing or not UTF-8", i);
 	if (!msgs && (!text || !*text))
 		return lmd_errorf(err, LMD_EINVAL, "the prompt is empty");
-	if (!msgs && !utf8_valid((const unsigned char *)text, strlen(text)))
+	if (!msgs && !lmd_utf8_valid(text, strlen(text)))
 		return lmd_errorf(err, LMD_EINVAL, "the prompt is not valid UTF-8");
 	if (msgs || !base) {
 		if ((rc = lmd_chat_render(&r->tmpl, msgs ? msgs : &one, msgs ? nmsg : 1, 1, NULL, &rendered, &len, err)))

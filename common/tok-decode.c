@@ -111,7 +111,7 @@ static int group_emit(struct lmd_tokdec *d)
 	int r = 0;
 	if (!d->npend)
 		return 0;
-	if (tok_utf8_valid(d->pend, d->npend))
+	if (lmd_utf8_valid(d->pend, d->npend))
 		r = out_text(d, (const char *)d->pend, d->npend);
 	else
 		for (size_t i = 0; i < d->npend && !r; i++)

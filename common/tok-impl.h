@@ -84,7 +84,6 @@ int tok_oom(struct lmd_err *err);
 int tok_utf8_char(const uint8_t *s, size_t n);
 /** Length of the character at s (1 for an invalid byte), never past n. */
 int tok_utf8_len(const uint8_t *s, size_t n);
-int tok_utf8_valid(const uint8_t *s, size_t n);
 
 /** Build GPT-2's byte <-> printable character table (idempotent). */
 void tok_bytelevel_init(void);

@@ -246,8 +246,9 @@ int tok_utf8_len(const uint8_t *s, size_t n)
 	return k > 0 ? k : 1;
 }
 
-int tok_utf8_valid(const uint8_t *s, size_t n)
+int lmd_utf8_valid(const void *text, size_t n)
 {
+	const uint8_t *s = text;
 	for (size_t i = 0; i < n;) {
 		int k = tok_utf8_char(s + i, n - i);
 		if (k <= 0)

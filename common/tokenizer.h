@@ -113,6 +113,9 @@ int lmd_tokenizer_decode(const struct lmd_tokenizer *t, const int *ids, size_t n
  */
 const char *lmd_tokenizer_piece(const struct lmd_tokenizer *t, int id);
 
+/** Is s[0..n) well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF)? */
+int lmd_utf8_valid(const void *s, size_t n);
+
 /** LMD_TOKA_* bits of id (0 when out of range). */
 int lmd_tokenizer_attr(const struct lmd_tokenizer *t, int id);
 
