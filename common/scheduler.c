@@ -71,6 +71,9 @@ int lmd_sched_init(struct lmd_scheduler *s, struct lmd_model *m, const struct lm
 	s->tok = tok;
 	s->max_batch = o && o->max_batch > 0 && o->max_batch < m->max_seqs ? o->max_batch : m->max_seqs;
 	s->max_prefill = o && o->max_prefill > 0 && o->max_prefill < m->max_tokens ? o->max_prefill : m->max_tokens;
+	s->chunk = m->max_tokens - s->max_batch < s->max_prefill ? m->max_tokens - s->max_batch : s->max_prefill;
+	if (s->chunk < 1)
+		s->chunk = 1;
 	s->run = calloc(s->max_batch, sizeof(*s->run));
 	s->take = calloc(s->max_batch, sizeof(*s->take));
 	s->logits = malloc((size_t)s->max_batch * m->cfg.vocab * sizeof(float));
@@ -319,10 +322,9 @@ static int plan(struct lmd_scheduler *s)
 	for (int i = 0; i < s->nrun; i++) {  /* then prefill chunks, in admission order */
 		struct lmd_session *se = sess(s->run[i]);
 		int left = se->n - se->kv.len;
-		if (left > 1) {
-			int k = left < budget ? left : budget;
-			k = k < prefill ? k : prefill;
-			s->take[i] = k > 0 ? k : 0;
+		if (left > 1) {  /* a whole chunk or nothing: it always fits beside the decodes when first */
+			int k = left < s->chunk ? left : s->chunk;
+			s->take[i] = k <= budget && k <= prefill ? k : 0;
 			budget -= s->take[i];
 			prefill -= s->take[i];
 		}

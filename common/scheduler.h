@@ -11,7 +11,10 @@
  *
  * A session holds a token history and its KV blocks across requests (multi-turn chat): a request
  * on a session continues from the cached tokens, so only its new tokens are prefilled.
- * Outputs are the same whatever else runs beside a request: each request samples with its own RNG.
+ * Outputs are the same whatever else runs beside a request: each request samples with its own RNG,
+ * and a prompt is prefilled in chunks of a fixed size cut from its start (the last one shorter), a
+ * chunk that does not fit a step waiting for the next, so that the work a request's tokens see
+ * depends on the request alone (with a batch-invariant backend, the same bits alone and in a batch).
  */
 #ifndef LMD_SCHEDULER_H
 #define LMD_SCHEDULER_H
@@ -94,6 +97,7 @@ struct lmd_scheduler {
 	struct lmd_model *m;                 /* borrowed */
 	const struct lmd_tokenizer *tok;     /* borrowed */
 	int max_batch, max_prefill;
+	int chunk;                           /* prefill chunk: max_prefill, at most max_tokens - max_batch */
 	struct lmd_request **wait, **run;    /* owned arrays of borrowed requests */
 	int nwait, nrun, wcap;
 	struct lmd_batch b;

@@ -22,9 +22,12 @@
  * Per tile of 32 keys: (1) load K and V (16-byte loads when D % 8 == 0, converted to fp32), (2) scores
  * s[r][j] for (r, j) spread over the threads, masked beyond each row's position, (3) one warp per row:
  * running max m, rescale factor, exp, running sum l, (4) o[r][d] = o·corr + Σ_j p[r][j] v[j][d].
- * With splits == 1 the kernels write att = o / l; otherwise each split writes its unnormalized o, m and l
- * to the partials buffer and combine_kernel (grid (items, H), block D) merges them:
- *   M = max m_s, att = Σ o_s e^{m_s - M} / Σ l_s e^{m_s - M}.
+ * Splits. An item of length len (its last position + 1) is cut into key ranges of split_len(len) keys:
+ * 64 keys, more only past 64 splits. The cut depends on len alone, never on the rest of the step, so a
+ * sequence gets the same bits alone and in any batch (batch invariance, issue 5). With one split the
+ * kernels write att = o / l; otherwise each split writes its unnormalized o, m and l to the partials
+ * buffer (laid out for the step's largest split count) and combine_kernel (grid (items, H), block D)
+ * merges them in split order:  M = max m_s, att = Σ o_s e^{m_s - M} / Σ l_s e^{m_s - M}.
  */
 #include <math.h>
 #include <mma.h>
@@ -34,6 +37,19 @@
 #define AT 32    /* keys per tile: one per lane in the softmax step */
 #define ROWS 16  /* query rows per block (at least G) */
 #define THREADS 128
+#define SPLIT_KEYS 64  /* keys per split, below 64 splits */
+#define MAX_SPLITS 64
+
+__host__ __device__ __forceinline__ int split_len(int len)
+{
+	return SPLIT_KEYS * ((len + SPLIT_KEYS * MAX_SPLITS - 1) / (SPLIT_KEYS * MAX_SPLITS));
+}
+
+__host__ __device__ __forceinline__ int split_count(int len)
+{
+	int c = split_len(len);
+	return c ? (len + c - 1) / c : 1;
+}
 
 // ----------------------------------------------------------------------------
 // CUDA kernels
@@ -84,9 +100,9 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(void *att, int at, const 
 	float *q = sm, *k = q + rmax * D, *v = k + AT * (D + 1), *p = v + AT * D, *o = p + rmax * AT;
 	float *m = o + rmax * D, *l = m + rmax, *cr = l + rmax;
 	int *rpos = (int *)(cr + rmax);
-	int len = it.last_pos + 1;
-	int chunk = (len + splits - 1) / splits;
-	chunk = (chunk + AT - 1) / AT * AT;
+	const int len = it.last_pos + 1, chunk = split_len(len), nspl = split_count(len);
+	if (split >= nspl)
+		return;
 	int tb = split * chunk, te = min(len, tb + chunk);
 
 	for (int idx = tid; idx < R * D; idx += nt) {
@@ -181,7 +197,7 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(void *att, int at, const 
 		}
 		__syncthreads();
 	}
-	if (splits == 1) {
+	if (nspl == 1) {
 		for (int idx = tid; idx < R * D; idx += nt) {
 			int r = idx / D, d = idx % D, tok = it.first + r / G, h = kvh * G + r % G;
 			st(att, at, ((size_t)tok * H + h) * D + d, o[idx] / l[r]);
@@ -206,16 +222,18 @@ __global__ void combine_kernel(void *att, int at, const float *part, const struc
 			       int H, int D)
 {
 	const struct attn_item it = items[blockIdx.x];
-	int h = blockIdx.y;
+	int h = blockIdx.y, nspl = split_count(it.last_pos + 1);
+	if (nspl == 1)
+		return;  // written by the attention kernel
 	const float *po = part, *pml = part + (size_t)splits * ntok * H * D;
 	for (int k = 0; k < it.cnt; k++) {
 		int tok = it.first + k;
 		float M = -INFINITY;
-		for (int s = 0; s < splits; s++)
+		for (int s = 0; s < nspl; s++)
 			M = fmaxf(M, pml[(((size_t)s * ntok + tok) * H + h) * 2]);
 		for (int d = threadIdx.x; d < D; d += blockDim.x) {
 			float L = 0, acc = 0;
-			for (int s = 0; s < splits; s++) {
+			for (int s = 0; s < nspl; s++) {
 				size_t i = ((size_t)s * ntok + tok) * H + h;
 				float ms = pml[i * 2];
 				if (ms == -INFINITY)
@@ -277,7 +295,9 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int a
 	extern __shared__ float sm[];
 	const struct attn_item it = items[blockIdx.x];
 	const int kvh = blockIdx.y, split = blockIdx.z, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-	const int len = it.last_pos + 1, chunk = (len + splits - 1) / splits;
+	const int len = it.last_pos + 1, chunk = split_len(len), nspl = split_count(len);
+	if (split >= nspl)
+		return;
 	const int tb = split * chunk, te = min(len, tb + chunk), tok = it.first;
 	float q[G][DPL], o[G][DPL], m[G], l[G];
 #pragma unroll
@@ -351,7 +371,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int a
 			L += x[D + 1] * f;
 			acc += x[d] * f;
 		}
-		if (splits == 1) {
+		if (nspl == 1) {
 			st(att, at, ((size_t)tok * H + h) * D + d, acc / L);
 		} else {
 			size_t i = ((size_t)split * ntok + tok) * H + h;
@@ -530,7 +550,7 @@ int lmd_cuda_attention_init(struct cuda_ctx *c, struct lmd_err *err)
  * decode_kernel (when dec), others to attn_kernel. h_items holds [fa | decode | tile] items.
  */
 #define FA_MIN 32
-static int plan(struct cuda_ctx *c, int G, int KV, int H, int D, int fa, int dec, struct lmd_err *err)
+static int plan(struct cuda_ctx *c, int G, int H, int D, int fa, int dec, struct lmd_err *err)
 {
 	const struct lmd_step *s = &c->step;
 	int qt = G >= ROWS ? 1 : ROWS / G;
@@ -546,7 +566,7 @@ static int plan(struct cuda_ctx *c, int G, int KV, int H, int D, int fa, int dec
 		c->items_cap = cap;
 	}
 	CUDA_TRY(cudaEventSynchronize(c->items_done), err);  // the last upload from h_items is done
-	int n = 0, cnt3[3] = {0, 0, 0}, max_len = 0;
+	int n = 0, cnt3[3] = {0, 0, 0}, splits = 1;  // splits: the most any decode/tile item has
 	for (int cls = 0; cls < 3; cls++)
 		for (int i = 0; i < s->n;) {
 			int run = 1;
@@ -561,22 +581,12 @@ static int plan(struct cuda_ctx *c, int G, int KV, int H, int D, int fa, int dec
 				int last = s->pos[i + k + cnt - 1];
 				c->h_items[n++] = (struct attn_item){i + k, cnt, s->seq[i], last};
 				cnt3[cls]++;
-				if (cls && last + 1 > max_len)
-					max_len = last + 1;
+				if (cls && split_count(last + 1) > splits)
+					splits = split_count(last + 1);
 			}
 			i += run;
 		}
 	c->n_fa = cnt3[0], c->n_dec = cnt3[1], c->n_tile = cnt3[2];
-	int blocks = (c->n_dec + c->n_tile) * KV, splits = 1;
-	if (blocks && blocks < 2 * c->sms && max_len >= 128) {
-		splits = (2 * c->sms + blocks - 1) / blocks;
-		if (splits > max_len / 64)
-			splits = max_len / 64;
-		if (splits > 32)
-			splits = 32;
-		if (splits < 1)
-			splits = 1;
-	}
 	size_t need = (size_t)splits * s->n * H * (D + 2);
 	if (splits > 1 && need > c->part_cap) {
 		if (c->part)
@@ -613,7 +623,7 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 	int fa = one_type && (T == LMD_F16 || T == LMD_BF16) && (D == 64 || D == 128) && !c->no_fa;
 	int dec = (D == 64 || D == 128) && (G == 1 || G == 2 || G == 4 || G == 8);
 	if (c->items_step != c->step_id || c->items_group != G || c->items_mode != fa * 2 + dec) {
-		int rc = plan(c, G, KV, H, D, fa, dec, err);
+		int rc = plan(c, G, H, D, fa, dec, err);
 		if (rc)
 			return rc;
 	}

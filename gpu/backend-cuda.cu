@@ -317,8 +317,8 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 	int rc = lmd_cuda_attention_init(c, err);
 	if (rc)
 		return rc;
-	const char *g = getenv("LMD_CUDA_GEMV");
-	c->gemv = !(g && !strcmp(g, "0"));
+	const char *g = getenv("LMD_CUDA_GEMM");
+	c->cublas_gemm = g && !strcmp(g, "cublas");
 	const char *pr = getenv("LMD_CUDA_PROFILE");
 	c->prof = pr && !strcmp(pr, "1");
 	if (c->prof) {

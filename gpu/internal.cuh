@@ -71,7 +71,7 @@ struct cuda_ctx {
 	double prof_t_sync_end, prof_host_gap, prof_enqueue, prof_wait, prof_gpu_ms, prof_t_begin;
 	int prof_in_step;
 	cudaEvent_t prof_e0, prof_e1;
-	int gemv;                      /* use the batch-1..8 GEMV for 16-bit weights (LMD_CUDA_GEMV=0 turns it off) */
+	int cublas_gemm;               /* LMD_CUDA_GEMM=cublas: 16-bit products through cuBLAS (not batch-invariant) */
 };
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */

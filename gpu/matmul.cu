@@ -1,16 +1,32 @@
 /*
  * matmul: y[R, N] = x[R, K] · w[N, K]ᵀ (+ bias[N]), fp32 accumulation, y rounded once to its dtype.
  *
- * Three paths, picked per call:
- *   gemv    R <= 8, x and w both f16 or both bf16, K % 8 == 0, 16-byte aligned rows: the decode case.
- *           One warp per output column n streams w's row n once with 16-byte loads (evict-first)
- *           and dots it with the R rows of x (L1-resident), fp32 accumulate, shuffle reduction.
- *           grid ceil(N / 8), block 256 (8 warps = 8 columns). Bytes moved ≈ N·K·2: bandwidth-bound.
- *   cublas  x and w of one dtype, y of that dtype or f32: cublasGemmEx with CUBLAS_COMPUTE_32F (no TF32
- *           for f32). Row-major y = x wᵀ is column-major yᵀ = w xᵀ: gemm(T, N, m=N, n=R, k=K, w, x, y).
- *           A bias is first broadcast into y and added by beta = 1.
- *   generic any mix of f32/f16/bf16 (e.g. fp32 compute over f16 weights): 64×64 tiles, k-step 16,
- *           256 threads each 4×4 outputs, operands converted to fp32 in shared memory.
+ * Batch invariance. A row of y must not depend on the other rows in the call: a sequence decoded alone
+ * and the same sequence decoded among 63 others get the same bits (issue 5's check), so one rule of
+ * summation holds for every R. For 16-bit x and w (both f16 or both bf16) it is:
+ *
+ *   acc = 0; for each span s of 32 k (s = 0, 1, ...): acc = mma(step 0 of s); acc = mma(step 1 of s)
+ *
+ * with mma.sync.m16n8k16 (f32 accumulators) and this fixed fragment map: lane l (g = l / 4, q = l % 4)
+ * holds the 8 consecutive k of its row / column starting at 32s + 8q (one 16-byte load); step j uses
+ * elements 4j + {0,1} as the mma's k = 2q + {0,1} and 4j + {2,3} as k = 2q + 8 + {0,1}, for A (rows g
+ * and g + 8 of x) and B (row g of w, i.e. column g of wᵀ) alike. k beyond K reads as zero. No split-K:
+ * the order is the span order. Two kernels follow the rule, so either one gives the same bits:
+ *   skinny  R <= 16 (decode): one warp per 8 output columns over the whole of K, w streamed straight
+ *           from memory with 16-byte evict-first loads, two register buffers of U spans so that the next
+ *           loads are in flight while the mma chain runs; x (rows >= R read as zero) from L1.
+ *           grid ceil(N / 32), block 128.
+ *   tiled   any R: BM x BN output tiles (128 or 64 x 128 or 64), 8 warps as 2 x 4, three shared-memory
+ *           stages of one span each, filled by cp.async (zero-fill beyond R, N, K); the fragments are
+ *           read with 16-byte shared loads in the same map. grid (ceil(N / BN), ceil(R / BM)), block 256.
+ * The tile shape is chosen from R and N (enough blocks for the GPU) and does not change the bits.
+ *
+ * Other paths (also batch-invariant, chosen from the dtypes and K only, never from R):
+ *   cublas  f32 x and w: cublasGemmEx, CUBLAS_COMPUTE_32F (no TF32); a bias is broadcast into y first and
+ *           added by beta = 1. LMD_CUDA_GEMM=cublas sends 16-bit products there too (fast prefill, but
+ *           cuBLAS picks its kernel by shape, so rows are no longer batch-invariant): for comparison.
+ *   generic any mix of f32/f16/bf16 (fp32 compute over 16-bit weights), or 16-bit rows that are not
+ *           16-byte aligned / K % 8 != 0: 64x64 tiles, k-step 16, 256 threads each 4x4 outputs.
  */
 #include <stdint.h>
 
@@ -19,65 +35,159 @@
 // ----------------------------------------------------------------------------
 // CUDA kernels
 
-__device__ __forceinline__ void unpack8(uint4 v, const __half *, float f[8])
+template <bool BF>
+__device__ __forceinline__ void mma16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+					 uint32_t b1)
 {
-	const __half2 *h = (const __half2 *)&v;
+	if (BF)
+		asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+			     "{%0,%1,%2,%3};\n"
+			     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+			     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+	else
+		asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+			     "{%0,%1,%2,%3};\n"
+			     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+			     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* One span (32 k) into c: ag, ah = 8 k of rows g and g + 8 of x, b = the same 8 k of column g of wᵀ. */
+template <bool BF>
+__device__ __forceinline__ void mma_span(float c[4], uint4 ag, uint4 ah, uint4 b)
+{
+	mma16816<BF>(c, ag.x, ah.x, ag.y, ah.y, b.x, b.y);
+	mma16816<BF>(c, ag.z, ah.z, ag.w, ah.w, b.z, b.w);
+}
+
+/* c holds rows g, g + 8 and columns n, n + 1 (n = 2q): y = c + bias, rounded to y's dtype. */
+__device__ __forceinline__ void store_frag(void *y, int yt, const void *bias, int bt, int R, int N, int r, int n,
+					   const float c[4])
+{
 #pragma unroll
 	for (int i = 0; i < 4; i++) {
-		float2 t = __half22float2(h[i]);
-		f[2 * i] = t.x;
-		f[2 * i + 1] = t.y;
+		int rr = r + (i >> 1) * 8, nn = n + (i & 1);
+		if (rr < R && nn < N)
+			st(y, yt, (size_t)rr * N + nn, c[i] + (bias ? ld(bias, bt, nn) : 0.0f));
 	}
 }
 
-__device__ __forceinline__ void unpack8(uint4 v, const __nv_bfloat16 *, float f[8])
+template <bool BF, bool LOW8>  // LOW8: R <= 8, rows g + 8 are all zero
+__global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
+						   int bt, int R, int N, int K)
 {
-	const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
-#pragma unroll
-	for (int i = 0; i < 4; i++) {
-		float2 t = __bfloat1622float2(h[i]);
-		f[2 * i] = t.x;
-		f[2 * i + 1] = t.y;
-	}
-}
-
-template <typename T, int M>
-__global__ void __launch_bounds__(256) gemv_kernel(void *y, int yt, const T *x, const T *w, const void *bias, int bt,
-						   int K, int N)
-{
-	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-	int n = blockIdx.x * (blockDim.x / 32) + warp;
-	if (n >= N)
+	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+	const int n0 = (blockIdx.x * 4 + warp) * 8;
+	if (n0 >= N)
 		return;
-	float acc[M];
+	constexpr int U = LOW8 ? 8 : 4;  // spans per register buffer
+	const int K8 = K / 8, S = (K + 31) / 32;
+	const bool bok = n0 + g < N, gok = g < R, hok = !LOW8 && g + 8 < R;
+	const uint4 *wr = w + (size_t)(bok ? n0 + g : 0) * K8, *xg = x + (size_t)(gok ? g : 0) * K8,
+		    *xh = x + (size_t)(hok ? g + 8 : 0) * K8;
+	const uint4 z = make_uint4(0, 0, 0, 0);
+	float c[4] = {0, 0, 0, 0};
+	uint4 b[2][U], a[2][U], h[2][U];
+	auto load = [&](int buf, int s0) {
 #pragma unroll
-	for (int m = 0; m < M; m++)
-		acc[m] = 0;
-	const uint4 *wr = (const uint4 *)(w + (size_t)n * K);
-	int K8 = K / 8;
-#pragma unroll 4
-	for (int k = lane; k < K8; k += 32) {
-		uint4 wv = __ldcs(wr + k);
-		float wf[8];
-		unpack8(wv, (const T *)0, wf);
-#pragma unroll
-		for (int m = 0; m < M; m++) {
-			uint4 xv = __ldg((const uint4 *)(x + (size_t)m * K) + k);
-			float xf[8];
-			unpack8(xv, (const T *)0, xf);
-#pragma unroll
-			for (int j = 0; j < 8; j++)
-				acc[m] = fmaf(wf[j], xf[j], acc[m]);
+		for (int u = 0; u < U; u++) {
+			int ch = (s0 + u) * 4 + q;
+			bool in = ch < K8;
+			b[buf][u] = in && bok ? __ldcs(wr + ch) : z;
+			a[buf][u] = in && gok ? __ldg(xg + ch) : z;
+			h[buf][u] = in && hok ? __ldg(xh + ch) : z;
 		}
+	};
+	auto run = [&](int buf, int s0) {
+#pragma unroll
+		for (int u = 0; u < U; u++)
+			if (s0 + u < S)
+				mma_span<BF>(c, a[buf][u], h[buf][u], b[buf][u]);
+	};
+	load(0, 0);
+	for (int s0 = 0; s0 < S; s0 += 2 * U) {
+		load(1, s0 + U);
+		run(0, s0);
+		if (s0 + U >= S)
+			break;
+		load(0, s0 + 2 * U);
+		run(1, s0 + U);
+	}
+	store_frag(y, yt, bias, bt, R, N, g, n0 + 2 * q, c);
+}
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool ok)
+{
+	unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 16 : 0));
+}
+
+#define TILED_STAGES 3
+
+template <int BM, int BN>
+constexpr int tiled_smem() { return TILED_STAGES * (BM + BN) * 4 * 16; }
+
+template <bool BF, int BM, int BN>
+__global__ void __launch_bounds__(256) gemm_tiled(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
+						  int bt, int R, int N, int K)
+{
+	constexpr int MI = BM / 32, NJ = BN / 32;  // m16 / n8 tiles of one warp (warp tile BM/2 x BN/4)
+	extern __shared__ uint4 sm[];              // [stage][BM + BN rows][4 chunks of 8 k]
+	const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
+	const int wm = warp / 4, wn = warp % 4, r0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+	const int K8 = K / 8, S = (K + 31) / 32;
+	auto load = [&](int s) {
+		uint4 *sa = sm + (s % TILED_STAGES) * (BM + BN) * 4;
+		for (int i = tid; i < (BM + BN) * 4; i += 256) {
+			int row = i / 4, ch = s * 4 + i % 4;
+			bool isa = row < BM;
+			int gr = isa ? r0 + row : n0 + row - BM;
+			bool ok = gr < (isa ? R : N) && ch < K8;
+			const uint4 *src = isa ? x : w;
+			cp_async16(sa + i, src + (ok ? (size_t)gr * K8 + ch : 0), ok);
+		}
+		asm volatile("cp.async.commit_group;\n" ::);
+	};
+	float c[MI][NJ][4];
+#pragma unroll
+	for (int i = 0; i < MI; i++)
+#pragma unroll
+		for (int j = 0; j < NJ; j++)
+			c[i][j][0] = c[i][j][1] = c[i][j][2] = c[i][j][3] = 0;
+	for (int s = 0; s < TILED_STAGES - 1; s++)
+		if (s < S)
+			load(s);
+		else
+			asm volatile("cp.async.commit_group;\n" ::);
+	for (int s = 0; s < S; s++) {
+		asm volatile("cp.async.wait_group %0;\n" ::"n"(TILED_STAGES - 2));
+		__syncthreads();  // span s is in; every warp is done with the stage the next load overwrites
+		if (s + TILED_STAGES - 1 < S)
+			load(s + TILED_STAGES - 1);
+		else
+			asm volatile("cp.async.commit_group;\n" ::);
+		const uint4 *sa = sm + (s % TILED_STAGES) * (BM + BN) * 4, *sb = sa + BM * 4;
+		uint4 ag[MI], ah[MI], bv[NJ];
+#pragma unroll
+		for (int i = 0; i < MI; i++) {
+			int row = wm * (BM / 2) + 16 * i + g;
+			ag[i] = sa[row * 4 + q];
+			ah[i] = sa[(row + 8) * 4 + q];
+		}
+#pragma unroll
+		for (int j = 0; j < NJ; j++)
+			bv[j] = sb[(wn * (BN / 4) + 8 * j + g) * 4 + q];
+#pragma unroll
+		for (int i = 0; i < MI; i++)
+#pragma unroll
+			for (int j = 0; j < NJ; j++)
+				mma_span<BF>(c[i][j], ag[i], ah[i], bv[j]);
 	}
 #pragma unroll
-	for (int m = 0; m < M; m++) {
-		float v = acc[m];
-		for (int o = 16; o > 0; o >>= 1)
-			v += __shfl_xor_sync(0xffffffffu, v, o);
-		if (lane == 0)
-			st(y, yt, (size_t)m * N + n, v + (bias ? ld(bias, bt, n) : 0.0f));
-	}
+	for (int i = 0; i < MI; i++)
+#pragma unroll
+		for (int j = 0; j < NJ; j++)
+			store_frag(y, yt, bias, bt, R, N, r0 + wm * (BM / 2) + 16 * i + g, n0 + wn * (BN / 4) + 8 * j + 2 * q,
+				   c[i][j]);
 }
 
 __global__ void __launch_bounds__(256) gemm_generic_kernel(void *y, int yt, const void *x, int xt, const void *w,
@@ -134,22 +244,37 @@ static cudaDataType_t cu_type(enum lmd_dtype t)
 	return t == LMD_F16 ? CUDA_R_16F : t == LMD_BF16 ? CUDA_R_16BF : CUDA_R_32F;
 }
 
-template <typename T>
-static void gemv_launch(struct cuda_ctx *c, int R, void *y, int yt, const void *x, const void *w, const void *bias,
-			int bt, int K, int N)
+template <bool BF, int BM, int BN>
+static void tiled_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt,
+			 int R, int N, int K)
 {
-	unsigned grid = (unsigned)((N + 7) / 8);
-	const T *xx = (const T *)x, *ww = (const T *)w;
-	switch (R) {
-	case 1: gemv_kernel<T, 1><<<grid, 256, 0, c->st>>>(y, yt, xx, ww, bias, bt, K, N); break;
-	case 2: gemv_kernel<T, 2><<<grid, 256, 0, c->st>>>(y, yt, xx, ww, bias, bt, K, N); break;
-	case 3: gemv_kernel<T, 3><<<grid, 256, 0, c->st>>>(y, yt, xx, ww, bias, bt, K, N); break;
-	case 4: gemv_kernel<T, 4><<<grid, 256, 0, c->st>>>(y, yt, xx, ww, bias, bt, K, N); break;
-	case 5: gemv_kernel<T, 5><<<grid, 256, 0, c->st>>>(y, yt, xx, ww, bias, bt, K, N); break;
-	case 6: gemv_kernel<T, 6><<<grid, 256, 0, c->st>>>(y, yt, xx, ww, bias, bt, K, N); break;
-	case 7: gemv_kernel<T, 7><<<grid, 256, 0, c->st>>>(y, yt, xx, ww, bias, bt, K, N); break;
-	default: gemv_kernel<T, 8><<<grid, 256, 0, c->st>>>(y, yt, xx, ww, bias, bt, K, N); break;
+	dim3 grid((unsigned)((N + BN - 1) / BN), (unsigned)((R + BM - 1) / BM));
+	gemm_tiled<BF, BM, BN><<<grid, 256, tiled_smem<BM, BN>(), c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w,
+									     bias, bt, R, N, K);
+}
+
+/* The tensor-core kernels (see the top of the file); the shape only picks how the work is cut. */
+template <bool BF>
+static void tc_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt,
+		      int R, int N, int K)
+{
+	if (R <= 16) {
+		unsigned grid = (unsigned)((N + 31) / 32);
+		if (R <= 8)
+			gemm_skinny<BF, true><<<grid, 128, 0, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt, R,
+								       N, K);
+		else
+			gemm_skinny<BF, false><<<grid, 128, 0, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt,
+									R, N, K);
+		return;
 	}
+	long nb128 = (long)((R + 127) / 128) * ((N + 127) / 128), nb64 = (long)((R + 63) / 64) * ((N + 127) / 128);
+	if (nb128 >= 2L * c->sms)
+		tiled_launch<BF, 128, 128>(c, y, yt, x, w, bias, bt, R, N, K);
+	else if (nb64 >= c->sms)
+		tiled_launch<BF, 64, 128>(c, y, yt, x, w, bias, bt, R, N, K);
+	else
+		tiled_launch<BF, 64, 64>(c, y, yt, x, w, bias, bt, R, N, K);
 }
 
 int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
@@ -161,15 +286,15 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 		return lmd_errorf(err, LMD_EINVAL, "cuda matmul: tensor shapes or dtypes do not match");
 	if (R == 0 || N == 0)
 		return LMD_OK;
-	int same = x->dtype == w->dtype;
-	int aligned = ((uintptr_t)x->data % 16 == 0) && ((uintptr_t)w->data % 16 == 0);
-	if (c->gemv && R <= 8 && same && x->dtype != LMD_F32 && K % 8 == 0 && aligned) {
+	int same = x->dtype == w->dtype, half = same && x->dtype != LMD_F32;
+	int aligned = ((uintptr_t)x->data % 16 == 0) && ((uintptr_t)w->data % 16 == 0) && K % 8 == 0;
+	const void *b = bias ? bias->data : NULL;
+	int bt = bias ? bias->dtype : 0;
+	if (half && aligned && !c->cublas_gemm) {
 		if (x->dtype == LMD_F16)
-			gemv_launch<__half>(c, (int)R, y->data, y->dtype, x->data, w->data, bias ? bias->data : NULL,
-					    bias ? bias->dtype : 0, (int)K, (int)N);
+			tc_launch<false>(c, y->data, y->dtype, x->data, w->data, b, bt, (int)R, (int)N, (int)K);
 		else
-			gemv_launch<__nv_bfloat16>(c, (int)R, y->data, y->dtype, x->data, w->data,
-						   bias ? bias->data : NULL, bias ? bias->dtype : 0, (int)K, (int)N);
+			tc_launch<true>(c, y->data, y->dtype, x->data, w->data, b, bt, (int)R, (int)N, (int)K);
 		LAUNCH_TRY(err);
 		return LMD_OK;
 	}
@@ -177,8 +302,8 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 		float alpha = 1, beta = 0;
 		if (bias) {
 			int64_t tot = R * N, blocks = (tot + 255) / 256;
-			bias_fill_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->st>>>(y->data, y->dtype, bias->data,
-												   bias->dtype, R, N);
+			bias_fill_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->st>>>(y->data, y->dtype, b, bt,
+												   R, N);
 			LAUNCH_TRY(err);
 			beta = 1;
 		}
@@ -189,8 +314,8 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 		return LMD_OK;
 	}
 	dim3 grid((unsigned)((N + 63) / 64), (unsigned)((R + 63) / 64));
-	gemm_generic_kernel<<<grid, 256, 0, c->st>>>(y->data, y->dtype, x->data, x->dtype, w->data, w->dtype,
-						     bias ? bias->data : NULL, bias ? bias->dtype : 0, (int)R, (int)N, (int)K);
+	gemm_generic_kernel<<<grid, 256, 0, c->st>>>(y->data, y->dtype, x->data, x->dtype, w->data, w->dtype, b, bt,
+						     (int)R, (int)N, (int)K);
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }

@@ -372,15 +372,75 @@ static void test_big_attention(struct lmd_backend *be, struct lmd_backend *ref, 
 	free(tokens), free(pos), free(seq), free(table), free(freq);
 }
 
+/*
+ * Batch invariance of matmul (cuda): every row of y must have the same bits whether it is computed
+ * alone, among a few rows or among thousands, and wherever it sits in x (the kernels cut the work
+ * differently for each R; see gpu/matmul.cu). K and N have ragged tails; a bias is added.
+ */
+static void test_matmul_invariance(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int K, int N)
+{
+	enum { RMAX = 2048, OFF = 7 };
+	struct lmd_err err = {0};
+	struct pair x, w, b, y, y2, x2;
+	make(be, ref, &x, dt, 2, (int64_t[]){RMAX, K}, 1);
+	make(be, ref, &w, dt, 2, (int64_t[]){N, K}, (float)(1 / sqrt(K)));
+	make(be, ref, &b, dt, 1, (int64_t[]){N}, 1);
+	make(be, ref, &y, dt, 2, (int64_t[]){RMAX, N}, 1);
+	make(be, ref, &y2, dt, 2, (int64_t[]){RMAX, N}, 1);
+	make(be, ref, &x2, dt, 2, (int64_t[]){RMAX, K}, 1);
+	poison(be, &y);
+	CHECK_EQ_INT(be->ops->matmul(be->ctx, &y.t, &x.t, &w.t, &b.t, &err), 0);
+	size_t rowx = (size_t)K * lmd_dtype_size(dt), rowy = (size_t)N * lmd_dtype_size(dt);
+	char *hx = malloc(x.bytes), *hy = malloc(y.bytes), *hy2 = malloc(y.bytes);
+	be->ops->download(be->ctx, hx, &x.t, 0, x.bytes, &err);
+	be->ops->download(be->ctx, hy, &y.t, 0, y.bytes, &err);
+	be->ops->upload(be->ctx, &x2.t, 0, hx + OFF * rowx, (RMAX - OFF) * rowx, &err);  // x shifted up by OFF rows
+	int rs[] = {1, 2, 5, 8, 9, 12, 16, 17, 40, 64, 100, 300, 1000, RMAX - OFF};
+	for (size_t i = 0; i < sizeof(rs) / sizeof(rs[0]); i++) {
+		int R = rs[i];
+		for (int shifted = 0; shifted < 2; shifted++) {
+			struct lmd_tensor xv = shifted ? x2.t : x.t, yv = y2.t;
+			xv.shape[0] = yv.shape[0] = R;
+			poison(be, &y2);
+			CHECK_EQ_INT(be->ops->matmul(be->ctx, &yv, &xv, &w.t, &b.t, &err), 0);
+			be->ops->download(be->ctx, hy2, &y2.t, 0, (size_t)R * rowy, &err);
+			const char *want = hy + (shifted ? OFF : 0) * rowy;
+			if (memcmp(hy2, want, (size_t)R * rowy)) {
+				unit_failures++;
+				size_t k = 0;
+				while (hy2[k] == want[k])
+					k++;
+				fprintf(stderr, "%s matmul %s K%d N%d: %d rows%s differ from the same rows among %d (row %zu)\n",
+					what, lmd_dtype_short(dt), K, N, R, shifted ? " (shifted)" : "", RMAX, k / rowy);
+			}
+		}
+	}
+	struct lmd_tensor xs = x.t, ys = y.t, xr = x.r, yr = y.r;  // and the numbers themselves, on 100 rows
+	xs.shape[0] = ys.shape[0] = xr.shape[0] = yr.shape[0] = 100;
+	CHECK_EQ_INT(be->ops->matmul(be->ctx, &ys, &xs, &w.t, &b.t, &err), 0);
+	CHECK_EQ_INT(ref->ops->matmul(ref->ctx, &yr, &xr, &w.r, &b.r, &err), 0);
+	struct pair yp = {ys, yr, (size_t)100 * rowy};
+	char name[64];
+	snprintf(name, sizeof(name), "matmul K%d N%d (invariance shapes)", K, N);
+	compare(be, ref, &yp, tol_of(dt), name);
+	free(hx), free(hy), free(hy2);
+	struct pair *all[] = {&x, &w, &b, &y, &y2, &x2};
+	for (int i = 0; i < 6; i++)
+		drop(be, ref, all[i]);
+}
+
 static void test_gpu_sized(struct lmd_backend *be, struct lmd_backend *ref)
 {
+	test_matmul_invariance(be, ref, LMD_F16, 4104, 4100);
+	test_matmul_invariance(be, ref, LMD_BF16, 1000, 300);
+	test_matmul_invariance(be, ref, LMD_BF16, 4096, 4096);
 	test_rowwise(be, ref, LMD_F16, 3, 4096);   // rmsnorm rows held in registers, 16 per thread
 	test_rowwise(be, ref, LMD_BF16, 2, 5000);  // 32 per thread, ragged
 	test_rowwise(be, ref, LMD_F32, 2, 9000);   // wider than 8192: the plain loop
 	int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 4096}, {1, 4096, 22016}, {1, 11008, 4096}, {1, 4096, 32000},
 			   {4, 4096, 4096}, {16, 4096, 12288}, {64, 4096, 22016}, {256, 4096, 22016}, {2048, 4096, 12288}};
 	for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
-		test_big_matmul(be, ref, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][0] <= 16);
+		test_big_matmul(be, ref, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][0] <= 256);
 	int c1[4] = {3000, 1500, 77, 2900}, a1[4] = {1, 1, 1, 1};
 	test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 4, c1, a1, 1);   // GQA decode, split-K
 	test_big_attention(be, ref, LMD_BF16, 32, 32, 128, 64, 4, c1, a1, 1);  // MHA decode, split-K
@@ -459,15 +519,16 @@ int main(void)
 		test_backend(&be, &ref);
 		test_gpu_sized(&be, &ref);
 		lmd_backend_close(&be);
-		setenv("LMD_CUDA_GEMV", "0", 1);  // the batch-1 shapes through cuBLAS, for comparison
+		setenv("LMD_CUDA_GEMM", "cublas", 1);  // the same shapes through cuBLAS, for comparison
 		if (lmd_backend_open(&be, "cuda", NULL, &err) == 0) {
 			what = "cuda/cublas";
-			int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 4096}, {1, 4096, 22016}, {1, 11008, 4096}, {4, 4096, 4096}};
-			for (int i = 0; i < 5; i++)
-				test_big_matmul(&be, &ref, shapes[i][0], shapes[i][1], shapes[i][2], 1);
+			int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 4096}, {1, 4096, 22016}, {1, 11008, 4096},
+					   {64, 4096, 4096}, {256, 4096, 22016}, {2048, 4096, 12288}, {2048, 11008, 4096}};
+			for (int i = 0; i < 8; i++)
+				test_big_matmul(&be, &ref, shapes[i][0], shapes[i][1], shapes[i][2], 0);
 			lmd_backend_close(&be);
 		}
-		unsetenv("LMD_CUDA_GEMV");
+		unsetenv("LMD_CUDA_GEMM");
 	} else if (rc != LMD_ENODEV) {
 		fprintf(stderr, "cuda: %s\n", err.msg);
 		unit_failures++;
