@@ -11,8 +11,9 @@
 # bench    a Llama-2-7B-shaped fp16 model with random weights (t/gen-model --fast, converted by
 #          lmd-convert), lmd-bench gen at concurrency 1,16,64,256 x prompts 128,2048 (BENCH_CONC,
 #          BENCH_PROMPTS), and the HF transformers eager baseline on the same model (bench/hf_baseline.py).
-# Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles) hf.csv.
-# Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,64), PREBUILT (a
+# Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
+# bench-cublas.csv hf.csv.
+# Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,16,64,256), PREBUILT (a
 # tar.xz of the programs and the shared libraries they need, for a machine without the -dev packages).
 set -u
 cd "$(dirname "$0")/.."
@@ -60,16 +61,22 @@ for i in range(64):
     print(json.dumps({"prompt": f"{starts[i % len(starts)]} {['', 'quietly', 'again', 'once more', 'at noon'][i % 5]}".strip()}))
 PY
 	: >"$OUT/greedy.txt"
+	# 64 concurrent vs one at a time must be identical (batch invariance) in every dtype; GPU vs CPU free-running
+	# texts are reported (the binding GPU-vs-CPU check is test-reference's lockstep one, ties allowed), fp32 binds.
 	for m in lmd-tiny lmd-small; do
 		dir=$SHARED/models/$m
-		g="build/bin/lmd-run generate --max-tokens 48 --temperature 0 --ignore-eos"
-		$g --device cuda "$dir" </tmp/prompts.jsonl >/tmp/$m-cuda.jsonl 2>/tmp/$m-cuda.err || { cat /tmp/$m-cuda.err; fail=1; }
-		$g --device cpu "$dir" </tmp/prompts.jsonl >/tmp/$m-cpu.jsonl 2>/tmp/$m-cpu.err || { cat /tmp/$m-cpu.err; fail=1; }
-		$g --device cuda --max-batch-size 1 "$dir" </tmp/prompts.jsonl >/tmp/$m-cuda1.jsonl 2>&1 || fail=1
-		py bench/compare_gen.py "$m greedy, GPU vs CPU backend (weights' dtype)" /tmp/$m-cuda.jsonl /tmp/$m-cpu.jsonl \
-			| tee -a "$OUT/greedy.txt" || fail=1
-		py bench/compare_gen.py "$m greedy, GPU 64 concurrent vs one at a time" /tmp/$m-cuda.jsonl /tmp/$m-cuda1.jsonl \
-			| tee -a "$OUT/greedy.txt" || fail=1
+		for dt in weights fp32 fp16 bf16; do
+			g="build/bin/lmd-run generate --max-tokens 48 --temperature 0 --ignore-eos"
+			[ $dt = weights ] || g="$g --dtype $dt"
+			$g --device cuda "$dir" </tmp/prompts.jsonl >/tmp/$m-cuda.jsonl 2>/tmp/$m-cuda.err || { cat /tmp/$m-cuda.err; fail=1; }
+			$g --device cpu "$dir" </tmp/prompts.jsonl >/tmp/$m-cpu.jsonl 2>/tmp/$m-cpu.err || { cat /tmp/$m-cpu.err; fail=1; }
+			$g --device cuda --max-batch-size 1 "$dir" </tmp/prompts.jsonl >/tmp/$m-cuda1.jsonl 2>&1 || fail=1
+			py bench/compare_gen.py "$m $dt greedy, GPU 64 concurrent vs one at a time" /tmp/$m-cuda.jsonl \
+				/tmp/$m-cuda1.jsonl | tee -a "$OUT/greedy.txt" || fail=1
+			bind=0; [ $dt = fp32 ] && bind=1
+			py bench/compare_gen.py "$m $dt greedy, GPU vs CPU backend$([ $bind = 1 ] || echo ' (reported)')" \
+				/tmp/$m-cuda.jsonl /tmp/$m-cpu.jsonl | tee -a "$OUT/greedy.txt" || [ $bind = 0 ] || fail=1
+		done
 	done
 	build/bin/lmd-run generate -v --device cuda --max-tokens 4 --prompt "Once upon a time" "$SHARED/models/lmd-small" \
 		2>&1 | grep -i "gpu memory" | tee -a "$OUT/greedy.txt"
@@ -97,8 +104,14 @@ if [ "$stage" = bench ] || [ "$stage" = all ]; then
 		2>&1 | tee "$OUT/bench.log"
 	cat "$OUT/profile.log" >>"$OUT/bench.log" && rm -f "$OUT/profile.log"
 	cat "$OUT/bench.csv"
+	say "the same through cuBLAS for 16-bit products (LMD_CUDA_GEMM=cublas: not batch-invariant), for comparison"
+	for cp in "1 2048" "256 128" "1 128"; do
+		set -- $cp
+		LMD_CUDA_GEMM=cublas build/bin/lmd-bench gen --device cuda --concurrency $1 --prompt-tokens $2 \
+			--completion-tokens 128 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | tee -a "$OUT/bench-cublas.csv"
+	done
 	say "HF transformers baseline"
-	PYTHONUNBUFFERED=1 timeout 300 env -u LD_LIBRARY_PATH python3 bench/hf_baseline.py "$HF" --batch "${HF_BATCH:-1,64}" >"$OUT/hf.csv" \
+	PYTHONUNBUFFERED=1 timeout 300 env -u LD_LIBRARY_PATH python3 bench/hf_baseline.py "$HF" --batch "${HF_BATCH:-1,16,64,256}" >"$OUT/hf.csv" \
 		2>/tmp/hf.log; echo "hf_baseline: exit $?"
 	tail -3 /tmp/hf.log; cat "$OUT/hf.csv"
 fi

@@ -8,7 +8,9 @@
  *   bf16, fp16: top-1 agreement >= 99% of prompt positions (HF's argmax at the last position, the fp32
  *         run's elsewhere, which the checks above tie to HF).
  * Exit 77 when ../shared (or $SHARED) is absent. LMD_REF_VERBOSE=1 prints the figures.
- * LMD_REF_DEVICE=cuda runs the "cpu" backend's checks on the GPU instead (exit 77 without one).
+ * LMD_REF_DEVICE=cuda runs the "cpu" backend's checks on the GPU instead (exit 77 without one), and for
+ * the trained models (lmd-*) adds greedy decoding on the GPU against the "cpu" backend in the same
+ * dtype, in lockstep (see check_lockstep).
  */
 #include <dirent.h>
 #include <jansson.h>
@@ -343,8 +345,80 @@ static int open_model(struct lmd_model *m, struct lmd_backend *be, struct lmd_mo
 	return 0;
 }
 
+/*
+ * Greedy decoding on backend a against backend b in dtype dt, in lockstep: every case's prompt, then
+ * LOCK_TOKENS greedy tokens, both fed b's choice. Each position where a's argmax differs from b's must
+ * be a tie in b's own logits (a's choice within two ulps of the dtype of b's best, as in check_half):
+ * two engines that sum in different orders can order only such ties differently. Prints agreement and
+ * how many cases decode identically all the way.
+ */
+#define LOCK_TOKENS 64
+static void check_lockstep(const struct ref *r, struct lmd_modeldir *dir, struct lmd_backend *a, struct lmd_backend *b,
+			   enum lmd_dtype dt)
+{
+	struct lmd_model ma = {0}, mb = {0};
+	struct lmd_err err = {0};
+	if (open_model(&ma, a, dir, dt, 0) || open_model(&mb, b, dir, dt, 0)) {
+		lmd_model_close(&ma);
+		return;
+	}
+	int V = dir->cfg.vocab, agree = 0, ties = 0, total = 0, same = 0;
+	float *la = malloc((size_t)V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
+	struct lmd_batch ba = {0}, bb = {0};
+	for (int i = 0; i < r->ncases; i++) {
+		const struct refcase *c = &r->c[i];
+		struct lmd_kvseq sa = {0}, sb = {0};
+		lmd_batch_clear(&ba);
+		lmd_batch_clear(&bb);
+		for (int j = 0; j < c->n; j++) {
+			lmd_batch_add(&ba, &sa, c->ids[j], j == c->n - 1, &err);
+			lmd_batch_add(&bb, &sb, c->ids[j], j == c->n - 1, &err);
+		}
+		int all = 1;
+		for (int g = 0; g <= LOCK_TOKENS; g++) {
+			if (lmd_model_forward(&ma, &ba, la, &err) || lmd_model_forward(&mb, &bb, lb, &err)) {
+				fprintf(stderr, "%s lockstep: %s\n", r->name, err.msg);
+				unit_failures++;
+				break;
+			}
+			if (g == LOCK_TOKENS)
+				break;
+			int ta = lmd_argmax(la, V), tb = lmd_argmax(lb, V);
+			total++;
+			if (ta == tb) {
+				agree++;
+			} else {
+				all = 0;
+				if (lb[tb] - lb[ta] <= 2 * ulp(lb[tb], dt))
+					ties++;
+				else
+					fprintf(stderr, "%s %s lockstep case %d token %d: %s picks %d (%s logit %.5f), %s %d (%.5f)\n",
+						r->name, lmd_dtype_short(dt), i, g, a->ops->name, ta, b->ops->name, lb[ta],
+						b->ops->name, tb, lb[tb]);
+			}
+			lmd_batch_clear(&ba);
+			lmd_batch_clear(&bb);
+			lmd_batch_add(&ba, &sa, tb, 1, &err);
+			lmd_batch_add(&bb, &sb, tb, 1, &err);
+		}
+		same += all;
+		lmd_model_seq_release(&ma, &sa);
+		lmd_model_seq_release(&mb, &sb);
+	}
+	fprintf(stderr, "%s %s greedy %s vs %s in lockstep: %d/%d tokens agree, %d more within rounding ties; %d/%d cases "
+		"identical for %d tokens\n", r->name, lmd_dtype_short(dt), a->ops->name, b->ops->name, agree, total, ties,
+		same, r->ncases, LOCK_TOKENS);
+	CHECK_EQ_INT(agree + ties, total);
+	lmd_batch_free(&ba);
+	lmd_batch_free(&bb);
+	free(la);
+	free(lb);
+	lmd_model_close(&ma);
+	lmd_model_close(&mb);
+}
+
 static void test_model(const char *shared, const char *file, struct lmd_backend *cpu, struct lmd_backend *ref,
-		       float **llama_gqa, float **internlm2)
+		       struct lmd_backend *host, float **llama_gqa, float **internlm2)
 {
 	struct ref r = {0};
 	char path[1024], mpath[1024];
@@ -409,6 +483,10 @@ static void test_model(const char *shared, const char *file, struct lmd_backend 
 			lmd_model_close(&m);
 		}
 	}
+	if (host && !random)  // the trained models: GPU vs the CPU backend, in the weights' dtype and both halves
+		for (int h = 0; h < 3; h++)  // bf16, f16, and f32 too when that is the weights' dtype
+			if (h < 2 || dir.cfg.dtype == LMD_F32)
+				check_lockstep(&r, &dir, cpu, host, h < 2 ? halves[h] : LMD_F32);
 	free_run(&whole, r.ncases);
 	lmd_modeldir_close(&dir);
 	free_ref(&r);
@@ -433,7 +511,7 @@ int main(void)
 		}
 		setenv("LMD_CACHE", cache, 1);
 	}
-	struct lmd_backend cpu = {0}, ref = {0};
+	struct lmd_backend cpu = {0}, ref = {0}, host = {0};
 	struct lmd_err err = {0};
 	const char *dev = getenv("LMD_REF_DEVICE") ? getenv("LMD_REF_DEVICE") : "cpu";  // "cuda": the same checks on the GPU
 	int rc = lmd_backend_open(&cpu, dev, NULL, &err);
@@ -441,7 +519,7 @@ int main(void)
 		fprintf(stderr, "test-reference: %s, skipped\n", err.msg);
 		return 77;
 	}
-	if (rc || lmd_backend_open(&ref, "ref", NULL, &err)) {
+	if (rc || lmd_backend_open(&ref, "ref", NULL, &err) || (strcmp(dev, "cpu") && lmd_backend_open(&host, "cpu", NULL, &err))) {
 		fprintf(stderr, "backend: %s\n", err.msg);
 		return 1;
 	}
@@ -454,7 +532,7 @@ int main(void)
 	closedir(d);
 	float *gqa = NULL, *internlm2 = NULL;
 	for (int i = 0; i < n; i++) {
-		test_model(shared, names[i], &cpu, &ref, &gqa, &internlm2);
+		test_model(shared, names[i], &cpu, &ref, host.ops ? &host : NULL, &gqa, &internlm2);
 		free(names[i]);
 	}
 	if (gqa && internlm2) {  // same weights in two layouts: the same numbers
@@ -464,6 +542,7 @@ int main(void)
 	free(internlm2);
 	lmd_backend_close(&cpu);
 	lmd_backend_close(&ref);
+	lmd_backend_close(&host);
 	if (!strncmp(getenv("LMD_CACHE"), "/tmp/lmd-ref-cache.", 19))
 		lmd_rmtree(getenv("LMD_CACHE"));
 	return UNIT_DONE();
