@@ -315,7 +315,7 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 	CUDA_TRY(cudaMalloc(&c->blas_ws, c->blas_ws_bytes), err);
 	CUBLAS_TRY(cublasSetWorkspace(c->blas, c->blas_ws, c->blas_ws_bytes), err);
 	int rc = lmd_cuda_attention_init(c, err);
-	if (rc)
+	if (rc || (rc = lmd_cuda_matmul_init(c, err)))
 		return rc;
 	const char *g = getenv("LMD_CUDA_GEMM");
 	c->cublas_gemm = g && !strcmp(g, "cublas");

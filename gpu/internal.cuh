@@ -140,5 +140,6 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 		       const struct lmd_kvcache *kv, int layer, const struct lmd_attn_dims *d, struct lmd_err *err);
 /* once at open: kernel attributes (dynamic shared memory limits) */
 int lmd_cuda_attention_init(struct cuda_ctx *c, struct lmd_err *err);
+int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err);
 
 #endif

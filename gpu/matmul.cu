@@ -12,13 +12,13 @@
  * elements 4j + {0,1} as the mma's k = 2q + {0,1} and 4j + {2,3} as k = 2q + 8 + {0,1}, for A (rows g
  * and g + 8 of x) and B (row g of w, i.e. column g of wᵀ) alike. k beyond K reads as zero. No split-K:
  * the order is the span order. Two kernels follow the rule, so either one gives the same bits:
- *   skinny  R <= 16 (decode): one warp per 8 output columns over the whole of K, w streamed straight
- *           from memory with 16-byte evict-first loads, two register buffers of U spans so that the next
- *           loads are in flight while the mma chain runs; x (rows >= R read as zero) from L1.
- *           grid ceil(N / 32), block 128.
+ *   skinny  R <= 16 (decode): one warp per 8 output columns over the whole of K. Each lane streams its
+ *           16-byte pieces of w into its own slots of a shared-memory ring (cp.async, SK_STAGES stages of
+ *           SK_U spans, all but one in flight) and reads them back itself (no barriers); x (rows >= R
+ *           read as zero) comes from L1. grid ceil(N / 32), block 128, SK_SMEM bytes of shared memory.
  *   tiled   any R: BM x BN output tiles (128 or 64 x 128 or 64), 8 warps as 2 x 4, three shared-memory
- *           stages of one span each, filled by cp.async (zero-fill beyond R, N, K); the fragments are
- *           read with 16-byte shared loads in the same map. grid (ceil(N / BN), ceil(R / BM)), block 256.
+ *           stages of two spans each, filled by cp.async (zero-fill beyond R, N, K); the fragments are
+ *           read with 16-byte shared loads in the same map (rows of one span are 64 bytes: no conflicts). grid (ceil(N / BN), ceil(R / BM)), block 256.
  * The tile shape is chosen from R and N (enough blocks for the GPU) and does not change the bits.
  *
  * Other paths (also batch-invariant, chosen from the dtypes and K only, never from R):
@@ -71,79 +71,91 @@ __device__ __forceinline__ void store_frag(void *y, int yt, const void *bias, in
 	}
 }
 
-template <bool BF, bool LOW8>  // LOW8: R <= 8, rows g + 8 are all zero
-__global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
-						   int bt, int R, int N, int K)
-{
-	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
-	const int n0 = (blockIdx.x * 4 + warp) * 8;
-	if (n0 >= N)
-		return;
-	constexpr int U = LOW8 ? 8 : 4;  // spans per register buffer
-	const int K8 = K / 8, S = (K + 31) / 32;
-	const bool bok = n0 + g < N, gok = g < R, hok = !LOW8 && g + 8 < R;
-	const uint4 *wr = w + (size_t)(bok ? n0 + g : 0) * K8, *xg = x + (size_t)(gok ? g : 0) * K8,
-		    *xh = x + (size_t)(hok ? g + 8 : 0) * K8;
-	const uint4 z = make_uint4(0, 0, 0, 0);
-	float c[4] = {0, 0, 0, 0};
-	uint4 b[2][U], a[2][U], h[2][U];
-	auto load = [&](int buf, int s0) {
-#pragma unroll
-		for (int u = 0; u < U; u++) {
-			int ch = (s0 + u) * 4 + q;
-			bool in = ch < K8;
-			b[buf][u] = in && bok ? __ldcs(wr + ch) : z;
-			a[buf][u] = in && gok ? __ldg(xg + ch) : z;
-			h[buf][u] = in && hok ? __ldg(xh + ch) : z;
-		}
-	};
-	auto run = [&](int buf, int s0) {
-#pragma unroll
-		for (int u = 0; u < U; u++)
-			if (s0 + u < S)
-				mma_span<BF>(c, a[buf][u], h[buf][u], b[buf][u]);
-	};
-	load(0, 0);
-	for (int s0 = 0; s0 < S; s0 += 2 * U) {
-		load(1, s0 + U);
-		run(0, s0);
-		if (s0 + U >= S)
-			break;
-		load(0, s0 + 2 * U);
-		run(1, s0 + U);
-	}
-	store_frag(y, yt, bias, bt, R, N, g, n0 + 2 * q, c);
-}
-
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool ok)
 {
 	unsigned s = (unsigned)__cvta_generic_to_shared(smem);
 	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 16 : 0));
 }
 
+#define SK_U 4       /* spans per pipeline stage */
+#define SK_STAGES 8  /* stages per warp: SK_STAGES - 1 in flight while one is used */
+#define SK_SMEM (4 * SK_STAGES * SK_U * 32 * 16)
+
+template <bool BF, bool LOW8>  // LOW8: R <= 8, rows g + 8 are all zero
+__global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
+						   int bt, int R, int N, int K)
+{
+	extern __shared__ uint4 sk[];  // [warp][stage][span][lane]: each lane reads back only what it copied
+	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+	const int n0 = (blockIdx.x * 4 + warp) * 8;
+	if (n0 >= N)
+		return;
+	const int K8 = K / 8, S = (K + 31) / 32, NS = (S + SK_U - 1) / SK_U;
+	const bool bok = n0 + g < N, gok = g < R, hok = !LOW8 && g + 8 < R;
+	const uint4 *wr = w + (size_t)(bok ? n0 + g : 0) * K8, *xg = x + (size_t)(gok ? g : 0) * K8,
+		    *xh = x + (size_t)(hok ? g + 8 : 0) * K8;
+	uint4 *my = sk + (size_t)warp * SK_STAGES * SK_U * 32 + lane;
+	const uint4 z = make_uint4(0, 0, 0, 0);
+	auto issue = [&](int t) {  // stage t's spans of w into slot t % SK_STAGES (zero beyond K)
+		uint4 *d = my + (t % SK_STAGES) * SK_U * 32;
+#pragma unroll
+		for (int u = 0; u < SK_U; u++) {
+			int ch = (t * SK_U + u) * 4 + q;
+			bool ok = bok && ch < K8;
+			cp_async16(d + u * 32, wr + (ok ? ch : 0), ok);
+		}
+		asm volatile("cp.async.commit_group;\n" ::);
+	};
+	for (int t = 0; t < SK_STAGES - 1; t++)
+		issue(t);
+	float c[4] = {0, 0, 0, 0};
+	for (int t = 0; t < NS; t++) {
+		asm volatile("cp.async.wait_group %0;\n" ::"n"(SK_STAGES - 2));
+		const uint4 *d = my + (t % SK_STAGES) * SK_U * 32;
+		uint4 bv[SK_U], a[SK_U], h[SK_U];
+#pragma unroll
+		for (int u = 0; u < SK_U; u++) {
+			int ch = (t * SK_U + u) * 4 + q;
+			bool in = ch < K8;
+			bv[u] = d[u * 32];
+			a[u] = in && gok ? __ldg(xg + ch) : z;
+			h[u] = in && hok ? __ldg(xh + ch) : z;
+		}
+		issue(t + SK_STAGES - 1);  // the slot read in the last iteration
+#pragma unroll
+		for (int u = 0; u < SK_U; u++)
+			if (t * SK_U + u < S)
+				mma_span<BF>(c, a[u], h[u], bv[u]);
+	}
+	asm volatile("cp.async.wait_all;\n" ::);
+	store_frag(y, yt, bias, bt, R, N, g, n0 + 2 * q, c);
+}
+
 #define TILED_STAGES 3
+#define TILED_SPANS 2  /* spans per stage */
 
 template <int BM, int BN>
-constexpr int tiled_smem() { return TILED_STAGES * (BM + BN) * 4 * 16; }
+constexpr int tiled_smem() { return TILED_STAGES * TILED_SPANS * (BM + BN) * 4 * 16; }
 
 template <bool BF, int BM, int BN>
-__global__ void __launch_bounds__(256) gemm_tiled(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
+__global__ void __launch_bounds__(256, 2) gemm_tiled(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
 						  int bt, int R, int N, int K)
 {
 	constexpr int MI = BM / 32, NJ = BN / 32;  // m16 / n8 tiles of one warp (warp tile BM/2 x BN/4)
-	extern __shared__ uint4 sm[];              // [stage][BM + BN rows][4 chunks of 8 k]
+	constexpr int SPAN = (BM + BN) * 4;        // uint4 of one span: BM rows of x, then BN rows of w, 4 chunks each
+	extern __shared__ uint4 sm[];              // [stage][span][BM + BN rows][4 chunks of 8 k]
 	const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
 	const int wm = warp / 4, wn = warp % 4, r0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-	const int K8 = K / 8, S = (K + 31) / 32;
-	auto load = [&](int s) {
-		uint4 *sa = sm + (s % TILED_STAGES) * (BM + BN) * 4;
-		for (int i = tid; i < (BM + BN) * 4; i += 256) {
-			int row = i / 4, ch = s * 4 + i % 4;
+	const int K8 = K / 8, S = (K + 31) / 32, NT = (S + TILED_SPANS - 1) / TILED_SPANS;
+	auto load = [&](int t) {  // stage t: spans t * TILED_SPANS ...
+		uint4 *st0 = sm + (t % TILED_STAGES) * TILED_SPANS * SPAN;
+		for (int i = tid; i < TILED_SPANS * SPAN; i += 256) {
+			int sp = i / SPAN, row = i % SPAN / 4, ch = (t * TILED_SPANS + sp) * 4 + i % 4;
 			bool isa = row < BM;
 			int gr = isa ? r0 + row : n0 + row - BM;
 			bool ok = gr < (isa ? R : N) && ch < K8;
 			const uint4 *src = isa ? x : w;
-			cp_async16(sa + i, src + (ok ? (size_t)gr * K8 + ch : 0), ok);
+			cp_async16(st0 + i, src + (ok ? (size_t)gr * K8 + ch : 0), ok);
 		}
 		asm volatile("cp.async.commit_group;\n" ::);
 	};
@@ -153,35 +165,35 @@ __global__ void __launch_bounds__(256) gemm_tiled(void *y, int yt, const uint4 *
 #pragma unroll
 		for (int j = 0; j < NJ; j++)
 			c[i][j][0] = c[i][j][1] = c[i][j][2] = c[i][j][3] = 0;
-	for (int s = 0; s < TILED_STAGES - 1; s++)
-		if (s < S)
-			load(s);
-		else
-			asm volatile("cp.async.commit_group;\n" ::);
-	for (int s = 0; s < S; s++) {
+	for (int t = 0; t < TILED_STAGES - 1; t++)
+		load(t);  // beyond the end: zero-filled, never read
+	for (int t = 0; t < NT; t++) {
 		asm volatile("cp.async.wait_group %0;\n" ::"n"(TILED_STAGES - 2));
-		__syncthreads();  // span s is in; every warp is done with the stage the next load overwrites
-		if (s + TILED_STAGES - 1 < S)
-			load(s + TILED_STAGES - 1);
-		else
-			asm volatile("cp.async.commit_group;\n" ::);
-		const uint4 *sa = sm + (s % TILED_STAGES) * (BM + BN) * 4, *sb = sa + BM * 4;
-		uint4 ag[MI], ah[MI], bv[NJ];
+		__syncthreads();  // stage t is in; every warp is done with the slot the next load overwrites
+		load(t + TILED_STAGES - 1);
 #pragma unroll
-		for (int i = 0; i < MI; i++) {
-			int row = wm * (BM / 2) + 16 * i + g;
-			ag[i] = sa[row * 4 + q];
-			ah[i] = sa[(row + 8) * 4 + q];
-		}
+		for (int sp = 0; sp < TILED_SPANS; sp++) {
+			if (t * TILED_SPANS + sp >= S)
+				break;
+			const uint4 *sa = sm + ((t % TILED_STAGES) * TILED_SPANS + sp) * SPAN, *sb = sa + BM * 4;
+			uint4 ag[MI], ah[MI], bv[NJ];
 #pragma unroll
-		for (int j = 0; j < NJ; j++)
-			bv[j] = sb[(wn * (BN / 4) + 8 * j + g) * 4 + q];
-#pragma unroll
-		for (int i = 0; i < MI; i++)
+			for (int i = 0; i < MI; i++) {
+				int row = wm * (BM / 2) + 16 * i + g;
+				ag[i] = sa[row * 4 + q];
+				ah[i] = sa[(row + 8) * 4 + q];
+			}
 #pragma unroll
 			for (int j = 0; j < NJ; j++)
-				mma_span<BF>(c[i][j], ag[i], ah[i], bv[j]);
+				bv[j] = sb[(wn * (BN / 4) + 8 * j + g) * 4 + q];
+#pragma unroll
+			for (int i = 0; i < MI; i++)
+#pragma unroll
+				for (int j = 0; j < NJ; j++)
+					mma_span<BF>(c[i][j], ag[i], ah[i], bv[j]);
+		}
 	}
+	asm volatile("cp.async.wait_all;\n" ::);
 #pragma unroll
 	for (int i = 0; i < MI; i++)
 #pragma unroll
@@ -261,10 +273,10 @@ static void tc_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const 
 	if (R <= 16) {
 		unsigned grid = (unsigned)((N + 31) / 32);
 		if (R <= 8)
-			gemm_skinny<BF, true><<<grid, 128, 0, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt, R,
+			gemm_skinny<BF, true><<<grid, 128, SK_SMEM, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt, R,
 								       N, K);
 		else
-			gemm_skinny<BF, false><<<grid, 128, 0, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt,
+			gemm_skinny<BF, false><<<grid, 128, SK_SMEM, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt,
 									R, N, K);
 		return;
 	}
@@ -275,6 +287,25 @@ static void tc_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const 
 		tiled_launch<BF, 64, 128>(c, y, yt, x, w, bias, bt, R, N, K);
 	else
 		tiled_launch<BF, 64, 64>(c, y, yt, x, w, bias, bt, R, N, K);
+}
+
+int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err)
+{
+	(void)c;
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<false, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+#define TILED_ATTR(BF, BM, BN) CUDA_TRY(cudaFuncSetAttribute(gemm_tiled<BF, BM, BN>, \
+	cudaFuncAttributeMaxDynamicSharedMemorySize, tiled_smem<BM, BN>()), err)
+	TILED_ATTR(false, 128, 128);
+	TILED_ATTR(false, 64, 128);
+	TILED_ATTR(false, 64, 64);
+	TILED_ATTR(true, 128, 128);
+	TILED_ATTR(true, 64, 128);
+	TILED_ATTR(true, 64, 64);
+#undef TILED_ATTR
+	return LMD_OK;
 }
 
 int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,

