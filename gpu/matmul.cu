@@ -5,33 +5,28 @@
  * and the same sequence decoded among 63 others get the same bits (issue 5's check), so one rule of
  * summation holds for every R. For 16-bit x and w (both f16 or both bf16) it is:
  *
- *   tot = 0; for each part p of 32 spans (1024 k; the last may be shorter), in order:
- *       acc = 0; for each span s of the part: acc = mma(step 0 of s); acc = mma(step 1 of s)
- *       tot = tot + acc                                                   (fp32 adds)
+ *   acc = 0; for each span s of 32 k (s = 0, 1, ...): acc = mma(step 0 of s); acc = mma(step 1 of s)
  *
  * with mma.sync.m16n8k16 (f32 accumulators) and this fixed fragment map: lane l (g = l / 4, q = l % 4)
  * holds the 8 consecutive k of its row / column starting at 32s + 8q (one 16-byte load); step j uses
  * elements 4j + {0,1} as the mma's k = 2q + {0,1} and 4j + {2,3} as k = 2q + 8 + {0,1}, for A (rows g
- * and g + 8 of x) and B (row g of w, i.e. column g of wᵀ) alike. k beyond K reads as zero. The parts
- * give a decode GEMV independent chains to run in parallel (one long mma chain per column group was
- * latency-bound); nothing else is split. Two kernels follow the rule, so either gives the same bits:
- *   skinny  R <= 64 (decode): a block of 4 warps per 8 output columns, warp w on parts w, w + 4, ...;
- *           each lane streams its 16-byte pieces of w into its own slots of a shared-memory ring
- *           (cp.async, SK_STAGES stages of SK_U spans, all but one in flight) and reads them back itself;
- *           x (rows >= R read as zero) comes from L1; warp 0 adds the parts in order.
- *           grid ceil(N / 8), block 128, skinny_smem() bytes of shared memory.
+ * and g + 8 of x) and B (row g of w, i.e. column g of wᵀ) alike. k beyond K reads as zero. No split-K:
+ * the order is the span order. Two kernels follow the rule, so either one gives the same bits:
+ *   skinny  R <= 16 (decode): one warp per 8 output columns over the whole of K. Each lane streams its
+ *           16-byte pieces of w into its own slots of a shared-memory ring (cp.async, SK_STAGES stages of
+ *           SK_U spans, all but one in flight) and reads them back itself (no barriers); x (rows >= R
+ *           read as zero) comes from L1. grid ceil(N / 32), block 128, SK_SMEM bytes of shared memory.
  *   tiled   any R: BM x BN output tiles (128 or 64 x 128 or 64), 8 warps as 2 x 4, three shared-memory
  *           stages of two spans each, filled by cp.async (zero-fill beyond R, N, K); the fragments are
- *           read with 16-byte shared loads in the same map (rows of one span are 64 bytes: no conflicts);
- *           the part sums are added in registers. grid (ceil(N / BN), ceil(R / BM)), block 256.
- * The kernel and tile shape are chosen from R and N and do not change the bits.
+ *           read with 16-byte shared loads in the same map (rows of one span are 64 bytes: no conflicts). grid (ceil(N / BN), ceil(R / BM)), block 256.
+ * The tile shape is chosen from R and N (enough blocks for the GPU) and does not change the bits.
  *
  * Other paths (also batch-invariant, chosen from the dtypes and K only, never from R):
  *   cublas  f32 x and w: cublasGemmEx, CUBLAS_COMPUTE_32F (no TF32); a bias is broadcast into y first and
  *           added by beta = 1. LMD_CUDA_GEMM=cublas sends 16-bit products there too (fast prefill, but
  *           cuBLAS picks its kernel by shape, so rows are no longer batch-invariant): for comparison.
  *   generic any mix of f32/f16/bf16 (fp32 compute over 16-bit weights), or 16-bit rows that are not
- *           16-byte aligned / K % 8 != 0 / K > 32768: 64x64 tiles, k-step 16, 256 threads each 4x4 outputs.
+ *           16-byte aligned / K % 8 != 0: 64x64 tiles, k-step 16, 256 threads each 4x4 outputs.
  */
 #include <stdint.h>
 
@@ -82,98 +77,58 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool ok
 	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 16 : 0));
 }
 
-#define PART 32      /* spans per part (1024 k): each part's chain starts from zero, parts add in order */
-#define MAX_PARTS 32 /* K <= 32768 on the tensor-core path */
 #define SK_U 4       /* spans per pipeline stage */
-#define SK_STAGES 4  /* stages per warp: SK_STAGES - 1 in flight while one is used */
-#define SK_RING (4 * SK_STAGES * SK_U * 32 * 16)
+#define SK_STAGES 8  /* stages per warp: SK_STAGES - 1 in flight while one is used */
+#define SK_SMEM (4 * SK_STAGES * SK_U * 32 * 16)
 
-static size_t skinny_smem(int MT, int K)
-{
-	return SK_RING + (size_t)((K + 32 * PART - 1) / (32 * PART)) * MT * 32 * 4 * sizeof(float);
-}
-
-/*
- * R <= 16 * MT rows (LOW8: R <= 8): block = 4 warps on 8 output columns; warp w takes parts w, w + 4,
- * ... and writes each part's sums to shared memory; warp 0 adds the parts in order.
- */
-template <bool BF, int MT, bool LOW8>
+template <bool BF, bool LOW8>  // LOW8: R <= 8, rows g + 8 are all zero
 __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
 						   int bt, int R, int N, int K)
 {
-	constexpr int SPP = PART / SK_U;  // stages per part
-	extern __shared__ uint4 sk[];     // ring [warp][stage][span][lane] (each lane reads back what it copied), then
-	                                  // the parts' sums [part][MT][lane][4] (floats)
-	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4, n0 = blockIdx.x * 8;
-	const int K8 = K / 8, S = (K + 31) / 32, P = (S + PART - 1) / PART;
-	const int NS = (P > warp ? (P - warp + 3) / 4 : 0) * SPP;  // this warp's stages
-	const bool bok = n0 + g < N;
-	const uint4 *wr = w + (size_t)(bok ? n0 + g : 0) * K8;
+	extern __shared__ uint4 sk[];  // [warp][stage][span][lane]: each lane reads back only what it copied
+	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+	const int n0 = (blockIdx.x * 4 + warp) * 8;
+	if (n0 >= N)
+		return;
+	const int K8 = K / 8, S = (K + 31) / 32, NS = (S + SK_U - 1) / SK_U;
+	const bool bok = n0 + g < N, gok = g < R, hok = !LOW8 && g + 8 < R;
+	const uint4 *wr = w + (size_t)(bok ? n0 + g : 0) * K8, *xg = x + (size_t)(gok ? g : 0) * K8,
+		    *xh = x + (size_t)(hok ? g + 8 : 0) * K8;
 	uint4 *my = sk + (size_t)warp * SK_STAGES * SK_U * 32 + lane;
-	float *cs = (float *)(sk + 4 * SK_STAGES * SK_U * 32);
 	const uint4 z = make_uint4(0, 0, 0, 0);
-	auto span = [&](int t, int u) { return (warp + 4 * (t / SPP)) * PART + t % SPP * SK_U + u; };
 	auto issue = [&](int t) {  // stage t's spans of w into slot t % SK_STAGES (zero beyond K)
 		uint4 *d = my + (t % SK_STAGES) * SK_U * 32;
 #pragma unroll
 		for (int u = 0; u < SK_U; u++) {
-			int ch = span(t, u) * 4 + q;
-			bool ok = t < NS && bok && ch < K8;
+			int ch = (t * SK_U + u) * 4 + q;
+			bool ok = bok && ch < K8;
 			cp_async16(d + u * 32, wr + (ok ? ch : 0), ok);
 		}
 		asm volatile("cp.async.commit_group;\n" ::);
 	};
 	for (int t = 0; t < SK_STAGES - 1; t++)
 		issue(t);
-	float c[MT][4];
-#pragma unroll
-	for (int m = 0; m < MT; m++)
-		c[m][0] = c[m][1] = c[m][2] = c[m][3] = 0;
+	float c[4] = {0, 0, 0, 0};
 	for (int t = 0; t < NS; t++) {
 		asm volatile("cp.async.wait_group %0;\n" ::"n"(SK_STAGES - 2));
 		const uint4 *d = my + (t % SK_STAGES) * SK_U * 32;
-		uint4 bv[SK_U], a[SK_U][MT], h[SK_U][MT];
+		uint4 bv[SK_U], a[SK_U], h[SK_U];
 #pragma unroll
 		for (int u = 0; u < SK_U; u++) {
-			int ch = span(t, u) * 4 + q;
+			int ch = (t * SK_U + u) * 4 + q;
 			bool in = ch < K8;
 			bv[u] = d[u * 32];
-#pragma unroll
-			for (int m = 0; m < MT; m++) {
-				int r = 16 * m + g;
-				a[u][m] = in && r < R ? __ldg(x + (size_t)r * K8 + ch) : z;
-				h[u][m] = !LOW8 && in && r + 8 < R ? __ldg(x + (size_t)(r + 8) * K8 + ch) : z;
-			}
+			a[u] = in && gok ? __ldg(xg + ch) : z;
+			h[u] = in && hok ? __ldg(xh + ch) : z;
 		}
 		issue(t + SK_STAGES - 1);  // the slot read in the last iteration
 #pragma unroll
 		for (int u = 0; u < SK_U; u++)
-			if (span(t, u) < S)
-#pragma unroll
-				for (int m = 0; m < MT; m++)
-					mma_span<BF>(c[m], a[u][m], h[u][m], bv[u]);
-		if (t % SPP == SPP - 1) {  // the end of part warp + 4 (t / SPP)
-			int p = warp + 4 * (t / SPP);
-#pragma unroll
-			for (int m = 0; m < MT; m++) {
-				*(float4 *)(cs + ((size_t)(p * MT + m) * 32 + lane) * 4) = make_float4(c[m][0], c[m][1], c[m][2], c[m][3]);
-				c[m][0] = c[m][1] = c[m][2] = c[m][3] = 0;
-			}
-		}
+			if (t * SK_U + u < S)
+				mma_span<BF>(c, a[u], h[u], bv[u]);
 	}
 	asm volatile("cp.async.wait_all;\n" ::);
-	__syncthreads();
-	if (warp)
-		return;
-#pragma unroll
-	for (int m = 0; m < MT; m++) {
-		float tot[4] = {0, 0, 0, 0};
-		for (int p = 0; p < P; p++) {
-			float4 v = *(const float4 *)(cs + ((size_t)(p * MT + m) * 32 + lane) * 4);
-			tot[0] += v.x, tot[1] += v.y, tot[2] += v.z, tot[3] += v.w;
-		}
-		store_frag(y, yt, bias, bt, R, N, 16 * m + g, n0 + 2 * q, tot);
-	}
+	store_frag(y, yt, bias, bt, R, N, g, n0 + 2 * q, c);
 }
 
 #define TILED_STAGES 3
@@ -183,7 +138,7 @@ template <int BM, int BN>
 constexpr int tiled_smem() { return TILED_STAGES * TILED_SPANS * (BM + BN) * 4 * 16; }
 
 template <bool BF, int BM, int BN>
-__global__ void __launch_bounds__(256, BM == 128 ? 1 : 2) gemm_tiled(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
+__global__ void __launch_bounds__(256, 2) gemm_tiled(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
 						  int bt, int R, int N, int K)
 {
 	constexpr int MI = BM / 32, NJ = BN / 32;  // m16 / n8 tiles of one warp (warp tile BM/2 x BN/4)
@@ -204,14 +159,12 @@ __global__ void __launch_bounds__(256, BM == 128 ? 1 : 2) gemm_tiled(void *y, in
 		}
 		asm volatile("cp.async.commit_group;\n" ::);
 	};
-	float c[MI][NJ][4], tot[MI][NJ][4];  // the part's chain, the sum of the parts so far
+	float c[MI][NJ][4];
 #pragma unroll
 	for (int i = 0; i < MI; i++)
 #pragma unroll
 		for (int j = 0; j < NJ; j++)
-#pragma unroll
-			for (int e = 0; e < 4; e++)
-				c[i][j][e] = tot[i][j][e] = 0;
+			c[i][j][0] = c[i][j][1] = c[i][j][2] = c[i][j][3] = 0;
 	for (int t = 0; t < TILED_STAGES - 1; t++)
 		load(t);  // beyond the end: zero-filled, never read
 	for (int t = 0; t < NT; t++) {
@@ -239,17 +192,6 @@ __global__ void __launch_bounds__(256, BM == 128 ? 1 : 2) gemm_tiled(void *y, in
 				for (int j = 0; j < NJ; j++)
 					mma_span<BF>(c[i][j], ag[i], ah[i], bv[j]);
 		}
-		if ((t + 1) * TILED_SPANS % PART == 0 || t == NT - 1) {  // a part ends
-#pragma unroll
-			for (int i = 0; i < MI; i++)
-#pragma unroll
-				for (int j = 0; j < NJ; j++)
-#pragma unroll
-					for (int e = 0; e < 4; e++) {
-						tot[i][j][e] += c[i][j][e];
-						c[i][j][e] = 0;
-					}
-		}
 	}
 	asm volatile("cp.async.wait_all;\n" ::);
 #pragma unroll
@@ -257,7 +199,7 @@ __global__ void __launch_bounds__(256, BM == 128 ? 1 : 2) gemm_tiled(void *y, in
 #pragma unroll
 		for (int j = 0; j < NJ; j++)
 			store_frag(y, yt, bias, bt, R, N, r0 + wm * (BM / 2) + 16 * i + g, n0 + wn * (BN / 4) + 8 * j + 2 * q,
-				   tot[i][j]);
+				   c[i][j]);
 }
 
 __global__ void __launch_bounds__(256) gemm_generic_kernel(void *y, int yt, const void *x, int xt, const void *w,
@@ -328,17 +270,14 @@ template <bool BF>
 static void tc_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt,
 		      int R, int N, int K)
 {
-	if (R <= 64) {
-		unsigned grid = (unsigned)((N + 7) / 8);
-		const uint4 *xx = (const uint4 *)x, *ww = (const uint4 *)w;
+	if (R <= 16) {
+		unsigned grid = (unsigned)((N + 31) / 32);
 		if (R <= 8)
-			gemm_skinny<BF, 1, true><<<grid, 128, skinny_smem(1, K), c->st>>>(y, yt, xx, ww, bias, bt, R, N, K);
-		else if (R <= 16)
-			gemm_skinny<BF, 1, false><<<grid, 128, skinny_smem(1, K), c->st>>>(y, yt, xx, ww, bias, bt, R, N, K);
-		else if (R <= 32)
-			gemm_skinny<BF, 2, false><<<grid, 128, skinny_smem(2, K), c->st>>>(y, yt, xx, ww, bias, bt, R, N, K);
+			gemm_skinny<BF, true><<<grid, 128, SK_SMEM, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt, R,
+								       N, K);
 		else
-			gemm_skinny<BF, 4, false><<<grid, 128, skinny_smem(4, K), c->st>>>(y, yt, xx, ww, bias, bt, R, N, K);
+			gemm_skinny<BF, false><<<grid, 128, SK_SMEM, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt,
+									R, N, K);
 		return;
 	}
 	long nb128 = (long)((R + 127) / 128) * ((N + 127) / 128), nb64 = (long)((R + 63) / 64) * ((N + 127) / 128);
@@ -353,17 +292,10 @@ static void tc_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const 
 int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err)
 {
 	(void)c;
-#define SKINNY_ATTR(BF, MT, L) CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<BF, MT, L>, \
-	cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skinny_smem(MT, 32 * PART * MAX_PARTS)), err)
-	SKINNY_ATTR(false, 1, true);
-	SKINNY_ATTR(false, 1, false);
-	SKINNY_ATTR(false, 2, false);
-	SKINNY_ATTR(false, 4, false);
-	SKINNY_ATTR(true, 1, true);
-	SKINNY_ATTR(true, 1, false);
-	SKINNY_ATTR(true, 2, false);
-	SKINNY_ATTR(true, 4, false);
-#undef SKINNY_ATTR
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<false, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
 #define TILED_ATTR(BF, BM, BN) CUDA_TRY(cudaFuncSetAttribute(gemm_tiled<BF, BM, BN>, \
 	cudaFuncAttributeMaxDynamicSharedMemorySize, tiled_smem<BM, BN>()), err)
 	TILED_ATTR(false, 128, 128);
@@ -386,8 +318,7 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 	if (R == 0 || N == 0)
 		return LMD_OK;
 	int same = x->dtype == w->dtype, half = same && x->dtype != LMD_F32;
-	int aligned = ((uintptr_t)x->data % 16 == 0) && ((uintptr_t)w->data % 16 == 0) && K % 8 == 0 &&
-		      K <= 32 * PART * MAX_PARTS;
+	int aligned = ((uintptr_t)x->data % 16 == 0) && ((uintptr_t)w->data % 16 == 0) && K % 8 == 0;
 	const void *b = bias ? bias->data : NULL;
 	int bt = bias ? bias->dtype : 0;
 	if (half && aligned && !c->cublas_gemm) {

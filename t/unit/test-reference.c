@@ -13,6 +13,8 @@
  * dtype, in lockstep (see check_lockstep).
  */
 #include <dirent.h>
+#include <execinfo.h>
+#include <signal.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -496,8 +498,21 @@ static void test_model(const char *shared, const char *file, struct lmd_backend 
 	free_ref(&r);
 }
 
+/* A crash prints the return addresses (addr2line -e test-reference -f ADDR, on the same binary). */
+static void on_crash(int sig)
+{
+	void *pc[64];
+	int n = backtrace(pc, 64);
+	fprintf(stderr, "test-reference: signal %d; backtrace:\n", sig);
+	backtrace_symbols_fd(pc, n, 2);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
 int main(void)
 {
+	signal(SIGSEGV, on_crash);
+	signal(SIGBUS, on_crash);
 	const char *shared = getenv("SHARED") ? getenv("SHARED") : "../shared";
 	char refdir[1024];
 	snprintf(refdir, sizeof(refdir), "%s/reference", shared);
@@ -523,7 +538,7 @@ int main(void)
 		fprintf(stderr, "test-reference: %s, skipped\n", err.msg);
 		return 77;
 	}
-	if (rc || lmd_backend_open(&ref, "ref", NULL, &err) || (strcmp(dev, "cpu") && lmd_backend_open(&host, "cpu", NULL, &err))) {
+	if (rc || lmd_backend_open(&ref, "ref", NULL, &err) || (strcmp(dev, "cpu") && lmd_backend_open(&host, "cpu", &(struct lmd_backend_opts){.threads = getenv("LMD_REF_HOST_THREADS") ? atoi(getenv("LMD_REF_HOST_THREADS")) : 0}, &err))) {
 		fprintf(stderr, "backend: %s\n", err.msg);
 		return 1;
 	}
