@@ -1,7 +1,8 @@
 /**
  * The thread pool (threads.h). One 64-bit atomic holds the job's generation (high half) and the
  * next unclaimed task (low half): a worker claims a task with a compare-and-swap that also proves
- * the job it read (fn, arg, ntasks) is still the current one. Workers watch the generation,
+ * the job it read (fn, arg, ntasks) is still the current one, because lmd_pool_run seals the old
+ * generation (next task = INT_MAX) before it writes the next job's fields. Workers watch the generation,
  * spinning first, then sleeping on a condition variable.
  */
 #include <pthread.h>
@@ -164,6 +165,10 @@ void lmd_pool_run(struct lmd_pool *p, void (*fn)(void *arg, int task, int tid), 
 			fn(arg, t, 0);
 		return;
 	}
+	/* Seal the finished generation first: a worker that saw it may still be about to read fn, arg and
+	 * ntasks; if it read the new job's fields under the old generation, the old state's next task could
+	 * pass the new ntasks and its claim would succeed. Sealed, no task of the old generation can be claimed. */
+	atomic_store(&p->state, (atomic_load(&p->state) & ~(uint64_t)0xffffffffu) | 0x7fffffffu);
 	p->fn = fn;
 	p->arg = arg;
 	p->ntasks = ntasks;
