@@ -2,7 +2,7 @@
 # make gpu-check: on a machine with an NVIDIA GPU, build, run the CUDA op tests, the reference checks
 # and the benchmarks, and write result files into $OUT (default bench/out), printing them as it goes.
 #
-#   bench/gpu-check.sh [correct|bench|all]   (default all)
+#   bench/gpu-check.sh [correct|bench|all|llama3]   (default all)
 #
 # correct  build; test-ops (every op vs the CPU reference, GPU-sized shapes with timings);
 #          test-reference on the GPU (every ../shared/reference model vs HF: fp32 logprobs, greedy,
@@ -11,6 +11,8 @@
 # bench    a Llama-2-7B-shaped fp16 model with random weights (t/gen-model --fast, converted by
 #          lmd-convert), lmd-bench gen at concurrency 1,16,64,256 x prompts 128,2048 (BENCH_CONC,
 #          BENCH_PROMPTS), and the HF transformers eager baseline on the same model (bench/hf_baseline.py).
+# llama3   (alone) the same benchmark on a Llama-3-8B-shaped model (GQA, 128k vocabulary), prompts of 128
+#          (and 2048 at batch 1), plus the cuBLAS comparison; LLAMA3_TOKENIZER names its tokenizer directory.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
 # bench-cublas.csv hf.csv.
 # Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,16,64,256), PREBUILT (a
@@ -114,6 +116,27 @@ if [ "$stage" = bench ] || [ "$stage" = all ]; then
 	PYTHONUNBUFFERED=1 timeout 300 env -u LD_LIBRARY_PATH python3 bench/hf_baseline.py "$HF" --batch "${HF_BATCH:-1,16,64,256}" >"$OUT/hf.csv" \
 		2>/tmp/hf.log; echo "hf_baseline: exit $?"
 	tail -3 /tmp/hf.log; cat "$OUT/hf.csv"
+fi
+if [ "$stage" = llama3 ]; then
+	HF=/tmp/llama3-8b-hf MODEL=/tmp/llama3-8b TOK=${LLAMA3_TOKENIZER:-$SHARED/tokenizers/llama3}
+	say "benchmark model: Llama-3-8B shape (GQA 32/8, vocab 128256), fp16, random weights"
+	if [ ! -d "$MODEL" ]; then
+		rm -rf "$HF"
+		build/t/gen-model --hidden 4096 --inter 14336 --layers 32 --heads 32 --kv-heads 8 --vocab 128256 --dtype f16 \
+			--rope llama3 --max-pos 8192 --scaled --fast --shards 4 "$HF" || exit 1
+		cp "$TOK"/tokenizer.model "$TOK"/special_tokens_map.json "$HF"/ || exit 1
+		build/bin/lmd-convert --model-name llama3-8b-shape-random "$HF" "$MODEL" || exit 1
+	fi
+	say "lmd-bench gen (Llama-3-8B shape)"
+	build/bin/lmd-bench gen -v --device cuda --concurrency "${BENCH_CONC:-1,16,64,256}" --prompt-tokens 128 \
+		--completion-tokens 128 -f csv -o "$OUT/bench-llama3.csv" "$MODEL" 2>&1 | tee "$OUT/bench-llama3.log"
+	build/bin/lmd-bench gen --device cuda --concurrency 1 --prompt-tokens 2048 --completion-tokens 128 -f csv \
+		"$MODEL" 2>/dev/null | grep -v "^date" | tee -a "$OUT/bench-llama3.csv"
+	say "the same through cuBLAS (LMD_CUDA_GEMM=cublas), batch 1 and 256"
+	for cc in 1 256; do
+		LMD_CUDA_GEMM=cublas build/bin/lmd-bench gen --device cuda --concurrency $cc --prompt-tokens 128 \
+			--completion-tokens 128 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | tee -a "$OUT/bench-llama3-cublas.csv"
+	done
 fi
 say "done (failures: $fail)"
 exit $fail
