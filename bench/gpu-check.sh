@@ -15,6 +15,7 @@
 #          (and 2048 at batch 1), plus the cuBLAS comparison; LLAMA3_TOKENIZER names its tokenizer directory.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
 # bench-cublas.csv hf.csv.
+# BENCH_EXTRA=0 leaves out the profile runs, the cuBLAS comparison and the HF baseline.
 # Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,16,64,256), PREBUILT (a
 # tar.xz of the programs and the shared libraries they need, for a machine without the -dev packages).
 set -u
@@ -95,8 +96,9 @@ if [ "$stage" = bench ] || [ "$stage" = all ]; then
 		say "lmd-convert"
 		build/bin/lmd-convert --model-name llama2-7b-shape-random "$HF" "$MODEL" || exit 1
 	fi
-	say "where a step's time goes (LMD_CUDA_PROFILE=1), batch 1 and 256, 128 prompt tokens"
-	for cc in 1 256; do
+	extra=${BENCH_EXTRA:-1}
+	[ "$extra" = 1 ] && say "where a step's time goes (LMD_CUDA_PROFILE=1), batch 1 and 256, 128 prompt tokens"
+	[ "$extra" = 1 ] && for cc in 1 256; do
 		LMD_CUDA_PROFILE=1 build/bin/lmd-bench gen --device cuda --concurrency $cc --prompt-tokens 128 \
 			--completion-tokens 128 -f csv "$MODEL" 2>&1 | grep -v "^date" | tee -a "$OUT/profile.log"
 	done
@@ -104,8 +106,9 @@ if [ "$stage" = bench ] || [ "$stage" = all ]; then
 	build/bin/lmd-bench gen -v --device cuda --concurrency "${BENCH_CONC:-1,16,64,256}" \
 		--prompt-tokens "${BENCH_PROMPTS:-128,2048}" --completion-tokens 128 -f csv -o "$OUT/bench.csv" "$MODEL" \
 		2>&1 | tee "$OUT/bench.log"
-	cat "$OUT/profile.log" >>"$OUT/bench.log" && rm -f "$OUT/profile.log"
+	[ -f "$OUT/profile.log" ] && cat "$OUT/profile.log" >>"$OUT/bench.log" && rm -f "$OUT/profile.log"
 	cat "$OUT/bench.csv"
+	[ "$extra" = 1 ] || { say "done (failures: $fail)"; exit $fail; }
 	say "the same through cuBLAS for 16-bit products (LMD_CUDA_GEMM=cublas: not batch-invariant), for comparison"
 	for cp in "1 2048" "256 128" "1 128"; do
 		set -- $cp

@@ -12,10 +12,11 @@
  * elements 4j + {0,1} as the mma's k = 2q + {0,1} and 4j + {2,3} as k = 2q + 8 + {0,1}, for A (rows g
  * and g + 8 of x) and B (row g of w, i.e. column g of wᵀ) alike. k beyond K reads as zero. No split-K:
  * the order is the span order. Two kernels follow the rule, so either one gives the same bits:
- *   skinny  R <= 16 (decode): one warp per 8 output columns over the whole of K. Each lane streams its
- *           16-byte pieces of w into its own slots of a shared-memory ring (cp.async, SK_STAGES stages of
- *           SK_U spans, all but one in flight) and reads them back itself (no barriers); x (rows >= R
- *           read as zero) comes from L1. grid ceil(N / 32), block 128, SK_SMEM bytes of shared memory.
+ *   skinny  R <= 16 (decode): one warp per 8 output columns over the whole of K. The warp streams its 8
+ *           rows of w into its own shared-memory ring with cp.async, 512 contiguous bytes of a row per
+ *           instruction (SK_STAGES stages of SK_U spans, all but one in flight, __syncwarp between), and
+ *           reads the fragments back in the map above; x (rows >= R read as zero) comes from L1.
+ *           grid ceil(N / 32), block 128, SK_SMEM bytes of shared memory.
  *   tiled   any R: BM x BN output tiles (128 or 64 x 128 or 64), 8 warps as 2 x 4, three shared-memory
  *           stages of two spans each, filled by cp.async (zero-fill beyond R, N, K); the fragments are
  *           read with 16-byte shared loads in the same map (rows of one span are 64 bytes: no conflicts). grid (ceil(N / BN), ceil(R / BM)), block 256.
@@ -77,32 +78,32 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool ok
 	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 16 : 0));
 }
 
-#define SK_U 4       /* spans per pipeline stage */
-#define SK_STAGES 8  /* stages per warp: SK_STAGES - 1 in flight while one is used */
-#define SK_SMEM (4 * SK_STAGES * SK_U * 32 * 16)
+#define SK_U 8       /* spans per pipeline stage: 512 bytes of each of the warp's 8 rows of w */
+#define SK_STAGES 4  /* stages per warp: SK_STAGES - 1 in flight while one is used */
+#define SK_PITCH 36  /* uint4 per row in the ring: 32 used, 4 of padding (no bank conflicts) */
+#define SK_SMEM (4 * SK_STAGES * 8 * SK_PITCH * 16)
 
 template <bool BF, bool LOW8>  // LOW8: R <= 8, rows g + 8 are all zero
 __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
 						   int bt, int R, int N, int K)
 {
-	extern __shared__ uint4 sk[];  // [warp][stage][span][lane]: each lane reads back only what it copied
+	extern __shared__ uint4 sk[];  // [warp][stage][8 rows][SK_PITCH]
 	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
 	const int n0 = (blockIdx.x * 4 + warp) * 8;
 	if (n0 >= N)
 		return;
 	const int K8 = K / 8, S = (K + 31) / 32, NS = (S + SK_U - 1) / SK_U;
-	const bool bok = n0 + g < N, gok = g < R, hok = !LOW8 && g + 8 < R;
-	const uint4 *wr = w + (size_t)(bok ? n0 + g : 0) * K8, *xg = x + (size_t)(gok ? g : 0) * K8,
-		    *xh = x + (size_t)(hok ? g + 8 : 0) * K8;
-	uint4 *my = sk + (size_t)warp * SK_STAGES * SK_U * 32 + lane;
+	const bool gok = g < R, hok = !LOW8 && g + 8 < R;
+	const uint4 *xg = x + (size_t)(gok ? g : 0) * K8, *xh = x + (size_t)(hok ? g + 8 : 0) * K8;
+	uint4 *ring = sk + (size_t)warp * SK_STAGES * 8 * SK_PITCH;
 	const uint4 z = make_uint4(0, 0, 0, 0);
-	auto issue = [&](int t) {  // stage t's spans of w into slot t % SK_STAGES (zero beyond K)
-		uint4 *d = my + (t % SK_STAGES) * SK_U * 32;
+	auto issue = [&](int t) {  // stage t: 512 contiguous bytes of each row, one row per instruction (zero beyond K, N)
+		uint4 *d = ring + (t % SK_STAGES) * 8 * SK_PITCH + lane;
+		int ch = t * SK_U * 4 + lane;
 #pragma unroll
-		for (int u = 0; u < SK_U; u++) {
-			int ch = (t * SK_U + u) * 4 + q;
-			bool ok = bok && ch < K8;
-			cp_async16(d + u * 32, wr + (ok ? ch : 0), ok);
+		for (int r = 0; r < 8; r++) {
+			bool ok = n0 + r < N && ch < K8;
+			cp_async16(d + r * SK_PITCH, w + (ok ? (size_t)(n0 + r) * K8 + ch : 0), ok);
 		}
 		asm volatile("cp.async.commit_group;\n" ::);
 	};
@@ -111,13 +112,14 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 	float c[4] = {0, 0, 0, 0};
 	for (int t = 0; t < NS; t++) {
 		asm volatile("cp.async.wait_group %0;\n" ::"n"(SK_STAGES - 2));
-		const uint4 *d = my + (t % SK_STAGES) * SK_U * 32;
+		__syncwarp();  // every lane's copies of stage t are in; every lane is done with the slot issued below
+		const uint4 *d = ring + (t % SK_STAGES) * 8 * SK_PITCH + g * SK_PITCH + q;
 		uint4 bv[SK_U], a[SK_U], h[SK_U];
 #pragma unroll
 		for (int u = 0; u < SK_U; u++) {
 			int ch = (t * SK_U + u) * 4 + q;
 			bool in = ch < K8;
-			bv[u] = d[u * 32];
+			bv[u] = d[u * 4];
 			a[u] = in && gok ? __ldg(xg + ch) : z;
 			h[u] = in && hok ? __ldg(xh + ch) : z;
 		}
