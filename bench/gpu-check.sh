@@ -7,7 +7,8 @@
 # correct  build; test-ops (every op vs the CPU reference, GPU-sized shapes with timings);
 #          test-reference on the GPU (every ../shared/reference model vs HF: fp32 logprobs, greedy,
 #          chunked and batched runs, bf16/fp16 top-1); greedy continuations of the trained models on
-#          the GPU vs the CPU backend in the same dtype; 64 concurrent requests vs one at a time.
+#          the GPU vs the CPU backend in the same dtype; 64 concurrent requests vs one at a time; CUDA graphs
+#          on vs off (LMD_CUDA_GRAPH=0), which must give the same text.
 # bench    a Llama-2-7B-shaped fp16 model with random weights (t/gen-model --fast, converted by
 #          lmd-convert), lmd-bench gen at concurrency 1,16,64,256 x prompts 128,2048 (BENCH_CONC,
 #          BENCH_PROMPTS), and the HF transformers eager baseline on the same model (bench/hf_baseline.py).
@@ -74,6 +75,9 @@ PY
 			$g --device cuda "$dir" </tmp/prompts.jsonl >/tmp/$m-cuda.jsonl 2>/tmp/$m-cuda.err || { cat /tmp/$m-cuda.err; fail=1; }
 			$g --device cpu "$dir" </tmp/prompts.jsonl >/tmp/$m-cpu.jsonl 2>/tmp/$m-cpu.err || { cat /tmp/$m-cpu.err; fail=1; }
 			$g --device cuda --max-batch-size 1 "$dir" </tmp/prompts.jsonl >/tmp/$m-cuda1.jsonl 2>&1 || fail=1
+			LMD_CUDA_GRAPH=0 $g --device cuda "$dir" </tmp/prompts.jsonl >/tmp/$m-cuda-ng.jsonl 2>&1 || fail=1
+			py bench/compare_gen.py "$m $dt greedy, GPU with CUDA graphs vs without" /tmp/$m-cuda.jsonl \
+				/tmp/$m-cuda-ng.jsonl | tee -a "$OUT/greedy.txt" || fail=1
 			py bench/compare_gen.py "$m $dt greedy, GPU 64 concurrent vs one at a time" /tmp/$m-cuda.jsonl \
 				/tmp/$m-cuda1.jsonl | tee -a "$OUT/greedy.txt" || fail=1
 			bind=0; [ $dt = fp32 ] && bind=1

@@ -21,7 +21,9 @@
  * Steps. A forward pass is one "step": a batch of n tokens from nseq sequences (prefill chunks
  * and decode tokens mixed). step_begin hands the backend the step's metadata (token ids,
  * positions, block tables, rotary frequencies), which the ops below then use implicitly; the
- * host arrays in struct lmd_step must stay valid until the next step_begin.
+ * host arrays in struct lmd_step must stay valid until the next step_begin. A backend may defer a
+ * step's ops until its first download, sync or upload (the CUDA backend replays recorded decode
+ * steps as one graph), so the ops' results are only defined from then on.
  *
  * Shapes (n = tokens in the step, H = query heads, KV = key/value heads, D = head_dim):
  *   qkv  [n, (H + 2*KV) * D]   q heads, then k heads, then v heads (HF's head order; rotary pairs
@@ -55,6 +57,12 @@ struct lmd_step {
 	                              * (scaling already applied: linear, llama3, dynamic NTK) */
 	int nout;                    /* rows whose logits are wanted */
 	const int32_t *out_rows;     /* [nout] token rows (0..n-1), ascending */
+	/*
+	 * Nonzero: the ops this step calls, and their tensors, are a function of (replay, the step's shape)
+	 * alone, so a backend may record a decode step once and replay the recording (CUDA graphs). The
+	 * model sets its own id here; 0 (a tap is set) means every op must run as called.
+	 */
+	uint64_t replay;
 };
 
 /** Attention dimensions, passed to the ops that need them. */

@@ -196,9 +196,11 @@ int lmd_model_open(struct lmd_model *m, struct lmd_backend *be, const struct lmd
 		   const struct lmd_model_opts *opts, struct lmd_err *err)
 {
 	struct lmd_model_opts o = opts ? *opts : (struct lmd_model_opts){.dtype = LMD_DTYPE_NONE};
+	static uint64_t next_id;
 	memset(m, 0, sizeof(*m));
 	m->be = be;
 	m->cfg = dir->cfg;
+	m->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
 	const struct lmd_config *c = &m->cfg;
 	int rc = LMD_OK;
 	if ((rc = lmd_config_validate(c, dir->path ? dir->path : "model", err)) < 0)
@@ -511,7 +513,8 @@ static int prepare(struct lmd_model *m, const struct lmd_batch *b, struct lmd_st
 			m->s_out[nout++] = i;
 	*s = (struct lmd_step){.n = b->n, .tokens = m->s_tokens, .pos = m->s_pos, .seq = m->s_seq, .nseq = b->nseq,
 			       .block_table = m->s_table, .max_blocks = max_blocks, .rot_half = half,
-			       .inv_freq = m->s_freq, .nout = nout, .out_rows = m->s_out};
+			       .inv_freq = m->s_freq, .nout = nout, .out_rows = m->s_out,
+			       .replay = m->tap ? 0 : m->id};
 	return LMD_OK;
 }
 

@@ -107,6 +107,7 @@ struct lmd_model {
 	/* owned step scratch (host) */
 	int32_t *s_tokens, *s_pos, *s_seq, *s_table, *s_out;
 	float *s_freq;
+	uint64_t id;                       /* unique per lmd_model_open in the process (lmd_step.replay) */
 	lmd_tap_fn tap;                    /* NULL, or called at every enum lmd_tap point of every layer */
 	void *tap_ctx;                     /* borrowed: passed to tap */
 };

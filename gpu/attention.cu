@@ -8,7 +8,8 @@
  * K_s[t] lives in layer's pool [nblocks, KV, block_len, D] at block table[s][t / block_len], row
  * t % block_len (kvcache.h).
  *
- * Work items (built on the host once per step, at the first attention call, see plan()):
+ * Work items (built on the host once per step, at the first attention call, see plan(); a decode
+ * step's, one per token, come with the step's metadata: lmd_cuda_decode_items):
  *   fa_kernel      runs of >= 32 consecutive tokens of one sequence (prefill), in chunks of 64 tokens,
  *                  f16/bf16 with D 64 or 128: tensor cores (wmma), grid (items, H).
  *   decode_kernel  single tokens (decode), D 64 or 128, G 1, 2, 4 or 8: registers only,
@@ -544,6 +545,35 @@ int lmd_cuda_attention_init(struct cuda_ctx *c, struct lmd_err *err)
 	return LMD_OK;
 }
 
+/* Room in the split partials for splits of the step's tokens (a new buffer makes recorded graphs stale). */
+static int part_room(struct cuda_ctx *c, int splits, int H, int D, struct lmd_err *err)
+{
+	size_t need = (size_t)splits * c->step.n * H * (D + 2);
+	if (splits <= 1 || need <= c->part_cap)
+		return LMD_OK;
+	if (c->gmode == G_CAPTURE)
+		return lmd_errorf(err, LMD_EGPU, "cuda attention: split buffer too small while recording a graph (bug)");
+	CUDA_TRY(cudaStreamSynchronize(c->st), err);
+	if (c->part)
+		CUDA_TRY(cudaFree(c->part), err);
+	c->part = NULL, c->part_cap = 0;
+	c->gen++;
+	CUDA_TRY(cudaMalloc(&c->part, need * sizeof(float)), err);
+	c->part_cap = need;
+	return LMD_OK;
+}
+
+int lmd_cuda_decode_items(const struct lmd_step *s, struct attn_item *items)
+{
+	int splits = 1;
+	for (int i = 0; i < s->n; i++) {
+		items[i] = (struct attn_item){i, 1, s->seq[i], s->pos[i]};
+		if (split_count(s->pos[i] + 1) > splits)
+			splits = split_count(s->pos[i] + 1);
+	}
+	return splits;
+}
+
 /*
  * The step's work items (once per step): runs of at least FA_MIN consecutive tokens of one sequence go
  * to fa_kernel in chunks of 64 (when fa); the rest in chunks of qt tokens, single tokens to
@@ -587,14 +617,9 @@ static int plan(struct cuda_ctx *c, int G, int H, int D, int fa, int dec, struct
 			i += run;
 		}
 	c->n_fa = cnt3[0], c->n_dec = cnt3[1], c->n_tile = cnt3[2];
-	size_t need = (size_t)splits * s->n * H * (D + 2);
-	if (splits > 1 && need > c->part_cap) {
-		if (c->part)
-			CUDA_TRY(cudaFree(c->part), err);
-		c->part = NULL, c->part_cap = 0;
-		CUDA_TRY(cudaMalloc(&c->part, need * sizeof(float)), err);
-		c->part_cap = need;
-	}
+	int rc = part_room(c, splits, H, D, err);
+	if (rc)
+		return rc;
 	c->splits = splits;
 	CUDA_TRY(cudaMemcpyAsync(c->d_items, c->h_items, (size_t)n * sizeof(struct attn_item), cudaMemcpyHostToDevice, c->st),
 		 err);
@@ -622,13 +647,22 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 	int one_type = qkv->dtype == T && att->dtype == T;
 	int fa = one_type && (T == LMD_F16 || T == LMD_BF16) && (D == 64 || D == 128) && !c->no_fa;
 	int dec = (D == 64 || D == 128) && (G == 1 || G == 2 || G == 4 || G == 8);
-	if (c->items_step != c->step_id || c->items_group != G || c->items_mode != fa * 2 + dec) {
+	const struct attn_item *it_fa = c->d_items;
+	if (c->dec_step) {  // one token per sequence: items from step_begin, in the step's metadata
+		int rc = part_room(c, c->dec_splits, H, D, err);
+		if (rc)
+			return rc;
+		it_fa = c->d_dec_items;
+		c->n_fa = 0, c->n_dec = dec ? c->step.n : 0, c->n_tile = dec ? 0 : c->step.n;
+		c->splits = c->dec_splits;
+	} else if (c->items_step != c->step_id || c->items_group != G || c->items_mode != fa * 2 + dec) {
 		int rc = plan(c, G, H, D, fa, dec, err);
 		if (rc)
 			return rc;
+		it_fa = c->d_items;
 	}
 	const void *kc = kv->k[layer].data, *vc = kv->v[layer].data;
-	const struct attn_item *it_fa = c->d_items, *it_dec = it_fa + c->n_fa, *it_tile = it_dec + c->n_dec;
+	const struct attn_item *it_dec = it_fa + c->n_fa, *it_tile = it_dec + c->n_dec;
 	if (c->n_fa) {
 		dim3 grid(c->n_fa, H);
 #define FA(TT, DD) fa_kernel<TT, DD><<<grid, 128, fa_smem<DD>(2), c->st>>>((TT *)att->data, (const TT *)qkv->data, \

@@ -7,6 +7,15 @@
  * rows) is packed into one pinned buffer and sent with one asynchronous copy in step_begin; the
  * device buffers only grow, so a steady decode loop allocates nothing. cuBLAS gets a 32 MiB
  * workspace (Hopper's recommendation) so that it never allocates either.
+ *
+ * CUDA graphs. A decode step (every sequence one token, every row's logits wanted, a model that
+ * allows replay: lmd_step.replay) gets its attention items in the metadata upload and its block
+ * table laid out with a power-of-two row stride, so that all its launches are fixed by a key
+ * (model, tokens, attention splits, stride; struct graph_ent). The first step with a key runs as
+ * called (it makes every buffer the key needs), the second is recorded by stream capture and
+ * launched, later ones skip their launches (each op only adds its arguments to a signature that
+ * must match the recording's) and launch the graph at the step's first download, sync, upload or
+ * pick. LMD_CUDA_GRAPH=0 runs every step as called.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +38,109 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+// ----------------------------------------------------------------------------
+// CUDA graphs of decode steps (see the top of the file)
+
+/* End a capture left open by a step that failed midway; its entry stays unrecorded. */
+static void graph_abort(struct cuda_ctx *c)
+{
+	if (c->gmode == G_CAPTURE) {
+		cudaGraph_t g = NULL;
+		cudaStreamEndCapture(c->st, &g);
+		if (g)
+			cudaGraphDestroy(g);
+		cudaGetLastError();
+	}
+	c->gmode = G_EAGER;
+	c->gcur = NULL;
+}
+
+/* Pick this step's mode: find or make the key's entry (least recently used one replaced). */
+static int graph_begin(struct cuda_ctx *c, int n, int splits, int stride, struct lmd_err *err)
+{
+	struct graph_ent *e = NULL, *old = &c->gcache[0];
+	for (int i = 0; i < GRAPHS && !e; i++) {
+		struct graph_ent *g = &c->gcache[i];
+		if (g->used && g->replay == c->step.replay && g->n == n && g->splits == splits && g->stride == stride)
+			e = g;
+		else if (g->used < old->used)
+			old = g;
+	}
+	if (e && e->gen != c->gen) {  // made before a buffer moved: start over
+		if (e->exec)
+			cudaGraphExecDestroy(e->exec);
+		e->exec = NULL;
+		e->gen = c->gen;
+		e->used = ++c->gclock;
+		return LMD_OK;
+	}
+	if (!e) {
+		if (old->exec)
+			cudaGraphExecDestroy(old->exec);
+		memset(old, 0, sizeof(*old));
+		old->replay = c->step.replay, old->n = n, old->splits = splits, old->stride = stride;
+		old->gen = c->gen, old->used = ++c->gclock;
+		return LMD_OK;  // first time: run as called
+	}
+	e->used = ++c->gclock;
+	c->gcur = e;
+	c->gops = 0;
+	c->gsig = 1469598103934665603ull;
+	if (e->exec) {
+		c->gmode = G_REPLAY;
+		return LMD_OK;
+	}
+	CUDA_TRY(cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal), err);
+	c->gmode = G_CAPTURE;
+	return LMD_OK;
+}
+
+/*
+ * An op of a captured or replayed step adds its arguments to the step's signature; returns 1 when the
+ * op must not launch (its launch is in the graph).
+ */
+static int graph_note(struct cuda_ctx *c, int op, const void *a, const void *b, const void *d, int64_t v)
+{
+	if (c->gmode == G_EAGER)
+		return 0;
+	uint64_t w[5] = {(uint64_t)op, (uint64_t)(uintptr_t)a, (uint64_t)(uintptr_t)b, (uint64_t)(uintptr_t)d, (uint64_t)v};
+	for (int i = 0; i < 5; i++)
+		c->gsig = (c->gsig ^ w[i]) * 1099511628211ull;
+	c->gops++;
+	return c->gmode == G_REPLAY;
+}
+
+/* The step's recorded part ends here: finish the capture or check the replay, then launch. */
+static int graph_end(struct cuda_ctx *c, struct lmd_err *err)
+{
+	struct graph_ent *e = c->gcur;
+	int mode = c->gmode;
+	if (mode == G_EAGER)
+		return LMD_OK;
+	c->gmode = G_EAGER;
+	c->gcur = NULL;
+	if (mode == G_CAPTURE) {
+		cudaGraph_t g = NULL;
+		CUDA_TRY(cudaStreamEndCapture(c->st, &g), err);
+		cudaError_t r = cudaGraphInstantiate(&e->exec, g, 0);
+		cudaGraphDestroy(g);
+		if (r != cudaSuccess) {
+			e->exec = NULL;
+			return lmd_errorf(err, LMD_EGPU, "cudaGraphInstantiate: %s", cudaGetErrorString(r));
+		}
+		e->nops = c->gops;
+		e->sig = c->gsig;
+		c->g_captured++;
+	} else {
+		if (c->gops != e->nops || c->gsig != e->sig)
+			return lmd_errorf(err, LMD_EGPU, "cuda graph: the step called %d ops unlike the %d recorded for its key (bug)",
+					  c->gops, e->nops);
+		c->g_replayed++;
+	}
+	CUDA_TRY(cudaGraphLaunch(e->exec, c->st), err);
+	return LMD_OK;
+}
+
 static void cuda_close(void *ctx)
 {
 	struct cuda_ctx *c = CTX(ctx);
@@ -39,9 +151,14 @@ static void cuda_close(void *ctx)
 		cudaStreamSynchronize(c->st);
 	if (c->prof && c->prof_steps)
 		fprintf(stderr, "lmd cuda profile: %ld steps; per step: host between steps %.3f ms, enqueueing %.3f ms, "
-			"waiting for the GPU and copies %.3f ms; GPU time from step start to the logits copy %.3f ms\n",
+			"waiting for the GPU and copies %.3f ms; GPU time from step start to the logits copy %.3f ms; "
+			"CUDA graphs: %ld recorded, %ld replayed\n",
 			c->prof_steps, c->prof_host_gap * 1e3 / c->prof_steps, c->prof_enqueue * 1e3 / c->prof_steps,
-			c->prof_wait * 1e3 / c->prof_steps, c->prof_gpu_ms / c->prof_steps);
+			c->prof_wait * 1e3 / c->prof_steps, c->prof_gpu_ms / c->prof_steps, c->g_captured, c->g_replayed);
+	graph_abort(c);
+	for (int i = 0; i < GRAPHS; i++)
+		if (c->gcache[i].exec)
+			cudaGraphExecDestroy(c->gcache[i].exec);
 	if (c->prof_e0)
 		cudaEventDestroy(c->prof_e0);
 	if (c->prof_e1)
@@ -107,6 +224,9 @@ static int cuda_upload(void *ctx, struct lmd_tensor *dst, size_t off, const void
 		       struct lmd_err *err)
 {
 	struct cuda_ctx *c = CTX(ctx);
+	int rc = graph_end(c, err);
+	if (rc)
+		return rc;
 	CUDA_TRY(cudaMemcpyAsync((char *)dst->data + off, src, nbytes, cudaMemcpyHostToDevice, c->st), err);
 	CUDA_TRY(cudaStreamSynchronize(c->st), err);
 	return LMD_OK;
@@ -117,6 +237,9 @@ static int cuda_download(void *ctx, void *dst, const struct lmd_tensor *src, siz
 			 struct lmd_err *err)
 {
 	struct cuda_ctx *c = CTX(ctx);
+	int rc = graph_end(c, err);
+	if (rc)
+		return rc;
 	double t0 = c->prof ? now_s() : 0;
 	if (c->prof && c->prof_in_step) {
 		c->prof_enqueue += t0 - c->prof_t_begin;
@@ -155,6 +278,9 @@ static int cuda_download(void *ctx, void *dst, const struct lmd_tensor *src, siz
 static int cuda_sync(void *ctx, struct lmd_err *err)
 {
 	struct cuda_ctx *c = CTX(ctx);
+	int rc = graph_end(c, err);
+	if (rc)
+		return rc;
 	double t0 = c->prof ? now_s() : 0;
 	CUDA_TRY(cudaStreamSynchronize(c->st), err);
 	CUDA_TRY(cudaGetLastError(), err);
@@ -173,6 +299,7 @@ static size_t up4(size_t n)
 static int cuda_step_begin(void *ctx, const struct lmd_step *s, struct lmd_err *err)
 {
 	struct cuda_ctx *c = CTX(ctx);
+	graph_abort(c);  // a step that failed midway may have left a capture open
 	if (c->prof) {
 		c->prof_t_begin = now_s();
 		if (c->prof_t_sync_end > 0)
@@ -181,9 +308,16 @@ static int cuda_step_begin(void *ctx, const struct lmd_step *s, struct lmd_err *
 		c->prof_in_step = 1;
 		CUDA_TRY(cudaEventRecord(c->prof_e0, c->st), err);
 	}
-	size_t ntab = (size_t)s->nseq * s->max_blocks, nfreq = (size_t)s->nseq * s->rot_half;
+	/* a decode step: one token per sequence (so n == nseq), every row's logits wanted (out_rows 0..n-1) */
+	int dec = s->n == s->nseq && s->nout == s->n;
+	int stride = s->max_blocks;
+	if (dec)
+		for (stride = 1; stride < s->max_blocks; stride *= 2)
+			;
+	size_t ntab = (size_t)s->nseq * stride, nfreq = (size_t)s->nseq * s->rot_half;
 	size_t o_tok = 0, o_pos = o_tok + up4(s->n), o_seq = o_pos + up4(s->n), o_tab = o_seq + up4(s->n);
-	size_t o_out = o_tab + up4(ntab), o_freq = o_out + up4(s->nout), total = (o_freq + up4(nfreq)) * 4;
+	size_t o_out = o_tab + up4(ntab), o_freq = o_out + up4(s->nout), o_items = o_freq + up4(nfreq);
+	size_t total = (o_items + (dec ? (size_t)s->n * 4 : 0)) * 4;
 	if (total > c->meta_cap) {
 		size_t cap = total * 2 > 65536 ? total * 2 : 65536;
 		CUDA_TRY(cudaStreamSynchronize(c->st), err);
@@ -191,6 +325,7 @@ static int cuda_step_begin(void *ctx, const struct lmd_step *s, struct lmd_err *
 		cudaFreeHost(c->h_meta);
 		c->d_meta = c->h_meta = NULL;
 		c->meta_cap = 0;
+		c->gen++;
 		CUDA_TRY(cudaMalloc(&c->d_meta, cap), err);
 		CUDA_TRY(cudaMallocHost(&c->h_meta, cap), err);
 		c->meta_cap = cap;
@@ -200,12 +335,18 @@ static int cuda_step_begin(void *ctx, const struct lmd_step *s, struct lmd_err *
 	memcpy(h + o_tok, s->tokens, (size_t)s->n * 4);
 	memcpy(h + o_pos, s->pos, (size_t)s->n * 4);
 	memcpy(h + o_seq, s->seq, (size_t)s->n * 4);
-	if (ntab)
-		memcpy(h + o_tab, s->block_table, ntab * 4);
+	for (int i = 0; i < s->nseq && s->max_blocks; i++) {
+		int32_t *row = h + o_tab + (size_t)i * stride;
+		memcpy(row, s->block_table + (size_t)i * s->max_blocks, (size_t)s->max_blocks * 4);
+		for (int j = s->max_blocks; j < stride; j++)
+			row[j] = -1;
+	}
 	if (s->nout)
 		memcpy(h + o_out, s->out_rows, (size_t)s->nout * 4);
 	if (nfreq)
 		memcpy(h + o_freq, s->inv_freq, nfreq * 4);
+	c->dec_step = dec;
+	c->dec_splits = dec ? lmd_cuda_decode_items(s, (struct attn_item *)(h + o_items)) : 0;
 	CUDA_TRY(cudaMemcpyAsync(c->d_meta, c->h_meta, total, cudaMemcpyHostToDevice, c->st), err);
 	CUDA_TRY(cudaEventRecord(c->meta_done, c->st), err);
 	int32_t *d = (int32_t *)c->d_meta;
@@ -215,62 +356,80 @@ static int cuda_step_begin(void *ctx, const struct lmd_step *s, struct lmd_err *
 	c->d_table = d + o_tab;
 	c->d_out = d + o_out;
 	c->d_freq = (const float *)(d + o_freq);
+	c->d_dec_items = (const struct attn_item *)(d + o_items);
 	c->step = *s;
+	c->step.max_blocks = stride;
 	c->step_id++;
-	c->max_len = 0;
-	for (int i = 0; i < s->n; i++)
-		if (s->pos[i] + 1 > c->max_len)
-			c->max_len = s->pos[i] + 1;
+	if (dec && s->replay && c->graphs)
+		return graph_begin(c, s->n, c->dec_splits, stride, err);
 	return LMD_OK;
 }
 
 static int op_embed(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *table, struct lmd_err *err)
 {
+	if (graph_note(CTX(ctx), 1, y->data, table->data, NULL, t_rows(y)))
+		return LMD_OK;
 	return lmd_cuda_embed(CTX(ctx), y, table, err);
 }
 
 static int op_rmsnorm(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *g, float eps,
 		      struct lmd_err *err)
 {
+	if (graph_note(CTX(ctx), 2, y->data, x->data, g->data, t_rows(x)))
+		return LMD_OK;
 	return lmd_cuda_rmsnorm(CTX(ctx), y, x, g, eps, err);
 }
 
 static int op_add_rmsnorm(void *ctx, struct lmd_tensor *y, struct lmd_tensor *x, const struct lmd_tensor *r,
 			  const struct lmd_tensor *g, float eps, struct lmd_err *err)
 {
+	if (graph_note(CTX(ctx), 3, y->data, r->data, g->data, (int64_t)(uintptr_t)x->data ^ t_rows(x)))
+		return LMD_OK;
 	return lmd_cuda_add_rmsnorm(CTX(ctx), y, x, r, g, eps, err);
 }
 
 static int op_matmul(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
 		     const struct lmd_tensor *bias, struct lmd_err *err)
 {
+	if (graph_note(CTX(ctx), 4, y->data, x->data, w->data, (int64_t)(uintptr_t)(bias ? bias->data : NULL) ^ t_rows(x)))
+		return LMD_OK;
 	return lmd_cuda_matmul(CTX(ctx), y, x, w, bias, err);
 }
 
 static int op_rope(void *ctx, struct lmd_tensor *qkv, const struct lmd_attn_dims *d, struct lmd_err *err)
 {
+	if (graph_note(CTX(ctx), 5, qkv->data, NULL, NULL, t_rows(qkv)))
+		return LMD_OK;
 	return lmd_cuda_rope(CTX(ctx), qkv, d, err);
 }
 
 static int op_kv_store(void *ctx, struct lmd_kvcache *kv, int layer, const struct lmd_tensor *qkv,
 		       const struct lmd_attn_dims *d, struct lmd_err *err)
 {
+	if (graph_note(CTX(ctx), 6, kv->k[layer].data, kv->v[layer].data, qkv->data, layer))
+		return LMD_OK;
 	return lmd_cuda_kv_store(CTX(ctx), kv, layer, qkv, d, err);
 }
 
 static int op_attention(void *ctx, struct lmd_tensor *att, const struct lmd_tensor *qkv, const struct lmd_kvcache *kv,
 			int layer, const struct lmd_attn_dims *d, struct lmd_err *err)
 {
+	if (graph_note(CTX(ctx), 7, att->data, qkv->data, kv->k[layer].data, layer))
+		return LMD_OK;
 	return lmd_cuda_attention(CTX(ctx), att, qkv, kv, layer, d, err);
 }
 
 static int op_silu_mul(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *gu, struct lmd_err *err)
 {
+	if (graph_note(CTX(ctx), 8, y->data, gu->data, NULL, t_rows(gu)))
+		return LMD_OK;
 	return lmd_cuda_silu_mul(CTX(ctx), y, gu, err);
 }
 
 static int op_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, int first, struct lmd_err *err)
 {
+	if (graph_note(CTX(ctx), 9, y->data, x->data, NULL, (int64_t)first << 32 ^ t_rows(y)))
+		return LMD_OK;
 	return lmd_cuda_gather_rows(CTX(ctx), y, x, first, err);
 }
 
@@ -325,6 +484,8 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 		CUDA_TRY(cudaEventCreate(&c->prof_e0), err);
 		CUDA_TRY(cudaEventCreate(&c->prof_e1), err);
 	}
+	const char *gr = getenv("LMD_CUDA_GRAPH");
+	c->graphs = !(gr && !strcmp(gr, "0"));
 	const char *fa = getenv("LMD_CUDA_FA");
 	c->no_fa = fa && !strcmp(fa, "0");
 	c->items_step = -1;

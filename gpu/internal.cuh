@@ -37,6 +37,22 @@ struct attn_item {
 	int first, cnt, seq, last_pos;
 };
 
+/*
+ * A recorded decode step (backend-cuda.cu): the ops of a step with this key, from step_begin to the
+ * first download, sync, upload or pick, as one CUDA graph. The key fixes every launch argument: the
+ * model (replay id), the step's token count, the attention splits and the block table's row stride;
+ * gen is the buffers' generation (reallocating the metadata or split buffers makes old graphs stale).
+ */
+struct graph_ent {
+	uint64_t replay;
+	int n, splits, stride;
+	long gen, used;
+	int nops;
+	uint64_t sig;                  /* the ops' arguments, to check a replayed step against the recording */
+	cudaGraphExec_t exec;          /* NULL: seen once (ran eagerly); recorded the second time */
+};
+#define GRAPHS 32
+
 struct cuda_ctx {
 	int dev, sms, smem_optin;
 	cudaStream_t st;
@@ -46,7 +62,6 @@ struct cuda_ctx {
 	/* the step's metadata: host copy, pinned staging, device copy (grown, never shrunk) */
 	struct lmd_step step;
 	long step_id;
-	int max_len;                   /* longest sequence (last position + 1) in the step */
 	char *h_meta, *d_meta;
 	size_t meta_cap;
 	cudaEvent_t meta_done;         /* the last upload from h_meta finished */
@@ -72,7 +87,21 @@ struct cuda_ctx {
 	int prof_in_step;
 	cudaEvent_t prof_e0, prof_e1;
 	int cublas_gemm;               /* LMD_CUDA_GEMM=cublas: 16-bit products through cuBLAS (not batch-invariant) */
+	/* decode steps (every sequence one token, every row's logits wanted): items and splits made by step_begin */
+	int dec_step, dec_splits;
+	const struct attn_item *d_dec_items;
+	/* CUDA graphs of decode steps (LMD_CUDA_GRAPH=0: off) */
+	int graphs;
+	long gen;                      /* bumped when d_meta or part is reallocated */
+	int gmode;                     /* this step: G_EAGER, G_CAPTURE or G_REPLAY */
+	struct graph_ent *gcur;        /* the entry this step captures or replays */
+	int gops;
+	uint64_t gsig;
+	long gclock;
+	struct graph_ent gcache[GRAPHS];
+	long g_captured, g_replayed;   /* counts, for the verbose memory report */
 };
+enum { G_EAGER, G_CAPTURE, G_REPLAY };
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */
 #define DT_F32 0
@@ -138,6 +167,8 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 		    const struct lmd_tensor *bias, struct lmd_err *err);
 int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct lmd_tensor *qkv,
 		       const struct lmd_kvcache *kv, int layer, const struct lmd_attn_dims *d, struct lmd_err *err);
+/* A decode step's attention items (one per token) into items [s->n]; returns the most splits any has. */
+int lmd_cuda_decode_items(const struct lmd_step *s, struct attn_item *items);
 /* once at open: kernel attributes (dynamic shared memory limits) */
 int lmd_cuda_attention_init(struct cuda_ctx *c, struct lmd_err *err);
 int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err);
