@@ -88,7 +88,8 @@ struct lmd_backend_ops {
 		      struct lmd_err *err);
 	int (*download)(void *ctx, void *dst, const struct lmd_tensor *src, size_t off, size_t nbytes,
 			struct lmd_err *err);
-	/** Wait until every op queued so far has finished. */
+	/** Wait until every op queued so far has finished. This ends the step: until the next step_begin, a
+	 *  matmul treats its rows as unrelated to the step's tokens (the CUDA backend's prefill-run path). */
 	int (*sync)(void *ctx, struct lmd_err *err);
 
 	/* --- a step --- */

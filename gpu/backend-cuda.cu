@@ -163,6 +163,7 @@ static void cuda_close(void *ctx)
 		cudaEventDestroy(c->prof_e0);
 	if (c->prof_e1)
 		cudaEventDestroy(c->prof_e1);
+	free(c->runs);
 	cudaFreeHost(c->h_stage);
 	cudaFree(c->d_meta);
 	cudaFreeHost(c->h_meta);
@@ -248,7 +249,8 @@ static int cuda_download(void *ctx, void *dst, const struct lmd_tensor *src, siz
 	if (nbytes >= (1u << 20)) {
 		if (nbytes > c->stage_cap) {
 			CUDA_TRY(cudaStreamSynchronize(c->st), err);
-			cudaFreeHost(c->h_stage);
+			free(c->runs);
+	cudaFreeHost(c->h_stage);
 			c->h_stage = NULL;
 			c->stage_cap = 0;
 			CUDA_TRY(cudaMallocHost(&c->h_stage, nbytes), err);
@@ -281,6 +283,7 @@ static int cuda_sync(void *ctx, struct lmd_err *err)
 	int rc = graph_end(c, err);
 	if (rc)
 		return rc;
+	c->nruns = 0;  // the step is over: later products are not the step's rows
 	double t0 = c->prof ? now_s() : 0;
 	CUDA_TRY(cudaStreamSynchronize(c->st), err);
 	CUDA_TRY(cudaGetLastError(), err);
@@ -346,6 +349,25 @@ static int cuda_step_begin(void *ctx, const struct lmd_step *s, struct lmd_err *
 	if (nfreq)
 		memcpy(h + o_freq, s->inv_freq, nfreq * 4);
 	c->dec_step = dec;
+	c->nruns = 0;
+	if (!dec && !c->cublas_gemm) {
+		if (s->n > c->runs_cap) {  // at most n / BLAS_RUN runs; host memory, grown
+			int *r = (int *)realloc(c->runs, (size_t)s->n * 2 * sizeof(int));
+			if (!r)
+				return lmd_errorf(err, LMD_ENOMEM, "out of memory");
+			c->runs = r;
+			c->runs_cap = s->n;
+		}
+		for (int i = 0, len; i < s->n; i += len) {
+			for (len = 1; i + len < s->n && s->seq[i + len] == s->seq[i] && s->pos[i + len] == s->pos[i] + len; len++)
+				;
+			if (len >= BLAS_RUN) {
+				c->runs[2 * c->nruns] = i;
+				c->runs[2 * c->nruns + 1] = len;
+				c->nruns++;
+			}
+		}
+	}
 	c->dec_splits = dec ? lmd_cuda_decode_items(s, (struct attn_item *)(h + o_items)) : 0;
 	CUDA_TRY(cudaMemcpyAsync(c->d_meta, c->h_meta, total, cudaMemcpyHostToDevice, c->st), err);
 	CUDA_TRY(cudaEventRecord(c->meta_done, c->st), err);

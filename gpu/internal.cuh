@@ -87,6 +87,9 @@ struct cuda_ctx {
 	int prof_in_step;
 	cudaEvent_t prof_e0, prof_e1;
 	int cublas_gemm;               /* LMD_CUDA_GEMM=cublas: 16-bit products through cuBLAS (not batch-invariant) */
+	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
+	 * for matmul (cuBLAS per run); cleared by sync, when the step is over */
+	int *runs, nruns, runs_cap;
 	/* decode steps (every sequence one token, every row's logits wanted): items and splits made by step_begin */
 	int dec_step, dec_splits;
 	const struct attn_item *d_dec_items;
@@ -102,6 +105,7 @@ struct cuda_ctx {
 	long g_captured, g_replayed;   /* counts, for the verbose memory report */
 };
 enum { G_EAGER, G_CAPTURE, G_REPLAY };
+#define BLAS_RUN 64
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */
 #define DT_F32 0

@@ -14,13 +14,19 @@
  * the order is the span order. Two kernels follow the rule, so either one gives the same bits:
  *   skinny  R <= 16 (decode): one warp per 8 output columns over the whole of K. The warp streams its 8
  *           rows of w into its own shared-memory ring with cp.async, 512 contiguous bytes of a row per
- *           instruction (SK_STAGES stages of SK_U spans, all but one in flight, __syncwarp between), and
+ *           instruction (4 or 8 stages of SK_U spans, all but one in flight, __syncwarp between), and
  *           reads the fragments back in the map above; x (rows >= R read as zero) comes from L1.
- *           grid ceil(N / 32), block 128, SK_SMEM bytes of shared memory.
+ *           grid ceil(N / 32), block 128, sk_smem() bytes of shared memory.
  *   tiled   any R: BM x BN output tiles (128 or 64 x 128 or 64), 8 warps as 2 x 4, three shared-memory
  *           stages of two spans each, filled by cp.async (zero-fill beyond R, N, K); the fragments are
  *           read with 16-byte shared loads in the same map (rows of one span are 64 bytes: no conflicts). grid (ceil(N / BN), ceil(R / BM)), block 256.
  * The tile shape is chosen from R and N (enough blocks for the GPU) and does not change the bits.
+ *
+ * Prefill runs. In a step's product (R = the step's tokens) every run of >= BLAS_RUN consecutive tokens of
+ * one sequence (a prefill chunk, which the scheduler cuts from that sequence's prompt alone) goes through
+ * cuBLAS as one product of the run's length, the other rows through the kernels above. cuBLAS picks its
+ * kernel from the shape, and the run's shape does not depend on the rest of the batch, so the chunk's
+ * bits do not either; it is 2-4x faster than the mma.sync kernels at prefill sizes (time to first token).
  *
  * Other paths (also batch-invariant, chosen from the dtypes and K only, never from R):
  *   cublas  f32 x and w: cublasGemmEx, CUBLAS_COMPUTE_32F (no TF32); a bias is broadcast into y first and
@@ -79,11 +85,16 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool ok
 }
 
 #define SK_U 8       /* spans per pipeline stage: 512 bytes of each of the warp's 8 rows of w */
-#define SK_STAGES 4  /* stages per warp: SK_STAGES - 1 in flight while one is used */
 #define SK_PITCH 36  /* uint4 per row in the ring: 32 used, 4 of padding (no bank conflicts) */
-#define SK_SMEM (4 * SK_STAGES * 8 * SK_PITCH * 16)
+/*
+ * Stages per warp (ST - 1 in flight while one is used): 4, or 8 when the product has too few columns
+ * to give every SM several blocks (o and down projections: N = 4096 is 128 blocks), so that each
+ * warp keeps more bytes in flight. The stages change only how far ahead w is fetched, not the bits.
+ */
+template <int ST>
+constexpr int sk_smem() { return 4 * ST * 8 * SK_PITCH * 16; }
 
-template <bool BF, bool LOW8>  // LOW8: R <= 8, rows g + 8 are all zero
+template <bool BF, bool LOW8, int ST>  // LOW8: R <= 8, rows g + 8 are all zero
 __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
 						   int bt, int R, int N, int K)
 {
@@ -95,10 +106,10 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 	const int K8 = K / 8, S = (K + 31) / 32, NS = (S + SK_U - 1) / SK_U;
 	const bool gok = g < R, hok = !LOW8 && g + 8 < R;
 	const uint4 *xg = x + (size_t)(gok ? g : 0) * K8, *xh = x + (size_t)(hok ? g + 8 : 0) * K8;
-	uint4 *ring = sk + (size_t)warp * SK_STAGES * 8 * SK_PITCH;
+	uint4 *ring = sk + (size_t)warp * ST * 8 * SK_PITCH;
 	const uint4 z = make_uint4(0, 0, 0, 0);
 	auto issue = [&](int t) {  // stage t: 512 contiguous bytes of each row, one row per instruction (zero beyond K, N)
-		uint4 *d = ring + (t % SK_STAGES) * 8 * SK_PITCH + lane;
+		uint4 *d = ring + (t % ST) * 8 * SK_PITCH + lane;
 		int ch = t * SK_U * 4 + lane;
 #pragma unroll
 		for (int r = 0; r < 8; r++) {
@@ -107,13 +118,13 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 		}
 		asm volatile("cp.async.commit_group;\n" ::);
 	};
-	for (int t = 0; t < SK_STAGES - 1; t++)
+	for (int t = 0; t < ST - 1; t++)
 		issue(t);
 	float c[4] = {0, 0, 0, 0};
 	for (int t = 0; t < NS; t++) {
-		asm volatile("cp.async.wait_group %0;\n" ::"n"(SK_STAGES - 2));
+		asm volatile("cp.async.wait_group %0;\n" ::"n"(ST - 2));
 		__syncwarp();  // every lane's copies of stage t are in; every lane is done with the slot issued below
-		const uint4 *d = ring + (t % SK_STAGES) * 8 * SK_PITCH + g * SK_PITCH + q;
+		const uint4 *d = ring + (t % ST) * 8 * SK_PITCH + g * SK_PITCH + q;
 		uint4 bv[SK_U], a[SK_U], h[SK_U];
 #pragma unroll
 		for (int u = 0; u < SK_U; u++) {
@@ -123,7 +134,7 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 			a[u] = in && gok ? __ldg(xg + ch) : z;
 			h[u] = in && hok ? __ldg(xh + ch) : z;
 		}
-		issue(t + SK_STAGES - 1);  // the slot read in the last iteration
+		issue(t + ST - 1);  // the slot read in the last iteration
 #pragma unroll
 		for (int u = 0; u < SK_U; u++)
 			if (t * SK_U + u < S)
@@ -274,12 +285,18 @@ static void tc_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const 
 {
 	if (R <= 16) {
 		unsigned grid = (unsigned)((N + 31) / 32);
-		if (R <= 8)
-			gemm_skinny<BF, true><<<grid, 128, SK_SMEM, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt, R,
-								       N, K);
+		bool deep = grid < 2u * c->sms;
+#define SKINNY(LOW8, ST) gemm_skinny<BF, LOW8, ST><<<grid, 128, sk_smem<ST>(), c->st>>>(y, yt, (const uint4 *)x, \
+		(const uint4 *)w, bias, bt, R, N, K)
+		if (R <= 8 && deep)
+			SKINNY(true, 8);
+		else if (R <= 8)
+			SKINNY(true, 4);
+		else if (deep)
+			SKINNY(false, 8);
 		else
-			gemm_skinny<BF, false><<<grid, 128, SK_SMEM, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt,
-									R, N, K);
+			SKINNY(false, 4);
+#undef SKINNY
 		return;
 	}
 	long nb128 = (long)((R + 127) / 128) * ((N + 127) / 128), nb64 = (long)((R + 63) / 64) * ((N + 127) / 128);
@@ -294,10 +311,17 @@ static void tc_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const 
 int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err)
 {
 	(void)c;
-	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
-	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<false, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
-	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
-	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+#define SKINNY_ATTR(BF, LOW8, ST) CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<BF, LOW8, ST>, \
+	cudaFuncAttributeMaxDynamicSharedMemorySize, sk_smem<ST>()), err)
+	SKINNY_ATTR(false, true, 4);
+	SKINNY_ATTR(false, false, 4);
+	SKINNY_ATTR(true, true, 4);
+	SKINNY_ATTR(true, false, 4);
+	SKINNY_ATTR(false, true, 8);
+	SKINNY_ATTR(false, false, 8);
+	SKINNY_ATTR(true, true, 8);
+	SKINNY_ATTR(true, false, 8);
+#undef SKINNY_ATTR
 #define TILED_ATTR(BF, BM, BN) CUDA_TRY(cudaFuncSetAttribute(gemm_tiled<BF, BM, BN>, \
 	cudaFuncAttributeMaxDynamicSharedMemorySize, tiled_smem<BM, BN>()), err)
 	TILED_ATTR(false, 128, 128);
@@ -307,6 +331,52 @@ int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err)
 	TILED_ATTR(true, 64, 128);
 	TILED_ATTR(true, 64, 64);
 #undef TILED_ATTR
+	return LMD_OK;
+}
+
+/* y[R, N] = x · wᵀ (+ bias) through cuBLAS (x and w of one dtype; y that dtype or f32). */
+static int blas_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
+		       const void *bias, int bt, int64_t R, int64_t N, int64_t K, struct lmd_err *err)
+{
+	float alpha = 1, beta = 0;
+	if (bias) {
+		int64_t blocks = (R * N + 255) / 256;
+		bias_fill_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->st>>>(y, yt, bias, bt, R, N);
+		LAUNCH_TRY(err);
+		beta = 1;
+	}
+	CUBLAS_TRY(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)R, (int)K, &alpha, w, cu_type(xt), (int)K, x,
+				cu_type(xt), (int)K, &beta, y, cu_type(yt), (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+		   err);
+	return LMD_OK;
+}
+
+/*
+ * A step with prefill runs (step_begin's c->runs): each run's rows through cuBLAS as one product of its
+ * own length, the rows between them (decodes, short chunks) through the tensor-core kernels. A run is one
+ * prefill chunk of one sequence, cut by the scheduler from that sequence's prompt alone, so its product
+ * has the same shape, and cuBLAS the same kernel and bits, whatever else the step holds.
+ */
+template <bool BF>
+static int runs_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
+		       const void *bias, int bt, int R, int N, int K, struct lmd_err *err)
+{
+	size_t xs = (size_t)K * 2, ys = (size_t)N * lmd_dtype_size(yt);
+	int r = 0;
+	for (int i = 0; i <= c->nruns; i++) {
+		int first = i < c->nruns ? c->runs[2 * i] : R, len = i < c->nruns ? c->runs[2 * i + 1] : 0;
+		if (first > r) {
+			tc_launch<BF>(c, (char *)y + r * ys, yt, (const char *)x + r * xs, w, bias, bt, first - r, N, K);
+			LAUNCH_TRY(err);
+		}
+		if (len) {
+			int rc = blas_matmul(c, (char *)y + first * ys, yt, (const char *)x + first * xs, xt, w, bias, bt, len, N, K,
+					     err);
+			if (rc)
+				return rc;
+		}
+		r = first + len;
+	}
 	return LMD_OK;
 }
 
@@ -323,6 +393,14 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 	int aligned = ((uintptr_t)x->data % 16 == 0) && ((uintptr_t)w->data % 16 == 0) && K % 8 == 0;
 	const void *b = bias ? bias->data : NULL;
 	int bt = bias ? bias->dtype : 0;
+	/* prefill runs through cuBLAS: the step's rows (R == n), every run's rows 16-byte aligned */
+	int runs = c->nruns && R == c->step.n && N % 8 == 0 && ((uintptr_t)y->data % 16 == 0) &&
+		   (y->dtype == x->dtype || y->dtype == LMD_F32);
+	if (half && aligned && runs && !c->cublas_gemm)
+		return x->dtype == LMD_F16 ? runs_matmul<false>(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R,
+								 (int)N, (int)K, err)
+					   : runs_matmul<true>(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R,
+								(int)N, (int)K, err);
 	if (half && aligned && !c->cublas_gemm) {
 		if (x->dtype == LMD_F16)
 			tc_launch<false>(c, y->data, y->dtype, x->data, w->data, b, bt, (int)R, (int)N, (int)K);
@@ -331,21 +409,8 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 		LAUNCH_TRY(err);
 		return LMD_OK;
 	}
-	if (same && (y->dtype == x->dtype || y->dtype == LMD_F32)) {
-		float alpha = 1, beta = 0;
-		if (bias) {
-			int64_t tot = R * N, blocks = (tot + 255) / 256;
-			bias_fill_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->st>>>(y->data, y->dtype, b, bt,
-												   R, N);
-			LAUNCH_TRY(err);
-			beta = 1;
-		}
-		CUBLAS_TRY(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)R, (int)K, &alpha, w->data,
-					cu_type(w->dtype), (int)K, x->data, cu_type(x->dtype), (int)K, &beta, y->data,
-					cu_type(y->dtype), (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-			   err);
-		return LMD_OK;
-	}
+	if (same && (y->dtype == x->dtype || y->dtype == LMD_F32))
+		return blas_matmul(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, R, N, K, err);
 	dim3 grid((unsigned)((N + 63) / 64), (unsigned)((R + 63) / 64));
 	gemm_generic_kernel<<<grid, 256, 0, c->st>>>(y->data, y->dtype, x->data, x->dtype, w->data, w->dtype, b, bt,
 						     (int)R, (int)N, (int)K);

@@ -382,6 +382,7 @@ static void test_matmul_invariance(struct lmd_backend *be, struct lmd_backend *r
 	enum { RMAX = 2048, OFF = 7 };
 	struct lmd_err err = {0};
 	struct pair x, w, b, y, y2, x2;
+	CHECK_EQ_INT(be->ops->sync(be->ctx, &err), 0);  // no step: the rows are unrelated
 	make(be, ref, &x, dt, 2, (int64_t[]){RMAX, K}, 1);
 	make(be, ref, &w, dt, 2, (int64_t[]){N, K}, (float)(1 / sqrt(K)));
 	make(be, ref, &b, dt, 1, (int64_t[]){N}, 1);
@@ -429,8 +430,72 @@ static void test_matmul_invariance(struct lmd_backend *be, struct lmd_backend *r
 		drop(be, ref, all[i]);
 }
 
+/*
+ * A prefill chunk's rows of a product get the same bits whatever else its step holds (the CUDA backend
+ * sends runs of a sequence's consecutive tokens through cuBLAS, one product per run): 100 tokens of
+ * sequence 0 alone, between decodes of other sequences, and beside another chunk.
+ */
+static void test_matmul_runs(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int K, int N)
+{
+	enum { RUN = 100, MAXN = 180 };
+	struct lmd_err err = {0};
+	struct pair x, w, y;
+	make(be, ref, &x, dt, 2, (int64_t[]){MAXN, K}, 1);
+	make(be, ref, &w, dt, 2, (int64_t[]){N, K}, (float)(1 / sqrt(K)));
+	make(be, ref, &y, dt, 2, (int64_t[]){MAXN, N}, 1);
+	size_t rowx = (size_t)K * lmd_dtype_size(dt), rowy = (size_t)N * lmd_dtype_size(dt);
+	char *hx = malloc(x.bytes), *want = malloc((size_t)RUN * rowy), *got = malloc(y.bytes);
+	be->ops->download(be->ctx, hx, &x.t, 0, x.bytes, &err);
+	int32_t tok[MAXN] = {0}, pos[MAXN], seq[MAXN], table[8] = {0};
+	float freq[8] = {0};
+	/* before: rows of other sequences (decodes, or a 70-token chunk of sequence 1) ahead of the run */
+	int before[3] = {0, 3, 70}, after[3] = {0, 2, 0};
+	for (int c = 0; c < 3; c++) {
+		int n = before[c] + RUN + after[c], nseq = 1;
+		for (int i = 0; i < n; i++) {
+			int in_run = i >= before[c] && i < before[c] + RUN;
+			seq[i] = in_run ? 0 : c == 2 ? 1 : nseq++;
+			pos[i] = in_run ? i - before[c] : c == 2 ? i : 5;
+		}
+		nseq = c == 2 ? 2 : nseq;
+		struct lmd_step st = {.n = n, .tokens = tok, .pos = pos, .seq = seq, .nseq = nseq, .block_table = table,
+				      .max_blocks = 1, .rot_half = 1, .inv_freq = freq};
+		CHECK_EQ_INT(be->ops->step_begin(be->ctx, &st, &err), 0);
+		if (before[c])
+			be->ops->upload(be->ctx, &x.t, 0, hx, (size_t)before[c] * rowx, &err);
+		be->ops->upload(be->ctx, &x.t, (size_t)before[c] * rowx, hx, (size_t)RUN * rowx, &err);  // the run's rows
+		struct lmd_tensor xv = x.t, yv = y.t;
+		xv.shape[0] = yv.shape[0] = n;
+		poison(be, &y);
+		CHECK_EQ_INT(be->ops->matmul(be->ctx, &yv, &xv, &w.t, NULL, &err), 0);
+		be->ops->download(be->ctx, got, &y.t, 0, (size_t)n * rowy, &err);
+		CHECK_EQ_INT(be->ops->sync(be->ctx, &err), 0);
+		if (c == 0)
+			memcpy(want, got, (size_t)RUN * rowy);
+		else if (memcmp(want, got + before[c] * rowy, (size_t)RUN * rowy)) {
+			unit_failures++;
+			fprintf(stderr, "%s matmul %s K%d N%d: a 100-token run after %d other rows differs from the run alone\n",
+				what, lmd_dtype_short(dt), K, N, before[c]);
+		}
+	}
+	struct lmd_tensor xr = x.r, yr = y.r, xs = x.t, ys = y.t;  // and the numbers (last step's rows)
+	xr.shape[0] = yr.shape[0] = xs.shape[0] = ys.shape[0] = before[2] + RUN;
+	ref->ops->upload(ref->ctx, &x.r, 0, hx, (size_t)before[2] * rowx, &err);
+	ref->ops->upload(ref->ctx, &x.r, (size_t)before[2] * rowx, hx, (size_t)RUN * rowx, &err);
+	CHECK_EQ_INT(ref->ops->matmul(ref->ctx, &yr, &xr, &w.r, NULL, &err), 0);
+	be->ops->upload(be->ctx, &y.t, 0, got, (size_t)(before[2] + RUN) * rowy, &err);
+	struct pair yp = {ys, yr, (size_t)(before[2] + RUN) * rowy};
+	compare(be, ref, &yp, tol_of(dt), "matmul of a step with prefill runs");
+	free(hx), free(want), free(got);
+	struct pair *all[] = {&x, &w, &y};
+	for (int i = 0; i < 3; i++)
+		drop(be, ref, all[i]);
+}
+
 static void test_gpu_sized(struct lmd_backend *be, struct lmd_backend *ref)
 {
+	test_matmul_runs(be, ref, LMD_F16, 4096, 4096);
+	test_matmul_runs(be, ref, LMD_BF16, 1000, 304);
 	test_matmul_invariance(be, ref, LMD_F16, 4104, 4100);
 	test_matmul_invariance(be, ref, LMD_BF16, 1000, 300);
 	test_matmul_invariance(be, ref, LMD_BF16, 4096, 4096);
@@ -476,6 +541,7 @@ static void test_backend(struct lmd_backend *be, struct lmd_backend *ref)
 			test_matmul(be, ref, dt, dts[j], dt, 7, 100, 37, 1);
 			test_matmul(be, ref, dt, dts[j], LMD_F32, 70, 64, 130, 0);  // two token tiles, f32 out (logits)
 		}
+		test_matmul_runs(be, ref, dt, 136, 72);
 		test_step(be, ref, dt, 4, 2, 32, 4, 70);
 		test_step(be, ref, dt, 6, 2, 64, 16, 70);
 		test_step(be, ref, dt, 3, 3, 16, 64, 70);
