@@ -164,6 +164,8 @@ static void cuda_close(void *ctx)
 	if (c->prof_e1)
 		cudaEventDestroy(c->prof_e1);
 	free(c->runs);
+	cudaFree(c->pad_x);
+	cudaFree(c->pad_y);
 	cudaFreeHost(c->h_stage);
 	cudaFree(c->d_meta);
 	cudaFreeHost(c->h_meta);
@@ -250,6 +252,8 @@ static int cuda_download(void *ctx, void *dst, const struct lmd_tensor *src, siz
 		if (nbytes > c->stage_cap) {
 			CUDA_TRY(cudaStreamSynchronize(c->st), err);
 			free(c->runs);
+	cudaFree(c->pad_x);
+	cudaFree(c->pad_y);
 	cudaFreeHost(c->h_stage);
 			c->h_stage = NULL;
 			c->stage_cap = 0;
@@ -500,6 +504,8 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 		return rc;
 	const char *g = getenv("LMD_CUDA_GEMM");
 	c->cublas_gemm = g && !strcmp(g, "cublas");
+	if (g && sscanf(g, "pad%d", &c->pad_rows) == 1 && (c->pad_rows < 16 || c->pad_rows > 4096))
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected padP with P in 16..4096", g);
 	const char *pr = getenv("LMD_CUDA_PROFILE");
 	c->prof = pr && !strcmp(pr, "1");
 	if (c->prof) {
@@ -544,7 +550,8 @@ extern "C" int lmd_cuda_mem(const struct lmd_backend *b, struct lmd_cuda_mem *m,
 	m->free_at_open = c->free_at_open;
 	m->allocated = c->allocated;
 	m->weights = c->weights;
-	m->internal = c->meta_cap + c->items_cap * sizeof(struct attn_item) + c->part_cap * sizeof(float);
+	m->internal = c->meta_cap + c->items_cap * sizeof(struct attn_item) + c->part_cap * sizeof(float) + c->pad_x_cap +
+		      c->pad_y_cap;
 	m->blas_ws = c->blas_ws_bytes;
 	return LMD_OK;
 }

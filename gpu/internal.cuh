@@ -87,6 +87,10 @@ struct cuda_ctx {
 	int prof_in_step;
 	cudaEvent_t prof_e0, prof_e1;
 	int cublas_gemm;               /* LMD_CUDA_GEMM=cublas: 16-bit products through cuBLAS (not batch-invariant) */
+	int pad_rows;                  /* LMD_CUDA_GEMM=padP: 16-bit rows outside prefill runs through cuBLAS in blocks
+	                                * of P rows (padded: one shape, so batch-invariant); 0 = lmd's kernels */
+	void *pad_x, *pad_y;           /* the blocks' scratch: [P, K] and [P, N] (grown, never shrunk) */
+	size_t pad_x_cap, pad_y_cap;   /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
 	 * for matmul (cuBLAS per run); cleared by sync, when the step is over */
 	int *runs, nruns, runs_cap;

@@ -28,6 +28,10 @@
  * kernel from the shape, and the run's shape does not depend on the rest of the batch, so the chunk's
  * bits do not either; it is 2-4x faster than the mma.sync kernels at prefill sizes (time to first token).
  *
+ * LMD_CUDA_GEMM=padP sends the rows outside prefill runs through cuBLAS too, in blocks of exactly P rows
+ * (copied into scratch; the last block padded): one product shape for every batch, so still batch-invariant,
+ * at the cost of P rows' work for a single decode: a throughput setting for large batches.
+ *
  * Other paths (also batch-invariant, chosen from the dtypes and K only, never from R):
  *   cublas  f32 x and w: cublasGemmEx, CUBLAS_COMPUTE_32F (no TF32); a bias is broadcast into y first and
  *           added by beta = 1. LMD_CUDA_GEMM=cublas sends 16-bit products there too (fast prefill, but
@@ -351,6 +355,50 @@ static int blas_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const voi
 	return LMD_OK;
 }
 
+/* Grow a scratch buffer (a new one makes recorded graphs stale). */
+static int scratch(struct cuda_ctx *c, void **p, size_t *cap, size_t need, struct lmd_err *err)
+{
+	if (need <= *cap)
+		return LMD_OK;
+	if (c->gmode == G_CAPTURE)
+		return lmd_errorf(err, LMD_EGPU, "cuda matmul: scratch too small while recording a graph (bug)");
+	CUDA_TRY(cudaStreamSynchronize(c->st), err);
+	cudaFree(*p);
+	*p = NULL, *cap = 0;
+	c->gen++;
+	CUDA_TRY(cudaMalloc(p, need), err);
+	*cap = need;
+	return LMD_OK;
+}
+
+/*
+ * Rows outside prefill runs: lmd's tensor-core kernels, or (LMD_CUDA_GEMM=padP) cuBLAS on blocks of
+ * exactly P rows copied into scratch, so that every block is the same product (same kernel, same
+ * pointers' alignment) and a row's bits depend on the row alone.
+ */
+template <bool BF>
+static int rows_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
+		       const void *bias, int bt, int R, int N, int K, struct lmd_err *err)
+{
+	if (!c->pad_rows || N % 8 || (yt != xt && yt != LMD_F32)) {
+		tc_launch<BF>(c, y, yt, x, w, bias, bt, R, N, K);
+		LAUNCH_TRY(err);
+		return LMD_OK;
+	}
+	int P = c->pad_rows, rc;
+	size_t xs = (size_t)K * 2, ys = (size_t)N * lmd_dtype_size(yt);
+	if ((rc = scratch(c, &c->pad_x, &c->pad_x_cap, P * xs, err)) || (rc = scratch(c, &c->pad_y, &c->pad_y_cap, P * ys, err)))
+		return rc;
+	for (int r0 = 0; r0 < R; r0 += P) {
+		int m = R - r0 < P ? R - r0 : P;
+		CUDA_TRY(cudaMemcpyAsync(c->pad_x, (const char *)x + r0 * xs, m * xs, cudaMemcpyDeviceToDevice, c->st), err);
+		if ((rc = blas_matmul(c, c->pad_y, yt, c->pad_x, xt, w, bias, bt, P, N, K, err)))
+			return rc;
+		CUDA_TRY(cudaMemcpyAsync((char *)y + r0 * ys, c->pad_y, m * ys, cudaMemcpyDeviceToDevice, c->st), err);
+	}
+	return LMD_OK;
+}
+
 /*
  * A step with prefill runs (step_begin's c->runs): each run's rows through cuBLAS as one product of its
  * own length, the rows between them (decodes, short chunks) through the tensor-core kernels. A run is one
@@ -365,16 +413,12 @@ static int runs_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const voi
 	int r = 0;
 	for (int i = 0; i <= c->nruns; i++) {
 		int first = i < c->nruns ? c->runs[2 * i] : R, len = i < c->nruns ? c->runs[2 * i + 1] : 0;
-		if (first > r) {
-			tc_launch<BF>(c, (char *)y + r * ys, yt, (const char *)x + r * xs, w, bias, bt, first - r, N, K);
-			LAUNCH_TRY(err);
-		}
-		if (len) {
-			int rc = blas_matmul(c, (char *)y + first * ys, yt, (const char *)x + first * xs, xt, w, bias, bt, len, N, K,
-					     err);
-			if (rc)
-				return rc;
-		}
+		int rc = first > r ? rows_matmul<BF>(c, (char *)y + r * ys, yt, (const char *)x + r * xs, xt, w, bias, bt,
+						      first - r, N, K, err) : 0;
+		if (!rc && len)
+			rc = blas_matmul(c, (char *)y + first * ys, yt, (const char *)x + first * xs, xt, w, bias, bt, len, N, K, err);
+		if (rc)
+			return rc;
 		r = first + len;
 	}
 	return LMD_OK;
@@ -401,14 +445,11 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 								 (int)N, (int)K, err)
 					   : runs_matmul<true>(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R,
 								(int)N, (int)K, err);
-	if (half && aligned && !c->cublas_gemm) {
-		if (x->dtype == LMD_F16)
-			tc_launch<false>(c, y->data, y->dtype, x->data, w->data, b, bt, (int)R, (int)N, (int)K);
-		else
-			tc_launch<true>(c, y->data, y->dtype, x->data, w->data, b, bt, (int)R, (int)N, (int)K);
-		LAUNCH_TRY(err);
-		return LMD_OK;
-	}
+	if (half && aligned && !c->cublas_gemm)
+		return x->dtype == LMD_F16 ? rows_matmul<false>(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R,
+								 (int)N, (int)K, err)
+					   : rows_matmul<true>(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R,
+								(int)N, (int)K, err);
 	if (same && (y->dtype == x->dtype || y->dtype == LMD_F32))
 		return blas_matmul(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, R, N, K, err);
 	dim3 grid((unsigned)((N + 63) / 64), (unsigned)((R + 63) / 64));

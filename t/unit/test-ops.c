@@ -594,6 +594,22 @@ int main(void)
 				test_big_matmul(&be, &ref, shapes[i][0], shapes[i][1], shapes[i][2], 0);
 			lmd_backend_close(&be);
 		}
+		setenv("LMD_CUDA_GEMM", "pad128", 1);  // cuBLAS on padded blocks: batch-invariant as well
+		if (lmd_backend_open(&be, "cuda", NULL, &err) == 0) {
+			what = "cuda/pad128";
+			test_matmul_invariance(&be, &ref, LMD_F16, 4096, 4096);
+			test_matmul_invariance(&be, &ref, LMD_BF16, 1000, 304);
+			test_matmul_runs(&be, &ref, LMD_F16, 4096, 4096);
+			test_matmul(&be, &ref, LMD_F16, LMD_F16, LMD_F32, 70, 64, 136, 1);
+			int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 22016}, {1, 11008, 4096}, {64, 4096, 22016},
+					   {256, 4096, 22016}};
+			for (int i = 0; i < 5; i++)
+				test_big_matmul(&be, &ref, shapes[i][0], shapes[i][1], shapes[i][2], 0);
+			lmd_backend_close(&be);
+		} else {
+			fprintf(stderr, "cuda/pad128: %s\n", err.msg);
+			unit_failures++;
+		}
 		unsetenv("LMD_CUDA_GEMM");
 	} else if (rc != LMD_ENODEV) {
 		fprintf(stderr, "cuda: %s\n", err.msg);
