@@ -295,6 +295,7 @@ static const struct lmd_backend_ops cuda_ops = {
 	.silu_mul = op_silu_mul,
 	.matmul_q4 = NULL,  // int4 weights: CPU only for now (issue 6)
 	.gather_rows = op_gather_rows,
+	.pick = lmd_cuda_pick,
 };
 
 static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
