@@ -357,6 +357,7 @@ void lmd_model_close(struct lmd_model *m)
 	free(m->h_val);
 	free(m->h_idx);
 	free(m->h_rows);
+	free(m->h_stage);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -614,29 +615,24 @@ int lmd_model_forward(struct lmd_model *m, const struct lmd_batch *b, float *log
 	return ops->sync(ctx, err);
 }
 
-/* Room for n candidates in h_val/h_idx and for nrows whole rows in h_rows (they only grow). */
-static int pick_room(struct lmd_model *m, size_t n, int nrows, struct lmd_err *err)
+/* Room for n elements of size each at *p (a float * or int32_t *; it never shrinks); *cap counts them. */
+static int grow(void **p, size_t *cap, size_t n, size_t size, struct lmd_err *err)
 {
-	if (n > m->h_cap) {
-		size_t cap = n > 2 * m->h_cap ? n : 2 * m->h_cap;
-		float *v = realloc(m->h_val, cap * sizeof(float));
-		if (v)
-			m->h_val = v;
-		int32_t *i = realloc(m->h_idx, cap * sizeof(int32_t));
-		if (i)
-			m->h_idx = i;
-		if (!v || !i)
-			return lmd_errorf(err, LMD_ENOMEM, "out of memory (%zu sampling candidates)", cap);
-		m->h_cap = cap;
-	}
-	if (nrows > m->h_nrows) {
-		float *r = realloc(m->h_rows, (size_t)nrows * m->cfg.vocab * sizeof(float));
-		if (!r)
-			return lmd_errorf(err, LMD_ENOMEM, "out of memory (%d rows of logits)", nrows);
-		m->h_rows = r;
-		m->h_nrows = nrows;
-	}
+	if (n <= *cap)
+		return LMD_OK;
+	n = n > 2 * *cap ? n : 2 * *cap;
+	void *q = realloc(*p, n * size);
+	if (!q)
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory (%zu bytes of sampling buffers)", n * size);
+	*p = q;
+	*cap = n;
 	return LMD_OK;
+}
+
+/* Does row j of a chunk cross whole: its spread is NaN, or its candidates did not fit the cap? */
+static int whole_row(const float *sp, const int32_t *head, int j)
+{
+	return isnan(sp[j]) || (sp[j] >= 0 && head[2 * j + 1] > LMD_PICK_CAP);
 }
 
 int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const float *spread,
@@ -648,42 +644,56 @@ int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const
 	size_t rowb = (size_t)V * sizeof(float), candb = (size_t)2 * cap * sizeof(int32_t);
 	struct lmd_step s;
 	TRY(forward_layers(m, b, &s, err));
-	size_t nval = 0;  // candidates so far, in h_val/h_idx
-	int nrows = 0;    // whole rows so far, in h_rows
+	size_t nval = 0;   // candidates so far, in h_val/h_idx
+	size_t nrows = 0;  // rows asked for whole so far, in h_rows
 	for (int first = 0; first < s.nout; first += m->logit_rows) {
 		int k = s.nout - first < m->logit_rows ? s.nout - first : m->logit_rows;
 		const float *sp = spread + first;
-		struct lmd_tensor lg, head = view(&m->pick_head, k), cand = view(&m->pick_cand, k);
+		const int32_t *head = m->h_head;
+		struct lmd_tensor lg, hd = view(&m->pick_head, k), cand = view(&m->pick_cand, k);
 		TRY(lm_head(m, &s, first, k, &lg, err));
-		TRY(ops->pick(ctx, &head, &cand, &lg, sp, err));
-		TRY(ops->download(ctx, m->h_head, &head, 0, (size_t)k * 2 * sizeof(int32_t), err));
-		/* what else crosses: the candidate block of rows lo..hi, rows wanted whole, rows over cap */
-		int lo = k, hi = -1, whole = 0, over = 0;
-		size_t need = 0;
+		TRY(ops->pick(ctx, &hd, &cand, &lg, sp, err));
+		TRY(ops->download(ctx, m->h_head, &hd, 0, (size_t)k * 2 * sizeof(int32_t), err));
+		/* Room, then the candidate block of rows lo..hi in one copy, then runs of whole rows (staged). */
+		int lo = k, hi = -1, stage = 0;
+		size_t need = 0, asked = 0;
 		for (int j = 0; j < k; j++) {
-			int count = m->h_head[2 * j + 1];
-			if (isnan(sp[j]))
-				whole++;
-			else if (sp[j] >= 0 && count > cap)
-				over = 1;
+			stage |= whole_row(sp, head, j);
+			asked += isnan(sp[j]);
 			if (!(sp[j] >= 0))
 				continue;
-			need += (size_t)count;
-			if (count > 0 && count <= cap) {
+			need += (size_t)head[2 * j + 1];
+			if (head[2 * j + 1] > 0 && head[2 * j + 1] <= cap) {
 				lo = j < lo ? j : lo;
 				hi = j;
 			}
 		}
-		TRY(pick_room(m, nval + need, nrows + whole + over, err));
+		size_t vcap = m->h_cap;
+		TRY(grow((void **)&m->h_val, &vcap, nval + need, sizeof(float), err));
+		TRY(grow((void **)&m->h_idx, &m->h_cap, nval + need, sizeof(int32_t), err));
+		TRY(grow((void **)&m->h_rows, &m->h_nrows, (nrows + asked) * V, sizeof(float), err));
+		if (stage)
+			TRY(grow((void **)&m->h_stage, &m->h_nstage, (size_t)k * V, sizeof(float), err));
 		if (hi >= 0)
 			TRY(ops->download(ctx, m->h_cand + (size_t)lo * 2 * cap, &cand, (size_t)lo * candb,
 					  (size_t)(hi - lo + 1) * candb, err));
-		float *tmp = over ? m->h_rows + (size_t)(nrows + whole) * V : NULL;  // a row over cap
+		for (int j = 0; j < k;) {
+			if (!whole_row(sp, head, j)) {
+				j++;
+				continue;
+			}
+			int e = j + 1;
+			while (e < k && whole_row(sp, head, e))
+				e++;
+			TRY(ops->download(ctx, m->h_stage + (size_t)j * V, &lg, (size_t)j * rowb, (size_t)(e - j) * rowb, err));
+			j = e;
+		}
 		for (int j = 0; j < k; j++) {
-			int32_t best = m->h_head[2 * j], count = m->h_head[2 * j + 1];
+			int32_t best = head[2 * j], count = head[2 * j + 1];
+			const float *row = stage ? m->h_stage + (size_t)j * V : NULL;  // for a whole_row
 			out[first + j] = (struct lmd_pick){.best = best};
 			if (isnan(sp[j])) {
-				TRY(ops->download(ctx, m->h_rows + (size_t)nrows++ * V, &lg, (size_t)j * rowb, rowb, err));
+				memcpy(m->h_rows + nrows++ * V, row, rowb);
 			} else if (sp[j] >= 0 && count <= cap) {
 				const int32_t *c = m->h_cand + (size_t)j * 2 * cap;
 				for (int i = 0; i < count; i++) {
@@ -692,13 +702,12 @@ int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const
 				}
 				out[first + j].n = count;
 				nval += (size_t)count;
-			} else if (sp[j] >= 0) {  // over cap: the row, and its candidates by pick's rule
-				TRY(ops->download(ctx, tmp, &lg, (size_t)j * rowb, rowb, err));
-				float cut = tmp[best] - sp[j];
+			} else if (sp[j] >= 0) {  // over cap: its candidates by pick's rule, from the row
+				float cut = row[best] - sp[j];
 				int n = 0;
 				for (int i = 0; i < V && n < count; i++)
-					if (tmp[i] >= cut) {
-						m->h_val[nval + n] = tmp[i];
+					if (row[i] >= cut) {
+						m->h_val[nval + n] = row[i];
 						m->h_idx[nval + n++] = i;
 					}
 				out[first + j].n = n;
@@ -707,10 +716,10 @@ int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const
 		}
 	}
 	/* The pointers, now that the buffers have stopped moving: rows and candidates in row order. */
-	size_t off = 0;
-	for (int i = 0, r = 0; i < s.nout; i++) {
+	size_t off = 0, r = 0;
+	for (int i = 0; i < s.nout; i++) {
 		if (isnan(spread[i])) {
-			out[i].row = m->h_rows + (size_t)r++ * V;
+			out[i].row = m->h_rows + r++ * V;
 		} else if (spread[i] >= 0) {
 			out[i].val = m->h_val + off;
 			out[i].idx = m->h_idx + off;

@@ -109,8 +109,10 @@ struct lmd_model {
 	float *h_val;                                   /* owned [h_cap]: the candidates of a step's rows, row after row */
 	int32_t *h_idx;                                 /* owned [h_cap] */
 	size_t h_cap;
-	float *h_rows;                                  /* owned [h_nrows][vocab]: rows downloaded whole */
-	int h_nrows;
+	float *h_rows;                                  /* owned [h_nrows]: rows asked for whole (NaN spread), row after row */
+	size_t h_nrows;                                 /* floats */
+	float *h_stage;                                 /* owned [h_nstage]: a chunk's rows that cross whole, at their places */
+	size_t h_nstage;                                /* floats */
 	void **host;                       /* owned: host buffers of converted / fused weights */
 	int nhost;
 	/* owned step scratch (host) */
