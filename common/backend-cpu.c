@@ -17,6 +17,7 @@
 #include "backend.h"
 #include "kvcache.h"
 #include "ops-cpu.h"
+#include "sampler.h"
 #include "threads.h"
 
 #define MM_TT 64  // tokens per tile
@@ -283,6 +284,7 @@ struct rows_args {
 	const struct lmd_attn_dims *d;
 	struct lmd_kvcache *kv;
 	int layer;
+	const float *spread;
 	void (*row)(struct rows_args *a, int64_t i, float *scr);
 	int64_t n;
 };
@@ -498,6 +500,39 @@ static int cpu_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_ten
 		LMD_BUG("gather_rows: shapes");
 	struct rows_args a = {.y = y, .x = (struct lmd_tensor *)x, .first = first, .row = gather_row};
 	return run_rows(c, &a, nrows(y), (size_t)ncols(x), err);
+}
+
+/* y: head, x: cand, r: logits. The argmax vectorized (lmd_argmax), then the candidates. */
+static void pick_row(struct rows_args *a, int64_t i, float *scr)
+{
+	(void)scr;
+	const float *v = rowp(a->r, i);
+	int64_t n = ncols(a->r), cap = ncols(a->x) / 2, count = 0;
+	int32_t *head = rowp(a->y, i), *cand = rowp(a->x, i);
+	int best = lmd_argmax(v, (int)n);
+	if (a->spread[i] >= 0) {
+		float cut = v[best] - a->spread[i];
+		for (int64_t j = 0; j < n; j++) {
+			if (!(v[j] >= cut))
+				continue;
+			if (count < cap) {
+				memcpy(&cand[2 * count], &v[j], sizeof(float));
+				cand[2 * count + 1] = (int32_t)j;
+			}
+			count++;
+		}
+	}
+	head[0] = best;
+	head[1] = (int32_t)count;
+}
+
+static int cpu_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
+		    const float *spread, struct lmd_err *err)
+{
+	if (!lmd_pick_shapes_ok(head, cand, logits))
+		LMD_BUG("pick: shapes");
+	struct rows_args a = {.y = head, .x = cand, .r = logits, .spread = spread, .row = pick_row};
+	return run_rows(ctx, &a, nrows(logits), 0, err);
 }
 
 struct mm_job {
@@ -750,6 +785,7 @@ static const struct lmd_backend_ops cpu_ops = {
 	.attention = cpu_attention,
 	.silu_mul = cpu_silu_mul,
 	.gather_rows = cpu_gather_rows,
+	.pick = cpu_pick,
 };
 
 int lmd_backend_cpu_open(struct lmd_backend *b, const struct lmd_backend_opts *opts, struct lmd_err *err)

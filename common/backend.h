@@ -132,6 +132,18 @@ struct lmd_backend_ops {
 	/** y[j] = x[step out_rows[first + j]] for j < y->shape[0]: the rows that get logits. */
 	int (*gather_rows)(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, int first,
 			   struct lmd_err *err);
+	/**
+	 * Reduce each row of logits LMD_F32 [rows, vocab] to what sampling needs (sampler.h,
+	 * lmd_sample_spread), so that only that crosses to the host. spread: host memory [rows].
+	 *   head LMD_I32 [rows, 2]      {best, count}: best = the first index of the largest value (NaN
+	 *                               never wins; 0 when all are NaN: lmd_argmax's result); count = how
+	 *                               many i have logits[i] >= logits[best] - spread[r] (that float
+	 *                               subtraction), 0 when spread[r] < 0 or NaN (argmax only)
+	 *   cand LMD_I32 [rows, 2*cap]  when count <= cap: the first count pairs (value's f32 bits, index)
+	 *                               are those i, in any order; when count > cap, undefined
+	 */
+	int (*pick)(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
+		    const float *spread, struct lmd_err *err);
 };
 
 struct lmd_backend {

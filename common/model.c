@@ -289,7 +289,9 @@ int lmd_model_open(struct lmd_model *m, struct lmd_backend *be, const struct lmd
 	    (rc = alloc_ws(m, &m->gu, m->dtype, T, 2 * (int64_t)c->inter, err)) < 0 ||
 	    (rc = alloc_ws(m, &m->h, m->dtype, T, c->inter, err)) < 0 ||
 	    (rc = alloc_ws(m, &m->lo, m->dtype, m->logit_rows, c->hidden, err)) < 0 ||
-	    (rc = alloc_ws(m, &m->logits, LMD_F32, m->logit_rows, c->vocab, err)) < 0)
+	    (rc = alloc_ws(m, &m->logits, LMD_F32, m->logit_rows, c->vocab, err)) < 0 ||
+	    (rc = alloc_ws(m, &m->pick_head, LMD_I32, m->logit_rows, 2, err)) < 0 ||
+	    (rc = alloc_ws(m, &m->pick_cand, LMD_I32, m->logit_rows, 2 * LMD_PICK_CAP, err)) < 0)
 		goto fail;
 	int S = m->max_seqs;
 	m->s_tokens = lmd_malloc((size_t)T * sizeof(int32_t), err);
@@ -298,7 +300,13 @@ int lmd_model_open(struct lmd_model *m, struct lmd_backend *be, const struct lmd
 	m->s_out = lmd_malloc((size_t)T * sizeof(int32_t), err);
 	m->s_table = lmd_malloc((size_t)S * max_blocks * sizeof(int32_t), err);
 	m->s_freq = lmd_malloc((size_t)S * (c->head_dim / 2) * sizeof(float), err);
-	if (!m->s_tokens || !m->s_pos || !m->s_seq || !m->s_out || !m->s_table || !m->s_freq) {
+	m->h_head = lmd_malloc((size_t)m->logit_rows * 2 * sizeof(int32_t), err);
+	m->h_cand = lmd_malloc((size_t)m->logit_rows * 2 * LMD_PICK_CAP * sizeof(int32_t), err);
+	m->h_cap = LMD_PICK_CAP;  // grown by lmd_model_forward_pick as needed
+	m->h_val = lmd_malloc(m->h_cap * sizeof(float), err);
+	m->h_idx = lmd_malloc(m->h_cap * sizeof(int32_t), err);
+	if (!m->s_tokens || !m->s_pos || !m->s_seq || !m->s_out || !m->s_table || !m->s_freq || !m->h_head ||
+	    !m->h_cand || !m->h_val || !m->h_idx) {
 		rc = LMD_ENOMEM;
 		goto fail;
 	}
@@ -319,7 +327,8 @@ void lmd_model_close(struct lmd_model *m)
 	if (!m->be)
 		return;
 	lmd_kvcache_free(&m->kv);
-	struct lmd_tensor *ws[] = {&m->x, &m->xn, &m->o, &m->qkv, &m->att, &m->gu, &m->h, &m->lo, &m->logits};
+	struct lmd_tensor *ws[] = {&m->x, &m->xn, &m->o, &m->qkv, &m->att, &m->gu, &m->h, &m->lo, &m->logits,
+				   &m->pick_head, &m->pick_cand};
 	for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++)
 		release(m, ws[i]);
 	if (!m->be->ops->weights_in_place) {  // weights are backend allocations
@@ -345,6 +354,12 @@ void lmd_model_close(struct lmd_model *m)
 	free(m->s_out);
 	free(m->s_table);
 	free(m->s_freq);
+	free(m->h_head);
+	free(m->h_cand);
+	free(m->h_val);
+	free(m->h_idx);
+	free(m->h_rows);
+	free(m->h_stage);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -536,19 +551,19 @@ static int linear(struct lmd_model *m, struct lmd_tensor *y, const struct lmd_te
 	return m->be->ops->matmul(m->be->ctx, y, x, w, bias, err);
 }
 
-int lmd_model_forward(struct lmd_model *m, const struct lmd_batch *b, float *logits, struct lmd_err *err)
+/* The step up to the final norm: then m->xn [b->n, hidden] holds the normalized hidden states. */
+static int forward_layers(struct lmd_model *m, const struct lmd_batch *b, struct lmd_step *s, struct lmd_err *err)
 {
 	const struct lmd_backend_ops *ops = m->be->ops;
 	void *ctx = m->be->ctx;
 	const struct lmd_config *c = &m->cfg;
 	const struct lmd_attn_dims *d = &m->dims;
 	float eps = (float)c->rms_eps;
-	struct lmd_step s;
-	TRY(prepare(m, b, &s, err));
+	TRY(prepare(m, b, s, err));
 	int n = b->n;
 	struct lmd_tensor x = view(&m->x, n), xn = view(&m->xn, n), o = view(&m->o, n), qkv = view(&m->qkv, n);
 	struct lmd_tensor att = view(&m->att, n), gu = view(&m->gu, n), h = view(&m->h, n);
-	TRY(ops->step_begin(ctx, &s, err));
+	TRY(ops->step_begin(ctx, s, err));
 	TRY(ops->embed(ctx, &x, &m->tok_embeddings, err));
 	for (int l = 0; l < c->layers; l++) {
 		const struct lmd_layer *L = &m->layer[l];
@@ -574,13 +589,145 @@ int lmd_model_forward(struct lmd_model *m, const struct lmd_batch *b, float *log
 	TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &m->norm, eps, err));
 	for (int i = 0; i < b->nseq; i++)
 		b->seqs[i]->len += b->seq_new[i];
+	return LMD_OK;
+}
+
+/* lg = a view of m->logits: the logits of the step's wanted rows first .. first + k - 1. */
+static int lm_head(struct lmd_model *m, const struct lmd_step *s, int first, int k, struct lmd_tensor *lg,
+		   struct lmd_err *err)
+{
+	struct lmd_tensor lo = view(&m->lo, k), xn = view(&m->xn, s->n);
+	*lg = view(&m->logits, k);
+	TRY(m->be->ops->gather_rows(m->be->ctx, &lo, &xn, first, err));
+	return m->be->ops->matmul(m->be->ctx, lg, &lo, &m->output, NULL, err);
+}
+
+int lmd_model_forward(struct lmd_model *m, const struct lmd_batch *b, float *logits, struct lmd_err *err)
+{
+	const struct lmd_backend_ops *ops = m->be->ops;
+	void *ctx = m->be->ctx;
+	int V = m->cfg.vocab;
+	struct lmd_step s;
+	TRY(forward_layers(m, b, &s, err));
 	for (int first = 0; first < s.nout; first += m->logit_rows) {
 		int k = s.nout - first < m->logit_rows ? s.nout - first : m->logit_rows;
-		struct lmd_tensor lo = view(&m->lo, k), lg = view(&m->logits, k);
-		TRY(ops->gather_rows(ctx, &lo, &xn, first, err));
-		TRY(ops->matmul(ctx, &lg, &lo, &m->output, NULL, err));
-		TRY(ops->download(ctx, logits + (size_t)first * c->vocab, &lg, 0, (size_t)k * c->vocab * sizeof(float),
-				  err));
+		struct lmd_tensor lg;
+		TRY(lm_head(m, &s, first, k, &lg, err));
+		TRY(ops->download(ctx, logits + (size_t)first * V, &lg, 0, (size_t)k * V * sizeof(float), err));
+	}
+	return ops->sync(ctx, err);
+}
+
+/* Room for n elements of size each at *p (a float * or int32_t *; it never shrinks); *cap counts them. */
+static int grow(void **p, size_t *cap, size_t n, size_t size, struct lmd_err *err)
+{
+	if (n <= *cap)
+		return LMD_OK;
+	n = n > 2 * *cap ? n : 2 * *cap;
+	void *q = realloc(*p, n * size);
+	if (!q)
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory (%zu bytes of sampling buffers)", n * size);
+	*p = q;
+	*cap = n;
+	return LMD_OK;
+}
+
+/* Does row j of a chunk cross whole: its spread is NaN, or its candidates did not fit the cap? */
+static int whole_row(const float *sp, const int32_t *head, int j)
+{
+	return isnan(sp[j]) || (sp[j] >= 0 && head[2 * j + 1] > LMD_PICK_CAP);
+}
+
+int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const float *spread,
+			   struct lmd_pick *out, struct lmd_err *err)
+{
+	const struct lmd_backend_ops *ops = m->be->ops;
+	void *ctx = m->be->ctx;
+	int V = m->cfg.vocab, cap = LMD_PICK_CAP;
+	size_t rowb = (size_t)V * sizeof(float), candb = (size_t)2 * cap * sizeof(int32_t);
+	struct lmd_step s;
+	TRY(forward_layers(m, b, &s, err));
+	size_t nval = 0;   // candidates so far, in h_val/h_idx
+	size_t nrows = 0;  // rows asked for whole so far, in h_rows
+	for (int first = 0; first < s.nout; first += m->logit_rows) {
+		int k = s.nout - first < m->logit_rows ? s.nout - first : m->logit_rows;
+		const float *sp = spread + first;
+		const int32_t *head = m->h_head;
+		struct lmd_tensor lg, hd = view(&m->pick_head, k), cand = view(&m->pick_cand, k);
+		TRY(lm_head(m, &s, first, k, &lg, err));
+		TRY(ops->pick(ctx, &hd, &cand, &lg, sp, err));
+		TRY(ops->download(ctx, m->h_head, &hd, 0, (size_t)k * 2 * sizeof(int32_t), err));
+		/* Room, then the candidate block of rows lo..hi in one copy, then runs of whole rows (staged). */
+		int lo = k, hi = -1, stage = 0;
+		size_t need = 0, asked = 0;
+		for (int j = 0; j < k; j++) {
+			stage |= whole_row(sp, head, j);
+			asked += isnan(sp[j]);
+			if (!(sp[j] >= 0))
+				continue;
+			need += (size_t)head[2 * j + 1];
+			if (head[2 * j + 1] > 0 && head[2 * j + 1] <= cap) {
+				lo = j < lo ? j : lo;
+				hi = j;
+			}
+		}
+		size_t vcap = m->h_cap;
+		TRY(grow((void **)&m->h_val, &vcap, nval + need, sizeof(float), err));
+		TRY(grow((void **)&m->h_idx, &m->h_cap, nval + need, sizeof(int32_t), err));
+		TRY(grow((void **)&m->h_rows, &m->h_nrows, (nrows + asked) * V, sizeof(float), err));
+		if (stage)
+			TRY(grow((void **)&m->h_stage, &m->h_nstage, (size_t)k * V, sizeof(float), err));
+		if (hi >= 0)
+			TRY(ops->download(ctx, m->h_cand + (size_t)lo * 2 * cap, &cand, (size_t)lo * candb,
+					  (size_t)(hi - lo + 1) * candb, err));
+		for (int j = 0; j < k;) {
+			if (!whole_row(sp, head, j)) {
+				j++;
+				continue;
+			}
+			int e = j + 1;
+			while (e < k && whole_row(sp, head, e))
+				e++;
+			TRY(ops->download(ctx, m->h_stage + (size_t)j * V, &lg, (size_t)j * rowb, (size_t)(e - j) * rowb, err));
+			j = e;
+		}
+		for (int j = 0; j < k; j++) {
+			int32_t best = head[2 * j], count = head[2 * j + 1];
+			const float *row = stage ? m->h_stage + (size_t)j * V : NULL;  // for a whole_row
+			out[first + j] = (struct lmd_pick){.best = best};
+			if (isnan(sp[j])) {
+				memcpy(m->h_rows + nrows++ * V, row, rowb);
+			} else if (sp[j] >= 0 && count <= cap) {
+				const int32_t *c = m->h_cand + (size_t)j * 2 * cap;
+				for (int i = 0; i < count; i++) {
+					memcpy(&m->h_val[nval + i], &c[2 * i], sizeof(float));
+					m->h_idx[nval + i] = c[2 * i + 1];
+				}
+				out[first + j].n = count;
+				nval += (size_t)count;
+			} else if (sp[j] >= 0) {  // over cap: its candidates by pick's rule, from the row
+				float cut = row[best] - sp[j];
+				int n = 0;
+				for (int i = 0; i < V && n < count; i++)
+					if (row[i] >= cut) {
+						m->h_val[nval + n] = row[i];
+						m->h_idx[nval + n++] = i;
+					}
+				out[first + j].n = n;
+				nval += (size_t)n;
+			}
+		}
+	}
+	/* The pointers, now that the buffers have stopped moving: rows and candidates in row order. */
+	size_t off = 0, r = 0;
+	for (int i = 0; i < s.nout; i++) {
+		if (isnan(spread[i])) {
+			out[i].row = m->h_rows + r++ * V;
+		} else if (spread[i] >= 0) {
+			out[i].val = m->h_val + off;
+			out[i].idx = m->h_idx + off;
+			off += (size_t)out[i].n;
+		}
 	}
 	return ops->sync(ctx, err);
 }

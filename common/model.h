@@ -102,6 +102,17 @@ struct lmd_model {
 	struct lmd_tensor lo;                           /* [logit_rows, hidden] rows for lm_head */
 	struct lmd_tensor logits;                       /* [logit_rows, vocab] f32 */
 	int logit_rows;
+	/* lmd_model_forward_pick's: the backend's pick outputs, and host buffers its results borrow */
+	struct lmd_tensor pick_head;                    /* [logit_rows, 2] i32: best, count */
+	struct lmd_tensor pick_cand;                    /* [logit_rows, 2 * LMD_PICK_CAP] i32: (value bits, index) */
+	int32_t *h_head, *h_cand;                       /* owned host copies of a chunk's: same shapes */
+	float *h_val;                                   /* owned [h_cap]: the candidates of a step's rows, row after row */
+	int32_t *h_idx;                                 /* owned [h_cap] */
+	size_t h_cap;
+	float *h_rows;                                  /* owned [h_nrows]: rows asked for whole (NaN spread), row after row */
+	size_t h_nrows;                                 /* floats */
+	float *h_stage;                                 /* owned [h_nstage]: a chunk's rows that cross whole, at their places */
+	size_t h_nstage;                                /* floats */
 	void **host;                       /* owned: host buffers of converted / fused weights */
 	int nhost;
 	/* owned step scratch (host) */
@@ -147,6 +158,34 @@ void lmd_batch_free(struct lmd_batch *b);
  * lmd_model_blocks_needed first; nothing is changed then).
  */
 int lmd_model_forward(struct lmd_model *m, const struct lmd_batch *b, float *logits, struct lmd_err *err);
+
+/**
+ * What lmd_model_forward_pick hands back for a token whose logits were wanted, enough to sample it
+ * (sampler.h: lmd_sample_spread says which parts a row needs). The pointers borrow buffers of the
+ * model, valid until its next forward.
+ */
+struct lmd_pick {
+	int32_t best;            /* the first index of the largest logit (lmd_argmax) */
+	int n;                   /* candidates: logits >= max - spread (when spread >= 0; else 0) */
+	const float *val;        /* [n] their logits, in no particular order */
+	const int32_t *idx;      /* [n] their token ids */
+	const float *row;        /* [vocab] the whole row when spread was NaN, else NULL */
+};
+
+/**
+ * Candidates the backend hands over per row; a row with more is downloaded whole and its
+ * candidates are found on the host (same rule), so the caller never sees the difference.
+ */
+#define LMD_PICK_CAP 1024
+
+/**
+ * Like lmd_model_forward, but instead of the logits of each wanted token, what sampling needs of
+ * them: spread [b->nout] (host, lmd_sample_spread of each row's sampling) < 0 gives the argmax only,
+ * >= 0 the argmax and the candidates, NaN the argmax and the whole row. out [b->nout], in batch
+ * order. Only that crosses from the backend (a GPU): a greedy step downloads two ints a row.
+ */
+int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const float *spread,
+			   struct lmd_pick *out, struct lmd_err *err);
 
 /** KV blocks a batch would still need, and the pool's free blocks. */
 int lmd_model_blocks_needed(const struct lmd_model *m, const struct lmd_batch *b);

@@ -411,6 +411,46 @@ void lmd_cpu_gather_rows(struct lmd_tensor *y, const struct lmd_tensor *x, int f
 	free(tmp);
 }
 
+int lmd_pick_shapes_ok(const struct lmd_tensor *head, const struct lmd_tensor *cand, const struct lmd_tensor *logits)
+{
+	return head->ndim == 2 && cand->ndim == 2 && logits->ndim == 2 && head->dtype == LMD_I32 &&
+	       cand->dtype == LMD_I32 && logits->dtype == LMD_F32 && head->shape[1] == 2 && cand->shape[1] % 2 == 0 &&
+	       head->shape[0] == logits->shape[0] && cand->shape[0] == logits->shape[0] && logits->shape[1] > 0 &&
+	       logits->shape[1] <= INT32_MAX;
+}
+
+void lmd_cpu_pick_row(const float *v, int64_t n, float spread, int32_t *head, int32_t *cand, int64_t cap)
+{
+	int64_t best = -1;
+	for (int64_t i = 0; i < n; i++)
+		if (!isnan(v[i]) && (best < 0 || v[i] > v[best]))
+			best = i;
+	best = best < 0 ? 0 : best;
+	int64_t count = 0;
+	if (spread >= 0) {  // not for a negative or NaN spread: the argmax only
+		float cut = v[best] - spread;
+		for (int64_t i = 0; i < n; i++)
+			if (v[i] >= cut) {
+				if (count < cap) {
+					memcpy(&cand[2 * count], &v[i], sizeof(float));
+					cand[2 * count + 1] = (int32_t)i;
+				}
+				count++;
+			}
+	}
+	head[0] = (int32_t)best;
+	head[1] = (int32_t)count;
+}
+
+void lmd_cpu_pick(struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
+		  const float *spread)
+{
+	if (!lmd_pick_shapes_ok(head, cand, logits))
+		LMD_BUG("pick: shapes");
+	for (int64_t r = 0; r < rows(logits); r++)
+		lmd_cpu_pick_row(row(logits, r), cols(logits), spread[r], row(head, r), row(cand, r), cols(cand) / 2);
+}
+
 // ----------------------------------------------------------------------------
 // host memory, shared by the CPU backends
 
@@ -568,6 +608,15 @@ static int ref_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_ten
 	return LMD_OK;
 }
 
+static int ref_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
+		    const float *spread, struct lmd_err *err)
+{
+	(void)ctx;
+	(void)err;
+	lmd_cpu_pick(head, cand, logits, spread);
+	return LMD_OK;
+}
+
 static const struct lmd_backend_ops ref_ops = {
 	.name = "ref",
 	.weights_in_place = 1,
@@ -589,6 +638,7 @@ static const struct lmd_backend_ops ref_ops = {
 	.attention = ref_attention,
 	.silu_mul = ref_silu_mul,
 	.gather_rows = ref_gather_rows,
+	.pick = ref_pick,
 };
 
 int lmd_backend_ref_open(struct lmd_backend *b, const struct lmd_backend_opts *opts, struct lmd_err *err)

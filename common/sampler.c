@@ -76,7 +76,8 @@ int lmd_sampler_init(struct lmd_sampler *s, int vocab, struct lmd_err *err)
 	s->vocab = vocab;
 	s->val = lmd_malloc((size_t)vocab * sizeof(float), err);
 	s->idx = lmd_malloc((size_t)vocab * sizeof(int32_t), err);
-	if (!s->val || !s->idx) {
+	s->cand = lmd_malloc((size_t)vocab * sizeof(struct lmd_cand), err);
+	if (!s->val || !s->idx || !s->cand) {
 		lmd_sampler_free(s);
 		return LMD_ENOMEM;
 	}
@@ -87,13 +88,14 @@ void lmd_sampler_free(struct lmd_sampler *s)
 {
 	free(s->val);
 	free(s->idx);
+	free(s->cand);
 	memset(s, 0, sizeof(*s));
 }
 
 /*
  * The first index of the largest value. Two passes: eight running maxima (no loop-carried load, so
  * the compiler keeps them in vector registers), then the first index holding the maximum; the plain
- * scan handles what that cannot (NaN).
+ * scan handles what that cannot (short rows, and rows of -inf and NaN only).
  */
 int lmd_argmax(const float *v, int n)
 {
@@ -116,19 +118,26 @@ int lmd_argmax(const float *v, int n)
 	}
 	int best = 0;
 	for (i = 1; i < n; i++)
-		if (v[i] > v[best])
+		if (v[i] > v[best] || (isnan(v[best]) && !isnan(v[i])))  // a NaN in front is passed over too
 			best = i;
 	return best;
 }
 
-static const float *sort_val;
+float lmd_sample_spread(const struct lmd_sampling *p)
+{
+	if (p->repetition_penalty != 1)
+		return NAN;
+	if (p->temperature == 0 || p->top_k == 1)
+		return -1;
+	return 40.0f * p->temperature;
+}
 
 static int by_value(const void *a, const void *b)  // descending value, then ascending index
 {
-	int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
-	if (sort_val[i] != sort_val[j])
-		return sort_val[i] > sort_val[j] ? -1 : 1;
-	return (i > j) - (i < j);
+	const struct lmd_cand *x = a, *y = b;
+	if (x->val != y->val)
+		return x->val > y->val ? -1 : 1;
+	return (x->idx > y->idx) - (x->idx < y->idx);
 }
 
 int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_sampling *p, struct lmd_rng *rng,
@@ -137,10 +146,12 @@ int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_samp
 	int V = s->vocab;
 	float *val = s->val;
 	int32_t *idx = s->idx;
-	if ((p->temperature == 0 || p->top_k == 1) && p->repetition_penalty == 1)
+	float spread = lmd_sample_spread(p);
+	if (spread < 0)
 		return lmd_argmax(logits, V);  // greedy: nothing to modify, no copy
-	memcpy(val, logits, (size_t)V * sizeof(float));
-	if (p->repetition_penalty != 1) {  // once per distinct token (idx marks the ones done)
+	const float *v = logits;
+	if (isnan(spread)) {  // the repetition penalty, once per distinct token (idx marks the ones done)
+		memcpy(val, logits, (size_t)V * sizeof(float));
 		for (int i = 0; i < V; i++)
 			idx[i] = 0;
 		for (int i = 0; i < nprev; i++) {
@@ -150,34 +161,43 @@ int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_samp
 			idx[t] = 1;
 			val[t] = val[t] > 0 ? val[t] / p->repetition_penalty : val[t] * p->repetition_penalty;
 		}
+		if (p->temperature == 0 || p->top_k == 1)
+			return lmd_argmax(val, V);
+		v = val;
+		spread = 40.0f * p->temperature;
 	}
-	if (p->temperature == 0 || p->top_k == 1)
-		return lmd_argmax(val, V);
-	int best = lmd_argmax(val, V);
-	float mx = val[best];
-	/* Candidates: tokens within 40/T nats of the best (the rest weigh < e^-40 each), then sorted. */
+	float cut = v[lmd_argmax(v, V)] - spread;
 	int n = 0;
-	float cut = mx - 40.0f * p->temperature;
-	for (int i = 0; i < V; i++)
-		if (val[i] >= cut)
+	for (int i = 0; i < V; i++)  // compacted into val and idx (in place when v is val: n <= i)
+		if (v[i] >= cut) {
+			val[n] = v[i];
 			idx[n++] = i;
-	sort_val = val;
-	qsort(idx, (size_t)n, sizeof(*idx), by_value);
-	if (p->top_k > 0 && p->top_k < n)
-		n = p->top_k;
-	/* Probabilities of the candidates (val reused for them, in sorted order). */
-	double sum = 0;
-	float *prob = val;  // prob[j] for candidate j; val[idx[j]] is read before prob[j] is written
-	float *tmp = malloc((size_t)n * sizeof(float));
-	if (!tmp)
-		return idx[0];
-	for (int j = 0; j < n; j++) {
-		tmp[j] = (float)exp((double)(val[idx[j]] - mx) / p->temperature);
-		sum += tmp[j];
+		}
+	return lmd_sample_candidates(s, val, idx, n, p, rng);
+}
+
+int lmd_sample_candidates(struct lmd_sampler *s, const float *val, const int32_t *idx, int n,
+			  const struct lmd_sampling *p, struct lmd_rng *rng)
+{
+	struct lmd_cand *c = s->cand;
+	if (n <= 0) {  // a row of NaN
+		lmd_rng_uniform(rng);
+		return 0;
 	}
 	for (int j = 0; j < n; j++)
-		prob[j] = (float)(tmp[j] / sum);
-	free(tmp);
+		c[j] = (struct lmd_cand){val[j], idx[j]};
+	qsort(c, (size_t)n, sizeof(*c), by_value);
+	if (p->top_k > 0 && p->top_k < n)
+		n = p->top_k;
+	/* Probabilities of the candidates, in sorted order (s->val: val was copied to c above). */
+	float mx = c[0].val, *prob = s->val;
+	double sum = 0;
+	for (int j = 0; j < n; j++) {
+		prob[j] = (float)exp((double)(c[j].val - mx) / p->temperature);
+		sum += prob[j];
+	}
+	for (int j = 0; j < n; j++)
+		prob[j] = (float)(prob[j] / sum);
 	if (p->top_p < 1) {
 		double cum = 0;
 		int keep = 0;
@@ -199,7 +219,7 @@ int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_samp
 	for (int j = 0; j < n; j++) {
 		acc += prob[j];
 		if (u < acc)
-			return idx[j];
+			return c[j].idx;
 	}
-	return idx[n - 1];
+	return c[n - 1].idx;
 }

@@ -36,11 +36,18 @@ uint64_t lmd_rng_next(struct lmd_rng *r);
 /** Uniform in [0, 1) with 53 random bits. */
 double lmd_rng_uniform(struct lmd_rng *r);
 
+/** A candidate token: its logit and its vocabulary index. */
+struct lmd_cand {
+	float val;
+	int32_t idx;
+};
+
 /** Workspace for sampling over a vocabulary of vocab entries. A zeroed struct is safe to free. */
 struct lmd_sampler {
 	int vocab;
-	float *val;     /* owned [vocab] */
-	int32_t *idx;   /* owned [vocab] */
+	float *val;              /* owned [vocab]: penalized logits, then the candidates' probabilities */
+	int32_t *idx;            /* owned [vocab] */
+	struct lmd_cand *cand;   /* owned [vocab]: the candidates, sorted */
 };
 int lmd_sampler_init(struct lmd_sampler *s, int vocab, struct lmd_err *err);
 void lmd_sampler_free(struct lmd_sampler *s);
@@ -49,11 +56,36 @@ void lmd_sampler_free(struct lmd_sampler *s);
  * Pick the next token from logits [vocab] (not modified). prev [nprev] are the tokens the
  * repetition penalty applies to (prompt and generated so far, as HF). Draws one number from rng
  * unless the choice is greedy.
+ *
+ * Steps: the repetition penalty; greedy (temperature 0 or top_k 1) returns lmd_argmax; else the
+ * candidates, the tokens within 40 nats of the best after temperature (logits within 40·T; the
+ * rest weigh < e^-40 each):
+ * logits[i] >= mx - lmd_sample_spread(p), mx the largest, then lmd_sample_candidates on them.
  */
 int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_sampling *p, struct lmd_rng *rng,
 	       const int32_t *prev, int nprev);
 
-/** Index of the largest value (the first one on ties). */
+/**
+ * What lmd_sample needs of a row of logits with p, so that a caller can reduce the row where it
+ * lives (the backend's pick op) and hand over only that:
+ *   -1      the argmax only (greedy without repetition penalty): the token is lmd_argmax's
+ *   NaN     the whole row (a repetition penalty changes the values first): call lmd_sample
+ *   s > 0   the candidates, every i with logits[i] >= mx - s (the float subtraction, mx the
+ *           largest; NaN is never one): call lmd_sample_candidates on them. s = 40.0f * temperature.
+ */
+float lmd_sample_spread(const struct lmd_sampling *p);
+
+/**
+ * Draw from the candidates of a row (see lmd_sample_spread): n values val[n] with their vocabulary
+ * indices idx[n], in any order (n <= s->vocab; the best of the row is among them). They are sorted
+ * by value, largest first, then by index, and top-k, temperature, top-p and min-p applied as in
+ * lmd_sample, which gives the same token for the same rng state. Draws one number from rng. No
+ * candidates (a row of NaN) gives token 0.
+ */
+int lmd_sample_candidates(struct lmd_sampler *s, const float *val, const int32_t *idx, int n,
+			  const struct lmd_sampling *p, struct lmd_rng *rng);
+
+/** Index of the largest value (the first one on ties); NaN never wins; 0 when all are NaN. */
 int lmd_argmax(const float *v, int n);
 
 #endif

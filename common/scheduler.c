@@ -76,9 +76,10 @@ int lmd_sched_init(struct lmd_scheduler *s, struct lmd_model *m, const struct lm
 		s->chunk = 1;
 	s->run = calloc(s->max_batch, sizeof(*s->run));
 	s->take = calloc(s->max_batch, sizeof(*s->take));
-	s->logits = malloc((size_t)s->max_batch * m->cfg.vocab * sizeof(float));
+	s->spread = calloc(s->max_batch, sizeof(*s->spread));
+	s->picks = calloc(s->max_batch, sizeof(*s->picks));
 	s->stop_ids = calloc(LMD_SCHED_MAX_STOP, sizeof(*s->stop_ids));
-	if (!s->run || !s->take || !s->logits || !s->stop_ids) {
+	if (!s->run || !s->take || !s->spread || !s->picks || !s->stop_ids) {
 		lmd_sched_free(s);
 		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
 	}
@@ -107,7 +108,8 @@ void lmd_sched_free(struct lmd_scheduler *s)
 	free(s->wait);
 	free(s->run);
 	free(s->take);
-	free(s->logits);
+	free(s->spread);
+	free(s->picks);
 	free(s->stop_ids);
 	lmd_batch_free(&s->b);
 	lmd_sampler_free(&s->sampler);
@@ -368,13 +370,15 @@ int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err)
 		struct lmd_session *se = sess(s->run[i]);
 		for (int k = 0; k < s->take[i]; k++) {
 			int last = se->kv.len + k + 1 == se->n;
+			if (last)  /* one row at most per request, so at most max_batch */
+				s->spread[s->b.nout] = lmd_sample_spread(&s->run[i]->sampling);
 			if ((rc = lmd_batch_add(&s->b, &se->kv, se->toks[se->kv.len + k], last, err)))
 				return rc;
 		}
 		for (int k = 0; k < s->take[i]; k++)
 			s->run[i]->nprefill += se->kv.len + k < s->run[i]->nprompt_total;
 	}
-	if ((rc = lmd_model_forward(s->m, &s->b, s->logits, err)))
+	if ((rc = lmd_model_forward_pick(s->m, &s->b, s->spread, s->picks, err)))
 		return rc;
 	s->steps++;
 	/* sample for every request whose last token was computed, in batch order */
@@ -386,8 +390,15 @@ int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err)
 			i++;
 			continue;
 		}
-		const float *lg = s->logits + (size_t)row++ * s->m->cfg.vocab;
-		int tok = lmd_sample(&s->sampler, lg, &r->sampling, &r->rng, se->toks, se->n);
+		const struct lmd_pick *pk = &s->picks[row];
+		float spread = s->spread[row++];
+		int tok;
+		if (spread < 0)  /* greedy */
+			tok = pk->best;
+		else if (spread >= 0)
+			tok = lmd_sample_candidates(&s->sampler, pk->val, pk->idx, pk->n, &r->sampling, &r->rng);
+		else  /* the repetition penalty: the whole row */
+			tok = lmd_sample(&s->sampler, pk->row, &r->sampling, &r->rng, se->toks, se->n);
 		rc = accept(s, r, tok, err);
 		if (rc < 0)
 			return rc;

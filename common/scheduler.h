@@ -102,7 +102,8 @@ struct lmd_scheduler {
 	int nwait, nrun, wcap;
 	struct lmd_batch b;
 	int *take;                           /* owned [cap]: tokens each running request computes this step */
-	float *logits;                       /* owned [max_batch][vocab] */
+	float *spread;                       /* owned [max_batch]: lmd_sample_spread of each row of a step */
+	struct lmd_pick *picks;              /* owned [max_batch]: what the step's forward gave for sampling */
 	struct lmd_sampler sampler;
 	int32_t *stop_ids;                   /* owned: the model's stop tokens */
 	int n_stop_ids;

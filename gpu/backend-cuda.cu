@@ -1,6 +1,6 @@
 /*
  * The "cuda" backend (backend.h): context, device memory, the step's metadata, and the op table
- * whose entries are the launchers in elementwise.cu, matmul.cu and attention.cu.
+ * whose entries are the launchers in elementwise.cu, matmul.cu, attention.cu and sample.cu.
  *
  * Everything runs in order on one non-blocking stream; download and sync wait for it. Each step's
  * host metadata (tokens, positions, sequence of each token, block tables, rotary frequencies, logit
@@ -459,6 +459,14 @@ static int op_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_tens
 	return lmd_cuda_gather_rows(CTX(ctx), y, x, first, err);
 }
 
+/* The spreads travel in the launch's arguments, so pick is never part of a recorded graph. */
+static int op_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
+		   const float *spread, struct lmd_err *err)
+{
+	int rc = graph_end(CTX(ctx), err);
+	return rc ? rc : lmd_cuda_pick(ctx, head, cand, logits, spread, err);
+}
+
 static const struct lmd_backend_ops cuda_ops = {
 	.name = "cuda",
 	.weights_in_place = 0,
@@ -480,6 +488,7 @@ static const struct lmd_backend_ops cuda_ops = {
 	.silu_mul = op_silu_mul,
 	.matmul_q4 = NULL,  // int4 weights: CPU only for now (issue 6)
 	.gather_rows = op_gather_rows,
+	.pick = op_pick,
 };
 
 static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)

@@ -177,6 +177,9 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 		       const struct lmd_kvcache *kv, int layer, const struct lmd_attn_dims *d, struct lmd_err *err);
 /* A decode step's attention items (one per token) into items [s->n]; returns the most splits any has. */
 int lmd_cuda_decode_items(const struct lmd_step *s, struct attn_item *items);
+/* sample.cu: the op table's pick entry itself (void *ctx: a struct cuda_ctx) */
+int lmd_cuda_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
+		  const float *spread, struct lmd_err *err);
 /* once at open: kernel attributes (dynamic shared memory limits) */
 int lmd_cuda_attention_init(struct cuda_ctx *c, struct lmd_err *err);
 int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err);

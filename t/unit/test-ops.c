@@ -492,10 +492,117 @@ static void test_matmul_runs(struct lmd_backend *be, struct lmd_backend *ref, en
 		drop(be, ref, all[i]);
 }
 
+static int by_index(const void *a, const void *b)  // (value bits, index) pairs
+{
+	int32_t i = ((const int32_t *)a)[1], j = ((const int32_t *)b)[1];
+	return (i > j) - (i < j);
+}
+
+/*
+ * pick on rows that mix levels on a 0.25 grid (ties, a repeated maximum, values exactly at the cut
+ * of spread 1 and 0.5), random values, -inf, +inf and NaN, and whole rows of NaN, of -inf, or with
+ * NaN in front. Spreads cycle through argmax only (-1, NaN), 0, 0.5, 1, 3, more than cap and
+ * +inf. best and count must equal the reference's; when count <= cap the candidate sets, too.
+ */
+static void test_pick(struct lmd_backend *be, struct lmd_backend *ref, int rows, int vocab, int cap, int timed)
+{
+	struct lmd_err err = {0};
+	struct lmd_tensor lt = {LMD_F32, 2, {rows, vocab}, NULL}, ht = {LMD_I32, 2, {rows, 2}, NULL};
+	struct lmd_tensor ct = {LMD_I32, 2, {rows, 2 * cap}, NULL};
+	struct lmd_tensor lr = lt, hr = ht, cr = ct;
+	CHECK_EQ_INT(be->ops->alloc(be->ctx, &lt, &err) | be->ops->alloc(be->ctx, &ht, &err) |
+		     be->ops->alloc(be->ctx, &ct, &err), 0);
+	CHECK_EQ_INT(ref->ops->alloc(ref->ctx, &lr, &err) | ref->ops->alloc(ref->ctx, &hr, &err) |
+		     ref->ops->alloc(ref->ctx, &cr, &err), 0);
+	size_t nl = (size_t)rows * vocab, hb = (size_t)rows * 2 * 4, cb = (size_t)rows * 2 * cap * 4;
+	float *lg = malloc(nl * sizeof(float)), *spread = malloc((size_t)rows * sizeof(float));
+	int32_t *h1 = malloc(hb), *h2 = malloc(hb), *c1 = malloc(cb + 4), *c2 = malloc(cb + 4);
+	float spreads[] = {-1, NAN, 0, 0.5f, 1, 3, 1e6f, INFINITY, 1};
+	float range = cap > 0 && vocab / cap > 4 ? (float)(vocab / cap) : 4;  // spread 1: about cap/2 candidates
+	for (int r = 0; r < rows; r++) {
+		float *v = lg + (size_t)r * vocab;
+		int kind = r % 11;
+		for (int i = 0; i < vocab; i++) {
+			float u = frand();
+			v[i] = kind % 2 ? floorf(u * range * 4) * 0.25f : u * range;
+			if (kind == 4 && i % 3 == 0)
+				v[i] = NAN;
+			if ((kind == 5 || kind == 6) && i % 7 == 1)
+				v[i] = -INFINITY;
+		}
+		if (kind == 7)
+			for (int i = 0; i < vocab; i++)
+				v[i] = NAN;
+		if (kind == 8)
+			for (int i = 0; i < vocab; i++)
+				v[i] = i % 2 ? -INFINITY : NAN;
+		if (kind == 9)
+			v[0] = NAN;
+		if (kind == 10 && vocab > 3)
+			v[vocab / 3] = v[vocab - 1] = range + 1;  // the largest twice
+		if (kind == 6 && vocab > 5)
+			v[5] = INFINITY;
+		spread[r] = spreads[(r / 2) % 9];
+	}
+	CHECK_EQ_INT(be->ops->upload(be->ctx, &lt, 0, lg, nl * sizeof(float), &err), 0);
+	CHECK_EQ_INT(ref->ops->upload(ref->ctx, &lr, 0, lg, nl * sizeof(float), &err), 0);
+	memset(h1, 0xff, hb);
+	memset(c1, 0xff, cb);
+	be->ops->upload(be->ctx, &ht, 0, h1, hb, &err);  // poisoned
+	if (cb)
+		be->ops->upload(be->ctx, &ct, 0, c1, cb, &err);
+	CHECK_EQ_INT(be->ops->pick(be->ctx, &ht, &ct, &lt, spread, &err), 0);
+	CHECK_EQ_INT(ref->ops->pick(ref->ctx, &hr, &cr, &lr, spread, &err), 0);
+	be->ops->sync(be->ctx, &err);
+	be->ops->download(be->ctx, h1, &ht, 0, hb, &err);
+	ref->ops->download(ref->ctx, h2, &hr, 0, hb, &err);
+	if (cb) {
+		be->ops->download(be->ctx, c1, &ct, 0, cb, &err);
+		ref->ops->download(ref->ctx, c2, &cr, 0, cb, &err);
+	}
+	int bad = 0, sets = 0, over = 0;
+	for (int r = 0; r < rows && bad < 5; r++) {
+		int32_t best = h1[2 * r], count = h1[2 * r + 1];
+		if (best != h2[2 * r] || count != h2[2 * r + 1]) {
+			bad++;
+			fprintf(stderr, "%s pick %dx%d row %d spread %g: best %d count %d, expected %d %d\n", what, rows, vocab, r,
+				spread[r], best, count, h2[2 * r], h2[2 * r + 1]);
+			continue;
+		}
+		over += count > cap;
+		if (count > cap || count == 0)
+			continue;
+		int32_t *a = c1 + (size_t)r * 2 * cap, *b = c2 + (size_t)r * 2 * cap;
+		qsort(a, (size_t)count, 8, by_index);
+		qsort(b, (size_t)count, 8, by_index);
+		sets++;
+		if (memcmp(a, b, (size_t)count * 8)) {
+			bad++;
+			fprintf(stderr, "%s pick %dx%d row %d spread %g: the %d candidates differ\n", what, rows, vocab, r,
+				spread[r], count);
+		}
+	}
+	unit_failures += bad;
+	CHECK(sets >= rows / 4 || cap == 0 || vocab == 1);  // the test had sets to compare, and rows over cap
+	CHECK(over > 0 || rows < 16 || cap >= vocab);
+	if (timed) {
+		double secs;
+		TIME_IT(be, 20, secs, be->ops->pick(be->ctx, &ht, &ct, &lt, spread, &te_));
+		fprintf(stderr, "%s pick %d rows of %d, cap %d: %8.1f us\n", what, rows, vocab, cap, secs * 1e6);
+	}
+	be->ops->release(be->ctx, &lt), be->ops->release(be->ctx, &ht), be->ops->release(be->ctx, &ct);
+	ref->ops->release(ref->ctx, &lr), ref->ops->release(ref->ctx, &hr), ref->ops->release(ref->ctx, &cr);
+	free(lg), free(spread), free(h1), free(h2), free(c1), free(c2);
+}
+
 static void test_gpu_sized(struct lmd_backend *be, struct lmd_backend *ref)
 {
 	test_matmul_runs(be, ref, LMD_F16, 4096, 4096);
 	test_matmul_runs(be, ref, LMD_BF16, 1000, 304);
+	test_pick(be, ref, 300, 1000, 64, 0);  // more rows than one launch takes
+	test_pick(be, ref, 128, 32000, 1024, 1);
+	test_pick(be, ref, 1, 32000, 1024, 1);
+	test_pick(be, ref, 16, 128256, 1024, 1);
 	test_matmul_invariance(be, ref, LMD_F16, 4104, 4100);
 	test_matmul_invariance(be, ref, LMD_BF16, 1000, 300);
 	test_matmul_invariance(be, ref, LMD_BF16, 4096, 4096);
@@ -547,6 +654,10 @@ static void test_backend(struct lmd_backend *be, struct lmd_backend *ref)
 		test_step(be, ref, dt, 3, 3, 16, 64, 70);
 		test_step(be, ref, dt, 8, 2, 64, 64, 900);  // enough work for the threaded attention
 	}
+	test_pick(be, ref, 5, 100, 16, 0);
+	test_pick(be, ref, 37, 3000, 64, 0);
+	test_pick(be, ref, 20, 17, 0, 0);     // no room: every count above cap but 0
+	test_pick(be, ref, 24, 1, 4, 0);      // a vocabulary of one
 }
 
 int main(void)

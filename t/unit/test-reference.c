@@ -333,6 +333,71 @@ static void check_taps(struct lmd_model *m, const struct ref *r)
 	free(lg);
 }
 
+static int by_index(const void *a, const void *b)
+{
+	const struct lmd_cand *x = a, *y = b;
+	return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/*
+ * lmd_model_forward_pick against lmd_model_forward on the same batch (16 sequences of 30 tokens,
+ * every position wanted: several chunks of logit rows): the argmax, the candidates as a set (spreads from none to
+ * more than LMD_PICK_CAP of them) and the whole rows, bit for bit.
+ */
+static void check_pick(struct lmd_model *m, const struct ref *r)
+{
+	struct lmd_kvseq s[MAXC] = {0};
+	struct lmd_batch b = {0};
+	struct lmd_err err = {0};
+	int V = m->cfg.vocab, ncase = MAXC;
+	for (int i = 0; i < ncase; i++) {  // sequence i: case i's prompt over and over, 30 tokens
+		const struct refcase *c = &r->c[i % r->ncases];
+		for (int j = 0; j < 30; j++)
+			lmd_batch_add(&b, &s[i], c->ids[j % c->n], 1, &err);
+	}
+	int n = b.nout;
+	float *lg = malloc((size_t)n * V * sizeof(float)), *spread = malloc((size_t)n * sizeof(float));
+	struct lmd_pick *pk = calloc((size_t)n, sizeof(*pk));
+	struct lmd_cand *want = malloc((size_t)V * sizeof(*want)), *got = malloc((size_t)V * sizeof(*got));
+	float spreads[] = {-1, NAN, 0, 0.5f, 2, 8, 40, INFINITY};
+	for (int i = 0; i < n; i++)
+		spread[i] = spreads[i % 8];
+	CHECK_EQ_INT(lmd_model_forward(m, &b, lg, &err), 0);
+	for (int i = 0; i < ncase; i++)
+		lmd_model_seq_release(m, &s[i]);
+	CHECK_EQ_INT(lmd_model_forward_pick(m, &b, spread, pk, &err), 0);
+	int bad = 0, over = 0, some = 0;
+	for (int i = 0; i < n && bad < 5; i++) {
+		const float *row = lg + (size_t)i * V;
+		int nw = 0;
+		if (spread[i] >= 0) {
+			float cut = row[lmd_argmax(row, V)] - spread[i];
+			for (int k = 0; k < V; k++)
+				if (row[k] >= cut)
+					want[nw++] = (struct lmd_cand){row[k], k};
+			for (int k = 0; k < pk[i].n; k++)
+				got[k] = (struct lmd_cand){pk[i].val[k], pk[i].idx[k]};
+			qsort(got, (size_t)pk[i].n, sizeof(*got), by_index);
+			over += nw > LMD_PICK_CAP;
+			some += nw > 1 && nw <= LMD_PICK_CAP;
+		}
+		int ok = pk[i].best == lmd_argmax(row, V) && pk[i].n == nw && !memcmp(want, got, (size_t)nw * sizeof(*got)) &&
+			 (isnan(spread[i]) ? pk[i].row && !memcmp(pk[i].row, row, (size_t)V * sizeof(float)) : !pk[i].row);
+		if (!ok) {
+			bad++;
+			fprintf(stderr, "%s pick row %d spread %g: best %d (argmax %d), %d candidates (%d)%s\n", r->name, i,
+				spread[i], pk[i].best, lmd_argmax(row, V), pk[i].n, nw, pk[i].row ? ", a row" : "");
+		}
+	}
+	unit_failures += bad;
+	CHECK(n > 2 * m->logit_rows);
+	CHECK(over > 0 && some > 0);
+	for (int i = 0; i < ncase; i++)
+		lmd_model_seq_release(m, &s[i]);
+	lmd_batch_free(&b);
+	free(lg), free(spread), free(pk), free(want), free(got);
+}
+
 static int open_model(struct lmd_model *m, struct lmd_backend *be, struct lmd_modeldir *dir, enum lmd_dtype dt,
 		      int hf_rope)
 {
@@ -455,6 +520,8 @@ static void test_model(const char *shared, const char *file, struct lmd_backend 
 			check_fp32(&r, &whole, V, "fp32", dynamic, 1);
 		if (!strcmp(r.name, "lmd-tiny"))
 			check_taps(&m, &r);
+		if (!strcmp(r.name, "lmd-tiny") || !strcmp(r.name, "rand-qwen2"))
+			check_pick(&m, &r);
 		if (!dynamic && !run_cases(&m, &r, 1, &other, 1))  // chunks change HF's dynamic NTK base
 			check_fp32(&r, &other, V, "fp32 chunked", dynamic, 1);
 		free_run(&other, r.ncases);
