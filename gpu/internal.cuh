@@ -144,9 +144,12 @@ __device__ __forceinline__ float rnd(float v, int dt)
 	return v;
 }
 
-static inline int64_t t_rows(const struct lmd_tensor *t)
+static inline int64_t t_rows(const struct lmd_tensor *t)  // every dimension but the last (no division: a 0 there is fine)
 {
-	return t->ndim == 1 ? 1 : lmd_tensor_numel(t) / t->shape[t->ndim - 1];
+	int64_t r = 1;
+	for (int i = 0; i < t->ndim - 1; i++)
+		r *= t->shape[i];
+	return r;
 }
 
 static inline int64_t t_cols(const struct lmd_tensor *t)

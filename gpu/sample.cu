@@ -18,6 +18,10 @@
 
 #include "internal.cuh"
 
+extern "C" {
+#include "ops-cpu.h"
+}
+
 #define PICK_THREADS 1024
 #define PICK_ROWS 256
 
@@ -108,11 +112,9 @@ int lmd_cuda_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, c
 		  const float *spread, struct lmd_err *err)
 {
 	struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-	int64_t rows = t_rows(logits), vocab = t_cols(logits), cap = t_cols(cand) / 2;
-	if (!(head->ndim == 2 && cand->ndim == 2 && logits->ndim == 2 && head->dtype == LMD_I32 &&
-	      cand->dtype == LMD_I32 && logits->dtype == LMD_F32 && t_cols(head) == 2 && t_cols(cand) % 2 == 0 &&
-	      t_rows(head) == rows && t_rows(cand) == rows && vocab > 0 && vocab <= INT32_MAX && cap <= INT32_MAX / 2))
+	if (!lmd_pick_shapes_ok(head, cand, logits) || cand->shape[1] / 2 > INT32_MAX / 2)
 		return lmd_errorf(err, LMD_EINVAL, "cuda pick: tensor shapes or dtypes do not match");
+	int64_t rows = logits->shape[0], vocab = logits->shape[1], cap = cand->shape[1] / 2;  // shape[0]: cap may be 0
 	for (int64_t r0 = 0; r0 < rows; r0 += PICK_ROWS) {
 		int k = rows - r0 < PICK_ROWS ? (int)(rows - r0) : PICK_ROWS;
 		struct pick_spreads sp = {};
