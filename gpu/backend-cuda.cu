@@ -251,10 +251,7 @@ static int cuda_download(void *ctx, void *dst, const struct lmd_tensor *src, siz
 	if (nbytes >= (1u << 20)) {
 		if (nbytes > c->stage_cap) {
 			CUDA_TRY(cudaStreamSynchronize(c->st), err);
-			free(c->runs);
-	cudaFree(c->pad_x);
-	cudaFree(c->pad_y);
-	cudaFreeHost(c->h_stage);
+			cudaFreeHost(c->h_stage);
 			c->h_stage = NULL;
 			c->stage_cap = 0;
 			CUDA_TRY(cudaMallocHost(&c->h_stage, nbytes), err);
