@@ -14,7 +14,7 @@
  * the order is the span order. Two kernels follow the rule, so either one gives the same bits:
  *   skinny  R <= 16 (decode): one warp per 8 output columns over the whole of K. The warp streams its 8
  *           rows of w into its own shared-memory ring with cp.async, 512 contiguous bytes of a row per
- *           instruction (4 or 8 stages of SK_U spans, all but one in flight, __syncwarp between), and
+ *           instruction (SK_STAGES stages of SK_U spans, all but one in flight, __syncwarp between), and
  *           reads the fragments back in the map above; x (rows >= R read as zero) comes from L1.
  *           grid ceil(N / 32), block 128, sk_smem() bytes of shared memory.
  *   tiled   any R: BM x BN output tiles (128 or 64 x 128 or 64), 8 warps as 2 x 4, three shared-memory
@@ -91,10 +91,12 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool ok
 #define SK_U 8       /* spans per pipeline stage: 512 bytes of each of the warp's 8 rows of w */
 #define SK_PITCH 36  /* uint4 per row in the ring: 32 used, 4 of padding (no bank conflicts) */
 /*
- * Stages per warp (ST - 1 in flight while one is used): 4, or 8 when the product has too few columns
- * to give every SM several blocks (o and down projections: N = 4096 is 128 blocks), so that each
- * warp keeps more bytes in flight. The stages change only how far ahead w is fetched, not the bits.
+ * Stages per warp: ST - 1 in flight while one is used. (8 stages for the o and down projections, whose
+ * 128 blocks leave SMs one block each, were tried at aab6829: batch-1 decode 7 % slower in the same
+ * benchmark, likely because 147 KB of shared memory leave too little L1 for x, whose loads then wait
+ * on L2 in every iteration.)
  */
+#define SK_STAGES 4
 template <int ST>
 constexpr int sk_smem() { return 4 * ST * 8 * SK_PITCH * 16; }
 
@@ -289,17 +291,12 @@ static void tc_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const 
 {
 	if (R <= 16) {
 		unsigned grid = (unsigned)((N + 31) / 32);
-		bool deep = grid < 2u * c->sms;
 #define SKINNY(LOW8, ST) gemm_skinny<BF, LOW8, ST><<<grid, 128, sk_smem<ST>(), c->st>>>(y, yt, (const uint4 *)x, \
 		(const uint4 *)w, bias, bt, R, N, K)
-		if (R <= 8 && deep)
-			SKINNY(true, 8);
-		else if (R <= 8)
-			SKINNY(true, 4);
-		else if (deep)
-			SKINNY(false, 8);
+		if (R <= 8)
+			SKINNY(true, SK_STAGES);
 		else
-			SKINNY(false, 4);
+			SKINNY(false, SK_STAGES);
 #undef SKINNY
 		return;
 	}
@@ -317,14 +314,10 @@ int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err)
 	(void)c;
 #define SKINNY_ATTR(BF, LOW8, ST) CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<BF, LOW8, ST>, \
 	cudaFuncAttributeMaxDynamicSharedMemorySize, sk_smem<ST>()), err)
-	SKINNY_ATTR(false, true, 4);
-	SKINNY_ATTR(false, false, 4);
-	SKINNY_ATTR(true, true, 4);
-	SKINNY_ATTR(true, false, 4);
-	SKINNY_ATTR(false, true, 8);
-	SKINNY_ATTR(false, false, 8);
-	SKINNY_ATTR(true, true, 8);
-	SKINNY_ATTR(true, false, 8);
+	SKINNY_ATTR(false, true, SK_STAGES);
+	SKINNY_ATTR(false, false, SK_STAGES);
+	SKINNY_ATTR(true, true, SK_STAGES);
+	SKINNY_ATTR(true, false, SK_STAGES);
 #undef SKINNY_ATTR
 #define TILED_ATTR(BF, BM, BN) CUDA_TRY(cudaFuncSetAttribute(gemm_tiled<BF, BM, BN>, \
 	cudaFuncAttributeMaxDynamicSharedMemorySize, tiled_smem<BM, BN>()), err)
