@@ -24,7 +24,7 @@
  * s[r][j] for (r, j) spread over the threads, masked beyond each row's position, (3) one warp per row:
  * running max m, rescale factor, exp, running sum l, (4) o[r][d] = o·corr + Σ_j p[r][j] v[j][d].
  * Splits. An item of length len (its last position + 1) is cut into key ranges of split_len(len) keys:
- * 128 keys, more only past 64 splits. The cut depends on len alone, never on the rest of the step, so a
+ * 64 keys, more only past 64 splits. The cut depends on len alone, never on the rest of the step, so a
  * sequence gets the same bits alone and in any batch (batch invariance, issue 5). With one split the
  * kernels write att = o / l; otherwise each split writes its unnormalized o, m and l to the partials
  * buffer (laid out for the step's largest split count) and combine_kernel (grid (items, H), block D)
@@ -38,7 +38,7 @@
 #define AT 32    /* keys per tile: one per lane in the softmax step */
 #define ROWS 16  /* query rows per block (at least G) */
 #define THREADS 128
-#define SPLIT_KEYS 128  /* keys per split, below 64 splits */
+#define SPLIT_KEYS 64  /* keys per split, below 64 splits */
 #define MAX_SPLITS 64
 
 __host__ __device__ __forceinline__ int split_len(int len)
@@ -253,10 +253,11 @@ __global__ void combine_kernel(void *att, int at, const float *part, const struc
  * shared-memory staging. Each of the 4 warps takes every 4th key
  * of the split's range; a lane holds DPL = D / 32 consecutive elements of the G query heads of the kv
  * head, of the key and of the value (one coalesced load of D elements per key and warp, KU keys in
- * flight: 8 for G <= 2, else 4, as registers allow), dot products by shuffle reduction, online softmax in registers; the warps merge through
+ * flight), dot products by shuffle reduction, online softmax in registers; the warps merge through
  * shared memory at the end.  grid (items, KV, splits), block 128, shared 4·G·(D+2) floats.
  */
 #define DEC_WARPS 4
+#define DEC_KU 4
 
 template <typename KT, int DPL>
 __device__ __forceinline__ void loadv(const KT *p, float *f)
@@ -311,7 +312,6 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int a
 		}
 	}
 	const int32_t *tab = table + (size_t)it.seq * max_blocks;
-	constexpr int DEC_KU = G <= 2 ? 8 : 4;
 	for (int t = tb + warp; t < te; t += DEC_WARPS * DEC_KU) {
 		float kf[DEC_KU][DPL], vf[DEC_KU][DPL];
 #pragma unroll
