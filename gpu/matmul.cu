@@ -92,9 +92,9 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool ok
 #define SK_PITCH 36  /* uint4 per row in the ring: 32 used, 4 of padding (no bank conflicts) */
 /*
  * Stages per warp: ST - 1 in flight while one is used. (8 stages for the o and down projections, whose
- * 128 blocks leave SMs one block each, were tried at aab6829: batch-1 decode 7 % slower in the same
- * benchmark, likely because 147 KB of shared memory leave too little L1 for x, whose loads then wait
- * on L2 in every iteration.)
+ * 128 blocks leave SMs one block each, were built at aab6829 but never timed on their own: that run's
+ * op test stopped early on an unrelated bug. Left out until measured; 147 KB of shared memory would
+ * also leave little L1 for x.)
  */
 #define SK_STAGES 4
 template <int ST>
