@@ -508,10 +508,16 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 	int rc = lmd_cuda_attention_init(c, err);
 	if (rc || (rc = lmd_cuda_matmul_init(c, err)))
 		return rc;
+	/* 16-bit products (matmul.cu): pad128 by default, lmd (own kernels), padP, cublas (not batch-invariant) */
 	const char *g = getenv("LMD_CUDA_GEMM");
-	c->cublas_gemm = g && !strcmp(g, "cublas");
-	if (g && sscanf(g, "pad%d", &c->pad_rows) == 1 && (c->pad_rows < 16 || c->pad_rows > 4096))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected padP with P in 16..4096", g);
+	char tail;
+	c->pad_rows = PAD_ROWS;
+	if (g && !strcmp(g, "cublas"))
+		c->cublas_gemm = 1;
+	else if (g && !strcmp(g, "lmd"))
+		c->pad_rows = 0;
+	else if (g && (sscanf(g, "pad%d%c", &c->pad_rows, &tail) != 1 || c->pad_rows < 16 || c->pad_rows > 4096))
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected lmd, padP (P in 16..4096) or cublas", g);
 	const char *pr = getenv("LMD_CUDA_PROFILE");
 	c->prof = pr && !strcmp(pr, "1");
 	if (c->prof) {

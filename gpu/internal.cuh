@@ -87,8 +87,9 @@ struct cuda_ctx {
 	int prof_in_step;
 	cudaEvent_t prof_e0, prof_e1;
 	int cublas_gemm;               /* LMD_CUDA_GEMM=cublas: 16-bit products through cuBLAS (not batch-invariant) */
-	int pad_rows;                  /* LMD_CUDA_GEMM=padP: 16-bit rows outside prefill runs through cuBLAS in blocks
-	                                * of P rows (padded: one shape, so batch-invariant); 0 = lmd's kernels */
+	int pad_rows;                  /* 16-bit rows outside prefill runs through cuBLAS in blocks of P rows (padded: one
+	                                * shape, so batch-invariant; LMD_CUDA_GEMM=padP, default PAD_ROWS); 0 = lmd's
+	                                * kernels (LMD_CUDA_GEMM=lmd) */
 	void *pad_x, *pad_y;           /* the blocks' scratch: [P, K] and [P, N] (grown, never shrunk) */
 	size_t pad_x_cap, pad_y_cap;   /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
@@ -110,6 +111,7 @@ struct cuda_ctx {
 };
 enum { G_EAGER, G_CAPTURE, G_REPLAY };
 #define BLAS_RUN 64
+#define PAD_ROWS 128
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */
 #define DT_F32 0

@@ -2,8 +2,22 @@
  * matmul: y[R, N] = x[R, K] · w[N, K]ᵀ (+ bias[N]), fp32 accumulation, y rounded once to its dtype.
  *
  * Batch invariance. A row of y must not depend on the other rows in the call: a sequence decoded alone
- * and the same sequence decoded among 63 others get the same bits (issue 5's check), so one rule of
- * summation holds for every R. For 16-bit x and w (both f16 or both bf16) it is:
+ * and the same sequence decoded among 63 others get the same bits (issue 5's check). Three ways for 16-bit
+ * x and w (both f16 or both bf16) keep it, one for each kind of row:
+ *
+ * Prefill runs. In a step's product (R = the step's tokens) every run of >= BLAS_RUN consecutive tokens of
+ * one sequence (a prefill chunk, which the scheduler cuts from that sequence's prompt alone) goes through
+ * cuBLAS as one product of the run's length. cuBLAS picks its kernel from the shape, and the run's shape
+ * does not depend on the rest of the batch, so the chunk's bits do not either.
+ *
+ * Padded blocks (the default for the other rows: decode tokens, short chunks; LMD_CUDA_GEMM=padP, P =
+ * PAD_ROWS = 128 by default): cuBLAS on blocks of exactly P rows copied into scratch (the last block
+ * padded), so every block is the same product with the same kernel and a row's bits depend on the row
+ * alone. A single decode pays for P rows, which costs little while the weights' bytes dominate (H200,
+ * Llama-2-7B shape: batch-1 decode 1.3 % slower than lmd's kernels, 64 and 256 concurrent 1.5x and 1.3x
+ * faster; bench/results/2026-12-01-h200-engine.md).
+ *
+ * lmd's kernels (LMD_CUDA_GEMM=lmd) follow one rule of summation for every R:
  *
  *   acc = 0; for each span s of 32 k (s = 0, 1, ...): acc = mma(step 0 of s); acc = mma(step 1 of s)
  *
@@ -19,23 +33,15 @@
  *           grid ceil(N / 32), block 128, sk_smem() bytes of shared memory.
  *   tiled   any R: BM x BN output tiles (128 or 64 x 128 or 64), 8 warps as 2 x 4, three shared-memory
  *           stages of two spans each, filled by cp.async (zero-fill beyond R, N, K); the fragments are
- *           read with 16-byte shared loads in the same map (rows of one span are 64 bytes: no conflicts). grid (ceil(N / BN), ceil(R / BM)), block 256.
- * The tile shape is chosen from R and N (enough blocks for the GPU) and does not change the bits.
- *
- * Prefill runs. In a step's product (R = the step's tokens) every run of >= BLAS_RUN consecutive tokens of
- * one sequence (a prefill chunk, which the scheduler cuts from that sequence's prompt alone) goes through
- * cuBLAS as one product of the run's length, the other rows through the kernels above. cuBLAS picks its
- * kernel from the shape, and the run's shape does not depend on the rest of the batch, so the chunk's
- * bits do not either; it is 2-4x faster than the mma.sync kernels at prefill sizes (time to first token).
- *
- * LMD_CUDA_GEMM=padP sends the rows outside prefill runs through cuBLAS too, in blocks of exactly P rows
- * (copied into scratch; the last block padded): one product shape for every batch, so still batch-invariant,
- * at the cost of P rows' work for a single decode: a throughput setting for large batches.
+ *           read with 16-byte shared loads in the same map (rows of one span are 64 bytes: no conflicts).
+ *           grid (ceil(N / BN), ceil(R / BM)), block 256.
+ * The tile shape is chosen from R and N (enough blocks for the GPU) and does not change the bits. They
+ * also take the padded path's rows when N % 8 != 0 (scratch rows must stay 16-byte aligned).
  *
  * Other paths (also batch-invariant, chosen from the dtypes and K only, never from R):
  *   cublas  f32 x and w: cublasGemmEx, CUBLAS_COMPUTE_32F (no TF32); a bias is broadcast into y first and
- *           added by beta = 1. LMD_CUDA_GEMM=cublas sends 16-bit products there too (fast prefill, but
- *           cuBLAS picks its kernel by shape, so rows are no longer batch-invariant): for comparison.
+ *           added by beta = 1. LMD_CUDA_GEMM=cublas sends every 16-bit product there too, at its own
+ *           shape (rows are then no longer batch-invariant): for comparison.
  *   generic any mix of f32/f16/bf16 (fp32 compute over 16-bit weights), or 16-bit rows that are not
  *           16-byte aligned / K % 8 != 0: 64x64 tiles, k-step 16, 256 threads each 4x4 outputs.
  */
@@ -365,9 +371,9 @@ static int scratch(struct cuda_ctx *c, void **p, size_t *cap, size_t need, struc
 }
 
 /*
- * Rows outside prefill runs: lmd's tensor-core kernels, or (LMD_CUDA_GEMM=padP) cuBLAS on blocks of
- * exactly P rows copied into scratch, so that every block is the same product (same kernel, same
- * pointers' alignment) and a row's bits depend on the row alone.
+ * Rows outside prefill runs: cuBLAS on blocks of exactly P rows copied into scratch, so that every block
+ * is the same product (same kernel, same pointers' alignment) and a row's bits depend on the row alone;
+ * or lmd's tensor-core kernels (LMD_CUDA_GEMM=lmd, or a shape the scratch cannot keep aligned).
  */
 template <bool BF>
 static int rows_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,

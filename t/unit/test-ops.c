@@ -688,6 +688,7 @@ int main(void)
 	CHECK(strstr(err.msg, "'tpu'") != NULL);
 	CHECK_EQ_INT(lmd_backend_open(&be, "auto", NULL, &err), 0);  // cpu without a GPU
 	lmd_backend_close(&be);
+	setenv("LMD_CUDA_GEMM", "lmd", 1);  // lmd's kernels for every product first (the default pads, below)
 	int rc = lmd_backend_open(&be, "cuda", NULL, &err);
 	if (lmd_cuda_device_count() == 0)
 		CHECK_EQ_INT(rc, LMD_ENODEV);
@@ -705,7 +706,7 @@ int main(void)
 				test_big_matmul(&be, &ref, shapes[i][0], shapes[i][1], shapes[i][2], 0);
 			lmd_backend_close(&be);
 		}
-		setenv("LMD_CUDA_GEMM", "pad128", 1);  // cuBLAS on padded blocks: batch-invariant as well
+		unsetenv("LMD_CUDA_GEMM");  // the default: cuBLAS on padded blocks of 128 rows, batch-invariant as well
 		if (lmd_backend_open(&be, "cuda", NULL, &err) == 0) {
 			what = "cuda/pad128";
 			test_matmul_invariance(&be, &ref, LMD_F16, 4096, 4096);
@@ -716,13 +717,18 @@ int main(void)
 					   {256, 4096, 22016}};
 			for (int i = 0; i < 5; i++)
 				test_big_matmul(&be, &ref, shapes[i][0], shapes[i][1], shapes[i][2], 0);
+			test_backend(&be, &ref);
 			lmd_backend_close(&be);
 		} else {
 			fprintf(stderr, "cuda/pad128: %s\n", err.msg);
 			unit_failures++;
 		}
-		unsetenv("LMD_CUDA_GEMM");
-	} else if (rc != LMD_ENODEV) {
+		setenv("LMD_CUDA_GEMM", "pad", 1);
+		CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
+		CHECK(strstr(err.msg, "LMD_CUDA_GEMM") != NULL);
+	}
+	unsetenv("LMD_CUDA_GEMM");
+	if (rc != 0 && rc != LMD_ENODEV) {
 		fprintf(stderr, "cuda: %s\n", err.msg);
 		unit_failures++;
 	}
