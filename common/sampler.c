@@ -77,7 +77,8 @@ int lmd_sampler_init(struct lmd_sampler *s, int vocab, struct lmd_err *err)
 	s->val = lmd_malloc((size_t)vocab * sizeof(float), err);
 	s->idx = lmd_malloc((size_t)vocab * sizeof(int32_t), err);
 	s->cand = lmd_malloc((size_t)vocab * sizeof(struct lmd_cand), err);
-	if (!s->val || !s->idx || !s->cand) {
+	s->keys = lmd_malloc((size_t)vocab * 2 * sizeof(uint64_t), err);
+	if (!s->val || !s->idx || !s->cand || !s->keys) {
 		lmd_sampler_free(s);
 		return LMD_ENOMEM;
 	}
@@ -89,6 +90,7 @@ void lmd_sampler_free(struct lmd_sampler *s)
 	free(s->val);
 	free(s->idx);
 	free(s->cand);
+	free(s->keys);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -132,12 +134,43 @@ float lmd_sample_spread(const struct lmd_sampling *p)
 	return 40.0f * p->temperature;
 }
 
-static int by_value(const void *a, const void *b)  // descending value, then ascending index
+/*
+ * Sort the candidates by value, largest first, then by index: the order of a comparison sort on
+ * (value descending, index ascending), in linear time. Each key is the value's bits made to order
+ * as unsigned integers, inverted (descending) in the high half, the index in the low half; an LSD
+ * radix sort of 8-bit digits skips the digits all keys share. -0 sorts as +0 (they compare equal);
+ * the values themselves come back from val_of [vocab], indexed by token. NaN is never a candidate.
+ */
+static void sort_cands(struct lmd_cand *c, int n, uint64_t *k, uint64_t *t, float *val_of)
 {
-	const struct lmd_cand *x = a, *y = b;
-	if (x->val != y->val)
-		return x->val > y->val ? -1 : 1;
-	return (x->idx > y->idx) - (x->idx < y->idx);
+	for (int j = 0; j < n; j++) {
+		float v = c[j].val == 0 ? 0.0f : c[j].val;
+		uint32_t b;
+		memcpy(&b, &v, sizeof(b));
+		b = b & 0x80000000u ? ~b : b | 0x80000000u;
+		k[j] = (uint64_t)~b << 32 | (uint32_t)c[j].idx;
+		val_of[c[j].idx] = c[j].val;
+	}
+	for (int shift = 0; shift < 64; shift += 8) {
+		size_t at[256] = {0};
+		for (int j = 0; j < n; j++)
+			at[k[j] >> shift & 255]++;
+		if (at[k[0] >> shift & 255] == (size_t)n)
+			continue;  // one digit for all: nothing moves
+		for (size_t d = 0, sum = 0; d < 256; d++) {
+			size_t cnt = at[d];
+			at[d] = sum;
+			sum += cnt;
+		}
+		for (int j = 0; j < n; j++)
+			t[at[k[j] >> shift & 255]++] = k[j];
+		uint64_t *x = k;
+		k = t, t = x;
+	}
+	for (int j = 0; j < n; j++) {
+		int32_t i = (int32_t)(uint32_t)k[j];
+		c[j] = (struct lmd_cand){val_of[i], i};
+	}
 }
 
 int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_sampling *p, struct lmd_rng *rng,
@@ -186,7 +219,7 @@ int lmd_sample_candidates(struct lmd_sampler *s, const float *val, const int32_t
 	}
 	for (int j = 0; j < n; j++)
 		c[j] = (struct lmd_cand){val[j], idx[j]};
-	qsort(c, (size_t)n, sizeof(*c), by_value);
+	sort_cands(c, n, s->keys, s->keys + s->vocab, s->val);  // val and idx may be s->val, s->idx: copied above
 	if (p->top_k > 0 && p->top_k < n)
 		n = p->top_k;
 	/* Probabilities of the candidates, in sorted order (s->val: val was copied to c above). */

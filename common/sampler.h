@@ -48,6 +48,7 @@ struct lmd_sampler {
 	float *val;              /* owned [vocab]: penalized logits, then the candidates' probabilities */
 	int32_t *idx;            /* owned [vocab] */
 	struct lmd_cand *cand;   /* owned [vocab]: the candidates, sorted */
+	uint64_t *keys;          /* owned [2 * vocab]: their sort keys and the radix sort's second buffer */
 };
 int lmd_sampler_init(struct lmd_sampler *s, int vocab, struct lmd_err *err);
 void lmd_sampler_free(struct lmd_sampler *s);
