@@ -31,6 +31,8 @@ static const struct lmd_opt opts[] = {
 	{"warmup", O_WARMUP, "N", "warm-up requests of each prompt length before measuring (default 1)"},
 	{"format", 'f', "FMT", "csv (default), md or json"},
 	{"output", 'o', "FILE", "write the table to FILE (default: stdout)"},
+	{"temperature", LMD_GO_TEMPERATURE, "T", "sampling temperature (default 0: greedy)"},
+	LMD_SAMPLING_OPTS,
 	LMD_RUNNER_OPTS,
 	{0},
 };
@@ -77,8 +79,8 @@ static double seconds(void)
 }
 
 /* C requests of P random tokens, N generated each; fills row. */
-static int measure(struct lmd_runner *r, int conc, int prompt, int completion, double bw, struct row *row,
-		   struct lmd_err *err)
+static int measure(struct lmd_runner *r, const struct lmd_sampling *sp, int conc, int prompt, int completion, double bw,
+		   struct row *row, struct lmd_err *err)
 {
 	struct lmd_request *req = calloc(conc, sizeof(*req));
 	int32_t *ids = malloc((size_t)conc * prompt * sizeof(*ids));
@@ -90,8 +92,7 @@ static int measure(struct lmd_runner *r, int conc, int prompt, int completion, d
 			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 			ids[(size_t)i * prompt + t] = (int32_t)(3 + x % (uint64_t)(r->m.cfg.vocab - 3));
 		}
-		lmd_sampling_default(&req[i].sampling);
-		req[i].sampling.temperature = 0;
+		req[i].sampling = *sp;
 		req[i].max_tokens = completion;
 		req[i].ignore_eos = 1;
 		req[i].prompt = ids + (size_t)i * prompt;
@@ -137,10 +138,10 @@ static int measure(struct lmd_runner *r, int conc, int prompt, int completion, d
 static const char *cols[] = {"date", "commit", "device", "model", "dtype", "concurrency", "prompt_tokens",
 			     "completion_tokens", "ttft_min_ms", "ttft_mean_ms", "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms",
 			     "tpot_mean_ms", "output_tok_s", "wall_s", "mem_bw_gbs", "roofline_tok_s", "roofline_pct",
-			     "peak_rss_mb", "gpu_mem_mb"};
+			     "peak_rss_mb", "gpu_mem_mb", "sampling"};
 
 static void print_rows(FILE *f, const char *fmt, const struct row *rows, int n, const char *date, const char *device,
-		       const char *model, const char *dtype, double bw)
+		       const char *model, const char *dtype, double bw, const struct lmd_sampling *sp)
 {
 	int ncol = (int)(sizeof(cols) / sizeof(cols[0]));
 	json_t *arr = json_array();
@@ -158,7 +159,7 @@ static void print_rows(FILE *f, const char *fmt, const struct row *rows, int n, 
 	}
 	for (int i = 0; i < n; i++) {
 		const struct row *r = &rows[i];
-		char v[21][96];
+		char v[22][96];
 		snprintf(v[0], 96, "%s", date);
 		snprintf(v[1], 96, "%s", LMD_COMMIT);
 		snprintf(v[2], 96, "%s", device);
@@ -172,10 +173,15 @@ static void print_rows(FILE *f, const char *fmt, const struct row *rows, int n, 
 				       r->roof_tok_s > 0 ? 100 * r->out_tok_s / r->roof_tok_s : 0, r->peak_mb, r->gpu_mb};
 		for (int k = 0; k < 13; k++)
 			snprintf(v[8 + k], 96, "%.3f", nums[k]);
+		if (sp->temperature == 0)
+			snprintf(v[21], 96, "greedy");
+		else  // no commas: a CSV field
+			snprintf(v[21], 96, "t=%g k=%d p=%g min_p=%g rep=%g seed=%llu", sp->temperature, sp->top_k, sp->top_p,
+				 sp->min_p, sp->repetition_penalty, (unsigned long long)sp->seed);
 		json_t *o = json_object();
 		for (int c = 0; c < ncol; c++) {
 			if (!strcmp(fmt, "json"))
-				json_object_set_new(o, cols[c], c < 5 ? json_string(v[c]) : json_real(atof(v[c])));
+				json_object_set_new(o, cols[c], c < 5 || c == 21 ? json_string(v[c]) : json_real(atof(v[c])));
 			else
 				fprintf(f, !strcmp(fmt, "md") ? "| %s " : "%s%s", !strcmp(fmt, "md") ? v[c] : (c ? "," : ""),
 					v[c]);
@@ -206,8 +212,11 @@ int lmd_bench_gen(int argc, char **argv)
 	struct lmd_err err = {0};
 	int conc[16] = {1}, nconc = 1, plen[16] = {128}, nplen = 1, completion = 128, warmup = 1, k;
 	const char *arg, *fmt = "csv", *out = "-";
+	struct lmd_gen_params gp;  // its sampling only
+	lmd_gen_params_default(&gp);
+	gp.sampling.temperature = 0;
 	while ((k = lmd_cli_next(&cli, argc, argv, &arg)) != -1) {
-		if (lmd_runner_opt(&ro, &cli, k, arg))
+		if (lmd_runner_opt(&ro, &cli, k, arg) || lmd_gen_opt(&gp, &cli, k, arg))
 			continue;
 		switch (k) {
 		case O_CONC: nconc = parse_list(&cli, "concurrency", arg, conc, 16); break;
@@ -251,10 +260,10 @@ int lmd_bench_gen(int argc, char **argv)
 	 * heuristics per shape) stay out of the figures */
 	for (int w = 0; !rc && w < warmup; w++)
 		for (int j = 0; !rc && j < nplen; j++)
-			rc = measure(&r, 1, plen[j], 4, bw, &tmp, &err);
+			rc = measure(&r, &gp.sampling, 1, plen[j], 4, bw, &tmp, &err);
 	for (int i = 0; !rc && i < nconc; i++)
 		for (int j = 0; !rc && j < nplen; j++) {
-			rc = measure(&r, conc[i], plen[j], completion, bw, &rows[n], &err);
+			rc = measure(&r, &gp.sampling, conc[i], plen[j], completion, bw, &rows[n], &err);
 			if (!rc)
 				lmd_log(&cli, 0, "concurrency %d, prompt %d: %.1f output tokens/s, ttft p50 %.1f ms", conc[i],
 					plen[j], rows[n].out_tok_s, rows[n].ttft_p50);
@@ -274,7 +283,7 @@ int lmd_bench_gen(int argc, char **argv)
 	if (!rc)
 		rc = lmd_out_open(&o, out, &err);
 	if (!rc) {
-		print_rows(o.f, fmt, rows, n, date, device, model, lmd_dtype_short(r.m.dtype), bw);
+		print_rows(o.f, fmt, rows, n, date, device, model, lmd_dtype_short(r.m.dtype), bw, &gp.sampling);
 		rc = lmd_out_commit(&o, &err);
 	}
 	lmd_runner_close(&r);

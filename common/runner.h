@@ -76,14 +76,17 @@ enum {
 	LMD_GO_MAX_TOKENS = 650, LMD_GO_TEMPERATURE, LMD_GO_TOP_P, LMD_GO_TOP_K, LMD_GO_MIN_P, LMD_GO_REPETITION,
 	LMD_GO_SEED, LMD_GO_IGNORE_EOS, LMD_GO_STOP,
 };
-#define LMD_GEN_OPTS \
-	{"max-tokens", LMD_GO_MAX_TOKENS, "N", "most tokens to generate (default 256)"}, \
-	{"temperature", LMD_GO_TEMPERATURE, "T", "sampling temperature, 0 = greedy (default 1)"}, \
+/* The sampling options but --temperature, whose default differs by tool (parsed by lmd_gen_opt). */
+#define LMD_SAMPLING_OPTS \
 	{"top-p", LMD_GO_TOP_P, "P", "nucleus sampling: smallest set with probability >= P (default 1)"}, \
 	{"top-k", LMD_GO_TOP_K, "K", "sample among the K most likely tokens (default 0: all)"}, \
 	{"min-p", LMD_GO_MIN_P, "P", "drop tokens below P times the top probability (default 0)"}, \
 	{"repetition-penalty", LMD_GO_REPETITION, "R", "penalize tokens already seen (default 1: off)"}, \
-	{"seed", LMD_GO_SEED, "N", "random seed: the same seed gives the same text (default 0)"}, \
+	{"seed", LMD_GO_SEED, "N", "random seed: the same seed gives the same text (default 0)"}
+#define LMD_GEN_OPTS \
+	{"max-tokens", LMD_GO_MAX_TOKENS, "N", "most tokens to generate (default 256)"}, \
+	{"temperature", LMD_GO_TEMPERATURE, "T", "sampling temperature, 0 = greedy (default 1)"}, \
+	LMD_SAMPLING_OPTS, \
 	{"ignore-eos", LMD_GO_IGNORE_EOS, NULL, "do not stop at the end-of-sequence token"}, \
 	{"stop", LMD_GO_STOP, "TEXT", "stop when TEXT is generated (repeatable)"}
 int lmd_gen_opt(struct lmd_gen_params *p, const struct lmd_cli *cli, int key, const char *arg);

@@ -18,7 +18,17 @@ TINY=$ROOT/share/models/lmd-tiny
 		[ "${f[3]}" = lmd-tiny ]
 		awk -v t="${f[14]}" 'BEGIN { exit !(t > 0) }'      # output tokens/s
 		awk -v a="${f[8]}" -v b="${f[12]}" 'BEGIN { exit !(a <= b) }'  # ttft min <= p99
+		[ "${f[21]}" = greedy ]
 	done
+}
+
+@test "gen samples with the generation options and says so in its sampling column" {
+	run lmd-bench gen "$TINY" --device cpu --prompt-tokens 8 --completion-tokens 4 --warmup 0 -q --temperature 0.8 \
+		--top-k 40 --top-p 0.9 --seed 7
+	[ "$status" -eq 0 ]
+	IFS=, read -r -a f <<< "${lines[1]}"
+	[ "${f[21]}" = "t=0.8 k=40 p=0.9 min_p=0 rep=1 seed=7" ]
+	run lmd-bench gen "$TINY" --device cpu --top-p 2 ; [ "$status" -eq 2 ]
 }
 
 @test "gen writes markdown and JSON to a file atomically" {
