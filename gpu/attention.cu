@@ -545,22 +545,11 @@ int lmd_cuda_attention_init(struct cuda_ctx *c, struct lmd_err *err)
 	return LMD_OK;
 }
 
-/* Room in the split partials for splits of the step's tokens (a new buffer makes recorded graphs stale). */
+/* Room in the split partials for splits of the step's tokens. */
 static int part_room(struct cuda_ctx *c, int splits, int H, int D, struct lmd_err *err)
 {
-	size_t need = (size_t)splits * c->step.n * H * (D + 2);
-	if (splits <= 1 || need <= c->part_cap)
-		return LMD_OK;
-	if (c->gmode == G_CAPTURE)
-		return lmd_errorf(err, LMD_EGPU, "cuda attention: split buffer too small while recording a graph (bug)");
-	CUDA_TRY(cudaStreamSynchronize(c->st), err);
-	if (c->part)
-		CUDA_TRY(cudaFree(c->part), err);
-	c->part = NULL, c->part_cap = 0;
-	c->gen++;
-	CUDA_TRY(cudaMalloc(&c->part, need * sizeof(float)), err);
-	c->part_cap = need;
-	return LMD_OK;
+	size_t need = (size_t)splits * c->step.n * H * (D + 2) * sizeof(float);
+	return splits > 1 ? lmd_cuda_grow(c, (void **)&c->part, &c->part_cap, need, err) : LMD_OK;
 }
 
 int lmd_cuda_decode_items(const struct lmd_step *s, struct attn_item *items)

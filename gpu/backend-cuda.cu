@@ -38,6 +38,21 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+int lmd_cuda_grow(struct cuda_ctx *c, void **p, size_t *cap, size_t need, struct lmd_err *err)
+{
+	if (need <= *cap)
+		return LMD_OK;
+	if (c->gmode == G_CAPTURE)
+		return lmd_errorf(err, LMD_EGPU, "cuda: a buffer of %zu bytes needed while recording a graph (bug)", need);
+	CUDA_TRY(cudaStreamSynchronize(c->st), err);
+	cudaFree(*p);
+	*p = NULL, *cap = 0;
+	c->gen++;
+	CUDA_TRY(cudaMalloc(p, need), err);
+	*cap = need;
+	return LMD_OK;
+}
+
 // ----------------------------------------------------------------------------
 // CUDA graphs of decode steps (see the top of the file)
 
@@ -461,7 +476,7 @@ static int op_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, 
 		   const float *spread, struct lmd_err *err)
 {
 	int rc = graph_end(CTX(ctx), err);
-	return rc ? rc : lmd_cuda_pick(ctx, head, cand, logits, spread, err);
+	return rc ? rc : lmd_cuda_pick(CTX(ctx), head, cand, logits, spread, err);
 }
 
 static const struct lmd_backend_ops cuda_ops = {
@@ -562,7 +577,7 @@ extern "C" int lmd_cuda_mem(const struct lmd_backend *b, struct lmd_cuda_mem *m,
 	m->free_at_open = c->free_at_open;
 	m->allocated = c->allocated;
 	m->weights = c->weights;
-	m->internal = c->meta_cap + c->items_cap * sizeof(struct attn_item) + c->part_cap * sizeof(float) + c->pad_x_cap +
+	m->internal = c->meta_cap + c->items_cap * sizeof(struct attn_item) + c->part_cap + c->pad_x_cap +
 		      c->pad_y_cap;
 	m->blas_ws = c->blas_ws_bytes;
 	return LMD_OK;

@@ -41,7 +41,7 @@ struct attn_item {
  * A recorded decode step (backend-cuda.cu): the ops of a step with this key, from step_begin to the
  * first download, sync, upload or pick, as one CUDA graph. The key fixes every launch argument: the
  * model (replay id), the step's token count, the attention splits and the block table's row stride;
- * gen is the buffers' generation (reallocating the metadata or split buffers makes old graphs stale).
+ * gen is the buffers' generation (moving the metadata, split or padding buffers makes old graphs stale).
  */
 struct graph_ent {
 	uint64_t replay;
@@ -75,7 +75,7 @@ struct cuda_ctx {
 	size_t items_cap;
 	cudaEvent_t items_done;
 	float *part;                   /* split-K partials: [splits][n][H][D] outputs, then [splits][n][H][2] (m, l) */
-	size_t part_cap;               /* floats */
+	size_t part_cap;               /* bytes */
 	/* memory accounting */
 	size_t allocated, weights, free_at_open, total;
 	char *h_stage;                 /* pinned staging for large downloads (grown, never shrunk) */
@@ -100,14 +100,14 @@ struct cuda_ctx {
 	const struct attn_item *d_dec_items;
 	/* CUDA graphs of decode steps (LMD_CUDA_GRAPH=0: off) */
 	int graphs;
-	long gen;                      /* bumped when d_meta or part is reallocated */
+	long gen;                      /* bumped when d_meta, part or a padding scratch moves */
 	int gmode;                     /* this step: G_EAGER, G_CAPTURE or G_REPLAY */
 	struct graph_ent *gcur;        /* the entry this step captures or replays */
 	int gops;
 	uint64_t gsig;
 	long gclock;
 	struct graph_ent gcache[GRAPHS];
-	long g_captured, g_replayed;   /* counts, for the verbose memory report */
+	long g_captured, g_replayed;   /* counts, for LMD_CUDA_PROFILE's line */
 };
 enum { G_EAGER, G_CAPTURE, G_REPLAY };
 #define BLAS_RUN 64
@@ -180,10 +180,15 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 		    const struct lmd_tensor *bias, struct lmd_err *err);
 int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct lmd_tensor *qkv,
 		       const struct lmd_kvcache *kv, int layer, const struct lmd_attn_dims *d, struct lmd_err *err);
+/*
+ * Room for need bytes at *p, a device buffer that recorded graphs may point into (grown, never shrunk;
+ * *cap in bytes): a new one waits for the stream, makes old graphs stale, and is refused while a graph
+ * is being recorded (the step with the same key ran as called first and made the room).
+ */
+int lmd_cuda_grow(struct cuda_ctx *c, void **p, size_t *cap, size_t need, struct lmd_err *err);
 /* A decode step's attention items (one per token) into items [s->n]; returns the most splits any has. */
 int lmd_cuda_decode_items(const struct lmd_step *s, struct attn_item *items);
-/* sample.cu: the op table's pick entry itself (void *ctx: a struct cuda_ctx) */
-int lmd_cuda_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
+int lmd_cuda_pick(struct cuda_ctx *c, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
 		  const float *spread, struct lmd_err *err);
 /* once at open: kernel attributes (dynamic shared memory limits) */
 int lmd_cuda_attention_init(struct cuda_ctx *c, struct lmd_err *err);

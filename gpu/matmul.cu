@@ -30,7 +30,7 @@
  *           rows of w into its own shared-memory ring with cp.async, 512 contiguous bytes of a row per
  *           instruction (SK_STAGES stages of SK_U spans, all but one in flight, __syncwarp between), and
  *           reads the fragments back in the map above; x (rows >= R read as zero) comes from L1.
- *           grid ceil(N / 32), block 128, sk_smem() bytes of shared memory.
+ *           grid ceil(N / 32), block 128, SK_SMEM bytes of shared memory.
  *   tiled   any R: BM x BN output tiles (128 or 64 x 128 or 64), 8 warps as 2 x 4, three shared-memory
  *           stages of two spans each, filled by cp.async (zero-fill beyond R, N, K); the fragments are
  *           read with 16-byte shared loads in the same map (rows of one span are 64 bytes: no conflicts).
@@ -97,16 +97,15 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool ok
 #define SK_U 8       /* spans per pipeline stage: 512 bytes of each of the warp's 8 rows of w */
 #define SK_PITCH 36  /* uint4 per row in the ring: 32 used, 4 of padding (no bank conflicts) */
 /*
- * Stages per warp: ST - 1 in flight while one is used. (8 stages for the o and down projections, whose
+ * Stages per warp: SK_STAGES - 1 in flight while one is used. (8 stages for the o and down projections, whose
  * 128 blocks leave SMs one block each, were built at aab6829 but never timed on their own: that run's
  * op test stopped early on an unrelated bug. Left out until measured; 147 KB of shared memory would
  * also leave little L1 for x.)
  */
 #define SK_STAGES 4
-template <int ST>
-constexpr int sk_smem() { return 4 * ST * 8 * SK_PITCH * 16; }
+#define SK_SMEM (4 * SK_STAGES * 8 * SK_PITCH * 16)
 
-template <bool BF, bool LOW8, int ST>  // LOW8: R <= 8, rows g + 8 are all zero
+template <bool BF, bool LOW8>  // LOW8: R <= 8, rows g + 8 are all zero
 __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
 						   int bt, int R, int N, int K)
 {
@@ -118,10 +117,10 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 	const int K8 = K / 8, S = (K + 31) / 32, NS = (S + SK_U - 1) / SK_U;
 	const bool gok = g < R, hok = !LOW8 && g + 8 < R;
 	const uint4 *xg = x + (size_t)(gok ? g : 0) * K8, *xh = x + (size_t)(hok ? g + 8 : 0) * K8;
-	uint4 *ring = sk + (size_t)warp * ST * 8 * SK_PITCH;
+	uint4 *ring = sk + (size_t)warp * SK_STAGES * 8 * SK_PITCH;
 	const uint4 z = make_uint4(0, 0, 0, 0);
 	auto issue = [&](int t) {  // stage t: 512 contiguous bytes of each row, one row per instruction (zero beyond K, N)
-		uint4 *d = ring + (t % ST) * 8 * SK_PITCH + lane;
+		uint4 *d = ring + (t % SK_STAGES) * 8 * SK_PITCH + lane;
 		int ch = t * SK_U * 4 + lane;
 #pragma unroll
 		for (int r = 0; r < 8; r++) {
@@ -130,13 +129,13 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 		}
 		asm volatile("cp.async.commit_group;\n" ::);
 	};
-	for (int t = 0; t < ST - 1; t++)
+	for (int t = 0; t < SK_STAGES - 1; t++)
 		issue(t);
 	float c[4] = {0, 0, 0, 0};
 	for (int t = 0; t < NS; t++) {
-		asm volatile("cp.async.wait_group %0;\n" ::"n"(ST - 2));
+		asm volatile("cp.async.wait_group %0;\n" ::"n"(SK_STAGES - 2));
 		__syncwarp();  // every lane's copies of stage t are in; every lane is done with the slot issued below
-		const uint4 *d = ring + (t % ST) * 8 * SK_PITCH + g * SK_PITCH + q;
+		const uint4 *d = ring + (t % SK_STAGES) * 8 * SK_PITCH + g * SK_PITCH + q;
 		uint4 bv[SK_U], a[SK_U], h[SK_U];
 #pragma unroll
 		for (int u = 0; u < SK_U; u++) {
@@ -146,7 +145,7 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 			a[u] = in && gok ? __ldg(xg + ch) : z;
 			h[u] = in && hok ? __ldg(xh + ch) : z;
 		}
-		issue(t + ST - 1);  // the slot read in the last iteration
+		issue(t + SK_STAGES - 1);  // the slot read in the last iteration
 #pragma unroll
 		for (int u = 0; u < SK_U; u++)
 			if (t * SK_U + u < S)
@@ -297,13 +296,12 @@ static void tc_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const 
 {
 	if (R <= 16) {
 		unsigned grid = (unsigned)((N + 31) / 32);
-#define SKINNY(LOW8, ST) gemm_skinny<BF, LOW8, ST><<<grid, 128, sk_smem<ST>(), c->st>>>(y, yt, (const uint4 *)x, \
-		(const uint4 *)w, bias, bt, R, N, K)
 		if (R <= 8)
-			SKINNY(true, SK_STAGES);
+			gemm_skinny<BF, true><<<grid, 128, SK_SMEM, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt, R,
+								       N, K);
 		else
-			SKINNY(false, SK_STAGES);
-#undef SKINNY
+			gemm_skinny<BF, false><<<grid, 128, SK_SMEM, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt,
+									R, N, K);
 		return;
 	}
 	long nb128 = (long)((R + 127) / 128) * ((N + 127) / 128), nb64 = (long)((R + 63) / 64) * ((N + 127) / 128);
@@ -318,13 +316,10 @@ static void tc_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const 
 int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err)
 {
 	(void)c;
-#define SKINNY_ATTR(BF, LOW8, ST) CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<BF, LOW8, ST>, \
-	cudaFuncAttributeMaxDynamicSharedMemorySize, sk_smem<ST>()), err)
-	SKINNY_ATTR(false, true, SK_STAGES);
-	SKINNY_ATTR(false, false, SK_STAGES);
-	SKINNY_ATTR(true, true, SK_STAGES);
-	SKINNY_ATTR(true, false, SK_STAGES);
-#undef SKINNY_ATTR
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<false, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
 #define TILED_ATTR(BF, BM, BN) CUDA_TRY(cudaFuncSetAttribute(gemm_tiled<BF, BM, BN>, \
 	cudaFuncAttributeMaxDynamicSharedMemorySize, tiled_smem<BM, BN>()), err)
 	TILED_ATTR(false, 128, 128);
@@ -335,6 +330,12 @@ int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err)
 	TILED_ATTR(true, 64, 64);
 #undef TILED_ATTR
 	return LMD_OK;
+}
+
+/* Can cuBLAS write y of dtype yt from x of xt: the same dtype, or f32. */
+static bool blas_out(enum lmd_dtype yt, enum lmd_dtype xt)
+{
+	return yt == xt || yt == LMD_F32;
 }
 
 /* y[R, N] = x · wᵀ (+ bias) through cuBLAS (x and w of one dtype; y that dtype or f32). */
@@ -354,22 +355,6 @@ static int blas_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const voi
 	return LMD_OK;
 }
 
-/* Grow a scratch buffer (a new one makes recorded graphs stale). */
-static int scratch(struct cuda_ctx *c, void **p, size_t *cap, size_t need, struct lmd_err *err)
-{
-	if (need <= *cap)
-		return LMD_OK;
-	if (c->gmode == G_CAPTURE)
-		return lmd_errorf(err, LMD_EGPU, "cuda matmul: scratch too small while recording a graph (bug)");
-	CUDA_TRY(cudaStreamSynchronize(c->st), err);
-	cudaFree(*p);
-	*p = NULL, *cap = 0;
-	c->gen++;
-	CUDA_TRY(cudaMalloc(p, need), err);
-	*cap = need;
-	return LMD_OK;
-}
-
 /*
  * Rows outside prefill runs: cuBLAS on blocks of exactly P rows copied into scratch, so that every block
  * is the same product (same kernel, same pointers' alignment) and a row's bits depend on the row alone;
@@ -379,14 +364,15 @@ template <bool BF>
 static int rows_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
 		       const void *bias, int bt, int R, int N, int K, struct lmd_err *err)
 {
-	if (!c->pad_rows || N % 8 || (yt != xt && yt != LMD_F32)) {
+	if (!c->pad_rows || N % 8 || !blas_out(yt, xt)) {
 		tc_launch<BF>(c, y, yt, x, w, bias, bt, R, N, K);
 		LAUNCH_TRY(err);
 		return LMD_OK;
 	}
 	int P = c->pad_rows, rc;
 	size_t xs = (size_t)K * 2, ys = (size_t)N * lmd_dtype_size(yt);
-	if ((rc = scratch(c, &c->pad_x, &c->pad_x_cap, P * xs, err)) || (rc = scratch(c, &c->pad_y, &c->pad_y_cap, P * ys, err)))
+	if ((rc = lmd_cuda_grow(c, &c->pad_x, &c->pad_x_cap, P * xs, err)) ||
+	    (rc = lmd_cuda_grow(c, &c->pad_y, &c->pad_y_cap, P * ys, err)))
 		return rc;
 	for (int r0 = 0; r0 < R; r0 += P) {
 		int m = R - r0 < P ? R - r0 : P;
@@ -399,19 +385,18 @@ static int rows_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const voi
 }
 
 /*
- * A step with prefill runs (step_begin's c->runs): each run's rows through cuBLAS as one product of its
- * own length, the rows between them (decodes, short chunks) through the tensor-core kernels. A run is one
- * prefill chunk of one sequence, cut by the scheduler from that sequence's prompt alone, so its product
- * has the same shape, and cuBLAS the same kernel and bits, whatever else the step holds.
+ * A 16-bit product: the first nruns of the step's prefill runs (step_begin's c->runs; 0 when the rows
+ * are not the step's) each through cuBLAS as one product of the run's own length (see the top of the
+ * file), the rows around them by rows_matmul.
  */
 template <bool BF>
 static int runs_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
-		       const void *bias, int bt, int R, int N, int K, struct lmd_err *err)
+		       const void *bias, int bt, int R, int N, int K, int nruns, struct lmd_err *err)
 {
 	size_t xs = (size_t)K * 2, ys = (size_t)N * lmd_dtype_size(yt);
 	int r = 0;
-	for (int i = 0; i <= c->nruns; i++) {
-		int first = i < c->nruns ? c->runs[2 * i] : R, len = i < c->nruns ? c->runs[2 * i + 1] : 0;
+	for (int i = 0; i <= nruns; i++) {
+		int first = i < nruns ? c->runs[2 * i] : R, len = i < nruns ? c->runs[2 * i + 1] : 0;
 		int rc = first > r ? rows_matmul<BF>(c, (char *)y + r * ys, yt, (const char *)x + r * xs, xt, w, bias, bt,
 						      first - r, N, K, err) : 0;
 		if (!rc && len)
@@ -436,20 +421,16 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 	int aligned = ((uintptr_t)x->data % 16 == 0) && ((uintptr_t)w->data % 16 == 0) && K % 8 == 0;
 	const void *b = bias ? bias->data : NULL;
 	int bt = bias ? bias->dtype : 0;
-	/* prefill runs through cuBLAS: the step's rows (R == n), every run's rows 16-byte aligned */
-	int runs = c->nruns && R == c->step.n && N % 8 == 0 && ((uintptr_t)y->data % 16 == 0) &&
-		   (y->dtype == x->dtype || y->dtype == LMD_F32);
-	if (half && aligned && runs && !c->cublas_gemm)
+	if (half && aligned && !c->cublas_gemm) {
+		/* prefill runs through cuBLAS: the step's rows (R == n), every run's rows 16-byte aligned */
+		int nruns = R == c->step.n && N % 8 == 0 && (uintptr_t)y->data % 16 == 0 && blas_out(y->dtype, x->dtype)
+				    ? c->nruns : 0;
 		return x->dtype == LMD_F16 ? runs_matmul<false>(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R,
-								 (int)N, (int)K, err)
+								 (int)N, (int)K, nruns, err)
 					   : runs_matmul<true>(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R,
-								(int)N, (int)K, err);
-	if (half && aligned && !c->cublas_gemm)
-		return x->dtype == LMD_F16 ? rows_matmul<false>(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R,
-								 (int)N, (int)K, err)
-					   : rows_matmul<true>(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R,
-								(int)N, (int)K, err);
-	if (same && (y->dtype == x->dtype || y->dtype == LMD_F32))
+								(int)N, (int)K, nruns, err);
+	}
+	if (same && blas_out(y->dtype, x->dtype))
 		return blas_matmul(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, R, N, K, err);
 	dim3 grid((unsigned)((N + 63) / 64), (unsigned)((R + 63) / 64));
 	gemm_generic_kernel<<<grid, 256, 0, c->st>>>(y->data, y->dtype, x->data, x->dtype, w->data, w->dtype, b, bt,

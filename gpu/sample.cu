@@ -108,10 +108,9 @@ pick_kernel(int32_t *head, int32_t *cand, int cap, const float *logits, int voca
 // ----------------------------------------------------------------------------
 // kernel launcher
 
-int lmd_cuda_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
+int lmd_cuda_pick(struct cuda_ctx *c, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
 		  const float *spread, struct lmd_err *err)
 {
-	struct cuda_ctx *c = (struct cuda_ctx *)ctx;
 	if (!lmd_pick_shapes_ok(head, cand, logits) || cand->shape[1] / 2 > INT32_MAX / 2)
 		return lmd_errorf(err, LMD_EINVAL, "cuda pick: tensor shapes or dtypes do not match");
 	int64_t rows = logits->shape[0], vocab = logits->shape[1], cap = cand->shape[1] / 2;  // shape[0]: cap may be 0
