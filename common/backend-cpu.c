@@ -17,7 +17,6 @@
 #include "backend.h"
 #include "kvcache.h"
 #include "ops-cpu.h"
-#include "sampler.h"
 #include "threads.h"
 
 #define MM_TT 64  // tokens per tile
@@ -502,28 +501,11 @@ static int cpu_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_ten
 	return run_rows(c, &a, nrows(y), (size_t)ncols(x), err);
 }
 
-/* y: head, x: cand, r: logits. The argmax vectorized (lmd_argmax), then the candidates. */
+/* y: head, x: cand, r: logits */
 static void pick_row(struct rows_args *a, int64_t i, float *scr)
 {
 	(void)scr;
-	const float *v = rowp(a->r, i);
-	int64_t n = ncols(a->r), cap = ncols(a->x) / 2, count = 0;
-	int32_t *head = rowp(a->y, i), *cand = rowp(a->x, i);
-	int best = lmd_argmax(v, (int)n);
-	if (a->spread[i] >= 0) {
-		float cut = v[best] - a->spread[i];
-		for (int64_t j = 0; j < n; j++) {
-			if (!(v[j] >= cut))
-				continue;
-			if (count < cap) {
-				memcpy(&cand[2 * count], &v[j], sizeof(float));
-				cand[2 * count + 1] = (int32_t)j;
-			}
-			count++;
-		}
-	}
-	head[0] = best;
-	head[1] = (int32_t)count;
+	lmd_cpu_pick_row(rowp(a->r, i), ncols(a->r), a->spread[i], rowp(a->y, i), rowp(a->x, i), ncols(a->x) / 2);
 }
 
 static int cpu_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "sampler.h"
 
 #define TRY(x) do { int rc_ = (x); if (rc_ < 0) return rc_; } while (0)
 
@@ -706,13 +707,7 @@ int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const
 				out[first + j].n = count;
 				nval += (size_t)count;
 			} else if (sp[j] >= 0) {  // over cap: its candidates by pick's rule, from the row
-				float cut = row[best] - sp[j];
-				int n = 0;
-				for (int i = 0; i < V && n < count; i++)
-					if (row[i] >= cut) {
-						m->h_val[nval + n] = row[i];
-						m->h_idx[nval + n++] = i;
-					}
+				int n = lmd_sample_gather(row, V, row[best] - sp[j], count, m->h_val + nval, m->h_idx + nval);
 				out[first + j].n = n;
 				nval += (size_t)n;
 			}

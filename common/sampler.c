@@ -194,19 +194,25 @@ int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_samp
 			idx[t] = 1;
 			val[t] = val[t] > 0 ? val[t] / p->repetition_penalty : val[t] * p->repetition_penalty;
 		}
-		if (p->temperature == 0 || p->top_k == 1)
+		struct lmd_sampling q = *p;  // the penalized values sample as a row without penalty
+		q.repetition_penalty = 1;
+		if ((spread = lmd_sample_spread(&q)) < 0)
 			return lmd_argmax(val, V);
 		v = val;
-		spread = 40.0f * p->temperature;
 	}
-	float cut = v[lmd_argmax(v, V)] - spread;
-	int n = 0;
-	for (int i = 0; i < V; i++)  // compacted into val and idx (in place when v is val: n <= i)
-		if (v[i] >= cut) {
-			val[n] = v[i];
-			idx[n++] = i;
-		}
+	int n = lmd_sample_gather(v, V, v[lmd_argmax(v, V)] - spread, V, val, idx);  // in place when v is val
 	return lmd_sample_candidates(s, val, idx, n, p, rng);
+}
+
+int lmd_sample_gather(const float *v, int n, float cut, int max, float *val, int32_t *idx)
+{
+	int k = 0;
+	for (int i = 0; i < n && k < max; i++)
+		if (v[i] >= cut) {
+			val[k] = v[i];
+			idx[k++] = i;
+		}
+	return k;
 }
 
 int lmd_sample_candidates(struct lmd_sampler *s, const float *val, const int32_t *idx, int n,

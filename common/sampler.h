@@ -77,6 +77,13 @@ int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_samp
 float lmd_sample_spread(const struct lmd_sampling *p);
 
 /**
+ * The candidates of a row v [n] for a cut (the row's largest value minus the spread): every i with
+ * v[i] >= cut, in index order, values into val and indices into idx, at most max of them; returns how
+ * many. val may be v (the row is compacted in place).
+ */
+int lmd_sample_gather(const float *v, int n, float cut, int max, float *val, int32_t *idx);
+
+/**
  * Draw from the candidates of a row (see lmd_sample_spread): n values val[n] with their vocabulary
  * indices idx[n], in any order (n <= s->vocab; the best of the row is among them). They are sorted
  * by value, largest first, then by index, and top-k, temperature, top-p and min-p applied as in
