@@ -284,6 +284,7 @@ struct rows_args {
 	struct lmd_kvcache *kv;
 	int layer;
 	const float *spread;
+	const int32_t *top_k;
 	void (*row)(struct rows_args *a, int64_t i, float *scr);
 	int64_t n;
 };
@@ -505,15 +506,16 @@ static int cpu_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_ten
 static void pick_row(struct rows_args *a, int64_t i, float *scr)
 {
 	(void)scr;
-	lmd_cpu_pick_row(rowp(a->r, i), ncols(a->r), a->spread[i], rowp(a->y, i), rowp(a->x, i), ncols(a->x) / 2);
+	lmd_cpu_pick_row(rowp(a->r, i), ncols(a->r), a->spread[i], a->top_k ? a->top_k[i] : 0, rowp(a->y, i),
+			 rowp(a->x, i), ncols(a->x) / 2);
 }
 
 static int cpu_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
-		    const float *spread, struct lmd_err *err)
+		    const float *spread, const int32_t *top_k, struct lmd_err *err)
 {
 	if (!lmd_pick_shapes_ok(head, cand, logits))
 		LMD_BUG("pick: shapes");
-	struct rows_args a = {.y = head, .x = cand, .r = logits, .spread = spread, .row = pick_row};
+	struct rows_args a = {.y = head, .x = cand, .r = logits, .spread = spread, .top_k = top_k, .row = pick_row};
 	return run_rows(ctx, &a, nrows(logits), 0, err);
 }
 

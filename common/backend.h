@@ -134,16 +134,19 @@ struct lmd_backend_ops {
 			   struct lmd_err *err);
 	/**
 	 * Reduce each row of logits LMD_F32 [rows, vocab] to what sampling needs (sampler.h,
-	 * lmd_sample_spread), so that only that crosses to the host. spread: host memory [rows].
+	 * lmd_sample_spread), so that only that crosses to the host. spread, top_k: host memory [rows]
+	 * (top_k may be NULL: 0 for every row).
 	 *   head LMD_I32 [rows, 2]      {best, count}: best = the first index of the largest value (NaN
 	 *                               never wins; 0 when all are NaN: lmd_argmax's result); count = how
-	 *                               many i have logits[i] >= logits[best] - spread[r] (that float
-	 *                               subtraction), 0 when spread[r] < 0 or NaN (argmax only)
+	 *                               many i have logits[i] >= cut, cut = logits[best] - spread[r] (that
+	 *                               float subtraction), raised to the top_k[r]-th largest value when
+	 *                               top_k[r] > 0 (sampler.h, lmd_sample_cut); 0 when spread[r] < 0 or NaN
+	 *                               (argmax only)
 	 *   cand LMD_I32 [rows, 2*cap]  when count <= cap: the first count pairs (value's f32 bits, index)
 	 *                               are those i, in any order; when count > cap, undefined
 	 */
 	int (*pick)(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
-		    const float *spread, struct lmd_err *err);
+		    const float *spread, const int32_t *top_k, struct lmd_err *err);
 };
 
 struct lmd_backend {

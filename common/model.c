@@ -639,7 +639,7 @@ static int whole_row(const float *sp, const int32_t *head, int j)
 	return isnan(sp[j]) || (sp[j] >= 0 && head[2 * j + 1] > LMD_PICK_CAP);
 }
 
-int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const float *spread,
+int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const float *spread, const int32_t *top_k,
 			   struct lmd_pick *out, struct lmd_err *err)
 {
 	const struct lmd_backend_ops *ops = m->be->ops;
@@ -653,10 +653,11 @@ int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const
 	for (int first = 0; first < s.nout; first += m->logit_rows) {
 		int k = s.nout - first < m->logit_rows ? s.nout - first : m->logit_rows;
 		const float *sp = spread + first;
+		const int32_t *tk = top_k ? top_k + first : NULL;
 		const int32_t *head = m->h_head;
 		struct lmd_tensor lg, hd = view(&m->pick_head, k), cand = view(&m->pick_cand, k);
 		TRY(lm_head(m, &s, first, k, &lg, err));
-		TRY(ops->pick(ctx, &hd, &cand, &lg, sp, err));
+		TRY(ops->pick(ctx, &hd, &cand, &lg, sp, tk, err));
 		TRY(ops->download(ctx, m->h_head, &hd, 0, (size_t)k * 2 * sizeof(int32_t), err));
 		/* Room, then the candidate block of rows lo..hi in one copy, then runs of whole rows (staged). */
 		int lo = k, hi = -1, stage = 0;
@@ -707,7 +708,8 @@ int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const
 				out[first + j].n = count;
 				nval += (size_t)count;
 			} else if (sp[j] >= 0) {  // over cap: its candidates by pick's rule, from the row
-				int n = lmd_sample_gather(row, V, row[best] - sp[j], count, m->h_val + nval, m->h_idx + nval);
+				float cut = lmd_sample_cut(row, V, best, sp[j], tk ? tk[j] : 0);
+				int n = lmd_sample_gather(row, V, cut, count, m->h_val + nval, m->h_idx + nval);
 				out[first + j].n = n;
 				nval += (size_t)n;
 			}

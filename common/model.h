@@ -166,7 +166,7 @@ int lmd_model_forward(struct lmd_model *m, const struct lmd_batch *b, float *log
  */
 struct lmd_pick {
 	int32_t best;            /* the first index of the largest logit (lmd_argmax) */
-	int n;                   /* candidates: logits >= max - spread (when spread >= 0; else 0) */
+	int n;                   /* candidates: logits >= lmd_sample_cut (when spread >= 0; else 0) */
 	const float *val;        /* [n] their logits, in no particular order */
 	const int32_t *idx;      /* [n] their token ids */
 	const float *row;        /* [vocab] the whole row when spread was NaN, else NULL */
@@ -181,10 +181,11 @@ struct lmd_pick {
 /**
  * Like lmd_model_forward, but instead of the logits of each wanted token, what sampling needs of
  * them: spread [b->nout] (host, lmd_sample_spread of each row's sampling) < 0 gives the argmax only,
- * >= 0 the argmax and the candidates, NaN the argmax and the whole row. out [b->nout], in batch
+ * >= 0 the argmax and the candidates, NaN the argmax and the whole row; top_k [b->nout] (host, each
+ * row's top_k; NULL: none) narrows the candidates to lmd_sample_cut's. out [b->nout], in batch
  * order. Only that crosses from the backend (a GPU): a greedy step downloads two ints a row.
  */
-int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const float *spread,
+int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const float *spread, const int32_t *top_k,
 			   struct lmd_pick *out, struct lmd_err *err);
 
 /** KV blocks a batch would still need, and the pool's free blocks. */

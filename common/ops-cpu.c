@@ -7,6 +7,7 @@
 
 #include "ops-cpu.h"
 #include "q4.h"
+#include "sampler.h"
 
 // ----------------------------------------------------------------------------
 // element conversion
@@ -419,7 +420,8 @@ int lmd_pick_shapes_ok(const struct lmd_tensor *head, const struct lmd_tensor *c
 	       logits->shape[1] <= INT32_MAX;
 }
 
-void lmd_cpu_pick_row(const float *v, int64_t n, float spread, int32_t *head, int32_t *cand, int64_t cap)
+void lmd_cpu_pick_row(const float *v, int64_t n, float spread, int32_t top_k, int32_t *head, int32_t *cand,
+		      int64_t cap)
 {
 	int64_t best = -1;
 	for (int64_t i = 0; i < n; i++)
@@ -428,7 +430,7 @@ void lmd_cpu_pick_row(const float *v, int64_t n, float spread, int32_t *head, in
 	best = best < 0 ? 0 : best;
 	int64_t count = 0;
 	if (spread >= 0) {  // not for a negative or NaN spread: the argmax only
-		float cut = v[best] - spread;
+		float cut = lmd_sample_cut(v, n, best, spread, top_k);
 		for (int64_t i = 0; i < n; i++)
 			if (v[i] >= cut) {
 				if (count < cap) {
@@ -443,12 +445,13 @@ void lmd_cpu_pick_row(const float *v, int64_t n, float spread, int32_t *head, in
 }
 
 void lmd_cpu_pick(struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
-		  const float *spread)
+		  const float *spread, const int32_t *top_k)
 {
 	if (!lmd_pick_shapes_ok(head, cand, logits))
 		LMD_BUG("pick: shapes");
 	for (int64_t r = 0; r < rows(logits); r++)
-		lmd_cpu_pick_row(row(logits, r), cols(logits), spread[r], row(head, r), row(cand, r), cols(cand) / 2);
+		lmd_cpu_pick_row(row(logits, r), cols(logits), spread[r], top_k ? top_k[r] : 0, row(head, r), row(cand, r),
+				 cols(cand) / 2);
 }
 
 // ----------------------------------------------------------------------------
@@ -609,11 +612,11 @@ static int ref_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_ten
 }
 
 static int ref_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
-		    const float *spread, struct lmd_err *err)
+		    const float *spread, const int32_t *top_k, struct lmd_err *err)
 {
 	(void)ctx;
 	(void)err;
-	lmd_cpu_pick(head, cand, logits, spread);
+	lmd_cpu_pick(head, cand, logits, spread, top_k);
 	return LMD_OK;
 }
 

@@ -42,9 +42,10 @@ void lmd_cpu_attention(struct lmd_tensor *att, const struct lmd_tensor *qkv, con
 void lmd_cpu_silu_mul(struct lmd_tensor *y, const struct lmd_tensor *gu);
 void lmd_cpu_gather_rows(struct lmd_tensor *y, const struct lmd_tensor *x, int first, const struct lmd_step *s);
 /** pick (backend.h) of one row v[n]: writes {best, count} to head[2] and up to cap pairs to cand[2 * cap]. */
-void lmd_cpu_pick_row(const float *v, int64_t n, float spread, int32_t *head, int32_t *cand, int64_t cap);
+void lmd_cpu_pick_row(const float *v, int64_t n, float spread, int32_t top_k, int32_t *head, int32_t *cand,
+		      int64_t cap);
 void lmd_cpu_pick(struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
-		  const float *spread);
+		  const float *spread, const int32_t *top_k);
 /** Do head, cand and logits have pick's shapes and dtypes (backend.h)? */
 int lmd_pick_shapes_ok(const struct lmd_tensor *head, const struct lmd_tensor *cand, const struct lmd_tensor *logits);
 

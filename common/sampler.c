@@ -134,6 +134,56 @@ float lmd_sample_spread(const struct lmd_sampling *p)
 	return 40.0f * p->temperature;
 }
 
+/* Order-preserving key of a float that is not NaN (-0 as +0), and back. */
+static uint32_t order_key(float x)
+{
+	uint32_t b;
+	x = x == 0 ? 0.0f : x;
+	memcpy(&b, &x, sizeof(b));
+	return b & 0x80000000u ? ~b : b | 0x80000000u;
+}
+
+static float order_value(uint32_t k)
+{
+	uint32_t b = k & 0x80000000u ? k & 0x7fffffffu : ~k;
+	float x;
+	memcpy(&x, &b, sizeof(x));
+	return x;
+}
+
+/* The k-th largest value of v[n] (k >= 1, NaN not counted, ties counted): a radix select of 8-bit digits. */
+static int kth_largest(const float *v, int64_t n, int64_t k, float *kth)
+{
+	uint32_t prefix = 0, mask = 0;
+	for (int shift = 24; shift >= 0; shift -= 8) {
+		int64_t cnt[256] = {0};
+		for (int64_t i = 0; i < n; i++) {
+			if (isnan(v[i]))
+				continue;
+			uint32_t key = order_key(v[i]);
+			if ((key & mask) == prefix)
+				cnt[key >> shift & 255]++;
+		}
+		int d = 255;
+		while (d >= 0 && cnt[d] < k)
+			k -= cnt[d--];
+		if (d < 0)
+			return 0;  // fewer than k values
+		prefix |= (uint32_t)d << shift;
+		mask |= 255u << shift;
+	}
+	*kth = order_value(prefix);
+	return 1;
+}
+
+float lmd_sample_cut(const float *v, int64_t n, int64_t best, float spread, int32_t top_k)
+{
+	float cut = v[best] - spread, kth;
+	if (top_k > 0 && kth_largest(v, n, top_k, &kth) && kth > cut)
+		cut = kth;
+	return cut;
+}
+
 /*
  * Sort the candidates by value, largest first, then by index: the order of a comparison sort on
  * (value descending, index ascending), in linear time. Each key is the value's bits made to order
@@ -144,11 +194,7 @@ float lmd_sample_spread(const struct lmd_sampling *p)
 static void sort_cands(struct lmd_cand *c, int n, uint64_t *k, uint64_t *t, float *val_of)
 {
 	for (int j = 0; j < n; j++) {
-		float v = c[j].val == 0 ? 0.0f : c[j].val;
-		uint32_t b;
-		memcpy(&b, &v, sizeof(b));
-		b = b & 0x80000000u ? ~b : b | 0x80000000u;
-		k[j] = (uint64_t)~b << 32 | (uint32_t)c[j].idx;
+		k[j] = (uint64_t)~order_key(c[j].val) << 32 | (uint32_t)c[j].idx;
 		val_of[c[j].idx] = c[j].val;
 	}
 	for (int shift = 0; shift < 64; shift += 8) {
@@ -200,7 +246,7 @@ int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_samp
 			return lmd_argmax(val, V);
 		v = val;
 	}
-	int n = lmd_sample_gather(v, V, v[lmd_argmax(v, V)] - spread, V, val, idx);  // in place when v is val
+	int n = lmd_sample_gather(v, V, lmd_sample_cut(v, V, lmd_argmax(v, V), spread, p->top_k), V, val, idx);  // in place when v is val
 	return lmd_sample_candidates(s, val, idx, n, p, rng);
 }
 

@@ -77,6 +77,15 @@ int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_samp
 float lmd_sample_spread(const struct lmd_sampling *p);
 
 /**
+ * The cut of a row v [n] whose largest value is v[best], for spread >= 0 (lmd_sample_spread) and p->top_k
+ * (0 = none): v[best] - spread (that float subtraction), raised to the top_k-th largest value of the row
+ * when top_k > 0 (NaN not counted, ties counted; no raise when the row has fewer values). The tokens
+ * with v[i] >= cut hold the first top_k of the sorted candidates, so lmd_sample_candidates on them gives
+ * the same token as on all within the spread. The backend's pick op cuts rows by this rule.
+ */
+float lmd_sample_cut(const float *v, int64_t n, int64_t best, float spread, int32_t top_k);
+
+/**
  * The candidates of a row v [n] for a cut (the row's largest value minus the spread): every i with
  * v[i] >= cut, in index order, values into val and indices into idx, at most max of them; returns how
  * many. val may be v (the row is compacted in place).

@@ -77,9 +77,10 @@ int lmd_sched_init(struct lmd_scheduler *s, struct lmd_model *m, const struct lm
 	s->run = calloc(s->max_batch, sizeof(*s->run));
 	s->take = calloc(s->max_batch, sizeof(*s->take));
 	s->spread = calloc(s->max_batch, sizeof(*s->spread));
+	s->top_k = calloc(s->max_batch, sizeof(*s->top_k));
 	s->picks = calloc(s->max_batch, sizeof(*s->picks));
 	s->stop_ids = calloc(LMD_SCHED_MAX_STOP, sizeof(*s->stop_ids));
-	if (!s->run || !s->take || !s->spread || !s->picks || !s->stop_ids) {
+	if (!s->run || !s->take || !s->spread || !s->top_k || !s->picks || !s->stop_ids) {
 		lmd_sched_free(s);
 		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
 	}
@@ -109,6 +110,7 @@ void lmd_sched_free(struct lmd_scheduler *s)
 	free(s->run);
 	free(s->take);
 	free(s->spread);
+	free(s->top_k);
 	free(s->picks);
 	free(s->stop_ids);
 	lmd_batch_free(&s->b);
@@ -370,15 +372,17 @@ int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err)
 		struct lmd_session *se = sess(s->run[i]);
 		for (int k = 0; k < s->take[i]; k++) {
 			int last = se->kv.len + k + 1 == se->n;
-			if (last)  /* one row at most per request, so at most max_batch */
+			if (last) {  /* one row at most per request, so at most max_batch */
 				s->spread[s->b.nout] = lmd_sample_spread(&s->run[i]->sampling);
+				s->top_k[s->b.nout] = s->run[i]->sampling.top_k;
+			}
 			if ((rc = lmd_batch_add(&s->b, &se->kv, se->toks[se->kv.len + k], last, err)))
 				return rc;
 		}
 		for (int k = 0; k < s->take[i]; k++)
 			s->run[i]->nprefill += se->kv.len + k < s->run[i]->nprompt_total;
 	}
-	if ((rc = lmd_model_forward_pick(s->m, &s->b, s->spread, s->picks, err)))
+	if ((rc = lmd_model_forward_pick(s->m, &s->b, s->spread, s->top_k, s->picks, err)))
 		return rc;
 	s->steps++;
 	/* sample for every request whose last token was computed, in batch order */

@@ -103,6 +103,7 @@ struct lmd_scheduler {
 	struct lmd_batch b;
 	int *take;                           /* owned [cap]: tokens each running request computes this step */
 	float *spread;                       /* owned [max_batch]: lmd_sample_spread of each row of a step */
+	int32_t *top_k;                      /* owned [max_batch]: each row's top_k (pick's cut) */
 	struct lmd_pick *picks;              /* owned [max_batch]: what the step's forward gave for sampling */
 	struct lmd_sampler sampler;
 	int32_t *stop_ids;                   /* owned: the model's stop tokens */

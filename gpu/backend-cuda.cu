@@ -471,12 +471,12 @@ static int op_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_tens
 	return lmd_cuda_gather_rows(CTX(ctx), y, x, first, err);
 }
 
-/* The spreads travel in the launch's arguments, so pick is never part of a recorded graph. */
+/* The spreads and top-k travel in the launch's arguments, so pick is never part of a recorded graph. */
 static int op_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
-		   const float *spread, struct lmd_err *err)
+		   const float *spread, const int32_t *top_k, struct lmd_err *err)
 {
 	int rc = graph_end(CTX(ctx), err);
-	return rc ? rc : lmd_cuda_pick(CTX(ctx), head, cand, logits, spread, err);
+	return rc ? rc : lmd_cuda_pick(CTX(ctx), head, cand, logits, spread, top_k, err);
 }
 
 static const struct lmd_backend_ops cuda_ops = {

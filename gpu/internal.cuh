@@ -189,7 +189,7 @@ int lmd_cuda_grow(struct cuda_ctx *c, void **p, size_t *cap, size_t need, struct
 /* A decode step's attention items (one per token) into items [s->n]; returns the most splits any has. */
 int lmd_cuda_decode_items(const struct lmd_step *s, struct attn_item *items);
 int lmd_cuda_pick(struct cuda_ctx *c, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
-		  const float *spread, struct lmd_err *err);
+		  const float *spread, const int32_t *top_k, struct lmd_err *err);
 /* once at open: kernel attributes (dynamic shared memory limits) */
 int lmd_cuda_attention_init(struct cuda_ctx *c, struct lmd_err *err);
 int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err);

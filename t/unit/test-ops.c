@@ -498,11 +498,19 @@ static int by_index(const void *a, const void *b)  // (value bits, index) pairs
 	return (i > j) - (i < j);
 }
 
+static int by_value_desc(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return (x < y) - (x > y);
+}
+
 /*
  * pick on rows that mix levels on a 0.25 grid (ties, a repeated maximum, values exactly at the cut
  * of spread 1 and 0.5), random values, -inf, +inf and NaN, and whole rows of NaN, of -inf, or with
  * NaN in front. Spreads cycle through argmax only (-1, NaN), 0, 0.5, 1, 3, more than cap and
- * +inf. best and count must equal the reference's; when count <= cap the candidate sets, too.
+ * +inf; top-k through none, 1, 3, 40, cap, cap + 1 and vocab. best and count must equal the
+ * reference's; when count <= cap the candidate sets, too. The reference's count under a top-k is
+ * checked against a sort of the row (the top_k-th largest value by qsort).
  */
 static void test_pick(struct lmd_backend *be, struct lmd_backend *ref, int rows, int vocab, int cap, int timed)
 {
@@ -516,8 +524,11 @@ static void test_pick(struct lmd_backend *be, struct lmd_backend *ref, int rows,
 		     ref->ops->alloc(ref->ctx, &cr, &err), 0);
 	size_t nl = (size_t)rows * vocab, hb = (size_t)rows * 2 * 4, cb = (size_t)rows * 2 * cap * 4;
 	float *lg = malloc(nl * sizeof(float)), *spread = malloc((size_t)rows * sizeof(float));
+	float *sorted = malloc((size_t)vocab * sizeof(float));
 	int32_t *h1 = malloc(hb), *h2 = malloc(hb), *c1 = malloc(cb + 4), *c2 = malloc(cb + 4);
+	int32_t *top_k = malloc((size_t)rows * sizeof(int32_t));
 	float spreads[] = {-1, NAN, 0, 0.5f, 1, 3, 1e6f, INFINITY, 1};
+	int32_t ks[] = {0, 1, 3, 40, cap, cap + 1, vocab, 0};
 	float range = cap > 0 && vocab / cap > 4 ? (float)(vocab / cap) : 4;  // spread 1: about cap/2 candidates
 	for (int r = 0; r < rows; r++) {
 		float *v = lg + (size_t)r * vocab;
@@ -543,6 +554,7 @@ static void test_pick(struct lmd_backend *be, struct lmd_backend *ref, int rows,
 		if (kind == 6 && vocab > 5)
 			v[5] = INFINITY;
 		spread[r] = spreads[(r / 2) % 9];
+		top_k[r] = ks[(r / 5) % 8];
 	}
 	CHECK_EQ_INT(be->ops->upload(be->ctx, &lt, 0, lg, nl * sizeof(float), &err), 0);
 	CHECK_EQ_INT(ref->ops->upload(ref->ctx, &lr, 0, lg, nl * sizeof(float), &err), 0);
@@ -551,8 +563,8 @@ static void test_pick(struct lmd_backend *be, struct lmd_backend *ref, int rows,
 	be->ops->upload(be->ctx, &ht, 0, h1, hb, &err);  // poisoned
 	if (cb)
 		be->ops->upload(be->ctx, &ct, 0, c1, cb, &err);
-	CHECK_EQ_INT(be->ops->pick(be->ctx, &ht, &ct, &lt, spread, &err), 0);
-	CHECK_EQ_INT(ref->ops->pick(ref->ctx, &hr, &cr, &lr, spread, &err), 0);
+	CHECK_EQ_INT(be->ops->pick(be->ctx, &ht, &ct, &lt, spread, top_k, &err), 0);
+	CHECK_EQ_INT(ref->ops->pick(ref->ctx, &hr, &cr, &lr, spread, top_k, &err), 0);
 	be->ops->sync(be->ctx, &err);
 	be->ops->download(be->ctx, h1, &ht, 0, hb, &err);
 	ref->ops->download(ref->ctx, h2, &hr, 0, hb, &err);
@@ -560,13 +572,33 @@ static void test_pick(struct lmd_backend *be, struct lmd_backend *ref, int rows,
 		be->ops->download(be->ctx, c1, &ct, 0, cb, &err);
 		ref->ops->download(ref->ctx, c2, &cr, 0, cb, &err);
 	}
-	int bad = 0, sets = 0, over = 0;
+	int bad = 0, sets = 0, over = 0, kcut = 0;
 	for (int r = 0; r < rows && bad < 5; r++) {
 		int32_t best = h1[2 * r], count = h1[2 * r + 1];
+		if (spread[r] >= 0 && top_k[r] > 0) {  // the reference's count under a top-k, from a sort
+			const float *v = lg + (size_t)r * vocab;
+			int nv = 0;
+			for (int i = 0; i < vocab; i++)
+				if (!isnan(v[i]))
+					sorted[nv++] = v[i];
+			qsort(sorted, (size_t)nv, sizeof(float), by_value_desc);
+			float cut = v[h2[2 * r]] - spread[r];
+			if (top_k[r] <= nv && sorted[top_k[r] - 1] > cut)
+				cut = sorted[top_k[r] - 1];
+			int want = 0;
+			for (int i = 0; i < vocab; i++)
+				want += v[i] >= cut;
+			kcut += top_k[r] < nv && want < nv;
+			if (want != h2[2 * r + 1]) {
+				bad++;
+				fprintf(stderr, "%s pick %dx%d row %d spread %g top_k %d: the reference counts %d, a sort %d\n", what,
+					rows, vocab, r, spread[r], top_k[r], h2[2 * r + 1], want);
+			}
+		}
 		if (best != h2[2 * r] || count != h2[2 * r + 1]) {
 			bad++;
-			fprintf(stderr, "%s pick %dx%d row %d spread %g: best %d count %d, expected %d %d\n", what, rows, vocab, r,
-				spread[r], best, count, h2[2 * r], h2[2 * r + 1]);
+			fprintf(stderr, "%s pick %dx%d row %d spread %g top_k %d: best %d count %d, expected %d %d\n", what, rows,
+				vocab, r, spread[r], top_k[r], best, count, h2[2 * r], h2[2 * r + 1]);
 			continue;
 		}
 		over += count > cap;
@@ -578,21 +610,26 @@ static void test_pick(struct lmd_backend *be, struct lmd_backend *ref, int rows,
 		sets++;
 		if (memcmp(a, b, (size_t)count * 8)) {
 			bad++;
-			fprintf(stderr, "%s pick %dx%d row %d spread %g: the %d candidates differ\n", what, rows, vocab, r,
-				spread[r], count);
+			fprintf(stderr, "%s pick %dx%d row %d spread %g top_k %d: the %d candidates differ\n", what, rows, vocab,
+				r, spread[r], top_k[r], count);
 		}
 	}
 	unit_failures += bad;
 	CHECK(sets >= rows / 4 || cap == 0 || vocab == 1);  // the test had sets to compare, and rows over cap
 	CHECK(over > 0 || rows < 16 || cap >= vocab);
+	CHECK(kcut > 0 || rows < 40 || vocab < 64);  // some rows were cut by their top-k
 	if (timed) {
-		double secs;
-		TIME_IT(be, 20, secs, be->ops->pick(be->ctx, &ht, &ct, &lt, spread, &te_));
-		fprintf(stderr, "%s pick %d rows of %d, cap %d: %8.1f us\n", what, rows, vocab, cap, secs * 1e6);
+		double secs, secs_k;
+		TIME_IT(be, 20, secs, be->ops->pick(be->ctx, &ht, &ct, &lt, spread, NULL, &te_));
+		for (int r = 0; r < rows; r++)
+			spread[r] = 32, top_k[r] = 40;  // temperature 0.8, top-k 40
+		TIME_IT(be, 20, secs_k, be->ops->pick(be->ctx, &ht, &ct, &lt, spread, top_k, &te_));
+		fprintf(stderr, "%s pick %d rows of %d, cap %d: %8.1f us; spread 32, top-k 40: %8.1f us\n", what, rows, vocab,
+			cap, secs * 1e6, secs_k * 1e6);
 	}
 	be->ops->release(be->ctx, &lt), be->ops->release(be->ctx, &ht), be->ops->release(be->ctx, &ct);
 	ref->ops->release(ref->ctx, &lr), ref->ops->release(ref->ctx, &hr), ref->ops->release(ref->ctx, &cr);
-	free(lg), free(spread), free(h1), free(h2), free(c1), free(c2);
+	free(lg), free(spread), free(sorted), free(top_k), free(h1), free(h2), free(c1), free(c2);
 }
 
 static void test_gpu_sized(struct lmd_backend *be, struct lmd_backend *ref)

@@ -359,19 +359,21 @@ static void check_pick(struct lmd_model *m, const struct ref *r)
 	float *lg = malloc((size_t)n * V * sizeof(float)), *spread = malloc((size_t)n * sizeof(float));
 	struct lmd_pick *pk = calloc((size_t)n, sizeof(*pk));
 	struct lmd_cand *want = malloc((size_t)V * sizeof(*want)), *got = malloc((size_t)V * sizeof(*got));
+	int32_t *top_k = malloc((size_t)n * sizeof(int32_t));
 	float spreads[] = {-1, NAN, 0, 0.5f, 2, 8, 40, INFINITY};
+	int32_t ks[] = {0, 3, 40, 1500, 0};  // 1500: over the cap, from the whole row on the host
 	for (int i = 0; i < n; i++)
-		spread[i] = spreads[i % 8];
+		spread[i] = spreads[i % 8], top_k[i] = ks[i / 8 % 5];
 	CHECK_EQ_INT(lmd_model_forward(m, &b, lg, &err), 0);
 	for (int i = 0; i < ncase; i++)
 		lmd_model_seq_release(m, &s[i]);
-	CHECK_EQ_INT(lmd_model_forward_pick(m, &b, spread, pk, &err), 0);
+	CHECK_EQ_INT(lmd_model_forward_pick(m, &b, spread, top_k, pk, &err), 0);
 	int bad = 0, over = 0, some = 0;
 	for (int i = 0; i < n && bad < 5; i++) {
 		const float *row = lg + (size_t)i * V;
 		int nw = 0;
 		if (spread[i] >= 0) {
-			float cut = row[lmd_argmax(row, V)] - spread[i];
+			float cut = lmd_sample_cut(row, V, lmd_argmax(row, V), spread[i], top_k[i]);
 			for (int k = 0; k < V; k++)
 				if (row[k] >= cut)
 					want[nw++] = (struct lmd_cand){row[k], k};
@@ -385,8 +387,8 @@ static void check_pick(struct lmd_model *m, const struct ref *r)
 			 (isnan(spread[i]) ? pk[i].row && !memcmp(pk[i].row, row, (size_t)V * sizeof(float)) : !pk[i].row);
 		if (!ok) {
 			bad++;
-			fprintf(stderr, "%s pick row %d spread %g: best %d (argmax %d), %d candidates (%d)%s\n", r->name, i,
-				spread[i], pk[i].best, lmd_argmax(row, V), pk[i].n, nw, pk[i].row ? ", a row" : "");
+			fprintf(stderr, "%s pick row %d spread %g top_k %d: best %d (argmax %d), %d candidates (%d)%s\n", r->name,
+				i, spread[i], top_k[i], pk[i].best, lmd_argmax(row, V), pk[i].n, nw, pk[i].row ? ", a row" : "");
 		}
 	}
 	unit_failures += bad;
@@ -395,7 +397,7 @@ static void check_pick(struct lmd_model *m, const struct ref *r)
 	for (int i = 0; i < ncase; i++)
 		lmd_model_seq_release(m, &s[i]);
 	lmd_batch_free(&b);
-	free(lg), free(spread), free(pk), free(want), free(got);
+	free(lg), free(spread), free(top_k), free(pk), free(want), free(got);
 }
 
 static int open_model(struct lmd_model *m, struct lmd_backend *be, struct lmd_modeldir *dir, enum lmd_dtype dt,

@@ -145,7 +145,9 @@ static void test_candidates(void)
 					got = lmd_argmax(row, nv);
 				} else {
 					CHECK(spread == 40.0f * p.temperature);
-					float cut = row[lmd_argmax(row, nv)] - spread;
+					float cut = row[lmd_argmax(row, nv)] - spread;  // every other draw narrowed by its top-k
+					if (k % 2)
+						cut = lmd_sample_cut(row, nv, lmd_argmax(row, nv), spread, p.top_k);
 					int n = 0;
 					for (int i = 0; i < nv; i++)
 						if (row[i] >= cut)
