@@ -249,109 +249,127 @@ __global__ void combine_kernel(void *att, int at, const float *part, const struc
 }
 
 /*
- * Decode (one query token per item; DPL and G are template parameters so q, o stay in registers): no
- * shared-memory staging. Each of the 4 warps takes every 4th key
- * of the split's range; a lane holds DPL = D / 32 consecutive elements of the G query heads of the kv
- * head, of the key and of the value (one coalesced load of D elements per key and warp, KU keys in
- * flight), dot products by shuffle reduction, online softmax in registers; the warps merge through
- * shared memory at the end.  grid (items, KV, splits), block 128, shared 4·G·(D+2) floats.
+ * Decode (one query token per item; D and G are template parameters so q and o stay in registers): no
+ * shared-memory staging. A key row is D·sizeof(KT) bytes, read by LPK lanes with one 16-byte load each,
+ * so one warp-wide load takes KPI = 32 / LPK consecutive keys. A warp takes U such loads of K and of V
+ * at once (KPI·U keys; U = 8, 4, 2 for G <= 2, 4, 8: the registers), all addresses first, then the
+ * scores of all of them (dot products reduced over the LPK lanes), one running maximum and one rescale
+ * per round (the round's largest score against the running one), and o += p·V on each lane's own key.
+ * The warps take rounds in turn over the split's range; at the end each warp adds up its key groups
+ * (shuffles) and the warps merge through shared memory.  grid (items, KV, splits), block 128, shared
+ * 4·G·(D+2) floats.
  */
 #define DEC_WARPS 4
-#define DEC_KU 4
 
-template <typename KT, int DPL>
-__device__ __forceinline__ void loadv(const KT *p, float *f)
+template <typename KT, int EPL>
+__device__ __forceinline__ void unpack(const uint4 &u, float *f)
 {
-	constexpr int B = (int)sizeof(KT) * DPL;
-	if constexpr (B % 16 == 0) {
+	const KT *e = (const KT *)&u;
 #pragma unroll
-		for (int c = 0; c < B / 16; c++) {
-			uint4 u = ((const uint4 *)p)[c];
-			const KT *e = (const KT *)&u;
-#pragma unroll
-			for (int i = 0; i < 16 / (int)sizeof(KT); i++)
-				f[c * (16 / (int)sizeof(KT)) + i] = tof(e[i]);
-		}
-	} else if constexpr (B == 8) {
-		uint2 u = *(const uint2 *)p;
-		const KT *e = (const KT *)&u;
-#pragma unroll
-		for (int i = 0; i < DPL; i++)
-			f[i] = tof(e[i]);
-	} else {
-#pragma unroll
-		for (int i = 0; i < DPL; i++)
-			f[i] = tof(p[i]);
-	}
+	for (int i = 0; i < EPL; i++)
+		f[i] = tof(e[i]);
 }
 
-template <typename KT, int DPL, int G>
+template <typename KT, int D, int G>
 __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int at, const void *qkv, int qt, int64_t qcols,
 								const KT *kc, const KT *vc,
 								const struct attn_item *items, const int32_t *table,
 								int max_blocks, int H, int KV, int block_len,
 								float scale, int splits, int ntok, float *part)
 {
-	constexpr int D = DPL * 32;
+	constexpr int EPL = 16 / (int)sizeof(KT), LPK = D / EPL, KPI = 32 / LPK, U = G <= 2 ? 8 : G <= 4 ? 4 : 2;
 	extern __shared__ float sm[];
 	const struct attn_item it = items[blockIdx.x];
 	const int kvh = blockIdx.y, split = blockIdx.z, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	const int grp = lane / LPK, gl = lane % LPK;  // the lane's key in a load, and its 16 bytes of that key
 	const int len = it.last_pos + 1, chunk = split_len(len), nspl = split_count(len);
 	if (split >= nspl)
 		return;
 	const int tb = split * chunk, te = min(len, tb + chunk), tok = it.first;
-	float q[G][DPL], o[G][DPL], m[G], l[G];
+	float q[G][EPL], o[G][EPL], m[G], l[G];
 #pragma unroll
 	for (int g = 0; g < G; g++) {
 		m[g] = -INFINITY;
 		l[g] = 0;
 #pragma unroll
-		for (int e = 0; e < DPL; e++) {
+		for (int e = 0; e < EPL; e++) {
 			o[g][e] = 0;
-			q[g][e] = ld(qkv, qt, (size_t)tok * qcols + (size_t)(kvh * G + g) * D + lane * DPL + e);
+			q[g][e] = ld(qkv, qt, (size_t)tok * qcols + (size_t)(kvh * G + g) * D + gl * EPL + e);
 		}
 	}
 	const int32_t *tab = table + (size_t)it.seq * max_blocks;
-	for (int t = tb + warp; t < te; t += DEC_WARPS * DEC_KU) {
-		float kf[DEC_KU][DPL], vf[DEC_KU][DPL];
+	for (int t0 = tb + warp * U * KPI; t0 < te; t0 += DEC_WARPS * U * KPI) {
+		uint4 kr[U], vr[U];
 #pragma unroll
-		for (int u = 0; u < DEC_KU; u++) {
-			int tu = t + u * DEC_WARPS;
-			if (tu < te) {
-				size_t off = (((size_t)tab[tu / block_len] * KV + kvh) * block_len + tu % block_len) * D + lane * DPL;
-				loadv<KT, DPL>(kc + off, kf[u]);
-				loadv<KT, DPL>(vc + off, vf[u]);
+		for (int u = 0; u < U; u++) {
+			int t = t0 + u * KPI + grp;
+			kr[u] = vr[u] = make_uint4(0, 0, 0, 0);  // a key past the range weighs 0, and 0 · 0 stays 0
+			if (t < te) {
+				size_t off = (((size_t)tab[t / block_len] * KV + kvh) * block_len + t % block_len) * D + gl * EPL;
+				kr[u] = *(const uint4 *)(kc + off);
+				vr[u] = *(const uint4 *)(vc + off);
+			}
+		}
+		float s[G][U];
+#pragma unroll
+		for (int u = 0; u < U; u++) {
+			float kf[EPL];
+			unpack<KT, EPL>(kr[u], kf);
+#pragma unroll
+			for (int g = 0; g < G; g++) {
+				float dot = 0;
+#pragma unroll
+				for (int e = 0; e < EPL; e++)
+					dot = fmaf(q[g][e], kf[e], dot);
+#pragma unroll
+				for (int off = LPK / 2; off > 0; off >>= 1)
+					dot += __shfl_xor_sync(0xffffffffu, dot, off);
+				s[g][u] = t0 + u * KPI + grp < te ? dot * scale : -INFINITY;
 			}
 		}
 #pragma unroll
-		for (int u = 0; u < DEC_KU; u++) {
-			if (t + u * DEC_WARPS >= te)
-				break;
+		for (int g = 0; g < G; g++) {
+			float mx = -INFINITY;
 #pragma unroll
-			for (int g = 0; g < G; g++) {
-				float sc = 0;
+			for (int u = 0; u < U; u++)
+				mx = fmaxf(mx, s[g][u]);
 #pragma unroll
-				for (int e = 0; e < DPL; e++)
-					sc = fmaf(q[g][e], kf[u][e], sc);
+			for (int off = LPK; off < 32; off <<= 1)
+				mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+			float mn = fmaxf(m[g], mx);  // the same in every lane
+			if (mn == -INFINITY)
+				continue;
+			float c = expf(m[g] - mn), ps = 0;
 #pragma unroll
-				for (int off = 16; off > 0; off >>= 1)
-					sc += __shfl_xor_sync(0xffffffffu, sc, off);
-				sc *= scale;
-				float mn = fmaxf(m[g], sc), c = expf(m[g] - mn), pr = expf(sc - mn);
-				l[g] = l[g] * c + pr;
+			for (int e = 0; e < EPL; e++)
+				o[g][e] *= c;
 #pragma unroll
-				for (int e = 0; e < DPL; e++)
-					o[g][e] = fmaf(pr, vf[u][e], o[g][e] * c);
-				m[g] = mn;
+			for (int u = 0; u < U; u++) {
+				float p = expf(s[g][u] - mn), vf[EPL];
+				unpack<KT, EPL>(vr[u], vf);
+				ps += p;
+#pragma unroll
+				for (int e = 0; e < EPL; e++)
+					o[g][e] = fmaf(p, vf[e], o[g][e]);
 			}
+#pragma unroll
+			for (int off = LPK; off < 32; off <<= 1)
+				ps += __shfl_xor_sync(0xffffffffu, ps, off);
+			l[g] = l[g] * c + ps;
+			m[g] = mn;
 		}
 	}
 	float *w = sm + (size_t)warp * G * (D + 2);
 #pragma unroll
 	for (int g = 0; g < G; g++) {
 #pragma unroll
-		for (int e = 0; e < DPL; e++)
-			w[g * (D + 2) + lane * DPL + e] = o[g][e];
+		for (int e = 0; e < EPL; e++) {
+#pragma unroll
+			for (int off = LPK; off < 32; off <<= 1)
+				o[g][e] += __shfl_xor_sync(0xffffffffu, o[g][e], off);
+			if (grp == 0)
+				w[g * (D + 2) + gl * EPL + e] = o[g][e];
+		}
 		if (lane == 0) {
 			w[g * (D + 2) + D] = m[g];
 			w[g * (D + 2) + D + 1] = l[g];
@@ -671,12 +689,12 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 	if (c->n_dec) {
 		dim3 grid(c->n_dec, KV, c->splits);
 		size_t sm = (size_t)DEC_WARPS * G * (D + 2) * sizeof(float);
-#define DEC(KT, DPL, GG) decode_kernel<KT, DPL, GG><<<grid, DEC_WARPS * 32, sm, c->st>>>(att->data, att->dtype, \
+#define DEC(KT, DD, GG) decode_kernel<KT, DD, GG><<<grid, DEC_WARPS * 32, sm, c->st>>>(att->data, att->dtype, \
 		qkv->data, qkv->dtype, t_cols(qkv), (const KT *)kc, (const KT *)vc, it_dec, c->d_table, c->step.max_blocks, H, \
 		KV, kv->block_len, d->scale, c->splits, c->step.n, c->part)
-#define DEC_G(KT, DPL) do { switch (G) { case 1: DEC(KT, DPL, 1); break; case 2: DEC(KT, DPL, 2); break; \
-		case 4: DEC(KT, DPL, 4); break; default: DEC(KT, DPL, 8); break; } } while (0)
-#define DEC_D(KT) do { if (D == 64) DEC_G(KT, 2); else DEC_G(KT, 4); } while (0)
+#define DEC_G(KT, DD) do { switch (G) { case 1: DEC(KT, DD, 1); break; case 2: DEC(KT, DD, 2); break; \
+		case 4: DEC(KT, DD, 4); break; default: DEC(KT, DD, 8); break; } } while (0)
+#define DEC_D(KT) do { if (D == 64) DEC_G(KT, 64); else DEC_G(KT, 128); } while (0)
 		if (T == LMD_F16)
 			DEC_D(__half);
 		else if (T == LMD_BF16)
