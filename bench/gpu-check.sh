@@ -126,9 +126,11 @@ if [ "$stage" = bench ] || [ "$stage" = all ]; then
 			--completion-tokens 128 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | sed "s/^/$mode,/" \
 			| tee -a "$OUT/bench-modes.csv"
 	done; done
-	say "sampled decoding (temperature 0.8, top-k 40; the host sorts the candidates), 1 and 64 concurrent"
-	build/bin/lmd-bench gen --device cuda --concurrency 1,64 --prompt-tokens 128 --completion-tokens 128 \
+	say "sampled decoding: temperature 0.8 with top-k 40 (cut on the device), 1, 64 and 256 concurrent; without top-k (whole rows, sampled on host threads), 64"
+	build/bin/lmd-bench gen --device cuda --concurrency 1,64,256 --prompt-tokens 128 --completion-tokens 128 \
 		--temperature 0.8 --top-k 40 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | tee -a "$OUT/bench-modes.csv"
+	build/bin/lmd-bench gen --device cuda --concurrency 64 --prompt-tokens 128 --completion-tokens 128 \
+		--temperature 0.8 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | tee -a "$OUT/bench-modes.csv"
 	say "HF transformers baseline"
 	PYTHONUNBUFFERED=1 timeout 300 env -u LD_LIBRARY_PATH python3 bench/hf_baseline.py "$HF" --batch "${HF_BATCH:-1,16,64,256}" >"$OUT/hf.csv" \
 		2>/tmp/hf.log; echo "hf_baseline: exit $?"

@@ -11,7 +11,7 @@
  * Work items (built on the host once per step, at the first attention call, see plan(); a decode
  * step's, one per token, come with the step's metadata: lmd_cuda_decode_items):
  *   fa_kernel      runs of >= 32 consecutive tokens of one sequence (prefill), in chunks of 64 tokens,
- *                  f16/bf16 with D 64 or 128: tensor cores (wmma), grid (items, H).
+ *                  f16/bf16 with D 64 or 128: tensor cores (mma.sync), grid (items, H).
  *   decode_kernel  single tokens (decode), D 64 or 128, G 1, 2, 4 or 8: registers only,
  *                  grid (items, KV, splits).
  *   attn_kernel    everything else (short chunks, f32, odd head sizes): up to QT = max(1, 16 / G)
@@ -31,7 +31,7 @@
  * merges them in split order:  M = max m_s, att = Σ o_s e^{m_s - M} / Σ l_s e^{m_s - M}.
  */
 #include <math.h>
-#include <mma.h>
+#include <type_traits>
 
 #include "internal.cuh"
 
@@ -404,137 +404,190 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int a
 }
 
 /*
- * Prefill chunks (f16/bf16, D 64 or 128): FlashAttention-2 on the tensor cores (wmma 16x16x16, fp32
- * accumulate). A block takes up to 64 consecutive query tokens of one sequence and one query head; 4
- * warps own 16 query rows each. Per tile of 64 keys (paged, gathered into shared memory):
- * S = Q Kᵀ (wmma), online softmax by the owning warp (P rounded to the 16-bit type, as FlashAttention
- * does), O = O·corr + P V (wmma, O kept in shared memory as fp32). Tiles past the last query's position
- * are never loaded.  grid (items, H), block 128, shared ≈ 113 KB for D = 128.
+ * Prefill chunks (f16/bf16, D 64 or 128): FlashAttention-2 on the tensor cores (mma.sync m16n8k16, f32
+ * accumulate), S, P and O in registers. A block takes up to 64 consecutive query tokens of one sequence
+ * and one query head; each of the 4 warps owns 16 query rows (a lane: rows g and g + 8 of them, g = lane
+ * / 4, q = lane % 4). The warp's Q fragments are loaded once from qkv. Per tile of 64 keys (gathered from
+ * the paged cache into shared memory by cp.async, two stages: the next tile loads while this one is
+ * used; keys past the end read as zero):
+ *   S = Q Kᵀ       B fragments of K by ldmatrix (rows of K are the mma's columns), 8 n-blocks of 8 keys
+ *   softmax       scores masked past each row's position, scaled into log2 units; each row's running
+ *                 maximum (over the lane quad), one rescale of O and of the row sum per tile, exp2
+ *   O += P V      the S accumulators rounded to the 16-bit type are the A fragments (FlashAttention-2's
+ *                 register reuse); B fragments of V by ldmatrix.trans
+ * The row sums are completed over the quad at the end; att = O / l. Blocks take the items longest
+ * first (the causal tail). Shared rows are D + 8 elements (16-byte aligned, ldmatrix conflict-free).
+ * grid (items, H), block 128, shared 2 stages x (K, V) x 64 x (D + 8) elements.
  */
 #define FA_BM 64
 #define FA_BN 64
 
-__device__ __forceinline__ void tofrom(float v, __half *p) { *p = __float2half_rn(v); }
-__device__ __forceinline__ void tofrom(float v, __nv_bfloat16 *p) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ uint32_t pack2(float lo, float hi, __half)
+{
+	__half2 h = __floats2half2_rn(lo, hi);
+	return *(uint32_t *)&h;
+}
+
+__device__ __forceinline__ uint32_t pack2(float lo, float hi, __nv_bfloat16)
+{
+	__nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+	return *(uint32_t *)&h;
+}
+
+/* Four 8x8 matrices of 16-bit elements from shared memory; lanes 8i..8i+7 give the rows of matrix i. */
+__device__ __forceinline__ void ldsm4(uint32_t r[4], const void *p)
+{
+	unsigned s = (unsigned)__cvta_generic_to_shared(p);
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s) : "memory");
+}
+
+/* The same, each matrix transposed. */
+__device__ __forceinline__ void ldsm4t(uint32_t r[4], const void *p)
+{
+	unsigned s = (unsigned)__cvta_generic_to_shared(p);
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s) : "memory");
+}
 
 template <int D>
-static size_t fa_smem(int esize)
+static size_t fa_smem(void)
 {
-	return (size_t)esize * (3 * FA_BM * (D + 8) + FA_BM * (FA_BN + 8)) + 4 * ((size_t)FA_BM * (FA_BN + 4) + (size_t)FA_BM * (D + 4) + 3 * FA_BM);
+	return (size_t)2 * 2 * FA_BN * (D + 8) * 2;
 }
 
 template <typename T, int D>
-__global__ void __launch_bounds__(128) fa_kernel(T *att, const T *qkv, int64_t qcols, const T *kc, const T *vc,
-						 const struct attn_item *items, const int32_t *pos, const int32_t *table,
-						 int max_blocks, int H, int KV, int G, int block_len, float scale)
+__global__ void __launch_bounds__(128, 3) fa_kernel(T *att, const T *qkv, int64_t qcols, const T *kc, const T *vc,
+						 const struct attn_item *items, int nitems, const int32_t *pos,
+						 const int32_t *table, int max_blocks, int H, int KV, int G, int block_len,
+						 float scale)
 {
-	constexpr int LDT = D + 8, LDS = FA_BN + 4, LDP = FA_BN + 8, LDO = D + 4;
+	constexpr bool BF = sizeof(T) == 2 && !std::is_same<T, __half>::value;
+	constexpr int LD = D + 8, KB = D / 16, NB = D / 8;
 	extern __shared__ __align__(128) unsigned char fsm[];
-	T *Qs = (T *)fsm, *Ks = Qs + FA_BM * LDT, *Vs = Ks + FA_BN * LDT;
-	T *P = Vs + FA_BN * LDT;
-	float *S = (float *)(P + FA_BM * LDP);
-	float *O = S + FA_BM * LDS;
-	float *mrow = O + FA_BM * LDO, *lrow = mrow + FA_BM;
-	int *rpos = (int *)(lrow + FA_BM);
-	const struct attn_item it = items[blockIdx.x];
-	const int h = blockIdx.y, kvh = h / G, tid = threadIdx.x, warp = tid / 32, lane = tid % 32, cnt = it.cnt;
-	for (int idx = tid; idx < FA_BM * D / 8; idx += 128) {
-		int r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
-		uint4 v = make_uint4(0, 0, 0, 0);
-		if (r < cnt)
-			v = *(const uint4 *)(qkv + (size_t)(it.first + r) * qcols + (size_t)h * D + c8);
-		*(uint4 *)(Qs + r * LDT + c8) = v;
-	}
-	for (int idx = tid; idx < FA_BM * D; idx += 128)
-		O[(idx / D) * LDO + idx % D] = 0;
-	for (int r = tid; r < FA_BM; r += 128) {
-		mrow[r] = -INFINITY;
-		lrow[r] = 0;
-		rpos[r] = r < cnt ? pos[it.first + r] : -1;
-	}
-	__syncthreads();
+	T *Ks = (T *)fsm, *Vs = Ks + 2 * FA_BN * LD;  // [stage][key][LD]
+	const struct attn_item it = items[nitems - 1 - blockIdx.x];
+	const int h = blockIdx.y, kvh = h / G, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+	const int g = lane / 4, q = lane % 4, mi = lane / 8, mr = lane % 8;  // mi, mr: ldmatrix's matrix and row
+	const int len = it.last_pos + 1, ntile = (len + FA_BN - 1) / FA_BN, cnt = it.cnt;
 	const int32_t *tab = table + (size_t)it.seq * max_blocks;
-	const int len = it.last_pos + 1;
-	for (int t0 = 0; t0 < len; t0 += FA_BN) {
+	const int r0 = warp * 16 + g, r1 = r0 + 8;
+	const int p0 = r0 < cnt ? pos[it.first + r0] : -1, p1 = r1 < cnt ? pos[it.first + r1] : -1;
+
+	auto load_tile = [&](int tile) {
+		T *ks = Ks + (tile & 1) * FA_BN * LD, *vs = Vs + (tile & 1) * FA_BN * LD;
 		for (int idx = tid; idx < FA_BN * D / 8; idx += 128) {
-			int j = idx / (D / 8), c8 = (idx % (D / 8)) * 8, t = t0 + j;
-			uint4 k4 = make_uint4(0, 0, 0, 0), v4 = k4;
-			if (t < len) {
-				size_t off = (((size_t)tab[t / block_len] * KV + kvh) * block_len + t % block_len) * D + c8;
-				k4 = *(const uint4 *)(kc + off);
-				v4 = *(const uint4 *)(vc + off);
-			}
-			*(uint4 *)(Ks + j * LDT + c8) = k4;
-			*(uint4 *)(Vs + j * LDT + c8) = v4;
+			int j = idx / (D / 8), c8 = idx % (D / 8) * 8, t = tile * FA_BN + j;
+			bool ok = t < len;
+			size_t off = ok ? (((size_t)tab[t / block_len] * KV + kvh) * block_len + t % block_len) * D + c8 : 0;
+			cp_async16(ks + j * LD + c8, kc + off, ok);
+			cp_async16(vs + j * LD + c8, vc + off, ok);
 		}
-		__syncthreads();
-		{
-			nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, T, nvcuda::wmma::row_major> a;
-			nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, T, nvcuda::wmma::col_major> b;
-			nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> acc;
+		asm volatile("cp.async.commit_group;\n" ::);
+	};
+	load_tile(0);
+
+	uint32_t qa[KB][4];
+	const T *q0 = qkv + (size_t)(it.first + r0) * qcols + (size_t)h * D, *q1 = q0 + 8 * qcols;
 #pragma unroll
-			for (int n0 = 0; n0 < FA_BN; n0 += 16) {
-				nvcuda::wmma::fill_fragment(acc, 0.0f);
-#pragma unroll
-				for (int k0 = 0; k0 < D; k0 += 16) {
-					nvcuda::wmma::load_matrix_sync(a, Qs + warp * 16 * LDT + k0, LDT);
-					nvcuda::wmma::load_matrix_sync(b, Ks + n0 * LDT + k0, LDT);
-					nvcuda::wmma::mma_sync(acc, a, b, acc);
-				}
-				nvcuda::wmma::store_matrix_sync(S + warp * 16 * LDS + n0, acc, LDS, nvcuda::wmma::mem_row_major);
-			}
-		}
-		__syncwarp();
-		for (int rr = 0; rr < 16; rr++) {
-			int r = warp * 16 + rr, rp = rpos[r];
-			float s0 = t0 + lane <= rp ? S[r * LDS + lane] * scale : -INFINITY;
-			float s1 = t0 + lane + 32 <= rp ? S[r * LDS + lane + 32] * scale : -INFINITY;
-			float mx = fmaxf(s0, s1);
-#pragma unroll
-			for (int off = 16; off > 0; off >>= 1)
-				mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-			float mo = mrow[r], mn = fmaxf(mo, mx), p0 = 0, p1 = 0, c = 1;
-			if (mn != -INFINITY) {
-				p0 = expf(s0 - mn);
-				p1 = expf(s1 - mn);
-				c = expf(mo - mn);
-			}
-			float sum = p0 + p1;
-#pragma unroll
-			for (int off = 16; off > 0; off >>= 1)
-				sum += __shfl_xor_sync(0xffffffffu, sum, off);
-			tofrom(p0, P + r * LDP + lane);
-			tofrom(p1, P + r * LDP + lane + 32);
-			for (int d = lane; d < D; d += 32)
-				O[r * LDO + d] *= c;
-			__syncwarp();
-			if (lane == 0) {
-				mrow[r] = mn;
-				lrow[r] = lrow[r] * c + sum;
-			}
-		}
-		__syncwarp();
-		{
-			nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, T, nvcuda::wmma::row_major> a;
-			nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, T, nvcuda::wmma::row_major> b;
-			nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> acc;
-#pragma unroll
-			for (int n0 = 0; n0 < D; n0 += 16) {
-				nvcuda::wmma::load_matrix_sync(acc, O + warp * 16 * LDO + n0, LDO, nvcuda::wmma::mem_row_major);
-#pragma unroll
-				for (int k0 = 0; k0 < FA_BN; k0 += 16) {
-					nvcuda::wmma::load_matrix_sync(a, P + warp * 16 * LDP + k0, LDP);
-					nvcuda::wmma::load_matrix_sync(b, Vs + k0 * LDT + n0, LDT);
-					nvcuda::wmma::mma_sync(acc, a, b, acc);
-				}
-				nvcuda::wmma::store_matrix_sync(O + warp * 16 * LDO + n0, acc, LDO, nvcuda::wmma::mem_row_major);
-			}
-		}
-		__syncthreads();
+	for (int kk = 0; kk < KB; kk++) {
+		int d = 16 * kk + 2 * q;
+		qa[kk][0] = r0 < cnt ? *(const uint32_t *)(q0 + d) : 0;
+		qa[kk][1] = r1 < cnt ? *(const uint32_t *)(q1 + d) : 0;
+		qa[kk][2] = r0 < cnt ? *(const uint32_t *)(q0 + d + 8) : 0;
+		qa[kk][3] = r1 < cnt ? *(const uint32_t *)(q1 + d + 8) : 0;
 	}
-	for (int idx = tid; idx < cnt * D; idx += 128) {
-		int r = idx / D, d = idx % D;
-		tofrom(O[r * LDO + d] / lrow[r], att + ((size_t)(it.first + r) * H + h) * D + d);
+	float o[NB][4], m0 = -INFINITY, m1 = -INFINITY, l0 = 0, l1 = 0;
+#pragma unroll
+	for (int nb = 0; nb < NB; nb++)
+		o[nb][0] = o[nb][1] = o[nb][2] = o[nb][3] = 0;
+	const float sl2 = scale * 1.4426950408889634f;  // scores in log2 units: e^x = 2^(x log2 e)
+
+	for (int tile = 0; tile < ntile; tile++) {
+		if (tile + 1 < ntile) {
+			load_tile(tile + 1);
+			asm volatile("cp.async.wait_group 1;\n" ::);
+		} else {
+			asm volatile("cp.async.wait_group 0;\n" ::);
+		}
+		__syncthreads();
+		const T *ks = Ks + (tile & 1) * FA_BN * LD, *vs = Vs + (tile & 1) * FA_BN * LD;
+		float s[8][4];
+#pragma unroll
+		for (int j = 0; j < 8; j++)
+			s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0;
+#pragma unroll
+		for (int kk = 0; kk < KB; kk++) {
+#pragma unroll
+			for (int j = 0; j < 8; j += 2) {  // matrices: keys of n-block j / j + 1 x d 16kk / 16kk + 8
+				uint32_t b[4];
+				ldsm4(b, ks + (8 * (j + (mi >> 1)) + mr) * LD + 16 * kk + (mi & 1) * 8);
+				mma16816<BF>(s[j], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], b[0], b[1]);
+				mma16816<BF>(s[j + 1], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], b[2], b[3]);
+			}
+		}
+		const int tb = tile * FA_BN;
+		float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+		for (int j = 0; j < 8; j++) {
+#pragma unroll
+			for (int e = 0; e < 2; e++) {
+				int t = tb + 8 * j + 2 * q + e;
+				s[j][e] = t <= p0 ? s[j][e] * sl2 : -INFINITY;
+				s[j][2 + e] = t <= p1 ? s[j][2 + e] * sl2 : -INFINITY;
+				mx0 = fmaxf(mx0, s[j][e]);
+				mx1 = fmaxf(mx1, s[j][2 + e]);
+			}
+		}
+#pragma unroll
+		for (int off = 1; off < 4; off <<= 1) {
+			mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+			mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+		}
+		float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+		float c0 = mn0 == -INFINITY ? 1.0f : exp2f(m0 - mn0), c1 = mn1 == -INFINITY ? 1.0f : exp2f(m1 - mn1);
+		float b0 = mn0 == -INFINITY ? 0.0f : mn0, b1 = mn1 == -INFINITY ? 0.0f : mn1;  // a row with no key yet
+		m0 = mn0, m1 = mn1;
+		l0 *= c0, l1 *= c1;
+#pragma unroll
+		for (int nb = 0; nb < NB; nb++) {
+			o[nb][0] *= c0, o[nb][1] *= c0;
+			o[nb][2] *= c1, o[nb][3] *= c1;
+		}
+#pragma unroll
+		for (int j = 0; j < 8; j++) {
+			s[j][0] = exp2f(s[j][0] - b0), s[j][1] = exp2f(s[j][1] - b0);
+			s[j][2] = exp2f(s[j][2] - b1), s[j][3] = exp2f(s[j][3] - b1);
+			l0 += s[j][0] + s[j][1];
+			l1 += s[j][2] + s[j][3];
+		}
+#pragma unroll
+		for (int kb = 0; kb < 4; kb++) {  // 16 keys: n-blocks 2kb and 2kb + 1 of S are P's A fragment
+			uint32_t a0 = pack2(s[2 * kb][0], s[2 * kb][1], T()), a1 = pack2(s[2 * kb][2], s[2 * kb][3], T());
+			uint32_t a2 = pack2(s[2 * kb + 1][0], s[2 * kb + 1][1], T());
+			uint32_t a3 = pack2(s[2 * kb + 1][2], s[2 * kb + 1][3], T());
+#pragma unroll
+			for (int nb = 0; nb < NB; nb += 2) {  // matrices: keys 16kb / 16kb + 8 x d of n-block nb / nb + 1
+				uint32_t b[4];
+				ldsm4t(b, vs + (16 * kb + (mi & 1) * 8 + mr) * LD + 8 * nb + (mi >> 1) * 8);
+				mma16816<BF>(o[nb], a0, a1, a2, a3, b[0], b[1]);
+				mma16816<BF>(o[nb + 1], a0, a1, a2, a3, b[2], b[3]);
+			}
+		}
+		__syncthreads();  // this stage is loaded again two tiles on
+	}
+#pragma unroll
+	for (int off = 1; off < 4; off <<= 1) {
+		l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+		l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+	}
+	T *y0 = att + ((size_t)(it.first + r0) * H + h) * D + 2 * q, *y1 = y0 + (size_t)8 * H * D;
+#pragma unroll
+	for (int nb = 0; nb < NB; nb++) {
+		if (r0 < cnt)
+			*(uint32_t *)(y0 + 8 * nb) = pack2(o[nb][0] / l0, o[nb][1] / l0, T());
+		if (r1 < cnt)
+			*(uint32_t *)(y1 + 8 * nb) = pack2(o[nb][2] / l1, o[nb][3] / l1, T());
 	}
 }
 
@@ -672,8 +725,8 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 	const struct attn_item *it_dec = it_fa + c->n_fa, *it_tile = it_dec + c->n_dec;
 	if (c->n_fa) {
 		dim3 grid(c->n_fa, H);
-#define FA(TT, DD) fa_kernel<TT, DD><<<grid, 128, fa_smem<DD>(2), c->st>>>((TT *)att->data, (const TT *)qkv->data, \
-		t_cols(qkv), (const TT *)kc, (const TT *)vc, it_fa, c->d_pos, c->d_table, c->step.max_blocks, H, KV, G, \
+#define FA(TT, DD) fa_kernel<TT, DD><<<grid, 128, fa_smem<DD>(), c->st>>>((TT *)att->data, (const TT *)qkv->data, \
+		t_cols(qkv), (const TT *)kc, (const TT *)vc, it_fa, c->n_fa, c->d_pos, c->d_table, c->step.max_blocks, H, KV, G, \
 		kv->block_len, d->scale)
 		if (T == LMD_F16 && D == 64)
 			FA(__half, 64);

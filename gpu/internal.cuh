@@ -118,6 +118,30 @@ enum { G_EAGER, G_CAPTURE, G_REPLAY };
 #define DT_F16 1
 #define DT_BF16 2
 
+/* c += a b on the tensor cores: m16n8k16, 16-bit a and b (bf16 when BF, else f16), f32 c (PTX's fragments). */
+template <bool BF>
+__device__ __forceinline__ void mma16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+					 uint32_t b1)
+{
+	if (BF)
+		asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+			     "{%0,%1,%2,%3};\n"
+			     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+			     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+	else
+		asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+			     "{%0,%1,%2,%3};\n"
+			     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+			     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* 16 bytes global -> shared, asynchronously; zeros instead when !ok (gmem is then not read). */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool ok)
+{
+	unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 16 : 0));
+}
+
 __device__ __forceinline__ float ld(const void *p, int dt, size_t i)
 {
 	if (dt == DT_F16)

@@ -52,22 +52,6 @@
 // ----------------------------------------------------------------------------
 // CUDA kernels
 
-template <bool BF>
-__device__ __forceinline__ void mma16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-					 uint32_t b1)
-{
-	if (BF)
-		asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-			     "{%0,%1,%2,%3};\n"
-			     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-			     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-	else
-		asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-			     "{%0,%1,%2,%3};\n"
-			     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-			     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 /* One span (32 k) into c: ag, ah = 8 k of rows g and g + 8 of x, b = the same 8 k of column g of wᵀ. */
 template <bool BF>
 __device__ __forceinline__ void mma_span(float c[4], uint4 ag, uint4 ah, uint4 b)
@@ -86,12 +70,6 @@ __device__ __forceinline__ void store_frag(void *y, int yt, const void *bias, in
 		if (rr < R && nn < N)
 			st(y, yt, (size_t)rr * N + nn, c[i] + (bias ? ld(bias, bt, nn) : 0.0f));
 	}
-}
-
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool ok)
-{
-	unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 16 : 0));
 }
 
 #define SK_U 8       /* spans per pipeline stage: 512 bytes of each of the warp's 8 rows of w */
