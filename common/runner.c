@@ -204,7 +204,7 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 	free(kvp);
 	if (rc)
 		goto fail;
-	struct lmd_sched_opts so = {.max_batch = o->max_batch, .max_prefill = o->max_prefill};
+	struct lmd_sched_opts so = {.max_batch = o->max_batch, .max_prefill = o->max_prefill, .threads = o->threads};
 	if ((rc = lmd_sched_init(&r->s, &r->m, &r->tok, &so, err)))
 		goto fail;
 	/* the template's stop tokens join the model's */

@@ -17,7 +17,7 @@ struct lmd_runner_opts {
 	const char *model;            /* an lmd or HF model directory */
 	const char *device;           /* "auto", "cpu", "cuda" (NULL = $LMD_DEVICE, else auto) */
 	enum lmd_dtype dtype;         /* compute dtype; LMD_DTYPE_NONE = the weights' */
-	int threads;                  /* 0 = every core */
+	int threads;                  /* the CPU backend's (0 = every core) and the scheduler's sampling threads (0 = at most 8) */
 	int session_len;              /* 0 = the model's max_position_embeddings */
 	int block_len;                /* --cache-block-seq-len; 0 = 64 */
 	int max_batch;                /* --max-batch-size; 0 = 64 */
@@ -50,7 +50,7 @@ enum {
 #define LMD_RUNNER_OPTS \
 	{"device", LMD_RO_DEVICE, "DEV", "auto (default: cuda when a GPU is there), cpu or cuda"}, \
 	{"dtype", LMD_RO_DTYPE, "TYPE", "compute dtype: fp32, fp16 or bf16 (default: the weights')"}, \
-	{"threads", LMD_RO_THREADS, "N", "CPU threads (default: every core)"}, \
+	{"threads", LMD_RO_THREADS, "N", "CPU threads (default: every core; at most 8 for sampling)"}, \
 	{"session-len", LMD_RO_SESSION_LEN, "N", "most tokens in one sequence (default: the model's maximum)"}, \
 	{"cache-block-seq-len", LMD_RO_BLOCK, "N", "tokens per KV-cache block (default 64)"}, \
 	{"max-batch-size", LMD_RO_BATCH, "N", "most sequences run at once (default 64)"}, \

@@ -1,6 +1,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "scheduler.h"
 
@@ -79,8 +80,16 @@ int lmd_sched_init(struct lmd_scheduler *s, struct lmd_model *m, const struct lm
 	s->spread = calloc(s->max_batch, sizeof(*s->spread));
 	s->top_k = calloc(s->max_batch, sizeof(*s->top_k));
 	s->picks = calloc(s->max_batch, sizeof(*s->picks));
+	s->rows = calloc(s->max_batch, sizeof(*s->rows));
+	s->toks = calloc(s->max_batch, sizeof(*s->toks));
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	s->threads = o && o->threads > 0 ? o->threads : cores > 8 ? 8 : cores > 1 ? (int)cores : 1;
+	if (s->threads > s->max_batch)
+		s->threads = s->max_batch;
+	s->samplers = calloc(s->threads, sizeof(*s->samplers));
 	s->stop_ids = calloc(LMD_SCHED_MAX_STOP, sizeof(*s->stop_ids));
-	if (!s->run || !s->take || !s->spread || !s->top_k || !s->picks || !s->stop_ids) {
+	if (!s->run || !s->take || !s->spread || !s->top_k || !s->picks || !s->rows || !s->toks || !s->samplers ||
+	    !s->stop_ids) {
 		lmd_sched_free(s);
 		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
 	}
@@ -89,7 +98,7 @@ int lmd_sched_init(struct lmd_scheduler *s, struct lmd_model *m, const struct lm
 		lmd_sched_add_stop_id(s, m->cfg.eos[i]);
 	for (int i = 0; tok && i < tok->n_stop; i++)
 		lmd_sched_add_stop_id(s, tok->stop[i]);
-	int rc = lmd_sampler_init(&s->sampler, m->cfg.vocab, err);
+	int rc = lmd_sampler_init(&s->samplers[0], m->cfg.vocab, err);
 	if (rc)
 		lmd_sched_free(s);
 	return rc;
@@ -112,9 +121,14 @@ void lmd_sched_free(struct lmd_scheduler *s)
 	free(s->spread);
 	free(s->top_k);
 	free(s->picks);
+	free(s->rows);
+	free(s->toks);
 	free(s->stop_ids);
 	lmd_batch_free(&s->b);
-	lmd_sampler_free(&s->sampler);
+	lmd_pool_close(s->pool);
+	for (int t = 0; s->samplers && t < s->threads; t++)
+		lmd_sampler_free(&s->samplers[t]);
+	free(s->samplers);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -338,6 +352,37 @@ static int plan(struct lmd_scheduler *s)
 	return need;
 }
 
+/* Rows worth a thread of their own: more candidates than this, or whole rows. */
+#define HEAVY_ROW 256
+
+/* Sample row `row` of the step into s->toks (a pool task): it changes only its request's RNG and thread tid's workspace. */
+static void sample_row(void *arg, int row, int tid)
+{
+	struct lmd_scheduler *s = arg;
+	struct lmd_request *r = s->rows[row];
+	const struct lmd_pick *pk = &s->picks[row];
+	struct lmd_sampler *sm = &s->samplers[tid];
+	if (s->spread[row] < 0)  /* greedy */
+		s->toks[row] = pk->best;
+	else if (s->spread[row] >= 0)
+		s->toks[row] = lmd_sample_candidates(sm, pk->val, pk->idx, pk->n, &r->sampling, &r->rng);
+	else  /* the repetition penalty: the whole row */
+		s->toks[row] = lmd_sample(sm, pk->row, &r->sampling, &r->rng, sess(r)->toks, sess(r)->n);
+}
+
+/* The sampling pool and its threads' workspaces (on failure, neither). */
+static int open_pool(struct lmd_scheduler *s, struct lmd_err *err)
+{
+	int rc = LMD_OK;
+	for (int t = 1; t < s->threads && !rc; t++)
+		rc = lmd_sampler_init(&s->samplers[t], s->m->cfg.vocab, err);
+	if (!rc)
+		rc = lmd_pool_open(&s->pool, s->threads, err);
+	for (int t = 1; rc && t < s->threads; t++)
+		lmd_sampler_free(&s->samplers[t]);
+	return rc;
+}
+
 int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err)
 {
 	int rc;
@@ -385,25 +430,30 @@ int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err)
 	if ((rc = lmd_model_forward_pick(s->m, &s->b, s->spread, s->top_k, s->picks, err)))
 		return rc;
 	s->steps++;
-	/* sample for every request whose last token was computed, in batch order */
-	int row = 0;
-	for (int i = 0; i < s->nrun;) {
-		struct lmd_request *r = s->run[i];
-		struct lmd_session *se = sess(r);
-		if (!s->take[i] || se->kv.len != se->n) {
+	/* a row for every request whose last token was computed, in batch order */
+	int nrows = 0, nheavy = 0;
+	for (int i = 0; i < s->nrun; i++) {
+		struct lmd_session *se = sess(s->run[i]);
+		if (s->take[i] && se->kv.len == se->n) {
+			nheavy += s->picks[nrows].n > HEAVY_ROW || s->picks[nrows].row;
+			s->rows[nrows++] = s->run[i];
+		}
+	}
+	/* the rows are independent: sampled together, on the pool when two or more are worth a thread */
+	if (nheavy >= 2 && s->threads > 1 && !s->pool && (rc = open_pool(s, err)))
+		return rc;
+	if (nheavy >= 2 && s->pool)
+		lmd_pool_run(s->pool, sample_row, s, nrows);
+	else
+		for (int row = 0; row < nrows; row++)
+			sample_row(s, row, 0);
+	/* then their tokens, in batch order */
+	for (int i = 0, row = 0; i < s->nrun && row < nrows;) {
+		if (s->run[i] != s->rows[row]) {
 			i++;
 			continue;
 		}
-		const struct lmd_pick *pk = &s->picks[row];
-		float spread = s->spread[row++];
-		int tok;
-		if (spread < 0)  /* greedy */
-			tok = pk->best;
-		else if (spread >= 0)
-			tok = lmd_sample_candidates(&s->sampler, pk->val, pk->idx, pk->n, &r->sampling, &r->rng);
-		else  /* the repetition penalty: the whole row */
-			tok = lmd_sample(&s->sampler, pk->row, &r->sampling, &r->rng, se->toks, se->n);
-		rc = accept(s, r, tok, err);
+		rc = accept(s, s->run[i], s->toks[row++], err);
 		if (rc < 0)
 			return rc;
 		if (rc) {

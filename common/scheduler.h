@@ -26,6 +26,7 @@
 #include "kvcache.h"
 #include "model.h"
 #include "sampler.h"
+#include "threads.h"
 #include "tokenizer.h"
 
 enum lmd_finish { LMD_FINISH_NONE, LMD_FINISH_STOP, LMD_FINISH_LENGTH, LMD_FINISH_ERROR, LMD_FINISH_CANCEL };
@@ -91,6 +92,7 @@ void lmd_request_free(struct lmd_request *r, struct lmd_model *m);
 struct lmd_sched_opts {
 	int max_batch;     /* sequences running at once; 0 = the model's max_seqs */
 	int max_prefill;   /* prefill tokens per step (--max-prefill-token-num); 0 = the model's max_tokens */
+	int threads;       /* host threads sampling a step's rows, the caller included; 0 = min(8, online cores), 1 = the caller alone */
 };
 
 struct lmd_scheduler {
@@ -105,7 +107,11 @@ struct lmd_scheduler {
 	float *spread;                       /* owned [max_batch]: lmd_sample_spread of each row of a step */
 	int32_t *top_k;                      /* owned [max_batch]: each row's top_k (pick's cut) */
 	struct lmd_pick *picks;              /* owned [max_batch]: what the step's forward gave for sampling */
-	struct lmd_sampler sampler;
+	int threads;                         /* sampling threads, the caller included (at most max_batch) */
+	struct lmd_pool *pool;               /* owned; opened by the first step with 2 heavy rows (when threads > 1) */
+	struct lmd_sampler *samplers;        /* owned [threads]: a workspace per thread; [0] from init, the others with the pool */
+	struct lmd_request **rows;           /* owned [max_batch] of borrowed: the request of each sampled row of a step */
+	int32_t *toks;                       /* owned [max_batch]: the token sampled for each row */
 	int32_t *stop_ids;                   /* owned: the model's stop tokens */
 	int n_stop_ids;
 	long steps, preemptions;
@@ -125,7 +131,11 @@ void lmd_sched_add_stop_id(struct lmd_scheduler *s, int id);
  */
 int lmd_sched_submit(struct lmd_scheduler *s, struct lmd_request *r, struct lmd_err *err);
 
-/** Run one step. Returns the number of requests still queued or running, or a negative error. */
+/**
+ * Run one step. Returns the number of requests still queued or running, or a negative error.
+ * The step's rows are sampled on the scheduler's threads when two or more are heavy (sampled over
+ * many candidates, or whole); each row uses only its request's RNG, so the tokens are the same.
+ */
 int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err);
 
 /** Step until every request has finished. */
