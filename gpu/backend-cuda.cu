@@ -13,9 +13,10 @@
  * table laid out with a power-of-two row stride, so that all its launches are fixed by a key
  * (model, tokens, attention splits, stride; struct graph_ent). The first step with a key runs as
  * called (it makes every buffer the key needs), the second is recorded by stream capture and
- * launched, later ones skip their launches (each op only adds its arguments to a signature that
- * must match the recording's) and launch the graph at the step's first download, sync, upload or
- * pick. LMD_CUDA_GRAPH=0 runs every step as called.
+ * launched, later ones launch the graph at step_begin, so the GPU runs while the host walks the
+ * step's ops, which skip their launches (each only adds its arguments to a signature, checked
+ * against the recording's at the step's first download, sync, upload or pick: a mismatch is an
+ * error). LMD_CUDA_GRAPH=0 runs every step as called.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,8 +102,9 @@ static int graph_begin(struct cuda_ctx *c, int n, int splits, int stride, struct
 	c->gcur = e;
 	c->gops = 0;
 	c->gsig = 1469598103934665603ull;
-	if (e->exec) {
+	if (e->exec) {  // launched now, so the GPU runs while the host walks the step's ops (checked at the end)
 		c->gmode = G_REPLAY;
+		CUDA_TRY(cudaGraphLaunch(e->exec, c->st), err);
 		return LMD_OK;
 	}
 	CUDA_TRY(cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal), err);
@@ -125,7 +127,7 @@ static int graph_note(struct cuda_ctx *c, int op, const void *a, const void *b, 
 	return c->gmode == G_REPLAY;
 }
 
-/* The step's recorded part ends here: finish the capture or check the replay, then launch. */
+/* The step's recorded part ends here: finish the capture and launch it, or check the replay (launched at its begin). */
 static int graph_end(struct cuda_ctx *c, struct lmd_err *err)
 {
 	struct graph_ent *e = c->gcur;
@@ -146,13 +148,13 @@ static int graph_end(struct cuda_ctx *c, struct lmd_err *err)
 		e->nops = c->gops;
 		e->sig = c->gsig;
 		c->g_captured++;
-	} else {
-		if (c->gops != e->nops || c->gsig != e->sig)
-			return lmd_errorf(err, LMD_EGPU, "cuda graph: the step called %d ops unlike the %d recorded for its key (bug)",
-					  c->gops, e->nops);
-		c->g_replayed++;
+		CUDA_TRY(cudaGraphLaunch(e->exec, c->st), err);
+		return LMD_OK;
 	}
-	CUDA_TRY(cudaGraphLaunch(e->exec, c->st), err);
+	if (c->gops != e->nops || c->gsig != e->sig)
+		return lmd_errorf(err, LMD_EGPU, "cuda graph: the step called %d ops unlike the %d recorded for its key (bug)",
+				  c->gops, e->nops);
+	c->g_replayed++;
 	return LMD_OK;
 }
 
