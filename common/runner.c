@@ -171,10 +171,12 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 	struct lmd_backend_opts bo = {.threads = o->threads};
 	if ((rc = lmd_backend_open(&r->be, dev, &bo, err)))
 		goto fail;
+	/* a step holds a whole prefill chunk of max_prefill tokens beside a decode token of every other sequence */
+	int seqs = o->max_batch > 0 ? o->max_batch : 64;
 	struct lmd_model_opts mo = {
 		.dtype = o->dtype,
-		.max_tokens = o->max_prefill > 0 ? (o->max_prefill > 64 ? o->max_prefill : 64) : 2048,
-		.max_seqs = o->max_batch > 0 ? o->max_batch : 64,
+		.max_tokens = (o->max_prefill > 0 ? (o->max_prefill > 64 ? o->max_prefill : 64) : 2048) + seqs,
+		.max_seqs = seqs,
 		.session_len = o->session_len,
 		.block_len = o->block_len,
 	};
