@@ -35,7 +35,7 @@ else
                -gencode arch=compute_$(lastword $(CUDA_ARCH)),code=compute_$(lastword $(CUDA_ARCH)) \
                -Xcompiler -Wall,-Wextra$(if $(WERROR),$(comma)-Werror)
   GPU_OBJS := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard gpu/*.cu))
-  LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt -lstdc++
   CUDA_NOTE := on ($(NVCC), sm_$(CUDA_ARCH))
 endif
 comma := ,

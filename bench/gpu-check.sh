@@ -15,7 +15,7 @@
 # llama3   (alone) the same benchmark on a Llama-3-8B-shaped model (GQA, 128k vocabulary), prompts of 128
 #          (and 2048 at batch 1), plus the cuBLAS comparison; LLAMA3_TOKENIZER names its tokenizer directory.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
-# bench-modes.csv (LMD_CUDA_GEMM=lmd and cublas) hf.csv.
+# bench-modes.csv (LMD_CUDA_GEMM=lmd, lt and cublas) hf.csv.
 # BENCH_EXTRA=0 leaves out the profile runs, the LMD_CUDA_GEMM comparisons and the HF baseline.
 # Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,16,64,256), PREBUILT (a
 # tar.xz of the programs and the shared libraries they need, for a machine without the -dev packages).
@@ -78,12 +78,15 @@ PY
 			LMD_CUDA_GRAPH=0 $g --device cuda "$dir" </tmp/prompts.jsonl >/tmp/$m-cuda-ng.jsonl 2>&1 || fail=1
 			py bench/compare_gen.py "$m $dt greedy, GPU with CUDA graphs vs without" /tmp/$m-cuda.jsonl \
 				/tmp/$m-cuda-ng.jsonl | tee -a "$OUT/greedy.txt" || fail=1
-			if [ $dt = fp16 ] || [ $dt = bf16 ]; then  # lmd's own decode kernels keep the invariance as well
-				LMD_CUDA_GEMM=lmd $g --device cuda "$dir" </tmp/prompts.jsonl >/tmp/$m-lmd.jsonl 2>&1 || fail=1
-				LMD_CUDA_GEMM=lmd $g --device cuda --max-batch-size 1 "$dir" </tmp/prompts.jsonl >/tmp/$m-lmd1.jsonl 2>&1 || fail=1
-				py bench/compare_gen.py "$m $dt greedy, LMD_CUDA_GEMM=lmd, 64 concurrent vs one at a time" \
-					/tmp/$m-lmd.jsonl /tmp/$m-lmd1.jsonl | tee -a "$OUT/greedy.txt" || fail=1
-			fi
+			# lmd's own decode kernels and the one-algorithm cuBLASLt path keep the invariance as well
+			for mode in lmd lt; do
+				[ $dt = fp16 ] || [ $dt = bf16 ] || continue
+				LMD_CUDA_GEMM=$mode $g --device cuda "$dir" </tmp/prompts.jsonl >/tmp/$m-$mode.jsonl 2>&1 || fail=1
+				LMD_CUDA_GEMM=$mode $g --device cuda --max-batch-size 1 "$dir" </tmp/prompts.jsonl \
+					>/tmp/$m-${mode}1.jsonl 2>&1 || fail=1
+				py bench/compare_gen.py "$m $dt greedy, LMD_CUDA_GEMM=$mode, 64 concurrent vs one at a time" \
+					/tmp/$m-$mode.jsonl /tmp/$m-${mode}1.jsonl | tee -a "$OUT/greedy.txt" || fail=1
+			done
 			py bench/compare_gen.py "$m $dt greedy, GPU 64 concurrent vs one at a time" /tmp/$m-cuda.jsonl \
 				/tmp/$m-cuda1.jsonl | tee -a "$OUT/greedy.txt" || fail=1
 			bind=0; [ $dt = fp32 ] && bind=1
@@ -119,8 +122,8 @@ if [ "$stage" = bench ] || [ "$stage" = all ]; then
 	[ -f "$OUT/profile.log" ] && cat "$OUT/profile.log" >>"$OUT/bench.log" && rm -f "$OUT/profile.log"
 	cat "$OUT/bench.csv"
 	[ "$extra" = 1 ] || { say "done (failures: $fail)"; exit $fail; }
-	say "the same with lmd's decode kernels (LMD_CUDA_GEMM=lmd) and through cuBLAS at every shape (cublas: not batch-invariant)"
-	for mode in lmd cublas; do for cp in "1 2048" "256 128" "1 128"; do
+	say "the same with lmd's decode kernels (LMD_CUDA_GEMM=lmd), one cuBLASLt algorithm a shape (lt) and through cuBLAS at every shape (cublas: not batch-invariant)"
+	for mode in lmd lt cublas; do for cp in "1 2048" "256 128" "1 128"; do
 		set -- $cp
 		LMD_CUDA_GEMM=$mode build/bin/lmd-bench gen --device cuda --concurrency $1 --prompt-tokens $2 \
 			--completion-tokens 128 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | sed "s/^/$mode,/" \

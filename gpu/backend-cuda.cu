@@ -192,6 +192,8 @@ static void cuda_close(void *ctx)
 	cudaFree(c->blas_ws);
 	if (c->blas)
 		cublasDestroy(c->blas);
+	if (c->lt)
+		cublasLtDestroy(c->lt);
 	if (c->meta_done)
 		cudaEventDestroy(c->meta_done);
 	if (c->items_done)
@@ -525,7 +527,7 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 	int rc = lmd_cuda_attention_init(c, err);
 	if (rc || (rc = lmd_cuda_matmul_init(c, err)))
 		return rc;
-	/* 16-bit products (matmul.cu): pad128 by default, lmd (own kernels), padP, cublas (not batch-invariant) */
+	/* 16-bit products (matmul.cu): pad128 by default, lmd (own kernels), padP, lt, cublas (not batch-invariant) */
 	const char *g = getenv("LMD_CUDA_GEMM");
 	char tail;
 	c->pad_rows = PAD_ROWS;
@@ -533,8 +535,12 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 		c->cublas_gemm = 1;
 	else if (g && !strcmp(g, "lmd"))
 		c->pad_rows = 0;
+	else if (g && !strcmp(g, "lt"))
+		c->lt_gemm = 1;
 	else if (g && (sscanf(g, "pad%d%c", &c->pad_rows, &tail) != 1 || c->pad_rows < 16 || c->pad_rows > 4096))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected lmd, padP (P in 16..4096) or cublas", g);
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected lmd, padP (P in 16..4096), lt or cublas", g);
+	if (c->lt_gemm)
+		CUBLAS_TRY(cublasLtCreate(&c->lt), err);
 	const char *pr = getenv("LMD_CUDA_PROFILE");
 	c->prof = pr && !strcmp(pr, "1");
 	if (c->prof) {

@@ -10,6 +10,7 @@
 #ifndef LMD_GPU_INTERNAL_CUH
 #define LMD_GPU_INTERNAL_CUH
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -35,6 +36,13 @@ extern "C" {
 /* One attention work item: cnt consecutive tokens of one sequence starting at batch row first. */
 struct attn_item {
 	int first, cnt, seq, last_pos;
+};
+
+/* LMD_CUDA_GEMM=lt (matmul.cu): the cuBLASLt algorithm chosen once for products of a shape. */
+#define LT_ALGOS 32
+struct lt_algo {
+	int N, K, xt, yt;
+	cublasLtMatmulAlgo_t algo;
 };
 
 /*
@@ -87,6 +95,10 @@ struct cuda_ctx {
 	int prof_in_step;
 	cudaEvent_t prof_e0, prof_e1;
 	int cublas_gemm;               /* LMD_CUDA_GEMM=cublas: 16-bit products through cuBLAS (not batch-invariant) */
+	int lt_gemm;                   /* LMD_CUDA_GEMM=lt: the other rows through one cuBLASLt algorithm per shape */
+	cublasLtHandle_t lt;           /* owned, when lt_gemm */
+	struct lt_algo lt_algos[LT_ALGOS];  /* the algorithm of each product shape met so far */
+	int n_lt;
 	int pad_rows;                  /* 16-bit rows outside prefill runs through cuBLAS in blocks of P rows (padded: one
 	                                * shape, so batch-invariant; LMD_CUDA_GEMM=padP, default PAD_ROWS); 0 = lmd's
 	                                * kernels (LMD_CUDA_GEMM=lmd) */

@@ -38,6 +38,12 @@
  * The tile shape is chosen from R and N (enough blocks for the GPU) and does not change the bits. They
  * also take the padded path's rows when N % 8 != 0 (scratch rows must stay 16-byte aligned).
  *
+ * One algorithm (LMD_CUDA_GEMM=lt; opt-in, not yet measured on a GPU): the other rows through cuBLASLt with
+ * one algorithm per product shape (N, K, dtypes), chosen once from the heuristic for LT_ROWS rows among
+ * those that split no K. Rows are independent in a tensor-core product and the algorithm (tile, stages,
+ * order over K) is then the same for every row count, so a row's bits should not depend on the batch,
+ * with no padding; test-ops checks it bit for bit on the GPU.
+ *
  * Other paths (also batch-invariant, chosen from the dtypes and K only, never from R):
  *   cublas  f32 x and w: cublasGemmEx, CUBLAS_COMPUTE_32F (no TF32); a bias is broadcast into y first and
  *           added by beta = 1. LMD_CUDA_GEMM=cublas sends every 16-bit product there too, at its own
@@ -46,6 +52,7 @@
  *           16-byte aligned / K % 8 != 0: 64x64 tiles, k-step 16, 256 threads each 4x4 outputs.
  */
 #include <stdint.h>
+#include <string.h>
 
 #include "internal.cuh"
 
@@ -333,15 +340,134 @@ static int blas_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const voi
 	return LMD_OK;
 }
 
+/* cuBLASLt's descriptors of y[R, N] = x[R, K] · wᵀ in its column-major terms: A = w (K x N), B = x (K x R), D = y (N x R). */
+struct lt_descs {
+	cublasLtMatmulDesc_t op;
+	cublasLtMatrixLayout_t a, b, d;
+};
+
+static void lt_descs_free(struct lt_descs *ds)
+{
+	if (ds->op)
+		cublasLtMatmulDescDestroy(ds->op);
+	if (ds->a)
+		cublasLtMatrixLayoutDestroy(ds->a);
+	if (ds->b)
+		cublasLtMatrixLayoutDestroy(ds->b);
+	if (ds->d)
+		cublasLtMatrixLayoutDestroy(ds->d);
+}
+
+static int lt_descs_make(struct lt_descs *ds, enum lmd_dtype yt, enum lmd_dtype xt, int R, int N, int K, struct lmd_err *err)
+{
+	cublasOperation_t tr = CUBLAS_OP_T, no = CUBLAS_OP_N;
+	memset(ds, 0, sizeof(*ds));
+	cublasStatus_t s = cublasLtMatmulDescCreate(&ds->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+	if (s == CUBLAS_STATUS_SUCCESS)
+		s = cublasLtMatmulDescSetAttribute(ds->op, CUBLASLT_MATMUL_DESC_TRANSA, &tr, sizeof(tr));
+	if (s == CUBLAS_STATUS_SUCCESS)
+		s = cublasLtMatmulDescSetAttribute(ds->op, CUBLASLT_MATMUL_DESC_TRANSB, &no, sizeof(no));
+	if (s == CUBLAS_STATUS_SUCCESS)
+		s = cublasLtMatrixLayoutCreate(&ds->a, cu_type(xt), K, N, K);
+	if (s == CUBLAS_STATUS_SUCCESS)
+		s = cublasLtMatrixLayoutCreate(&ds->b, cu_type(xt), K, R, K);
+	if (s == CUBLAS_STATUS_SUCCESS)
+		s = cublasLtMatrixLayoutCreate(&ds->d, cu_type(yt), N, R, N);
+	if (s != CUBLAS_STATUS_SUCCESS) {
+		lt_descs_free(ds);
+		return lmd_errorf(err, LMD_EGPU, "cuBLASLt descriptors: status %d", (int)s);
+	}
+	return LMD_OK;
+}
+
+/*
+ * The one cuBLASLt algorithm for products of this shape, whatever the row count: the heuristic's first
+ * for LT_ROWS rows that splits no K (no reduction across blocks) and takes 16-byte aligned pointers.
+ */
+#define LT_ROWS 256
+static int lt_algo(struct cuda_ctx *c, enum lmd_dtype yt, enum lmd_dtype xt, int N, int K, const cublasLtMatmulAlgo_t **out,
+		   struct lmd_err *err)
+{
+	for (int i = 0; i < c->n_lt; i++) {
+		struct lt_algo *e = &c->lt_algos[i];
+		if (e->N == N && e->K == K && e->xt == (int)xt && e->yt == (int)yt) {
+			*out = &e->algo;
+			return LMD_OK;
+		}
+	}
+	if (c->n_lt == LT_ALGOS)
+		return lmd_errorf(err, LMD_EGPU, "cuda matmul: more than %d product shapes for LMD_CUDA_GEMM=lt", LT_ALGOS);
+	struct lt_descs ds;
+	int rc = lt_descs_make(&ds, yt, xt, LT_ROWS, N, K, err);
+	if (rc)
+		return rc;
+	cublasLtMatmulPreference_t pref = NULL;
+	uint64_t ws = c->blas_ws_bytes;
+	uint32_t align = 16;
+	cublasLtMatmulHeuristicResult_t res[16];
+	int got = 0;
+	cublasStatus_t s = cublasLtMatmulPreferenceCreate(&pref);
+	if (s == CUBLAS_STATUS_SUCCESS)
+		s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+	for (int a = CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES; s == CUBLAS_STATUS_SUCCESS && a <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES; a++)
+		s = cublasLtMatmulPreferenceSetAttribute(pref, (cublasLtMatmulPreferenceAttributes_t)a, &align, sizeof(align));
+	if (s == CUBLAS_STATUS_SUCCESS)
+		s = cublasLtMatmulAlgoGetHeuristic(c->lt, ds.op, ds.a, ds.b, ds.d, ds.d, pref, 16, res, &got);
+	if (pref)
+		cublasLtMatmulPreferenceDestroy(pref);
+	lt_descs_free(&ds);
+	for (int i = 0; s == CUBLAS_STATUS_SUCCESS && i < got; i++) {
+		int32_t splits = 1;
+		size_t n = 0;
+		if (res[i].state != CUBLAS_STATUS_SUCCESS ||
+		    cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits, sizeof(splits),
+							 &n) != CUBLAS_STATUS_SUCCESS || splits > 1)
+			continue;
+		struct lt_algo *e = &c->lt_algos[c->n_lt++];
+		*e = (struct lt_algo){N, K, (int)xt, (int)yt, res[i].algo};
+		*out = &e->algo;
+		return LMD_OK;
+	}
+	return lmd_errorf(err, LMD_EGPU, "cuBLASLt has no algorithm without split-K for %d x %d products (status %d)", N, K,
+			  (int)s);
+}
+
+/* y[R, N] = x · wᵀ (+ bias) through the shape's one cuBLASLt algorithm (LMD_CUDA_GEMM=lt). */
+static int lt_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
+		     const void *bias, int bt, int R, int N, int K, struct lmd_err *err)
+{
+	const cublasLtMatmulAlgo_t *algo;
+	struct lt_descs ds;
+	int rc = lt_algo(c, yt, xt, N, K, &algo, err);
+	if (rc || (rc = lt_descs_make(&ds, yt, xt, R, N, K, err)))
+		return rc;
+	float alpha = 1, beta = 0;
+	if (bias) {
+		int64_t blocks = ((int64_t)R * N + 255) / 256;
+		bias_fill_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->st>>>(y, yt, bias, bt, R, N);
+		beta = 1;
+	}
+	cublasStatus_t s = cublasLtMatmul(c->lt, ds.op, &alpha, w, ds.a, x, ds.b, &beta, y, ds.d, y, ds.d, algo, c->blas_ws,
+					  c->blas_ws_bytes, c->st);
+	lt_descs_free(&ds);
+	if (s != CUBLAS_STATUS_SUCCESS)
+		return lmd_errorf(err, LMD_EGPU, "cublasLtMatmul %d x %d x %d: status %d", R, N, K, (int)s);
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}
+
 /*
  * Rows outside prefill runs: cuBLAS on blocks of exactly P rows copied into scratch, so that every block
  * is the same product (same kernel, same pointers' alignment) and a row's bits depend on the row alone;
- * or lmd's tensor-core kernels (LMD_CUDA_GEMM=lmd, or a shape the scratch cannot keep aligned).
+ * or the shape's one cuBLASLt algorithm (LMD_CUDA_GEMM=lt); or lmd's tensor-core kernels
+ * (LMD_CUDA_GEMM=lmd, or a shape the scratch cannot keep aligned).
  */
 template <bool BF>
 static int rows_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
 		       const void *bias, int bt, int R, int N, int K, struct lmd_err *err)
 {
+	if (c->lt_gemm && N % 8 == 0 && blas_out(yt, xt))
+		return lt_matmul(c, y, yt, x, xt, w, bias, bt, R, N, K, err);
 	if (!c->pad_rows || N % 8 || !blas_out(yt, xt)) {
 		tc_launch<BF>(c, y, yt, x, w, bias, bt, R, N, K);
 		LAUNCH_TRY(err);

@@ -760,6 +760,21 @@ int main(void)
 			fprintf(stderr, "cuda/pad128: %s\n", err.msg);
 			unit_failures++;
 		}
+		setenv("LMD_CUDA_GEMM", "lt", 1);  // one cuBLASLt algorithm per shape: batch-invariant without padding
+		if (lmd_backend_open(&be, "cuda", NULL, &err) == 0) {
+			what = "cuda/lt";
+			test_matmul_invariance(&be, &ref, LMD_F16, 4096, 4096);
+			test_matmul_invariance(&be, &ref, LMD_BF16, 1000, 304);
+			test_matmul_runs(&be, &ref, LMD_F16, 4096, 4096);
+			int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 22016}, {1, 11008, 4096}, {64, 4096, 22016},
+					   {256, 4096, 22016}};
+			for (int i = 0; i < 5; i++)
+				test_big_matmul(&be, &ref, shapes[i][0], shapes[i][1], shapes[i][2], 0);
+			lmd_backend_close(&be);
+		} else {
+			fprintf(stderr, "cuda/lt: %s\n", err.msg);
+			unit_failures++;
+		}
 		setenv("LMD_CUDA_GEMM", "pad", 1);
 		CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
 		CHECK(strstr(err.msg, "LMD_CUDA_GEMM") != NULL);
