@@ -323,17 +323,28 @@ static bool blas_out(enum lmd_dtype yt, enum lmd_dtype xt)
 	return yt == xt || yt == LMD_F32;
 }
 
+/* For a cuBLAS product with bias: y[R, N] = the bias broadcast, and *beta = 1 so that the product adds to it. */
+static int bias_fill(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *bias, int bt, int64_t R, int64_t N,
+		     float *beta, struct lmd_err *err)
+{
+	*beta = 0;
+	if (!bias)
+		return LMD_OK;
+	int64_t blocks = (R * N + 255) / 256;
+	bias_fill_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->st>>>(y, yt, bias, bt, R, N);
+	LAUNCH_TRY(err);
+	*beta = 1;
+	return LMD_OK;
+}
+
 /* y[R, N] = x · wᵀ (+ bias) through cuBLAS (x and w of one dtype; y that dtype or f32). */
 static int blas_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
 		       const void *bias, int bt, int64_t R, int64_t N, int64_t K, struct lmd_err *err)
 {
-	float alpha = 1, beta = 0;
-	if (bias) {
-		int64_t blocks = (R * N + 255) / 256;
-		bias_fill_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->st>>>(y, yt, bias, bt, R, N);
-		LAUNCH_TRY(err);
-		beta = 1;
-	}
+	float alpha = 1, beta;
+	int rc = bias_fill(c, y, yt, bias, bt, R, N, &beta, err);
+	if (rc)
+		return rc;
 	CUBLAS_TRY(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)R, (int)K, &alpha, w, cu_type(xt), (int)K, x,
 				cu_type(xt), (int)K, &beta, y, cu_type(yt), (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
 		   err);
@@ -438,21 +449,16 @@ static int lt_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void 
 {
 	const cublasLtMatmulAlgo_t *algo;
 	struct lt_descs ds;
+	float alpha = 1, beta;
 	int rc = lt_algo(c, yt, xt, N, K, &algo, err);
-	if (rc || (rc = lt_descs_make(&ds, yt, xt, R, N, K, err)))
+	if (rc || (rc = bias_fill(c, y, yt, bias, bt, R, N, &beta, err)) ||
+	    (rc = lt_descs_make(&ds, yt, xt, R, N, K, err)))
 		return rc;
-	float alpha = 1, beta = 0;
-	if (bias) {
-		int64_t blocks = ((int64_t)R * N + 255) / 256;
-		bias_fill_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->st>>>(y, yt, bias, bt, R, N);
-		beta = 1;
-	}
 	cublasStatus_t s = cublasLtMatmul(c->lt, ds.op, &alpha, w, ds.a, x, ds.b, &beta, y, ds.d, y, ds.d, algo, c->blas_ws,
 					  c->blas_ws_bytes, c->st);
 	lt_descs_free(&ds);
 	if (s != CUBLAS_STATUS_SUCCESS)
 		return lmd_errorf(err, LMD_EGPU, "cublasLtMatmul %d x %d x %d: status %d", R, N, K, (int)s);
-	LAUNCH_TRY(err);
 	return LMD_OK;
 }
 

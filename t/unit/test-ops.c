@@ -697,6 +697,34 @@ static void test_backend(struct lmd_backend *be, struct lmd_backend *ref)
 	test_pick(be, ref, 24, 1, 4, 0);      // a vocabulary of one
 }
 
+/*
+ * A batch-invariant setting of LMD_CUDA_GEMM (set by the caller) on a CUDA backend of its own: rows alone
+ * and among others bit for bit, prefill runs, and the decode-sized products timed; with all, the mixed
+ * dtype product and every other op as well.
+ */
+static void test_invariant_gemm(struct lmd_backend *ref, const char *name, int all)
+{
+	struct lmd_backend be;
+	struct lmd_err err = {0};
+	if (lmd_backend_open(&be, "cuda", NULL, &err)) {
+		fprintf(stderr, "%s: %s\n", name, err.msg);
+		unit_failures++;
+		return;
+	}
+	what = name;
+	test_matmul_invariance(&be, ref, LMD_F16, 4096, 4096);
+	test_matmul_invariance(&be, ref, LMD_BF16, 1000, 304);
+	test_matmul_runs(&be, ref, LMD_F16, 4096, 4096);
+	int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 22016}, {1, 11008, 4096}, {64, 4096, 22016}, {256, 4096, 22016}};
+	for (int i = 0; i < 5; i++)
+		test_big_matmul(&be, ref, shapes[i][0], shapes[i][1], shapes[i][2], 0);
+	if (all) {
+		test_matmul(&be, ref, LMD_F16, LMD_F16, LMD_F32, 70, 64, 136, 1);
+		test_backend(&be, ref);
+	}
+	lmd_backend_close(&be);
+}
+
 int main(void)
 {
 	struct lmd_backend ref = {0}, be = {0};
@@ -744,37 +772,9 @@ int main(void)
 			lmd_backend_close(&be);
 		}
 		unsetenv("LMD_CUDA_GEMM");  // the default: cuBLAS on padded blocks of 128 rows, batch-invariant as well
-		if (lmd_backend_open(&be, "cuda", NULL, &err) == 0) {
-			what = "cuda/pad128";
-			test_matmul_invariance(&be, &ref, LMD_F16, 4096, 4096);
-			test_matmul_invariance(&be, &ref, LMD_BF16, 1000, 304);
-			test_matmul_runs(&be, &ref, LMD_F16, 4096, 4096);
-			test_matmul(&be, &ref, LMD_F16, LMD_F16, LMD_F32, 70, 64, 136, 1);
-			int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 22016}, {1, 11008, 4096}, {64, 4096, 22016},
-					   {256, 4096, 22016}};
-			for (int i = 0; i < 5; i++)
-				test_big_matmul(&be, &ref, shapes[i][0], shapes[i][1], shapes[i][2], 0);
-			test_backend(&be, &ref);
-			lmd_backend_close(&be);
-		} else {
-			fprintf(stderr, "cuda/pad128: %s\n", err.msg);
-			unit_failures++;
-		}
+		test_invariant_gemm(&ref, "cuda/pad128", 1);
 		setenv("LMD_CUDA_GEMM", "lt", 1);  // one cuBLASLt algorithm per shape: batch-invariant without padding
-		if (lmd_backend_open(&be, "cuda", NULL, &err) == 0) {
-			what = "cuda/lt";
-			test_matmul_invariance(&be, &ref, LMD_F16, 4096, 4096);
-			test_matmul_invariance(&be, &ref, LMD_BF16, 1000, 304);
-			test_matmul_runs(&be, &ref, LMD_F16, 4096, 4096);
-			int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 22016}, {1, 11008, 4096}, {64, 4096, 22016},
-					   {256, 4096, 22016}};
-			for (int i = 0; i < 5; i++)
-				test_big_matmul(&be, &ref, shapes[i][0], shapes[i][1], shapes[i][2], 0);
-			lmd_backend_close(&be);
-		} else {
-			fprintf(stderr, "cuda/lt: %s\n", err.msg);
-			unit_failures++;
-		}
+		test_invariant_gemm(&ref, "cuda/lt", 0);
 		setenv("LMD_CUDA_GEMM", "pad", 1);
 		CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
 		CHECK(strstr(err.msg, "LMD_CUDA_GEMM") != NULL);
