@@ -396,7 +396,7 @@ static void test_matmul_invariance(struct lmd_backend *be, struct lmd_backend *r
 	be->ops->download(be->ctx, hx, &x.t, 0, x.bytes, &err);
 	be->ops->download(be->ctx, hy, &y.t, 0, y.bytes, &err);
 	be->ops->upload(be->ctx, &x2.t, 0, hx + OFF * rowx, (RMAX - OFF) * rowx, &err);  // x shifted up by OFF rows
-	int rs[] = {1, 2, 5, 8, 9, 12, 16, 17, 40, 64, 100, 300, 1000, RMAX - OFF};
+	int rs[] = {1, 2, 5, 8, 9, 12, 16, 17, 32, 33, 40, 64, 65, 100, 300, 1000, RMAX - OFF};
 	for (size_t i = 0; i < sizeof(rs) / sizeof(rs[0]); i++) {
 		int R = rs[i];
 		for (int shifted = 0; shifted < 2; shifted++) {
@@ -647,7 +647,8 @@ static void test_gpu_sized(struct lmd_backend *be, struct lmd_backend *ref)
 	test_rowwise(be, ref, LMD_BF16, 2, 5000);  // 32 per thread, ragged
 	test_rowwise(be, ref, LMD_F32, 2, 9000);   // wider than 8192: the plain loop
 	int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 4096}, {1, 4096, 22016}, {1, 11008, 4096}, {1, 4096, 32000},
-			   {4, 4096, 4096}, {16, 4096, 12288}, {64, 4096, 22016}, {256, 4096, 22016}, {2048, 4096, 12288}};
+			   {4, 4096, 4096}, {16, 4096, 12288}, {32, 4096, 4096}, {64, 4096, 22016}, {64, 11008, 4096},
+			   {256, 4096, 22016}, {2048, 4096, 12288}};
 	for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
 		test_big_matmul(be, ref, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][0] <= 256);
 	int c1[4] = {3000, 1500, 77, 2900}, a1[4] = {1, 1, 1, 1};
@@ -715,8 +716,9 @@ static void test_invariant_gemm(struct lmd_backend *ref, const char *name, int a
 	test_matmul_invariance(&be, ref, LMD_F16, 4096, 4096);
 	test_matmul_invariance(&be, ref, LMD_BF16, 1000, 304);
 	test_matmul_runs(&be, ref, LMD_F16, 4096, 4096);
-	int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 22016}, {1, 11008, 4096}, {64, 4096, 22016}, {256, 4096, 22016}};
-	for (int i = 0; i < 5; i++)
+	int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 22016}, {1, 11008, 4096}, {16, 4096, 12288}, {64, 4096, 22016},
+			   {64, 11008, 4096}, {256, 4096, 22016}};
+	for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
 		test_big_matmul(&be, ref, shapes[i][0], shapes[i][1], shapes[i][2], 0);
 	if (all) {
 		test_matmul(&be, ref, LMD_F16, LMD_F16, LMD_F32, 70, 64, 136, 1);
@@ -766,8 +768,9 @@ int main(void)
 		if (lmd_backend_open(&be, "cuda", NULL, &err) == 0) {
 			what = "cuda/cublas";
 			int shapes[][3] = {{1, 4096, 12288}, {1, 4096, 4096}, {1, 4096, 22016}, {1, 11008, 4096},
-					   {64, 4096, 4096}, {256, 4096, 22016}, {2048, 4096, 12288}, {2048, 11008, 4096}};
-			for (int i = 0; i < 8; i++)
+					   {64, 4096, 4096}, {64, 11008, 4096}, {256, 4096, 22016}, {2048, 4096, 12288},
+					   {2048, 11008, 4096}};
+			for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
 				test_big_matmul(&be, &ref, shapes[i][0], shapes[i][1], shapes[i][2], 0);
 			lmd_backend_close(&be);
 		}
