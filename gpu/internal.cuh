@@ -40,6 +40,7 @@ struct attn_item {
 
 /* LMD_CUDA_GEMM=lt (matmul.cu): the cuBLASLt algorithm chosen once for products of a shape. */
 #define LT_ALGOS 32
+#define LT_ROWS 256  /* LMD_CUDA_GEMM=lt: the algorithm of 256-row products */
 struct lt_algo {
 	int N, K, xt, yt;
 	cublasLtMatmulAlgo_t algo;
@@ -95,7 +96,8 @@ struct cuda_ctx {
 	int prof_in_step;
 	cudaEvent_t prof_e0, prof_e1;
 	int cublas_gemm;               /* LMD_CUDA_GEMM=cublas: 16-bit products through cuBLAS (not batch-invariant) */
-	int lt_gemm;                   /* LMD_CUDA_GEMM=lt: the other rows through one cuBLASLt algorithm per shape */
+	int lt_gemm;                   /* LMD_CUDA_GEMM=ltR: the other rows through one cuBLASLt algorithm per shape, the
+	                                * heuristic's for R rows (lt: LT_ROWS); 0 = off */
 	cublasLtHandle_t lt;           /* owned, when lt_gemm */
 	struct lt_algo lt_algos[LT_ALGOS];  /* the algorithm of each product shape met so far */
 	int n_lt;

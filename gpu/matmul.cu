@@ -19,33 +19,27 @@
  *
  * lmd's kernels (LMD_CUDA_GEMM=lmd) follow one rule of summation for every R:
  *
- *   for each slice j of SL_SPANS spans (512 k): p_j = 0; for each span s of 32 k in j, in order:
- *       p_j = mma(step 0 of s); p_j = mma(step 1 of s)
- *   acc = 0; for each slice j in order: acc += p_j (fp32)
+ *   acc = 0; for each span s of 32 k (s = 0, 1, ...): acc = mma(step 0 of s); acc = mma(step 1 of s)
  *
  * with mma.sync.m16n8k16 (f32 accumulators) and this fixed fragment map: lane l (g = l / 4, q = l % 4)
  * holds the 8 consecutive k of its row / column starting at 32s + 8q (one 16-byte load); step j uses
  * elements 4j + {0,1} as the mma's k = 2q + {0,1} and 4j + {2,3} as k = 2q + 8 + {0,1}, for A (rows g
- * and g + 8 of x) and B (row g of w, i.e. column g of wᵀ) alike. k beyond K reads as zero; spans at or
- * beyond ceil(K / 32) are not run. The slices let a decode product spread K over the warps of a block
- * (the weights' bytes are the whole cost at a few rows) with the same bits as a tile that runs the
- * whole of K. Two kernels follow the rule, so either one gives the same bits:
- *   skinny  R <= 64 (decode): a block of 8 warps per 8 output columns, the warps taking K's slices in
- *           turn; each loads a slice of its 8 rows of w straight into registers (16 bytes a lane, all
- *           SL_SPANS loads in flight), reads x from L1 (1, 2 or 4 tiles of 16 rows), and leaves the
- *           slice's partial sums in shared memory for the block's final sum in slice order.
- *           grid ceil(N / 8), block 256.
- *   tiled   any R: BM x BN output tiles (64 x 128 or 64), 8 warps as 2 x 4, three shared-memory stages
- *           of two spans each, filled by cp.async (zero-fill beyond R, N, K); the fragments are read with
- *           16-byte shared loads in the same map (rows of one span are 64 bytes: no conflicts); a
- *           slice's sums go into the total at every SL_SPANS spans.
+ * and g + 8 of x) and B (row g of w, i.e. column g of wᵀ) alike. k beyond K reads as zero. No split-K:
+ * the order is the span order. Two kernels follow the rule, so either one gives the same bits:
+ *   skinny  R <= 16 (decode): one warp per 8 output columns over the whole of K. The warp streams its 8
+ *           rows of w into its own shared-memory ring with cp.async, 512 contiguous bytes of a row per
+ *           instruction (SK_STAGES stages of SK_U spans, all but one in flight, __syncwarp between), and
+ *           reads the fragments back in the map above; x (rows >= R read as zero) comes from L1.
+ *           grid ceil(N / 32), block 128, SK_SMEM bytes of shared memory.
+ *   tiled   any R: BM x BN output tiles (128 or 64 x 128 or 64), 8 warps as 2 x 4, three shared-memory
+ *           stages of two spans each, filled by cp.async (zero-fill beyond R, N, K); the fragments are
+ *           read with 16-byte shared loads in the same map (rows of one span are 64 bytes: no conflicts).
  *           grid (ceil(N / BN), ceil(R / BM)), block 256.
- * The kernel and its tile shape are chosen from R, N and K (enough blocks for the GPU) and do not
- * change the bits. They also take the padded path's rows when N % 8 != 0 (scratch rows must stay
- * 16-byte aligned).
+ * The tile shape is chosen from R and N (enough blocks for the GPU) and does not change the bits. They
+ * also take the padded path's rows when N % 8 != 0 (scratch rows must stay 16-byte aligned).
  *
  * One algorithm (LMD_CUDA_GEMM=lt; opt-in, not yet measured on a GPU): the other rows through cuBLASLt with
- * one algorithm per product shape (N, K, dtypes), chosen once from the heuristic for LT_ROWS rows among
+ * one algorithm per product shape (N, K, dtypes), chosen once from the heuristic for R rows (ltR; lt = LT_ROWS = 256) among
  * those that split no K. Rows are independent in a tensor-core product and the algorithm (tile, stages,
  * order over K) is then the same for every row count, so a row's bits should not depend on the batch,
  * with no padding; test-ops checks it bit for bit on the GPU.
@@ -58,11 +52,10 @@
  *           16-byte aligned / K % 8 != 0: 64x64 tiles, k-step 16, 256 threads each 4x4 outputs.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "internal.cuh"
-
-#define SL_SPANS 16  /* spans of 32 k in a slice (see the rule above) */
 
 // ----------------------------------------------------------------------------
 // CUDA kernels
@@ -87,80 +80,65 @@ __device__ __forceinline__ void store_frag(void *y, int yt, const void *bias, in
 	}
 }
 
-/* A stream of weights: read once, so kept out of L1, where x stays. */
-__device__ __forceinline__ uint4 ld_stream(const uint4 *p)
-{
-	uint4 v;
-	asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-	    : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-	    : "l"(p));
-	return v;
-}
-
-#define SK_WARPS 8
-#define SK_SMEM_MAX (96 * 1024)  /* the slice partials of one block: MT * slices * 512 bytes at most */
-
-template <int MT>
-constexpr size_t skinny_smem(int K) { return (size_t)MT * ((K + 32 * SL_SPANS - 1) / (32 * SL_SPANS)) * 32 * 16; }
-
+#define SK_U 8       /* spans per pipeline stage: 512 bytes of each of the warp's 8 rows of w */
+#define SK_PITCH 36  /* uint4 per row in the ring: 32 used, 4 of padding (no bank conflicts) */
 /*
- * R <= 16 * MT (decode): a block of SK_WARPS warps per 8 output columns. Warp i takes slices i,
- * i + SK_WARPS, ...: it loads the slice's SL_SPANS spans of its 8 rows of w at once (16 bytes a lane,
- * 8 KB a warp in flight), then runs the mma over its MT tiles of 16 rows of x (from L1; rows >= R read
- * as zero) and writes the slice's partial sums to shared memory; warps 0 .. MT - 1 then add the
- * partials of their tile in slice order. LOW8 (MT == 1, R <= 8): rows g + 8 are all zero.
+ * Stages per warp: SK_STAGES - 1 in flight while one is used. (8 stages for the o and down projections, whose
+ * 128 blocks leave SMs one block each, were built at aab6829 but never timed on their own: that run's
+ * op test stopped early on an unrelated bug. Left out until measured; 147 KB of shared memory would
+ * also leave little L1 for x.)
  */
-template <bool BF, int MT, bool LOW8>
-__global__ void __launch_bounds__(32 * SK_WARPS, 2) gemm_skinny(void *y, int yt, const uint4 *x, const uint4 *w,
-							     const void *bias, int bt, int R, int N, int K)
+#define SK_STAGES 4
+#define SK_SMEM (4 * SK_STAGES * 8 * SK_PITCH * 16)
+
+template <bool BF, bool LOW8>  // LOW8: R <= 8, rows g + 8 are all zero
+__global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
+						   int bt, int R, int N, int K)
 {
-	extern __shared__ float4 part[];  // [slice][MT][32 lanes]
+	extern __shared__ uint4 sk[];  // [warp][stage][8 rows][SK_PITCH]
 	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
-	const int n0 = blockIdx.x * 8;
-	const int K8 = K / 8, S = (K + 31) / 32, NSL = (S + SL_SPANS - 1) / SL_SPANS;
-	const bool wok = n0 + g < N;
-	const uint4 *wg = w + (size_t)(wok ? n0 + g : 0) * K8, z = make_uint4(0, 0, 0, 0);
-	const uint4 *xg[MT], *xh[MT];
-	bool gok[MT], hok[MT];
-#pragma unroll
-	for (int i = 0; i < MT; i++) {
-		gok[i] = 16 * i + g < R, hok[i] = !LOW8 && 16 * i + g + 8 < R;
-		xg[i] = x + (size_t)(gok[i] ? 16 * i + g : 0) * K8, xh[i] = x + (size_t)(hok[i] ? 16 * i + g + 8 : 0) * K8;
-	}
-	for (int sl = warp; sl < NSL; sl += SK_WARPS) {
-		uint4 bv[SL_SPANS];
-#pragma unroll
-		for (int u = 0; u < SL_SPANS; u++) {
-			int ch = (sl * SL_SPANS + u) * 4 + q;
-			bv[u] = wok && ch < K8 ? ld_stream(wg + ch) : z;
-		}
-		float c[MT][4];
-#pragma unroll
-		for (int i = 0; i < MT; i++)
-			c[i][0] = c[i][1] = c[i][2] = c[i][3] = 0;
-#pragma unroll
-		for (int u = 0; u < SL_SPANS; u++) {
-			int s = sl * SL_SPANS + u, ch = s * 4 + q;
-			if (s >= S)
-				break;
-			bool in = ch < K8;
-#pragma unroll
-			for (int i = 0; i < MT; i++)
-				mma_span<BF>(c[i], in && gok[i] ? __ldg(xg[i] + ch) : z, in && hok[i] ? __ldg(xh[i] + ch) : z, bv[u]);
-		}
-#pragma unroll
-		for (int i = 0; i < MT; i++)
-			part[(sl * MT + i) * 32 + lane] = make_float4(c[i][0], c[i][1], c[i][2], c[i][3]);
-	}
-	__syncthreads();
-	if (warp >= MT)
+	const int n0 = (blockIdx.x * 4 + warp) * 8;
+	if (n0 >= N)
 		return;
+	const int K8 = K / 8, S = (K + 31) / 32, NS = (S + SK_U - 1) / SK_U;
+	const bool gok = g < R, hok = !LOW8 && g + 8 < R;
+	const uint4 *xg = x + (size_t)(gok ? g : 0) * K8, *xh = x + (size_t)(hok ? g + 8 : 0) * K8;
+	uint4 *ring = sk + (size_t)warp * SK_STAGES * 8 * SK_PITCH;
+	const uint4 z = make_uint4(0, 0, 0, 0);
+	auto issue = [&](int t) {  // stage t: 512 contiguous bytes of each row, one row per instruction (zero beyond K, N)
+		uint4 *d = ring + (t % SK_STAGES) * 8 * SK_PITCH + lane;
+		int ch = t * SK_U * 4 + lane;
+#pragma unroll
+		for (int r = 0; r < 8; r++) {
+			bool ok = n0 + r < N && ch < K8;
+			cp_async16(d + r * SK_PITCH, w + (ok ? (size_t)(n0 + r) * K8 + ch : 0), ok);
+		}
+		asm volatile("cp.async.commit_group;\n" ::);
+	};
+	for (int t = 0; t < SK_STAGES - 1; t++)
+		issue(t);
 	float c[4] = {0, 0, 0, 0};
-	for (int sl = 0; sl < NSL; sl++) {
-		float4 p = part[(sl * MT + warp) * 32 + lane];
-		c[0] += p.x, c[1] += p.y, c[2] += p.z, c[3] += p.w;
+	for (int t = 0; t < NS; t++) {
+		asm volatile("cp.async.wait_group %0;\n" ::"n"(SK_STAGES - 2));
+		__syncwarp();  // every lane's copies of stage t are in; every lane is done with the slot issued below
+		const uint4 *d = ring + (t % SK_STAGES) * 8 * SK_PITCH + g * SK_PITCH + q;
+		uint4 bv[SK_U], a[SK_U], h[SK_U];
+#pragma unroll
+		for (int u = 0; u < SK_U; u++) {
+			int ch = (t * SK_U + u) * 4 + q;
+			bool in = ch < K8;
+			bv[u] = d[u * 4];
+			a[u] = in && gok ? __ldg(xg + ch) : z;
+			h[u] = in && hok ? __ldg(xh + ch) : z;
+		}
+		issue(t + SK_STAGES - 1);  // the slot read in the last iteration
+#pragma unroll
+		for (int u = 0; u < SK_U; u++)
+			if (t * SK_U + u < S)
+				mma_span<BF>(c, a[u], h[u], bv[u]);
 	}
-	store_frag(y, yt, bias, bt, R, N, 16 * warp + g, n0 + 2 * q, c);
+	asm volatile("cp.async.wait_all;\n" ::);
+	store_frag(y, yt, bias, bt, R, N, g, n0 + 2 * q, c);
 }
 
 #define TILED_STAGES 3
@@ -191,14 +169,12 @@ __global__ void __launch_bounds__(256, 2) gemm_tiled(void *y, int yt, const uint
 		}
 		asm volatile("cp.async.commit_group;\n" ::);
 	};
-	float c[MI][NJ][4], tot[MI][NJ][4];  // the slice's sums; the total of the slices before it
+	float c[MI][NJ][4];
 #pragma unroll
 	for (int i = 0; i < MI; i++)
 #pragma unroll
 		for (int j = 0; j < NJ; j++)
-#pragma unroll
-			for (int e = 0; e < 4; e++)
-				c[i][j][e] = tot[i][j][e] = 0;
+			c[i][j][0] = c[i][j][1] = c[i][j][2] = c[i][j][3] = 0;
 	for (int t = 0; t < TILED_STAGES - 1; t++)
 		load(t);  // beyond the end: zero-filled, never read
 	for (int t = 0; t < NT; t++) {
@@ -226,15 +202,6 @@ __global__ void __launch_bounds__(256, 2) gemm_tiled(void *y, int yt, const uint
 				for (int j = 0; j < NJ; j++)
 					mma_span<BF>(c[i][j], ag[i], ah[i], bv[j]);
 		}
-		if ((t + 1) * TILED_SPANS % SL_SPANS == 0 || t == NT - 1) {  // the end of a slice: into the total
-#pragma unroll
-			for (int i = 0; i < MI; i++)
-#pragma unroll
-				for (int j = 0; j < NJ; j++)
-#pragma unroll
-					for (int e = 0; e < 4; e++)
-						tot[i][j][e] += c[i][j][e], c[i][j][e] = 0;
-		}
 	}
 	asm volatile("cp.async.wait_all;\n" ::);
 #pragma unroll
@@ -242,7 +209,7 @@ __global__ void __launch_bounds__(256, 2) gemm_tiled(void *y, int yt, const uint
 #pragma unroll
 		for (int j = 0; j < NJ; j++)
 			store_frag(y, yt, bias, bt, R, N, r0 + wm * (BM / 2) + 16 * i + g, n0 + wn * (BN / 4) + 8 * j + 2 * q,
-				   tot[i][j]);
+				   c[i][j]);
 }
 
 __global__ void __launch_bounds__(256) gemm_generic_kernel(void *y, int yt, const void *x, int xt, const void *w,
@@ -308,31 +275,25 @@ static void tiled_launch(struct cuda_ctx *c, void *y, int yt, const void *x, con
 									     bias, bt, R, N, K);
 }
 
-template <bool BF, int MT, bool LOW8>
-static void skinny_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt,
-			  int R, int N, int K)
-{
-	gemm_skinny<BF, MT, LOW8><<<(unsigned)((N + 7) / 8), 32 * SK_WARPS, skinny_smem<MT>(K), c->st>>>(
-		y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt, R, N, K);
-}
-
 /* The tensor-core kernels (see the top of the file); the shape only picks how the work is cut. */
 template <bool BF>
 static void tc_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt,
 		      int R, int N, int K)
 {
-	if (R <= 64 && skinny_smem<4>(K) <= SK_SMEM_MAX) {
+	if (R <= 16) {
+		unsigned grid = (unsigned)((N + 31) / 32);
 		if (R <= 8)
-			skinny_launch<BF, 1, true>(c, y, yt, x, w, bias, bt, R, N, K);
-		else if (R <= 16)
-			skinny_launch<BF, 1, false>(c, y, yt, x, w, bias, bt, R, N, K);
-		else if (R <= 32)
-			skinny_launch<BF, 2, false>(c, y, yt, x, w, bias, bt, R, N, K);
+			gemm_skinny<BF, true><<<grid, 128, SK_SMEM, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt, R,
+								       N, K);
 		else
-			skinny_launch<BF, 4, false>(c, y, yt, x, w, bias, bt, R, N, K);
+			gemm_skinny<BF, false><<<grid, 128, SK_SMEM, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt,
+									R, N, K);
 		return;
 	}
-	if ((long)((R + 63) / 64) * ((N + 127) / 128) >= c->sms)
+	long nb128 = (long)((R + 127) / 128) * ((N + 127) / 128), nb64 = (long)((R + 63) / 64) * ((N + 127) / 128);
+	if (nb128 >= 2L * c->sms)
+		tiled_launch<BF, 128, 128>(c, y, yt, x, w, bias, bt, R, N, K);
+	else if (nb64 >= c->sms)
 		tiled_launch<BF, 64, 128>(c, y, yt, x, w, bias, bt, R, N, K);
 	else
 		tiled_launch<BF, 64, 64>(c, y, yt, x, w, bias, bt, R, N, K);
@@ -341,17 +302,19 @@ static void tc_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const 
 int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err)
 {
 	(void)c;
-#define SKINNY_ATTR(BF, MT, LOW8) CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<BF, MT, LOW8>, \
-	cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM_MAX), err)
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<false, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
 #define TILED_ATTR(BF, BM, BN) CUDA_TRY(cudaFuncSetAttribute(gemm_tiled<BF, BM, BN>, \
 	cudaFuncAttributeMaxDynamicSharedMemorySize, tiled_smem<BM, BN>()), err)
-#define BOTH(BF) SKINNY_ATTR(BF, 1, true); SKINNY_ATTR(BF, 1, false); SKINNY_ATTR(BF, 2, false); \
-	SKINNY_ATTR(BF, 4, false); TILED_ATTR(BF, 64, 128); TILED_ATTR(BF, 64, 64)
-	BOTH(false);
-	BOTH(true);
-#undef BOTH
+	TILED_ATTR(false, 128, 128);
+	TILED_ATTR(false, 64, 128);
+	TILED_ATTR(false, 64, 64);
+	TILED_ATTR(true, 128, 128);
+	TILED_ATTR(true, 64, 128);
+	TILED_ATTR(true, 64, 64);
 #undef TILED_ATTR
-#undef SKINNY_ATTR
 	return LMD_OK;
 }
 
@@ -431,9 +394,8 @@ static int lt_descs_make(struct lt_descs *ds, enum lmd_dtype yt, enum lmd_dtype 
 
 /*
  * The one cuBLASLt algorithm for products of this shape, whatever the row count: the heuristic's first
- * for LT_ROWS rows that splits no K (no reduction across blocks) and takes 16-byte aligned pointers.
+ * for c->lt_gemm rows (LMD_CUDA_GEMM=ltR) that splits no K (no reduction across blocks) and takes 16-byte aligned pointers.
  */
-#define LT_ROWS 256
 static int lt_algo(struct cuda_ctx *c, enum lmd_dtype yt, enum lmd_dtype xt, int N, int K, const cublasLtMatmulAlgo_t **out,
 		   struct lmd_err *err)
 {
@@ -447,7 +409,7 @@ static int lt_algo(struct cuda_ctx *c, enum lmd_dtype yt, enum lmd_dtype xt, int
 	if (c->n_lt == LT_ALGOS)
 		return lmd_errorf(err, LMD_EGPU, "cuda matmul: more than %d product shapes for LMD_CUDA_GEMM=lt", LT_ALGOS);
 	struct lt_descs ds;
-	int rc = lt_descs_make(&ds, yt, xt, LT_ROWS, N, K, err);
+	int rc = lt_descs_make(&ds, yt, xt, c->lt_gemm, N, K, err);
 	if (rc)
 		return rc;
 	cublasLtMatmulPreference_t pref = NULL;
@@ -474,6 +436,14 @@ static int lt_algo(struct cuda_ctx *c, enum lmd_dtype yt, enum lmd_dtype xt, int
 			continue;
 		struct lt_algo *e = &c->lt_algos[c->n_lt++];
 		*e = (struct lt_algo){N, K, (int)xt, (int)yt, res[i].algo};
+		if (c->prof) {  // which algorithm: for the profile's reader
+			int32_t id = -1, tile = -1, stages = -1;
+			cublasLtMatmulAlgoConfigGetAttribute(&e->algo, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof(id), &n);
+			cublasLtMatmulAlgoConfigGetAttribute(&e->algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile), &n);
+			cublasLtMatmulAlgoConfigGetAttribute(&e->algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof(stages), &n);
+			fprintf(stderr, "lmd cuda profile: lt%d algorithm for N %d K %d: id %d, tile %d, stages %d (heuristic's #%d)\n",
+				c->lt_gemm, N, K, (int)id, (int)tile, (int)stages, i + 1);
+		}
 		*out = &e->algo;
 		return LMD_OK;
 	}
