@@ -201,14 +201,42 @@ static void cuda_close(void *ctx)
 	if (c->st)
 		cudaStreamDestroy(c->st);
 	cudaGetLastError();
+	free(c->allocs);
 	free(c);
+}
+
+/*
+ * What alloc takes for t: a 16-bit matrix (the model's activations) gets room for pad_rows more rows, so
+ * that a padded product can read and write its last block in place (matmul.cu); it is registered for
+ * lmd_cuda_room.
+ */
+static size_t alloc_room(const struct cuda_ctx *c, const struct lmd_tensor *t)
+{
+	bool pad = t->ndim == 2 && (t->dtype == LMD_F16 || t->dtype == LMD_BF16) && !c->lt_gemm && !c->cublas_gemm;
+	return pad ? (size_t)c->pad_rows * (size_t)t->shape[1] * 2 : 0;
+}
+
+size_t lmd_cuda_room(const struct cuda_ctx *c, const void *p)
+{
+	const char *q = (const char *)p;
+	for (int i = 0; i < c->n_allocs; i++)
+		if (q >= c->allocs[i].p && q < c->allocs[i].p + c->allocs[i].bytes)
+			return (size_t)(c->allocs[i].p + c->allocs[i].bytes - q);
+	return 0;
 }
 
 static int cuda_alloc(void *ctx, struct lmd_tensor *t, struct lmd_err *err)
 {
 	struct cuda_ctx *c = CTX(ctx);
-	size_t n = lmd_tensor_nbytes(t);
+	size_t room = alloc_room(c, t), n = lmd_tensor_nbytes(t) + room;
 	t->data = NULL;
+	if (room && c->n_allocs == c->allocs_cap) {
+		int cap = c->allocs_cap ? 2 * c->allocs_cap : 16;
+		struct dev_alloc *a = (struct dev_alloc *)realloc(c->allocs, cap * sizeof(*a));
+		if (!a)
+			return lmd_errorf(err, LMD_ENOMEM, "cuda: out of host memory");
+		c->allocs = a, c->allocs_cap = cap;
+	}
 	cudaError_t e = cudaMalloc(&t->data, n ? n : 16);
 	if (e != cudaSuccess) {
 		cudaGetLastError();
@@ -216,6 +244,8 @@ static int cuda_alloc(void *ctx, struct lmd_tensor *t, struct lmd_err *err)
 		return lmd_errorf(err, e == cudaErrorMemoryAllocation ? LMD_ENOMEM : LMD_EGPU,
 				  "cudaMalloc of %zu bytes: %s", n, cudaGetErrorString(e));
 	}
+	if (room)
+		c->allocs[c->n_allocs++] = dev_alloc{(const char *)t->data, n};
 	c->allocated += n;
 	return LMD_OK;
 }
@@ -225,8 +255,11 @@ static void cuda_release(void *ctx, struct lmd_tensor *t)
 	struct cuda_ctx *c = CTX(ctx);
 	if (!t->data)
 		return;
+	for (int i = 0; i < c->n_allocs; i++)
+		if (c->allocs[i].p == (const char *)t->data)
+			c->allocs[i] = c->allocs[--c->n_allocs];
 	cudaFree(t->data);
-	c->allocated -= lmd_tensor_nbytes(t);
+	c->allocated -= lmd_tensor_nbytes(t) + alloc_room(c, t);
 	t->data = NULL;
 }
 

@@ -62,6 +62,12 @@ struct graph_ent {
 };
 #define GRAPHS 32
 
+/* A device allocation: where it starts, how many bytes. */
+struct dev_alloc {
+	const char *p;
+	size_t bytes;
+};
+
 struct cuda_ctx {
 	int dev, sms, smem_optin;
 	cudaStream_t st;
@@ -105,6 +111,8 @@ struct cuda_ctx {
 	                                * shape, so batch-invariant; LMD_CUDA_GEMM=padP, default PAD_ROWS); 0 = lmd's
 	                                * kernels (LMD_CUDA_GEMM=lmd) */
 	void *pad_x, *pad_y;           /* the blocks' scratch: [P, K] and [P, N] (grown, never shrunk) */
+	struct dev_alloc *allocs;      /* alloc's 16-bit matrices, with room for P more rows (lmd_cuda_room) */
+	int n_allocs, allocs_cap;
 	size_t pad_x_cap, pad_y_cap;   /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
 	 * for matmul (cuBLAS per run); cleared by sync, when the step is over */
@@ -223,6 +231,8 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
  * *cap in bytes): a new one waits for the stream, makes old graphs stale, and is refused while a graph
  * is being recorded (the step with the same key ran as called first and made the room).
  */
+/* Bytes of device memory from p to the end of the alloc'd tensor holding it, padding room included; 0 if none. */
+size_t lmd_cuda_room(const struct cuda_ctx *c, const void *p);
 int lmd_cuda_grow(struct cuda_ctx *c, void **p, size_t *cap, size_t need, struct lmd_err *err);
 /* A decode step's attention items (one per token) into items [s->n]; returns the most splits any has. */
 int lmd_cuda_decode_items(const struct lmd_step *s, struct attn_item *items);

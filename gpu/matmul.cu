@@ -11,11 +11,13 @@
  * does not depend on the rest of the batch, so the chunk's bits do not either.
  *
  * Padded blocks (the default for the other rows: decode tokens, short chunks; LMD_CUDA_GEMM=padP, P =
- * PAD_ROWS = 128 by default): cuBLAS on blocks of exactly P rows copied into scratch (the last block
- * padded), so every block is the same product with the same kernel and a row's bits depend on the row
- * alone. A single decode pays for P rows, which costs little while the weights' bytes dominate (H200,
- * Llama-2-7B shape: batch-1 decode 1.3 % slower than lmd's kernels, 64 and 256 concurrent 1.5x and 1.3x
- * faster; bench/results/2026-12-01-h200-engine.md).
+ * PAD_ROWS = 128 by default): cuBLAS on blocks of exactly P rows (the last block padded), so every block
+ * is the same product with the same kernel and a row's bits depend on the row alone. A single decode
+ * pays for P rows, which costs little while the weights' bytes dominate (H200, Llama-2-7B shape: batch-1
+ * decode 1.3 % slower than lmd's kernels, 64 and 256 concurrent 1.5x and 1.3x faster;
+ * bench/results/2026-12-01-h200-engine.md). The blocks run in place when x and y are the backend's
+ * activations (alloc leaves room for P more rows; both 256-byte aligned, as cudaMalloc's scratch is);
+ * other rows are copied through scratch. The padding rows hold whatever was there: rows are independent.
  *
  * lmd's kernels (LMD_CUDA_GEMM=lmd) follow one rule of summation for every R:
  *
@@ -415,7 +417,7 @@ static int lt_algo(struct cuda_ctx *c, enum lmd_dtype yt, enum lmd_dtype xt, int
 	cublasLtMatmulPreference_t pref = NULL;
 	uint64_t ws = c->blas_ws_bytes;
 	uint32_t align = 16;
-	cublasLtMatmulHeuristicResult_t res[16];
+	cublasLtMatmulHeuristicResult_t res[64];  // for a few rows and a long K, the first dozen all split K
 	int got = 0;
 	cublasStatus_t s = cublasLtMatmulPreferenceCreate(&pref);
 	if (s == CUBLAS_STATUS_SUCCESS)
@@ -423,7 +425,7 @@ static int lt_algo(struct cuda_ctx *c, enum lmd_dtype yt, enum lmd_dtype xt, int
 	for (int a = CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES; s == CUBLAS_STATUS_SUCCESS && a <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES; a++)
 		s = cublasLtMatmulPreferenceSetAttribute(pref, (cublasLtMatmulPreferenceAttributes_t)a, &align, sizeof(align));
 	if (s == CUBLAS_STATUS_SUCCESS)
-		s = cublasLtMatmulAlgoGetHeuristic(c->lt, ds.op, ds.a, ds.b, ds.d, ds.d, pref, 16, res, &got);
+		s = cublasLtMatmulAlgoGetHeuristic(c->lt, ds.op, ds.a, ds.b, ds.d, ds.d, pref, 64, res, &got);
 	if (pref)
 		cublasLtMatmulPreferenceDestroy(pref);
 	lt_descs_free(&ds);
@@ -471,8 +473,9 @@ static int lt_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void 
 }
 
 /*
- * Rows outside prefill runs: cuBLAS on blocks of exactly P rows copied into scratch, so that every block
- * is the same product (same kernel, same pointers' alignment) and a row's bits depend on the row alone;
+ * Rows outside prefill runs: cuBLAS on blocks of exactly P rows, in place or copied into scratch, so that
+ * every block is the same product (same kernel, same pointers' alignment) and a row's bits depend on the
+ * row alone;
  * or the shape's one cuBLASLt algorithm (LMD_CUDA_GEMM=lt); or lmd's tensor-core kernels
  * (LMD_CUDA_GEMM=lmd, or a shape the scratch cannot keep aligned).
  */
@@ -488,7 +491,14 @@ static int rows_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const voi
 		return LMD_OK;
 	}
 	int P = c->pad_rows, rc;
-	size_t xs = (size_t)K * 2, ys = (size_t)N * lmd_dtype_size(yt);
+	size_t xs = (size_t)K * 2, ys = (size_t)N * lmd_dtype_size(yt), span = (size_t)(R + P - 1) / P * P;
+	if ((uintptr_t)x % 256 == 0 && (uintptr_t)y % 256 == 0 && lmd_cuda_room(c, x) >= span * xs &&
+	    lmd_cuda_room(c, y) >= span * ys) {  // in place: the rows past R are alloc's room (or the next run's, written after)
+		for (int r0 = 0; r0 < R; r0 += P)
+			if ((rc = blas_matmul(c, (char *)y + r0 * ys, yt, (const char *)x + r0 * xs, xt, w, bias, bt, P, N, K, err)))
+				return rc;
+		return LMD_OK;
+	}
 	if ((rc = lmd_cuda_grow(c, &c->pad_x, &c->pad_x_cap, P * xs, err)) ||
 	    (rc = lmd_cuda_grow(c, &c->pad_y, &c->pad_y_cap, P * ys, err)))
 		return rc;
