@@ -15,7 +15,7 @@
 # llama3   (alone) the same benchmark on a Llama-3-8B-shaped model (GQA, 128k vocabulary), prompts of 128
 #          (and 2048 at batch 1), plus the cuBLAS comparison; LLAMA3_TOKENIZER names its tokenizer directory.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
-# bench-modes.csv (LMD_CUDA_GEMM=lmd, lt and cublas) hf.csv.
+# bench-modes.csv (LMD_CUDA_GEMM=lmd, lt128, pad64 and cublas) hf.csv.
 # BENCH_EXTRA=0 leaves out the profile runs, the LMD_CUDA_GEMM comparisons and the HF baseline.
 # Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,16,64,256), PREBUILT (a
 # tar.xz of the programs and the shared libraries they need, for a machine without the -dev packages).
@@ -79,7 +79,7 @@ PY
 			py bench/compare_gen.py "$m $dt greedy, GPU with CUDA graphs vs without" /tmp/$m-cuda.jsonl \
 				/tmp/$m-cuda-ng.jsonl | tee -a "$OUT/greedy.txt" || fail=1
 			# lmd's own decode kernels and the one-algorithm cuBLASLt path keep the invariance as well
-			for mode in lmd lt; do
+			for mode in lmd lt128; do
 				[ $dt = fp16 ] || [ $dt = bf16 ] || continue
 				LMD_CUDA_GEMM=$mode $g --device cuda "$dir" </tmp/prompts.jsonl >/tmp/$m-$mode.jsonl 2>&1 || fail=1
 				LMD_CUDA_GEMM=$mode $g --device cuda --max-batch-size 1 "$dir" </tmp/prompts.jsonl \
@@ -122,8 +122,8 @@ if [ "$stage" = bench ] || [ "$stage" = all ]; then
 	[ -f "$OUT/profile.log" ] && cat "$OUT/profile.log" >>"$OUT/bench.log" && rm -f "$OUT/profile.log"
 	cat "$OUT/bench.csv"
 	[ "$extra" = 1 ] || { say "done (failures: $fail)"; exit $fail; }
-	say "the same with lmd's decode kernels (LMD_CUDA_GEMM=lmd), one cuBLASLt algorithm a shape (lt) and through cuBLAS at every shape (cublas: not batch-invariant)"
-	for mode in lmd lt cublas; do for cp in "1 2048" "256 128" "1 128"; do
+	say "the same with lmd's decode kernels (LMD_CUDA_GEMM=lmd), one cuBLASLt algorithm a shape (lt128), blocks of 64 rows (pad64) and through cuBLAS at every shape (cublas: not batch-invariant)"
+	for mode in lmd lt128 pad64 cublas; do for cp in "1 128" "16 128" "64 128" "256 128"; do
 		set -- $cp
 		LMD_CUDA_GEMM=$mode build/bin/lmd-bench gen --device cuda --concurrency $1 --prompt-tokens $2 \
 			--completion-tokens 128 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | sed "s/^/$mode,/" \

@@ -776,8 +776,8 @@ int main(void)
 		}
 		unsetenv("LMD_CUDA_GEMM");  // the default: cuBLAS on padded blocks of 128 rows, batch-invariant as well
 		test_invariant_gemm(&ref, "cuda/pad128", 1);
-		setenv("LMD_CUDA_GEMM", "lt", 1);  // one cuBLASLt algorithm per shape: batch-invariant without padding
-		test_invariant_gemm(&ref, "cuda/lt", 0);
+		setenv("LMD_CUDA_GEMM", "lt128", 1);  // one cuBLASLt algorithm per shape: batch-invariant without padding
+		test_invariant_gemm(&ref, "cuda/lt128", 0);
 		setenv("LMD_CUDA_GEMM", "pad", 1);
 		CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
 		CHECK(strstr(err.msg, "LMD_CUDA_GEMM") != NULL);
