@@ -206,9 +206,9 @@ static void cuda_close(void *ctx)
 }
 
 /*
- * What alloc takes for t: a 16-bit matrix (the model's activations) gets room for pad_rows more rows, so
- * that a padded product can read and write its last block in place (matmul.cu); it is registered for
- * lmd_cuda_room.
+ * Room that alloc leaves after t: a 16-bit matrix (the model's activations; not weights) gets pad_rows
+ * more rows, so that a padded product can read and write its last block in place (matmul.cu); it is
+ * registered for lmd_cuda_room.
  */
 static size_t alloc_room(const struct cuda_ctx *c, const struct lmd_tensor *t)
 {
@@ -225,10 +225,10 @@ size_t lmd_cuda_room(const struct cuda_ctx *c, const void *p)
 	return 0;
 }
 
-static int cuda_alloc(void *ctx, struct lmd_tensor *t, struct lmd_err *err)
+/* t's device memory, with room bytes after it (registered when room > 0). */
+static int dev_alloc_room(struct cuda_ctx *c, struct lmd_tensor *t, size_t room, struct lmd_err *err)
 {
-	struct cuda_ctx *c = CTX(ctx);
-	size_t room = alloc_room(c, t), n = lmd_tensor_nbytes(t) + room;
+	size_t n = lmd_tensor_nbytes(t) + room;
 	t->data = NULL;
 	if (room && c->n_allocs == c->allocs_cap) {
 		int cap = c->allocs_cap ? 2 * c->allocs_cap : 16;
@@ -250,16 +250,26 @@ static int cuda_alloc(void *ctx, struct lmd_tensor *t, struct lmd_err *err)
 	return LMD_OK;
 }
 
+static int cuda_alloc(void *ctx, struct lmd_tensor *t, struct lmd_err *err)
+{
+	struct cuda_ctx *c = CTX(ctx);
+	return dev_alloc_room(c, t, alloc_room(c, t), err);
+}
+
 static void cuda_release(void *ctx, struct lmd_tensor *t)
 {
 	struct cuda_ctx *c = CTX(ctx);
 	if (!t->data)
 		return;
+	size_t n = lmd_tensor_nbytes(t);
 	for (int i = 0; i < c->n_allocs; i++)
-		if (c->allocs[i].p == (const char *)t->data)
+		if (c->allocs[i].p == (const char *)t->data) {
+			n = c->allocs[i].bytes;
 			c->allocs[i] = c->allocs[--c->n_allocs];
+			break;
+		}
 	cudaFree(t->data);
-	c->allocated -= lmd_tensor_nbytes(t) + alloc_room(c, t);
+	c->allocated -= n;
 	t->data = NULL;
 }
 
@@ -267,7 +277,7 @@ static int cuda_weight(void *ctx, struct lmd_tensor *dst, const struct lmd_tenso
 {
 	struct cuda_ctx *c = CTX(ctx);
 	*dst = *src;
-	int rc = cuda_alloc(ctx, dst, err);
+	int rc = dev_alloc_room(c, dst, 0, err);
 	if (rc)
 		return rc;
 	c->weights += lmd_tensor_nbytes(dst);
