@@ -26,8 +26,8 @@
  * Splits. An item of length len (its last position + 1) is cut into key ranges of split_len(len) keys:
  * 256 keys, more only past 64 splits (H200, Llama-2-7B shape: 256-key splits gave 6 % and 7 % more
  * output tok/s than 64-key ones at 64 and 256 concurrent, 128 keys half that, batch 1 the same;
- * bench/results/2026-12-02-h200-engine.md, session 5). The cut depends on len alone, never on the rest of the step, so a
- * sequence gets the same bits alone and in any batch (batch invariance, issue 5). With one split the
+ * bench/results/2026-12-02-h200-engine.md). The cut depends on len alone, never on the rest of the
+ * step, so a sequence gets the same bits alone and in any batch (batch invariance, issue 5). With one split the
  * kernels write att = o / l; otherwise each split writes its unnormalized o, m and l to the partials
  * buffer (laid out for the step's largest split count) and combine_kernel (grid (items, H), block D)
  * merges them in split order:  M = max m_s, att = Σ o_s e^{m_s - M} / Σ l_s e^{m_s - M}.

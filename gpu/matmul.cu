@@ -40,11 +40,13 @@
  * The tile shape is chosen from R and N (enough blocks for the GPU) and does not change the bits. They
  * also take the padded path's rows when N % 8 != 0 (scratch rows must stay 16-byte aligned).
  *
- * One algorithm (LMD_CUDA_GEMM=lt; opt-in, not yet measured on a GPU): the other rows through cuBLASLt with
- * one algorithm per product shape (N, K, dtypes), chosen once from the heuristic for R rows (ltR; lt = LT_ROWS = 256) among
- * those that split no K. Rows are independent in a tensor-core product and the algorithm (tile, stages,
- * order over K) is then the same for every row count, so a row's bits should not depend on the batch,
- * with no padding; test-ops checks it bit for bit on the GPU.
+ * One algorithm (LMD_CUDA_GEMM=ltR; lt = LT_ROWS = 256): the other rows through cuBLASLt with one
+ * algorithm per product shape (N, K, dtypes), chosen once from the heuristic for R rows among those that
+ * split no K. Rows are independent in a tensor-core product and the algorithm (tile, stages, order over
+ * K) is then the same for every row count, so a row's bits do not depend on the batch, with no padding
+ * (test-ops checks it bit for bit; on the H200, 64 concurrent equal alone for R = 1, 16, 32, 64, 128,
+ * 256). lt128: 7 % more tok/s than
+ * pad128 at 256 concurrent, 18 % less at batch 1 (bench/results/2026-12-02-h200-engine.md).
  *
  * Other paths (also batch-invariant, chosen from the dtypes and K only, never from R):
  *   cublas  f32 x and w: cublasGemmEx, CUBLAS_COMPUTE_32F (no TF32); a bias is broadcast into y first and
