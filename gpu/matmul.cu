@@ -45,8 +45,8 @@
  * split no K. Rows are independent in a tensor-core product and the algorithm (tile, stages, order over
  * K) is then the same for every row count, so a row's bits do not depend on the batch, with no padding
  * (test-ops checks it bit for bit; on the H200, 64 concurrent equal alone for R = 1, 16, 32, 64, 128,
- * 256). lt128: 7 % more tok/s than
- * pad128 at 256 concurrent, 18 % less at batch 1 (bench/results/2026-12-02-h200-engine.md).
+ * 256). lt128: 7 % more tok/s than pad128 at 256 concurrent, 18 % less at batch 1
+ * (bench/results/2026-12-02-h200-engine.md).
  *
  * Other paths (also batch-invariant, chosen from the dtypes and K only, never from R):
  *   cublas  f32 x and w: cublasGemmEx, CUBLAS_COMPUTE_32F (no TF32); a bias is broadcast into y first and
