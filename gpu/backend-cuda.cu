@@ -580,7 +580,8 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 		c->pad_rows = 0;
 	else if (g && !strcmp(g, "lt"))
 		c->lt_gemm = LT_ROWS;
-	else if (g && !strncmp(g, "lt", 2) && (sscanf(g, "lt%d%c", &c->lt_gemm, &tail) != 1 || c->lt_gemm < 1 || c->lt_gemm > 4096))
+	else if (g && !strncmp(g, "lt", 2) &&
+		 (sscanf(g, "lt%d%c", &c->lt_gemm, &tail) != 1 || c->lt_gemm < 1 || c->lt_gemm > 4096))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected ltR with R in 1..4096", g);
 	else if (g && strncmp(g, "lt", 2) &&
 		 (sscanf(g, "pad%d%c", &c->pad_rows, &tail) != 1 || c->pad_rows < 16 || c->pad_rows > 4096))

@@ -226,13 +226,13 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 		    const struct lmd_tensor *bias, struct lmd_err *err);
 int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct lmd_tensor *qkv,
 		       const struct lmd_kvcache *kv, int layer, const struct lmd_attn_dims *d, struct lmd_err *err);
+/* Bytes of device memory from p to the end of the alloc'd tensor holding it, padding room included; 0 if none. */
+size_t lmd_cuda_room(const struct cuda_ctx *c, const void *p);
 /*
  * Room for need bytes at *p, a device buffer that recorded graphs may point into (grown, never shrunk;
  * *cap in bytes): a new one waits for the stream, makes old graphs stale, and is refused while a graph
  * is being recorded (the step with the same key ran as called first and made the room).
  */
-/* Bytes of device memory from p to the end of the alloc'd tensor holding it, padding room included; 0 if none. */
-size_t lmd_cuda_room(const struct cuda_ctx *c, const void *p);
 int lmd_cuda_grow(struct cuda_ctx *c, void **p, size_t *cap, size_t need, struct lmd_err *err);
 /* A decode step's attention items (one per token) into items [s->n]; returns the most splits any has. */
 int lmd_cuda_decode_items(const struct lmd_step *s, struct attn_item *items);

@@ -356,7 +356,8 @@ static int blas_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const voi
 	return LMD_OK;
 }
 
-/* cuBLASLt's descriptors of y[R, N] = x[R, K] · wᵀ in its column-major terms: A = w (K x N), B = x (K x R), D = y (N x R). */
+/* cuBLASLt's descriptors of y[R, N] = x[R, K] · wᵀ in its column-major terms: A = w (K x N), B = x (K x R),
+ * D = y (N x R). */
 struct lt_descs {
 	cublasLtMatmulDesc_t op;
 	cublasLtMatrixLayout_t a, b, d;
@@ -398,7 +399,8 @@ static int lt_descs_make(struct lt_descs *ds, enum lmd_dtype yt, enum lmd_dtype 
 
 /*
  * The one cuBLASLt algorithm for products of this shape, whatever the row count: the heuristic's first
- * for c->lt_gemm rows (LMD_CUDA_GEMM=ltR) that splits no K (no reduction across blocks) and takes 16-byte aligned pointers.
+ * for c->lt_gemm rows (LMD_CUDA_GEMM=ltR) that splits no K (no reduction across blocks) and takes
+ * 16-byte aligned pointers.
  */
 static int lt_algo(struct cuda_ctx *c, enum lmd_dtype yt, enum lmd_dtype xt, int N, int K, const cublasLtMatmulAlgo_t **out,
 		   struct lmd_err *err)
@@ -494,8 +496,9 @@ static int rows_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const voi
 	}
 	int P = c->pad_rows, rc;
 	size_t xs = (size_t)K * 2, ys = (size_t)N * lmd_dtype_size(yt), span = (size_t)(R + P - 1) / P * P;
+	/* in place: the rows past R are alloc's room, or the next prefill run's (written after these) */
 	if ((uintptr_t)x % 256 == 0 && (uintptr_t)y % 256 == 0 && lmd_cuda_room(c, x) >= span * xs &&
-	    lmd_cuda_room(c, y) >= span * ys) {  // in place: the rows past R are alloc's room (or the next run's, written after)
+	    lmd_cuda_room(c, y) >= span * ys) {
 		for (int r0 = 0; r0 < R; r0 += P)
 			if ((rc = blas_matmul(c, (char *)y + r0 * ys, yt, (const char *)x + r0 * xs, xt, w, bias, bt, P, N, K, err)))
 				return rc;
