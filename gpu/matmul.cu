@@ -477,10 +477,9 @@ static int lt_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void 
 }
 
 /*
- * Rows outside prefill runs: cuBLAS on blocks of exactly P rows, in place or copied into scratch, so that
- * every block is the same product (same kernel, same pointers' alignment) and a row's bits depend on the
- * row alone;
- * or the shape's one cuBLASLt algorithm (LMD_CUDA_GEMM=lt); or lmd's tensor-core kernels
+ * Rows outside prefill runs: cuBLAS on blocks of exactly P rows, in place or copied through scratch, so
+ * that every block is the same product (same kernel, same pointers' alignment) and a row's bits depend on
+ * the row alone; or the shape's one cuBLASLt algorithm (LMD_CUDA_GEMM=ltR); or lmd's tensor-core kernels
  * (LMD_CUDA_GEMM=lmd, or a shape the scratch cannot keep aligned).
  */
 template <bool BF>
