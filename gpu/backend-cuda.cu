@@ -183,6 +183,7 @@ static void cuda_close(void *ctx)
 	free(c->runs);
 	cudaFree(c->pad_x);
 	cudaFree(c->pad_y);
+	cudaFree(c->q4_deq);
 	cudaFreeHost(c->h_stage);
 	cudaFree(c->d_meta);
 	cudaFreeHost(c->h_meta);
@@ -273,14 +274,21 @@ static void cuda_release(void *ctx, struct lmd_tensor *t)
 	t->data = NULL;
 }
 
+int lmd_cuda_alloc_weight(struct cuda_ctx *c, struct lmd_tensor *t, struct lmd_err *err)
+{
+	int rc = dev_alloc_room(c, t, 0, err);
+	if (rc == LMD_OK)
+		c->weights += lmd_tensor_nbytes(t);
+	return rc;
+}
+
 static int cuda_weight(void *ctx, struct lmd_tensor *dst, const struct lmd_tensor *src, struct lmd_err *err)
 {
 	struct cuda_ctx *c = CTX(ctx);
 	*dst = *src;
-	int rc = dev_alloc_room(c, dst, 0, err);
+	int rc = lmd_cuda_alloc_weight(c, dst, err);
 	if (rc)
 		return rc;
-	c->weights += lmd_tensor_nbytes(dst);
 	CUDA_TRY(cudaMemcpy(dst->data, src->data, lmd_tensor_nbytes(src), cudaMemcpyHostToDevice), err);
 	return LMD_OK;
 }
@@ -481,6 +489,23 @@ static int op_matmul(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x
 	return lmd_cuda_matmul(CTX(ctx), y, x, w, bias, err);
 }
 
+static int cuda_weight_q4(void *ctx, struct lmd_tensor *dw, struct lmd_tensor *ds, struct lmd_tensor *dz,
+			  const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,
+			  struct lmd_err *err)
+{
+	return lmd_cuda_weight_q4(CTX(ctx), dw, ds, dz, w, s, z, group, err);
+}
+
+static int op_matmul_q4(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
+			const struct lmd_tensor *s, const struct lmd_tensor *z, int group, const struct lmd_tensor *bias,
+			struct lmd_err *err)
+{
+	if (graph_note(CTX(ctx), 10, y->data, x->data, w->data,
+		       ((int64_t)(uintptr_t)(bias ? bias->data : NULL) ^ t_rows(x)) * 31 + group))
+		return LMD_OK;
+	return lmd_cuda_matmul_q4(CTX(ctx), y, x, w, s, z, group, bias, err);
+}
+
 static int op_rope(void *ctx, struct lmd_tensor *qkv, const struct lmd_attn_dims *d, struct lmd_err *err)
 {
 	if (graph_note(CTX(ctx), 5, qkv->data, NULL, NULL, t_rows(qkv)))
@@ -529,6 +554,7 @@ static int op_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, 
 static const struct lmd_backend_ops cuda_ops = {
 	.name = "cuda",
 	.weights_in_place = 0,
+	.kv_quant = 0,  // quantized KV: CPU only for now
 	.close = cuda_close,
 	.alloc = cuda_alloc,
 	.release = cuda_release,
@@ -545,7 +571,8 @@ static const struct lmd_backend_ops cuda_ops = {
 	.kv_store = op_kv_store,
 	.attention = op_attention,
 	.silu_mul = op_silu_mul,
-	.matmul_q4 = NULL,  // int4 weights: CPU only for now (issue 6)
+	.matmul_q4 = op_matmul_q4,
+	.weight_q4 = cuda_weight_q4,
 	.gather_rows = op_gather_rows,
 	.pick = op_pick,
 };
@@ -633,7 +660,7 @@ extern "C" int lmd_cuda_mem(const struct lmd_backend *b, struct lmd_cuda_mem *m,
 	m->allocated = c->allocated;
 	m->weights = c->weights;
 	m->internal = c->meta_cap + c->items_cap * sizeof(struct attn_item) + c->part_cap + c->pad_x_cap +
-		      c->pad_y_cap;
+		      c->pad_y_cap + c->q4_deq_cap;
 	m->blas_ws = c->blas_ws_bytes;
 	return LMD_OK;
 }

@@ -114,6 +114,8 @@ struct cuda_ctx {
 	struct dev_alloc *allocs;      /* alloc's 16-bit matrices, with room for P more rows (lmd_cuda_room) */
 	int n_allocs, allocs_cap;
 	size_t pad_x_cap, pad_y_cap;   /* bytes */
+	void *q4_deq;                  /* matmul_q4's dequantized weight for prefill runs (grown, never shrunk) */
+	size_t q4_deq_cap;             /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
 	 * for matmul (cuBLAS per run); cleared by sync, when the step is over */
 	int *runs, nruns, runs_cap;
@@ -224,6 +226,18 @@ int lmd_cuda_gather_rows(struct cuda_ctx *c, struct lmd_tensor *y, const struct 
 			 struct lmd_err *err);
 int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
 		    const struct lmd_tensor *bias, struct lmd_err *err);
+/* int4 weights (matmul-q4.cu): the backend's layout made from q4.h's, and the product over it */
+int lmd_cuda_weight_q4(struct cuda_ctx *c, struct lmd_tensor *dw, struct lmd_tensor *ds, struct lmd_tensor *dz,
+		       const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,
+		       struct lmd_err *err);
+int lmd_cuda_matmul_q4(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
+		       const struct lmd_tensor *s, const struct lmd_tensor *z, int group, const struct lmd_tensor *bias,
+		       struct lmd_err *err);
+/* y[R, N] = x · wᵀ (+ bias) through cuBLAS at exactly this shape (x and w 16-bit of one dtype; y that or f32). */
+int lmd_cuda_blas(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
+		  const void *bias, int bt, int64_t R, int64_t N, int64_t K, struct lmd_err *err);
+/* Device memory for t (shape and dtype set), counted as weights. */
+int lmd_cuda_alloc_weight(struct cuda_ctx *c, struct lmd_tensor *t, struct lmd_err *err);
 int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct lmd_tensor *qkv,
 		       const struct lmd_kvcache *kv, int layer, const struct lmd_attn_dims *d, struct lmd_err *err);
 /* Bytes of device memory from p to the end of the alloc'd tensor holding it, padding room included; 0 if none. */

@@ -356,6 +356,12 @@ static int blas_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const voi
 	return LMD_OK;
 }
 
+int lmd_cuda_blas(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
+		  const void *bias, int bt, int64_t R, int64_t N, int64_t K, struct lmd_err *err)
+{
+	return blas_matmul(c, y, yt, x, xt, w, bias, bt, R, N, K, err);
+}
+
 /* cuBLASLt's descriptors of y[R, N] = x[R, K] · wᵀ in its column-major terms: A = w (K x N), B = x (K x R),
  * D = y (N x R). */
 struct lt_descs {
