@@ -18,7 +18,7 @@
 #          timed); lmd-small as W4 (SMALL_W4, default: lmd-awq --method rtn of it) greedy on the GPU vs the CPU
 #          and 64 concurrent vs one at a time, perplexity GPU vs CPU; Llama-2-7B-shaped fp16 and W4A16 g128
 #          models (t/gen-model --fast / --awq 128) through lmd-bench gen at QUANT_CONC (default 1,64) x
-#          prompts 128 and at 1 x 2048. Files: quant-ops.txt quant-greedy.txt quant-bench.csv quant-bench.log.
+#          prompts 128 and at 1 x 2048 (QUANT_MODELS: default "f16 w4"). Files: quant-ops.txt quant-greedy.txt quant-bench.csv quant-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
 # bench-modes.csv (LMD_CUDA_GEMM=lmd, lt128, pad64 and cublas) hf.csv.
 # BENCH_EXTRA=0 leaves out the profile runs, the LMD_CUDA_GEMM comparisons and the HF baseline.
@@ -195,7 +195,7 @@ if [ "$stage" = quant ]; then
 		done
 	done
 	say "Llama-2-7B shape: fp16 and W4A16 g128 models with random weights"
-	for w in f16 w4; do
+	for w in ${QUANT_MODELS:-f16 w4}; do
 		[ -d /tmp/llama2-7b-$w ] && continue
 		opt="--fast"; [ $w = w4 ] && opt="--awq 128"
 		rm -rf /tmp/llama2-7b-$w-hf
@@ -208,7 +208,7 @@ if [ "$stage" = quant ]; then
 	done
 	say "lmd-bench gen: fp16 vs W4A16"
 	: >"$OUT/quant-bench.csv"
-	for w in f16 w4; do
+	for w in ${QUANT_MODELS:-f16 w4}; do
 		build/bin/lmd-bench gen -v --device cuda --concurrency "${QUANT_CONC:-1,64}" --prompt-tokens 128 \
 			--completion-tokens 128 -f csv /tmp/llama2-7b-$w 2>>"$OUT/quant-bench.log" | sed "s/^/$w,/" \
 			| tee -a "$OUT/quant-bench.csv"

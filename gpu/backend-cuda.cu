@@ -184,6 +184,7 @@ static void cuda_close(void *ctx)
 	cudaFree(c->pad_x);
 	cudaFree(c->pad_y);
 	cudaFree(c->q4_deq);
+	cudaFree(c->q4_part);
 	cudaFreeHost(c->h_stage);
 	cudaFree(c->d_meta);
 	cudaFreeHost(c->h_meta);
@@ -660,7 +661,7 @@ extern "C" int lmd_cuda_mem(const struct lmd_backend *b, struct lmd_cuda_mem *m,
 	m->allocated = c->allocated;
 	m->weights = c->weights;
 	m->internal = c->meta_cap + c->items_cap * sizeof(struct attn_item) + c->part_cap + c->pad_x_cap +
-		      c->pad_y_cap + c->q4_deq_cap;
+		      c->pad_y_cap + c->q4_deq_cap + c->q4_part_cap;
 	m->blas_ws = c->blas_ws_bytes;
 	return LMD_OK;
 }

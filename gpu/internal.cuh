@@ -116,6 +116,8 @@ struct cuda_ctx {
 	size_t pad_x_cap, pad_y_cap;   /* bytes */
 	void *q4_deq;                  /* matmul_q4's dequantized weight for prefill runs (grown, never shrunk) */
 	size_t q4_deq_cap;             /* bytes */
+	float *q4_part;                /* matmul_q4's slice sums when a product has too few blocks (grown, never shrunk) */
+	size_t q4_part_cap;            /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
 	 * for matmul (cuBLAS per run); cleared by sync, when the step is over */
 	int *runs, nruns, runs_cap;

@@ -78,18 +78,41 @@ __global__ void q4_repack_sz_kernel(__half *sd, uint8_t *zd, const __half *s, co
 	}
 }
 
-/* W [N, K] in dtype dt from the packed layout: (q - zero) * scale, rounded once. */
+/* W [N, K] in dtype dt from the packed layout, one word (8 consecutive k of a row) a thread: (q - zero) * scale. */
 __global__ void q4_dequant_kernel(void *dst, int dt, const uint32_t *w, const __half *sc, const uint8_t *zr, int N, int K,
-				  int KB, int G, int ngp)
+				  int KB, int G, int ngp, int64_t words)
 {
-	int64_t total = (int64_t)N * K;
-	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
-		int n = (int)(i / K), k = (int)(i % K), t = n / 8, g = n % 8, b = k / Q4_KT, s = (k % Q4_KT) / 32;
-		int c = (k % 32) / 8, e = k % 8, gi = k / G;
-		uint32_t word = w[(((int64_t)t * KB + b) * 32 + g * 4 + c) * 4 + s];
-		float q = (float)((word >> (4 * (e / 2) + 16 * (e % 2))) & 15);
-		size_t sz = ((size_t)t * ngp + gi) * 8 + g;
-		st(dst, dt, (size_t)i, (q - (float)zr[sz]) * __half2float(sc[sz]));
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < words; i += (int64_t)gridDim.x * blockDim.x) {
+		int s = (int)(i & 3), lane = (int)(i >> 2) & 31;
+		int64_t tile = i >> 7;
+		int b = (int)(tile % KB), t = (int)(tile / KB), g = lane >> 2;
+		int n = 8 * t + g, k0 = Q4_KT * b + 32 * s + 8 * (lane & 3);
+		if (n >= N || k0 >= K)
+			continue;
+		size_t o = ((size_t)t * ngp + k0 / G) * 8 + g;
+		float sv = __half2float(sc[o]), z = (float)zr[o], f[8];
+		uint32_t word = w[i];
+#pragma unroll
+		for (int e = 0; e < 8; e++)
+			f[e] = ((float)((word >> (4 * (e / 2) + 16 * (e % 2))) & 15) - z) * sv;
+		size_t d = (size_t)n * K + k0;
+		if (dt == DT_F32) {
+			((float4 *)((float *)dst + d))[0] = make_float4(f[0], f[1], f[2], f[3]);
+			((float4 *)((float *)dst + d))[1] = make_float4(f[4], f[5], f[6], f[7]);
+		} else {
+			uint32_t h[4];
+#pragma unroll
+			for (int e = 0; e < 4; e++) {
+				if (dt == DT_BF16) {
+					__nv_bfloat162 v = __floats2bfloat162_rn(f[2 * e], f[2 * e + 1]);
+					h[e] = *(uint32_t *)&v;
+				} else {
+					__half2 v = __floats2half2_rn(f[2 * e], f[2 * e + 1]);
+					h[e] = *(uint32_t *)&v;
+				}
+			}
+			*(uint4 *)((uint16_t *)dst + d) = make_uint4(h[0], h[1], h[2], h[3]);
+		}
 	}
 }
 
@@ -113,41 +136,65 @@ __device__ __forceinline__ uint32_t q4_pair(uint32_t w, uint32_t zb)
 
 /* The magic constant plus a zero point, in both halves. */
 template <bool BF>
-__device__ __forceinline__ uint32_t q4_zero(uint8_t z)
+__device__ __forceinline__ uint32_t q4_zero(uint32_t z)
 {
-	uint32_t h = BF ? (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(128.0f + z))
-			: (uint32_t)__half_as_ushort(__float2half_rn(1024.0f + z));
+	uint32_t h = BF ? (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(128.0f + (float)z))
+			: (uint32_t)__half_as_ushort(__float2half_rn(1024.0f + (float)z));
 	return h | h << 16;
 }
 
 /*
- * One tile b of K for MT m-tiles and NT n-tiles of a warp: wv[j] the lane's 16 bytes of n-tile tj[j],
- * a(s, ag, ah) gives the lane's x fragments of word s (rows g and g + 8 of each m-tile). acc += the
- * tile's groups, each fma'd with its scale (the summation rule at the top of the file).
+ * A lane's weights of one tile (t, b): its 16 bytes, and for each of the P group pieces of the tile (P = 4 for
+ * groups of 32, 2 for 64, 1 for 128 and more) the zero of its row g and the scales of outputs 2c, 2c + 1.
+ * Loaded together, ahead of their use.
  */
-template <bool BF, int MT, int NT, class A>
-__device__ __forceinline__ void q4_tile(float (&acc)[MT][NT][4], const uint4 (&wv)[NT], const int (&tj)[NT], int b, int G,
-					int ngp, const __half *sc, const uint8_t *zr, A a)
+template <int P>
+struct q4_w {
+	uint4 q;
+	uint32_t z[P], s[P];
+};
+
+template <int P>
+__device__ __forceinline__ void q4_load(q4_w<P> &w, const uint4 *wq, const __half *sc, const uint8_t *zr, int t, int b,
+					int KB, int G, int ngp, bool ok, bool stream)
 {
 	int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-	const int spg = G >= Q4_KT ? 4 : G / 32;
-	for (int s0 = 0; s0 < 4; s0 += spg) {
-		int gi = (Q4_KT * b + 32 * s0) / G;
+	const uint4 *p = wq + ((size_t)t * KB + b) * 32 + lane;
+	w.q = !ok ? make_uint4(0, 0, 0, 0) : stream ? __ldcs(p) : __ldg(p);
+#pragma unroll
+	for (int i = 0; i < P; i++) {
+		size_t o = ((size_t)t * ngp + (Q4_KT * b + Q4_KT / P * i) / G) * 8;
+		w.z[i] = ok ? zr[o + g] : 0;
+		w.s[i] = ok ? __ldg((const unsigned int *)(sc + o + 2 * c)) : 0;
+	}
+}
+
+/*
+ * One tile of K for MT m-tiles and NT n-tiles of a warp: w[j] the lane's weights of n-tile j, a(s, ag, ah)
+ * the lane's x fragments of word s (rows g and g + 8 of each m-tile). acc += the tile's group pieces, each
+ * fma'd with its scales (the summation rule at the top of the file).
+ */
+template <bool BF, int MT, int NT, int P, class A>
+__device__ __forceinline__ void q4_tile(float (&acc)[MT][NT][4], const q4_w<P> (&w)[NT], A a)
+{
+#pragma unroll
+	for (int i = 0; i < P; i++) {
 		float tmp[MT][NT][4];
 		uint32_t zb[NT];
 #pragma unroll
 		for (int j = 0; j < NT; j++) {
-			zb[j] = q4_zero<BF>(zr[((size_t)tj[j] * ngp + gi) * 8 + g]);
+			zb[j] = q4_zero<BF>(w[j].z[i]);
 #pragma unroll
 			for (int m = 0; m < MT; m++)
 				tmp[m][j][0] = tmp[m][j][1] = tmp[m][j][2] = tmp[m][j][3] = 0;
 		}
-		for (int s = s0; s < s0 + spg; s++) {
+#pragma unroll
+		for (int s = 4 / P * i; s < 4 / P * (i + 1); s++) {
 			uint4 ag[MT], ah[MT];
 			a(s, ag, ah);
 #pragma unroll
 			for (int j = 0; j < NT; j++) {
-				uint32_t u = s == 0 ? wv[j].x : s == 1 ? wv[j].y : s == 2 ? wv[j].z : wv[j].w;
+				uint32_t u = s == 0 ? w[j].q.x : s == 1 ? w[j].q.y : s == 2 ? w[j].q.z : w[j].q.w;
 				uint32_t b0 = q4_pair<BF>(u, zb[j]), b1 = q4_pair<BF>(u >> 4, zb[j]);
 				uint32_t b2 = q4_pair<BF>(u >> 8, zb[j]), b3 = q4_pair<BF>(u >> 12, zb[j]);
 #pragma unroll
@@ -159,7 +206,7 @@ __device__ __forceinline__ void q4_tile(float (&acc)[MT][NT][4], const uint4 (&w
 		}
 #pragma unroll
 		for (int j = 0; j < NT; j++) {
-			float2 sv = __half22float2(*(const __half2 *)(sc + ((size_t)tj[j] * ngp + gi) * 8 + 2 * c));
+			float2 sv = __half22float2(*(const __half2 *)&w[j].s[i]);
 #pragma unroll
 			for (int m = 0; m < MT; m++) {
 				acc[m][j][0] = fmaf(tmp[m][j][0], sv.x, acc[m][j][0]);
@@ -171,21 +218,21 @@ __device__ __forceinline__ void q4_tile(float (&acc)[MT][NT][4], const uint4 (&w
 	}
 }
 
-/* c (rows r, r + 8; outputs n, n + 1) + bias into y, rounded to y's dtype. */
+/* v (rows r, r + 8; outputs n, n + 1) + bias into y, rounded to y's dtype. */
 __device__ __forceinline__ void q4_store(void *y, int yt, const void *bias, int bt, int R, int N, int r, int n,
-					 const float c[4])
+					 const float v[4])
 {
 #pragma unroll
 	for (int i = 0; i < 4; i++) {
 		int rr = r + (i >> 1) * 8, nn = n + (i & 1);
 		if (rr < R && nn < N)
-			st(y, yt, (size_t)rr * N + nn, c[i] + (bias ? ld(bias, bt, nn) : 0.0f));
+			st(y, yt, (size_t)rr * N + nn, v[i] + (bias ? ld(bias, bt, nn) : 0.0f));
 	}
 }
 
 #define Q4_U 4  /* tiles a skinny warp loads ahead */
 
-template <bool BF>
+template <bool BF, int P>
 __global__ void __launch_bounds__(256) q4_skinny(void *y, int yt, const uint4 *x, const uint4 *w, const __half *sc,
 						 const uint8_t *zr, const void *bias, int bt, int R, int N, int K, int KB,
 						 int G, int ngp)
@@ -194,28 +241,26 @@ __global__ void __launch_bounds__(256) q4_skinny(void *y, int yt, const uint4 *x
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
 	int r0 = (int)blockIdx.x * 16, t = (int)blockIdx.y, K8 = K / 8;
 	int b0 = warp * KB / Q4_SLICES, b1 = (warp + 1) * KB / Q4_SLICES;
-	const int tj[1] = {t};
 	const uint4 *xg = x + (size_t)(r0 + g) * K8, *xh = x + (size_t)(r0 + g + 8) * K8;
 	bool gok = r0 + g < R, hok = r0 + g + 8 < R;
-	const uint4 *wp = w + (size_t)t * KB * 32 + lane;
 	float acc[1][1][4] = {{{0, 0, 0, 0}}};
 	for (int b = b0; b < b1; b += Q4_U) {
-		uint4 wv[Q4_U][1];
+		q4_w<P> wv[Q4_U][1];
 #pragma unroll
 		for (int u = 0; u < Q4_U; u++)
-			wv[u][0] = b + u < b1 ? __ldcs(wp + (size_t)(b + u) * 32) : make_uint4(0, 0, 0, 0);
+			q4_load<P>(wv[u][0], w, sc, zr, t, b + u, KB, G, ngp, b + u < b1, true);
 #pragma unroll
 		for (int u = 0; u < Q4_U; u++) {
 			int bb = b + u;
-			if (bb >= b1)
-				break;
-			auto a = [&](int s, uint4 (&ag)[1], uint4 (&ah)[1]) {
-				int k8 = (Q4_KT * bb + 32 * s) / 8 + c;
-				const uint4 z = make_uint4(0, 0, 0, 0);
-				ag[0] = gok && k8 < K8 ? xg[k8] : z;
-				ah[0] = hok && k8 < K8 ? xh[k8] : z;
-			};
-			q4_tile<BF, 1, 1>(acc, wv[u], tj, bb, G, ngp, sc, zr, a);
+			if (bb < b1) {
+				auto a = [&](int s, uint4 (&ag)[1], uint4 (&ah)[1]) {
+					int k8 = (Q4_KT * bb + 32 * s) / 8 + c;
+					const uint4 z = make_uint4(0, 0, 0, 0);
+					ag[0] = gok && k8 < K8 ? xg[k8] : z;
+					ah[0] = hok && k8 < K8 ? xh[k8] : z;
+				};
+				q4_tile<BF, 1, 1, P>(acc, wv[u], a);
+			}
 		}
 	}
 #pragma unroll
@@ -233,19 +278,23 @@ __global__ void __launch_bounds__(256) q4_skinny(void *y, int yt, const uint4 *x
 }
 
 #define Q4_BM 64
-#define Q4_BN 64
+#define Q4_BN 128
 
-template <bool BF>
-__global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, const uint4 *x, const uint4 *w, const __half *sc,
-						const uint8_t *zr, const void *bias, int bt, int R, int N, int K, int KB,
-						int G, int ngp)
+/*
+ * part == NULL: slices 0..7 one after another, the sum into y. Else blockIdx.z = slice j alone, its sum into
+ * part [8][R][N] (q4_reduce adds them in slice order).
+ */
+template <bool BF, int P>
+__global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
+						const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int N,
+						int K, int KB, int G, int ngp)
 {
 	__shared__ uint4 xs[2][4][Q4_BM][4];  // [stage][word s][row][lane c]: a span's rows are 64 bytes (no conflicts)
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-	int wm = warp & 1, wn = warp >> 1, r0 = (int)blockIdx.y * Q4_BM, K8 = K / 8, NT8 = (N + 7) / 8;
-	int tj[2] = {(int)blockIdx.x * 8 + wn * 2, (int)blockIdx.x * 8 + wn * 2 + 1};
-	bool tok[2] = {tj[0] < NT8, tj[1] < NT8};
-	tj[0] = tok[0] ? tj[0] : 0, tj[1] = tok[1] ? tj[1] : 0;  // a tile past N reads tile 0's scales, weights 0
+	int r0 = (int)blockIdx.y * Q4_BM, K8 = K / 8, NT8 = (N + 7) / 8;
+	int t0 = (int)blockIdx.x * (Q4_BN / 8) + warp * 2;
+	bool tok[2] = {t0 < NT8, t0 + 1 < NT8};
+	int first = part ? (int)blockIdx.z * KB / Q4_SLICES : 0, last = part ? ((int)blockIdx.z + 1) * KB / Q4_SLICES : KB;
 	auto load_x = [&](int b, int stage) {
 		for (int i = threadIdx.x; i < Q4_BM * 16; i += 256) {  // 16 chunks of 8 k per row
 			int row = i / 16, ch = i % 16, k8 = Q4_KT / 8 * b + ch;
@@ -254,66 +303,94 @@ __global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, const uint4 *x,
 		}
 		asm volatile("cp.async.commit_group;\n" ::);
 	};
-	auto load_w = [&](int b, uint4 (&wv)[2]) {
+	auto load_w = [&](int b, q4_w<P> (&wv)[2]) {
 #pragma unroll
 		for (int j = 0; j < 2; j++)
-			wv[j] = tok[j] && b < KB ? __ldg(w + ((size_t)tj[j] * KB + b) * 32 + lane) : make_uint4(0, 0, 0, 0);
+			q4_load<P>(wv[j], w, sc, zr, tok[j] ? t0 + j : 0, b, KB, G, ngp, tok[j] && b < last, false);
 	};
-	float tot[2][2][4], acc[2][2][4];
+	float tot[4][2][4], acc[4][2][4];
 #pragma unroll
-	for (int m = 0; m < 2; m++)
+	for (int m = 0; m < 4; m++)
 #pragma unroll
 		for (int j = 0; j < 2; j++)
 #pragma unroll
 			for (int i = 0; i < 4; i++)
 				tot[m][j][i] = acc[m][j][i] = 0;
-	uint4 wcur[2], wnext[2];
-	load_x(0, 0);
-	load_w(0, wcur);
+	q4_w<P> wcur[2], wnext[2];
+	if (first < last) {
+		load_x(first, first & 1);
+		load_w(first, wcur);
+	}
 	int slice = 0, end = KB / Q4_SLICES;
-	for (int b = 0; b < KB; b++) {
-		if (b + 1 < KB)
+	for (int b = first; b < last; b++) {
+		if (b + 1 < last)
 			load_x(b + 1, (b + 1) & 1);
 		load_w(b + 1, wnext);
-		if (b + 1 < KB)
+		if (b + 1 < last)
 			asm volatile("cp.async.wait_group 1;\n" ::);
 		else
 			asm volatile("cp.async.wait_group 0;\n" ::);
 		__syncthreads();
-		for (; b >= end; end = (++slice + 1) * KB / Q4_SLICES)  // the slices that ended before b (some empty)
+		for (; !part && b >= end; end = (++slice + 1) * KB / Q4_SLICES)  // the slices that ended before b (some empty)
 #pragma unroll
-			for (int m = 0; m < 2; m++)
+			for (int m = 0; m < 4; m++)
 #pragma unroll
 				for (int j = 0; j < 2; j++)
 #pragma unroll
 					for (int i = 0; i < 4; i++)
 						tot[m][j][i] += acc[m][j][i], acc[m][j][i] = 0;
-		int st_ = b & 1;
-		auto a = [&](int s, uint4 (&ag)[2], uint4 (&ah)[2]) {
+		int sg = b & 1;
+		auto a = [&](int s, uint4 (&ag)[4], uint4 (&ah)[4]) {
 #pragma unroll
-			for (int m = 0; m < 2; m++) {
-				ag[m] = xs[st_][s][wm * 32 + m * 16 + g][c];
-				ah[m] = xs[st_][s][wm * 32 + m * 16 + g + 8][c];
+			for (int m = 0; m < 4; m++) {
+				ag[m] = xs[sg][s][m * 16 + g][c];
+				ah[m] = xs[sg][s][m * 16 + g + 8][c];
 			}
 		};
-		q4_tile<BF, 2, 2>(acc, wcur, tj, b, G, ngp, sc, zr, a);
+		q4_tile<BF, 4, 2, P>(acc, wcur, a);
 		__syncthreads();  // the stage is refilled by the next round's load_x
 		wcur[0] = wnext[0], wcur[1] = wnext[1];
 	}
+	if (part) {
+#pragma unroll
+		for (int m = 0; m < 4; m++)
+#pragma unroll
+			for (int j = 0; j < 2; j++)
+#pragma unroll
+				for (int i = 0; i < 4; i++) {
+					int rr = r0 + m * 16 + g + (i >> 1) * 8, nn = 8 * (t0 + j) + 2 * c + (i & 1);
+					if (tok[j] && rr < R && nn < N)
+						part[((size_t)blockIdx.z * R + rr) * N + nn] = acc[m][j][i];
+				}
+		return;
+	}
 	for (; slice < Q4_SLICES; slice++)
 #pragma unroll
-		for (int m = 0; m < 2; m++)
+		for (int m = 0; m < 4; m++)
 #pragma unroll
 			for (int j = 0; j < 2; j++)
 #pragma unroll
 				for (int i = 0; i < 4; i++)
 					tot[m][j][i] += acc[m][j][i], acc[m][j][i] = 0;
 #pragma unroll
-	for (int m = 0; m < 2; m++)
+	for (int m = 0; m < 4; m++)
 #pragma unroll
 		for (int j = 0; j < 2; j++)
 			if (tok[j])
-				q4_store(y, yt, bias, bt, R, N, r0 + wm * 32 + m * 16 + g, 8 * tj[j] + 2 * c, tot[m][j]);
+				q4_store(y, yt, bias, bt, R, N, r0 + m * 16 + g, 8 * (t0 + j) + 2 * c, tot[m][j]);
+}
+
+/* y = ((0 + part[0]) + part[1]) + ... + part[7] (+ bias), rounded: q4_tiled's slices, split across blocks. */
+__global__ void q4_reduce_kernel(void *y, int yt, const float *part, const void *bias, int bt, int R, int N)
+{
+	int64_t total = (int64_t)R * N;
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+		float v = 0;
+#pragma unroll
+		for (int j = 0; j < Q4_SLICES; j++)
+			v += part[j * total + i];
+		st(y, yt, (size_t)i, v + (bias ? ld(bias, bt, (size_t)(i % N)) : 0.0f));
+	}
 }
 
 // ----------------------------------------------------------------------------
@@ -403,20 +480,50 @@ static int q4_check(struct q4_geo *q, const struct lmd_tensor *w, const struct l
 	return LMD_OK;
 }
 
-/* Rows through the kernels (x and y of these rows only). */
-template <bool BF>
-static void q4_rows(struct cuda_ctx *c, void *y, int yt, const void *x, const struct q4_geo *q, const void *w, const void *sc,
-		    const void *zr, const void *bias, int bt, int R)
+template <bool BF, int P>
+static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const struct q4_geo *q, const void *w, const void *sc,
+		     const void *zr, const void *bias, int bt, int R, struct lmd_err *err)
 {
+	const uint4 *xv = (const uint4 *)x, *wv = (const uint4 *)w;
+	const __half *s = (const __half *)sc;
+	const uint8_t *z = (const uint8_t *)zr;
 	if (R <= 16) {
 		dim3 grid(1, (unsigned)(q->Np / 8));
-		q4_skinny<BF><<<grid, 256, 0, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, (const __half *)sc,
-						       (const uint8_t *)zr, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
-	} else {
-		dim3 grid((unsigned)((q->Np + Q4_BN - 1) / Q4_BN), (unsigned)((R + Q4_BM - 1) / Q4_BM));
-		q4_tiled<BF><<<grid, 256, 0, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, (const __half *)sc,
-						      (const uint8_t *)zr, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
+		q4_skinny<BF, P><<<grid, 256, 0, c->st>>>(y, yt, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
+		LAUNCH_TRY(err);
+		return LMD_OK;
 	}
+	dim3 grid((unsigned)((q->Np + Q4_BN - 1) / Q4_BN), (unsigned)((R + Q4_BM - 1) / Q4_BM));
+	if ((long)grid.x * grid.y >= c->sms) {
+		q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, NULL, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G,
+							  q->ngp);
+		LAUNCH_TRY(err);
+		return LMD_OK;
+	}
+	/* too few blocks for the GPU: each slice in blocks of its own, then their sums in slice order (same bits) */
+	size_t need = (size_t)Q4_SLICES * R * q->N * sizeof(float);
+	int rc = lmd_cuda_grow(c, (void **)&c->q4_part, &c->q4_part_cap, need, err);
+	if (rc)
+		return rc;
+	grid.z = Q4_SLICES;
+	q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, c->q4_part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G,
+						  q->ngp);
+	LAUNCH_TRY(err);
+	q4_reduce_kernel<<<q4_grid((int64_t)R * q->N), 256, 0, c->st>>>(y, yt, c->q4_part, bias, bt, R, q->N);
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}
+
+/* Rows through the kernels (x and y of these rows only); the group size picks the pieces of a tile. */
+template <bool BF>
+static int q4_rows(struct cuda_ctx *c, void *y, int yt, const void *x, const struct q4_geo *q, const void *w, const void *sc,
+		   const void *zr, const void *bias, int bt, int R, struct lmd_err *err)
+{
+	if (q->G == 32)
+		return q4_rows_p<BF, 4>(c, y, yt, x, q, w, sc, zr, bias, bt, R, err);
+	if (q->G == 64)
+		return q4_rows_p<BF, 2>(c, y, yt, x, q, w, sc, zr, bias, bt, R, err);
+	return q4_rows_p<BF, 1>(c, y, yt, x, q, w, sc, zr, bias, bt, R, err);
 }
 
 /* W [N, K] in dtype dt into the dequantization scratch. */
@@ -426,9 +533,9 @@ static int q4_dequant(struct cuda_ctx *c, enum lmd_dtype dt, const struct q4_geo
 	int rc = lmd_cuda_grow(c, &c->q4_deq, &c->q4_deq_cap, (size_t)q->N * q->K * lmd_dtype_size(dt), err);
 	if (rc)
 		return rc;
-	q4_dequant_kernel<<<q4_grid((int64_t)q->N * q->K), 256, 0, c->st>>>(c->q4_deq, dt, (const uint32_t *)w,
-									   (const __half *)sc, (const uint8_t *)zr, q->N,
-									   q->K, q->KB, q->G, q->ngp);
+	int64_t words = (int64_t)q->Np / 8 * q->KB * 128;
+	q4_dequant_kernel<<<q4_grid(words), 256, 0, c->st>>>(c->q4_deq, dt, (const uint32_t *)w, (const __half *)sc,
+							    (const uint8_t *)zr, q->N, q->K, q->KB, q->G, q->ngp, words);
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }
@@ -468,11 +575,10 @@ int lmd_cuda_matmul_q4(struct cuda_ctx *c, struct lmd_tensor *y, const struct lm
 		if (first > r) {
 			void *yr = (char *)y->data + r * ys;
 			const void *xr = (const char *)x->data + r * xs;
-			if (bf)
-				q4_rows<true>(c, yr, y->dtype, xr, &q, w->data, s->data, z->data, b, bt, first - r);
-			else
-				q4_rows<false>(c, yr, y->dtype, xr, &q, w->data, s->data, z->data, b, bt, first - r);
-			LAUNCH_TRY(err);
+			rc = bf ? q4_rows<true>(c, yr, y->dtype, xr, &q, w->data, s->data, z->data, b, bt, first - r, err)
+				: q4_rows<false>(c, yr, y->dtype, xr, &q, w->data, s->data, z->data, b, bt, first - r, err);
+			if (rc)
+				return rc;
 		}
 		if (len && (rc = lmd_cuda_blas(c, (char *)y->data + first * ys, y->dtype, (const char *)x->data + first * xs,
 					       x->dtype, c->q4_deq, b, bt, len, N, K, err)))
