@@ -185,6 +185,7 @@ static void cuda_close(void *ctx)
 	cudaFree(c->pad_y);
 	cudaFree(c->q4_deq);
 	cudaFree(c->q4_part);
+	cudaFree(c->kvp);
 	cudaFreeHost(c->h_stage);
 	cudaFree(c->d_meta);
 	cudaFreeHost(c->h_meta);
@@ -281,6 +282,25 @@ int lmd_cuda_alloc_weight(struct cuda_ctx *c, struct lmd_tensor *t, struct lmd_e
 	if (rc == LMD_OK)
 		c->weights += lmd_tensor_nbytes(t);
 	return rc;
+}
+
+int lmd_cuda_kv_params(struct cuda_ctx *c, const struct lmd_kvcache *kv, int layer, const float **out,
+		       struct lmd_err *err)
+{
+	*out = NULL;
+	if (!kv->params)
+		return LMD_OK;
+	size_t per = (size_t)2 * kv->kv_heads * 2, n = per * kv->layers * sizeof(float);
+	if (c->kvp_src != kv->params || c->kvp_bytes != n) {  // a new cache's parameters: copied once
+		int rc = lmd_cuda_grow(c, &c->kvp, &c->kvp_cap, n, err);
+		if (rc)
+			return rc;
+		CUDA_TRY(cudaMemcpyAsync(c->kvp, kv->params, n, cudaMemcpyHostToDevice, c->st), err);
+		CUDA_TRY(cudaStreamSynchronize(c->st), err);
+		c->kvp_src = kv->params, c->kvp_bytes = n;
+	}
+	*out = (const float *)c->kvp + per * layer;
+	return LMD_OK;
 }
 
 static int cuda_weight(void *ctx, struct lmd_tensor *dst, const struct lmd_tensor *src, struct lmd_err *err)
@@ -555,7 +575,7 @@ static int op_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, 
 static const struct lmd_backend_ops cuda_ops = {
 	.name = "cuda",
 	.weights_in_place = 0,
-	.kv_quant = 0,  // quantized KV: CPU only for now
+	.kv_quant = 1,
 	.close = cuda_close,
 	.alloc = cuda_alloc,
 	.release = cuda_release,

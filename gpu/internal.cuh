@@ -116,6 +116,9 @@ struct cuda_ctx {
 	size_t pad_x_cap, pad_y_cap;   /* bytes */
 	void *q4_deq;                  /* matmul_q4's dequantized weight for prefill runs (grown, never shrunk) */
 	size_t q4_deq_cap;             /* bytes */
+	void *kvp;                     /* the offline KV parameters of kvp_src (kvcache.h params), on the device */
+	size_t kvp_cap, kvp_bytes;
+	const float *kvp_src;
 	float *q4_part;                /* matmul_q4's slice sums when a product has too few blocks (grown, never shrunk) */
 	size_t q4_part_cap;            /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
@@ -238,6 +241,9 @@ int lmd_cuda_matmul_q4(struct cuda_ctx *c, struct lmd_tensor *y, const struct lm
 /* y[R, N] = x · wᵀ (+ bias) through cuBLAS at exactly this shape (x and w 16-bit of one dtype; y that or f32). */
 int lmd_cuda_blas(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
 		  const void *bias, int bt, int64_t R, int64_t N, int64_t K, struct lmd_err *err);
+/* The device copy of kv's offline parameters of layer ([2][KV][2]); *out NULL for an online cache. */
+int lmd_cuda_kv_params(struct cuda_ctx *c, const struct lmd_kvcache *kv, int layer, const float **out,
+		       struct lmd_err *err);
 /* Device memory for t (shape and dtype set), counted as weights. */
 int lmd_cuda_alloc_weight(struct cuda_ctx *c, struct lmd_tensor *t, struct lmd_err *err);
 int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct lmd_tensor *qkv,

@@ -308,8 +308,52 @@ static void test_matmul_q4_runs(struct lmd_backend *be, struct lmd_backend *ref,
  * a chunk at positions far/2.., sequence 2 decodes position far. Rope, kv_store, attention,
  * embed and gather_rows are checked on it.
  */
+/* Bytes of a backend's tensor against ref's, exactly. */
+static void compare_bytes(struct lmd_backend *be, struct lmd_backend *ref, struct pair *p, const char *op)
+{
+	struct lmd_err err = {0};
+	char *a = malloc(p->bytes), *b = malloc(p->bytes);
+	be->ops->sync(be->ctx, &err);
+	be->ops->download(be->ctx, a, &p->t, 0, p->bytes, &err);
+	ref->ops->download(ref->ctx, b, &p->r, 0, p->bytes, &err);
+	if (memcmp(a, b, p->bytes)) {
+		size_t i = 0;
+		while (a[i] == b[i])
+			i++;
+		unit_failures++;
+		fprintf(stderr, "%s %s: byte %zu of %zu differs (%d vs %d)\n", what, op, i, p->bytes, (uint8_t)a[i], (uint8_t)b[i]);
+	}
+	free(a), free(b);
+}
+
+/*
+ * A quantized cache's pool (quant 8 or 4; offline: fixed parameters) filled with the same random codes and
+ * (scale, zero) pairs on both backends.
+ */
+static void fill_quant_cache(struct lmd_backend *be, struct lmd_backend *ref, struct lmd_kvcache *kt,
+			     struct lmd_kvcache *kr)
+{
+	struct lmd_err err = {0};
+	for (int w = 0; w < 2; w++) {
+		struct lmd_tensor *t = w ? &kt->v[0] : &kt->k[0], *r = w ? &kr->v[0] : &kr->k[0];
+		struct lmd_tensor *tq = w ? &kt->vq[0] : &kt->kq[0], *rq = w ? &kr->vq[0] : &kr->kq[0];
+		size_t n = lmd_tensor_nbytes(t), nq = (size_t)lmd_tensor_numel(tq);
+		uint8_t *b = malloc(n);
+		float *f = malloc(nq * sizeof(float));
+		for (size_t i = 0; i < n; i++)
+			b[i] = (uint8_t)(frand() * 128 + 128);
+		for (size_t i = 0; i < nq; i += 2)
+			f[i] = (frand() + 1.5f) * 0.01f, f[i + 1] = frand();
+		be->ops->upload(be->ctx, t, 0, b, n, &err);
+		ref->ops->upload(ref->ctx, r, 0, b, n, &err);
+		be->ops->upload(be->ctx, tq, 0, f, nq * sizeof(float), &err);
+		ref->ops->upload(ref->ctx, rq, 0, f, nq * sizeof(float), &err);
+		free(b), free(f);
+	}
+}
+
 static void test_step(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int H, int KV, int D,
-		      int bl, int far)
+		      int bl, int far, enum lmd_kv_quant quant, int offline)
 {
 	struct lmd_err err = {0};
 	int n0 = 9, n1 = 5, n = n0 + n1 + 1, nseq = 3, half = D / 2, vocab = 50, hidden = 24;
@@ -352,29 +396,51 @@ static void test_step(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_
 	struct lmd_kvcache kt = {0}, kr = {0};
 	CHECK_EQ_INT(lmd_kvcache_init(&kt, be, 1, KV, D, bl, nblocks, dt, &err), 0);
 	CHECK_EQ_INT(lmd_kvcache_init(&kr, ref, 1, KV, D, bl, nblocks, dt, &err), 0);
+	if (quant) {
+		float *params = malloc((size_t)2 * KV * 2 * sizeof(float));
+		for (int i = 0; i < 2 * KV; i++)
+			params[2 * i] = (frand() + 1.5f) * 0.02f, params[2 * i + 1] = frand();
+		CHECK_EQ_INT(lmd_kvcache_set_quant(&kt, quant, offline ? params : NULL, &err), 0);
+		CHECK_EQ_INT(lmd_kvcache_set_quant(&kr, quant, offline ? params : NULL, &err), 0);
+		free(params);
+	}
 	struct pair kp = {.t = kt.k[0], .r = kr.k[0], .bytes = lmd_tensor_nbytes(&kt.k[0])};
 	struct pair vp = {.t = kt.v[0], .r = kr.v[0], .bytes = kp.bytes};
-	size_t cnt = (size_t)lmd_tensor_numel(&kt.k[0]);
-	float *f = malloc(cnt * sizeof(float));
-	void *hb = malloc(kp.bytes);
-	for (int w = 0; w < 2; w++) {
-		for (size_t i = 0; i < cnt; i++)
-			f[i] = frand() * 2;
-		lmd_cpu_store(hb, dt, f, cnt);
-		be->ops->upload(be->ctx, w ? &kt.v[0] : &kt.k[0], 0, hb, kp.bytes, &err);
-		ref->ops->upload(ref->ctx, w ? &kr.v[0] : &kr.k[0], 0, hb, kp.bytes, &err);
+	if (quant) {
+		fill_quant_cache(be, ref, &kt, &kr);
+	} else {
+		size_t cnt = (size_t)lmd_tensor_numel(&kt.k[0]);
+		float *f = malloc(cnt * sizeof(float));
+		void *hb = malloc(kp.bytes);
+		for (int w = 0; w < 2; w++) {
+			for (size_t i = 0; i < cnt; i++)
+				f[i] = frand() * 2;
+			lmd_cpu_store(hb, dt, f, cnt);
+			be->ops->upload(be->ctx, w ? &kt.v[0] : &kt.k[0], 0, hb, kp.bytes, &err);
+			ref->ops->upload(ref->ctx, w ? &kr.v[0] : &kr.k[0], 0, hb, kp.bytes, &err);
+		}
+		free(f);
+		free(hb);
 	}
-	free(f);
-	free(hb);
 	BOTH(be->ops->kv_store(be->ctx, &kt, 0, &qkv.t, &d, &e1), ref->ops->kv_store(ref->ctx, &kr, 0, &qkv.r, &d, &e2));
-	compare(be, ref, &kp, 0, "kv_store k");
-	compare(be, ref, &vp, 0, "kv_store v");
+	if (quant) {  // the codes and parameters bit for bit (the same float operations in the same order)
+		struct pair kq = {.t = kt.kq[0], .r = kr.kq[0], .bytes = lmd_tensor_nbytes(&kt.kq[0])};
+		struct pair vq = {.t = kt.vq[0], .r = kr.vq[0], .bytes = kq.bytes};
+		compare_bytes(be, ref, &kp, "kv_store k (quantized)");
+		compare_bytes(be, ref, &vp, "kv_store v (quantized)");
+		compare_bytes(be, ref, &kq, "kv_store k scales and zeros");
+		compare_bytes(be, ref, &vq, "kv_store v scales and zeros");
+	} else {
+		compare(be, ref, &kp, 0, "kv_store k");
+		compare(be, ref, &vp, 0, "kv_store v");
+	}
 	make(be, ref, &att, dt, 2, (int64_t[]){n, (int64_t)H * D}, 1);
 	poison(be, &att);
 	BOTH(be->ops->attention(be->ctx, &att.t, &qkv.t, &kt, 0, &d, &e1),
 	     ref->ops->attention(ref->ctx, &att.r, &qkv.r, &kr, 0, &d, &e2));
 	char name[64];
-	snprintf(name, sizeof(name), "attention H%d KV%d D%d block %d far %d", H, KV, D, bl, far);
+	snprintf(name, sizeof(name), "attention H%d KV%d D%d block %d far %d kv %s%s", H, KV, D, bl, far,
+		 quant == LMD_KV_INT8 ? "int8" : quant == LMD_KV_INT4 ? "int4" : "plain", offline ? " offline" : "");
 	compare(be, ref, &att, tol_of(dt), name);
 	lmd_kvcache_free(&kt);
 	lmd_kvcache_free(&kr);
@@ -793,9 +859,21 @@ static void test_big_q4(struct lmd_backend *be, struct lmd_backend *ref, enum lm
 	drop(be, ref, &y);
 }
 
-/* W4A16 on a GPU: Llama-2-7B and Llama-3-8B shapes, every group size, both 16-bit dtypes; decode and prefill timed. */
-static void test_gpu_q4(struct lmd_backend *be, struct lmd_backend *ref)
+/*
+ * W4A16 on a GPU: Llama-2-7B and Llama-3-8B shapes, every group size, both 16-bit dtypes; decode and prefill
+ * timed. Quantized KV caches (online and offline, int8 and int4) in mixed steps of every dtype, with a
+ * decode far enough to split its keys.
+ */
+static void test_gpu_quant(struct lmd_backend *be, struct lmd_backend *ref)
 {
+	enum lmd_dtype dts[3] = {LMD_F32, LMD_F16, LMD_BF16};
+	for (int i = 0; i < 3; i++) {
+		test_step(be, ref, dts[i], 4, 2, 32, 4, 70, LMD_KV_INT8, 0);
+		test_step(be, ref, dts[i], 6, 2, 64, 16, 70, LMD_KV_INT4, 0);
+		test_step(be, ref, dts[i], 8, 2, 64, 64, 900, LMD_KV_INT8, 1);
+		test_step(be, ref, dts[i], 32, 8, 128, 64, 3000, LMD_KV_INT4, 0);
+		test_step(be, ref, dts[i], 32, 32, 128, 64, 3000, LMD_KV_INT8, 0);
+	}
 	int l2[][2] = {{4096, 12288}, {4096, 4096}, {4096, 22016}, {11008, 4096}};  // qkv, o, gate_up, down
 	int l3[][2] = {{4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
 	for (int i = 0; i < 4; i++) {
@@ -878,10 +956,14 @@ static void test_backend(struct lmd_backend *be, struct lmd_backend *ref)
 		test_matmul_q4(be, ref, dt, LMD_F32, 70, 384, 136, 128, 0);  // many rows, f32 out
 		test_matmul_q4(be, ref, dt, dt, 20, 160, 24, 32, 1);     // K 160: a padded tile
 		test_matmul_q4_runs(be, ref, dt, 256, 72, 64);
-		test_step(be, ref, dt, 4, 2, 32, 4, 70);
-		test_step(be, ref, dt, 6, 2, 64, 16, 70);
-		test_step(be, ref, dt, 3, 3, 16, 64, 70);
-		test_step(be, ref, dt, 8, 2, 64, 64, 900);  // enough work for the threaded attention
+		test_step(be, ref, dt, 4, 2, 32, 4, 70, LMD_KV_NONE, 0);
+		test_step(be, ref, dt, 6, 2, 64, 16, 70, LMD_KV_NONE, 0);
+		test_step(be, ref, dt, 3, 3, 16, 64, 70, LMD_KV_NONE, 0);
+		test_step(be, ref, dt, 8, 2, 64, 64, 900, LMD_KV_NONE, 0);  // enough work for the threaded attention
+		test_step(be, ref, dt, 4, 2, 32, 4, 70, LMD_KV_INT8, 0);
+		test_step(be, ref, dt, 6, 2, 64, 16, 70, LMD_KV_INT4, 0);
+		test_step(be, ref, dt, 8, 2, 64, 64, 900, LMD_KV_INT8, 1);
+		test_step(be, ref, dt, 4, 4, 128, 16, 300, LMD_KV_INT4, 1);
 	}
 	test_pick(be, ref, 5, 100, 16, 0);
 	test_pick(be, ref, 37, 3000, 64, 0);
@@ -923,11 +1005,11 @@ int main(int argc, char **argv)
 	struct lmd_backend ref = {0}, be = {0};
 	struct lmd_err err = {0};
 	CHECK_EQ_INT(lmd_backend_open(&ref, "ref", NULL, &err), 0);
-	if (argc > 1 && !strcmp(argv[1], "q4")) {  // `test-ops q4`: W4A16 on the GPU only (gpu-check's quant stage)
+	if (argc > 1 && !strcmp(argv[1], "quant")) {  // `test-ops quant`: W4A16 and quantized KV on the GPU only
 		int rc = lmd_backend_open(&be, "cuda", NULL, &err);
 		if (rc == 0) {
 			what = "cuda";
-			test_gpu_q4(&be, &ref);
+			test_gpu_quant(&be, &ref);
 			lmd_backend_close(&be);
 		} else {
 			fprintf(stderr, "cuda: %s\n", err.msg);
@@ -967,7 +1049,7 @@ int main(int argc, char **argv)
 		what = "cuda";
 		test_backend(&be, &ref);
 		test_gpu_sized(&be, &ref);
-		test_gpu_q4(&be, &ref);
+		test_gpu_quant(&be, &ref);
 		lmd_backend_close(&be);
 		setenv("LMD_CUDA_GEMM", "cublas", 1);  // the same shapes through cuBLAS, for comparison
 		if (lmd_backend_open(&be, "cuda", NULL, &err) == 0) {
