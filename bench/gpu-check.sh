@@ -181,8 +181,8 @@ if [ "$stage" = quant ]; then
 		"She opened the letter and" "In the morning the village" "He said that he would never" >/tmp/qprompts.jsonl
 	for i in 1 2 3 4 5 6 7 8 9 10; do cat /tmp/qprompts.jsonl; done >/tmp/qprompts60.jsonl
 	: >"$OUT/quant-greedy.txt"
-	for cfg in ${QUANT_GREEDY:-"w4 fp16 0" "w4 bf16 0" "f16 fp16 8" "f16 fp16 4" "w4 bf16 8"}; do
-		set -- $cfg
+	for cfg in ${QUANT_GREEDY:-w4:fp16:0 w4:bf16:0 f16:fp16:8 f16:fp16:4 w4:bf16:8}; do  # weights:dtype:KV
+		set -- ${cfg//:/ }
 		m=$small; [ $1 = f16 ] && m=$SHARED/models/lmd-small
 		name="lmd-small $1 $2 KV ${3/0/plain}"
 		g="build/bin/lmd-run generate --max-tokens 48 --temperature 0 --ignore-eos --dtype $2 --quant-policy $3"
