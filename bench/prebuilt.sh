@@ -1,17 +1,26 @@
 #!/bin/bash
-# bench/prebuilt.sh OUT.tar.xz: the programs gpu-check runs (build/bin/lmd-*, build/t/gen-model and test-*) and
-# the shared libraries they need beyond libc and CUDA's, flat in one tar.xz, for gpu-check.sh's PREBUILT on a
-# machine without the -dev packages (the CUDA libraries are that machine's own).
+# Make the PREBUILT tar.xz that bench/gpu-check.sh (and gpu-profile.sh) unpack on a GPU machine that
+# has CUDA but none of lmd's -dev packages: the tools (build/bin/lmd-*), t/gen-model and the test
+# programs (build/t/test-*), and every shared library they load from the system's library folders
+# except the C runtime and the CUDA libraries (those come from the GPU machine's own CUDA install,
+# through the programs' rpath).
+#
+#   bench/prebuilt.sh [OUT.tar.xz]      (default .gpu/prebuilt.tar.xz; builds with CUDA first)
 set -eu
 cd "$(dirname "$0")/.."
-out=$(realpath -m "$1")
+out=${1:-.gpu/prebuilt.tar.xz}
+make -j"$(nproc)" all >/dev/null
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
 progs=(build/bin/lmd-* build/t/gen-model build/t/test-*)
-t=$(mktemp -d)
-trap 'rm -rf "$t"' EXIT
-cp "${progs[@]}" "$t"/
-ldd "${progs[@]}" | awk '$3 ~ /^\// {print $3}' | sort -u |
-	grep -Ev '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libcuda[^/]*|libcublas[^/]*|libcudart)\.so' |
-	while read -r l; do cp -L "$l" "$t"/; done
-strip --strip-debug "$t"/lmd-* "$t"/gen-model "$t"/test-* 2>/dev/null || true
-tar -cJf "$out" -C "$t" .
-ls -la "$out"
+cp "${progs[@]}" "$stage"/
+ldd "${progs[@]}" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u | while read -r lib; do
+	case $(basename "$lib") in
+	libc.so* | libm.so* | libpthread.so* | libdl.so* | librt.so* | ld-linux* | libcuda.so* | libcudart.so* | \
+		libcublas*.so* | libnvidia* | libgcc_s.so* | libstdc++.so*) ;;
+	*) cp -L "$lib" "$stage"/ ;;
+	esac
+done
+mkdir -p "$(dirname "$out")"
+tar -cJf "$out" -C "$stage" .
+echo "$out: $(du -h "$out" | cut -f1), $(ls "$stage" | wc -l) files"
