@@ -186,6 +186,7 @@ static void cuda_close(void *ctx)
 	cudaFree(c->q4_deq);
 	cudaFree(c->q4_part);
 	cudaFree(c->kvp);
+	free(c->kvp_host);
 	cudaFreeHost(c->h_stage);
 	cudaFree(c->d_meta);
 	cudaFreeHost(c->h_meta);
@@ -291,13 +292,19 @@ int lmd_cuda_kv_params(struct cuda_ctx *c, const struct lmd_kvcache *kv, int lay
 	if (!kv->params)
 		return LMD_OK;
 	size_t per = (size_t)2 * kv->kv_heads * 2, n = per * kv->layers * sizeof(float);
-	if (c->kvp_src != kv->params || c->kvp_bytes != n) {  // a new cache's parameters: copied once
+	/* copied when they differ from the last ones copied (a cache made at a freed one's address may hold others) */
+	if (c->kvp_bytes != n || memcmp(c->kvp_host, kv->params, n)) {
+		float *h = (float *)realloc(c->kvp_host, n);
+		if (!h)
+			return lmd_errorf(err, LMD_ENOMEM, "out of memory");
+		c->kvp_host = h;
 		int rc = lmd_cuda_grow(c, &c->kvp, &c->kvp_cap, n, err);
 		if (rc)
 			return rc;
 		CUDA_TRY(cudaMemcpyAsync(c->kvp, kv->params, n, cudaMemcpyHostToDevice, c->st), err);
 		CUDA_TRY(cudaStreamSynchronize(c->st), err);
-		c->kvp_src = kv->params, c->kvp_bytes = n;
+		memcpy(c->kvp_host, kv->params, n);
+		c->kvp_bytes = n;
 	}
 	*out = (const float *)c->kvp + per * layer;
 	return LMD_OK;

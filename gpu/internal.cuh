@@ -116,9 +116,9 @@ struct cuda_ctx {
 	size_t pad_x_cap, pad_y_cap;   /* bytes */
 	void *q4_deq;                  /* matmul_q4's dequantized weight for prefill runs (grown, never shrunk) */
 	size_t q4_deq_cap;             /* bytes */
-	void *kvp;                     /* the offline KV parameters of kvp_src (kvcache.h params), on the device */
+	void *kvp;                     /* the offline KV parameters last used (kvcache.h params), on the device */
+	float *kvp_host;               /* owned: the same, on the host (kvp_bytes) */
 	size_t kvp_cap, kvp_bytes;
-	const float *kvp_src;
 	float *q4_part;                /* matmul_q4's slice sums when a product has too few blocks (grown, never shrunk) */
 	size_t q4_part_cap;            /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
