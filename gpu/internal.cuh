@@ -199,6 +199,18 @@ __device__ __forceinline__ float rnd(float v, int dt)
 	return v;
 }
 
+/* c holds rows g, g + 8 and columns n, n + 1 (n = 2q): y = c + bias, rounded to y's dtype. */
+__device__ __forceinline__ void store_frag(void *y, int yt, const void *bias, int bt, int R, int N, int r, int n,
+					   const float c[4])
+{
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		int rr = r + (i >> 1) * 8, nn = n + (i & 1);
+		if (rr < R && nn < N)
+			st(y, yt, (size_t)rr * N + nn, c[i] + (bias ? ld(bias, bt, nn) : 0.0f));
+	}
+}
+
 static inline int64_t t_rows(const struct lmd_tensor *t)  // every dimension but the last (no division: a 0 there is fine)
 {
 	int64_t r = 1;

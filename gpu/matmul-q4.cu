@@ -218,18 +218,6 @@ __device__ __forceinline__ void q4_tile(float (&acc)[MT][NT][4], const q4_w<P> (
 	}
 }
 
-/* v (rows r, r + 8; outputs n, n + 1) + bias into y, rounded to y's dtype. */
-__device__ __forceinline__ void q4_store(void *y, int yt, const void *bias, int bt, int R, int N, int r, int n,
-					 const float v[4])
-{
-#pragma unroll
-	for (int i = 0; i < 4; i++) {
-		int rr = r + (i >> 1) * 8, nn = n + (i & 1);
-		if (rr < R && nn < N)
-			st(y, yt, (size_t)rr * N + nn, v[i] + (bias ? ld(bias, bt, nn) : 0.0f));
-	}
-}
-
 #define Q4_U 4  /* tiles a skinny warp loads ahead */
 
 template <bool BF, int P>
@@ -273,7 +261,7 @@ __global__ void __launch_bounds__(256) q4_skinny(void *y, int yt, const uint4 *x
 #pragma unroll
 			for (int i = 0; i < 4; i++)
 				tot[i] += red[j][i][lane];
-		q4_store(y, yt, bias, bt, R, N, r0 + g, 8 * t + 2 * c, tot);
+		store_frag(y, yt, bias, bt, R, N, r0 + g, 8 * t + 2 * c, tot);
 	}
 }
 
@@ -309,6 +297,15 @@ __global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, float *part, co
 			q4_load<P>(wv[j], w, sc, zr, tok[j] ? t0 + j : 0, b, KB, G, ngp, tok[j] && b < last, false);
 	};
 	float tot[4][2][4], acc[4][2][4];
+	auto end_slice = [&]() {  // tot += the slice's sum; the next slice starts from 0
+#pragma unroll
+		for (int m = 0; m < 4; m++)
+#pragma unroll
+			for (int j = 0; j < 2; j++)
+#pragma unroll
+				for (int i = 0; i < 4; i++)
+					tot[m][j][i] += acc[m][j][i], acc[m][j][i] = 0;
+	};
 #pragma unroll
 	for (int m = 0; m < 4; m++)
 #pragma unroll
@@ -332,13 +329,7 @@ __global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, float *part, co
 			asm volatile("cp.async.wait_group 0;\n" ::);
 		__syncthreads();
 		for (; !part && b >= end; end = (++slice + 1) * KB / Q4_SLICES)  // the slices that ended before b (some empty)
-#pragma unroll
-			for (int m = 0; m < 4; m++)
-#pragma unroll
-				for (int j = 0; j < 2; j++)
-#pragma unroll
-					for (int i = 0; i < 4; i++)
-						tot[m][j][i] += acc[m][j][i], acc[m][j][i] = 0;
+			end_slice();
 		int sg = b & 1;
 		auto a = [&](int s, uint4 (&ag)[4], uint4 (&ah)[4]) {
 #pragma unroll
@@ -365,19 +356,13 @@ __global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, float *part, co
 		return;
 	}
 	for (; slice < Q4_SLICES; slice++)
-#pragma unroll
-		for (int m = 0; m < 4; m++)
-#pragma unroll
-			for (int j = 0; j < 2; j++)
-#pragma unroll
-				for (int i = 0; i < 4; i++)
-					tot[m][j][i] += acc[m][j][i], acc[m][j][i] = 0;
+		end_slice();
 #pragma unroll
 	for (int m = 0; m < 4; m++)
 #pragma unroll
 		for (int j = 0; j < 2; j++)
 			if (tok[j])
-				q4_store(y, yt, bias, bt, R, N, r0 + m * 16 + g, 8 * (t0 + j) + 2 * c, tot[m][j]);
+				store_frag(y, yt, bias, bt, R, N, r0 + m * 16 + g, 8 * (t0 + j) + 2 * c, tot[m][j]);
 }
 
 /* y = ((0 + part[0]) + part[1]) + ... + part[7] (+ bias), rounded: q4_tiled's slices, split across blocks. */

@@ -72,18 +72,6 @@ __device__ __forceinline__ void mma_span(float c[4], uint4 ag, uint4 ah, uint4 b
 	mma16816<BF>(c, ag.z, ah.z, ag.w, ah.w, b.z, b.w);
 }
 
-/* c holds rows g, g + 8 and columns n, n + 1 (n = 2q): y = c + bias, rounded to y's dtype. */
-__device__ __forceinline__ void store_frag(void *y, int yt, const void *bias, int bt, int R, int N, int r, int n,
-					   const float c[4])
-{
-#pragma unroll
-	for (int i = 0; i < 4; i++) {
-		int rr = r + (i >> 1) * 8, nn = n + (i & 1);
-		if (rr < R && nn < N)
-			st(y, yt, (size_t)rr * N + nn, c[i] + (bias ? ld(bias, bt, nn) : 0.0f));
-	}
-}
-
 #define SK_U 8       /* spans per pipeline stage: 512 bytes of each of the warp's 8 rows of w */
 #define SK_PITCH 36  /* uint4 per row in the ring: 32 used, 4 of padding (no bank conflicts) */
 /*
