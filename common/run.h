@@ -19,4 +19,7 @@ int lmd_run_generate(int argc, char **argv);
 /** lmd-run chat MODEL: interactive multi-turn chat (common/run-chat.c). */
 int lmd_run_chat(int argc, char **argv);
 
+/** lmd-run client URL: a terminal chat against an OpenAI-compatible server (cmd/lmd-run/client.c). */
+int lmd_run_client(int argc, char **argv);
+
 #endif
