@@ -25,3 +25,24 @@ need_msgpack() {
 	done
 	skip "no python3 with msgpack"
 }
+
+# Start t/mock-oai.js, a scripted OpenAI-compatible server, with ARGS on a free port of 127.0.0.1:
+# sets MOCK_URL and MOCK_PID (stop_mock in teardown). Needs node and $TMP.
+start_mock() {
+	command -v node >/dev/null || skip "node is not installed"
+	node "$ROOT/t/mock-oai.js" --port 0 "$@" >"$TMP/mock.port" 2>"$TMP/mock.err" &
+	MOCK_PID=$!
+	local i
+	for i in $(seq 1 100); do
+		grep -q '^listening' "$TMP/mock.port" 2>/dev/null && break
+		sleep 0.05
+	done
+	MOCK_URL=http://127.0.0.1:$(awk '/^listening/{print $2}' "$TMP/mock.port")
+}
+stop_mock() {
+	if [ -n "${MOCK_PID:-}" ]; then
+		kill "$MOCK_PID" 2>/dev/null
+		wait "$MOCK_PID" 2>/dev/null
+	fi
+	MOCK_PID=
+}

@@ -11,7 +11,7 @@
 // Options: --port N (0: any; "listening PORT" on stdout), --api-key K, --delay MS between tokens,
 // --split (send every event in random pieces, to test parsers across chunk boundaries), --cut-every N
 // (cut every Nth generation request after its first token), --tokenizer encode|tokenize|none,
-// --log FILE (one JSON line per request: method, path, authorization, body).
+// --log FILE (one JSON line per request: method, path, authorization, requests in flight, body).
 'use strict';
 const http = require('http');
 const fs = require('fs');
@@ -32,7 +32,7 @@ for (let i = 2; i < process.argv.length; i++) {
 const MODELS = ['mock-a', 'mock-b'];
 const words = (s) => String(s).split(/\s+/).filter((w) => w.length);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-let seq = 0, generations = 0;
+let seq = 0, generations = 0, inflight = 0;
 
 function sendJSON(res, status, obj) {
 	const b = JSON.stringify(obj);
@@ -116,7 +116,7 @@ async function generate(req, res, body, chat) {
 		const last = i === toks.length - 1 && !chat;
 		await event(res, chunk(chat ? { index: 0, delta: { content: toks[i] }, logprobs: null, finish_reason: null }
 			: { index: 0, text: toks[i], logprobs: null, finish_reason: last ? finish : null }));
-		if (i + 1 === cutAfter) return void res.socket.destroy();
+		if (i + 1 === cutAfter) return void setTimeout(() => res.socket.destroy(), 20);  // the chunk leaves first
 		if (i + 1 === 2 && /please error/.test(text)) {
 			await event(res, { error: { message: 'mock: the engine failed mid-stream', type: 'internal_error', param: null, code: null } });
 			await event(res, '[DONE]');
@@ -144,7 +144,9 @@ const server = http.createServer((req, res) => {
 	req.on('data', (d) => { raw += d; });
 	req.on('end', () => {
 		const path = req.url.split('?')[0];
-		if (opt.log) fs.appendFileSync(opt.log, JSON.stringify({ method: req.method, path, authorization: req.headers.authorization ?? null, body: raw }) + '\n');
+		inflight++;
+		res.on('close', () => { inflight--; });
+		if (opt.log) fs.appendFileSync(opt.log, JSON.stringify({ method: req.method, path, authorization: req.headers.authorization ?? null, inflight, body: raw }) + '\n');
 		if (opt.apiKey !== null && req.headers.authorization !== `Bearer ${opt.apiKey}`)
 			return sendError(res, 401, 'mock: invalid API key', 'invalid_request_error', null, 'invalid_api_key');
 		if (req.method === 'GET' && path === '/v1/models')

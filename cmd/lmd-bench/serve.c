@@ -365,11 +365,15 @@ static int run(const struct cfg *g, const struct item *items, int conc, uint64_t
 	}
 	for (int k = 0; k < M_N; k++)
 		lmd_bench_sort(r->m[k].v, r->m[k].n);
-	if (!rc && r->failed)
-		lmd_log(g->cli, 0, "concurrency %d: %d of %d requests failed; the first: %s", conc, r->failed, g->num,
+	if (!rc && r->failed && r->completed)
+		lmd_log(g->cli, 0, "max concurrency %d: %d of %d requests failed; the first: %s", conc, r->failed, g->num,
 			first_err.msg);
-	if (!rc && !r->completed)
-		rc = lmd_errorf(err, LMD_EFAIL, "every request failed; the first: %s", first_err.msg);
+	if (!rc && !r->completed) {
+		*err = first_err;
+		rc = err->code;
+		if (g->num > 1)
+			lmd_err_prefix(err, "every request failed; the first");
+	}
 	curl_multi_cleanup(multi);
 	free(jobs);
 	free(arrival);
