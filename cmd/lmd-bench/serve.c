@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "bench.h"
-#include "cli.h"
+#include "cmd/cli.h"
 #include "dataset.h"
 #include "file.h"
 #include "lmd.h"

@@ -6,7 +6,7 @@
 #ifndef LMD_REPL_H
 #define LMD_REPL_H
 
-#include "chat.h"
+#include "tok/chat.h"
 
 struct lmd_repl {
 	struct lmd_chat_msg *msgs;  /* owned array; each content owned, each role a string literal */
