@@ -27,6 +27,10 @@ double lmd_bench_mean(const double *v, size_t n);
 /** Today's date (UTC, YYYY-MM-DD) and the commit the binary was built from, for the date and commit columns. */
 void lmd_bench_stamp(char *date, size_t ndate, const char **commit);
 
+struct lmd_cli;
+/** A comma-separated list of at most max whole numbers from 1 to 2^20 into v; its length. Usage error otherwise. */
+int lmd_bench_list(const struct lmd_cli *cli, const char *opt, const char *s, int *v, int max);
+
 /** Is fmt one of the table formats: csv, md or json? */
 int lmd_bench_format(const char *fmt);
 

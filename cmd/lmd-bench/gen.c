@@ -36,21 +36,6 @@ static const struct lmd_opt opts[] = {
 	{0},
 };
 
-static int parse_list(const struct lmd_cli *cli, const char *opt, const char *s, int *v, int max)
-{
-	int n = 0;
-	char buf[256];
-	snprintf(buf, sizeof(buf), "%s", s);
-	for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
-		if (n == max)
-			lmd_usage(cli, "--%s: at most %d values", opt, max);
-		v[n++] = (int)lmd_cli_long(cli, opt, t, 1, 1 << 20);
-	}
-	if (!n)
-		lmd_usage(cli, "--%s: empty list", opt);
-	return n;
-}
-
 struct row {
 	int conc, prompt, completion;
 	double ttft_min, ttft_mean, ttft_p50, ttft_p95, ttft_p99, tpot_mean, out_tok_s, wall, roof_tok_s;
@@ -170,8 +155,8 @@ int lmd_bench_gen(int argc, char **argv)
 		if (lmd_runner_opt(&ro, &cli, k, arg) || lmd_gen_opt(&gp, &cli, k, arg))
 			continue;
 		switch (k) {
-		case O_CONC: nconc = parse_list(&cli, "concurrency", arg, conc, 16); break;
-		case O_PROMPT: nplen = parse_list(&cli, "prompt-tokens", arg, plen, 16); break;
+		case O_CONC: nconc = lmd_bench_list(&cli, "concurrency", arg, conc, 16); break;
+		case O_PROMPT: nplen = lmd_bench_list(&cli, "prompt-tokens", arg, plen, 16); break;
 		case O_COMPLETION: completion = (int)lmd_cli_long(&cli, "completion-tokens", arg, 1, 1 << 20); break;
 		case O_WARMUP: warmup = (int)lmd_cli_long(&cli, "warmup", arg, 0, 100); break;
 		case 'f':

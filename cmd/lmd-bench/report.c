@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "bench.h"
+#include "cmd/cli.h"
 
 #include "commit.h"
 
@@ -41,6 +42,21 @@ void lmd_bench_stamp(char *date, size_t ndate, const char **commit)
 	time_t now = time(NULL);
 	strftime(date, ndate, "%Y-%m-%d", gmtime(&now));
 	*commit = LMD_COMMIT;
+}
+
+int lmd_bench_list(const struct lmd_cli *cli, const char *opt, const char *s, int *v, int max)
+{
+	int n = 0;
+	char buf[256];
+	snprintf(buf, sizeof(buf), "%s", s);
+	for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+		if (n == max)
+			lmd_usage(cli, "--%s: at most %d values", opt, max);
+		v[n++] = (int)lmd_cli_long(cli, opt, t, 1, 1 << 20);
+	}
+	if (!n)
+		lmd_usage(cli, "--%s: empty list", opt);
+	return n;
 }
 
 int lmd_bench_format(const char *fmt)

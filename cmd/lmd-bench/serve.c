@@ -516,18 +516,7 @@ int lmd_bench_serve(int argc, char **argv)
 		case O_API_KEY: g.key = arg; break;
 		case O_NUM: g.num = (int)lmd_cli_long(&cli, "num-prompts", arg, 1, 1 << 20); break;
 		case O_RATE: g.rate = !strcmp(arg, "inf") ? INFINITY : lmd_cli_double(&cli, "request-rate", arg, 1e-6, 1e9); break;
-		case O_MAXC:
-			nconc = 0;
-			for (const char *p = arg; *p; p += strcspn(p, ","), p += *p == ',') {
-				char one[32];
-				snprintf(one, sizeof(one), "%.*s", (int)strcspn(p, ","), p);
-				if (nconc == 16)
-					lmd_usage(&cli, "--max-concurrency: at most 16 values");
-				conc[nconc++] = (int)lmd_cli_long(&cli, "max-concurrency", one, 1, 1 << 20);
-			}
-			if (!nconc)
-				lmd_usage(&cli, "--max-concurrency: empty list");
-			break;
+		case O_MAXC: nconc = lmd_bench_list(&cli, "max-concurrency", arg, conc, 16); break;
 		case O_IN: in_len = (int)lmd_cli_long(&cli, "random-input-len", arg, 1, 1 << 24); break;
 		case O_OUT: out_len = (int)lmd_cli_long(&cli, "random-output-len", arg, 1, 1 << 24); break;
 		case O_RANGE: range = lmd_cli_double(&cli, "random-range-ratio", arg, 0, 0.999); break;
@@ -555,15 +544,8 @@ int lmd_bench_serve(int argc, char **argv)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (!rc && !(g.gen_url = lmd_oai_url(url, g.endpoint)))
 		rc = lmd_errorf(&err, LMD_ENOMEM, "out of memory");
-	if (!rc && !g.model) {
-		char *murl = lmd_oai_url(url, "/v1/models");
-		struct lmd_oai_call c = {0};
-		if (!(rc = lmd_oai_call_init(&c, murl ? murl : "", g.key, NULL, &err)) && !(rc = lmd_oai_call_run(&c, &err)))
-			rc = lmd_oai_first_model(c.resp, c.nresp, name, sizeof(name), &err);
-		lmd_oai_call_free(&c);
-		free(murl);
+	if (!rc && !g.model && !(rc = lmd_oai_first_model(url, g.key, name, sizeof(name), &err)))
 		g.model = name;
-	}
 	if (!rc) {
 		probe_tokenizer(&g, url);
 		if (dataset) {

@@ -159,17 +159,12 @@ int lmd_run_client(int argc, char **argv)
 	json_decref(stop);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	const char *base = argv[optind];
-	char *models_url = lmd_oai_url(base, "/v1/models"), *chat_url = lmd_oai_url(base, "/v1/chat/completions");
+	char *chat_url = lmd_oai_url(base, "/v1/chat/completions");
 	char name[256];
-	int rc = !models_url || !chat_url ? lmd_errorf(&err, LMD_ENOMEM, "out of memory") : LMD_OK;
-	if (!rc && !model) {
-		struct lmd_oai_call c = {0};
-		if (!(rc = lmd_oai_call_init(&c, models_url, key, NULL, &err)) && !(rc = lmd_oai_call_run(&c, &err)))
-			rc = lmd_oai_first_model(c.resp, c.nresp, name, sizeof(name), &err);
-		lmd_oai_call_free(&c);
+	int rc = !chat_url ? lmd_errorf(&err, LMD_ENOMEM, "out of memory") : LMD_OK;
+	if (!rc && !model && !(rc = lmd_oai_first_model(base, key, name, sizeof(name), &err))) {
 		model = name;
-		if (!rc)
-			lmd_log(&cli, 1, "model '%s'", model);
+		lmd_log(&cli, 1, "model '%s'", model);
 	}
 	struct lmd_repl r = {0};
 	int failed = 0, step;
@@ -191,7 +186,6 @@ int lmd_run_client(int argc, char **argv)
 	}
 	lmd_repl_free(&r);
 	json_decref(params);
-	free(models_url);
 	free(chat_url);
 	curl_global_cleanup();
 	if (rc)

@@ -367,7 +367,7 @@ char *lmd_oai_completion_body(const char *model, const char *prompt, const json_
 	return body(model, "prompt", json_string(prompt), params, err);
 }
 
-int lmd_oai_first_model(const char *b, size_t len, char *out, size_t cap, struct lmd_err *err)
+int lmd_oai_parse_models(const char *b, size_t len, char *out, size_t cap, struct lmd_err *err)
 {
 	json_t *j = json_loadb(b, len, 0, NULL);
 	json_t *id = json_object_get(json_array_get(json_object_get(j, "data"), 0), "id");
@@ -375,6 +375,18 @@ int lmd_oai_first_model(const char *b, size_t len, char *out, size_t cap, struct
 	if (!rc)
 		snprintf(out, cap, "%s", json_string_value(id));
 	json_decref(j);
+	return rc;
+}
+
+int lmd_oai_first_model(const char *url, const char *api_key, char *out, size_t cap, struct lmd_err *err)
+{
+	char *u = lmd_oai_url(url, "/v1/models");
+	struct lmd_oai_call c = {0};
+	int rc = u ? lmd_oai_call_init(&c, u, api_key, NULL, err) : lmd_errorf(err, LMD_ENOMEM, "out of memory");
+	if (!rc && !(rc = lmd_oai_call_run(&c, err)))
+		rc = lmd_oai_parse_models(c.resp, c.nresp, out, cap, err);
+	lmd_oai_call_free(&c);
+	free(u);
 	return rc;
 }
 

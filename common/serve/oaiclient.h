@@ -118,7 +118,10 @@ char *lmd_oai_chat_body(const char *model, const json_t *messages, const json_t 
 char *lmd_oai_completion_body(const char *model, const char *prompt, const json_t *params, struct lmd_err *err);
 
 /** The id of the first model of a /v1/models answer, copied to out; LMD_EFORMAT when there is none. */
-int lmd_oai_first_model(const char *body, size_t len, char *out, size_t cap, struct lmd_err *err);
+int lmd_oai_parse_models(const char *body, size_t len, char *out, size_t cap, struct lmd_err *err);
+
+/** Ask url's GET /v1/models (with api_key, or none) and copy the first model's id to out. */
+int lmd_oai_first_model(const char *url, const char *api_key, char *out, size_t cap, struct lmd_err *err);
 
 /** Tokenizer endpoints: LMDeploy's POST /v1/encode and vLLM's (and lmd's) POST /tokenize. */
 enum lmd_oai_tokenizer { LMD_OAI_TOK_NONE, LMD_OAI_TOK_ENCODE, LMD_OAI_TOK_TOKENIZE };

@@ -84,9 +84,9 @@ static void test_answers(void)
 	}
 
 	const char *models = "{\"object\":\"list\",\"data\":[{\"id\":\"m1\",\"object\":\"model\"},{\"id\":\"m2\"}]}";
-	CHECK_EQ_INT(lmd_oai_first_model(models, strlen(models), out, sizeof(out), NULL), LMD_OK);
+	CHECK_EQ_INT(lmd_oai_parse_models(models, strlen(models), out, sizeof(out), NULL), LMD_OK);
 	CHECK_EQ_STR(out, "m1");
-	CHECK_EQ_INT(lmd_oai_first_model("{\"data\":[]}", 11, out, sizeof(out), NULL), LMD_EFORMAT);
+	CHECK_EQ_INT(lmd_oai_parse_models("{\"data\":[]}", 11, out, sizeof(out), NULL), LMD_EFORMAT);
 
 	CHECK_EQ_INT(lmd_oai_token_count("{\"input_ids\":[1,2,3],\"length\":3}", 32), 3);
 	CHECK_EQ_INT(lmd_oai_token_count("{\"count\":4,\"max_model_len\":9,\"tokens\":[1,2,3,4]}", 48), 4);
