@@ -20,7 +20,7 @@
 #include "dataset.h"
 #include "file.h"
 #include "lmd.h"
-#include "serve/oaiclient.h"
+#include "client/oaiclient.h"
 
 enum { O_ENDPOINT = 256, O_MODEL, O_API_KEY, O_NUM, O_RATE, O_MAXC, O_IN, O_OUT, O_RANGE, O_DATASET, O_SEED, O_TEMP };
 

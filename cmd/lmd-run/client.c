@@ -13,7 +13,7 @@
 #include "lmd.h"
 #include "repl.h"
 #include "run.h"
-#include "serve/oaiclient.h"
+#include "client/oaiclient.h"
 
 enum { O_API_KEY = 256, O_MODEL, O_SYSTEM, O_MAX_TOKENS, O_TEMPERATURE, O_TOP_P, O_TOP_K, O_MIN_P, O_REPETITION,
        O_SEED, O_IGNORE_EOS, O_STOP };

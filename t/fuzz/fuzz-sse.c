@@ -2,7 +2,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "serve/oaiclient.h"
+#include "client/oaiclient.h"
 
 static int on_event(void *ctx, const char *event, const char *data, size_t len)
 {

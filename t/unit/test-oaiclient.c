@@ -1,7 +1,7 @@
 /* The OpenAI client's pure parts: SSE split anywhere, error objects, URLs, bodies, model lists, token counts. */
 #include <stdlib.h>
 
-#include "serve/oaiclient.h"
+#include "client/oaiclient.h"
 #include "unit.h"
 
 struct got {
