@@ -4,7 +4,7 @@
 load lib
 
 setup() { setup_tmp; }
-teardown() { stop_mock; teardown_tmp; }
+teardown() { stop_mock; stop_serve; teardown_tmp; }
 
 # lmd-bench serve ARGS with its log lines in $TMP/err, bounded in time.
 bench() { timeout 60 lmd-bench serve "$@" 2>"$TMP/err"; }
@@ -144,4 +144,17 @@ JSON
 	[ "$status" -eq 0 ]
 	[ "$(head -c 4 "$TMP/p.png" | od -An -c | tr -d ' ')" = "211PNG" ]
 	[ "$(ls "$TMP")" = "$(ls "$TMP" | grep -v tmp)" ]
+}
+
+@test "against lmd-run serve on lmd-tiny: exact prompt lengths through /v1/encode, every output as long as asked" {
+	start_serve "$ROOT/share/models/lmd-tiny"
+	run bench "$SERVE_URL" --num-prompts 12 --random-input-len 24 --random-output-len 10 --max-concurrency 1,4 -f json
+	echo "$output"; cat "$TMP/err"
+	[ "$status" -eq 0 ]
+	# usage.prompt_tokens counts the BOS the server adds before the 24 tokens of each prompt
+	echo "$output" | jq -e 'length == 2 and all(.[]; .completed == 12 and .failed == 0 and .total_output_tokens == 120
+		and .total_input_tokens >= 288 and .total_input_tokens <= 300 and .ttft_p50_ms > 0 and .tpot_p50_ms > 0)'
+	run bench "$SERVE_URL" --endpoint /v1/chat/completions --num-prompts 4 --random-input-len 8 --random-output-len 6 -f json
+	[ "$status" -eq 0 ]
+	echo "$output" | jq -e '.[0] | .completed == 4 and .total_output_tokens == 24'
 }

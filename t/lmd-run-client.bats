@@ -4,7 +4,7 @@
 load lib
 
 setup() { setup_tmp; }
-teardown() { stop_mock; teardown_tmp; }
+teardown() { stop_mock; stop_serve; teardown_tmp; }
 
 # The JSON body of the Nth generation request the mock logged (1-based; -1 the last).
 body() { jq -s -c "[.[] | select(.path == \"/v1/chat/completions\")][$1].body | fromjson" "$TMP/log"; }
@@ -112,4 +112,20 @@ body() { jq -s -c "[.[] | select(.path == \"/v1/chat/completions\")][$1].body | 
 	partial=$(body -1 | jq -r .messages[1].content)
 	[[ "$partial" == "you said:"* ]]
 	[[ "$partial" != *"(turn 1"* ]]
+}
+
+@test "against lmd-run serve on lmd-tiny: each greedy answer is lmd-run generate's for the same messages" {
+	local tiny=$ROOT/share/models/lmd-tiny
+	start_serve "$tiny"
+	run bash -c "printf 'Once upon a time\nThe king said\n' | timeout 120 lmd-run client '$SERVE_URL/v1' --temperature 0 --max-tokens 12"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "${#lines[@]}" -eq 2 ]
+	local first second
+	first=$(echo '{"messages": [{"role": "user", "content": "Once upon a time"}]}' |
+		lmd-run generate "$tiny" --device cpu --temperature 0 --max-tokens 12 | jq -r .text)
+	[ "${lines[0]}" = "$first" ]
+	second=$(jq -cn --arg a "$first" '{messages: [{role: "user", content: "Once upon a time"}, {role: "assistant", content: $a}, {role: "user", content: "The king said"}]}' |
+		lmd-run generate "$tiny" --device cpu --temperature 0 --max-tokens 12 | jq -r .text)
+	[ "${lines[1]}" = "$second" ]
 }
