@@ -2,8 +2,8 @@
  * running out of blocks without side effects; the prefix cache: the hash chain, hits and misses,
  * verification of the tokens, LRU eviction only under pressure, truncation of shared blocks, and
  * every block back at the end. */
-#include "backend.h"
-#include "kvcache.h"
+#include "engine/backend.h"
+#include "engine/kvcache.h"
 #include "unit.h"
 
 /* A sequence of n tokens computed from scratch: blocks reserved, len set, full blocks committed. */
