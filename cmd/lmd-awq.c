@@ -5,6 +5,7 @@
 #include "awq.h"
 #include "calib.h"
 #include "cli.h"
+#include "file.h"
 #include "runner.h"
 
 enum { O_STATS = 256, O_BITS, O_GROUP, O_SEARCH, O_METHOD, O_SEARCH_TOKENS, O_FORCE };
@@ -85,6 +86,8 @@ int main(int argc, char **argv)
 	if (ao.method == 0 && ao.search_scale)
 		lmd_usage(&cli, "--search-scale needs --method awq");
 	ro.model = argv[optind];
+	if (lmd_outdir_check(out, ro.model, force, &err))  /* before minutes of work */
+		lmd_die(cli.prog, &err);
 	struct lmd_calib_stats st = {0};
 	struct lmd_awq_acts acts = {0};
 	struct lmd_runner r = {0};

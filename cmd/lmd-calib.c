@@ -4,6 +4,7 @@
 
 #include "calib.h"
 #include "cli.h"
+#include "file.h"
 #include "runner.h"
 
 static const struct lmd_opt opts[] = {
@@ -41,12 +42,17 @@ int main(int argc, char **argv)
 	if (!strcmp(out, "-") && isatty(STDOUT_FILENO))
 		lmd_usage(&cli, "the statistics are binary: give -o FILE or redirect stdout");
 	ro.model = argv[optind];
+	struct lmd_out o;
+	if (lmd_out_open(&o, out, &err))
+		lmd_die(cli.prog, &err);
 	ro.max_batch = co.batch;
 	ro.session_len = co.seqlen;
 	ro.max_prefill = co.batch * co.seqlen;
 	struct lmd_runner r;
-	if (lmd_runner_open(&r, &ro, &err))
+	if (lmd_runner_open(&r, &ro, &err)) {
+		lmd_out_abort(&o);
 		lmd_die(cli.prog, &err);
+	}
 	char desc[512];
 	lmd_runner_describe(&r, desc, sizeof(desc));
 	lmd_log(&cli, 0, "%s", desc);
@@ -59,8 +65,11 @@ int main(int argc, char **argv)
 	if (!rc) {
 		lmd_log(&cli, 0, "%d windows of %d tokens from '%s': %lld tokens", co.samples, co.seqlen, co.dataset,
 			(long long)st.tokens);
-		rc = lmd_calib_stats_write(&st, out, &err);
+		rc = lmd_calib_stats_write(&st, o.f, &err);
 	}
+	rc = rc ? rc : lmd_out_commit(&o, &err);
+	if (rc)
+		lmd_out_abort(&o);
 	lmd_calib_stats_free(&st);
 	lmd_runner_close(&r);
 	if (rc)

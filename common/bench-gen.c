@@ -243,9 +243,14 @@ int lmd_bench_gen(int argc, char **argv)
 		ro.max_batch = maxc;
 	if (!ro.session_len)
 		ro.session_len = maxp + completion + 1;
-	struct lmd_runner r;
-	if (lmd_runner_open(&r, &ro, &err))
+	struct lmd_out o;
+	if (lmd_out_open(&o, out, &err))
 		lmd_die(cli.prog, &err);
+	struct lmd_runner r;
+	if (lmd_runner_open(&r, &ro, &err)) {
+		lmd_out_abort(&o);
+		lmd_die(cli.prog, &err);
+	}
 	char desc[512];
 	lmd_runner_describe(&r, desc, sizeof(desc));
 	lmd_log(&cli, 0, "%s", desc);
@@ -279,13 +284,12 @@ int lmd_bench_gen(int argc, char **argv)
 		snprintf(device, sizeof(device), "cuda %s", gname);
 	else
 		snprintf(device, sizeof(device), "%s", r.be.ops->name);
-	struct lmd_out o = {0};
-	if (!rc)
-		rc = lmd_out_open(&o, out, &err);
 	if (!rc) {
 		print_rows(o.f, fmt, rows, n, date, device, model, lmd_dtype_short(r.m.dtype), bw, &gp.sampling);
 		rc = lmd_out_commit(&o, &err);
 	}
+	if (rc)
+		lmd_out_abort(&o);
 	lmd_runner_close(&r);
 	if (rc)
 		lmd_die(cli.prog, &err);

@@ -1,4 +1,5 @@
 /* Calibration data, activation statistics and their msgpack file (calib.h). */
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <msgpack.h>
@@ -294,7 +295,7 @@ static const char *in_names[LMD_CALIB_NIN] = {"attn_in", "o_in", "ffn_in", "w2_i
 static const char *in_linears[LMD_CALIB_NIN][3] = {{"wq", "wk", "wv"}, {"wo"}, {"w1", "w3"}, {"w2"}};
 static const int in_nlin[LMD_CALIB_NIN] = {3, 1, 2, 1};
 
-int lmd_calib_stats_write(const struct lmd_calib_stats *s, const char *path, struct lmd_err *err)
+int lmd_calib_stats_write(const struct lmd_calib_stats *s, FILE *f, struct lmd_err *err)
 {
 	const struct lmd_config *c = &s->cfg;
 	msgpack_sbuffer sb;
@@ -382,7 +383,8 @@ int lmd_calib_stats_write(const struct lmd_calib_stats *s, const char *path, str
 		}
 	}
 	free(tmp);
-	int rc = lmd_write_atomic(path, sb.data, sb.size, err);
+	int rc = sb.size && fwrite(sb.data, 1, sb.size, f) != sb.size
+			 ? lmd_errorf(err, LMD_EIO, "cannot write the statistics: %s", strerror(errno)) : LMD_OK;
 	msgpack_sbuffer_destroy(&sb);
 	return rc;
 }

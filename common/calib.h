@@ -7,7 +7,7 @@
  *   lmd_calib_windows(&tok, path, 128, 2048, 0, &ids, &err);       // ids [128 * 2048]
  *   lmd_calib_stats_init(&st, &model.cfg, &err);
  *   lmd_calib_run(&model, ids, 128, 2048, lmd_calib_stats_tap, &st, &err);
- *   lmd_calib_stats_write(&st, "stats.msgpack", &err);
+ *   lmd_calib_stats_write(&st, out.f, &err);                     // out: lmd_out_open'ed first
  */
 #ifndef LMD_CALIB_H
 #define LMD_CALIB_H
@@ -71,8 +71,8 @@ int lmd_calib_stats_init(struct lmd_calib_stats *s, const struct lmd_config *cfg
 void lmd_calib_stats_free(struct lmd_calib_stats *s);
 /** The tap that accumulates into ctx (a struct lmd_calib_stats *). */
 void lmd_calib_stats_tap(void *ctx, int layer, enum lmd_tap point, const struct lmd_tensor *t);
-/** Write as msgpack to path ("-" = stdout), atomically. */
-int lmd_calib_stats_write(const struct lmd_calib_stats *s, const char *path, struct lmd_err *err);
+/** Write as msgpack to f (an lmd_out's, opened before the work: file.h). */
+int lmd_calib_stats_write(const struct lmd_calib_stats *s, FILE *f, struct lmd_err *err);
 /** Read a stats file (LMD_EFORMAT naming the file and key when malformed). */
 int lmd_calib_stats_read(struct lmd_calib_stats *s, const char *path, struct lmd_err *err);
 /**

@@ -140,8 +140,8 @@ static int source_open(struct source *s, const char *dir, struct lmd_err *err)
 	int rc;
 	memset(s, 0, sizeof(*s));
 	s->dir = dir;
-	if (!lmd_is_dir(dir))
-		return lmd_errorf(err, LMD_EIO, "'%s' is not a directory", dir);
+	if ((rc = lmd_need_dir(dir, "model directory", err)))
+		return rc;
 	if (lmd_modeldir_is(dir)) {
 		s->is_lmd = 1;
 		if ((rc = lmd_modeldir_open(&s->md, dir, err)))
@@ -449,7 +449,7 @@ int lmd_convert(const char *src, const char *dst, const struct lmd_convert_opts 
 	if (o->chat_template)
 		snprintf(cfg.chat_template, sizeof(cfg.chat_template), "%s", o->chat_template);
 	if ((rc = check_tp(&cfg, cfg.tp, err)) || (rc = lmd_config_validate(&cfg, src, err)) ||
-	    (rc = lmd_modeldir_writer_open(&j.w, dst, &cfg, o->force, err))) {
+	    (rc = lmd_modeldir_writer_open(&j.w, dst, src, &cfg, o->force, err))) {
 		source_close(&s);
 		return rc;
 	}
@@ -530,10 +530,11 @@ int lmd_model_open_any(struct lmd_modeldir *m, const char *path, struct lmd_err 
 	memset(m, 0, sizeof(*m));
 	if (lmd_modeldir_is(path))
 		return lmd_modeldir_open(m, path, err);
-	if (!lmd_is_dir(path))
-		return lmd_errorf(err, LMD_EIO, "'%s' is not a model directory", path);
+	if ((rc = lmd_need_dir(path, "model directory", err)))
+		return rc;
 	if ((rc = cache_dir(cache, sizeof(cache), err)))
 		return rc;
+	lmd_remove_stale_tmps(cache, NULL);  /* the cache is ours: any interrupted conversion */
 	snprintf(dst, sizeof(dst), "%s/%s-%016llx", cache, base_name(path, name, sizeof(name)),
 		 (unsigned long long)source_key(path));
 	if (lmd_modeldir_is(dst) && lmd_modeldir_open(m, dst, NULL) == LMD_OK)
