@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "lmd.h"
@@ -18,6 +19,38 @@ static const struct lmd_opt common_opts[] = {
 	{"quiet", 'q', NULL, "only errors on stderr"},
 	{0},
 };
+
+static const char *exit_prog = "lmd";
+static int stdout_errno;  /* why the first failed lmd_cli_flush failed */
+
+int lmd_cli_flush(void)
+{
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return 0;
+	if (!stdout_errno)
+		stdout_errno = errno ? errno : EIO;
+	return -1;
+}
+
+/* At exit: standard output lost (a full disk, a closed pipe with SIGPIPE ignored) is an error, exit 3. */
+static void close_stdout(void)
+{
+	int bad = lmd_cli_flush() != 0;
+	if (fclose(stdout) != 0 && !bad)
+		bad = 1, stdout_errno = errno;
+	if (!bad)
+		return;
+	fprintf(stderr, "%s: cannot write standard output: %s\n", exit_prog, strerror(stdout_errno ? stdout_errno : EIO));
+	_exit(LMD_EXIT_FORMAT);
+}
+
+void lmd_cli_init(const char *prog)
+{
+	static int done;
+	exit_prog = prog;
+	if (!done++)
+		atexit(close_stdout);
+}
 
 static int count(const struct lmd_opt *o)
 {
@@ -78,6 +111,7 @@ int lmd_cli_next(struct lmd_cli *c, int argc, char **argv, const char **arg)
 	if (!c->started) {  /* GNU order: options may follow positional arguments; restart for each command */
 		optind = 0;
 		c->started = 1;
+		lmd_cli_init(c->prog);
 	}
 	for (int i = 0; i < n + m; i++) {
 		const struct lmd_opt *o = i < n ? &c->opts[i] : &common_opts[i - n];
@@ -161,6 +195,7 @@ static void dispatch_usage(const char *prog, const char *purpose, const struct l
 int lmd_cli_dispatch(const char *prog, const char *purpose, const struct lmd_subcommand *subs, int n, int argc,
 		     char **argv)
 {
+	lmd_cli_init(prog);
 	if (argc < 2) {
 		dispatch_usage(prog, purpose, subs, n, stderr);
 		return LMD_EXIT_USAGE;

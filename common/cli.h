@@ -38,6 +38,16 @@ struct lmd_cli {
  */
 int lmd_cli_next(struct lmd_cli *c, int argc, char **argv, const char **arg);
 
+/**
+ * Name the program for messages and arrange that, at exit, standard output is flushed and checked:
+ * lost output prints "PROG: cannot write standard output: REASON" and exits 3. lmd_cli_next and
+ * lmd_cli_dispatch call it; a main that uses neither calls it first.
+ */
+void lmd_cli_init(const char *prog);
+
+/** Flush standard output (for streamed text); -1 when it is lost (the exit check then reports why). */
+int lmd_cli_flush(void);
+
 /** Print the help text to f. */
 void lmd_cli_help(const struct lmd_cli *c, FILE *f);
 

@@ -619,7 +619,5 @@ int lmd_model_info(const char *dir, int json, FILE *out, struct lmd_err *err)
 	}
 	json_decref(root);
 	source_close(&s);
-	if (fflush(out) != 0)
-		return lmd_errorf(err, LMD_EIO, "cannot write the output: %s", strerror(errno));
 	return LMD_OK;
 }

@@ -328,9 +328,7 @@ int lmd_out_open(struct lmd_out *o, const char *path, struct lmd_err *err)
 int lmd_out_commit(struct lmd_out *o, struct lmd_err *err)
 {
 	int rc = LMD_OK;
-	if (o->f == stdout) {
-		if (fflush(stdout) != 0 || ferror(stdout))
-			rc = lmd_errorf(err, LMD_EIO, "cannot write standard output: %s", strerror(errno));
+	if (o->f == stdout) {  /* checked once, at exit, by the program (cli.h: lmd_cli_init) */
 		o->f = NULL;
 		return rc;
 	}

@@ -40,7 +40,8 @@ char *lmd_path_join(const char *dir, const char *name, struct lmd_err *err);
 
 /**
  * An output file being written: lmd_out_open creates "PATH.tmp.PID" (or uses stdout for "-"),
- * lmd_out_commit flushes, fsyncs and renames it to PATH, lmd_out_abort removes it. When PATH is an
+ * lmd_out_commit flushes, fsyncs and renames it to PATH, lmd_out_abort removes it (standard output is
+ * left to the program's check at exit: cli.h, lmd_cli_init). When PATH is an
  * existing device or FIFO it is opened and written directly (tmp NULL); when PATH is a symbolic
  * link, its target is PATH (a link to nothing is refused). Open outputs before long work: opening
  * is the check that the output can be created. A zeroed struct is safe to abort.

@@ -117,7 +117,7 @@ static void on_text(struct lmd_request *r, const char *text, size_t len, void *c
 {
 	(void)r, (void)ctx;
 	fwrite(text, 1, len, stdout);
-	fflush(stdout);
+	lmd_cli_flush();
 }
 
 /*

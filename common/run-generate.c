@@ -76,7 +76,7 @@ static void print_job(struct gen *g, struct job *j, int index)
 	}
 	char *s = json_dumps(o, JSON_COMPACT);
 	printf("%s\n", s ? s : "{}");
-	fflush(stdout);
+	lmd_cli_flush();
 	free(s);
 	json_decref(o);
 }
@@ -256,7 +256,7 @@ static void on_stream(struct lmd_request *r, const char *text, size_t len, void 
 {
 	(void)r, (void)ctx;
 	fwrite(text, 1, len, stdout);
-	fflush(stdout);
+	lmd_cli_flush();
 }
 
 static int run_prompt(struct gen *g, const char *prompt, int echo, const struct lmd_gen_params *p,

@@ -145,8 +145,8 @@ int lmd_run_tokenize(int argc, char **argv)
 	if (stats)
 		fprintf(stderr, "%s: %zu bytes, %zu tokens, %.3f s, %.2f MB/s\n", c.prog, len, n, dt,
 			dt > 0 ? len / dt / 1e6 : 0.0);
-	if (print_ids(&t, ids, n, json) || fflush(stdout)) {
-		lmd_errorf(&err, LMD_EIO, "cannot write to stdout");
+	if (print_ids(&t, ids, n, json)) {  /* lost output is caught at exit (lmd_cli_init) */
+		lmd_errorf(&err, LMD_ENOMEM, "out of memory");
 		lmd_die(c.prog, &err);
 	}
 	free(ids);
@@ -265,10 +265,6 @@ int lmd_run_detokenize(int argc, char **argv)
 		if (lmd_tokenizer_decode(&t, ids, n, flags, &text, &len, &err))
 			lmd_die(c.prog, &err);
 		fwrite(text, 1, len, stdout);
-	}
-	if (fflush(stdout)) {
-		lmd_errorf(&err, LMD_EIO, "cannot write to stdout");
-		lmd_die(c.prog, &err);
 	}
 	free(text);
 	free(in);
