@@ -49,7 +49,7 @@ int main(int argc, char **argv)
 	int rc = p ? lmd_out_open(&o, out, &err) : lmd_errorf(&err, LMD_ENOMEM, "out of memory");
 	if (!rc) {
 		lmd_kvparams_compute(&st, bits, sym, p);
-		lmd_kvparams_write(&st.cfg, p, o.f);
+		lmd_kvparams_write(&st.cfg, p, bits, o.f);
 		rc = lmd_out_commit(&o, &err);
 	}
 	free(p);

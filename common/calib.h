@@ -116,12 +116,15 @@ int lmd_calib_collect(struct lmd_model *m, const struct lmd_tokenizer *tok, cons
  * params [layers][2][kv_heads][2].
  */
 void lmd_kvparams_compute(const struct lmd_calib_stats *s, int bits, int sym, float *params);
-/** Write params as CSV "layer,kv,head,scale,zero" (kv is k or v) to f. */
-int lmd_kvparams_write(const struct lmd_config *c, const float *params, FILE *f);
+/** Write params, made for bits, as CSV "layer,kv,head,scale,zero,bits" (kv is k or v) to f. */
+int lmd_kvparams_write(const struct lmd_config *c, const float *params, int bits, FILE *f);
 /**
- * Read such a CSV for a model of config c into *params (malloc'd [layers][2][kv_heads][2]); every
- * (layer, kv, head) must appear once. LMD_EFORMAT naming the file and line otherwise.
+ * Read such a CSV for a model of config c and a cache of bits (8 or 4) into *params (malloc'd
+ * [layers][2][kv_heads][2]); every (layer, kv, head) must appear once, with its bits (when the
+ * column is there: files without it are older) equal to bits (LMD_EINVAL otherwise), a scale above 0
+ * and small enough that every level stays within fp16's range, and a zero within it. LMD_EFORMAT
+ * naming the file, line and field otherwise.
  */
-int lmd_kvparams_read(const char *path, const struct lmd_config *c, float **params, struct lmd_err *err);
+int lmd_kvparams_read(const char *path, const struct lmd_config *c, int bits, float **params, struct lmd_err *err);
 
 #endif

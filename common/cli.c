@@ -85,20 +85,43 @@ void lmd_cli_help(const struct lmd_cli *c, FILE *f)
 	help_rows(common_opts, f);
 }
 
+/* "PROG: MSG" on one line of stderr: control characters in MSG (from quoted input) are escaped. */
+static void say(const char *prog, const char *fmt, va_list ap)
+{
+	char msg[1024];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	fprintf(stderr, "%s: ", prog);
+	for (const unsigned char *p = (const unsigned char *)msg; *p; p++)
+		if (*p == '\n')
+			fputs("\\n", stderr);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(stderr, "\\x%02x", *p);
+		else
+			fputc(*p, stderr);
+	fputc('\n', stderr);
+}
+
+static void sayf(const char *prog, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	say(prog, fmt, ap);
+	va_end(ap);
+}
+
 void lmd_usage(const struct lmd_cli *c, const char *fmt, ...)
 {
 	va_list ap;
-	fprintf(stderr, "%s: ", c->prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	say(c->prog, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nUsage: %s %s\nTry '%s --help' for more.\n", c->prog, c->synopsis, c->prog);
+	fprintf(stderr, "Usage: %s %s\nTry '%s --help' for more.\n", c->prog, c->synopsis, c->prog);
 	exit(LMD_EXIT_USAGE);
 }
 
 void lmd_die(const char *prog, const struct lmd_err *e)
 {
-	fprintf(stderr, "%s: %s\n", prog, e->msg[0] ? e->msg : "failed");
+	sayf(prog, "%s", e->msg[0] ? e->msg : "failed");
 	exit(lmd_err_exit_code(e->code ? e->code : LMD_EFAIL));
 }
 
@@ -156,8 +179,10 @@ long lmd_cli_long(const struct lmd_cli *c, const char *opt, const char *s, long 
 	char *end;
 	errno = 0;
 	long v = strtol(s, &end, 10);
-	if (!*s || *end || errno || v < lo || v > hi)
-		lmd_usage(c, "--%s: '%s' is not a whole number from %ld to %ld", opt, s, lo, hi);
+	if (!*s || *end || (errno && errno != ERANGE))
+		lmd_usage(c, "--%s: '%s' is not a whole number (%ld to %ld)", opt, s, lo, hi);
+	if (errno || v < lo || v > hi)
+		lmd_usage(c, "--%s: %s is out of range (%ld to %ld)", opt, s, lo, hi);
 	return v;
 }
 
@@ -176,11 +201,9 @@ void lmd_log(const struct lmd_cli *c, int level, const char *fmt, ...)
 	if (c->verbose < level)
 		return;
 	va_list ap;
-	fprintf(stderr, "%s: ", c->prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	say(c->prog, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 static void dispatch_usage(const char *prog, const char *purpose, const struct lmd_subcommand *subs, int n, FILE *f)

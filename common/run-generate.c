@@ -4,6 +4,8 @@
  * each on stdout, in input order, all batched through the scheduler.
  */
 #include <jansson.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,15 +93,33 @@ static void on_done(struct lmd_request *r, void *ctx)
 		print_job(g, &g->jobs[g->next], g->next), g->next++;
 }
 
+/* Field key of o, when present and not null, as a whole number from lo to hi (64 and 1e8 are whole) into *out. */
+static int whole_field(json_t *o, const char *key, json_int_t lo, json_int_t hi, json_int_t *out, struct lmd_err *err)
+{
+	json_t *v = json_object_get(o, key);
+	if (!v || json_is_null(v))
+		return 0;
+	double d = json_number_value(v);
+	if (!json_is_number(v) || !isfinite(d) || d != floor(d))
+		return lmd_errorf(err, LMD_EINVAL, "'%s' must be a whole number from %lld to %lld", key, (long long)lo,
+				  (long long)hi);
+	if (d < (double)lo || d > (double)hi)
+		return lmd_errorf(err, LMD_EINVAL, "'%s' is %.0f, out of range (%lld to %lld)", key, d, (long long)lo,
+				  (long long)hi);
+	*out = json_is_integer(v) ? json_integer_value(v) : (json_int_t)d;
+	return 1;
+}
+
 /* Per-line fields over the command line's defaults. */
 static int parse_fields(struct job *j, json_t *o, struct lmd_err *err)
 {
 	json_t *v;
-	if ((v = json_object_get(o, "max_tokens")) && !json_is_null(v)) {
-		if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > (1 << 24))
-			return lmd_errorf(err, LMD_EINVAL, "'max_tokens' must be a whole number of at least 1");
-		j->p.max_tokens = (int)json_integer_value(v);
-	}
+	json_int_t x;
+	int rc;
+	if ((rc = whole_field(o, "max_tokens", 1, 1 << 24, &x, err)) < 0)
+		return rc;
+	if (rc)
+		j->p.max_tokens = (int)x;
 	static const struct { const char *key; int off; } floats[] = {
 		{"temperature", offsetof(struct lmd_sampling, temperature)}, {"top_p", offsetof(struct lmd_sampling, top_p)},
 		{"min_p", offsetof(struct lmd_sampling, min_p)},
@@ -111,16 +131,14 @@ static int parse_fields(struct job *j, json_t *o, struct lmd_err *err)
 				return lmd_errorf(err, LMD_EINVAL, "'%s' is not a number", floats[i].key);
 			*(float *)((char *)&j->p.sampling + floats[i].off) = (float)json_number_value(v);
 		}
-	if ((v = json_object_get(o, "top_k")) && !json_is_null(v)) {
-		if (!json_is_integer(v) || json_integer_value(v) < 0)
-			return lmd_errorf(err, LMD_EINVAL, "'top_k' must be a whole number >= 0");
-		j->p.sampling.top_k = (int)json_integer_value(v);
-	}
-	if ((v = json_object_get(o, "seed")) && !json_is_null(v)) {
-		if (!json_is_integer(v) || json_integer_value(v) < 0)
-			return lmd_errorf(err, LMD_EINVAL, "'seed' must be a whole number >= 0");
-		j->p.sampling.seed = (uint64_t)json_integer_value(v);
-	}
+	if ((rc = whole_field(o, "top_k", 0, INT32_MAX, &x, err)) < 0)
+		return rc;
+	if (rc)
+		j->p.sampling.top_k = (int)x;
+	if ((rc = whole_field(o, "seed", 0, INT64_MAX, &x, err)) < 0)
+		return rc;
+	if (rc)
+		j->p.sampling.seed = (uint64_t)x;
 	if ((v = json_object_get(o, "ignore_eos")) && !json_is_null(v)) {
 		if (!json_is_boolean(v))
 			return lmd_errorf(err, LMD_EINVAL, "'ignore_eos' must be true or false");

@@ -198,7 +198,7 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 		rc = lmd_errorf(err, LMD_EINVAL, "--kv-params needs --quant-policy 8 or 4");
 		goto fail;
 	}
-	if (o->kv_params && (rc = lmd_kvparams_read(o->kv_params, &r->dir.cfg, &kvp, err)))
+	if (o->kv_params && (rc = lmd_kvparams_read(o->kv_params, &r->dir.cfg, o->quant_policy, &kvp, err)))
 		goto fail;
 	mo.kv_quant = (enum lmd_kv_quant)o->quant_policy;
 	mo.kv_params = kvp;

@@ -35,7 +35,7 @@ commands() {
 	echo Hi > "$TMP/chat.txt"
 	expect3 lmd-run chat "$TINY" --device cpu --max-tokens 4 < "$TMP/chat.txt"
 	expect3 lmd-run tokenize "$TINY" < "$TMP/chat.txt"
-	expect3 lmd-bench ppl "$TINY" --device cpu --text "$ROOT/share/data/wikitext2.txt" --windows 1 --window 32
+	expect3 lmd-bench ppl "$TINY" --device cpu --text "$ROOT/share/data/wikitext2.txt" --windows 1 --seqlen 32
 	expect3 lmd-convert --info "$TINY"
 }
 
