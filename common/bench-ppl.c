@@ -101,6 +101,11 @@ static int score(struct lmd_runner *r, struct lmd_runner *base, const int32_t *i
 				bnll -= blp[x[i + 1]];
 			}
 		}
+		if (!isfinite(wn)) {
+			rc = lmd_errorf(err, LMD_EFORMAT, "window %d: the logits are not finite (NaN or inf): the model's "
+					"weights or its dtype's range are broken", w + 1);
+			break;
+		}
 		nll += wn;
 		scored += seqlen - 1;
 		lmd_log(cli, 1, "window %d/%d: ppl %.4f (running %.4f)", w + 1, windows, exp(wn / (seqlen - 1)),

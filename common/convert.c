@@ -135,6 +135,22 @@ static int source_get(struct source *s, const char *canon, struct lmd_tensor *ou
 	return unpack_wqkv(s, layer, part, p[0] == 'b', out, owned, err);
 }
 
+/* A tensor of a layer beyond the config's count would be dropped without a word: refuse it. */
+static int check_layers(const struct source *s, struct lmd_err *err)
+{
+	for (int k = 0; k < s->st.n; k++)
+		for (int i = 0; i < s->st.shard[k].n; i++) {
+			const char *name = s->st.shard[k].e[i].name, *p = strstr(name, "layers.");
+			long l;
+			char *end;
+			if (p && (p == name || p[-1] == '.') && (l = strtol(p + 7, &end, 10)) >= s->cfg.layers && end > p + 7 &&
+			    *end == '.')
+				return lmd_errorf(err, LMD_EFORMAT, "'%s': tensor '%s' is of layer %ld, but config.json's "
+						  "'num_hidden_layers' is %d", s->dir, name, l, s->cfg.layers);
+		}
+	return LMD_OK;
+}
+
 static int source_open(struct source *s, const char *dir, struct lmd_err *err)
 {
 	int rc;
@@ -158,6 +174,8 @@ static int source_open(struct source *s, const char *dir, struct lmd_err *err)
 		source_close(s);
 		return rc;
 	}
+	if ((rc = check_layers(s, err)))
+		return source_close(s), rc;
 	char hf0[96];
 	lmd_hf_name(&s->cfg, "layers.0.wq", hf0, sizeof(hf0));
 	if (strlen(hf0) > 7) {
@@ -346,6 +364,10 @@ static int convert_fn(const char *name, const int64_t *shape, int ndim, int spli
 		return lmd_errorf(j->err, LMD_EFORMAT, "'%s': tensor '%s': expected shape [%s] from the config, found [%s]",
 				  j->src->dir, name, want, got);
 	}
+	size_t nonfinite = lmd_tensor_nonfinite(&t);
+	if (nonfinite && !j->o->quiet)
+		fprintf(stderr, "%slmd-convert: warning: tensor '%s' has %zu values that are NaN or infinite\n",
+			j->o->progress ? "\n" : "", name, nonfinite);
 	enum lmd_dtype dt = j->o->dtype == LMD_DTYPE_NONE ? t.dtype : j->o->dtype;
 	if (dt != t.dtype) {
 		size_t n = (size_t)lmd_tensor_numel(&t), over = 0;

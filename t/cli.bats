@@ -45,3 +45,82 @@ commands() {
 	[ "$status" -eq 3 ]
 	[[ $output == *"cannot write standard output"* ]]
 }
+
+@test "error messages are one clean line: a missing template, a symlink loop, a missing directory, control characters" {
+	run lmd-run generate "$TINY" --chat-template nosuch --prompt hi
+	echo "$output"
+	[ "$status" -eq 2 ]
+	[ "$(grep -c "no chat template 'nosuch'" <<< "$output")" -eq 1 ]
+	[[ $(head -1 <<< "$output") == "lmd-run generate: no chat template 'nosuch': cannot find 'templates/nosuch.tmpl' "* ]]
+	ln -s loop2 "$TMP/loop1"; ln -s loop1 "$TMP/loop2"
+	run lmd-convert "$TMP/loop1" "$TMP/out"
+	[ "$status" -eq 3 ]
+	[[ $output == *"Too many levels of symbolic links" ]]
+	run lmd-run generate "$TMP/none" --prompt hi
+	[ "$status" -eq 3 ]
+	[[ $output == *"'$TMP/none': No such file or directory" ]]
+	run lmd-run generate "$TMP/a
+b" --prompt hi
+	[ "$status" -eq 3 ]
+	[ "${#lines[@]}" -eq 1 ]
+	[[ $output == *'a\nb'* ]]
+}
+
+@test "numbers out of range say so, naming the option or field" {
+	run lmd-run generate "$TINY" --max-tokens 100000000 --prompt x
+	[ "$status" -eq 2 ]
+	[[ $output == *"--max-tokens: 100000000 is out of range (1 to "* ]]
+	run lmd-run generate "$TINY" --max-tokens 12x --prompt x
+	[[ $output == *"--max-tokens: '12x' is not a whole number"* ]]
+	printf '{"prompt": "a", "max_tokens": 1e8}\n{"prompt": "a", "max_tokens": 2.5}\n{"prompt": "a", "max_tokens": 2.0}\n' |
+		lmd-run generate "$TINY" --device cpu > "$TMP/out.jsonl" || true
+	jq -e -s '.[0].error | test("max_tokens.* is 100000000, out of range")' "$TMP/out.jsonl"
+	jq -e -s '.[1].error | test("whole number")' "$TMP/out.jsonl"
+	jq -e -s '.[2].completion_tokens == 2' "$TMP/out.jsonl"
+}
+
+@test "config.json: a missing size is 'missing'; tensors beyond num_hidden_layers are refused" {
+	gen-model --layers 3 "$TMP/hf"
+	jq '.num_hidden_layers = 2' "$TMP/hf/config.json" > "$TMP/c" && cp "$TMP/c" "$TMP/hf/config.json"
+	run lmd-convert "$TMP/hf" "$TMP/out"
+	echo "$output"
+	[ "$status" -eq 3 ]
+	[[ $output == *"model.layers.2."*"'num_hidden_layers' is 2" ]]
+	for f in hidden_size intermediate_size num_attention_heads vocab_size num_hidden_layers; do
+		jq "del(.$f)" "$TMP/c" > "$TMP/hf/config.json"
+		run lmd-convert "$TMP/hf" "$TMP/out"
+		echo "$output"
+		[ "$status" -eq 3 ]
+		[[ $output == *"field '$f' is missing" ]]
+	done
+}
+
+@test "NaN or inf weights: convert warns naming the tensor; generate and ppl say the logits are not finite" {
+	cp -r "$TINY" "$TMP/hf"
+	python3 - "$TMP/hf/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+b = bytearray(open(p, 'rb').read())
+n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n])
+name = 'model.layers.1.mlp.down_proj.weight'
+lo, hi = h[name]['data_offsets']
+bad = {'F16': b'\x00\x7e\x00\x7c', 'BF16': b'\xc0\x7f\x80\x7f', 'F32': b'\x00\x00\xc0\x7f\x00\x00\x80\x7f'}[h[name]['dtype']]
+b[8 + n + lo:8 + n + lo + len(bad)] = bad   # NaN, +inf
+open(p, 'wb').write(b)
+PY
+	run lmd-convert "$TMP/hf" "$TMP/out"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ $output == *"warning: tensor 'layers.1.w2' has 2 values that are NaN or infinite"* ]]
+	run lmd-run generate "$TMP/out" --device cpu --prompt "Once upon" --max-tokens 4
+	echo "$output"
+	[ "$status" -ne 0 ]
+	[[ $output == *"the logits are not finite"* ]]
+	echo '{"prompt": "Once", "max_tokens": 4, "temperature": 0.7}' | lmd-run generate "$TMP/out" --device cpu > "$TMP/o.jsonl" || true
+	jq -e '.error | test("logits are not finite")' "$TMP/o.jsonl"
+	run lmd-bench ppl "$TMP/out" --device cpu --text "$ROOT/share/data/wikitext2.txt" --windows 1 --seqlen 32
+	echo "$output"
+	[ "$status" -eq 3 ]
+	[[ $output == *"the logits are not finite"* ]]
+}
