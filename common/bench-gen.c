@@ -32,6 +32,9 @@ static const struct lmd_opt opts[] = {
 	{"format", 'f', "FMT", "csv (default), md or json"},
 	{"output", 'o', "FILE", "write the table to FILE (default: stdout)"},
 	{"temperature", LMD_GO_TEMPERATURE, "T", "sampling temperature (default 0: greedy)"},
+	{"session-len", LMD_RO_SESSION_LEN, "N", "most tokens in one sequence (default: the longest prompt plus the completion)"},
+	{"max-batch-size", LMD_RO_BATCH, "N", "most sequences run at once (default: the largest concurrency)"},
+	{"chat-template", LMD_RO_TEMPLATE, "NAME", "chat template (unused: the prompts are token ids)"},
 	LMD_SAMPLING_OPTS,
 	LMD_RUNNER_OPTS,
 	{0},
@@ -234,6 +237,7 @@ int lmd_bench_gen(int argc, char **argv)
 	if (argc - optind != 1)
 		lmd_usage(&cli, "expected one MODEL directory");
 	ro.model = argv[optind];
+	lmd_log(&cli, 1, "seed %llu", (unsigned long long)gp.sampling.seed);
 	int maxc = 0, maxp = 0;
 	for (int i = 0; i < nconc; i++)
 		maxc = conc[i] > maxc ? conc[i] : maxc;

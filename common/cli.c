@@ -10,7 +10,7 @@
 #include "cli.h"
 #include "lmd.h"
 
-enum { KEY_HELP = 1000, KEY_VERSION };
+enum { KEY_HELP = 1000, KEY_VERSION, KEY_MAN };
 
 static const struct lmd_opt common_opts[] = {
 	{"help", KEY_HELP, NULL, "print this help and exit"},
@@ -52,6 +52,15 @@ void lmd_cli_init(const char *prog)
 		atexit(close_stdout);
 }
 
+/* Is o a later row of the table starting at first with the same name (overridden by the earlier one)? */
+static int shadowed(const struct lmd_opt *first, const struct lmd_opt *o)
+{
+	for (const struct lmd_opt *p = first; p < o; p++)
+		if (!strcmp(p->name, o->name))
+			return 1;
+	return 0;
+}
+
 static int count(const struct lmd_opt *o)
 {
 	int n = 0;
@@ -60,9 +69,11 @@ static int count(const struct lmd_opt *o)
 	return n;
 }
 
-static void help_rows(const struct lmd_opt *o, FILE *f)
+static void help_rows(const struct lmd_opt *opts, FILE *f)
 {
-	for (; o->name; o++) {
+	for (const struct lmd_opt *o = opts; o->name; o++) {
+		if (shadowed(opts, o))
+			continue;
 		char left[64];
 		int n = 0;
 		if (o->key > 0 && o->key < 128)
@@ -72,6 +83,50 @@ static void help_rows(const struct lmd_opt *o, FILE *f)
 		snprintf(left + n, sizeof(left) - n, "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
 		fprintf(f, "  %-30s %s\n", left, o->help);
 	}
+}
+
+/* Text for roff: '-' and '\\' escaped, first letter capitalized, a final stop. */
+static void roff_text(const char *s, FILE *f)
+{
+	for (const char *p = s; *p; p++) {
+		if (p == s && *p >= 'a' && *p <= 'z')
+			fputc(*p - 'a' + 'A', f);
+		else if (*p == '-')
+			fputs("\\-", f);
+		else if (*p == '\\')
+			fputs("\\e", f);
+		else
+			fputc(*p, f);
+	}
+	fputs(*s && s[strlen(s) - 1] != '.' ? ".\n" : "\n", f);
+}
+
+static void man_rows(const struct lmd_opt *opts, FILE *f)
+{
+	for (const struct lmd_opt *o = opts; o->name; o++) {
+		if (shadowed(opts, o))
+			continue;
+		fputs(".TP\n", f);
+		int shrt = o->key > 0 && o->key < 128;
+		fputs(shrt ? ".BR " : o->arg ? ".BI " : ".B ", f);
+		if (shrt)
+			fprintf(f, "\\-%c \", \" ", o->key);
+		fputs("\\-\\-", f);
+		for (const char *p = o->name; *p; p++)
+			fputs(*p == '-' ? "\\-" : (char[]){*p, 0}, f);
+		if (o->arg)
+			fprintf(f, " \" %s\"", o->arg);
+		fputc('\n', f);
+		roff_text(o->help, f);
+	}
+}
+
+void lmd_cli_man(const struct lmd_cli *c, FILE *f, int common)
+{
+	if (c && c->opts)
+		man_rows(c->opts, f);
+	if (common)
+		man_rows(common_opts, f);
 }
 
 void lmd_cli_help(const struct lmd_cli *c, FILE *f)
@@ -125,16 +180,36 @@ void lmd_die(const char *prog, const struct lmd_err *e)
 	exit(lmd_err_exit_code(e->code ? e->code : LMD_EFAIL));
 }
 
+/* LMDeploy's spellings: "--session_len" is "--session-len" (rewritten in argv when that names an option). */
+static void dash_names(const struct lmd_opt *opts, int argc, char **argv)
+{
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+		char *a = argv[i], name[128];
+		size_t n = strcspn(a, "=");
+		if (strncmp(a, "--", 2) || !memchr(a, '_', n) || n - 2 >= sizeof(name))
+			continue;
+		for (size_t k = 2; k < n; k++)
+			name[k - 2] = a[k] == '_' ? '-' : a[k];
+		name[n - 2] = 0;
+		for (const struct lmd_opt *o = opts; o && o->name; o++)
+			if (!strcmp(o->name, name)) {
+				memcpy(a + 2, name, n - 2);
+				break;
+			}
+	}
+}
+
 int lmd_cli_next(struct lmd_cli *c, int argc, char **argv, const char **arg)
 {
 	int n = count(c->opts), m = count(common_opts);
-	struct option lo[n + m + 1];
+	struct option lo[n + m + 2];
 	char so[3 * (n + m) + 2];
 	int k = 0;
 	if (!c->started) {  /* GNU order: options may follow positional arguments; restart for each command */
 		optind = 0;
 		c->started = 1;
 		lmd_cli_init(c->prog);
+		dash_names(c->opts, argc, argv);
 	}
 	for (int i = 0; i < n + m; i++) {
 		const struct lmd_opt *o = i < n ? &c->opts[i] : &common_opts[i - n];
@@ -145,7 +220,8 @@ int lmd_cli_next(struct lmd_cli *c, int argc, char **argv, const char **arg)
 				so[k++] = ':';
 		}
 	}
-	lo[n + m] = (struct option){0};
+	lo[n + m] = (struct option){"man-options", no_argument, NULL, KEY_MAN};  /* hidden: for `make man` */
+	lo[n + m + 1] = (struct option){0};
 	so[k] = 0;
 	opterr = 0;
 	for (;;) {
@@ -157,6 +233,9 @@ int lmd_cli_next(struct lmd_cli *c, int argc, char **argv, const char **arg)
 			exit(0);
 		case KEY_VERSION:
 			printf("%s %s\n", c->prog, LMD_VERSION);
+			exit(0);
+		case KEY_MAN:
+			lmd_cli_man(c, stdout, !strchr(c->prog, ' '));
 			exit(0);
 		case 'v':
 			c->verbose++;
@@ -229,6 +308,10 @@ int lmd_cli_dispatch(const char *prog, const char *purpose, const struct lmd_sub
 	}
 	if (!strcmp(argv[1], "--version")) {
 		printf("%s %s\n", prog, LMD_VERSION);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--man-options")) {  /* what every command takes, in roff */
+		lmd_cli_man(NULL, stdout, 1);
 		return 0;
 	}
 	for (int i = 0; i < n; i++)

@@ -4,7 +4,9 @@
  * the man pages against --help).
  *
  * Every tool gets --help (stdout, exit 0), --version, -v/--verbose and -q/--quiet
- * from here. Misuse prints a one-line reason and the synopsis to stderr, exit 2.
+ * from here. LMDeploy's underscore spellings of long options (--session_len) are accepted. A row
+ * of a table overrides a later row of the same name (a command's own default over a shared
+ * macro's). Misuse prints a one-line reason and the synopsis to stderr, exit 2.
  * This is the only module besides cmd/ that may call exit().
  */
 #ifndef LMD_CLI_H
@@ -47,6 +49,13 @@ void lmd_cli_init(const char *prog);
 
 /** Flush standard output (for streamed text); -1 when it is lost (the exit check then reports why). */
 int lmd_cli_flush(void);
+
+/**
+ * Print the options of c (NULL: none) and, when common, those every tool takes, as roff .TP
+ * paragraphs for a man page's OPTIONS (the hidden option --man-options prints them; `make man`
+ * puts them into man/; t/man.bats checks the pages agree).
+ */
+void lmd_cli_man(const struct lmd_cli *c, FILE *f, int common);
 
 /** Print the help text to f. */
 void lmd_cli_help(const struct lmd_cli *c, FILE *f);

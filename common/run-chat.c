@@ -19,6 +19,7 @@
 
 static const struct lmd_opt opts[] = {
 	{"system", 256, "TEXT", "system prompt (the template's default otherwise)"},
+	{"max-tokens", LMD_GO_MAX_TOKENS, "N", "most tokens to generate per answer (default 1024)"},
 	LMD_GEN_OPTS,
 	LMD_RUNNER_OPTS,
 	{0},
@@ -251,6 +252,7 @@ int lmd_run_chat(int argc, char **argv)
 	if (argc - optind != 1)
 		lmd_usage(&cli, "expected one MODEL directory");
 	ro.model = argv[optind];
+	lmd_log(&cli, 1, "seed %llu", (unsigned long long)p.sampling.seed);
 	if (lmd_runner_open(&c.r, &ro, &err))
 		lmd_die(cli.prog, &err);
 	if (cli.verbose > 0) {

@@ -12,14 +12,16 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "file.h"
 #include "lmd.h"
 #include "run.h"
 #include "runner.h"
 
-enum { O_PROMPT = 256, O_ECHO, O_TRUNCATE };
+enum { O_PROMPT = 256, O_PROMPT_FILE, O_ECHO, O_TRUNCATE };
 
 static const struct lmd_opt opts[] = {
 	{"prompt", O_PROMPT, "TEXT", "generate from TEXT and stream it to stdout (default: JSON lines on stdin)"},
+	{"prompt-file", O_PROMPT_FILE, "FILE", "like --prompt, with the text of FILE ('-': stdin; llama-cli's -f)"},
 	{"echo", O_ECHO, NULL, "with --prompt: print the prompt before the continuation"},
 	{"truncate", O_TRUNCATE, NULL, "cut prompts longer than the session to their last tokens instead of failing"},
 	LMD_GEN_OPTS,
@@ -297,6 +299,8 @@ static int run_prompt(struct gen *g, const char *prompt, int echo, const struct 
 	rc = lmd_sched_submit(&g->r.s, &j.req, err);
 	if (!rc)
 		rc = lmd_sched_run(&g->r.s, err);
+	if (j.req.ntokens && isatty(STDOUT_FILENO))  /* the shell's prompt on a line of its own */
+		putchar('\n');
 	if (!rc && j.req.finish == LMD_FINISH_ERROR)
 		rc = lmd_errorf(err, LMD_EFAIL, "%s", j.req.error);
 	if (!rc) {
@@ -324,7 +328,7 @@ int lmd_run_generate(int argc, char **argv)
 	struct lmd_runner_opts ro = {.dtype = LMD_DTYPE_NONE};
 	struct lmd_gen_params p;
 	struct lmd_err err = {0};
-	const char *arg, *prompt = NULL;
+	const char *arg, *prompt = NULL, *prompt_file = NULL;
 	int k, echo = 0;
 	lmd_gen_params_default(&p);
 	while ((k = lmd_cli_next(&cli, argc, argv, &arg)) != -1) {
@@ -332,14 +336,27 @@ int lmd_run_generate(int argc, char **argv)
 			continue;
 		switch (k) {
 		case O_PROMPT: prompt = arg; break;
+		case O_PROMPT_FILE: prompt_file = arg; break;
 		case O_ECHO: echo = 1; break;
 		case O_TRUNCATE: g.truncate = 1; break;
 		}
 	}
 	if (argc - optind != 1)
 		lmd_usage(&cli, "expected one MODEL directory");
+	if (prompt && prompt_file)
+		lmd_usage(&cli, "give --prompt or --prompt-file, not both");
+	char *file_text = NULL;
+	if (prompt_file) {
+		if (lmd_read_file(prompt_file, &file_text, NULL, &err))
+			lmd_die(cli.prog, &err);
+		prompt = file_text;
+	}
+	if (!prompt && isatty(STDIN_FILENO))
+		fprintf(stderr, "%s: reading JSON lines from the terminal, e.g. {\"prompt\": \"Hello\"} (end with Ctrl-D); "
+			"--prompt TEXT generates from TEXT\n", cli.prog);
 	ro.model = argv[optind];
 	ro.verbose = cli.verbose;
+	lmd_log(&cli, 1, "seed %llu", (unsigned long long)p.sampling.seed);
 	if (lmd_runner_open(&g.r, &ro, &err))
 		lmd_die(cli.prog, &err);
 	if (cli.verbose > 0) {
@@ -350,6 +367,7 @@ int lmd_run_generate(int argc, char **argv)
 	int rc = prompt ? run_prompt(&g, prompt, echo, &p, &cli, &err) : run_jsonl(&g, &p, &err);
 	lmd_log(&cli, 1, "%ld steps, %ld preemptions", g.r.s.steps, g.r.s.preemptions);
 	lmd_runner_close(&g.r);
+	free(file_text);
 	if (rc)
 		lmd_die(cli.prog, &err);
 	return g.failed ? LMD_EXIT_USAGE : 0;

@@ -1,6 +1,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -35,6 +37,7 @@ int lmd_runner_opt(struct lmd_runner_opts *o, const struct lmd_cli *cli, int key
 	case LMD_RO_KV_PARAMS: o->kv_params = arg; return 1;
 	case LMD_RO_CACHE: o->cache_max_entry_count = lmd_cli_double(cli, "cache-max-entry-count", arg, 1e-6, 1); return 1;
 	case LMD_RO_TEMPLATE: o->chat_template = arg; return 1;
+	case LMD_RO_TP: o->tp = (int)lmd_cli_long(cli, "tp", arg, 1, 32); return 1;
 	default: return 0;
 	}
 }
@@ -44,6 +47,10 @@ void lmd_gen_params_default(struct lmd_gen_params *p)
 	memset(p, 0, sizeof(*p));
 	lmd_sampling_default(&p->sampling);
 	p->max_tokens = 256;
+	uint64_t seed = 0;  /* random unless --seed is given, as LMDeploy and llama.cpp do */
+	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
+		seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+	p->sampling.seed = seed & 0x7fffffffffffffffULL;
 }
 
 int lmd_gen_opt(struct lmd_gen_params *p, const struct lmd_cli *cli, int key, const char *arg)
@@ -162,8 +169,14 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 		dev = "auto";
 	if (!strcmp(dev, "cuda") && lmd_cuda_device_count() == 0)
 		return lmd_errorf(err, LMD_ENODEV, "--device cuda: no usable CUDA GPU found");
-	if ((rc = lmd_model_open_any(&r->dir, o->model, err)) ||
-	    (rc = lmd_tokenizer_open(&r->tok, r->dir.path, err)))
+	if ((rc = lmd_model_open_any(&r->dir, o->model, err)))
+		goto fail;
+	if (o->tp && o->tp != r->dir.cfg.tp) {
+		rc = lmd_errorf(err, LMD_EINVAL, "--tp %d: '%s' is split for %d rank%s (lmd-convert --tp %d makes a copy split for %d)",
+				o->tp, o->model, r->dir.cfg.tp, r->dir.cfg.tp == 1 ? "" : "s", o->tp, o->tp);
+		goto fail;
+	}
+	if ((rc = lmd_tokenizer_open(&r->tok, r->dir.path, err)))
 		goto fail;
 	const char *tmpl = o->chat_template ? o->chat_template : r->dir.cfg.chat_template;
 	if ((rc = lmd_chat_template_choose(&r->tmpl, tmpl, &r->tok, err)))

@@ -27,6 +27,7 @@ struct lmd_runner_opts {
 	int verbose;
 	int quant_policy;             /* KV cache: 0 = the compute dtype, 8 = int8, 4 = int4 (online per token per head) */
 	const char *kv_params;        /* NULL, or lmd-kvparams CSV: offline KV scales and zeros (quant_policy 8 or 4) */
+	int tp;                       /* --tp: 0, or the ranks the model must be split for (checked) */
 };
 
 struct lmd_runner {
@@ -45,7 +46,7 @@ struct lmd_runner {
  */
 enum {
 	LMD_RO_DEVICE = 600, LMD_RO_DTYPE, LMD_RO_THREADS, LMD_RO_SESSION_LEN, LMD_RO_BLOCK, LMD_RO_BATCH,
-	LMD_RO_PREFILL, LMD_RO_CACHE, LMD_RO_TEMPLATE, LMD_RO_QUANT_POLICY, LMD_RO_KV_PARAMS,
+	LMD_RO_PREFILL, LMD_RO_CACHE, LMD_RO_TEMPLATE, LMD_RO_QUANT_POLICY, LMD_RO_KV_PARAMS, LMD_RO_TP,
 };
 #define LMD_RUNNER_OPTS \
 	{"device", LMD_RO_DEVICE, "DEV", "auto (default: cuda when a GPU is there), cpu or cuda"}, \
@@ -58,7 +59,8 @@ enum {
 	{"cache-max-entry-count", LMD_RO_CACHE, "F", "fraction of free memory for the KV cache (default 0.8)"}, \
 	{"chat-template", LMD_RO_TEMPLATE, "NAME", "chat template (default: the model's)"}, \
 	{"quant-policy", LMD_RO_QUANT_POLICY, "N", "KV cache: 0 (default, the compute dtype), 8 (int8) or 4 (int4)"}, \
-	{"kv-params", LMD_RO_KV_PARAMS, "FILE", "offline KV-cache scales and zeros from lmd-kvparams"}
+	{"kv-params", LMD_RO_KV_PARAMS, "FILE", "offline KV-cache scales and zeros from lmd-kvparams"}, \
+	{"tp", LMD_RO_TP, "N", "tensor-parallel ranks: must be the model's split (lmd-convert --tp; default: the model's)"}
 struct lmd_cli;
 int lmd_runner_opt(struct lmd_runner_opts *o, const struct lmd_cli *cli, int key, const char *arg);
 
@@ -82,7 +84,7 @@ enum {
 	{"top-k", LMD_GO_TOP_K, "K", "sample among the K most likely tokens (default 0: all)"}, \
 	{"min-p", LMD_GO_MIN_P, "P", "drop tokens below P times the top probability (default 0)"}, \
 	{"repetition-penalty", LMD_GO_REPETITION, "R", "penalize tokens already seen (default 1: off)"}, \
-	{"seed", LMD_GO_SEED, "N", "random seed: the same seed gives the same text (default 0)"}
+	{"seed", LMD_GO_SEED, "N", "random seed: the same seed gives the same text (default: random, printed with -v)"}
 #define LMD_GEN_OPTS \
 	{"max-tokens", LMD_GO_MAX_TOKENS, "N", "most tokens to generate (default 256)"}, \
 	{"temperature", LMD_GO_TEMPERATURE, "T", "sampling temperature, 0 = greedy (default 1)"}, \
