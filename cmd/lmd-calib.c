@@ -2,10 +2,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "calib.h"
+#include "quant/calib.h"
 #include "cli.h"
+#include "engine/runner.h"
 #include "file.h"
-#include "runner.h"
+#include "opts.h"
 
 static const struct lmd_opt opts[] = {
 	LMD_CALIB_OPTS,
