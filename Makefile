@@ -52,7 +52,7 @@ FUZZERS   := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz-*.c))
 
 .SECONDARY:
 .SECONDEXPANSION:
-.PHONY: FORCE all test asan fuzz deps install clean demo gpu-check
+.PHONY: FORCE all test asan fuzz deps install clean demo gpu-check man
 all: $(TOOLS) $(UNITS) $(TESTBINS)
 	@echo "lmd: built $(words $(TOOLS)) tools; CUDA $(CUDA_NOTE)"
 
@@ -144,6 +144,10 @@ demo: all
 # On a machine with an NVIDIA GPU: op tests, reference checks and benchmarks, results in $(OUT) (bench/gpu-check.sh).
 gpu-check:
 	bench/gpu-check.sh $(GPU_CHECK)
+
+# Rewrite the man pages' OPTIONS sections from the tools' option tables (t/man.bats checks them).
+man: all
+	man/update $(BUILD)
 
 clean:
 	rm -rf build build-asan build-fuzz
