@@ -19,4 +19,7 @@ int lmd_run_generate(int argc, char **argv);
 /** lmd-run chat MODEL: interactive multi-turn chat (chat.c). */
 int lmd_run_chat(int argc, char **argv);
 
+/** lmd-run cache list|clean: the HF->lmd conversions kept for running HF directories (cache.c). */
+int lmd_run_cache(int argc, char **argv);
+
 #endif

@@ -484,7 +484,7 @@ static uint64_t source_key(const char *dir)
 	return h;
 }
 
-static int cache_dir(char *out, size_t n, struct lmd_err *err)
+int lmd_cache_dir(char *out, size_t n, struct lmd_err *err)
 {
 	const char *c = getenv("LMD_CACHE"), *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
 	if (c && *c)
@@ -517,7 +517,7 @@ int lmd_model_open_any(struct lmd_modeldir *m, const char *path, struct lmd_err 
 		return lmd_modeldir_open(m, path, err);
 	if ((rc = lmd_need_dir(path, "model directory", err)))
 		return rc;
-	if ((rc = cache_dir(cache, sizeof(cache), err)))
+	if ((rc = lmd_cache_dir(cache, sizeof(cache), err)))
 		return rc;
 	lmd_remove_stale_tmps(cache, NULL);  /* the cache is ours: any interrupted conversion */
 	snprintf(dst, sizeof(dst), "%s/%s-%016llx", cache, base_name(path, name, sizeof(name)),

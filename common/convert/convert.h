@@ -36,6 +36,9 @@ int lmd_convert(const char *src, const char *dst, const struct lmd_convert_opts 
  */
 int lmd_model_open_any(struct lmd_modeldir *m, const char *path, struct lmd_err *err);
 
+/** The cache directory lmd_model_open_any uses, into out (created when missing). */
+int lmd_cache_dir(char *out, size_t n, struct lmd_err *err);
+
 
 
 
