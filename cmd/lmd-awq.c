@@ -1,4 +1,5 @@
 /* lmd-awq: 4-bit weight quantization (AWQ or round-to-nearest) into an AutoAWQ gemm HF directory (awq.h). */
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -89,6 +90,12 @@ int main(int argc, char **argv)
 	ro.model = argv[optind];
 	if (lmd_outdir_check(out, ro.model, force, &err))  /* before minutes of work */
 		lmd_die(cli.prog, &err);
+	if ((ao.method == 1 && !stats_path) || ao.search_scale) {  /* calibration text, before loading the model */
+		char *dataset = lmd_calib_dataset_path(co.dataset, co.data_dir, &err);
+		if (!dataset)
+			lmd_die(cli.prog, &err);
+		free(dataset);
+	}
 	struct lmd_calib_stats st = {0};
 	struct lmd_awq_acts acts = {0};
 	struct lmd_runner r = {0};

@@ -1,4 +1,5 @@
 /* lmd-calib: activation statistics of a model on calibration text (calib.h), as msgpack. */
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -43,6 +44,10 @@ int main(int argc, char **argv)
 	if (!strcmp(out, "-") && isatty(STDOUT_FILENO))
 		lmd_usage(&cli, "the statistics are binary: give -o FILE or redirect stdout");
 	ro.model = argv[optind];
+	char *dataset = lmd_calib_dataset_path(co.dataset, co.data_dir, &err);  /* before loading the model */
+	if (!dataset)
+		lmd_die(cli.prog, &err);
+	free(dataset);
 	struct lmd_out o;
 	if (lmd_out_open(&o, out, &err))
 		lmd_die(cli.prog, &err);

@@ -47,8 +47,8 @@ char *lmd_calib_dataset_path(const char *dataset, const char *data_dir, struct l
 		if (p)
 			return p;
 	}
-	lmd_errorf(err, LMD_EIO, "calibration dataset '%s': not in the installed data directory (set --data-dir or LMD_DATA)",
-		   dataset);
+	lmd_errorf(err, LMD_EIO, "calibration dataset '%s': not installed (lmd ships wikitext2 only): give a text or "
+		   "JSON-lines FILE, or --data-dir DIR holding %s.txt", dataset, dataset);
 	return NULL;
 }
 

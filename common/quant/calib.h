@@ -1,7 +1,7 @@
 /**
  * Calibration (lmd-calib, lmd-kvparams, lmd-awq): the calibration text, the sampled windows, the
  * activation statistics collected through the model's taps (model.h), and their msgpack file
- * (schema in man lmd(7), CALIBRATION STATISTICS).
+ * (schema in man lmd(7), FILES, Calibration statistics).
  *
  *   char *path = lmd_calib_dataset_path("wikitext2", NULL, &err);
  *   lmd_calib_windows(&tok, path, 128, 2048, 0, &ids, &err);       // ids [128 * 2048]
