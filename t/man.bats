@@ -59,3 +59,17 @@ man_opts() {
 		[ "$status" -eq 0 ]
 	done
 }
+
+@test "pages render cleanly: no raw double quotes inside macro arguments, lmd(7) lists every page" {
+	run grep -nE '^\.[A-Z]+ .*(\{"|": |\[")' "$ROOT"/man/*.[17]
+	echo "$output"
+	[ "$status" -eq 1 ]
+	local page name
+	for page in "$ROOT"/man/*.1; do
+		name=$(basename "$page" .1)
+		sed -n '/^\.SH SEE ALSO/,$p' "$ROOT/man/lmd.7" | grep -q "^\.BR ${name//-/\\\\-} (1)" || { echo "lmd(7) misses $name(1)"; false; }
+	done
+	# a reference "PAGE(N), SECTION" names a section (.SH) of that page, a subsection after its section
+	run grep -n -A1 '^\.BR lmd (7),$' "$ROOT"/man/*.1
+	! grep -E '^\S+-[0-9]+-[A-Z]{2,} [A-Z]{2,}' <<< "$output" || false
+}
