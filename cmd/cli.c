@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -42,6 +43,33 @@ static void close_stdout(void)
 		return;
 	fprintf(stderr, "%s: cannot write standard output: %s\n", exit_prog, strerror(stdout_errno ? stdout_errno : EIO));
 	_exit(LMD_EXIT_FORMAT);
+}
+
+static double now_s(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static void show_progress(void *ctx, long done, long total)
+{
+	struct lmd_cli_progress *pr = ctx;
+	double t = now_s();
+	if (done < total && t - pr->shown < 0.2)
+		return;
+	pr->shown = t;
+	long left = done > 0 ? (long)((t - pr->t0) * (double)(total - done) / (double)done + 0.5) : -1;
+	char eta[32] = "";
+	if (done < total && left >= 0)
+		snprintf(eta, sizeof(eta), ", %ld:%02ld left", left / 60, left % 60);
+	fprintf(stderr, "\r%s: %s %ld/%ld%s\033[K%s", pr->cli->prog, pr->what, done, total, eta, done >= total ? "\n" : "");
+}
+
+const struct lmd_progress *lmd_cli_progress(struct lmd_cli_progress *pr, const struct lmd_cli *c, const char *what)
+{
+	*pr = (struct lmd_cli_progress){.p = {show_progress, pr}, .cli = c, .what = what, .t0 = now_s()};
+	return c->verbose >= 0 && isatty(STDERR_FILENO) ? &pr->p : NULL;
 }
 
 void lmd_cli_init(const char *prog)

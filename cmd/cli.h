@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "err.h"
+#include "lmd.h"
 
 struct lmd_opt {
 	const char *name;  /* long name without "--" */
@@ -62,6 +63,19 @@ void lmd_cli_man(const struct lmd_cli *c, FILE *f, int common);
  * end (-1) the positional ones are collected into pos[*npos..maxpos) (more is a usage error).
  */
 int lmd_cli_next_pos(struct lmd_cli *c, int argc, char **argv, const char **arg, char **pos, int *npos, int maxpos);
+
+/**
+ * The one progress line of every long step: "PROG: WHAT DONE/TOTAL, M:SS left" rewritten in place on
+ * stderr, only when stderr is a terminal and not under -q. lmd_cli_progress fills pr (owned by the
+ * caller, alive while the step runs) and returns what to give the library (NULL when not shown).
+ */
+struct lmd_cli_progress {
+	struct lmd_progress p;
+	const struct lmd_cli *cli;
+	const char *what;
+	double t0, shown;
+};
+const struct lmd_progress *lmd_cli_progress(struct lmd_cli_progress *pr, const struct lmd_cli *c, const char *what);
 
 /** Print the help text to f. */
 void lmd_cli_help(const struct lmd_cli *c, FILE *f);

@@ -115,6 +115,8 @@ int main(int argc, char **argv)
 		struct both b = {need_stats ? &st : NULL, ao.search_scale ? &acts : NULL};
 		if (!rc) {
 			lmd_log(&cli, 0, "calibrating on %d windows of %d tokens from '%s'", co.samples, co.seqlen, co.dataset);
+			struct lmd_cli_progress pr;
+			co.progress = lmd_cli_progress(&pr, &cli, "calibration windows");
 			rc = lmd_calib_collect(&r.m, &r.tok, &co, both_tap, &b, need_stats ? &st : NULL, &err);
 		}
 		lmd_runner_close(&r);

@@ -63,6 +63,8 @@ int main(int argc, char **argv)
 	lmd_runner_describe(&r, desc, sizeof(desc));
 	lmd_log(&cli, 0, "%s", desc);
 	struct lmd_calib_stats st;
+	struct lmd_cli_progress pr;
+	co.progress = lmd_cli_progress(&pr, &cli, "windows");
 	int rc = lmd_calib_stats_init(&st, &r.m.cfg, &err);
 	if (!rc)
 		rc = lmd_calib_collect(&r.m, &r.tok, &co, lmd_calib_stats_tap, &st, &st, &err);

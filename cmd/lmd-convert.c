@@ -64,7 +64,8 @@ int main(int argc, char **argv)
 		lmd_usage(&cli, "--json goes with --info");
 	if (argc - optind != 2)
 		lmd_usage(&cli, "expected SRC and DST");
-	o.progress = cli.verbose >= 0 && isatty(2);
+	struct lmd_cli_progress pr;
+	o.progress = lmd_cli_progress(&pr, &cli, "tensors");
 	o.quiet = cli.verbose < 0;
 	if (lmd_convert(argv[optind], argv[optind + 1], &o, &err))
 		lmd_die(cli.prog, &err);

@@ -124,3 +124,15 @@ PY
 	[ "$status" -eq 3 ]
 	[[ $output == *"the logits are not finite"* ]]
 }
+
+@test "long steps show one progress line (done/total, time left) on stderr at a terminal only" {
+	command -v script >/dev/null || skip "no script(1)"
+	script -qec "lmd-calib '$TINY' --device cpu --calib-samples 4 --calib-seqlen 64 -o '$TMP/s.calib'" /dev/null > "$TMP/tty"
+	grep -q $'\r''lmd-calib: windows 4/4' "$TMP/tty"
+	script -qec "lmd-bench ppl '$TINY' --device cpu --text '$ROOT/share/data/wikitext2.txt' --windows 2 --seqlen 32 -o '$TMP/p'" /dev/null > "$TMP/tty"
+	grep -q $'\r''lmd-bench ppl: windows 2/2' "$TMP/tty"
+	script -qec "lmd-convert '$TINY' '$TMP/c'" /dev/null > "$TMP/tty"
+	grep -q $'\r''lmd-convert: tensors [0-9]*/[0-9]*' "$TMP/tty"
+	lmd-calib "$TINY" --device cpu --calib-samples 4 --calib-seqlen 64 -o "$TMP/s2.calib" 2> "$TMP/err"
+	! grep -q 'windows 4/4' "$TMP/err" || false
+}

@@ -77,6 +77,8 @@ struct ppl_result {
 static int score(struct lmd_runner *r, struct lmd_runner *base, const int32_t *ids, int seqlen, int windows,
 		 const struct lmd_cli *cli, struct ppl_result *res, struct lmd_err *err)
 {
+	struct lmd_cli_progress pr;
+	const struct lmd_progress *progress = cli->verbose > 0 ? NULL : lmd_cli_progress(&pr, cli, "windows");
 	int v = r->m.cfg.vocab;
 	if (base && base->m.cfg.vocab != v)
 		return lmd_errorf(err, LMD_EINVAL, "--kld-base: vocabulary %d differs from the model's %d",
@@ -113,6 +115,7 @@ static int score(struct lmd_runner *r, struct lmd_runner *base, const int32_t *i
 		}
 		nll += wn;
 		scored += seqlen - 1;
+		lmd_progress(progress, w + 1, windows);
 		lmd_log(cli, 1, "window %d/%d: ppl %.4f (running %.4f)", w + 1, windows, exp(wn / (seqlen - 1)),
 			exp(nll / scored));
 	}

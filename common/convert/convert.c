@@ -352,8 +352,7 @@ static int convert_fn(const char *name, const int64_t *shape, int ndim, int spli
 		rc = write_split(j, name, &t, split_axis);
 	free(owned);
 	j->done++;
-	if (j->o->progress)
-		fprintf(stderr, "\rlmd-convert: %d/%d tensors%s", j->done, j->total, j->done == j->total ? "\n" : "");
+	lmd_progress(j->o->progress, j->done, j->total);
 	return rc;
 }
 

@@ -140,7 +140,7 @@ int lmd_calib_windows(const struct lmd_tokenizer *tok, const char *path, int sam
 }
 
 int lmd_calib_run(struct lmd_model *m, const int32_t *ids, int samples, int seqlen, int batch, lmd_tap_fn tap,
-		  void *ctx, struct lmd_err *err)
+		  void *ctx, const struct lmd_progress *progress, struct lmd_err *err)
 {
 	if (batch < 1)
 		batch = 1;
@@ -166,6 +166,8 @@ int lmd_calib_run(struct lmd_model *m, const int32_t *ids, int samples, int seql
 			rc = lmd_model_forward(m, &b, logits, err);
 		for (int j = 0; j < k; j++)
 			lmd_model_seq_release(m, &seqs[j]);
+		if (!rc)
+			lmd_progress(progress, s0 + k, samples);
 	}
 	m->tap = old, m->tap_ctx = old_ctx;
 	lmd_batch_free(&b);
@@ -527,7 +529,7 @@ int lmd_calib_collect(struct lmd_model *m, const struct lmd_tokenizer *tok, cons
 	int rc = lmd_calib_windows(tok, path, o->samples, o->seqlen, o->seed, &ids, err);
 	free(path);
 	if (!rc)
-		rc = lmd_calib_run(m, ids, o->samples, o->seqlen, o->batch, tap, ctx, err);
+		rc = lmd_calib_run(m, ids, o->samples, o->seqlen, o->batch, tap, ctx, o->progress, err);
 	free(ids);
 	if (!rc && s) {
 		snprintf(s->dataset, sizeof(s->dataset), "%s", o->dataset);

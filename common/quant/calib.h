@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "err.h"
+#include "lmd.h"
 #include "engine/model.h"
 #include "tok/tokenizer.h"
 
@@ -38,7 +39,7 @@ int lmd_calib_windows(const struct lmd_tokenizer *tok, const char *path, int sam
 
 /** Run the model over the windows (batch of them at a time, each a fresh sequence) with tap set. */
 int lmd_calib_run(struct lmd_model *m, const int32_t *ids, int samples, int seqlen, int batch, lmd_tap_fn tap,
-		  void *ctx, struct lmd_err *err);
+		  void *ctx, const struct lmd_progress *progress, struct lmd_err *err);
 
 /* The inputs of one layer's linears: 0 = wq/wk/wv, 1 = wo, 2 = w1/w3, 3 = w2. */
 enum { LMD_CALIB_QKV, LMD_CALIB_O, LMD_CALIB_W13, LMD_CALIB_W2, LMD_CALIB_NIN };
@@ -88,6 +89,7 @@ struct lmd_calib_opts {
 	const char *data_dir;     /* NULL = $LMD_DATA, else the installed data */
 	int samples, seqlen, batch;
 	uint64_t seed;
+	const struct lmd_progress *progress;  /* NULL, or told of each window run (lmd.h) */
 };
 void lmd_calib_opts_default(struct lmd_calib_opts *o);
 
