@@ -53,7 +53,7 @@ int main(int argc, char **argv)
 		.prog = "lmd-awq",
 		.synopsis = "MODEL -o DIR [OPTIONS]",
 		.purpose = "Quantize a model's linear weights to 4 bits (AWQ or round-to-nearest) as an AutoAWQ HF directory.",
-		.example = "lmd-awq llama2-7b --stats llama2-7b.calib --w-group-size 128 -o llama2-7b-awq",
+		.example = "lmd-awq share/models/lmd-tiny --stats tiny.calib --w-group-size 64 -o tiny-awq",
 		.opts = opts,
 	};
 	struct lmd_calib_opts co;

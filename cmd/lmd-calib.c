@@ -24,7 +24,7 @@ int main(int argc, char **argv)
 		.prog = "lmd-calib",
 		.synopsis = "MODEL [OPTIONS]",
 		.purpose = "Collect activation statistics of a model on calibration text (for lmd-awq and lmd-kvparams).",
-		.example = "lmd-calib llama2-7b --calib-samples 128 --calib-seqlen 2048 -o llama2-7b.calib",
+		.example = "lmd-calib share/models/lmd-tiny --calib-samples 16 --calib-seqlen 256 -o tiny.calib",
 		.opts = opts,
 	};
 	struct lmd_calib_opts co;

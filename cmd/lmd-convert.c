@@ -26,7 +26,7 @@ int main(int argc, char **argv)
 		.prog = "lmd-convert",
 		.synopsis = "[OPTIONS] SRC DST | --info [--json] DIR",
 		.purpose = "Convert an HF model directory (or re-split an lmd one) into an lmd model directory.",
-		.example = "lmd-convert --dtype fp16 --tp 2 Llama-2-7b-hf llama2-7b.lmd",
+		.example = "lmd-convert --dtype fp16 --tp 2 share/models/lmd-tiny tiny-tp2",
 		.opts = opts,
 	};
 	struct lmd_convert_opts o = {.dtype = LMD_DTYPE_NONE, .tp = 1};

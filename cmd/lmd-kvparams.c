@@ -23,7 +23,7 @@ int main(int argc, char **argv)
 		.prog = "lmd-kvparams",
 		.synopsis = "STATS [OPTIONS]",
 		.purpose = "Compute offline KV-cache quantization parameters (CSV) from lmd-calib statistics.",
-		.example = "lmd-kvparams llama2-7b.calib --kv-bits 8 > llama2-7b.kv.csv",
+		.example = "lmd-kvparams tiny.calib --kv-bits 8 > tiny.kv.csv",
 		.opts = opts,
 	};
 	struct lmd_err err = {0};

@@ -136,3 +136,25 @@ PY
 	lmd-calib "$TINY" --device cpu --calib-samples 4 --calib-seqlen 64 -o "$TMP/s2.calib" 2> "$TMP/err"
 	! grep -q 'windows 4/4' "$TMP/err" || false
 }
+
+@test "every --help example runs as shown, from the source tree (the examples' files made by the others first)" {
+	cd "$TMP"
+	ln -s "$ROOT/share" share
+	export LMD_CACHE=$TMP/cache
+	local c ex todo=() left round
+	while read -r c; do
+		ex=$($c --help | awk '/^Example:/ {getline; sub(/^  /, ""); print; exit}')
+		[ -z "$ex" ] || todo+=("$ex")
+	done < <(commands)
+	[ "${#todo[@]}" -ge 8 ]
+	for round in 1 2 3; do  # an example may need another's output (lmd-kvparams the statistics of lmd-calib)
+		left=()
+		for ex in "${todo[@]}"; do
+			bash -c "set -o pipefail; $ex" > /dev/null 2>&1 < /dev/null || left+=("$ex")
+		done
+		[ "${#left[@]}" -gt 0 ] || break
+		todo=("${left[@]}")
+	done
+	for ex in "${left[@]}"; do echo "fails: $ex"; bash -c "$ex" 2>&1 < /dev/null | tail -3; done
+	[ "${#left[@]}" -eq 0 ]
+}

@@ -210,7 +210,7 @@ int lmd_bench_gen(int argc, char **argv)
 		.prog = "lmd-bench gen",
 		.synopsis = "MODEL [OPTIONS]",
 		.purpose = "Measure generation latency and throughput at several concurrencies and prompt lengths.",
-		.example = "lmd-bench gen llama2-7b --concurrency 1,16,64 --prompt-tokens 128,2048 -f md",
+		.example = "lmd-bench gen share/models/lmd-tiny --concurrency 1,4 --prompt-tokens 32,128 -f md",
 		.opts = opts,
 	};
 	struct lmd_runner_opts ro = {.dtype = LMD_DTYPE_NONE};

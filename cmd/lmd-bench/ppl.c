@@ -198,7 +198,7 @@ int lmd_bench_ppl(int argc, char **argv)
 		.prog = "lmd-bench ppl",
 		.synopsis = "MODEL --text FILE [OPTIONS]",
 		.purpose = "Measure perplexity on a text, and KL divergence and top-1 agreement against a base model.",
-		.example = "lmd-bench ppl llama2-7b-awq --text wiki.test.raw --kld-base llama2-7b",
+		.example = "lmd-bench ppl tiny-awq --text share/data/wikitext2.txt --windows 8 --kld-base share/models/lmd-tiny",
 		.opts = opts,
 	};
 	struct lmd_runner_opts ro = {.dtype = LMD_DTYPE_NONE};

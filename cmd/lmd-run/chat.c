@@ -233,7 +233,7 @@ int lmd_run_chat(int argc, char **argv)
 		.prog = "lmd-run chat",
 		.synopsis = "MODEL [OPTIONS]",
 		.purpose = "Chat with a model on the terminal: /reset, /system TEXT, /exit; Ctrl-C stops an answer.",
-		.example = "lmd-run chat internlm2_5-7b-chat --temperature 0.7",
+		.example = "echo 'Tell me a story.' | lmd-run chat share/models/lmd-tiny --temperature 0.7 --max-tokens 64",
 		.opts = opts,
 	};
 	static struct chat c;

@@ -81,7 +81,7 @@ int lmd_run_detokenize(int argc, char **argv)
 		.prog = "lmd-run detokenize",
 		.synopsis = "[OPTIONS] DIR < IDS",
 		.purpose = "Print the text of the token ids on stdin (numbers separated by spaces, or JSON).",
-		.example = "echo 15043 3186 | lmd-run detokenize models/lmd-tiny",
+		.example = "echo 485 293 4010 1109 | lmd-run detokenize share/models/lmd-tiny",
 		.opts = opts,
 	};
 	int flags = 0, stream = 0, k, npos = 0;

@@ -322,7 +322,7 @@ int lmd_run_generate(int argc, char **argv)
 		.prog = "lmd-run generate",
 		.synopsis = "MODEL [OPTIONS]",
 		.purpose = "Generate text: --prompt streams one continuation; JSON lines on stdin give one JSON line each.",
-		.example = "echo '{\"prompt\": \"Once upon a time\", \"max_tokens\": 32}' | lmd-run generate lmd-tiny",
+		.example = "echo '{\"prompt\": \"Once upon a time\", \"max_tokens\": 32}' | lmd-run generate share/models/lmd-tiny",
 		.opts = opts,
 	};
 	static struct gen g;

@@ -66,7 +66,7 @@ int lmd_run_tokenize(int argc, char **argv)
 		.prog = "lmd-run tokenize",
 		.synopsis = "[OPTIONS] DIR < TEXT",
 		.purpose = "Print the token ids of the text on stdin (the whole of stdin is one text).",
-		.example = "echo -n 'Hello world' | lmd-run tokenize --json models/lmd-tiny",
+		.example = "echo -n 'Hello world' | lmd-run tokenize --json share/models/lmd-tiny",
 		.opts = opts,
 	};
 	int add_special = 0, json = 0, render = 0, stats = 0, k, npos = 0;
