@@ -144,6 +144,11 @@ PY
 	local c ex todo=() left round
 	while read -r c; do
 		ex=$($c --help | awk '/^Example:/ {getline; sub(/^  /, ""); print; exit}')
+		# one that talks to a server needs a server on its URL: left to the command's own tests
+		if [[ $ex == *http://* ]]; then
+			echo "# not run here (needs a server): $ex" >&3
+			continue
+		fi
 		[ -z "$ex" ] || todo+=("$ex")
 	done < <(commands)
 	[ "${#todo[@]}" -ge 8 ]
