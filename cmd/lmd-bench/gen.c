@@ -36,6 +36,7 @@ static const struct lmd_opt opts[] = {
 	{"chat-template", LMD_RO_TEMPLATE, "NAME", "chat template (unused: the prompts are token ids)"},
 	LMD_SAMPLING_OPTS,
 	LMD_RUNNER_OPTS,
+	LMD_PREFIX_OPTS,
 	{0},
 };
 
@@ -52,15 +53,18 @@ static double seconds(void)
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* C requests of P random tokens, N generated each; fills row. */
+/*
+ * C requests of P random tokens, N generated each; fills row. Each call draws new prompts (seed: the
+ * call's number), so that with prefix caching on no request finds an earlier call's prompt cached.
+ */
 static int measure(struct lmd_runner *r, const struct lmd_sampling *sp, int conc, int prompt, int completion, double bw,
-		   struct row *row, struct lmd_err *err)
+		   struct row *row, int seed, struct lmd_err *err)
 {
 	struct lmd_request *req = calloc(conc, sizeof(*req));
 	int32_t *ids = malloc((size_t)conc * prompt * sizeof(*ids));
 	double *ttft = malloc(conc * sizeof(double));
 	int rc = !req || !ids || !ttft ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
-	uint64_t x = 88172645463325252ULL;
+	uint64_t x = 88172645463325252ULL + 0x9e3779b97f4a7c15ULL * (uint64_t)seed;
 	for (int i = 0; !rc && i < conc; i++) {
 		for (int t = 0; t < prompt; t++) {
 			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -203,12 +207,13 @@ int lmd_bench_gen(int argc, char **argv)
 	int n = 0, rc = LMD_OK;
 	/* warm-up: every prompt length once, so that one-time costs (GPU kernels loaded on first use, cuBLAS
 	 * heuristics per shape) stay out of the figures */
+	int calls = 0;
 	for (int w = 0; !rc && w < warmup; w++)
 		for (int j = 0; !rc && j < nplen; j++)
-			rc = measure(&r, &gp.sampling, 1, plen[j], 4, bw, &tmp, &err);
+			rc = measure(&r, &gp.sampling, 1, plen[j], 4, bw, &tmp, calls++, &err);
 	for (int i = 0; !rc && i < nconc; i++)
 		for (int j = 0; !rc && j < nplen; j++) {
-			rc = measure(&r, &gp.sampling, conc[i], plen[j], completion, bw, &rows[n], &err);
+			rc = measure(&r, &gp.sampling, conc[i], plen[j], completion, bw, &rows[n], calls++, &err);
 			if (!rc)
 				lmd_log(&cli, 0, "concurrency %d, prompt %d: %.1f output tokens/s, ttft p50 %.1f ms", conc[i],
 					plen[j], rows[n].out_tok_s, rows[n].ttft_p50);
