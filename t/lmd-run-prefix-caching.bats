@@ -105,10 +105,15 @@ shared_system_prompts() {
 
 # --- over HTTP (lmd-run serve: prefix caching on by default)
 
+# start_serve (lib.bash) skips without lmd-run serve; this also skips without its prefix caching
+need_serve_prefix() {
+	lmd-run serve --help 2>/dev/null | grep -q -- --no-enable-prefix-caching || skip "lmd-run serve has no prefix caching"
+}
 metric() { curl -sf "$SERVE_URL/metrics" | awk -v n="lmd:$1{" 'index($0, n) == 1 { print $NF }'; }
 chat() { curl -sf "$SERVE_URL/v1/chat/completions" -H 'Content-Type: application/json' -d @"$1"; }
 
 @test "over HTTP: the second turn of a chat with a 1,500-token history prefills only its new tokens (/metrics, timings)" {
+	need_serve_prefix
 	local hist mode
 	hist=$(head -c 3900 "$TEXT")
 	jq -nc --arg h "$hist" '{messages: [{role: "system", content: "You are a historian."}, {role: "user", content: $h}],
@@ -148,6 +153,7 @@ chat() { curl -sf "$SERVE_URL/v1/chat/completions" -H 'Content-Type: application
 }
 
 @test "over HTTP: 64 concurrent requests with shared system prompts give the same greedy texts with the cache on and off" {
+	need_serve_prefix
 	shared_system_prompts > "$TMP/in.jsonl"
 	split -l 1 -d -a 2 "$TMP/in.jsonl" "$TMP/req."
 	local mode f
@@ -155,7 +161,7 @@ chat() { curl -sf "$SERVE_URL/v1/chat/completions" -H 'Content-Type: application
 		if [ $mode = on ]; then start_serve "$TINY"; else start_serve "$TINY" --no-enable-prefix-caching; fi
 		ls "$TMP"/req.?? | xargs -P 16 -I{} sh -c 'curl -sf "$1/v1/chat/completions" -H "Content-Type: application/json" \
 			-d @"$2" > "$2.$3"' _ "$SERVE_URL" {} $mode
-		for f in "$TMP"/req.??; do jq -r '.choices[0].message.content' "$f.$mode"; done > "$TMP/texts.$mode"
+		for f in "$TMP"/req.??; do jq -c '.choices[0].message.content' "$f.$mode"; done > "$TMP/texts.$mode"
 		echo "$mode: $(metric prefix_cache_hits_total) of $(metric prefix_cache_queries_total) tokens cached"
 		[ "$(metric kv_cache_blocks_used)" -eq 0 ]
 		[ $mode = off ] || [ "$(metric prefix_cache_hits_total)" -gt 0 ]
