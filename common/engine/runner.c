@@ -1,0 +1,199 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "convert/convert.h"
+#include "cuda.h"
+#include "kvparams.h"
+#include "runner.h"
+
+void lmd_gen_params_default(struct lmd_gen_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	lmd_sampling_default(&p->sampling);
+	p->max_tokens = 256;
+}
+
+void lmd_gen_params_apply(const struct lmd_gen_params *p, struct lmd_request *req)
+{
+	req->sampling = p->sampling;
+	req->max_tokens = p->max_tokens;
+	req->ignore_eos = p->ignore_eos;
+	req->stop = p->stop;
+	req->n_stop = p->n_stop;
+}
+
+int lmd_runner_prompt(const struct lmd_runner *r, const char *text, const struct lmd_chat_msg *msgs, int nmsg,
+		      int32_t **ids, int *n, struct lmd_err *err)
+{
+	char *rendered = NULL;
+	size_t len = 0, cnt = 0;
+	int *tk = NULL, rc, base = r->tmpl.name && !strcmp(r->tmpl.name, "base");
+	struct lmd_chat_msg one = {.role = "user", .content = text};
+	for (int i = 0; msgs && i < nmsg; i++)
+		if (!msgs[i].content || !lmd_utf8_valid(msgs[i].content, strlen(msgs[i].content)))
+			return lmd_errorf(err, LMD_EINVAL, "message %d: content is missing or not UTF-8", i);
+	if (!msgs && (!text || !*text))
+		return lmd_errorf(err, LMD_EINVAL, "the prompt is empty");
+	if (!msgs && !lmd_utf8_valid(text, strlen(text)))
+		return lmd_errorf(err, LMD_EINVAL, "the prompt is not valid UTF-8");
+	if (msgs || !base) {
+		if ((rc = lmd_chat_render(&r->tmpl, msgs ? msgs : &one, msgs ? nmsg : 1, 1, NULL, &rendered, &len, err)))
+			return rc;
+		text = rendered;
+	} else {
+		len = strlen(text);
+	}
+	rc = lmd_tokenizer_encode(&r->tok, text, len, base, &tk, &cnt, err);
+	free(rendered);
+	if (rc)
+		return rc;
+	if (!cnt) {
+		free(tk);
+		return lmd_errorf(err, LMD_EINVAL, "the prompt is empty");
+	}
+	*ids = malloc(cnt * sizeof(**ids));
+	if (!*ids) {
+		free(tk);
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < cnt; i++)
+		(*ids)[i] = tk[i];
+	*n = (int)cnt;
+	free(tk);
+	return LMD_OK;
+}
+
+/* MemAvailable from /proc/meminfo, in bytes (0 when unknown). */
+static size_t mem_available(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[256];
+	size_t kb = 0;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb * 1024;
+}
+
+/*
+ * On the GPU, the memory that will be free once the weights and the workspace are resident (LMDeploy's
+ * base for --cache-max-entry-count): free now, less the weights' stored bytes and the model's
+ * workspace (model.h: seven [max_tokens, ...] activations, the logit rows); 0 when unknown.
+ */
+static size_t gpu_free_after_weights(const struct lmd_runner *r, const struct lmd_model_opts *mo, enum lmd_dtype dt)
+{
+	struct lmd_cuda_mem cm;
+	if (lmd_cuda_mem(&r->be, &cm, NULL))
+		return 0;
+	const struct lmd_config *c = &r->dir.cfg;
+	size_t w = 0, es = lmd_dtype_size(dt), T = (size_t)mo->max_tokens, lr = T < 128 ? T : 128;
+	for (int i = 0; i < r->dir.n; i++)
+		w += r->dir.t[i].nbytes;
+	size_t ws = T * es * (3 * (size_t)c->hidden + (size_t)(c->heads + 2 * c->kv_heads) * c->head_dim +
+			      (size_t)c->heads * c->head_dim + 3 * (size_t)c->inter) + lr * (es * c->hidden + 4 * (size_t)c->vocab);
+	return cm.free > w + ws ? cm.free - w - ws : 0;
+}
+
+int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struct lmd_err *err)
+{
+	int rc;
+	memset(r, 0, sizeof(*r));
+	const char *dev = o->device ? o->device : getenv("LMD_DEVICE");
+	if (!dev || !*dev)
+		dev = "auto";
+	if (!strcmp(dev, "cuda") && lmd_cuda_device_count() == 0)
+		return lmd_errorf(err, LMD_ENODEV, "--device cuda: no usable CUDA GPU found");
+	if ((rc = lmd_model_open_any(&r->dir, o->model, err)) ||
+	    (rc = lmd_tokenizer_open(&r->tok, r->dir.path, err)))
+		goto fail;
+	const char *tmpl = o->chat_template ? o->chat_template : r->dir.cfg.chat_template;
+	if ((rc = lmd_chat_template_choose(&r->tmpl, tmpl, &r->tok, err)))
+		goto fail;
+	struct lmd_backend_opts bo = {.threads = o->threads};
+	if ((rc = lmd_backend_open(&r->be, dev, &bo, err)))
+		goto fail;
+	/* a step holds a whole prefill chunk of max_prefill tokens beside a decode token of every other sequence */
+	int seqs = o->max_batch > 0 ? o->max_batch : 64;
+	struct lmd_model_opts mo = {
+		.dtype = o->dtype,
+		.max_tokens = (o->max_prefill > 0 ? (o->max_prefill > 64 ? o->max_prefill : 64) : 2048) + seqs,
+		.max_seqs = seqs,
+		.session_len = o->session_len,
+		.block_len = o->block_len,
+	};
+	/* KV pool: a fraction of the memory free after the weights, at most what max_batch full sessions need */
+	int session = o->session_len > 0 ? o->session_len : r->dir.cfg.max_pos;
+	int block = o->block_len > 0 ? o->block_len : 64;
+	enum lmd_dtype kvt = o->dtype != LMD_DTYPE_NONE ? o->dtype : r->dir.cfg.dtype;
+	size_t bb = lmd_kvcache_block_bytes_q(r->dir.cfg.layers, r->dir.cfg.kv_heads, r->dir.cfg.head_dim, block, kvt,
+					      (enum lmd_kv_quant)o->quant_policy);
+	double frac = o->cache_max_entry_count > 0 ? o->cache_max_entry_count : 0.8;
+	size_t avail = !strcmp(r->be.ops->name, "cuda") ? gpu_free_after_weights(r, &mo, kvt) : mem_available(), want = (size_t)mo.max_seqs * ((session + block - 1) / block);
+	size_t fit = avail ? (size_t)(frac * (double)avail / (double)bb) : want;
+	mo.kv_blocks = (int)(want < fit ? want : fit);
+	if (mo.kv_blocks < (session + block - 1) / block)
+		mo.kv_blocks = (session + block - 1) / block;  /* always room for one full session */
+	r->kv_bytes = (size_t)mo.kv_blocks * bb;
+	float *kvp = NULL;
+	if (o->kv_params && !o->quant_policy) {
+		rc = lmd_errorf(err, LMD_EINVAL, "--kv-params needs --quant-policy 8 or 4");
+		goto fail;
+	}
+	if (o->kv_params && (rc = lmd_kvparams_read(o->kv_params, &r->dir.cfg, &kvp, err)))
+		goto fail;
+	mo.kv_quant = (enum lmd_kv_quant)o->quant_policy;
+	mo.kv_params = kvp;
+	rc = lmd_model_open(&r->m, &r->be, &r->dir, &mo, err);
+	free(kvp);
+	if (rc)
+		goto fail;
+	struct lmd_sched_opts so = {.max_batch = o->max_batch, .max_prefill = o->max_prefill, .threads = o->threads};
+	if ((rc = lmd_sched_init(&r->s, &r->m, &r->tok, &so, err)))
+		goto fail;
+	/* the template's stop tokens join the model's */
+	int ids[LMD_CHAT_MAX_STOP];
+	int n = lmd_chat_stop_ids(&r->tmpl, &r->tok, ids, LMD_CHAT_MAX_STOP);
+	for (int i = 0; i < n; i++)
+		lmd_sched_add_stop_id(&r->s, ids[i]);
+	return LMD_OK;
+fail:
+	lmd_runner_close(r);
+	return rc;
+}
+
+void lmd_runner_close(struct lmd_runner *r)
+{
+	lmd_sched_free(&r->s);
+	lmd_model_close(&r->m);
+	if (r->be.ops)
+		lmd_backend_close(&r->be);
+	lmd_chat_template_free(&r->tmpl);
+	lmd_tokenizer_close(&r->tok);
+	lmd_modeldir_close(&r->dir);
+	memset(r, 0, sizeof(*r));
+}
+
+void lmd_runner_describe(const struct lmd_runner *r, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s: %s %s on %s (%s compute), weights %.1f MiB, KV cache %d blocks of %d tokens (%.1f MiB), "
+		 "session %d tokens, template %s", r->dir.path, lmd_arch_name(r->m.cfg.arch), r->m.cfg.model_name,
+		 r->be.ops->name, lmd_dtype_short(r->m.dtype), r->m.weight_bytes / 1048576.0, r->m.kv.nblocks,
+		 r->m.kv.block_len, r->kv_bytes / 1048576.0, r->m.session_len, r->tmpl.name ? r->tmpl.name : "?");
+	struct lmd_cuda_mem cm;
+	size_t len = strlen(buf);
+	if (!lmd_cuda_mem(&r->be, &cm, NULL) && len < n) {
+		/* what we account for against what the driver says was taken since the backend opened */
+		size_t ws = cm.allocated - cm.weights - r->kv_bytes, mine = cm.allocated + cm.internal;
+		size_t used = cm.free_at_open > cm.free ? cm.free_at_open - cm.free : 0;
+		snprintf(buf + len, n - len, "; GPU memory: weights %.1f MiB, KV pool %d blocks x %.2f MiB = %.1f MiB, "
+			 "workspace %.1f MiB, backend buffers %.1f MiB, free %.1f of %.1f MiB; accounted %.1f MiB, "
+			 "cudaMemGetInfo says %.1f MiB used since open (%+.2f%%)", cm.weights / 1048576.0, r->m.kv.nblocks,
+			 r->m.kv.nblocks ? (double)r->kv_bytes / r->m.kv.nblocks / 1048576.0 : 0, r->kv_bytes / 1048576.0,
+			 ws / 1048576.0, cm.internal / 1048576.0, cm.free / 1048576.0, cm.total / 1048576.0,
+			 mine / 1048576.0, used / 1048576.0, mine ? 100.0 * ((double)used - (double)mine) / (double)mine : 0);
+	}
+}
