@@ -140,6 +140,8 @@ int main(int argc, char **argv)
 					co.dataset);
 			rc = lmd_calib_collect(&r.m, &r.tok, &co, both_tap, &b, need_stats ? &st : NULL, &err);
 		}
+		if (!rc && need_acts)
+			lmd_log(&cli, 0, "%lld calibration windows of %d tokens", (long long)(acts.n[0] / co.seqlen), co.seqlen);
 		if (!rc && (acts.err || st.err))
 			rc = lmd_errorf(&err, LMD_ENOMEM, "out of memory for the calibration activations");
 		lmd_runner_close(&r);

@@ -13,7 +13,7 @@
 
 #include <stdint.h>
 
-#include "backend.h"
+#include "engine/backend.h"
 #include "calib.h"
 #include "err.h"
 

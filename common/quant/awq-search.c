@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "awq.h"
-#include "model.h"
-#include "ops-cpu.h"
+#include "engine/model.h"
+#include "engine/ops-cpu.h"
 
 /* --- captured activations --- */
 
