@@ -332,6 +332,24 @@ static void div_rows(float *w, int out, int in, const float *s)
 			w[(size_t)o * in + i] /= s[o];
 }
 
+void lmd_awq_apply(const struct lmd_config *c, struct lmd_awq_layer *L, float *const sc[4])
+{
+	const int H = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
+	for (int i = 0; i < c->hidden; i++)
+		L->attn_norm[i] /= sc[0][i], L->ffn_norm[i] /= sc[2][i];
+	scale_cols(L->wq, H, c->hidden, sc[0]), scale_cols(L->wk, KV, c->hidden, sc[0]);
+	scale_cols(L->wv, KV, c->hidden, sc[0]);
+	if (sc[1]) {
+		div_rows(L->wv, KV, c->hidden, sc[1]);
+		for (int i = 0; L->bv && i < KV; i++)
+			L->bv[i] /= sc[1][i];
+		scale_cols(L->wo, c->hidden, H, sc[1]);
+	}
+	scale_cols(L->w1, c->inter, c->hidden, sc[2]), scale_cols(L->w3, c->inter, c->hidden, sc[2]);
+	div_rows(L->w3, c->inter, c->hidden, sc[3]);
+	scale_cols(L->w2, c->hidden, c->inter, sc[3]);
+}
+
 /* x_mean of input p of layer l: the statistics' mean |x| when there are some, else the rows'. */
 static void x_mean(const struct lmd_awq_acts *a, const struct lmd_calib_stats *st, int l, int p, double *xm)
 {
@@ -441,21 +459,8 @@ int lmd_awq_layer(struct lmd_backend *be, const struct lmd_config *c, int l, str
 					    &loss[p], &loss1[p], err);
 		}
 	}
-	if (!rc) {
-		for (int i = 0; i < c->hidden; i++)
-			L->attn_norm[i] /= sc[0][i], L->ffn_norm[i] /= sc[2][i];
-		scale_cols(L->wq, H, c->hidden, sc[0]), scale_cols(L->wk, KV, c->hidden, sc[0]);
-		scale_cols(L->wv, KV, c->hidden, sc[0]);
-		if (sc[1]) {
-			div_rows(L->wv, KV, c->hidden, sc[1]);
-			for (int i = 0; L->bv && i < KV; i++)
-				L->bv[i] /= sc[1][i];
-			scale_cols(L->wo, c->hidden, H, sc[1]);
-		}
-		scale_cols(L->w1, c->inter, c->hidden, sc[2]), scale_cols(L->w3, c->inter, c->hidden, sc[2]);
-		div_rows(L->w3, c->inter, c->hidden, sc[3]);
-		scale_cols(L->w2, c->hidden, c->inter, sc[3]);
-	}
+	if (!rc)
+		lmd_awq_apply(c, L, sc);
 	/* the clipping search on the scaled weights and inputs: every linear but q and k */
 	if (!rc && !o->no_clip) {
 		rc = clip_on(be, a, l, LMD_CALIB_QKV, sc[0], L->wv, KV, g, b, err);

@@ -107,20 +107,6 @@ static void wset_free(struct wset *s)
 
 /* --- LMDeploy's fixed smoothing and GPTQ --- */
 
-static void scale_cols(float *w, int out, int in, const float *s)
-{
-	for (int o = 0; o < out; o++)
-		for (int i = 0; i < in; i++)
-			w[(size_t)o * in + i] *= s[i];
-}
-
-static void div_rows(float *w, int out, int in, const float *s)
-{
-	for (int o = 0; o < out; o++)
-		for (int i = 0; i < in; i++)
-			w[(size_t)o * in + i] /= s[o];
-}
-
 /* LMDeploy's smoothing without search: s = absmax^0.5 / w_mean^0.5 for the nw linears ws sharing input st. */
 static int fixed_scales(float *const *ws, const int *outs, int nw, int in, int g, const struct lmd_calib_in *st,
 			float *s, struct lmd_err *err)
@@ -142,7 +128,7 @@ static int fixed_layer(const struct lmd_config *c, struct lmd_awq_layer *L, cons
 		       const struct lmd_awq_opts *o, struct lmd_err *err)
 {
 	const int H = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
-	float *sc[4] = {0};
+	float *sc[4] = {0};  /* sc[1] stays NULL under GQA */
 	int ins[4] = {c->hidden, H, c->hidden, c->inter}, rc = LMD_OK;
 	for (int p = 0; !rc && p < 4; p++) {
 		if (p == 1 && c->heads != c->kv_heads)
@@ -160,21 +146,8 @@ static int fixed_layer(const struct lmd_config *c, struct lmd_awq_layer *L, cons
 		else
 			rc = fixed_scales(lin, outs, nw, ins[p], o->group_size, &st[p], sc[p], err);
 	}
-	if (!rc) {
-		for (int i = 0; i < c->hidden; i++)
-			L->attn_norm[i] /= sc[0][i], L->ffn_norm[i] /= sc[2][i];
-		scale_cols(L->wq, H, c->hidden, sc[0]), scale_cols(L->wk, KV, c->hidden, sc[0]);
-		scale_cols(L->wv, KV, c->hidden, sc[0]);
-		if (sc[1]) {
-			div_rows(L->wv, KV, c->hidden, sc[1]);
-			for (int i = 0; L->bv && i < KV; i++)
-				L->bv[i] /= sc[1][i];
-			scale_cols(L->wo, c->hidden, H, sc[1]);
-		}
-		scale_cols(L->w1, c->inter, c->hidden, sc[2]), scale_cols(L->w3, c->inter, c->hidden, sc[2]);
-		div_rows(L->w3, c->inter, c->hidden, sc[3]);
-		scale_cols(L->w2, c->hidden, c->inter, sc[3]);
-	}
+	if (!rc)
+		lmd_awq_apply(c, L, sc);
 	for (int p = 0; p < 4; p++)
 		free(sc[p]);
 	return rc;

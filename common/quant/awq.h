@@ -102,6 +102,13 @@ struct lmd_awq_layer {
 };
 
 /**
+ * Fold the scales into layer L: sc[0] (q/k/v inputs) and sc[2] (gate/up inputs) divide the norms and
+ * multiply the linears' input columns; sc[1] (o's inputs; NULL = none) divides wv's rows (and bv),
+ * sc[3] (down's inputs) w3's rows. The model's function is unchanged.
+ */
+void lmd_awq_apply(const struct lmd_config *c, struct lmd_awq_layer *L, float *const sc[4]);
+
+/**
  * AWQ of layer l in place: the scales searched (lmd_awq_search) on the first o->search_rows rows of a
  * (whole windows) for q/k/v on the attention output (rotary, causal softmax per window, wo in full
  * precision), for v -> o on wo's output (only without GQA), for w1/w3 on the MLP's output (w2 in full
