@@ -51,12 +51,11 @@ static void log_line(void *ctx, const char *line)
 	lmd_log(ctx, 1, "%s", line);
 }
 
-static void progress(void *ctx, int done, int total)
+static void progress(void *ctx, const char *what, int done, int total)
 {
 	struct lmd_cli *cli = ctx;
 	if (cli->verbose >= 0 && isatty(STDERR_FILENO))
-		fprintf(stderr, "\r%s: %s %d/%d%s", cli->prog, total > 64 ? "linears" : "layers", done, total,
-			done == total ? "\n" : "");
+		fprintf(stderr, "\r%s: %s %d/%d%s", cli->prog, what, done, total, done == total ? "\n" : "");
 }
 
 int main(int argc, char **argv)

@@ -408,7 +408,7 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 		if (log && line[0])
 			log(log_ctx, line);
 		if (o->progress)
-			o->progress(o->progress_ctx, l + 1, c->layers);
+			o->progress(o->progress_ctx, "layers", l + 1, c->layers);
 	}
 	/* the output tensors: quantized linears, everything else in fp16 */
 	int done_lin = 0, hl = -1, hp = -1;
@@ -424,7 +424,7 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 				rc = add_quantized(&os, c, ws.name[i], ws.w[i], out, in, hwork, o, err);
 			}
 			if (!rc && o->progress)
-				o->progress(o->progress_ctx, ++done_lin, 7 * c->layers);
+				o->progress(o->progress_ctx, "linears", ++done_lin, 7 * c->layers);
 		} else if (p >= 0)
 			rc = add_quantized(&os, c, ws.name[i], ws.w[i], out, in, NULL, o, err);
 		else {

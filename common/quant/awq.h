@@ -40,8 +40,8 @@ struct lmd_awq_opts {
 	double damp;              /* gptq: dampening, a fraction of the mean Hessian diagonal (0.01) */
 	int threads;              /* CPU threads of the search (0 = every core) */
 	const char *stats_name;   /* the statistics' file name, for messages (NULL = "--stats") */
-	/* NULL, or called after each layer searched / quantized (progress) */
-	void (*progress)(void *ctx, int done, int total);
+	/* NULL, or called after each layer searched (what "layers") or linear quantized by GPTQ ("linears") */
+	void (*progress)(void *ctx, const char *what, int done, int total);
 	void *progress_ctx;
 };
 
