@@ -17,7 +17,7 @@ OUTLIERS=${OUTLIERS-7:12:32 3:8:64 11:16:16}
 TH=${THREADS:+--threads $THREADS}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-ppl() { "$B/lmd-bench" ppl "$@" --windows "$W" --dtype fp32 --device cpu $TH -o json 2>/dev/null; }
+ppl() { "$B/lmd-bench" ppl "$@" --windows "$W" --dtype fp32 --device cpu $TH -f json 2>/dev/null; }
 size() { du -sb "$1" | cut -f1; }
 secs() { local t0=$SECONDS; "$@" 2>/dev/null; echo $((SECONDS - t0)) > "$T/secs"; }
 # the four recipes of model $1 into $T/$2-{rtn,awq,fixed,gptq}; times in $T/$2.times

@@ -1,5 +1,5 @@
 /* lmd-awq: 4-bit weight quantization (AWQ or round-to-nearest) into an AutoAWQ gemm HF directory (awq.h). */
-#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -7,6 +7,7 @@
 #include "quant/calib.h"
 #include "cli.h"
 #include "engine/runner.h"
+#include "file.h"
 #include "opts.h"
 
 enum { O_STATS = 256, O_BITS, O_GROUP, O_SEARCH, O_METHOD, O_SEARCH_TOKENS, O_FORCE, O_FIXED, O_NO_CLIP, O_ACT_ORDER,
@@ -51,20 +52,13 @@ static void log_line(void *ctx, const char *line)
 	lmd_log(ctx, 1, "%s", line);
 }
 
-static void progress(void *ctx, const char *what, int done, int total)
-{
-	struct lmd_cli *cli = ctx;
-	if (cli->verbose >= 0 && isatty(STDERR_FILENO))
-		fprintf(stderr, "\r%s: %s %d/%d%s", cli->prog, what, done, total, done == total ? "\n" : "");
-}
-
 int main(int argc, char **argv)
 {
 	struct lmd_cli cli = {
 		.prog = "lmd-awq",
 		.synopsis = "MODEL -o DIR [OPTIONS]",
 		.purpose = "Quantize a model's linear weights to 4 bits (AWQ, GPTQ or round-to-nearest) as an AutoAWQ HF directory.",
-		.example = "lmd-awq llama2-7b --stats llama2-7b.calib --w-group-size 128 -o llama2-7b-awq",
+		.example = "lmd-awq share/models/lmd-tiny --calib-samples 32 --search-tokens 1024 -o tiny-awq",
 		.opts = opts,
 	};
 	struct lmd_calib_opts co;
@@ -72,7 +66,7 @@ int main(int argc, char **argv)
 	co.seqlen = 512;  /* AutoAWQ's windows */
 	struct lmd_runner_opts ro = {.dtype = LMD_DTYPE_NONE};
 	struct lmd_awq_opts ao = {.bits = 4, .group_size = 128, .method = LMD_QUANT_AWQ, .damp = 0.01,
-				  .search_rows = 8192, .progress = progress, .progress_ctx = &cli};
+				  .search_rows = 8192};
 	struct lmd_err err = {0};
 	const char *arg, *out = NULL, *stats_path = NULL;
 	int k, force = 0, awq_only = 0, gptq_only = 0;
@@ -111,11 +105,20 @@ int main(int argc, char **argv)
 		lmd_usage(&cli, "--act-order and --damp need --method gptq");
 	ao.threads = ro.threads;
 	ro.model = argv[optind];
+	int fixed = ao.method == LMD_QUANT_AWQ && ao.fixed_ratio;
+	int need_stats = fixed && !stats_path, need_acts = ao.method != LMD_QUANT_RTN && !fixed;
+	if (lmd_outdir_check(out, ro.model, force, &err))  /* before minutes of work */
+		lmd_die(cli.prog, &err);
+	if (need_stats || need_acts) {  /* calibration text, before loading the model */
+		char *dataset = lmd_calib_dataset_path(co.dataset, co.data_dir, &err);
+		if (!dataset)
+			lmd_die(cli.prog, &err);
+		free(dataset);
+	}
 	struct lmd_calib_stats st = {0};
 	struct lmd_awq_acts acts = {0};
 	struct lmd_runner r = {0};
-	int fixed = ao.method == LMD_QUANT_AWQ && ao.fixed_ratio;
-	int need_stats = fixed && !stats_path, need_acts = ao.method != LMD_QUANT_RTN && !fixed;
+	struct lmd_cli_progress pr, pl;
 	int rc = LMD_OK;
 	if (stats_path)
 		rc = lmd_calib_stats_read(&st, stats_path, &err);
@@ -137,6 +140,7 @@ int main(int argc, char **argv)
 			else
 				lmd_log(&cli, 0, "calibrating on %d windows of %d tokens from '%s'", co.samples, co.seqlen,
 					co.dataset);
+			co.progress = lmd_cli_progress(&pr, &cli, "calibration windows");
 			rc = lmd_calib_collect(&r.m, &r.tok, &co, both_tap, &b, need_stats ? &st : NULL, &err);
 		}
 		if (!rc && need_acts)
@@ -150,6 +154,7 @@ int main(int argc, char **argv)
 		lmd_log(&cli, 0, "quantizing with %s%s, %d bits, groups of %d", names[ao.method],
 			fixed ? " (fixed ratio)" : ao.method == LMD_QUANT_AWQ ? (ao.no_clip ? " (search)" : " (search + clip)")
 			: ao.act_order ? " (act-order)" : "", ao.bits, ao.group_size);
+		ao.progress = lmd_cli_progress(&pl, &cli, ao.method == LMD_QUANT_GPTQ ? "linears" : "layers");
 		rc = lmd_awq_quantize(ro.model, out, &ao, stats_path || need_stats ? &st : NULL, need_acts ? &acts : NULL,
 				      force, log_line, &cli, &err);
 	}

@@ -17,7 +17,8 @@ static int cmp_d(const void *a, const void *b)
 
 void lmd_bench_sort(double *v, size_t n)
 {
-	qsort(v, n, sizeof(double), cmp_d);
+	if (n)
+		qsort(v, n, sizeof(double), cmp_d);
 }
 
 double lmd_bench_pct(const double *sorted, size_t n, double p)

@@ -1,4 +1,5 @@
 /* The conversation loop of lmd-run chat and lmd-run client (repl.h). */
+#include <errno.h>
 #include <readline/history.h>
 #include <readline/readline.h>
 #include <stdio.h>
@@ -65,7 +66,13 @@ static char *read_input(struct lmd_repl *r)
 			line = readline(all ? "... " : ">>> ");
 		} else {
 			size_t cap = 0;
+			errno = 0;
 			ssize_t n = getline(&line, &cap, stdin);
+			if (n < 0 && errno == EINTR) {  /* Ctrl-C between answers: not the end of the input */
+				free(line);
+				clearerr(stdin);
+				continue;
+			}
 			if (n < 0) {
 				free(line);
 				line = NULL;

@@ -277,7 +277,8 @@ int lmd_model_open(struct lmd_model *m, struct lmd_backend *be, const struct lmd
 	}
 	if ((rc = lmd_kvcache_init(&m->kv, be, c->layers, c->kv_heads, c->head_dim, block_len, kv_blocks, m->dtype,
 				   err)) < 0 ||
-	    (rc = lmd_kvcache_set_quant(&m->kv, o.kv_quant, o.kv_params, err)) < 0)
+	    (rc = lmd_kvcache_set_quant(&m->kv, o.kv_quant, o.kv_params, err)) < 0 ||
+	    (o.prefix_cache && c->rope.type != LMD_ROPE_DYNAMIC && (rc = lmd_kvcache_enable_prefix(&m->kv, err)) < 0))
 		goto fail;
 
 	int64_t T = m->max_tokens, qkvw = (int64_t)(c->heads + 2 * c->kv_heads) * c->head_dim;
@@ -665,7 +666,7 @@ int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const
 		for (int j = 0; j < k; j++) {
 			stage |= whole_row(sp, head, j);
 			asked += isnan(sp[j]);
-			if (!(sp[j] >= 0))
+			if (!(sp[j] >= 0) || head[2 * j + 1] < 0)  /* count -1: logits not finite */
 				continue;
 			need += (size_t)head[2 * j + 1];
 			if (head[2 * j + 1] > 0 && head[2 * j + 1] <= cap) {
@@ -696,9 +697,10 @@ int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const
 		for (int j = 0; j < k; j++) {
 			int32_t best = head[2 * j], count = head[2 * j + 1];
 			const float *row = stage ? m->h_stage + (size_t)j * V : NULL;  // for a whole_row
-			out[first + j] = (struct lmd_pick){.best = best};
+			out[first + j] = (struct lmd_pick){.best = count < 0 ? -1 : best};
 			if (isnan(sp[j])) {
 				memcpy(m->h_rows + nrows++ * V, row, rowb);
+			} else if (count < 0) {  // not finite: nothing to sample from
 			} else if (sp[j] >= 0 && count <= cap) {
 				const int32_t *c = m->h_cand + (size_t)j * 2 * cap;
 				for (int i = 0; i < count; i++) {

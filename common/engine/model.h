@@ -49,6 +49,12 @@ struct lmd_model_opts {
 	int hf_rope_rounding;
 	enum lmd_kv_quant kv_quant;  /* LMD_KV_NONE, LMD_KV_INT8 or LMD_KV_INT4 (--quant-policy) */
 	const float *kv_params;      /* NULL (online) or [layers][2][kv_heads][2] offline scale, zero (copied) */
+	/*
+	 * Share cached KV blocks between sequences with a common prefix (kvcache.h; the scheduler
+	 * attaches and commits them). Ignored under dynamic NTK rotary scaling, where a token's K depends
+	 * on the length of the step that computed it: m->kv.blk says whether it is on.
+	 */
+	int prefix_cache;
 };
 
 /** The weights of one layer, resident in the backend (fused where the ops want it). */
@@ -165,7 +171,8 @@ int lmd_model_forward(struct lmd_model *m, const struct lmd_batch *b, float *log
  * model, valid until its next forward.
  */
 struct lmd_pick {
-	int32_t best;            /* the first index of the largest logit (lmd_argmax) */
+	int32_t best;            /* the first index of the largest logit (lmd_argmax); -1 when that logit is not
+				  * finite (a row of NaN, or +inf: broken weights), and then n is 0 */
 	int n;                   /* candidates: logits >= lmd_sample_cut (when spread >= 0; else 0) */
 	const float *val;        /* [n] their logits, in no particular order */
 	const int32_t *idx;      /* [n] their token ids */

@@ -168,7 +168,7 @@ int lmd_sched_submit(struct lmd_scheduler *s, struct lmd_request *r, struct lmd_
 		return rc;
 	r->text = NULL;
 	r->len = r->emitted = r->cap = 0;
-	r->ntokens = r->nprefill = 0;
+	r->ntokens = r->nprefill = r->ncached = 0;
 	r->nprompt_total = se->n;
 	r->prefill_start = se->kv.len;
 	r->finish = LMD_FINISH_NONE;
@@ -327,6 +327,14 @@ static void preempt(struct lmd_scheduler *s)
 	s->preemptions++;
 }
 
+/* Count tokens r took from the prefix cache. */
+static void note_hit(struct lmd_scheduler *s, struct lmd_request *r, int hit)
+{
+	s->prefix_hits += hit;
+	if (!r->ntokens)
+		r->ncached += hit;
+}
+
 /* Decide how many tokens each running request computes this step; returns the KV blocks needed. */
 static int plan(struct lmd_scheduler *s)
 {
@@ -362,7 +370,9 @@ static void sample_row(void *arg, int row, int tid)
 	struct lmd_request *r = s->rows[row];
 	const struct lmd_pick *pk = &s->picks[row];
 	struct lmd_sampler *sm = &s->samplers[tid];
-	if (s->spread[row] < 0)  /* greedy */
+	if (pk->best < 0)  /* logits not finite */
+		s->toks[row] = -1;
+	else if (s->spread[row] < 0)  /* greedy */
 		s->toks[row] = pk->best;
 	else if (s->spread[row] >= 0)
 		s->toks[row] = lmd_sample_candidates(sm, pk->val, pk->idx, pk->n, &r->sampling, &r->rng);
@@ -387,12 +397,27 @@ int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err)
 {
 	int rc;
 	/* admit while a slot is free and the pool holds the newcomer's whole prompt beside the running ones */
+	/* a prompt still to prefill takes the blocks the prefix cache got since it was admitted */
+	for (int i = 0; i < s->nrun; i++)
+		note_hit(s, s->run[i], lmd_kvseq_attach(&s->m->kv, &sess(s->run[i])->kv, sess(s->run[i])->toks,
+							sess(s->run[i])->n));
 	int need = plan(s);
 	while (s->nwait && s->nrun < s->max_batch) {
-		struct lmd_session *se = sess(s->wait[0]);
+		struct lmd_request *r = s->wait[0];
+		struct lmd_session *se = sess(r);
+		/* the prefix cache's blocks for its tokens are attached first: prefill starts after them */
+		int from = se->kv.len, hit = lmd_kvseq_attach(&s->m->kv, &se->kv, se->toks, se->n);
 		int nb = lmd_model_seq_blocks_needed(s->m, &se->kv, se->n - se->kv.len);
-		if (s->nrun && need + nb > lmd_model_free_blocks(s->m))
+		if (s->nrun && need + nb > lmd_model_free_blocks(s->m)) {
+			if (hit)
+				lmd_kvseq_truncate(&s->m->kv, &se->kv, from);
 			break;
+		}
+		if (s->m->kv.blk)
+			s->prefix_queries += se->n - from;
+		if (!r->ntokens)
+			r->ncached = 0;
+		note_hit(s, r, hit);
 		s->run[s->nrun++] = s->wait[0];
 		memmove(s->wait, s->wait + 1, (s->nwait - 1) * sizeof(*s->wait));
 		s->nwait--;
@@ -430,6 +455,8 @@ int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err)
 	if ((rc = lmd_model_forward_pick(s->m, &s->b, s->spread, s->top_k, s->picks, err)))
 		return rc;
 	s->steps++;
+	for (int i = 0; i < s->nrun; i++)  /* blocks filled this step join the prefix cache */
+		lmd_kvseq_commit(&s->m->kv, &sess(s->run[i])->kv, sess(s->run[i])->toks);
 	/* a row for every request whose last token was computed, in batch order */
 	int nrows = 0, nheavy = 0;
 	for (int i = 0; i < s->nrun; i++) {
@@ -453,7 +480,16 @@ int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err)
 			i++;
 			continue;
 		}
-		rc = accept(s, s->run[i], s->toks[row++], err);
+		if (s->toks[row] < 0) {
+			struct lmd_request *r = s->run[i];
+			snprintf(r->error, sizeof(r->error), "the logits are not finite (NaN or inf): the model's weights or "
+				 "its dtype's range are broken");
+			rc = 1;
+			row++;
+			finish(s, r, LMD_FINISH_ERROR);
+		} else {
+			rc = accept(s, s->run[i], s->toks[row++], err);
+		}
 		if (rc < 0)
 			return rc;
 		if (rc) {
@@ -489,4 +525,21 @@ void lmd_sched_cancel(struct lmd_scheduler *s, struct lmd_request *r)
 			finish(s, r, LMD_FINISH_CANCEL);
 			return;
 		}
+}
+
+void lmd_sched_stats(const struct lmd_scheduler *s, struct lmd_sched_stats *st)
+{
+	const struct lmd_kvcache *kv = &s->m->kv;
+	*st = (struct lmd_sched_stats){
+		.running = s->nrun,
+		.waiting = s->nwait,
+		.blocks_total = kv->nblocks,
+		.blocks_used = kv->nblocks - lmd_kvcache_free_blocks(kv),
+		.blocks_cached = lmd_kvcache_cached_blocks(kv),
+		.prefix_caching = kv->blk != NULL,
+		.prefix_queries = s->prefix_queries,
+		.prefix_hits = s->prefix_hits,
+		.steps = s->steps,
+		.preemptions = s->preemptions,
+	};
 }

@@ -407,8 +407,7 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 			goto done;
 		if (log && line[0])
 			log(log_ctx, line);
-		if (o->progress)
-			o->progress(o->progress_ctx, "layers", l + 1, c->layers);
+		lmd_progress(o->progress, l + 1, c->layers);
 	}
 	/* the output tensors: quantized linears, everything else in fp16 */
 	int done_lin = 0, hl = -1, hp = -1;
@@ -423,8 +422,8 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 				memcpy(hwork, hcache, (size_t)in * in * sizeof(double));
 				rc = add_quantized(&os, c, ws.name[i], ws.w[i], out, in, hwork, o, err);
 			}
-			if (!rc && o->progress)
-				o->progress(o->progress_ctx, "linears", ++done_lin, 7 * c->layers);
+			if (!rc)
+				lmd_progress(o->progress, ++done_lin, 7 * c->layers);
 		} else if (p >= 0)
 			rc = add_quantized(&os, c, ws.name[i], ws.w[i], out, in, NULL, o, err);
 		else {
@@ -433,7 +432,7 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 				     to_f16(ws.w[i], (size_t)out * (ws.ndim[i] > 1 ? in : 1)), err);
 		}
 	}
-	if (rc || (rc = lmd_outdir_open(&od, dst, force, err)))
+	if (rc || (rc = lmd_outdir_open(&od, dst, src, force, err)))
 		goto done;
 	char *st = lmd_path_join(od.tmp, "model.safetensors", err);
 	rc = st ? lmd_safetensors_write(st, (const char *const *)os.names, os.t, os.n, "{\"format\": \"pt\"}", err)

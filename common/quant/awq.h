@@ -16,6 +16,7 @@
 #include "engine/backend.h"
 #include "calib.h"
 #include "err.h"
+#include "lmd.h"
 
 /**
  * Quantize w [out][in] in groups of g input channels to bits: per (group, output) scale =
@@ -40,9 +41,8 @@ struct lmd_awq_opts {
 	double damp;              /* gptq: dampening, a fraction of the mean Hessian diagonal (0.01) */
 	int threads;              /* CPU threads of the search (0 = every core) */
 	const char *stats_name;   /* the statistics' file name, for messages (NULL = "--stats") */
-	/* NULL, or called after each layer searched (what "layers") or linear quantized by GPTQ ("linears") */
-	void (*progress)(void *ctx, const char *what, int done, int total);
-	void *progress_ctx;
+	/* NULL, or told after each layer searched, or each linear quantized by GPTQ (lmd.h) */
+	const struct lmd_progress *progress;
 };
 
 /**
