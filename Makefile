@@ -52,7 +52,7 @@ FUZZERS   := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz-*.c))
 
 .SECONDARY:
 .SECONDEXPANSION:
-.PHONY: FORCE all test asan fuzz deps install clean demo gpu-check
+.PHONY: FORCE all test asan fuzz deps install clean demo gpu-check man
 all: $(TOOLS) $(UNITS) $(TESTBINS)
 	@echo "lmd: built $(words $(TOOLS)) tools; CUDA $(CUDA_NOTE)"
 
@@ -125,10 +125,11 @@ fuzz:
 	  build-fuzz/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build-fuzz/ build-fuzz/corpus/$$n \
 	    >build-fuzz/$$n.log 2>&1 || { tail -n 30 build-fuzz/$$n.log; exit 1; }; tail -n 1 build-fuzz/$$n.log; done
 
-# apt-get the Debian packages the build and the tests need.
+# apt-get the Debian packages the build and the tests need: as root directly, else through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEPS := build-essential jq python3-msgpack libjansson-dev libmsgpack-dev libcsv-dev libpcre2-dev libutf8proc-dev libreadline-dev libcurl4-openssl-dev bats mandoc clang libclang-rt-14-dev
 deps:
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPS)
+	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man7 $(DESTDIR)$(PREFIX)/share/lmd
@@ -144,6 +145,10 @@ demo: all
 # On a machine with an NVIDIA GPU: op tests, reference checks and benchmarks, results in $(OUT) (bench/gpu-check.sh).
 gpu-check:
 	bench/gpu-check.sh $(GPU_CHECK)
+
+# Rewrite the man pages' OPTIONS sections from the tools' option tables (t/man.bats checks them).
+man: all
+	man/update $(BUILD)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -370,7 +370,9 @@ static void sample_row(void *arg, int row, int tid)
 	struct lmd_request *r = s->rows[row];
 	const struct lmd_pick *pk = &s->picks[row];
 	struct lmd_sampler *sm = &s->samplers[tid];
-	if (s->spread[row] < 0)  /* greedy */
+	if (pk->best < 0)  /* logits not finite */
+		s->toks[row] = -1;
+	else if (s->spread[row] < 0)  /* greedy */
 		s->toks[row] = pk->best;
 	else if (s->spread[row] >= 0)
 		s->toks[row] = lmd_sample_candidates(sm, pk->val, pk->idx, pk->n, &r->sampling, &r->rng);
@@ -478,7 +480,16 @@ int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err)
 			i++;
 			continue;
 		}
-		rc = accept(s, s->run[i], s->toks[row++], err);
+		if (s->toks[row] < 0) {
+			struct lmd_request *r = s->run[i];
+			snprintf(r->error, sizeof(r->error), "the logits are not finite (NaN or inf): the model's weights or "
+				 "its dtype's range are broken");
+			rc = 1;
+			row++;
+			finish(s, r, LMD_FINISH_ERROR);
+		} else {
+			rc = accept(s, s->run[i], s->toks[row++], err);
+		}
 		if (rc < 0)
 			return rc;
 		if (rc) {
