@@ -12,7 +12,7 @@ WERROR   ?= -Werror
 # What the code needs, kept even when CFLAGS is given on the command line (make asan, make fuzz)
 LMD_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-format-truncation $(WERROR) -pthread -fno-strict-aliasing
 CPPFLAGS += -I. -Icommon -Iformats -Igpu -I$(BUILD) -DLMD_SHARE='"$(PREFIX)/share/lmd"'
-LDLIBS   += -ljansson -lmsgpackc -lcsv -lpcre2-8 -lutf8proc -lreadline -lm -lpthread
+LDLIBS   += -ljansson -lmsgpackc -lcsv -lpcre2-8 -lutf8proc -lreadline -lmicrohttpd -lm -lpthread
 BUILD    ?= build
 Q        ?= @
 ifdef V
@@ -23,7 +23,7 @@ NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/de
 ifdef NO_CUDA
   NVCC :=
 endif
-CORE_SRCS := $(wildcard common/*.c formats/*.c)
+CORE_SRCS := $(wildcard common/*.c common/serve/*.c formats/*.c)
 ifeq ($(NVCC),)
   GPU_OBJS := $(BUILD)/gpu/stub.o
   CUDA_NOTE := off (NO_CUDA or no nvcc)
@@ -55,10 +55,12 @@ $(BUILD)/liblmd.a: $(CORE_OBJS)
 	@mkdir -p $(@D)
 	$(Q)$(AR) rcs $@ $^
 
+# lmd-run's subcommands that live under cmd/lmd-run/
+$(BUILD)/bin/lmd-run: $(patsubst %.c,$(BUILD)/%.o,$(wildcard cmd/lmd-run/*.c))
 $(BUILD)/bin/%: $(BUILD)/cmd/%.o $(BUILD)/liblmd.a
 	@mkdir -p $(@D)
 	@echo "  LD    $@"
-	$(Q)$(CC) $(LMD_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LMD_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(BUILD)/liblmd.a $(LDLIBS)
 
 $(BUILD)/t/%: $(BUILD)/t/unit/%.o $(BUILD)/liblmd.a
 	@mkdir -p $(@D)
