@@ -39,6 +39,7 @@
 
 #define MAX_BODY (8u << 20)        /* the largest request body (413 beyond) */
 #define MAX_PENDING (4u << 20)     /* stream text a reader has not taken: beyond, it is stalled and dropped */
+#define SEND_BUFFER (64 << 10) /* a connection's socket send buffer: a reader that stalls shows within it */
 #define PING_MS 10000              /* an SSE comment after this long without text */
 #define DRAIN_SECONDS 30           /* SIGTERM: how long in-flight requests may take to finish */
 
@@ -94,7 +95,8 @@ struct job {
 	int cancel;                  /* the client left or stalled: the engine cancels the rest */
 	char failed[256];            /* a choice failed: the message */
 	int fail_status;             /* and the HTTP status it answers (400: the scheduler refused the request) */
-	struct job *next;            /* inbox, active and retire lists */
+	struct job *next;            /* the inbox and retire lists */
+	struct job *anext;           /* the engine's list of jobs it runs (the engine's alone) */
 };
 
 static struct server {
@@ -323,28 +325,38 @@ static void *engine_main(void *arg)
 		struct job *in = srv.inbox, *ret = srv.retire;
 		int stop = srv.stop;
 		srv.inbox = srv.retire = NULL;
-		/* the cancelled: snapshot the flags while the lock is held */
-		for (struct job *j = active; j; j = j->next)
+		for (struct job *j = active; j; j = j->anext)
 			if (stop)
 				j->cancel = 1;
 		pthread_mutex_unlock(&srv.mu);
+		/* jobs whose choices are all done leave the engine's list before their connection retires them */
+		for (struct job **p = &active; *p;) {
+			if ((*p)->ndone == (*p)->nch)
+				*p = (*p)->anext;
+			else
+				p = &(*p)->anext;
+		}
 		while (ret) {
 			struct job *n = ret->next;
 			free_job(ret);
 			ret = n;
 		}
-		while (in) {  /* the inbox is newest first: reverse it into arrival order */
-			struct job *n = in->next, *tail = NULL;
-			in->next = NULL;
-			submit_job(in);
-			if (stop)
-				cancel_job(in);
-			for (tail = active; tail && tail->next; tail = tail->next)
-				;
-			*(tail ? &tail->next : &active) = in;
+		struct job *arrived = NULL;
+		while (in) {  /* the inbox is newest first: into arrival order */
+			struct job *n = in->next;
+			in->next = arrived;
+			arrived = in;
 			in = n;
 		}
-		for (struct job *j = active; j; j = j->next) {
+		for (struct job *j = arrived, *n; j; j = n) {
+			n = j->next;  /* read first: a job refused at once may be retired (relinked) at once */
+			submit_job(j);
+			if (stop)
+				cancel_job(j);
+			j->anext = active;
+			active = j;
+		}
+		for (struct job *j = active; j; j = j->anext) {
 			pthread_mutex_lock(&srv.mu);
 			int cancel = j->cancel;
 			pthread_mutex_unlock(&srv.mu);
@@ -354,7 +366,7 @@ static void *engine_main(void *arg)
 		int left = srv.r.s.nrun + srv.r.s.nwait;
 		if (left > 0 && lmd_sched_step(&srv.r.s, &err) < 0) {
 			logf_(-1, "engine failure: %s", err.msg);
-			for (struct job *j = active; j; j = j->next) {
+			for (struct job *j = active; j; j = j->anext) {
 				pthread_mutex_lock(&srv.mu);
 				snprintf(j->failed, sizeof(j->failed), "engine failure: %s", err.msg);
 				j->fail_status = 500;
@@ -363,13 +375,11 @@ static void *engine_main(void *arg)
 			}
 		}
 		snapshot_stats(srv.r.s.nrun, srv.r.s.nwait);
-		/* jobs whose choices are all done leave the engine (their connection thread retires them) */
-		for (struct job **p = &active; *p;) {
-			if ((*p)->ndone == (*p)->nch)
-				*p = (*p)->next;
-			else
-				p = &(*p)->next;
-		}
+		int busy = 0;
+		for (struct job *j = active; j && !busy; j = j->anext)
+			busy = j->ndone < j->nch;
+		if (!busy)
+			active = NULL;
 		pthread_mutex_lock(&srv.mu);
 		if (srv.stop && !active && !srv.inbox) {
 			for (struct job *j = srv.retire; j;) {
@@ -1029,6 +1039,16 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 	*con_cls = NULL;
 }
 
+/* A small send buffer, so that a client who stops reading blocks its sends (and times out) soon. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	(void)cls, (void)socket_context;
+	int fd = client_fd(c), size = SEND_BUFFER;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED && fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	(void)cls;
@@ -1170,7 +1190,8 @@ int lmd_run_serve(int argc, char **argv)
 	struct MHD_Daemon *d = MHD_start_daemon(
 		flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
 		ai->ai_addr, MHD_OPTION_CONNECTION_TIMEOUT, srv.timeout, MHD_OPTION_CONNECTION_LIMIT,
-		(unsigned)(srv.max_inflight + 64), MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_THREAD_STACK_SIZE,
+		(unsigned)(srv.max_inflight + 64), MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_THREAD_STACK_SIZE,
 		(size_t)(512 << 10), MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
 	freeaddrinfo(ai);
 	if (!d) {
