@@ -37,5 +37,7 @@ struct lmd_hfgen {
 int lmd_hfgen_parse(struct lmd_hfgen *g, const char *json, size_t len, const char *what, struct lmd_err *err);
 /** Read dir/generation_config.json into g when the file exists (g unchanged otherwise). */
 int lmd_hfgen_load(struct lmd_hfgen *g, const char *dir, struct lmd_err *err);
+/** The HF tensor name of canonical tensor canon for c's architecture ("" when it lives in a packed tensor). */
+void lmd_hf_name(const struct lmd_config *c, const char *canon, char *out, size_t n);
 
 #endif

@@ -28,12 +28,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "cmd/cli.h"
+#include "cmd/opts.h"
 #include "file.h"
 #include "hfconfig.h"
 #include "lmd.h"
 #include "run.h"
-#include "runner.h"
+#include "engine/runner.h"
 #include "serve/serve.h"
 #include "share.h"
 

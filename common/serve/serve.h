@@ -15,10 +15,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "chat.h"
-#include "runner.h"
-#include "scheduler.h"
-#include "tokenizer.h"
+#include "tok/chat.h"
+#include "engine/runner.h"
+#include "engine/scheduler.h"
+#include "tok/tokenizer.h"
 
 struct json_t;
 
