@@ -132,7 +132,8 @@ api() { timeout 120 node "$NODE_DIR/serve-api.mjs" "$BASE" "$TINY" "$@"; }
 	local j=${lines[-1]}
 	[ "$(echo "$j" | jq .blocksUsed)" -eq 0 ]
 	[ "$(echo "$j" | jq .running)" -eq 0 ]
-	[ "$(echo "$j" | jq '.growth < 0.10')" = true ]
+	# resident memory: under ASan the quarantine keeps freed memory, so only a plain build measures it
+	[[ $BUILD == *asan* ]] || [ "$(echo "$j" | jq '.growth < 0.10')" = true ]
 	[ "$(echo "$j" | jq '.status["400"] + 0')" -ge 40 ]
 	[ "$(echo "$j" | jq '[.status | keys[] | select(tonumber? >= 500)] | length')" -eq 0 ]
 	curl -sf "$BASE/health"
