@@ -183,3 +183,13 @@ api() { timeout 120 node "$NODE_DIR/serve-api.mjs" "$BASE" "$TINY" "$@"; }
 	echo "$output"
 	[ "$status" -eq 3 ]
 }
+
+@test "t/gen-load (the GPU check's load generator) drives the server: every request answered in full" {
+	start_server
+	run gen-load -c 1,4 -p 16 -n 8 -V 4096 "$BASE" "$TINY"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "${lines[0]}" = "concurrency,requests,prompt_tokens,completion_tokens,seconds,output_tokens_per_s,ttft_p50_ms,ttft_p99_ms,errors" ]
+	[ "$(echo "${lines[2]}" | cut -d, -f1,2,9)" = "4,4,0" ]
+	stop_server
+}
