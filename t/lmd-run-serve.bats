@@ -193,3 +193,27 @@ api() { timeout 120 node "$NODE_DIR/serve-api.mjs" "$BASE" "$TINY" "$@"; }
 	[ "$(echo "${lines[2]}" | cut -d, -f1,2,9)" = "4,4,0" ]
 	stop_server
 }
+
+@test "logprobs over HTTP equal HF transformers' log-softmax of the next token (fp32, every reference prompt)" {
+	need_shared
+	local ref=$SHARED/reference/lmd-tiny.json
+	start_server --dtype fp32
+	local n=$(jq '.cases | length' "$ref") i
+	for ((i = 0; i < n; i++)); do
+		jq -c "{prompt: .cases[$i].ids, max_tokens: 1, temperature: 0, logprobs: 5, ignore_eos: true}" "$ref" |
+			curl -sf "$BASE/v1/completions" -H 'Content-Type: application/json' -d @- >"$TMP/r.json"
+		python3 - "$ref" "$i" "$TMP/r.json" "$TINY" <<'PY'
+import json, math, sys
+ref, i, got = json.load(open(sys.argv[1])), int(sys.argv[2]), json.load(open(sys.argv[3]))
+logits = ref["cases"][i]["last_logits"]
+m = max(logits); lse = m + math.log(sum(math.exp(x - m) for x in logits))
+want = sorted(((x - lse, -k) for k, x in enumerate(logits)), reverse=True)[:5]
+lp = got["choices"][0]["logprobs"]
+assert abs(lp["token_logprobs"][0] - want[0][0]) < 2e-3, (lp["token_logprobs"], want[0])
+tops = sorted(lp["top_logprobs"][0].values(), reverse=True)
+assert len(tops) == 5 and all(abs(a - b[0]) < 2e-3 for a, b in zip(tops, want)), (tops, want)
+print(f"case {i}: token logprob {lp['token_logprobs'][0]:.5f} (HF {want[0][0]:.5f}), top 5 match")
+PY
+	done
+	stop_server
+}
