@@ -73,7 +73,8 @@ struct choice {
 	char *out;                   /* owned: text generated and not yet sent */
 	size_t nout, capout;
 	struct lmd_logprob *lp;      /* owned: log-probabilities not yet sent */
-	int nlp, lpcap, lpseen;      /* lpseen: req.lp entries copied so far */
+	int nlp, lpseen;             /* lpseen: req.lp entries copied so far */
+	size_t lpcap;
 	int done;
 	/* the connection thread's */
 	int opened;                  /* the chunk with the role went out */
@@ -153,6 +154,23 @@ static void wake_fd(int fd)
 		logf_(1, "eventfd: %s", strerror(errno));
 }
 
+/* Room for need elements of size elem in *p (capacity *cap, doubled as it grows); -1 when out of memory. */
+static int reserve(void *p, size_t *cap, size_t need, size_t elem)
+{
+	void **pp = p;
+	if (need <= *cap)
+		return 0;
+	size_t nc = *cap ? *cap * 2 : 256;
+	while (nc < need)
+		nc *= 2;
+	void *q = realloc(*pp, nc * elem);
+	if (!q)
+		return -1;
+	*pp = q;
+	*cap = nc;
+	return 0;
+}
+
 // ----------------------------------------------------------------------------
 // the engine thread
 
@@ -161,17 +179,9 @@ static void grow_lp(struct choice *c, const struct lmd_request *r)
 	int add = r->nlp - c->lpseen;
 	if (add <= 0)
 		return;
-	if (c->nlp + add > c->lpcap) {
-		int nc = c->lpcap ? c->lpcap * 2 : 64;
-		while (nc < c->nlp + add)
-			nc *= 2;
-		struct lmd_logprob *p = realloc(c->lp, nc * sizeof(*p));
-		if (!p) {
-			c->job->cancel = 1;
-			return;
-		}
-		c->lp = p;
-		c->lpcap = nc;
+	if (reserve(&c->lp, &c->lpcap, (size_t)(c->nlp + add), sizeof(*c->lp))) {
+		c->job->cancel = 1;
+		return;
 	}
 	memcpy(c->lp + c->nlp, r->lp + c->lpseen, add * sizeof(*c->lp));
 	c->nlp += add;
@@ -183,23 +193,11 @@ static void on_text(struct lmd_request *r, const char *text, size_t len, void *c
 {
 	struct choice *c = ctx;
 	pthread_mutex_lock(&srv.mu);
-	if (c->nout + len > MAX_PENDING) {  /* the reader stopped reading */
-		c->job->cancel = 1;
+	if (c->nout + len > MAX_PENDING || reserve(&c->out, &c->capout, c->nout + len, 1)) {
+		c->job->cancel = 1;  /* the reader stopped reading (or no memory) */
 	} else {
-		if (c->nout + len > c->capout) {
-			size_t nc = c->capout ? c->capout * 2 : 256;
-			while (nc < c->nout + len)
-				nc *= 2;
-			char *p = realloc(c->out, nc);
-			if (p)
-				c->out = p, c->capout = nc;
-		}
-		if (c->nout + len <= c->capout) {
-			memcpy(c->out + c->nout, text, len);
-			c->nout += len;
-		} else {
-			c->job->cancel = 1;
-		}
+		memcpy(c->out + c->nout, text, len);
+		c->nout += len;
 		grow_lp(c, r);
 	}
 	pthread_mutex_unlock(&srv.mu);
@@ -577,16 +575,8 @@ struct stream {
 
 static int put_bytes(struct stream *s, const char *p, size_t n)
 {
-	if (s->len + n > s->cap) {
-		size_t nc = s->cap ? s->cap * 2 : 4096;
-		while (nc < s->len + n)
-			nc *= 2;
-		char *q = realloc(s->buf, nc);
-		if (!q)
-			return -1;
-		s->buf = q;
-		s->cap = nc;
-	}
+	if (reserve(&s->buf, &s->cap, s->len + n, 1))
+		return -1;
 	memcpy(s->buf + s->len, p, n);
 	s->len += n;
 	return 0;
@@ -613,7 +603,7 @@ static int stream_fill(struct stream *s)
 		struct lmd_logprob *lp = c->lp;
 		int nlp = c->nlp, done = c->done;
 		c->out = NULL, c->nout = c->capout = 0;
-		c->lp = NULL, c->nlp = c->lpcap = 0;
+		c->lp = NULL, c->nlp = 0, c->lpcap = 0;
 		pthread_mutex_unlock(&srv.mu);
 		const char *e = j->echo && !c->opened ? j->echo[c->prompt] : NULL;
 		int opens = !c->opened && (j->meta.kind == LMD_API_CHAT || e);  /* chat's role chunk, the echo */
@@ -992,16 +982,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	}
 	if (*upload_size) {
 		if (!cr->too_big && cr->len + *upload_size <= MAX_BODY) {
-			if (cr->len + *upload_size + 1 > cr->cap) {
-				size_t nc = cr->cap ? cr->cap * 2 : 4096;
-				while (nc < cr->len + *upload_size + 1)
-					nc *= 2;
-				char *p = realloc(cr->body, nc);
-				if (!p)
-					return MHD_NO;
-				cr->body = p;
-				cr->cap = nc;
-			}
+			if (reserve(&cr->body, &cr->cap, cr->len + *upload_size + 1, 1))
+				return MHD_NO;
 			memcpy(cr->body + cr->len, upload, *upload_size);
 			cr->len += *upload_size;
 		} else {
