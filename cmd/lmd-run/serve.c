@@ -862,7 +862,7 @@ static enum MHD_Result encode(struct MHD_Connection *c, struct conn_req *cr)
 	int *n = calloc(q.n ? q.n : 1, sizeof(*n)), rc = ids && n ? LMD_OK : LMD_ENOMEM;
 	for (int i = 0; !rc && i < q.n; i++) {
 		if (q.do_preprocess) {
-			struct lmd_chat_msg m = {"user", q.input[i]};
+			struct lmd_chat_msg m = {.role = "user", .content = q.input[i]};
 			rc = lmd_runner_prompt(&srv.r, NULL, &m, 1, &ids[i], &n[i], &err);
 		} else {
 			int *t = NULL;
