@@ -25,3 +25,52 @@ need_msgpack() {
 	done
 	skip "no python3 with msgpack"
 }
+
+# Start t/mock-oai.js, a scripted OpenAI-compatible server, with ARGS on a free port of 127.0.0.1:
+# sets MOCK_URL and MOCK_PID (stop_mock in teardown). Needs node and $TMP.
+start_mock() {
+	command -v node >/dev/null || skip "node is not installed"
+	node "$ROOT/t/mock-oai.js" --port 0 "$@" >"$TMP/mock.port" 2>"$TMP/mock.err" &
+	MOCK_PID=$!
+	local i
+	for i in $(seq 1 100); do
+		grep -q '^listening' "$TMP/mock.port" 2>/dev/null && break
+		sleep 0.05
+	done
+	MOCK_URL=http://127.0.0.1:$(awk '/^listening/{print $2}' "$TMP/mock.port")
+}
+stop_mock() {
+	if [ -n "${MOCK_PID:-}" ]; then
+		kill "$MOCK_PID" 2>/dev/null
+		wait "$MOCK_PID" 2>/dev/null
+	fi
+	MOCK_PID=
+}
+
+# Start `lmd-run serve MODEL ARGS` on the CPU on a free port of 127.0.0.1 (skip while lmd-run has no serve):
+# sets SERVE_URL and SERVE_PID once /health answers; stop_serve (SIGTERM, wait) in teardown.
+start_serve() {
+	lmd-run --help | grep -q '^  serve ' || skip "lmd-run has no serve command"
+	local model=$1 i port
+	shift
+	lmd-run serve "$model" --device cpu --server-port 0 "$@" 2>"$TMP/serve.log" &
+	SERVE_PID=$!
+	for ((i = 0; i < 300; i++)); do
+		port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$TMP/serve.log")
+		if [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health" >/dev/null; then
+			SERVE_URL=http://127.0.0.1:$port
+			return 0
+		fi
+		kill -0 "$SERVE_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$TMP/serve.log"
+	return 1
+}
+stop_serve() {
+	if [ -n "${SERVE_PID:-}" ]; then
+		kill -TERM "$SERVE_PID" 2>/dev/null
+		wait "$SERVE_PID" 2>/dev/null
+	fi
+	SERVE_PID=
+}
