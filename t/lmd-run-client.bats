@@ -120,7 +120,7 @@ body() { jq -s -c "[.[] | select(.path == \"/v1/chat/completions\")][$1].body | 
 @test "against lmd-run serve on lmd-tiny: each greedy answer is lmd-run generate's for the same messages" {
 	local tiny=$ROOT/share/models/lmd-tiny
 	start_serve "$tiny"
-	run bash -c "printf 'Once upon a time\nThe king said\n' | timeout 120 lmd-run client '$SERVE_URL/v1' --temperature 0 --max-tokens 12"
+	run bash -c "printf 'Once upon a time\nThe king said\n' | timeout 120 lmd-run client '$SERVE_URL/v1' --temperature 0 --max-tokens 12 2>/dev/null"
 	echo "$output"
 	[ "$status" -eq 0 ]
 	[ "${#lines[@]}" -eq 2 ]
@@ -130,5 +130,5 @@ body() { jq -s -c "[.[] | select(.path == \"/v1/chat/completions\")][$1].body | 
 	[ "${lines[0]}" = "$first" ]
 	second=$(jq -cn --arg a "$first" '{messages: [{role: "user", content: "Once upon a time"}, {role: "assistant", content: $a}, {role: "user", content: "The king said"}]}' |
 		lmd-run generate "$tiny" --device cpu --temperature 0 --max-tokens 12 | jq -r .text)
-	[ "${lines[1]}" = "$second" ]
+	[ "$output" = "$first"$'\n'"$second" ]  # the second answer starts with a newline (bats' lines drop empty ones)
 }
