@@ -45,7 +45,7 @@
 #define DRAIN_SECONDS 30           /* SIGTERM: how long in-flight requests may take to finish */
 
 enum {
-	O_SERVER_NAME = 256, O_SERVER_PORT, O_API_KEYS, O_MODEL_NAME, O_MAX_CONCURRENT, O_LOG_LEVEL, O_TP, O_TIMEOUT,
+	O_SERVER_NAME = 256, O_SERVER_PORT, O_API_KEYS, O_MODEL_NAME, O_MAX_CONCURRENT, O_LOG_LEVEL, O_TIMEOUT,
 };
 
 static const struct lmd_opt opts[] = {
@@ -56,7 +56,6 @@ static const struct lmd_opt opts[] = {
 	{"max-concurrent-requests", O_MAX_CONCURRENT, "N", "requests in flight before 429 (default 1024)"},
 	{"log-level", O_LOG_LEVEL, "LEVEL", "ERROR, WARNING (default), INFO (a line a request) or DEBUG"},
 	{"timeout", O_TIMEOUT, "SEC", "drop a connection that neither sends nor reads for SEC seconds (default 60)"},
-	{"tp", O_TP, "N", "tensor parallelism: 1 (lmd runs a model on one device)"},
 	LMD_RUNNER_OPTS,
 	{0},
 };
@@ -1137,9 +1136,6 @@ int lmd_run_serve(int argc, char **argv)
 			break;
 		case O_LOG_LEVEL: level = arg; break;
 		case O_TIMEOUT: srv.timeout = (unsigned)lmd_cli_long(&cli, "timeout", arg, 1, 86400); break;
-		case O_TP:
-			lmd_cli_long(&cli, "tp", arg, 1, 1);
-			break;
 		}
 	}
 	if (argc - optind != 1)
