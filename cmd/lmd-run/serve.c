@@ -49,13 +49,13 @@ enum {
 };
 
 static const struct lmd_opt opts[] = {
-	{"server-name", O_SERVER_NAME, "HOST", "address to listen on (default 127.0.0.1)"},
+	{"server-name", O_SERVER_NAME, "HOST", "address to listen on, IPv4 or IPv6 (default 127.0.0.1)"},
 	{"server-port", O_SERVER_PORT, "PORT", "port to listen on (default 23333; 0 = any free port)"},
-	{"api-keys", O_API_KEYS, "KEY", "accept only these keys (Authorization: Bearer KEY; more keys may follow)"},
+	{"api-keys", O_API_KEYS, "KEY", "accept only these keys (Authorization: Bearer KEY): the words after it up to the next option"},
 	{"model-name", O_MODEL_NAME, "NAME", "the model's name in the API (default: MODEL as given)"},
 	{"max-concurrent-requests", O_MAX_CONCURRENT, "N", "requests in flight before 429 (default 1024)"},
 	{"log-level", O_LOG_LEVEL, "LEVEL", "ERROR, WARNING (default), INFO (a line a request) or DEBUG"},
-	{"timeout", O_TIMEOUT, "SEC", "drop a connection that neither sends nor reads for SEC seconds (default 60)"},
+	{"timeout", O_TIMEOUT, "SEC", "drop a connection that neither sends nor reads for SEC seconds, waits for the engine aside (default 60)"},
 	LMD_RUNNER_OPTS,
 	{0},
 };
