@@ -52,7 +52,7 @@ FUZZERS   := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz-*.c))
 
 .SECONDARY:
 .SECONDEXPANSION:
-.PHONY: FORCE all test asan fuzz deps install clean demo gpu-check man
+.PHONY: FORCE all test asan fuzz deps install clean demo gpu-check seed-table man
 all: $(TOOLS) $(UNITS) $(TESTBINS)
 	@echo "lmd: built $(words $(TOOLS)) tools; CUDA $(CUDA_NOTE)"
 
@@ -150,6 +150,11 @@ demo: all
 # On a machine with an NVIDIA GPU: op tests, reference checks and benchmarks, results in $(OUT) (bench/gpu-check.sh).
 gpu-check:
 	bench/gpu-check.sh $(GPU_CHECK)
+
+# On a machine with an NVIDIA GPU: the seeds' table (issue 14) into bench/results/<date>-seed-table.md and .csv
+# (bench/seed-table.sh; PROMPTS=FILE adds speed on your own prompts).
+seed-table:
+	bench/seed-table.sh
 
 # Rewrite the man pages' OPTIONS sections from the tools' option tables (t/man.bats checks them).
 man: all

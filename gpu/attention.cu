@@ -89,12 +89,45 @@ __device__ __forceinline__ void load8(const __nv_bfloat16 *p, float f[8])
 	}
 }
 
+/*
+ * 8 elements d..d+7 of cache row tok (the row's index in the pool) as fp32: a 16-bit or f32 cache read as it
+ * is, a quantized one (KT uint8_t; kvcache.h) dequantized as the CPU does, q * scale + zero (two roundings).
+ */
+template <typename KT>
+__device__ __forceinline__ void kv_load8(const KT *c, const float *qs, int bits, size_t tok, int D, int d, float f[8])
+{
+	if constexpr (std::is_same<KT, uint8_t>::value) {
+		float sc = qs[tok * 2], z = qs[tok * 2 + 1];
+#pragma unroll
+		for (int e = 0; e < 8; e++) {
+			int v = bits == 8 ? c[tok * D + d + e] : (c[tok * (D / 2) + (d + e) / 2] >> (4 * ((d + e) & 1))) & 15;
+			f[e] = __fadd_rn(__fmul_rn((float)v, sc), z);
+		}
+	} else {
+		(void)qs, (void)bits;
+		load8(c + tok * D + d, f);
+	}
+}
+
+template <typename KT>
+__device__ __forceinline__ float kv_load1(const KT *c, const float *qs, int bits, size_t tok, int D, int d)
+{
+	if constexpr (std::is_same<KT, uint8_t>::value) {
+		int v = bits == 8 ? c[tok * D + d] : (c[tok * (D / 2) + d / 2] >> (4 * (d & 1))) & 15;
+		return __fadd_rn(__fmul_rn((float)v, qs[tok * 2]), qs[tok * 2 + 1]);
+	} else {
+		(void)qs, (void)bits;
+		return tof(c[tok * D + d]);
+	}
+}
+
 template <typename KT>
 __global__ void __launch_bounds__(THREADS) attn_kernel(void *att, int at, const void *qkv, int qt, int64_t qcols,
 						       const KT *kc, const KT *vc, const struct attn_item *items,
 						       const int32_t *pos, const int32_t *table, int max_blocks, int H,
 						       int KV, int D, int G, int rmax, int block_len, float scale,
-						       int splits, int ntok, float *part)
+						       int splits, int ntok, float *part, const float *kqs, const float *vqs,
+						       int bits)
 {
 	extern __shared__ float sm[];
 	const struct attn_item it = items[blockIdx.x];
@@ -129,9 +162,9 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(void *att, int at, const 
 				float kf[8], vf[8];
 				if (t < te) {
 					int blk = tab[t / block_len];
-					size_t off = (((size_t)blk * KV + kvh) * block_len + t % block_len) * D + d;
-					load8(kc + off, kf);
-					load8(vc + off, vf);
+					size_t tok = ((size_t)blk * KV + kvh) * block_len + t % block_len;
+					kv_load8(kc, kqs, bits, tok, D, d, kf);
+					kv_load8(vc, vqs, bits, tok, D, d, vf);
 				} else {
 #pragma unroll
 					for (int e = 0; e < 8; e++)
@@ -149,9 +182,9 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(void *att, int at, const 
 				float kf = 0, vf = 0;
 				if (t < te) {
 					int blk = tab[t / block_len];
-					size_t off = (((size_t)blk * KV + kvh) * block_len + t % block_len) * D + d;
-					kf = tof(kc[off]);
-					vf = tof(vc[off]);
+					size_t tok = ((size_t)blk * KV + kvh) * block_len + t % block_len;
+					kf = kv_load1(kc, kqs, bits, tok, D, d);
+					vf = kv_load1(vc, vqs, bits, tok, D, d);
 				}
 				k[j * (D + 1) + d] = kf;
 				v[j * D + d] = vf;
@@ -610,6 +643,7 @@ int lmd_cuda_attention_init(struct cuda_ctx *c, struct lmd_err *err)
 	CUDA_TRY(cudaFuncSetAttribute(attn_kernel<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), err);
 	CUDA_TRY(cudaFuncSetAttribute(attn_kernel<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), err);
 	CUDA_TRY(cudaFuncSetAttribute(attn_kernel<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), err);
+	CUDA_TRY(cudaFuncSetAttribute(attn_kernel<uint8_t>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), err);
 	CUDA_TRY(cudaFuncSetAttribute(fa_kernel<__half, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), err);
 	CUDA_TRY(cudaFuncSetAttribute(fa_kernel<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), err);
 	CUDA_TRY(cudaFuncSetAttribute(fa_kernel<__nv_bfloat16, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), err);
@@ -697,7 +731,8 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 {
 	int D = d->head_dim, H = d->heads, KV = d->kv_heads;
 	if (D != kv->head_dim || KV != kv->kv_heads || KV <= 0 || H % KV || t_cols(att) != (int64_t)H * D ||
-	    t_cols(qkv) != (int64_t)(H + 2 * KV) * D || layer < 0 || layer >= kv->layers || kv->quant != LMD_KV_NONE ||
+	    t_cols(qkv) != (int64_t)(H + 2 * KV) * D || layer < 0 || layer >= kv->layers ||
+	    (kv->quant != LMD_KV_NONE && (!kv->kq || !kv->vq || D % 8)) ||
 	    t_rows(att) < c->step.n || !float_dt(kv->dtype))
 		return lmd_errorf(err, LMD_EINVAL, "cuda attention: tensor shapes or dtypes do not match");
 	int G = H / KV, rmax = G >= ROWS ? G : ROWS / G * G;
@@ -707,8 +742,9 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 				  "of shared memory, more than the GPU's %d", D, G, smem, c->smem_optin);
 	enum lmd_dtype T = kv->dtype;
 	int one_type = qkv->dtype == T && att->dtype == T;
-	int fa = one_type && (T == LMD_F16 || T == LMD_BF16) && (D == 64 || D == 128) && !c->no_fa;
-	int dec = (D == 64 || D == 128) && (G == 1 || G == 2 || G == 4 || G == 8);
+	int quant = kv->quant != LMD_KV_NONE;  // a quantized cache: every item through attn_kernel, dequantizing
+	int fa = !quant && one_type && (T == LMD_F16 || T == LMD_BF16) && (D == 64 || D == 128) && !c->no_fa;
+	int dec = !quant && (D == 64 || D == 128) && (G == 1 || G == 2 || G == 4 || G == 8);
 	const struct attn_item *it_fa = c->d_items;
 	if (c->dec_step) {  // one token per sequence: items from step_begin, in the step's metadata
 		int rc = part_room(c, c->dec_splits, H, D, err);
@@ -765,8 +801,11 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 		dim3 grid(c->n_tile, KV, c->splits);
 #define ATTN(KT) attn_kernel<KT><<<grid, THREADS, smem, c->st>>>(att->data, att->dtype, qkv->data, qkv->dtype, t_cols(qkv), \
 		(const KT *)kc, (const KT *)vc, it_tile, c->d_pos, c->d_table, c->step.max_blocks, H, KV, D, G, rmax, \
-		kv->block_len, d->scale, c->splits, c->step.n, c->part)
-		if (T == LMD_F16)
+		kv->block_len, d->scale, c->splits, c->step.n, c->part, quant ? (const float *)kv->kq[layer].data : NULL, \
+		quant ? (const float *)kv->vq[layer].data : NULL, (int)kv->quant)
+		if (quant)
+			ATTN(uint8_t);
+		else if (T == LMD_F16)
 			ATTN(__half);
 		else if (T == LMD_BF16)
 			ATTN(__nv_bfloat16);

@@ -183,6 +183,10 @@ static void cuda_close(void *ctx)
 	free(c->runs);
 	cudaFree(c->pad_x);
 	cudaFree(c->pad_y);
+	cudaFree(c->q4_deq);
+	cudaFree(c->q4_part);
+	cudaFree(c->kvp);
+	free(c->kvp_host);
 	cudaFreeHost(c->h_stage);
 	cudaFree(c->d_meta);
 	cudaFreeHost(c->h_meta);
@@ -273,14 +277,46 @@ static void cuda_release(void *ctx, struct lmd_tensor *t)
 	t->data = NULL;
 }
 
+int lmd_cuda_alloc_weight(struct cuda_ctx *c, struct lmd_tensor *t, struct lmd_err *err)
+{
+	int rc = dev_alloc_room(c, t, 0, err);
+	if (rc == LMD_OK)
+		c->weights += lmd_tensor_nbytes(t);
+	return rc;
+}
+
+int lmd_cuda_kv_params(struct cuda_ctx *c, const struct lmd_kvcache *kv, int layer, const float **out,
+		       struct lmd_err *err)
+{
+	*out = NULL;
+	if (!kv->params)
+		return LMD_OK;
+	size_t per = (size_t)2 * kv->kv_heads * 2, n = per * kv->layers * sizeof(float);
+	/* copied when they differ from the last ones copied (a cache made at a freed one's address may hold others) */
+	if (c->kvp_bytes != n || memcmp(c->kvp_host, kv->params, n)) {
+		float *h = (float *)realloc(c->kvp_host, n);
+		if (!h)
+			return lmd_errorf(err, LMD_ENOMEM, "out of memory");
+		c->kvp_host = h;
+		int rc = lmd_cuda_grow(c, &c->kvp, &c->kvp_cap, n, err);
+		if (rc)
+			return rc;
+		CUDA_TRY(cudaMemcpyAsync(c->kvp, kv->params, n, cudaMemcpyHostToDevice, c->st), err);
+		CUDA_TRY(cudaStreamSynchronize(c->st), err);
+		memcpy(c->kvp_host, kv->params, n);
+		c->kvp_bytes = n;
+	}
+	*out = (const float *)c->kvp + per * layer;
+	return LMD_OK;
+}
+
 static int cuda_weight(void *ctx, struct lmd_tensor *dst, const struct lmd_tensor *src, struct lmd_err *err)
 {
 	struct cuda_ctx *c = CTX(ctx);
 	*dst = *src;
-	int rc = dev_alloc_room(c, dst, 0, err);
+	int rc = lmd_cuda_alloc_weight(c, dst, err);
 	if (rc)
 		return rc;
-	c->weights += lmd_tensor_nbytes(dst);
 	CUDA_TRY(cudaMemcpy(dst->data, src->data, lmd_tensor_nbytes(src), cudaMemcpyHostToDevice), err);
 	return LMD_OK;
 }
@@ -481,6 +517,23 @@ static int op_matmul(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x
 	return lmd_cuda_matmul(CTX(ctx), y, x, w, bias, err);
 }
 
+static int cuda_weight_q4(void *ctx, struct lmd_tensor *dw, struct lmd_tensor *ds, struct lmd_tensor *dz,
+			  const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,
+			  struct lmd_err *err)
+{
+	return lmd_cuda_weight_q4(CTX(ctx), dw, ds, dz, w, s, z, group, err);
+}
+
+static int op_matmul_q4(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
+			const struct lmd_tensor *s, const struct lmd_tensor *z, int group, const struct lmd_tensor *bias,
+			struct lmd_err *err)
+{
+	if (graph_note(CTX(ctx), 10, y->data, x->data, w->data,
+		       ((int64_t)(uintptr_t)(bias ? bias->data : NULL) ^ t_rows(x)) * 31 + group))
+		return LMD_OK;
+	return lmd_cuda_matmul_q4(CTX(ctx), y, x, w, s, z, group, bias, err);
+}
+
 static int op_rope(void *ctx, struct lmd_tensor *qkv, const struct lmd_attn_dims *d, struct lmd_err *err)
 {
 	if (graph_note(CTX(ctx), 5, qkv->data, NULL, NULL, t_rows(qkv)))
@@ -529,6 +582,7 @@ static int op_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, 
 static const struct lmd_backend_ops cuda_ops = {
 	.name = "cuda",
 	.weights_in_place = 0,
+	.kv_quant = 1,
 	.close = cuda_close,
 	.alloc = cuda_alloc,
 	.release = cuda_release,
@@ -545,7 +599,8 @@ static const struct lmd_backend_ops cuda_ops = {
 	.kv_store = op_kv_store,
 	.attention = op_attention,
 	.silu_mul = op_silu_mul,
-	.matmul_q4 = NULL,  // int4 weights: CPU only for now (issue 6)
+	.matmul_q4 = op_matmul_q4,
+	.weight_q4 = cuda_weight_q4,
 	.gather_rows = op_gather_rows,
 	.pick = op_pick,
 };
@@ -633,7 +688,7 @@ extern "C" int lmd_cuda_mem(const struct lmd_backend *b, struct lmd_cuda_mem *m,
 	m->allocated = c->allocated;
 	m->weights = c->weights;
 	m->internal = c->meta_cap + c->items_cap * sizeof(struct attn_item) + c->part_cap + c->pad_x_cap +
-		      c->pad_y_cap;
+		      c->pad_y_cap + c->q4_deq_cap + c->q4_part_cap;
 	m->blas_ws = c->blas_ws_bytes;
 	return LMD_OK;
 }

@@ -167,6 +167,56 @@ __global__ void kv_store_kernel(void *kc, void *vc, int kt, const void *qkv, int
 	}
 }
 
+/*
+ * Quantized store (kvcache.h, the CPU's lmd_kv_quantize): one warp per (token, kv head, K or V = blockIdx.z).
+ * Online: scale = (max - min) / qmax (at least 1e-12), zero = round(min / scale) * scale; offline: the layer's
+ * fixed pair from params [2][KV][2]. q = clamp(round((x - zero) / scale), 0, qmax); int4 two a byte, low first.
+ */
+__global__ void kv_store_q_kernel(uint8_t *kc, uint8_t *vc, float *kq, float *vq, int bits, const float *params,
+				  const void *qkv, int qt, int64_t cols, const int32_t *pos, const int32_t *seq,
+				  const int32_t *table, int max_blocks, int H, int KV, int D, int block_len)
+{
+	int i = blockIdx.x, h = blockIdx.y, w = blockIdx.z, lane = threadIdx.x, p = pos[i];
+	int blk = table[(size_t)seq[i] * max_blocks + p / block_len];
+	if (blk < 0)
+		return;
+	size_t tok = ((size_t)blk * KV + h) * block_len + p % block_len;
+	size_t src = (size_t)i * cols + (size_t)(H + w * KV + h) * D;
+	float qmax = (float)((1 << bits) - 1), scale, zero;
+	if (params) {
+		scale = params[((size_t)w * KV + h) * 2], zero = params[((size_t)w * KV + h) * 2 + 1];
+	} else {
+		float mn = INFINITY, mx = -INFINITY;
+		for (int d = lane; d < D; d += 32) {
+			float x = ld(qkv, qt, src + d);
+			mn = fminf(mn, x), mx = fmaxf(mx, x);
+		}
+		for (int off = 16; off > 0; off >>= 1) {
+			mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, off));
+			mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+		}
+		scale = __fdiv_rn(__fsub_rn(mx, mn), qmax);
+		if (!(scale > 1e-12f))
+			scale = 1e-12f;
+		zero = __fmul_rn(roundf(__fdiv_rn(mn, scale)), scale);
+	}
+	float *sz = (w ? vq : kq) + tok * 2;
+	if (lane == 0)
+		sz[0] = scale, sz[1] = zero;
+	uint8_t *dst = w ? vc : kc;
+	if (bits == 8) {
+		for (int d = lane; d < D; d += 32)
+			dst[tok * D + d] = (uint8_t)fminf(fmaxf(roundf(__fdiv_rn(__fsub_rn(ld(qkv, qt, src + d), zero), scale)), 0),
+							 qmax);
+	} else {
+		for (int d = 2 * lane; d < D; d += 64) {
+			float a = fminf(fmaxf(roundf(__fdiv_rn(__fsub_rn(ld(qkv, qt, src + d), zero), scale)), 0), qmax);
+			float b = fminf(fmaxf(roundf(__fdiv_rn(__fsub_rn(ld(qkv, qt, src + d + 1), zero), scale)), 0), qmax);
+			dst[tok * (D / 2) + d / 2] = (uint8_t)((uint8_t)a | (uint8_t)b << 4);
+		}
+	}
+}
+
 __global__ void silu_mul_kernel(void *y, int yt, const void *gu, int gt, int64_t rows, int64_t inter)
 {
 	int64_t total = rows * inter;
@@ -255,9 +305,23 @@ int lmd_cuda_kv_store(struct cuda_ctx *c, struct lmd_kvcache *kv, int layer, con
 		      const struct lmd_attn_dims *d, struct lmd_err *err)
 {
 	int D = d->head_dim, n = c->step.n;
-	SHAPE_CHECK(D == kv->head_dim && d->kv_heads == kv->kv_heads && kv->quant == LMD_KV_NONE &&
-		    t_cols(qkv) == (int64_t)(d->heads + 2 * d->kv_heads) * D && layer >= 0 && layer < kv->layers,
-		    "kv_store");
+	SHAPE_CHECK(D == kv->head_dim && d->kv_heads == kv->kv_heads &&
+		    t_cols(qkv) == (int64_t)(d->heads + 2 * d->kv_heads) * D && layer >= 0 && layer < kv->layers &&
+		    (kv->quant == LMD_KV_NONE || (kv->kq && kv->vq && D % 2 == 0)), "kv_store");
+	if (kv->quant != LMD_KV_NONE) {
+		const float *params = NULL;
+		int rc = lmd_cuda_kv_params(c, kv, layer, &params, err);
+		if (rc)
+			return rc;
+		dim3 qgrid(n, d->kv_heads, 2);
+		kv_store_q_kernel<<<qgrid, 32, 0, c->st>>>((uint8_t *)kv->k[layer].data, (uint8_t *)kv->v[layer].data,
+							   (float *)kv->kq[layer].data, (float *)kv->vq[layer].data,
+							   (int)kv->quant, params, qkv->data, qkv->dtype, t_cols(qkv), c->d_pos,
+							   c->d_seq, c->d_table, c->step.max_blocks, d->heads, d->kv_heads, D,
+							   kv->block_len);
+		LAUNCH_TRY(err);
+		return LMD_OK;
+	}
 	dim3 grid(n, d->kv_heads);
 	kv_store_kernel<<<grid, D < 1024 ? D : 1024, 0, c->st>>>(kv->k[layer].data, kv->v[layer].data, kv->dtype,
 								  qkv->data, qkv->dtype, t_cols(qkv), c->d_pos, c->d_seq,

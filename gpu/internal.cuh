@@ -114,6 +114,13 @@ struct cuda_ctx {
 	struct dev_alloc *allocs;      /* alloc's 16-bit matrices, with room for P more rows (lmd_cuda_room) */
 	int n_allocs, allocs_cap;
 	size_t pad_x_cap, pad_y_cap;   /* bytes */
+	void *q4_deq;                  /* matmul_q4's dequantized weight for prefill runs (grown, never shrunk) */
+	size_t q4_deq_cap;             /* bytes */
+	void *kvp;                     /* the offline KV parameters last used (kvcache.h params), on the device */
+	float *kvp_host;               /* owned: the same, on the host (kvp_bytes) */
+	size_t kvp_cap, kvp_bytes;
+	float *q4_part;                /* matmul_q4's slice sums when a product has too few blocks (grown, never shrunk) */
+	size_t q4_part_cap;            /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
 	 * for matmul (cuBLAS per run); cleared by sync, when the step is over */
 	int *runs, nruns, runs_cap;
@@ -192,6 +199,18 @@ __device__ __forceinline__ float rnd(float v, int dt)
 	return v;
 }
 
+/* c holds rows g, g + 8 and columns n, n + 1 (n = 2q): y = c + bias, rounded to y's dtype. */
+__device__ __forceinline__ void store_frag(void *y, int yt, const void *bias, int bt, int R, int N, int r, int n,
+					   const float c[4])
+{
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		int rr = r + (i >> 1) * 8, nn = n + (i & 1);
+		if (rr < R && nn < N)
+			st(y, yt, (size_t)rr * N + nn, c[i] + (bias ? ld(bias, bt, nn) : 0.0f));
+	}
+}
+
 static inline int64_t t_rows(const struct lmd_tensor *t)  // every dimension but the last (no division: a 0 there is fine)
 {
 	int64_t r = 1;
@@ -224,6 +243,21 @@ int lmd_cuda_gather_rows(struct cuda_ctx *c, struct lmd_tensor *y, const struct 
 			 struct lmd_err *err);
 int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
 		    const struct lmd_tensor *bias, struct lmd_err *err);
+/* int4 weights (matmul-q4.cu): the backend's layout made from q4.h's, and the product over it */
+int lmd_cuda_weight_q4(struct cuda_ctx *c, struct lmd_tensor *dw, struct lmd_tensor *ds, struct lmd_tensor *dz,
+		       const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,
+		       struct lmd_err *err);
+int lmd_cuda_matmul_q4(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
+		       const struct lmd_tensor *s, const struct lmd_tensor *z, int group, const struct lmd_tensor *bias,
+		       struct lmd_err *err);
+/* y[R, N] = x · wᵀ (+ bias) through cuBLAS at exactly this shape (x and w 16-bit of one dtype; y that or f32). */
+int lmd_cuda_blas(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
+		  const void *bias, int bt, int64_t R, int64_t N, int64_t K, struct lmd_err *err);
+/* The device copy of kv's offline parameters of layer ([2][KV][2]); *out NULL for an online cache. */
+int lmd_cuda_kv_params(struct cuda_ctx *c, const struct lmd_kvcache *kv, int layer, const float **out,
+		       struct lmd_err *err);
+/* Device memory for t (shape and dtype set), counted as weights. */
+int lmd_cuda_alloc_weight(struct cuda_ctx *c, struct lmd_tensor *t, struct lmd_err *err);
 int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct lmd_tensor *qkv,
 		       const struct lmd_kvcache *kv, int layer, const struct lmd_attn_dims *d, struct lmd_err *err);
 /* Bytes of device memory from p to the end of the alloc'd tensor holding it, padding room included; 0 if none. */

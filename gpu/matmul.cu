@@ -72,18 +72,6 @@ __device__ __forceinline__ void mma_span(float c[4], uint4 ag, uint4 ah, uint4 b
 	mma16816<BF>(c, ag.z, ah.z, ag.w, ah.w, b.z, b.w);
 }
 
-/* c holds rows g, g + 8 and columns n, n + 1 (n = 2q): y = c + bias, rounded to y's dtype. */
-__device__ __forceinline__ void store_frag(void *y, int yt, const void *bias, int bt, int R, int N, int r, int n,
-					   const float c[4])
-{
-#pragma unroll
-	for (int i = 0; i < 4; i++) {
-		int rr = r + (i >> 1) * 8, nn = n + (i & 1);
-		if (rr < R && nn < N)
-			st(y, yt, (size_t)rr * N + nn, c[i] + (bias ? ld(bias, bt, nn) : 0.0f));
-	}
-}
-
 #define SK_U 8       /* spans per pipeline stage: 512 bytes of each of the warp's 8 rows of w */
 #define SK_PITCH 36  /* uint4 per row in the ring: 32 used, 4 of padding (no bank conflicts) */
 /*
@@ -354,6 +342,12 @@ static int blas_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const voi
 				cu_type(xt), (int)K, &beta, y, cu_type(yt), (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
 		   err);
 	return LMD_OK;
+}
+
+int lmd_cuda_blas(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
+		  const void *bias, int bt, int64_t R, int64_t N, int64_t K, struct lmd_err *err)
+{
+	return blas_matmul(c, y, yt, x, xt, w, bias, bt, R, N, K, err);
 }
 
 /* cuBLASLt's descriptors of y[R, N] = x[R, K] · wᵀ in its column-major terms: A = w (K x N), B = x (K x R),

@@ -5,10 +5,12 @@
  *   gen-model [--arch llama|qwen2|internlm2] [--hidden N] [--inter N] [--layers N] [--heads N]
  *             [--kv-heads N] [--head-dim N] [--vocab N] [--dtype f16|bf16|f32] [--shards N]
  *             [--tie] [--bias] [--style classic|new] [--rope default|linear|dynamic|llama3]
- *             [--seed N] [--max-pos N] [--scaled] [--fast] [--break KIND] DIR
+ *             [--seed N] [--max-pos N] [--scaled] [--fast] [--awq G] [--break KIND] DIR
  *
  * Weights are N(0, std) (std 0.08, or 1/sqrt(in) with --scaled), norms U(0.5, 1.5); --fast draws each weight
- * as a sum of four uniforms of the same std (about 20x faster: 7B-parameter benchmark models). Break kinds:
+ * as a sum of four uniforms of the same std (about 20x faster: 7B-parameter benchmark models). --awq G writes
+ * the linear layers (*_proj) as an AutoAWQ gemm checkpoint of groups of G instead (random nibbles, zeros
+ * and scales with the same std, no float weights drawn: a W4 7B model in seconds). Break kinds:
  * no-config, bad-json, unsupported-arch, no-shard, truncated, header-past-end, overlap, out-of-range,
  * shape-mismatch, unknown-dtype, missing-tensor.
  */
@@ -28,7 +30,7 @@
 struct gen {
 	struct lmd_config c;
 	enum lmd_dtype dtype;
-	int shards, classic, scaled, fast;
+	int shards, classic, scaled, fast, awq;
 	uint64_t rng;
 	const char *brk, *dir;
 	/* the tensors of the HF layout */
@@ -57,8 +59,55 @@ static void die(const char *what)
 	exit(1);
 }
 
+static uint64_t next(struct gen *g)
+{
+	g->rng ^= g->rng << 13;
+	g->rng ^= g->rng >> 7;
+	g->rng ^= g->rng << 17;
+	return g->rng;
+}
+
+static void push(struct gen *g, const char *name, enum lmd_dtype dt, int64_t r, int64_t c, int shard)
+{
+	struct lmd_tensor *t = &g->t[g->n];
+	*t = (struct lmd_tensor){.dtype = dt, .ndim = 2, .shape = {r, c}};
+	if (!(t->data = malloc((size_t)(r * c) * lmd_dtype_size(dt))))
+		die("out of memory");
+	g->names[g->n] = strdup(name);
+	g->shard_of[g->n] = shard;
+	g->n++;
+}
+
+/* A linear weight [out, in] as AutoAWQ gemm tensors: qweight I32 [in, out/8], qzeros I32 [in/G, out/8], scales F16. */
+static void add_awq(struct gen *g, const char *name, int64_t out, int64_t in, int shard)
+{
+	char stem[128], nm[160];
+	int G = g->awq;
+	if (in % G || out % 8)
+		die("--awq: a linear layer's shape is not a multiple of the group and of 8");
+	snprintf(stem, sizeof(stem), "%.*s", (int)(strlen(name) - strlen(".weight")), name);
+	snprintf(nm, sizeof(nm), "%s.qweight", stem);
+	push(g, nm, LMD_I32, in, out / 8, shard);
+	uint64_t *w = g->t[g->n - 1].data;
+	for (size_t i = 0; i < (size_t)(in * out / 16); i++)  // every nibble uniform in 0..15
+		w[i] = next(g);
+	snprintf(nm, sizeof(nm), "%s.qzeros", stem);
+	push(g, nm, LMD_I32, in / G, out / 8, shard);
+	memset(g->t[g->n - 1].data, 0x88, (size_t)(in / G * out / 8) * 4);  // zero 8: q - 8 has mean -0.5, std 4.6
+	snprintf(nm, sizeof(nm), "%s.scales", stem);
+	push(g, nm, LMD_F16, in / G, out, shard);
+	float f = (float)((g->scaled ? 1 / sqrt((double)in) : 0.08) / 4.61);
+	uint16_t h;
+	lmd_dtype_convert(&h, LMD_F16, &f, LMD_F32, 1, NULL);
+	uint16_t *sc = g->t[g->n - 1].data;
+	for (size_t i = 0; i < (size_t)(in / G * out); i++)
+		sc[i] = h;
+}
+
 static void add(struct gen *g, const char *name, int64_t r, int64_t c, int norm, int shard)
 {
+	if (g->awq && c && strstr(name, "_proj.weight"))
+		return add_awq(g, name, r, c, shard);
 	struct lmd_tensor *t = &g->t[g->n];
 	t->dtype = g->dtype;
 	t->ndim = c ? 2 : 1;
@@ -75,10 +124,7 @@ static void add(struct gen *g, const char *name, int64_t r, int64_t c, int norm,
 	if (g->fast && !norm) {  /* Irwin-Hall: four 16-bit uniforms of one draw, variance 4/12 */
 		float k = (float)(std * sqrt(3.0) / 32768.0);
 		for (size_t i = 0; i < n; i++) {
-			g->rng ^= g->rng << 13;
-			g->rng ^= g->rng >> 7;
-			g->rng ^= g->rng << 17;
-			uint64_t u = g->rng;
+			uint64_t u = next(g);
 			f[i] = k * ((float)(u & 0xffff) + (float)(u >> 16 & 0xffff) + (float)(u >> 32 & 0xffff) +
 				    (float)(u >> 48) - 131070.0f);
 		}
@@ -187,6 +233,10 @@ static json_t *config_json(struct gen *g)
 			      c->max_pos, "rms_norm_eps", c->rms_eps, "tie_word_embeddings", c->tie_embeddings,
 			      "bos_token_id", 1, "eos_token_id", 2, "hidden_act", "silu");
 	json_object_set_new(j, g->classic ? "torch_dtype" : "dtype", json_string(dt[g->dtype]));
+	if (g->awq)
+		json_object_set_new(j, "quantization_config",
+				    json_pack("{s:s, s:s, s:i, s:i, s:b}", "quant_method", "awq", "version", "gemm", "bits", 4,
+					      "group_size", g->awq, "zero_point", 1));
 	if (c->arch == LMD_ARCH_LLAMA)
 		json_object_set_new(j, "attention_bias", json_boolean(c->qkv_bias));
 	if (c->arch == LMD_ARCH_INTERNLM2)
@@ -344,7 +394,7 @@ static void write_model(struct gen *g)
 }
 
 enum { O_ARCH = 256, O_HIDDEN, O_INTER, O_LAYERS, O_HEADS, O_KV, O_HD, O_VOCAB, O_DTYPE, O_SHARDS, O_TIE, O_BIAS,
-       O_STYLE, O_ROPE, O_SEED, O_BREAK, O_SCALED, O_FAST, O_MAXPOS };
+       O_STYLE, O_ROPE, O_SEED, O_BREAK, O_SCALED, O_FAST, O_MAXPOS, O_AWQ };
 
 static const struct lmd_opt opts[] = {
 	{"arch", O_ARCH, "ARCH", "llama (default), qwen2 or internlm2"},
@@ -365,6 +415,7 @@ static const struct lmd_opt opts[] = {
 	{"scaled", O_SCALED, NULL, "weights N(0, 1/in) instead of N(0, 0.08)"},
 	{"max-pos", O_MAXPOS, "N", "max_position_embeddings (default 512)"},
 	{"fast", O_FAST, NULL, "approximate normals (sum of four uniforms): for large benchmark models"},
+	{"awq", O_AWQ, "G", "linear layers as an AutoAWQ gemm checkpoint of groups of G (random int4)"},
 	{"break", O_BREAK, "KIND", "write a broken variant (see the source)"},
 	{0},
 };
@@ -414,6 +465,7 @@ int main(int argc, char **argv)
 		case O_SCALED: g.scaled = 1; break;
 		case O_FAST: g.fast = 1; break;
 		case O_MAXPOS: c->max_pos = (int)lmd_cli_long(&cli, "max-pos", arg, 2, 1 << 24); break;
+		case O_AWQ: g.awq = (int)lmd_cli_long(&cli, "awq", arg, 8, 1 << 16); break;
 		case O_BREAK: g.brk = arg; break;
 		}
 	}

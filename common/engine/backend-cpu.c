@@ -751,6 +751,7 @@ static void cpu_close(void *ctx)
 static const struct lmd_backend_ops cpu_ops = {
 	.name = "cpu",
 	.weights_in_place = 0,
+	.kv_quant = 1,
 	.close = cpu_close,
 	.alloc = cpu_alloc_huge,
 	.release = lmd_cpu_release,

@@ -74,6 +74,7 @@ struct lmd_attn_dims {
 struct lmd_backend_ops {
 	const char *name;            /* "ref", "cpu", "cuda" */
 	int weights_in_place;        /* 1: weight() keeps pointing at the host buffer (the caller keeps it alive) */
+	int kv_quant;                /* 1: kv_store and attention take a quantized cache (kvcache.h, lmd_kvcache_set_quant) */
 	void (*close)(void *ctx);
 
 	/* --- memory --- */
@@ -122,13 +123,23 @@ struct lmd_backend_ops {
 	/** y[rows, inter] = silu(gu[:, :inter]) * gu[:, inter:]. */
 	int (*silu_mul)(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *gu, struct lmd_err *err);
 	/**
-	 * y[rows, out] = x[rows, in] · Wᵀ (+ bias) for an int4 weight in the layout of q4.h: w LMD_U8
-	 * [out, in/2] (two nibbles a byte, low first), scales LMD_F16 [out, in/group], zeros LMD_U8
-	 * [out, in/group]; W[o][i] = (q - zero) * scale. fp32 accumulation. NULL in a backend without it.
+	 * y[rows, out] = x[rows, in] · Wᵀ (+ bias) for an int4 weight, W[o][i] = (q - zero) * scale: w, scales
+	 * and zeros as weight_q4 made them, or (weight_q4 NULL) in the layout of q4.h made resident by weight():
+	 * w LMD_U8 [out, in/2] (two nibbles a byte, low first), scales LMD_F16 [out, in/group], zeros LMD_U8
+	 * [out, in/group]. out and in are y's and x's columns. fp32 accumulation. NULL in a backend without it.
 	 */
 	int (*matmul_q4)(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
 			 const struct lmd_tensor *scales, const struct lmd_tensor *zeros, int group,
 			 const struct lmd_tensor *bias, struct lmd_err *err);
+	/**
+	 * Make an int4 weight resident in the backend's own layout for matmul_q4 (NULL: weight() of each of
+	 * q4.h's three tensors is used as it is). w, scales, zeros: q4.h's layout in host memory; dw, ds, dz
+	 * get the backend's tensors (their shapes and dtypes are the backend's, lmd(7)), which only matmul_q4
+	 * and release take.
+	 */
+	int (*weight_q4)(void *ctx, struct lmd_tensor *dw, struct lmd_tensor *ds, struct lmd_tensor *dz,
+			 const struct lmd_tensor *w, const struct lmd_tensor *scales, const struct lmd_tensor *zeros, int group,
+			 struct lmd_err *err);
 	/** y[j] = x[step out_rows[first + j]] for j < y->shape[0]: the rows that get logits. */
 	int (*gather_rows)(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, int first,
 			   struct lmd_err *err);

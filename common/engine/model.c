@@ -162,6 +162,14 @@ static int load_cat_q4(struct lmd_model *m, const struct lmd_modeldir *dir, stru
 		return lmd_errorf(err, LMD_EFORMAT, "%s: tensor '%s': packed weight, scales and zeros disagree in shape",
 				  dir->path, names[0]);
 	struct lmd_tensor *d[3] = {dst, ds, dz};
+	if (m->be->ops->weight_q4) {
+		int rc = m->be->ops->weight_q4(m->be->ctx, dst, ds, dz, &host[0], &host[1], &host[2], *group, err);
+		if (rc)
+			return rc;
+		for (int part = 0; part < 3; part++)
+			m->weight_bytes += lmd_tensor_nbytes(d[part]);
+		return LMD_OK;
+	}
 	for (int part = 0; part < 3; part++) {
 		int rc = m->be->ops->weight(m->be->ctx, d[part], &host[part], err);
 		if (rc)
@@ -270,7 +278,7 @@ int lmd_model_open(struct lmd_model *m, struct lmd_backend *be, const struct lmd
 			free(m->host[i]);
 		m->nhost = 0;
 	}
-	if (o.kv_quant != LMD_KV_NONE && strcmp(be->ops->name, "cpu") && strcmp(be->ops->name, "ref")) {
+	if (o.kv_quant != LMD_KV_NONE && !be->ops->kv_quant) {
 		rc = lmd_errorf(err, LMD_EINVAL, "--quant-policy %d: the %s backend has no quantized KV cache yet", (int)o.kv_quant,
 				be->ops->name);
 		goto fail;

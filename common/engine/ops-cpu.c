@@ -627,6 +627,7 @@ static int ref_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand,
 static const struct lmd_backend_ops ref_ops = {
 	.name = "ref",
 	.weights_in_place = 1,
+	.kv_quant = 1,
 	.close = ref_close,
 	.alloc = lmd_cpu_alloc,
 	.release = lmd_cpu_release,

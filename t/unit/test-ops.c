@@ -169,13 +169,191 @@ static void test_matmul(struct lmd_backend *be, struct lmd_backend *ref, enum lm
 		drop(be, ref, all[i]);
 }
 
+/* An int4 weight [N, K] in groups of G (q4.h) on both backends, through weight_q4 where the backend has it. */
+struct q4pair {
+	struct lmd_tensor t[3], r[3];
+	void *host[3];  // q4.h's layout: ref's weights point into it
+};
+
+static void q4_make(struct lmd_backend *be, struct lmd_backend *ref, struct q4pair *p, int N, int K, int G)
+{
+	struct lmd_err err = {0};
+	size_t ng = (size_t)N * (K / G);
+	uint8_t *q = malloc((size_t)N * K / 2), *z = malloc(ng);
+	uint16_t *sc = malloc(ng * 2);
+	for (size_t i = 0; i < (size_t)N * K / 2; i++)
+		q[i] = (uint8_t)(rng = rng * 6364136223846793005ull + 1442695040888963407ull, rng >> 56);
+	for (size_t i = 0; i < ng; i++) {
+		float f = (frand() * 0.5f + 1) / (8 * sqrtf((float)K));
+		lmd_cpu_store(&sc[i], LMD_F16, &f, 1);
+		z[i] = (uint8_t)((frand() + 1) * 8) & 15;
+	}
+	struct lmd_tensor src[3] = {{LMD_U8, 2, {N, K / 2}, q}, {LMD_F16, 2, {N, K / G}, sc}, {LMD_U8, 2, {N, K / G}, z}};
+	p->host[0] = q, p->host[1] = sc, p->host[2] = z;
+	for (int i = 0; i < 3; i++)
+		if (ref->ops->weight(ref->ctx, &p->r[i], &src[i], &err) ||
+		    (!be->ops->weight_q4 && be->ops->weight(be->ctx, &p->t[i], &src[i], &err)))
+			LMD_BUG("weight: %s", err.msg);
+	if (be->ops->weight_q4 && be->ops->weight_q4(be->ctx, &p->t[0], &p->t[1], &p->t[2], &src[0], &src[1], &src[2], G, &err))
+		LMD_BUG("weight_q4: %s", err.msg);
+}
+
+static void q4_drop(struct lmd_backend *be, struct lmd_backend *ref, struct q4pair *p)
+{
+	for (int i = 0; i < 3; i++) {
+		be->ops->release(be->ctx, &p->t[i]);
+		ref->ops->release(ref->ctx, &p->r[i]);  // frees the host copy when ref's weights point into it
+		if (!ref->ops->weights_in_place)
+			free(p->host[i]);
+	}
+}
+
+#define Q4_T(be, p, y, x, G, b, e) (be)->ops->matmul_q4((be)->ctx, y, x, &(p)->t[0], &(p)->t[1], &(p)->t[2], G, b, e)
+#define Q4_R(ref, p, y, x, G, b, e) (ref)->ops->matmul_q4((ref)->ctx, y, x, &(p)->r[0], &(p)->r[1], &(p)->r[2], G, b, e)
+
+/*
+ * matmul_q4 against the reference; on a backend with its own int4 layout (weight_q4: cuda) also batch
+ * invariance: the first R rows alone give the bits they have among n.
+ */
+static void test_matmul_q4(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, enum lmd_dtype yt, int n,
+			   int K, int N, int G, int bias)
+{
+	struct lmd_err err = {0};
+	struct q4pair w;
+	struct pair x, b, y;
+	CHECK_EQ_INT(be->ops->sync(be->ctx, &err), 0);  // no step: the rows are unrelated
+	q4_make(be, ref, &w, N, K, G);
+	make(be, ref, &x, dt, 2, (int64_t[]){n, K}, 1);
+	make(be, ref, &b, dt, 1, (int64_t[]){N}, 1);
+	make(be, ref, &y, yt, 2, (int64_t[]){n, N}, 1);
+	poison(be, &y);
+	struct lmd_tensor *bt = bias ? &b.t : NULL, *br = bias ? &b.r : NULL;
+	BOTH(Q4_T(be, &w, &y.t, &x.t, G, bt, &e1), Q4_R(ref, &w, &y.r, &x.r, G, br, &e2));
+	char name[80];
+	snprintf(name, sizeof(name), "matmul_q4 n%d in%d out%d g%d%s", n, K, N, G, bias ? " bias" : "");
+	compare(be, ref, &y, tol_of(yt), name);
+	if (be->ops->weight_q4) {
+		size_t rowy = (size_t)N * lmd_dtype_size(yt);
+		char *all = malloc(y.bytes), *part = malloc(y.bytes);
+		be->ops->download(be->ctx, all, &y.t, 0, y.bytes, &err);
+		int rs[] = {1, 3, 8, 16, 17, 33, 64, 65};
+		for (size_t i = 0; i < sizeof(rs) / sizeof(rs[0]) && rs[i] < n; i++) {
+			struct lmd_tensor xv = x.t, yv = y.t;
+			xv.shape[0] = yv.shape[0] = rs[i];
+			poison(be, &y);
+			CHECK_EQ_INT(Q4_T(be, &w, &yv, &xv, G, bt, &err), 0);
+			be->ops->download(be->ctx, part, &y.t, 0, (size_t)rs[i] * rowy, &err);
+			if (memcmp(part, all, (size_t)rs[i] * rowy)) {
+				unit_failures++;
+				fprintf(stderr, "%s %s: %d rows alone differ from the same rows among %d\n", what, name, rs[i], n);
+			}
+		}
+		free(all), free(part);
+	}
+	q4_drop(be, ref, &w);
+	struct pair *ps[] = {&x, &b, &y};
+	for (int i = 0; i < 3; i++)
+		drop(be, ref, ps[i]);
+}
+
+/*
+ * matmul_q4 in a step whose rows are decodes around a 100-token prefill run (cuda: the run through the
+ * dequantized weight): the numbers against the reference, and the decodes' bits against the same rows
+ * with no step.
+ */
+static void test_matmul_q4_runs(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int K, int N, int G)
+{
+	enum { RUN = 100, B = 3, A = 2, n = B + RUN + A };
+	struct lmd_err err = {0};
+	struct q4pair w;
+	struct pair x, y;
+	CHECK_EQ_INT(be->ops->sync(be->ctx, &err), 0);
+	q4_make(be, ref, &w, N, K, G);
+	make(be, ref, &x, dt, 2, (int64_t[]){n, K}, 1);
+	make(be, ref, &y, dt, 2, (int64_t[]){n, N}, 1);
+	size_t rowy = (size_t)N * lmd_dtype_size(dt);
+	char *alone = malloc(y.bytes), *got = malloc(y.bytes);
+	poison(be, &y);
+	CHECK_EQ_INT(Q4_T(be, &w, &y.t, &x.t, G, NULL, &err), 0);
+	be->ops->download(be->ctx, alone, &y.t, 0, y.bytes, &err);
+	int32_t tok[n] = {0}, pos[n], seq[n], table[8] = {0};
+	float freq[8] = {0};
+	for (int i = 0; i < n; i++) {
+		int in_run = i >= B && i < B + RUN;
+		seq[i] = in_run ? 0 : i < B ? i + 1 : i - RUN + 1;
+		pos[i] = in_run ? i - B : 7;
+	}
+	struct lmd_step st = {.n = n, .tokens = tok, .pos = pos, .seq = seq, .nseq = B + A + 1, .block_table = table,
+			      .max_blocks = 1, .rot_half = 1, .inv_freq = freq};
+	CHECK_EQ_INT(be->ops->step_begin(be->ctx, &st, &err), 0);
+	poison(be, &y);
+	BOTH(Q4_T(be, &w, &y.t, &x.t, G, NULL, &e1), Q4_R(ref, &w, &y.r, &x.r, G, NULL, &e2));
+	be->ops->download(be->ctx, got, &y.t, 0, y.bytes, &err);
+	char name[80];
+	snprintf(name, sizeof(name), "matmul_q4 in%d out%d g%d, a step with a prefill run", K, N, G);
+	compare(be, ref, &y, tol_of(dt), name);
+	if (be->ops->weight_q4 && (memcmp(got, alone, B * rowy) || memcmp(got + (B + RUN) * rowy, alone + (B + RUN) * rowy, A * rowy))) {
+		unit_failures++;
+		fprintf(stderr, "%s %s: the decode rows differ from the same rows with no step\n", what, name);
+	}
+	CHECK_EQ_INT(be->ops->sync(be->ctx, &err), 0);
+	free(alone), free(got);
+	q4_drop(be, ref, &w);
+	drop(be, ref, &x);
+	drop(be, ref, &y);
+}
+
 /*
  * A mixed step: sequence 0 prefills positions 0..n0-1, sequence 1 continues a cached prefix with
  * a chunk at positions far/2.., sequence 2 decodes position far. Rope, kv_store, attention,
  * embed and gather_rows are checked on it.
  */
+/* Bytes of a backend's tensor against ref's, exactly. */
+static void compare_bytes(struct lmd_backend *be, struct lmd_backend *ref, struct pair *p, const char *op)
+{
+	struct lmd_err err = {0};
+	char *a = malloc(p->bytes), *b = malloc(p->bytes);
+	be->ops->sync(be->ctx, &err);
+	be->ops->download(be->ctx, a, &p->t, 0, p->bytes, &err);
+	ref->ops->download(ref->ctx, b, &p->r, 0, p->bytes, &err);
+	if (memcmp(a, b, p->bytes)) {
+		size_t i = 0;
+		while (a[i] == b[i])
+			i++;
+		unit_failures++;
+		fprintf(stderr, "%s %s: byte %zu of %zu differs (%d vs %d)\n", what, op, i, p->bytes, (uint8_t)a[i], (uint8_t)b[i]);
+	}
+	free(a), free(b);
+}
+
+/*
+ * A quantized cache's pool (quant 8 or 4; offline: fixed parameters) filled with the same random codes and
+ * (scale, zero) pairs on both backends.
+ */
+static void fill_quant_cache(struct lmd_backend *be, struct lmd_backend *ref, struct lmd_kvcache *kt,
+			     struct lmd_kvcache *kr)
+{
+	struct lmd_err err = {0};
+	for (int w = 0; w < 2; w++) {
+		struct lmd_tensor *t = w ? &kt->v[0] : &kt->k[0], *r = w ? &kr->v[0] : &kr->k[0];
+		struct lmd_tensor *tq = w ? &kt->vq[0] : &kt->kq[0], *rq = w ? &kr->vq[0] : &kr->kq[0];
+		size_t n = lmd_tensor_nbytes(t), nq = (size_t)lmd_tensor_numel(tq);
+		uint8_t *b = malloc(n);
+		float *f = malloc(nq * sizeof(float));
+		for (size_t i = 0; i < n; i++)
+			b[i] = (uint8_t)(frand() * 128 + 128);
+		for (size_t i = 0; i < nq; i += 2)
+			f[i] = (frand() + 1.5f) * 0.01f, f[i + 1] = frand();
+		be->ops->upload(be->ctx, t, 0, b, n, &err);
+		ref->ops->upload(ref->ctx, r, 0, b, n, &err);
+		be->ops->upload(be->ctx, tq, 0, f, nq * sizeof(float), &err);
+		ref->ops->upload(ref->ctx, rq, 0, f, nq * sizeof(float), &err);
+		free(b), free(f);
+	}
+}
+
 static void test_step(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int H, int KV, int D,
-		      int bl, int far)
+		      int bl, int far, enum lmd_kv_quant quant, int offline)
 {
 	struct lmd_err err = {0};
 	int n0 = 9, n1 = 5, n = n0 + n1 + 1, nseq = 3, half = D / 2, vocab = 50, hidden = 24;
@@ -218,29 +396,51 @@ static void test_step(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_
 	struct lmd_kvcache kt = {0}, kr = {0};
 	CHECK_EQ_INT(lmd_kvcache_init(&kt, be, 1, KV, D, bl, nblocks, dt, &err), 0);
 	CHECK_EQ_INT(lmd_kvcache_init(&kr, ref, 1, KV, D, bl, nblocks, dt, &err), 0);
+	if (quant) {
+		float *params = malloc((size_t)2 * KV * 2 * sizeof(float));
+		for (int i = 0; i < 2 * KV; i++)
+			params[2 * i] = (frand() + 1.5f) * 0.02f, params[2 * i + 1] = frand();
+		CHECK_EQ_INT(lmd_kvcache_set_quant(&kt, quant, offline ? params : NULL, &err), 0);
+		CHECK_EQ_INT(lmd_kvcache_set_quant(&kr, quant, offline ? params : NULL, &err), 0);
+		free(params);
+	}
 	struct pair kp = {.t = kt.k[0], .r = kr.k[0], .bytes = lmd_tensor_nbytes(&kt.k[0])};
 	struct pair vp = {.t = kt.v[0], .r = kr.v[0], .bytes = kp.bytes};
-	size_t cnt = (size_t)lmd_tensor_numel(&kt.k[0]);
-	float *f = malloc(cnt * sizeof(float));
-	void *hb = malloc(kp.bytes);
-	for (int w = 0; w < 2; w++) {
-		for (size_t i = 0; i < cnt; i++)
-			f[i] = frand() * 2;
-		lmd_cpu_store(hb, dt, f, cnt);
-		be->ops->upload(be->ctx, w ? &kt.v[0] : &kt.k[0], 0, hb, kp.bytes, &err);
-		ref->ops->upload(ref->ctx, w ? &kr.v[0] : &kr.k[0], 0, hb, kp.bytes, &err);
+	if (quant) {
+		fill_quant_cache(be, ref, &kt, &kr);
+	} else {
+		size_t cnt = (size_t)lmd_tensor_numel(&kt.k[0]);
+		float *f = malloc(cnt * sizeof(float));
+		void *hb = malloc(kp.bytes);
+		for (int w = 0; w < 2; w++) {
+			for (size_t i = 0; i < cnt; i++)
+				f[i] = frand() * 2;
+			lmd_cpu_store(hb, dt, f, cnt);
+			be->ops->upload(be->ctx, w ? &kt.v[0] : &kt.k[0], 0, hb, kp.bytes, &err);
+			ref->ops->upload(ref->ctx, w ? &kr.v[0] : &kr.k[0], 0, hb, kp.bytes, &err);
+		}
+		free(f);
+		free(hb);
 	}
-	free(f);
-	free(hb);
 	BOTH(be->ops->kv_store(be->ctx, &kt, 0, &qkv.t, &d, &e1), ref->ops->kv_store(ref->ctx, &kr, 0, &qkv.r, &d, &e2));
-	compare(be, ref, &kp, 0, "kv_store k");
-	compare(be, ref, &vp, 0, "kv_store v");
+	if (quant) {  // the codes and parameters bit for bit (the same float operations in the same order)
+		struct pair kq = {.t = kt.kq[0], .r = kr.kq[0], .bytes = lmd_tensor_nbytes(&kt.kq[0])};
+		struct pair vq = {.t = kt.vq[0], .r = kr.vq[0], .bytes = kq.bytes};
+		compare_bytes(be, ref, &kp, "kv_store k (quantized)");
+		compare_bytes(be, ref, &vp, "kv_store v (quantized)");
+		compare_bytes(be, ref, &kq, "kv_store k scales and zeros");
+		compare_bytes(be, ref, &vq, "kv_store v scales and zeros");
+	} else {
+		compare(be, ref, &kp, 0, "kv_store k");
+		compare(be, ref, &vp, 0, "kv_store v");
+	}
 	make(be, ref, &att, dt, 2, (int64_t[]){n, (int64_t)H * D}, 1);
 	poison(be, &att);
 	BOTH(be->ops->attention(be->ctx, &att.t, &qkv.t, &kt, 0, &d, &e1),
 	     ref->ops->attention(ref->ctx, &att.r, &qkv.r, &kr, 0, &d, &e2));
 	char name[64];
-	snprintf(name, sizeof(name), "attention H%d KV%d D%d block %d far %d", H, KV, D, bl, far);
+	snprintf(name, sizeof(name), "attention H%d KV%d D%d block %d far %d kv %s%s", H, KV, D, bl, far,
+		 quant == LMD_KV_INT8 ? "int8" : quant == LMD_KV_INT4 ? "int4" : "plain", offline ? " offline" : "");
 	compare(be, ref, &att, tol_of(dt), name);
 	lmd_kvcache_free(&kt);
 	lmd_kvcache_free(&kr);
@@ -640,6 +840,70 @@ static void test_pick(struct lmd_backend *be, struct lmd_backend *ref, int rows,
 	free(lg), free(spread), free(sorted), free(top_k), free(h1), free(h2), free(c1), free(c2);
 }
 
+/* matmul_q4 at a model's shape: against the reference when check, and timed (GB/s of int4 weights, scales, zeros). */
+static void test_big_q4(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int n, int K, int N, int G,
+			int check)
+{
+	struct q4pair w;
+	struct pair x, y;
+	struct lmd_err err = {0};
+	CHECK_EQ_INT(be->ops->sync(be->ctx, &err), 0);
+	q4_make(be, ref, &w, N, K, G);
+	make(be, ref, &x, dt, 2, (int64_t[]){n, K}, 1);
+	make(be, ref, &y, dt, 2, (int64_t[]){n, N}, 1);
+	poison(be, &y);
+	char name[80];
+	snprintf(name, sizeof(name), "matmul_q4 n%d in%d out%d g%d", n, K, N, G);
+	if (check) {
+		BOTH(Q4_T(be, &w, &y.t, &x.t, G, NULL, &e1), Q4_R(ref, &w, &y.r, &x.r, G, NULL, &e2));
+		compare(be, ref, &y, tol_of(dt), name);
+	}
+	double secs, bytes = (double)N * K / 2 + (double)N * (K / G) * 3;
+	TIME_IT(be, 50, secs, Q4_T(be, &w, &y.t, &x.t, G, NULL, &te_));
+	fprintf(stderr, "%s %-32s %s: %8.1f us  %7.0f GB/s  %7.1f TFLOP/s\n", what, name, lmd_dtype_short(dt), secs * 1e6,
+		bytes / secs / 1e9, 2.0 * n * K * N / secs / 1e12);
+	q4_drop(be, ref, &w);
+	drop(be, ref, &x);
+	drop(be, ref, &y);
+}
+
+/*
+ * W4A16 on a GPU: Llama-2-7B and Llama-3-8B shapes, every group size, both 16-bit dtypes; decode and prefill
+ * timed. Quantized KV caches (online and offline, int8 and int4) in mixed steps of every dtype, with a
+ * decode far enough to split its keys.
+ */
+static void test_gpu_quant(struct lmd_backend *be, struct lmd_backend *ref)
+{
+	enum lmd_dtype dts[3] = {LMD_F32, LMD_F16, LMD_BF16};
+	for (int i = 0; i < 3; i++) {
+		test_step(be, ref, dts[i], 4, 2, 32, 4, 70, LMD_KV_INT8, 0);
+		test_step(be, ref, dts[i], 6, 2, 64, 16, 70, LMD_KV_INT4, 0);
+		test_step(be, ref, dts[i], 8, 2, 64, 64, 900, LMD_KV_INT8, 1);
+		test_step(be, ref, dts[i], 32, 8, 128, 64, 3000, LMD_KV_INT4, 0);
+		test_step(be, ref, dts[i], 32, 32, 128, 64, 3000, LMD_KV_INT8, 0);
+	}
+	int l2[][2] = {{4096, 12288}, {4096, 4096}, {4096, 22016}, {11008, 4096}};  // qkv, o, gate_up, down
+	int l3[][2] = {{4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
+	for (int i = 0; i < 4; i++) {
+		test_big_q4(be, ref, LMD_F16, 1, l2[i][0], l2[i][1], 128, 1);
+		test_big_q4(be, ref, LMD_BF16, 3, l3[i][0], l3[i][1], 128, 1);
+	}
+	test_big_q4(be, ref, LMD_F16, 16, 4096, 4096, 64, 1);
+	test_big_q4(be, ref, LMD_BF16, 16, 11008, 4096, 32, 1);
+	test_big_q4(be, ref, LMD_F16, 64, 14336, 4096, 32, 1);
+	test_big_q4(be, ref, LMD_BF16, 100, 4096, 6144, 64, 1);
+	test_matmul_q4(be, ref, LMD_F16, LMD_F16, 300, 4096, 4096, 128, 1);
+	test_matmul_q4(be, ref, LMD_BF16, LMD_BF16, 100, 11008, 4096, 128, 0);
+	test_matmul_q4_runs(be, ref, LMD_F16, 4096, 4096, 128);
+	test_matmul_q4_runs(be, ref, LMD_BF16, 11008, 4096, 32);
+	int rows[] = {1, 16, 64, 256, 2048};
+	for (int r = 0; r < 5; r++)
+		for (int i = 0; i < 4; i++)
+			test_big_q4(be, ref, LMD_F16, rows[r], l2[i][0], l2[i][1], 128, 0);
+	for (int i = 0; i < 4; i++)  // fp16 beside it
+		test_big_matmul(be, ref, 1, l2[i][0], l2[i][1], 0);
+}
+
 static void test_gpu_sized(struct lmd_backend *be, struct lmd_backend *ref)
 {
 	test_matmul_runs(be, ref, LMD_F16, 4096, 4096);
@@ -695,10 +959,19 @@ static void test_backend(struct lmd_backend *be, struct lmd_backend *ref)
 			test_matmul(be, ref, dt, dts[j], LMD_F32, 70, 64, 130, 0);  // two token tiles, f32 out (logits)
 		}
 		test_matmul_runs(be, ref, dt, 136, 72);
-		test_step(be, ref, dt, 4, 2, 32, 4, 70);
-		test_step(be, ref, dt, 6, 2, 64, 16, 70);
-		test_step(be, ref, dt, 3, 3, 16, 64, 70);
-		test_step(be, ref, dt, 8, 2, 64, 64, 900);  // enough work for the threaded attention
+		test_matmul_q4(be, ref, dt, dt, 1, 128, 40, 32, 0);
+		test_matmul_q4(be, ref, dt, dt, 7, 256, 37, 64, 1);      // ragged N
+		test_matmul_q4(be, ref, dt, LMD_F32, 70, 384, 136, 128, 0);  // many rows, f32 out
+		test_matmul_q4(be, ref, dt, dt, 20, 160, 24, 32, 1);     // K 160: a padded tile
+		test_matmul_q4_runs(be, ref, dt, 256, 72, 64);
+		test_step(be, ref, dt, 4, 2, 32, 4, 70, LMD_KV_NONE, 0);
+		test_step(be, ref, dt, 6, 2, 64, 16, 70, LMD_KV_NONE, 0);
+		test_step(be, ref, dt, 3, 3, 16, 64, 70, LMD_KV_NONE, 0);
+		test_step(be, ref, dt, 8, 2, 64, 64, 900, LMD_KV_NONE, 0);  // enough work for the threaded attention
+		test_step(be, ref, dt, 4, 2, 32, 4, 70, LMD_KV_INT8, 0);
+		test_step(be, ref, dt, 6, 2, 64, 16, 70, LMD_KV_INT4, 0);
+		test_step(be, ref, dt, 8, 2, 64, 64, 900, LMD_KV_INT8, 1);
+		test_step(be, ref, dt, 4, 4, 128, 16, 300, LMD_KV_INT4, 1);
 	}
 	test_pick(be, ref, 5, 100, 16, 0);
 	test_pick(be, ref, 37, 3000, 64, 0);
@@ -735,11 +1008,24 @@ static void test_invariant_gemm(struct lmd_backend *ref, const char *name, int a
 	lmd_backend_close(&be);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	struct lmd_backend ref = {0}, be = {0};
 	struct lmd_err err = {0};
 	CHECK_EQ_INT(lmd_backend_open(&ref, "ref", NULL, &err), 0);
+	if (argc > 1 && !strcmp(argv[1], "quant")) {  // `test-ops quant`: W4A16 and quantized KV on the GPU only
+		int rc = lmd_backend_open(&be, "cuda", NULL, &err);
+		if (rc == 0) {
+			what = "cuda";
+			test_gpu_quant(&be, &ref);
+			lmd_backend_close(&be);
+		} else {
+			fprintf(stderr, "cuda: %s\n", err.msg);
+			unit_failures += rc != LMD_ENODEV;
+		}
+		lmd_backend_close(&ref);
+		return UNIT_DONE();
+	}
 	const char *isas[] = {"c", "avx2", "avx512"};
 	const char *seen = "";
 	for (int i = 0; i < 3; i++) {
@@ -771,6 +1057,7 @@ int main(void)
 		what = "cuda";
 		test_backend(&be, &ref);
 		test_gpu_sized(&be, &ref);
+		test_gpu_quant(&be, &ref);
 		lmd_backend_close(&be);
 		setenv("LMD_CUDA_GEMM", "cublas", 1);  // the same shapes through cuBLAS, for comparison
 		if (lmd_backend_open(&be, "cuda", NULL, &err) == 0) {

@@ -1,0 +1,574 @@
+/*
+ * matmul_q4 (W4A16): y[R, N] = x[R, K] · Wᵀ (+ bias) for an int4 weight, W[n][k] = (q - zero) * scale per
+ * group of G input channels (q4.h), fp32 accumulation. The CPU reference is lmd_cpu_matmul_q4 (ops-cpu.c).
+ *
+ * Layout on the device (made once by weight_q4 from q4.h's layout, on the GPU; lmd(7) "int4 on CUDA").
+ * N is padded to Np (a multiple of 8) and K to Kp (a multiple of 128) with q = zero = scale = 0:
+ *   w       LMD_U8 [Np / 8, Kp / 128 * 512]  tile (t, b) of output rows 8t..8t+7 and inputs 128b..128b+127
+ *           is 32 lanes x 16 bytes; lane l (g = l / 4, c = l % 4) holds row 8t + g in 4 words, word s the 8
+ *           inputs 128b + 32s + 8c + e (e = 0..7), nibble e at bit 4 * (e / 2) + 16 * (e % 2): so
+ *           (word >> 4j) & 0x000F000F is the pair (e = 2j, 2j + 1) as the two halves of a 32-bit word, and
+ *           ORed with 0x6400 (f16 1024) or 0x4300 (bf16 128) each half is a 16-bit float 1024 + q or 128 + q.
+ *   scales  LMD_F16 [Np / 8, ngp * 8]        group i of row 8t + r at [t][8i + r] (ngp = ceil(Kp / G))
+ *   zeros   LMD_U8  [Np / 8, ngp * 8]        the same order
+ * One 16-byte load a lane per tile feeds two mma.sync.m16n8k16 per word with a few integer ops: the
+ * weights as exact small integers q - zero (the zero folded into the magic constant), the scale applied
+ * to the fp32 product of each group, so the only roundings are those of the fp32 sums.
+ *
+ * Summation rule (batch invariance, as lmd's 16-bit kernels in matmul.cu): the tiles b = 0..Kp/128-1 of
+ * K are cut into 8 slices, slice j = [j * KB / 8, (j + 1) * KB / 8) (some empty when KB < 8); a slice's
+ * sum is acc = 0, then per tile in order, per group piece of the tile (G / 32 words, or the whole tile
+ * when G >= 128) in order: tmp = 0; tmp = mma(words of the piece in order); acc = fma(tmp, scale, acc);
+ * the row's result is ((0 + acc_0) + acc_1) + ... + acc_7, then + bias, rounded once. The fragment map
+ * is matmul.cu's (lane (g, c) holds the 8 consecutive k of its row at 32s + 8c; step j of a word uses
+ * elements 4j + {0,1} as k = 2c + {0,1} and 4j + {2,3} as k = 2c + 8 + {0,1}). Two kernels follow it,
+ * so the choice between them (by R) changes no bits:
+ *   q4_skinny  R <= 16 (decode): block = 8 warps on one tile of 8 output rows, warp j sums slice j with
+ *              x's rows straight from global memory (L1), the weights streamed 4 tiles ahead; the 8
+ *              partials are added in shared memory in slice order. grid (row blocks of 16, Np / 8).
+ *   q4_tiled   R > 16: block = 64 rows x 64 outputs, 8 warps as 2 x 4 (each 32 x 16); x's tile through a
+ *              two-stage cp.async ring in shared memory, the weights from global into registers one tile
+ *              ahead; slices summed one after another. grid (Np / 64, ceil(R / 64)).
+ * Prefill runs (the step's runs of >= BLAS_RUN tokens of one sequence, as matmul.cu's 16-bit products):
+ * W is dequantized once per call into a [N, K] scratch of x's dtype and the runs go through cuBLAS (the
+ * 16-bit path), the rows around them through the kernels above. f32 activations, or x not 16-byte
+ * aligned: dequantized W through lmd_cuda_matmul.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "internal.cuh"
+
+#define Q4_KT 128   /* inputs of a tile */
+#define Q4_SLICES 8
+
+// ----------------------------------------------------------------------------
+// the repack (weight_q4) and the dequantization (prefill runs)
+
+/* One output word of the packed layout per thread: nibble of (n, k) from q4.h's [N][K/2] bytes. */
+__global__ void q4_repack_kernel(uint32_t *dst, const uint8_t *q, int N, int K, int KB, int64_t words)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < words; i += (int64_t)gridDim.x * blockDim.x) {
+		int s = (int)(i & 3), lane = (int)(i >> 2) & 31;
+		int64_t tile = i >> 7;
+		int b = (int)(tile % KB), t = (int)(tile / KB);
+		int n = 8 * t + (lane >> 2), k0 = Q4_KT * b + 32 * s + 8 * (lane & 3);
+		uint32_t w = 0;
+		if (n < N)
+			for (int e = 0; e < 8 && k0 + e < K; e++) {
+				int k = k0 + e;
+				uint32_t nib = (q[(size_t)n * (K / 2) + k / 2] >> (4 * (k & 1))) & 15;
+				w |= nib << (4 * (e / 2) + 16 * (e % 2));
+			}
+		dst[i] = w;
+	}
+}
+
+/* scales and zeros [N][ng] -> [Np/8][ngp*8] (0 past N or ng). */
+__global__ void q4_repack_sz_kernel(__half *sd, uint8_t *zd, const __half *s, const uint8_t *z, int N, int ng, int ngp,
+				    int64_t total)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+		int r = (int)(i & 7);
+		int64_t rest = i >> 3;
+		int gi = (int)(rest % ngp), t = (int)(rest / ngp), n = 8 * t + r;
+		bool ok = n < N && gi < ng;
+		sd[i] = ok ? s[(size_t)n * ng + gi] : __float2half(0.0f);
+		zd[i] = ok ? z[(size_t)n * ng + gi] : 0;
+	}
+}
+
+/* W [N, K] in dtype dt from the packed layout, one word (8 consecutive k of a row) a thread: (q - zero) * scale. */
+__global__ void q4_dequant_kernel(void *dst, int dt, const uint32_t *w, const __half *sc, const uint8_t *zr, int N, int K,
+				  int KB, int G, int ngp, int64_t words)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < words; i += (int64_t)gridDim.x * blockDim.x) {
+		int s = (int)(i & 3), lane = (int)(i >> 2) & 31;
+		int64_t tile = i >> 7;
+		int b = (int)(tile % KB), t = (int)(tile / KB), g = lane >> 2;
+		int n = 8 * t + g, k0 = Q4_KT * b + 32 * s + 8 * (lane & 3);
+		if (n >= N || k0 >= K)
+			continue;
+		size_t o = ((size_t)t * ngp + k0 / G) * 8 + g;
+		float sv = __half2float(sc[o]), z = (float)zr[o], f[8];
+		uint32_t word = w[i];
+#pragma unroll
+		for (int e = 0; e < 8; e++)
+			f[e] = ((float)((word >> (4 * (e / 2) + 16 * (e % 2))) & 15) - z) * sv;
+		size_t d = (size_t)n * K + k0;
+		if (dt == DT_F32) {
+			((float4 *)((float *)dst + d))[0] = make_float4(f[0], f[1], f[2], f[3]);
+			((float4 *)((float *)dst + d))[1] = make_float4(f[4], f[5], f[6], f[7]);
+		} else {
+			uint32_t h[4];
+#pragma unroll
+			for (int e = 0; e < 4; e++) {
+				if (dt == DT_BF16) {
+					__nv_bfloat162 v = __floats2bfloat162_rn(f[2 * e], f[2 * e + 1]);
+					h[e] = *(uint32_t *)&v;
+				} else {
+					__half2 v = __floats2half2_rn(f[2 * e], f[2 * e + 1]);
+					h[e] = *(uint32_t *)&v;
+				}
+			}
+			*(uint4 *)((uint16_t *)dst + d) = make_uint4(h[0], h[1], h[2], h[3]);
+		}
+	}
+}
+
+// ----------------------------------------------------------------------------
+// the products
+
+/* Two 16-bit values 1024 + q (f16) or 128 + q (bf16) minus the pair zb: exact small integers q - zero. */
+template <bool BF>
+__device__ __forceinline__ uint32_t q4_pair(uint32_t w, uint32_t zb)
+{
+	uint32_t m = (w & 0x000F000Fu) | (BF ? 0x43004300u : 0x64006400u), r;
+	if (BF) {
+		__nv_bfloat162 d = __hsub2(*(__nv_bfloat162 *)&m, *(__nv_bfloat162 *)&zb);
+		r = *(uint32_t *)&d;
+	} else {
+		__half2 d = __hsub2(*(__half2 *)&m, *(__half2 *)&zb);
+		r = *(uint32_t *)&d;
+	}
+	return r;
+}
+
+/* The magic constant plus a zero point, in both halves. */
+template <bool BF>
+__device__ __forceinline__ uint32_t q4_zero(uint32_t z)
+{
+	uint32_t h = BF ? (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(128.0f + (float)z))
+			: (uint32_t)__half_as_ushort(__float2half_rn(1024.0f + (float)z));
+	return h | h << 16;
+}
+
+/*
+ * A lane's weights of one tile (t, b): its 16 bytes, and for each of the P group pieces of the tile (P = 4 for
+ * groups of 32, 2 for 64, 1 for 128 and more) the zero of its row g and the scales of outputs 2c, 2c + 1.
+ * Loaded together, ahead of their use.
+ */
+template <int P>
+struct q4_w {
+	uint4 q;
+	uint32_t z[P], s[P];
+};
+
+template <int P>
+__device__ __forceinline__ void q4_load(q4_w<P> &w, const uint4 *wq, const __half *sc, const uint8_t *zr, int t, int b,
+					int KB, int G, int ngp, bool ok, bool stream)
+{
+	int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+	const uint4 *p = wq + ((size_t)t * KB + b) * 32 + lane;
+	w.q = !ok ? make_uint4(0, 0, 0, 0) : stream ? __ldcs(p) : __ldg(p);
+#pragma unroll
+	for (int i = 0; i < P; i++) {
+		size_t o = ((size_t)t * ngp + (Q4_KT * b + Q4_KT / P * i) / G) * 8;
+		w.z[i] = ok ? zr[o + g] : 0;
+		w.s[i] = ok ? __ldg((const unsigned int *)(sc + o + 2 * c)) : 0;
+	}
+}
+
+/*
+ * One tile of K for MT m-tiles and NT n-tiles of a warp: w[j] the lane's weights of n-tile j, a(s, ag, ah)
+ * the lane's x fragments of word s (rows g and g + 8 of each m-tile). acc += the tile's group pieces, each
+ * fma'd with its scales (the summation rule at the top of the file).
+ */
+template <bool BF, int MT, int NT, int P, class A>
+__device__ __forceinline__ void q4_tile(float (&acc)[MT][NT][4], const q4_w<P> (&w)[NT], A a)
+{
+#pragma unroll
+	for (int i = 0; i < P; i++) {
+		float tmp[MT][NT][4];
+		uint32_t zb[NT];
+#pragma unroll
+		for (int j = 0; j < NT; j++) {
+			zb[j] = q4_zero<BF>(w[j].z[i]);
+#pragma unroll
+			for (int m = 0; m < MT; m++)
+				tmp[m][j][0] = tmp[m][j][1] = tmp[m][j][2] = tmp[m][j][3] = 0;
+		}
+#pragma unroll
+		for (int s = 4 / P * i; s < 4 / P * (i + 1); s++) {
+			uint4 ag[MT], ah[MT];
+			a(s, ag, ah);
+#pragma unroll
+			for (int j = 0; j < NT; j++) {
+				uint32_t u = s == 0 ? w[j].q.x : s == 1 ? w[j].q.y : s == 2 ? w[j].q.z : w[j].q.w;
+				uint32_t b0 = q4_pair<BF>(u, zb[j]), b1 = q4_pair<BF>(u >> 4, zb[j]);
+				uint32_t b2 = q4_pair<BF>(u >> 8, zb[j]), b3 = q4_pair<BF>(u >> 12, zb[j]);
+#pragma unroll
+				for (int m = 0; m < MT; m++) {
+					mma16816<BF>(tmp[m][j], ag[m].x, ah[m].x, ag[m].y, ah[m].y, b0, b1);
+					mma16816<BF>(tmp[m][j], ag[m].z, ah[m].z, ag[m].w, ah[m].w, b2, b3);
+				}
+			}
+		}
+#pragma unroll
+		for (int j = 0; j < NT; j++) {
+			float2 sv = __half22float2(*(const __half2 *)&w[j].s[i]);
+#pragma unroll
+			for (int m = 0; m < MT; m++) {
+				acc[m][j][0] = fmaf(tmp[m][j][0], sv.x, acc[m][j][0]);
+				acc[m][j][1] = fmaf(tmp[m][j][1], sv.y, acc[m][j][1]);
+				acc[m][j][2] = fmaf(tmp[m][j][2], sv.x, acc[m][j][2]);
+				acc[m][j][3] = fmaf(tmp[m][j][3], sv.y, acc[m][j][3]);
+			}
+		}
+	}
+}
+
+#define Q4_U 4  /* tiles a skinny warp loads ahead */
+
+template <bool BF, int P>
+__global__ void __launch_bounds__(256) q4_skinny(void *y, int yt, const uint4 *x, const uint4 *w, const __half *sc,
+						 const uint8_t *zr, const void *bias, int bt, int R, int N, int K, int KB,
+						 int G, int ngp)
+{
+	__shared__ float red[Q4_SLICES][4][32];
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+	int r0 = (int)blockIdx.x * 16, t = (int)blockIdx.y, K8 = K / 8;
+	int b0 = warp * KB / Q4_SLICES, b1 = (warp + 1) * KB / Q4_SLICES;
+	const uint4 *xg = x + (size_t)(r0 + g) * K8, *xh = x + (size_t)(r0 + g + 8) * K8;
+	bool gok = r0 + g < R, hok = r0 + g + 8 < R;
+	float acc[1][1][4] = {{{0, 0, 0, 0}}};
+	for (int b = b0; b < b1; b += Q4_U) {
+		q4_w<P> wv[Q4_U][1];
+#pragma unroll
+		for (int u = 0; u < Q4_U; u++)
+			q4_load<P>(wv[u][0], w, sc, zr, t, b + u, KB, G, ngp, b + u < b1, true);
+#pragma unroll
+		for (int u = 0; u < Q4_U; u++) {
+			int bb = b + u;
+			if (bb < b1) {
+				auto a = [&](int s, uint4 (&ag)[1], uint4 (&ah)[1]) {
+					int k8 = (Q4_KT * bb + 32 * s) / 8 + c;
+					const uint4 z = make_uint4(0, 0, 0, 0);
+					ag[0] = gok && k8 < K8 ? xg[k8] : z;
+					ah[0] = hok && k8 < K8 ? xh[k8] : z;
+				};
+				q4_tile<BF, 1, 1, P>(acc, wv[u], a);
+			}
+		}
+	}
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		red[warp][i][lane] = acc[0][0][i];
+	__syncthreads();
+	if (warp == 0) {
+		float tot[4] = {0, 0, 0, 0};
+		for (int j = 0; j < Q4_SLICES; j++)
+#pragma unroll
+			for (int i = 0; i < 4; i++)
+				tot[i] += red[j][i][lane];
+		store_frag(y, yt, bias, bt, R, N, r0 + g, 8 * t + 2 * c, tot);
+	}
+}
+
+#define Q4_BM 64
+#define Q4_BN 128
+
+/*
+ * part == NULL: slices 0..7 one after another, the sum into y. Else blockIdx.z = slice j alone, its sum into
+ * part [8][R][N] (q4_reduce adds them in slice order).
+ */
+template <bool BF, int P>
+__global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
+						const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int N,
+						int K, int KB, int G, int ngp)
+{
+	__shared__ uint4 xs[2][4][Q4_BM][4];  // [stage][word s][row][lane c]: a span's rows are 64 bytes (no conflicts)
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+	int r0 = (int)blockIdx.y * Q4_BM, K8 = K / 8, NT8 = (N + 7) / 8;
+	int t0 = (int)blockIdx.x * (Q4_BN / 8) + warp * 2;
+	bool tok[2] = {t0 < NT8, t0 + 1 < NT8};
+	int first = part ? (int)blockIdx.z * KB / Q4_SLICES : 0, last = part ? ((int)blockIdx.z + 1) * KB / Q4_SLICES : KB;
+	auto load_x = [&](int b, int stage) {
+		for (int i = threadIdx.x; i < Q4_BM * 16; i += 256) {  // 16 chunks of 8 k per row
+			int row = i / 16, ch = i % 16, k8 = Q4_KT / 8 * b + ch;
+			bool ok = r0 + row < R && k8 < K8;
+			cp_async16(&xs[stage][ch / 4][row][ch % 4], x + (ok ? (size_t)(r0 + row) * K8 + k8 : 0), ok);
+		}
+		asm volatile("cp.async.commit_group;\n" ::);
+	};
+	auto load_w = [&](int b, q4_w<P> (&wv)[2]) {
+#pragma unroll
+		for (int j = 0; j < 2; j++)
+			q4_load<P>(wv[j], w, sc, zr, tok[j] ? t0 + j : 0, b, KB, G, ngp, tok[j] && b < last, false);
+	};
+	float tot[4][2][4], acc[4][2][4];
+	auto end_slice = [&]() {  // tot += the slice's sum; the next slice starts from 0
+#pragma unroll
+		for (int m = 0; m < 4; m++)
+#pragma unroll
+			for (int j = 0; j < 2; j++)
+#pragma unroll
+				for (int i = 0; i < 4; i++)
+					tot[m][j][i] += acc[m][j][i], acc[m][j][i] = 0;
+	};
+#pragma unroll
+	for (int m = 0; m < 4; m++)
+#pragma unroll
+		for (int j = 0; j < 2; j++)
+#pragma unroll
+			for (int i = 0; i < 4; i++)
+				tot[m][j][i] = acc[m][j][i] = 0;
+	q4_w<P> wcur[2], wnext[2];
+	if (first < last) {
+		load_x(first, first & 1);
+		load_w(first, wcur);
+	}
+	int slice = 0, end = KB / Q4_SLICES;
+	for (int b = first; b < last; b++) {
+		if (b + 1 < last)
+			load_x(b + 1, (b + 1) & 1);
+		load_w(b + 1, wnext);
+		if (b + 1 < last)
+			asm volatile("cp.async.wait_group 1;\n" ::);
+		else
+			asm volatile("cp.async.wait_group 0;\n" ::);
+		__syncthreads();
+		for (; !part && b >= end; end = (++slice + 1) * KB / Q4_SLICES)  // the slices that ended before b (some empty)
+			end_slice();
+		int sg = b & 1;
+		auto a = [&](int s, uint4 (&ag)[4], uint4 (&ah)[4]) {
+#pragma unroll
+			for (int m = 0; m < 4; m++) {
+				ag[m] = xs[sg][s][m * 16 + g][c];
+				ah[m] = xs[sg][s][m * 16 + g + 8][c];
+			}
+		};
+		q4_tile<BF, 4, 2, P>(acc, wcur, a);
+		__syncthreads();  // the stage is refilled by the next round's load_x
+		wcur[0] = wnext[0], wcur[1] = wnext[1];
+	}
+	if (part) {
+#pragma unroll
+		for (int m = 0; m < 4; m++)
+#pragma unroll
+			for (int j = 0; j < 2; j++)
+#pragma unroll
+				for (int i = 0; i < 4; i++) {
+					int rr = r0 + m * 16 + g + (i >> 1) * 8, nn = 8 * (t0 + j) + 2 * c + (i & 1);
+					if (tok[j] && rr < R && nn < N)
+						part[((size_t)blockIdx.z * R + rr) * N + nn] = acc[m][j][i];
+				}
+		return;
+	}
+	for (; slice < Q4_SLICES; slice++)
+		end_slice();
+#pragma unroll
+	for (int m = 0; m < 4; m++)
+#pragma unroll
+		for (int j = 0; j < 2; j++)
+			if (tok[j])
+				store_frag(y, yt, bias, bt, R, N, r0 + m * 16 + g, 8 * (t0 + j) + 2 * c, tot[m][j]);
+}
+
+/* y = ((0 + part[0]) + part[1]) + ... + part[7] (+ bias), rounded: q4_tiled's slices, split across blocks. */
+__global__ void q4_reduce_kernel(void *y, int yt, const float *part, const void *bias, int bt, int R, int N)
+{
+	int64_t total = (int64_t)R * N;
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+		float v = 0;
+#pragma unroll
+		for (int j = 0; j < Q4_SLICES; j++)
+			v += part[j * total + i];
+		st(y, yt, (size_t)i, v + (bias ? ld(bias, bt, (size_t)(i % N)) : 0.0f));
+	}
+}
+
+// ----------------------------------------------------------------------------
+// launchers
+
+/* The packed geometry of an int4 weight for a product [N, K] in groups of G. */
+struct q4_geo {
+	int N, K, G, KB, ngp, Np;
+};
+
+static void q4_geo_of(struct q4_geo *q, int N, int K, int G)
+{
+	q->N = N, q->K = K, q->G = G;
+	q->Np = (N + 7) / 8 * 8;
+	q->KB = (K + Q4_KT - 1) / Q4_KT;
+	q->ngp = (q->KB * Q4_KT + G - 1) / G;
+}
+
+/* The groups the kernels take: 32, 64, 128 or a multiple of 128, dividing K (q4.h's rule). */
+static bool q4_group_ok(int K, int G)
+{
+	return G > 0 && K % G == 0 && (G == 32 || G == 64 || G % Q4_KT == 0);
+}
+
+static unsigned q4_grid(int64_t n)
+{
+	int64_t b = (n + 255) / 256;
+	return (unsigned)(b < 65536 ? b : 65536);
+}
+
+int lmd_cuda_weight_q4(struct cuda_ctx *c, struct lmd_tensor *dw, struct lmd_tensor *ds, struct lmd_tensor *dz,
+		       const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,
+		       struct lmd_err *err)
+{
+	if (w->dtype != LMD_U8 || s->dtype != LMD_F16 || z->dtype != LMD_U8 || w->ndim != 2 || s->ndim != 2 ||
+	    z->ndim != 2 || s->shape[0] != w->shape[0] || z->shape[0] != w->shape[0] || z->shape[1] != s->shape[1] ||
+	    s->shape[1] * group != w->shape[1] * 2)
+		return lmd_errorf(err, LMD_EINVAL, "cuda int4 weight: packed weight, scales and zeros disagree in shape");
+	int N = (int)w->shape[0], K = (int)w->shape[1] * 2, ng = (int)s->shape[1];
+	if (!q4_group_ok(K, group))
+		return lmd_errorf(err, LMD_EINVAL, "cuda int4 weight: group size %d (of %d inputs) is not 32, 64 or a multiple of 128",
+				  group, K);
+	struct q4_geo q;
+	q4_geo_of(&q, N, K, group);
+	void *tmp[3] = {NULL, NULL, NULL};
+	const struct lmd_tensor *src[3] = {w, s, z};
+	*dw = (struct lmd_tensor){.dtype = LMD_U8, .ndim = 2, .shape = {q.Np / 8, (int64_t)q.KB * 512}, .data = NULL};
+	*ds = (struct lmd_tensor){.dtype = LMD_F16, .ndim = 2, .shape = {q.Np / 8, (int64_t)q.ngp * 8}, .data = NULL};
+	*dz = (struct lmd_tensor){.dtype = LMD_U8, .ndim = 2, .shape = {q.Np / 8, (int64_t)q.ngp * 8}, .data = NULL};
+	struct lmd_tensor *dst[3] = {dw, ds, dz};
+	int rc = LMD_OK;
+	for (int i = 0; i < 3 && !rc; i++) {
+		size_t n = lmd_tensor_nbytes(src[i]);
+		if (cudaMalloc(&tmp[i], n ? n : 16) != cudaSuccess || cudaMemcpy(tmp[i], src[i]->data, n, cudaMemcpyHostToDevice))
+			rc = lmd_errorf(err, LMD_EGPU, "cuda int4 weight: staging %zu bytes failed", n);
+	}
+	for (int i = 0; i < 3 && !rc; i++)
+		rc = lmd_cuda_alloc_weight(c, dst[i], err);
+	if (!rc) {
+		int64_t words = (int64_t)q.Np / 8 * q.KB * 128, sz = (int64_t)q.Np / 8 * q.ngp * 8;
+		q4_repack_kernel<<<q4_grid(words), 256, 0, c->st>>>((uint32_t *)dw->data, (const uint8_t *)tmp[0], N, K, q.KB,
+								   words);
+		q4_repack_sz_kernel<<<q4_grid(sz), 256, 0, c->st>>>((__half *)ds->data, (uint8_t *)dz->data,
+								    (const __half *)tmp[1], (const uint8_t *)tmp[2], N, ng,
+								    q.ngp, sz);
+		cudaError_t e = cudaStreamSynchronize(c->st);
+		if (e == cudaSuccess)
+			e = cudaGetLastError();
+		if (e != cudaSuccess)
+			rc = lmd_errorf(err, LMD_EGPU, "cuda int4 repack: %s", cudaGetErrorString(e));
+	}
+	for (int i = 0; i < 3; i++)
+		cudaFree(tmp[i]);
+	return rc;
+}
+
+/* The int4 weight of a product with outputs N, inputs K: its geometry, or LMD_EINVAL when the tensors are not it. */
+static int q4_check(struct q4_geo *q, const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z,
+		    int N, int K, int G, struct lmd_err *err)
+{
+	q4_geo_of(q, N, K, G);
+	if (!q4_group_ok(K, G) || w->dtype != LMD_U8 || s->dtype != LMD_F16 || z->dtype != LMD_U8 ||
+	    t_rows(w) != q->Np / 8 || t_cols(w) != (int64_t)q->KB * 512 || t_rows(s) != q->Np / 8 ||
+	    t_cols(s) != (int64_t)q->ngp * 8 || t_rows(z) != t_rows(s) || t_cols(z) != t_cols(s))
+		return lmd_errorf(err, LMD_EINVAL, "cuda matmul_q4: the weight is not a [%d, %d] int4 weight of groups of %d as "
+				  "weight_q4 makes it", N, K, G);
+	return LMD_OK;
+}
+
+template <bool BF, int P>
+static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const struct q4_geo *q, const void *w, const void *sc,
+		     const void *zr, const void *bias, int bt, int R, struct lmd_err *err)
+{
+	const uint4 *xv = (const uint4 *)x, *wv = (const uint4 *)w;
+	const __half *s = (const __half *)sc;
+	const uint8_t *z = (const uint8_t *)zr;
+	if (R <= 16) {
+		dim3 grid(1, (unsigned)(q->Np / 8));
+		q4_skinny<BF, P><<<grid, 256, 0, c->st>>>(y, yt, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
+		LAUNCH_TRY(err);
+		return LMD_OK;
+	}
+	dim3 grid((unsigned)((q->Np + Q4_BN - 1) / Q4_BN), (unsigned)((R + Q4_BM - 1) / Q4_BM));
+	if ((long)grid.x * grid.y >= c->sms) {
+		q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, NULL, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G,
+							  q->ngp);
+		LAUNCH_TRY(err);
+		return LMD_OK;
+	}
+	/* too few blocks for the GPU: each slice in blocks of its own, then their sums in slice order (same bits) */
+	size_t need = (size_t)Q4_SLICES * R * q->N * sizeof(float);
+	int rc = lmd_cuda_grow(c, (void **)&c->q4_part, &c->q4_part_cap, need, err);
+	if (rc)
+		return rc;
+	grid.z = Q4_SLICES;
+	q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, c->q4_part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G,
+						  q->ngp);
+	LAUNCH_TRY(err);
+	q4_reduce_kernel<<<q4_grid((int64_t)R * q->N), 256, 0, c->st>>>(y, yt, c->q4_part, bias, bt, R, q->N);
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}
+
+/* Rows through the kernels (x and y of these rows only); the group size picks the pieces of a tile. */
+template <bool BF>
+static int q4_rows(struct cuda_ctx *c, void *y, int yt, const void *x, const struct q4_geo *q, const void *w, const void *sc,
+		   const void *zr, const void *bias, int bt, int R, struct lmd_err *err)
+{
+	if (q->G == 32)
+		return q4_rows_p<BF, 4>(c, y, yt, x, q, w, sc, zr, bias, bt, R, err);
+	if (q->G == 64)
+		return q4_rows_p<BF, 2>(c, y, yt, x, q, w, sc, zr, bias, bt, R, err);
+	return q4_rows_p<BF, 1>(c, y, yt, x, q, w, sc, zr, bias, bt, R, err);
+}
+
+/* W [N, K] in dtype dt into the dequantization scratch. */
+static int q4_dequant(struct cuda_ctx *c, enum lmd_dtype dt, const struct q4_geo *q, const void *w, const void *sc,
+		      const void *zr, struct lmd_err *err)
+{
+	int rc = lmd_cuda_grow(c, &c->q4_deq, &c->q4_deq_cap, (size_t)q->N * q->K * lmd_dtype_size(dt), err);
+	if (rc)
+		return rc;
+	int64_t words = (int64_t)q->Np / 8 * q->KB * 128;
+	q4_dequant_kernel<<<q4_grid(words), 256, 0, c->st>>>(c->q4_deq, dt, (const uint32_t *)w, (const __half *)sc,
+							    (const uint8_t *)zr, q->N, q->K, q->KB, q->G, q->ngp, words);
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}
+
+int lmd_cuda_matmul_q4(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
+		       const struct lmd_tensor *s, const struct lmd_tensor *z, int group, const struct lmd_tensor *bias,
+		       struct lmd_err *err)
+{
+	int64_t K = t_cols(x), N = t_cols(y), R = t_rows(x);
+	struct q4_geo q;
+	if (t_rows(y) != R || (bias && lmd_tensor_numel(bias) != N) || !float_dt(x->dtype) || !float_dt(y->dtype) ||
+	    (bias && !float_dt(bias->dtype)))
+		return lmd_errorf(err, LMD_EINVAL, "cuda matmul_q4: tensor shapes or dtypes do not match");
+	int rc = q4_check(&q, w, s, z, (int)N, (int)K, group, err);
+	if (rc || R == 0 || N == 0)
+		return rc;
+	const void *b = bias ? bias->data : NULL;
+	int bt = bias ? bias->dtype : 0;
+	bool half = x->dtype != LMD_F32, aligned = (uintptr_t)x->data % 16 == 0 && K % 8 == 0;
+	if (!half || !aligned) {  // dequantized W in x's dtype through the general product
+		struct lmd_tensor wd = {.dtype = x->dtype, .ndim = 2, .shape = {N, K}, .data = NULL};
+		if ((rc = q4_dequant(c, x->dtype, &q, w->data, s->data, z->data, err)))
+			return rc;
+		wd.data = c->q4_deq;
+		return lmd_cuda_matmul(c, y, x, &wd, bias, err);
+	}
+	bool bf = x->dtype == LMD_BF16;
+	/* the step's prefill runs through cuBLAS on W dequantized once (rows 16-byte aligned, as matmul.cu's) */
+	int nruns = R == c->step.n && N % 8 == 0 && (uintptr_t)y->data % 16 == 0 &&
+			    (y->dtype == x->dtype || y->dtype == LMD_F32) ? c->nruns : 0;
+	if (nruns && (rc = q4_dequant(c, x->dtype, &q, w->data, s->data, z->data, err)))
+		return rc;
+	size_t xs = (size_t)K * 2, ys = (size_t)N * lmd_dtype_size(y->dtype);
+	int r = 0;
+	for (int i = 0; i <= nruns; i++) {
+		int first = i < nruns ? c->runs[2 * i] : (int)R, len = i < nruns ? c->runs[2 * i + 1] : 0;
+		if (first > r) {
+			void *yr = (char *)y->data + r * ys;
+			const void *xr = (const char *)x->data + r * xs;
+			rc = bf ? q4_rows<true>(c, yr, y->dtype, xr, &q, w->data, s->data, z->data, b, bt, first - r, err)
+				: q4_rows<false>(c, yr, y->dtype, xr, &q, w->data, s->data, z->data, b, bt, first - r, err);
+			if (rc)
+				return rc;
+		}
+		if (len && (rc = lmd_cuda_blas(c, (char *)y->data + first * ys, y->dtype, (const char *)x->data + first * xs,
+					       x->dtype, c->q4_deq, b, bt, len, N, K, err)))
+			return rc;
+		r = first + len;
+	}
+	return LMD_OK;
+}
