@@ -7,8 +7,11 @@
  * File format: UTF-8 lines "key = value"; '#' starts a comment line; blank lines are ignored.
  * A value is the rest of the line, trimmed, or a "double-quoted" string; both understand the
  * escapes \n \t \" \\. In formats, {content} is the message text, {role} its role, {bos} / {eos}
- * the tokenizer's BOS / EOS token text, {system} (system_first_user only) the system text and
- * {tools} (tools_in_system / tools_message only) the tools.
+ * the tokenizer's BOS / EOS token text, {system} (system_first_user only) the system text,
+ * {tools} (tools_in_system / tools_message / tools_in_first_user only) the tools, {calls}
+ * (assistant_tool_calls only) the rendered calls, {name} and {arguments} (tool_call only) one call's
+ * function name and arguments. JSON goes in as the Hugging Face templates' tojson writes it (pyjson.h).
+ * An empty list of tools is no tools.
  *
  *   name              the template's name (the file's base name)
  *   prefix            text at the very start of the prompt
@@ -28,7 +31,20 @@
  *   tools_in_system   appended to the system text when tools are given; {tools} is each tool's
  *                     JSON on its own line, each preceded by "\n"
  *   tools_message     a message put after the system message when tools are given; {tools} is the
- *                     JSON array of tools
+ *                     JSON list of the tools' function objects as LMDeploy writes it for InternLM2
+ *                     (name, description, parameters; null when absent)
+ *   system_tools      format of the system message when tools are given (instead of system)
+ *   tools_in_first_user  when tools are given, the format of the first message after the system
+ *                     one (whatever its role; an error when there is none): {tools} is each tool's
+ *                     JSON indented by 4, each followed by a blank line (Llama 3.x)
+ *   assistant_tool_calls  format of an assistant message with tool calls: {content} and {calls}
+ *   tool_calls_content    format of that message's {content} when it is not empty (default: as is)
+ *   tool_call         format of one call in {calls}; {arguments} is the decoded arguments' JSON (a
+ *                     JSON string when they are not JSON). Its text up to {name} (leading white
+ *                     space dropped) is also what starts a call in the model's answer
+ *   tool_calls_max    at most this many calls a message (more is an error, as in Llama 3.x)
+ *   tool_json         "yes": tool results are written as a JSON string (Llama 3.x's template)
+ *   tool_parser       the --tool-call-parser this family's answers need (internlm, qwen, llama3)
  *   tool_call_open, tool_call_close  what marks a tool call in the model's output
  */
 #ifndef LMD_CHAT_H
@@ -46,16 +62,19 @@ struct lmd_chat_template {
 	char *prefix, *system, *default_system, *system_first_user, *user, *assistant, *other;
 	char *tool, *tool_open, *tool_close, *generation;
 	char *tools_in_system, *tools_message, *tool_call_open, *tool_call_close;
-	                       /* owned; NULL when the key is absent */
-	int trim;
+	char *system_tools, *tools_in_first_user, *assistant_tool_calls, *tool_calls_content, *tool_call;
+	char *tool_parser;     /* owned; NULL when the key is absent */
+	int trim, tool_json, tool_calls_max;
 	int n_stop;
 	char *stop[LMD_CHAT_MAX_STOP];  /* owned */
 	char *bos, *eos;       /* owned copies of the tokenizer's BOS / EOS text ("" when none) */
 };
 
 struct lmd_chat_msg {
-	const char *role;      /* borrowed: "system", "user", "assistant", "tool", ... */
-	const char *content;   /* borrowed */
+	const char *role;        /* borrowed: "system", "user", "assistant", "tool", ... */
+	const char *content;     /* borrowed; NULL renders as "" */
+	const char *tool_calls;  /* borrowed JSON array of OpenAI tool calls ({id, type, function: {name,
+	                          * arguments}}, arguments a JSON string) of an assistant message; or NULL */
 };
 
 /** Parse template text; what names it in errors. Zeroed struct safe to free; freed on error. */
@@ -90,7 +109,14 @@ void lmd_chat_template_free(struct lmd_chat_template *ct);
 int lmd_chat_render(const struct lmd_chat_template *ct, const struct lmd_chat_msg *msgs, int n,
 		    int add_generation_prompt, const char *tools_json, char **out, size_t *len, struct lmd_err *err);
 
-/** Render the messages of a JSON file: [{"role", "content"}, ...] or {"messages": [...], "tools": [...]}. */
+/**
+ * What starts a tool call in the model's answer (the tool_call format up to the function name; with
+ * name, up to the arguments), to append to a prompt that must get a call. Malloc'd; NULL when the
+ * template has no tool_call format or out of memory.
+ */
+char *lmd_chat_tool_call_prefix(const struct lmd_chat_template *ct, const char *name);
+
+/** Render the messages of a JSON file: [{"role", "content", "tool_calls"?}, ...] or {"messages": [...], "tools": [...]}. */
 int lmd_chat_render_file(const struct lmd_chat_template *ct, const char *path, int add_generation_prompt,
 			 char **out, size_t *len, struct lmd_err *err);
 

@@ -55,7 +55,7 @@ static int push_msg(struct chat *c, const char *role, const char *content)
 	char *dup = strdup(content);
 	if (!dup)
 		return -1;
-	c->msgs[c->n++] = (struct lmd_chat_msg){role, dup};
+	c->msgs[c->n++] = (struct lmd_chat_msg){.role = role, .content = dup};
 	return 0;
 }
 

@@ -85,7 +85,7 @@ int lmd_runner_prompt(const struct lmd_runner *r, const char *text, const struct
 	char *rendered = NULL;
 	size_t len = 0, cnt = 0;
 	int *tk = NULL, rc, base = r->tmpl.name && !strcmp(r->tmpl.name, "base");
-	struct lmd_chat_msg one = {"user", text};
+	struct lmd_chat_msg one = {.role = "user", .content = text};
 	for (int i = 0; msgs && i < nmsg; i++)
 		if (!msgs[i].content || !lmd_utf8_valid(msgs[i].content, strlen(msgs[i].content)))
 			return lmd_errorf(err, LMD_EINVAL, "message %d: content is missing or not UTF-8", i);

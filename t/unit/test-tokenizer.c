@@ -316,9 +316,9 @@ static void check_template(const char *name, const char *bos, const char *eos, c
 static void check_templates(void)
 {
 	const struct lmd_chat_msg conv[] = {
-		{"system", "  You are terse. "}, {"user", " Hi\n"}, {"assistant", "Hello. "}, {"user", "2+2?"},
+		{.role = "system", .content = "  You are terse. "}, {.role = "user", .content = " Hi\n"}, {.role = "assistant", .content = "Hello. "}, {.role = "user", .content = "2+2?"},
 	};
-	const struct lmd_chat_msg one[] = {{"user", "Hello!"}};
+	const struct lmd_chat_msg one[] = {{.role = "user", .content = "Hello!"}};
 
 	/* internlm2-chat-7b: {{ bos_token }} then '<|im_start|>' + role + '\n' + content + '<|im_end|>\n' */
 	check_template("internlm2", "<s>", "</s>", conv, 4, NULL,
@@ -360,8 +360,8 @@ static void check_templates(void)
 		       "<|im_start|>system\n  You are terse. <|im_end|>\n<|im_start|>user\n Hi\n<|im_end|>\n"
 		       "<|im_start|>assistant\nHello. <|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n");
 	const struct lmd_chat_msg tcall[] = {
-		{"user", "Weather?"}, {"assistant", "<tool_call>\n{\"name\": \"w\", \"arguments\": {}}\n</tool_call>"},
-		{"tool", "21C"}, {"tool", "sunny"},
+		{.role = "user", .content = "Weather?"}, {.role = "assistant", .content = "<tool_call>\n{\"name\": \"w\", \"arguments\": {}}\n</tool_call>"},
+		{.role = "tool", .content = "21C"}, {.role = "tool", .content = "sunny"},
 	};
 	check_template("qwen", "", "", tcall, 4, "[{\"type\": \"function\", \"function\": {\"name\": \"w\"}}]",
 		       "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n# Tools\n\n"
@@ -377,10 +377,13 @@ static void check_templates(void)
 		       "<|im_end|>\n<|im_start|>assistant\n");
 
 	/* InternLM2 tools as LMDeploy puts them: a system message named <|plugin|> with json.dumps(tools) */
-	const struct lmd_chat_msg isys[] = {{"system", "S"}, {"user", "Q"}, {"environment", "R"}};
-	check_template("internlm2", "<s>", "</s>", isys, 3, "[{\"name\": \"w\", \"description\": \"\u00e9t\u00e9\"}]",
+	const struct lmd_chat_msg isys[] = {
+		{.role = "system", .content = "S"}, {.role = "user", .content = "Q"}, {.role = "environment", .content = "R"},
+	};
+	check_template("internlm2", "<s>", "</s>", isys, 3,
+		       "[{\"type\": \"function\", \"function\": {\"parameters\": {}, \"name\": \"w\"}}]",
 		       "<s><|im_start|>system\nS<|im_end|>\n<|im_start|>system name=<|plugin|>\n"
-		       "[{\"name\": \"w\", \"description\": \"\\u00e9t\\u00e9\"}]<|im_end|>\n"
+		       "[{\"name\": \"w\", \"description\": null, \"parameters\": {}}]<|im_end|>\n"
 		       "<|im_start|>user\nQ<|im_end|>\n<|im_start|>environment\nR<|im_end|>\n<|im_start|>assistant\n");
 
 	/* Qwen2-Instruct: "You are a helpful assistant." */
