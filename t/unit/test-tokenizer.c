@@ -316,7 +316,8 @@ static void check_template(const char *name, const char *bos, const char *eos, c
 static void check_templates(void)
 {
 	const struct lmd_chat_msg conv[] = {
-		{.role = "system", .content = "  You are terse. "}, {.role = "user", .content = " Hi\n"}, {.role = "assistant", .content = "Hello. "}, {.role = "user", .content = "2+2?"},
+		{.role = "system", .content = "  You are terse. "}, {.role = "user", .content = " Hi\n"},
+		{.role = "assistant", .content = "Hello. "}, {.role = "user", .content = "2+2?"},
 	};
 	const struct lmd_chat_msg one[] = {{.role = "user", .content = "Hello!"}};
 
@@ -360,7 +361,8 @@ static void check_templates(void)
 		       "<|im_start|>system\n  You are terse. <|im_end|>\n<|im_start|>user\n Hi\n<|im_end|>\n"
 		       "<|im_start|>assistant\nHello. <|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n");
 	const struct lmd_chat_msg tcall[] = {
-		{.role = "user", .content = "Weather?"}, {.role = "assistant", .content = "<tool_call>\n{\"name\": \"w\", \"arguments\": {}}\n</tool_call>"},
+		{.role = "user", .content = "Weather?"},
+		{.role = "assistant", .content = "<tool_call>\n{\"name\": \"w\", \"arguments\": {}}\n</tool_call>"},
 		{.role = "tool", .content = "21C"}, {.role = "tool", .content = "sunny"},
 	};
 	check_template("qwen", "", "", tcall, 4, "[{\"type\": \"function\", \"function\": {\"name\": \"w\"}}]",
