@@ -11,7 +11,7 @@ CFLAGS   ?= -O2 -g
 WERROR   ?= -Werror
 # What the code needs, kept even when CFLAGS is given on the command line (make asan, make fuzz)
 LMD_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-format-truncation $(WERROR) -pthread -fno-strict-aliasing
-CPPFLAGS += -I. -Icommon -Icommon/serve -Iformats -Igpu -I$(BUILD) -DLMD_SHARE='"$(PREFIX)/share/lmd"'
+CPPFLAGS += -I. -Icommon -Iformats -Igpu -I$(BUILD) -DLMD_SHARE='"$(PREFIX)/share/lmd"'
 LDLIBS   += -ljansson -lmsgpackc -lcsv -lpcre2-8 -lutf8proc -lreadline -lm -lpthread
 BUILD    ?= build
 Q        ?= @

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "toolcall.h"
+#include "serve/toolcall.h"
 
 static const char *const names[] = {"add", "multiply"};
 
