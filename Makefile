@@ -23,7 +23,7 @@ NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/de
 ifdef NO_CUDA
   NVCC :=
 endif
-CORE_SRCS := $(wildcard common/*.c common/serve/*.c formats/*.c)
+CORE_SRCS := $(wildcard common/*.c common/*/*.c formats/*.c)
 ifeq ($(NVCC),)
   GPU_OBJS := $(BUILD)/gpu/stub.o
   CUDA_NOTE := off (NO_CUDA or no nvcc)
@@ -41,12 +41,17 @@ endif
 comma := ,
 
 CORE_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRCS)) $(GPU_OBJS)
+# cmd/: a tool is cmd/lmd-X.c (its main) plus its subcommands cmd/lmd-X/*.c; cmd/*.c besides are the
+# option-table, usage and die plumbing the tools share.
 TOOLS     := $(patsubst cmd/%.c,$(BUILD)/bin/%,$(wildcard cmd/lmd-*.c))
+objs_of    = $(patsubst %.c,$(BUILD)/%.o,$(1))
+CMD_OBJS  := $(patsubst %.c,$(BUILD)/%.o,$(filter-out cmd/lmd-%,$(wildcard cmd/*.c)))
 UNITS     := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(wildcard t/unit/test-*.c))
 TESTBINS  := $(patsubst t/%.c,$(BUILD)/t/%,$(wildcard t/gen-*.c))
 FUZZERS   := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz-*.c))
 
 .SECONDARY:
+.SECONDEXPANSION:
 .PHONY: FORCE all test asan fuzz deps install clean demo gpu-check
 all: $(TOOLS) $(UNITS) $(TESTBINS)
 	@echo "lmd: built $(words $(TOOLS)) tools; CUDA $(CUDA_NOTE)"
@@ -55,17 +60,21 @@ $(BUILD)/liblmd.a: $(CORE_OBJS)
 	@mkdir -p $(@D)
 	$(Q)$(AR) rcs $@ $^
 
-$(BUILD)/bin/%: $(BUILD)/cmd/%.o $(BUILD)/liblmd.a
+$(BUILD)/libcmd.a: $(CMD_OBJS)
+	@mkdir -p $(@D)
+	$(Q)$(AR) rcs $@ $^
+
+$(BUILD)/bin/%: $(BUILD)/cmd/%.o $$(call objs_of,$$(wildcard cmd/$$*/*.c)) $(BUILD)/libcmd.a $(BUILD)/liblmd.a
 	@mkdir -p $(@D)
 	@echo "  LD    $@"
 	$(Q)$(CC) $(LMD_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/t/%: $(BUILD)/t/unit/%.o $(BUILD)/liblmd.a
+$(BUILD)/t/%: $(BUILD)/t/unit/%.o $(BUILD)/libcmd.a $(BUILD)/liblmd.a
 	@mkdir -p $(@D)
 	@echo "  LD    $@"
 	$(Q)$(CC) $(LMD_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/t/gen-%: $(BUILD)/t/gen-%.o $(BUILD)/liblmd.a
+$(BUILD)/t/gen-%: $(BUILD)/t/gen-%.o $(BUILD)/libcmd.a $(BUILD)/liblmd.a
 	@mkdir -p $(@D)
 	@echo "  LD    $@"
 	$(Q)$(CC) $(LMD_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -88,7 +97,7 @@ COMMIT_ID ?= $(shell cat COMMIT 2>/dev/null || git rev-parse --short HEAD 2>/dev
 $(BUILD)/commit.h: FORCE
 	@mkdir -p $(@D); c='#define LMD_COMMIT "$(COMMIT_ID)"'; \
 	  [ "$$(cat $@ 2>/dev/null)" = "$$c" ] || echo "$$c" > $@
-$(BUILD)/common/bench-gen.o: $(BUILD)/commit.h
+$(BUILD)/cmd/lmd-bench/gen.o: $(BUILD)/commit.h
 FORCE:
 
 # The tests: bats files under t/, counted by t/run (last line: "N passed, N failed").
@@ -103,7 +112,7 @@ asan:
 # libFuzzer targets (clang), each run for FUZZ_SECONDS (default 20).
 FUZZ_SECONDS ?= 20
 # The parsers the fuzzers reach; the vectorized CPU kernels (GCC target attributes) stay out of clang's way.
-FUZZ_OBJS := $(filter-out $(BUILD)/gpu/% $(BUILD)/common/backend-cpu.o,$(CORE_OBJS))
+FUZZ_OBJS := $(filter-out $(BUILD)/gpu/% $(BUILD)/common/engine/backend-cpu.o,$(CORE_OBJS))
 $(BUILD)/libfuzz.a: $(FUZZ_OBJS)
 	$(Q)$(AR) rcs $@ $^
 fuzz:

@@ -2,10 +2,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "awq.h"
-#include "calib.h"
+#include "quant/awq.h"
+#include "quant/calib.h"
 #include "cli.h"
-#include "runner.h"
+#include "engine/runner.h"
+#include "opts.h"
 
 enum { O_STATS = 256, O_BITS, O_GROUP, O_SEARCH, O_METHOD, O_SEARCH_TOKENS, O_FORCE };
 

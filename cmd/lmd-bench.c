@@ -1,5 +1,5 @@
-/* lmd-bench: one binary, several benchmarks; each subcommand lives in common/ (bench.h). */
-#include "bench.h"
+/* lmd-bench: one binary, several benchmarks; each subcommand lives in cmd/lmd-bench/NAME.c (bench.h). */
+#include "cmd/lmd-bench/bench.h"
 #include "cli.h"
 
 static const struct lmd_subcommand subs[] = {

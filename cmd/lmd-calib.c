@@ -2,9 +2,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "calib.h"
+#include "quant/calib.h"
 #include "cli.h"
-#include "runner.h"
+#include "engine/runner.h"
+#include "opts.h"
 
 static const struct lmd_opt opts[] = {
 	LMD_CALIB_OPTS,

@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "convert.h"
+#include "convert/convert.h"
 
 enum { O_DTYPE = 256, O_TP, O_MODEL_NAME, O_CHAT_TEMPLATE, O_MODEL_FORMAT, O_INFO, O_JSON, O_FORCE };
 

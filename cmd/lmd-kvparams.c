@@ -3,9 +3,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "calib.h"
+#include "quant/calib.h"
 #include "cli.h"
 #include "file.h"
+#include "kvparams.h"
 
 enum { O_BITS = 256, O_SYM };
 

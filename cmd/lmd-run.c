@@ -1,6 +1,6 @@
-/* lmd-run: one binary, several subcommands; each lives in common/ (run.h), this file only dispatches. */
+/* lmd-run: one binary, several subcommands; each lives in cmd/lmd-run/NAME.c (run.h); this file only dispatches. */
 #include "cli.h"
-#include "run.h"
+#include "cmd/lmd-run/run.h"
 
 static const struct lmd_subcommand subs[] = {
 	{"generate", lmd_run_generate, "generate text: a prompt, or JSON lines on stdin"},

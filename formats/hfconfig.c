@@ -1,5 +1,6 @@
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -257,4 +258,41 @@ int lmd_hfconfig_load(struct lmd_config *cfg, const char *dir, struct lmd_err *e
 	free(path);
 	free(gpath);
 	return rc;
+}
+
+/* The HF name of a canonical tensor for the source's architecture ("" when it comes out of a packed tensor). */
+void lmd_hf_name(const struct lmd_config *c, const char *canon, char *out, size_t n)
+{
+	static const struct { const char *canon, *llama, *internlm2; } map[] = {
+		{"attn_norm", "input_layernorm.weight", "attention_norm.weight"},
+		{"wq", "self_attn.q_proj.weight", ""}, {"wk", "self_attn.k_proj.weight", ""},
+		{"wv", "self_attn.v_proj.weight", ""}, {"bq", "self_attn.q_proj.bias", ""},
+		{"bk", "self_attn.k_proj.bias", ""}, {"bv", "self_attn.v_proj.bias", ""},
+		{"wo", "self_attn.o_proj.weight", "attention.wo.weight"}, {"bo", "self_attn.o_proj.bias", "attention.wo.bias"},
+		{"ffn_norm", "post_attention_layernorm.weight", "ffn_norm.weight"},
+		{"w1", "mlp.gate_proj.weight", "feed_forward.w1.weight"}, {"w3", "mlp.up_proj.weight", "feed_forward.w3.weight"},
+		{"w2", "mlp.down_proj.weight", "feed_forward.w2.weight"},
+	};
+	int il = c->arch == LMD_ARCH_INTERNLM2, layer;
+	char rest[32];
+	if (!strcmp(canon, "tok_embeddings"))
+		snprintf(out, n, il ? "model.tok_embeddings.weight" : "model.embed_tokens.weight");
+	else if (!strcmp(canon, "norm"))
+		snprintf(out, n, "model.norm.weight");
+	else if (!strcmp(canon, "output"))
+		snprintf(out, n, il ? "output.weight" : "lm_head.weight");
+	else if (sscanf(canon, "layers.%d.%31s", &layer, rest) == 2) {
+		for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+			if (!strcmp(rest, map[i].canon)) {
+				const char *h = il ? map[i].internlm2 : map[i].llama;
+				if (*h)
+					snprintf(out, n, "model.layers.%d.%s", layer, h);
+				else
+					out[0] = 0;
+				return;
+			}
+		LMD_BUG("no HF name for '%s'", canon);
+	} else {
+		LMD_BUG("no HF name for '%s'", canon);
+	}
 }

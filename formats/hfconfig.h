@@ -25,4 +25,7 @@ int lmd_hfconfig_parse(struct lmd_config *cfg, const char *json, size_t len, con
 /** Read dir/config.json and dir/generation_config.json (if present) and parse them. */
 int lmd_hfconfig_load(struct lmd_config *cfg, const char *dir, struct lmd_err *err);
 
+/** The HF tensor name of canonical tensor canon for c's architecture ("" when it lives in a packed tensor). */
+void lmd_hf_name(const struct lmd_config *c, const char *canon, char *out, size_t n);
+
 #endif

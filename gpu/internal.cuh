@@ -17,10 +17,10 @@
 #include <cuda_runtime.h>
 
 extern "C" {
-#include "backend.h"
+#include "engine/backend.h"
 #include "cuda.h"
 #include "err.h"
-#include "kvcache.h"
+#include "engine/kvcache.h"
 #include "tensor.h"
 }
 

@@ -25,7 +25,7 @@
 #include "internal.cuh"
 
 extern "C" {
-#include "ops-cpu.h"
+#include "engine/ops-cpu.h"
 }
 
 #define PICK_THREADS 1024

@@ -16,12 +16,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "cli.h"
-#include "convert.h"
-#include "bench.h"
-#include "model.h"
-#include "sampler.h"
+#include "engine/backend.h"
+#include "cmd/cli.h"
+#include "convert/convert.h"
+#include "cmd/membw.h"
+#include "engine/model.h"
+#include "engine/sampler.h"
 
 static double now(void)
 {

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer.h"
+#include "tok/tokenizer.h"
 
 static struct lmd_tokenizer tok;
 static int state;  /* 0: not tried, 1: open, -1: unavailable */

@@ -5,7 +5,7 @@
 
 #include <stdlib.h>
 
-#include "tokenizer.h"
+#include "tok/tokenizer.h"
 
 static void tok_exercise(enum lmd_tok_kind kind, const uint8_t *data, size_t size, const char *text, size_t tlen,
 			 int decode_flags)

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chat.h"
+#include "tok/chat.h"
 #include "file.h"
-#include "pyjson.h"
+#include "tok/pyjson.h"
 #include "unit.h"
 
 static const struct {

@@ -1,7 +1,7 @@
 /* The KV block pool and sequences: allocation, reference counts, reserve / truncate / release,
  * running out of blocks without side effects. */
-#include "backend.h"
-#include "kvcache.h"
+#include "engine/backend.h"
+#include "engine/kvcache.h"
 #include "unit.h"
 
 int main(void)

@@ -5,9 +5,9 @@
  */
 #include <stdlib.h>
 
-#include "backend.h"
-#include "kvcache.h"
-#include "ops-cpu.h"
+#include "engine/backend.h"
+#include "engine/kvcache.h"
+#include "engine/ops-cpu.h"
 #include "unit.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ULL;

@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "engine/backend.h"
 #include "cuda.h"
-#include "kvcache.h"
-#include "ops-cpu.h"
+#include "engine/kvcache.h"
+#include "engine/ops-cpu.h"
 #include "unit.h"
 
 static uint64_t rng = 88172645463325252ull;

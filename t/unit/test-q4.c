@@ -5,12 +5,13 @@
  */
 #include <stdlib.h>
 
-#include "awq.h"
-#include "backend.h"
-#include "ops-cpu.h"
-#include "q4.h"
+#include "quant/awq.h"
+#include "engine/backend.h"
+#include "engine/ops-cpu.h"
+#include "engine/q4.h"
 #include "tensor.h"
 #include "unit.h"
+#include "autoawq.h"
 
 static uint64_t rng = 88172645463325252ULL;
 static float frand(void)

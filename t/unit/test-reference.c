@@ -22,11 +22,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "convert.h"
+#include "engine/backend.h"
+#include "convert/convert.h"
 #include "file.h"
-#include "model.h"
-#include "sampler.h"
+#include "engine/model.h"
+#include "engine/sampler.h"
 #include "unit.h"
 
 #define MAXC 16

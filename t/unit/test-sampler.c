@@ -6,7 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "sampler.h"
+#include "engine/sampler.h"
 #include "unit.h"
 
 #define V 6

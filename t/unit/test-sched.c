@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "file.h"
-#include "runner.h"
+#include "engine/runner.h"
 #include "unit.h"
 
 #define NREQ 24

@@ -12,12 +12,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "chat.h"
+#include "tok/chat.h"
 #include "file.h"
 #include "hftok.h"
 #include "spm.h"
 #include "tiktoken.h"
-#include "tokenizer.h"
+#include "tok/tokenizer.h"
 #include "unit.h"
 
 static char shared[4096];

@@ -1,6 +1,7 @@
 /**
  * HF model directory -> lmd model directory (lmd-convert's core), tensor-parallel splitting and
- * joining, and opening "any" model directory for the tools that run models.
+ * joining, and opening "any" model directory for the tools that run models. The convert room is this
+ * header: it depends on the basics and formats/ only; engine/ (opening HF directories) and quant/ use it.
  */
 #ifndef LMD_CONVERT_H
 #define LMD_CONVERT_H
@@ -35,8 +36,6 @@ int lmd_convert(const char *src, const char *dst, const struct lmd_convert_opts 
  */
 int lmd_model_open_any(struct lmd_modeldir *m, const char *path, struct lmd_err *err);
 
-/** The HF tensor name of canonical tensor canon for c's architecture ("" when it lives in a packed tensor). */
-void lmd_hf_name(const struct lmd_config *c, const char *canon, char *out, size_t n);
 
 
 

@@ -16,16 +16,6 @@
 #include "calib.h"
 #include "err.h"
 
-/** The AutoAWQ nibble order and its inverse. */
-extern const int lmd_awq_order[8], lmd_awq_unorder[8];
-
-/**
- * Pack v [rows][cols] (values 0..15) into dst [rows][cols/8] with the AWQ order; cols % 8 == 0.
- * lmd_awq_unpack is the inverse.
- */
-void lmd_awq_pack(const uint8_t *v, int rows, int cols, int32_t *dst);
-void lmd_awq_unpack(const int32_t *src, int rows, int cols, uint8_t *v);
-
 /**
  * Quantize w [out][in] in groups of g input channels to bits: per (group, output) scale =
  * max(max - min, 1e-5) / (2^bits - 1), zero = clamp(-round(min / scale), 0, 2^bits - 1),

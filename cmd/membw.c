@@ -6,7 +6,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "bench.h"
+#include "membw.h"
 
 struct part {
 	const uint64_t *p;

@@ -17,8 +17,8 @@
 
 #include "config.h"
 #include "err.h"
-#include "model.h"
-#include "tokenizer.h"
+#include "engine/model.h"
+#include "tok/tokenizer.h"
 
 /**
  * The file of a calibration dataset: a named set ("wikitext2", "ptb", "c4") is looked up in data_dir,
@@ -89,18 +89,7 @@ struct lmd_calib_opts {
 	int samples, seqlen, batch;
 	uint64_t seed;
 };
-enum { LMD_CO_DATASET = 700, LMD_CO_SAMPLES, LMD_CO_SEQLEN, LMD_CO_BATCH, LMD_CO_SEED, LMD_CO_DATA_DIR };
-#define LMD_CALIB_OPTS \
-	{"calib-dataset", LMD_CO_DATASET, "NAME", "wikitext2 (default), ptb, c4, or a text or JSON-lines FILE"}, \
-	{"calib-samples", LMD_CO_SAMPLES, "N", "random windows of text (default 128)"}, \
-	{"calib-seqlen", LMD_CO_SEQLEN, "N", "tokens per window (default 2048)"}, \
-	{"batch-size", LMD_CO_BATCH, "N", "windows run at once (default 1)"}, \
-	{"seed", LMD_CO_SEED, "N", "seed of the window offsets (default 0)"}, \
-	{"data-dir", LMD_CO_DATA_DIR, "DIR", "where named datasets are (default: $LMD_DATA, else the installed data)"}
 void lmd_calib_opts_default(struct lmd_calib_opts *o);
-struct lmd_cli;
-/** 1 when key was one of LMD_CALIB_OPTS (stored in o), 0 otherwise; exits 2 on a bad value. */
-int lmd_calib_opt(struct lmd_calib_opts *o, const struct lmd_cli *cli, int key, const char *arg);
 
 /**
  * Resolve the dataset, cut the windows with m's tokenizer tok and run m over them with tap; fills
@@ -116,12 +105,5 @@ int lmd_calib_collect(struct lmd_model *m, const struct lmd_tokenizer *tok, cons
  * params [layers][2][kv_heads][2].
  */
 void lmd_kvparams_compute(const struct lmd_calib_stats *s, int bits, int sym, float *params);
-/** Write params as CSV "layer,kv,head,scale,zero" (kv is k or v) to f. */
-int lmd_kvparams_write(const struct lmd_config *c, const float *params, FILE *f);
-/**
- * Read such a CSV for a model of config c into *params (malloc'd [layers][2][kv_heads][2]); every
- * (layer, kv, head) must appear once. LMD_EFORMAT naming the file and line otherwise.
- */
-int lmd_kvparams_read(const char *path, const struct lmd_config *c, float **params, struct lmd_err *err);
 
 #endif

@@ -27,7 +27,7 @@
 #include "model.h"
 #include "sampler.h"
 #include "threads.h"
-#include "tokenizer.h"
+#include "tok/tokenizer.h"
 
 enum lmd_finish { LMD_FINISH_NONE, LMD_FINISH_STOP, LMD_FINISH_LENGTH, LMD_FINISH_ERROR, LMD_FINISH_CANCEL };
 

@@ -180,3 +180,18 @@ int lmd_cli_dispatch(const char *prog, const char *purpose, const struct lmd_sub
 	dispatch_usage(prog, purpose, subs, n, stderr);
 	return LMD_EXIT_USAGE;
 }
+
+/* Options may come before or after the positional arguments (lmd_cli_next permutes them);
+ * at the end the positional ones are collected into pos. Returns the next key or -1 at the end. */
+int lmd_cli_next_pos(struct lmd_cli *c, int argc, char **argv, const char **arg, char **pos, int *npos, int maxpos)
+{
+	int k = lmd_cli_next(c, argc, argv, arg);
+	if (k != -1)
+		return k;
+	while (optind < argc) {
+		if (*npos >= maxpos)
+			lmd_usage(c, "too many arguments");
+		pos[(*npos)++] = argv[optind++];
+	}
+	return -1;
+}

@@ -15,10 +15,11 @@
 #include <unistd.h>
 
 #include "bench.h"
-#include "cli.h"
+#include "cmd/cli.h"
 #include "file.h"
 #include "lmd.h"
-#include "runner.h"
+#include "engine/runner.h"
+#include "cmd/opts.h"
 
 enum { O_TEXT = 256, O_SEQLEN, O_WINDOWS, O_KLD_BASE };
 

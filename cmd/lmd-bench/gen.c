@@ -15,12 +15,14 @@
 #include <unistd.h>
 
 #include "bench.h"
-#include "cli.h"
+#include "cmd/membw.h"
+#include "cmd/cli.h"
 #include "cuda.h"
 #include "lmd.h"
-#include "runner.h"
+#include "engine/runner.h"
 
 #include "commit.h"
+#include "cmd/opts.h"
 
 enum { O_CONC = 256, O_PROMPT, O_COMPLETION, O_FORMAT, O_OUTPUT, O_WARMUP };
 

@@ -12,10 +12,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "cmd/cli.h"
 #include "lmd.h"
 #include "run.h"
-#include "runner.h"
+#include "engine/runner.h"
+#include "cmd/opts.h"
 
 static const struct lmd_opt opts[] = {
 	{"system", 256, "TEXT", "system prompt (the template's default otherwise)"},

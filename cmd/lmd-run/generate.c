@@ -9,10 +9,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "cmd/cli.h"
 #include "lmd.h"
 #include "run.h"
-#include "runner.h"
+#include "engine/runner.h"
+#include "cmd/opts.h"
 
 enum { O_PROMPT = 256, O_ECHO, O_TRUNCATE };
 

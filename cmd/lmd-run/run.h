@@ -7,16 +7,16 @@
 #ifndef LMD_RUN_H
 #define LMD_RUN_H
 
-/** lmd-run tokenize DIR: stdin text -> ids (common/run-tokenize.c). */
+/** lmd-run tokenize DIR: stdin text -> ids (tokenize.c). */
 int lmd_run_tokenize(int argc, char **argv);
 
-/** lmd-run detokenize DIR: stdin ids -> text (common/run-tokenize.c). */
+/** lmd-run detokenize DIR: stdin ids -> text (detokenize.c). */
 int lmd_run_detokenize(int argc, char **argv);
 
-/** lmd-run generate MODEL: a prompt or JSON lines -> generated text (common/run-generate.c). */
+/** lmd-run generate MODEL: a prompt or JSON lines -> generated text (generate.c). */
 int lmd_run_generate(int argc, char **argv);
 
-/** lmd-run chat MODEL: interactive multi-turn chat (common/run-chat.c). */
+/** lmd-run chat MODEL: interactive multi-turn chat (chat.c). */
 int lmd_run_chat(int argc, char **argv);
 
 #endif

@@ -3,71 +3,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "convert.h"
+#include "convert/convert.h"
 #include "cuda.h"
-#include "calib.h"
+#include "kvparams.h"
 #include "runner.h"
-
-int lmd_runner_opt(struct lmd_runner_opts *o, const struct lmd_cli *cli, int key, const char *arg)
-{
-	switch (key) {
-	case LMD_RO_DEVICE:
-		if (strcmp(arg, "auto") && strcmp(arg, "cpu") && strcmp(arg, "cuda"))
-			lmd_usage(cli, "--device: '%s' is not auto, cpu or cuda", arg);
-		o->device = arg;
-		return 1;
-	case LMD_RO_DTYPE:
-		o->dtype = lmd_dtype_parse(arg);
-		if (!lmd_dtype_is_float(o->dtype))
-			lmd_usage(cli, "--dtype: '%s' is not fp32, fp16 or bf16", arg);
-		return 1;
-	case LMD_RO_THREADS: o->threads = (int)lmd_cli_long(cli, "threads", arg, 1, 1024); return 1;
-	case LMD_RO_SESSION_LEN: o->session_len = (int)lmd_cli_long(cli, "session-len", arg, 2, 1 << 24); return 1;
-	case LMD_RO_BLOCK: o->block_len = (int)lmd_cli_long(cli, "cache-block-seq-len", arg, 1, 1 << 16); return 1;
-	case LMD_RO_BATCH: o->max_batch = (int)lmd_cli_long(cli, "max-batch-size", arg, 1, 1 << 16); return 1;
-	case LMD_RO_PREFILL: o->max_prefill = (int)lmd_cli_long(cli, "max-prefill-token-num", arg, 1, 1 << 20); return 1;
-	case LMD_RO_QUANT_POLICY:
-		o->quant_policy = (int)lmd_cli_long(cli, "quant-policy", arg, 0, 8);
-		if (o->quant_policy != 0 && o->quant_policy != 4 && o->quant_policy != 8)
-			lmd_usage(cli, "--quant-policy: '%s' is not 0, 4 or 8", arg);
-		return 1;
-	case LMD_RO_KV_PARAMS: o->kv_params = arg; return 1;
-	case LMD_RO_CACHE: o->cache_max_entry_count = lmd_cli_double(cli, "cache-max-entry-count", arg, 1e-6, 1); return 1;
-	case LMD_RO_TEMPLATE: o->chat_template = arg; return 1;
-	default: return 0;
-	}
-}
 
 void lmd_gen_params_default(struct lmd_gen_params *p)
 {
 	memset(p, 0, sizeof(*p));
 	lmd_sampling_default(&p->sampling);
 	p->max_tokens = 256;
-}
-
-int lmd_gen_opt(struct lmd_gen_params *p, const struct lmd_cli *cli, int key, const char *arg)
-{
-	switch (key) {
-	case LMD_GO_MAX_TOKENS: p->max_tokens = (int)lmd_cli_long(cli, "max-tokens", arg, 1, 1 << 24); return 1;
-	case LMD_GO_TEMPERATURE: p->sampling.temperature = (float)lmd_cli_double(cli, "temperature", arg, 0, 100); return 1;
-	case LMD_GO_TOP_P: p->sampling.top_p = (float)lmd_cli_double(cli, "top-p", arg, 1e-9, 1); return 1;
-	case LMD_GO_TOP_K: p->sampling.top_k = (int)lmd_cli_long(cli, "top-k", arg, 0, 1 << 24); return 1;
-	case LMD_GO_MIN_P: p->sampling.min_p = (float)lmd_cli_double(cli, "min-p", arg, 0, 1); return 1;
-	case LMD_GO_REPETITION:
-		p->sampling.repetition_penalty = (float)lmd_cli_double(cli, "repetition-penalty", arg, 1e-3, 100);
-		return 1;
-	case LMD_GO_SEED: p->sampling.seed = (uint64_t)lmd_cli_long(cli, "seed", arg, 0, 0x7fffffffffffffffL); return 1;
-	case LMD_GO_IGNORE_EOS: p->ignore_eos = 1; return 1;
-	case LMD_GO_STOP:
-		if (p->n_stop == LMD_MAX_STOP_STRINGS)
-			lmd_usage(cli, "--stop: at most %d stop strings", LMD_MAX_STOP_STRINGS);
-		if (!*arg)
-			lmd_usage(cli, "--stop: empty stop string");
-		p->stop[p->n_stop++] = arg;
-		return 1;
-	default: return 0;
-	}
 }
 
 void lmd_gen_params_apply(const struct lmd_gen_params *p, struct lmd_request *req)

@@ -38,6 +38,12 @@ struct lmd_cli {
  */
 int lmd_cli_next(struct lmd_cli *c, int argc, char **argv, const char **arg);
 
+/**
+ * lmd_cli_next for commands whose options may come before or after their positional arguments: at the
+ * end (-1) the positional ones are collected into pos[*npos..maxpos) (more is a usage error).
+ */
+int lmd_cli_next_pos(struct lmd_cli *c, int argc, char **argv, const char **arg, char **pos, int *npos, int maxpos);
+
 /** Print the help text to f. */
 void lmd_cli_help(const struct lmd_cli *c, FILE *f);
 
