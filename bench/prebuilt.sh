@@ -1,0 +1,26 @@
+#!/bin/bash
+# Make the PREBUILT tar.xz that bench/gpu-check.sh (and gpu-profile.sh) unpack on a GPU machine that
+# has CUDA but none of lmd's -dev packages: the tools (build/bin/lmd-*), t/gen-model and the test
+# programs (build/t/test-*), and every shared library they load from the system's library folders
+# except the C runtime and the CUDA libraries (those come from the GPU machine's own CUDA install,
+# through the programs' rpath).
+#
+#   bench/prebuilt.sh [OUT.tar.xz]      (default .gpu/prebuilt.tar.xz; builds with CUDA first)
+set -eu
+cd "$(dirname "$0")/.."
+out=${1:-.gpu/prebuilt.tar.xz}
+make -j"$(nproc)" all >/dev/null
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+progs=(build/bin/lmd-* build/t/gen-model build/t/test-*)
+cp "${progs[@]}" "$stage"/
+ldd "${progs[@]}" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u | while read -r lib; do
+	case $(basename "$lib") in
+	libc.so* | libm.so* | libpthread.so* | libdl.so* | librt.so* | ld-linux* | libcuda.so* | libcudart.so* | \
+		libcublas*.so* | libnvidia* | libgcc_s.so* | libstdc++.so*) ;;
+	*) cp -L "$lib" "$stage"/ ;;
+	esac
+done
+mkdir -p "$(dirname "$out")"
+tar -cJf "$out" -C "$stage" .
+echo "$out: $(du -h "$out" | cut -f1), $(ls "$stage" | wc -l) files"
