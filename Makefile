@@ -12,7 +12,7 @@ WERROR   ?= -Werror
 # What the code needs, kept even when CFLAGS is given on the command line (make asan, make fuzz)
 LMD_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-format-truncation $(WERROR) -pthread -fno-strict-aliasing
 CPPFLAGS += -I. -Icommon -Iformats -Igpu -I$(BUILD) -DLMD_SHARE='"$(PREFIX)/share/lmd"'
-LDLIBS   += -ljansson -lmsgpackc -lcsv -lpcre2-8 -lutf8proc -lreadline -lm -lpthread
+LDLIBS   += -ljansson -lmsgpackc -lcsv -lpcre2-8 -lutf8proc -lreadline -lmicrohttpd -lm -lpthread
 BUILD    ?= build
 Q        ?= @
 ifdef V
@@ -126,9 +126,14 @@ fuzz:
 	    >build-fuzz/$$n.log 2>&1 || { tail -n 30 build-fuzz/$$n.log; exit 1; }; tail -n 1 build-fuzz/$$n.log; done
 
 # apt-get the Debian packages the build and the tests need.
-DEPS := build-essential jq python3-msgpack libjansson-dev libmsgpack-dev libcsv-dev libpcre2-dev libutf8proc-dev libreadline-dev bats mandoc clang libclang-rt-14-dev
+DEPS := build-essential jq python3-msgpack libjansson-dev libmsgpack-dev libcsv-dev libpcre2-dev libutf8proc-dev libreadline-dev bats mandoc clang libclang-rt-14-dev libmicrohttpd-dev curl
+# libmicrohttpd: lmd-run serve's HTTP server. Node and npm (Debian's, unless npm is already there) run the
+# tests' pinned npm packages (t/node/package.json and its lock: the official openai client), installed into
+# t/node/node_modules, which git ignores.
 deps:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPS)
+	command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+	cd t/node && npm ci --no-audit --no-fund --loglevel=error
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man7 $(DESTDIR)$(PREFIX)/share/lmd

@@ -2,7 +2,7 @@
 # make gpu-check: on a machine with an NVIDIA GPU, build, run the CUDA op tests, the reference checks
 # and the benchmarks, and write result files into $OUT (default bench/out), printing them as it goes.
 #
-#   bench/gpu-check.sh [correct|bench|all|llama3]   (default all)
+#   bench/gpu-check.sh [correct|bench|serve|all|llama3]   (default all)
 #
 # correct  build; test-ops (every op vs the CPU reference, GPU-sized shapes with timings);
 #          test-reference on the GPU (every ../shared/reference model vs HF: fp32 logprobs, greedy,
@@ -12,10 +12,13 @@
 # bench    a Llama-2-7B-shaped fp16 model with random weights (t/gen-model --fast, converted by
 #          lmd-convert), lmd-bench gen at concurrency 1,16,64,256 x prompts 128,2048 (BENCH_CONC,
 #          BENCH_PROMPTS), and the HF transformers eager baseline on the same model (bench/hf_baseline.py).
+# serve    lmd-run serve on the same Llama-2-7B-shaped model, driven by t/gen-load (build/t/gen-load): 1, 16, 64
+#          and 256 concurrent streamed completions of 128 random prompt tokens in and 128 out, beside lmd-bench
+#          gen in-process at 256: output tokens/s and TTFT p50 / p99 of both in $OUT/serve.csv.
 # llama3   (alone) the same benchmark on a Llama-3-8B-shaped model (GQA, 128k vocabulary), prompts of 128
 #          (and 2048 at batch 1), plus the cuBLAS comparison; LLAMA3_TOKENIZER names its tokenizer directory.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
-# bench-modes.csv (LMD_CUDA_GEMM=lmd, lt128, pad64 and cublas) hf.csv.
+# bench-modes.csv (LMD_CUDA_GEMM=lmd, lt128, pad64 and cublas) hf.csv serve.csv serve.log.
 # BENCH_EXTRA=0 leaves out the profile runs, the LMD_CUDA_GEMM comparisons and the HF baseline.
 # Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,16,64,256), PREBUILT (a
 # tar.xz of the programs and the shared libraries they need, for a machine without the -dev packages; made
@@ -38,7 +41,7 @@ echo "commit $(cat COMMIT 2>/dev/null || git rev-parse --short HEAD 2>/dev/null 
 if [ -n "${PREBUILT:-}" ]; then  # a tar of build/bin, build/t programs and lib/ made elsewhere (no -dev packages here)
 	say "prebuilt binaries from $PREBUILT"
 	mkdir -p build/bin build/t build/lib && tar -xJf "$PREBUILT" -C build/lib || exit 1
-	mv build/lib/lmd-* build/bin/ && mv build/lib/gen-model build/lib/test-* build/t/ || exit 1
+	mv build/lib/lmd-* build/bin/ && mv build/lib/gen-* build/lib/test-* build/t/ || exit 1
 	export LD_LIBRARY_PATH=$PWD/build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 else
 	say "build"
@@ -46,6 +49,19 @@ else
 	tail -1 "$OUT/build.log"
 fi
 py() { env -u LD_LIBRARY_PATH python3 "$@"; }
+
+# The Llama-2-7B-shaped benchmark model (fp16, random weights), made once.
+HF=/tmp/llama2-7b-hf MODEL=/tmp/llama2-7b
+llama2_model() {
+	say "benchmark model: Llama-2-7B shape, fp16, random weights"
+	[ -d "$MODEL" ] && return 0
+	rm -rf "$HF"
+	build/t/gen-model --hidden 4096 --inter 11008 --layers 32 --heads 32 --kv-heads 32 --vocab 32000 --dtype f16 \
+		--max-pos 4096 --scaled --fast --shards 4 "$HF" || exit 1
+	cp "$SHARED"/tokenizers/llama2/tokenizer.model "$SHARED"/tokenizers/llama2/special_tokens_map.json "$HF"/ 2>/dev/null
+	say "lmd-convert"
+	build/bin/lmd-convert --model-name llama2-7b-shape-random "$HF" "$MODEL" || exit 1
+}
 
 if [ "$stage" = correct ] || [ "$stage" = all ]; then
 	say "op tests (CUDA vs CPU reference)"
@@ -100,16 +116,7 @@ PY
 fi
 
 if [ "$stage" = bench ] || [ "$stage" = all ]; then
-	HF=/tmp/llama2-7b-hf MODEL=/tmp/llama2-7b
-	say "benchmark model: Llama-2-7B shape, fp16, random weights"
-	if [ ! -d "$MODEL" ]; then
-		rm -rf "$HF"
-		build/t/gen-model --hidden 4096 --inter 11008 --layers 32 --heads 32 --kv-heads 32 --vocab 32000 --dtype f16 \
-			--max-pos 4096 --scaled --fast --shards 4 "$HF" || exit 1
-		cp "$SHARED"/tokenizers/llama2/tokenizer.model "$SHARED"/tokenizers/llama2/special_tokens_map.json "$HF"/ 2>/dev/null
-		say "lmd-convert"
-		build/bin/lmd-convert --model-name llama2-7b-shape-random "$HF" "$MODEL" || exit 1
-	fi
+	llama2_model
 	extra=${BENCH_EXTRA:-1}
 	[ "$extra" = 1 ] && say "where a step's time goes (LMD_CUDA_PROFILE=1), batch 1 and 256, 128 prompt tokens"
 	[ "$extra" = 1 ] && for cc in 1 256; do
@@ -122,24 +129,56 @@ if [ "$stage" = bench ] || [ "$stage" = all ]; then
 		2>&1 | tee "$OUT/bench.log"
 	[ -f "$OUT/profile.log" ] && cat "$OUT/profile.log" >>"$OUT/bench.log" && rm -f "$OUT/profile.log"
 	cat "$OUT/bench.csv"
-	[ "$extra" = 1 ] || { say "done (failures: $fail)"; exit $fail; }
-	say "the same with lmd's decode kernels (LMD_CUDA_GEMM=lmd), one cuBLASLt algorithm a shape (lt128), blocks of 64 rows (pad64) and through cuBLAS at every shape (cublas: not batch-invariant)"
-	for mode in lmd lt128 pad64 cublas; do for cp in "1 128" "16 128" "64 128" "256 128"; do
-		set -- $cp
-		LMD_CUDA_GEMM=$mode build/bin/lmd-bench gen --device cuda --concurrency $1 --prompt-tokens $2 \
-			--completion-tokens 128 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | sed "s/^/$mode,/" \
-			| tee -a "$OUT/bench-modes.csv"
-	done; done
-	say "sampled decoding: temperature 0.8 with top-k 40 (cut on the device), 1, 64 and 256 concurrent; without top-k (whole rows, sampled on host threads), 64"
-	build/bin/lmd-bench gen --device cuda --concurrency 1,64,256 --prompt-tokens 128 --completion-tokens 128 \
-		--temperature 0.8 --top-k 40 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | tee -a "$OUT/bench-modes.csv"
-	build/bin/lmd-bench gen --device cuda --concurrency 64 --prompt-tokens 128 --completion-tokens 128 \
-		--temperature 0.8 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | tee -a "$OUT/bench-modes.csv"
-	say "HF transformers baseline"
-	PYTHONUNBUFFERED=1 timeout 300 env -u LD_LIBRARY_PATH python3 bench/hf_baseline.py "$HF" --batch "${HF_BATCH:-1,16,64,256}" >"$OUT/hf.csv" \
-		2>/tmp/hf.log; echo "hf_baseline: exit $?"
-	tail -3 /tmp/hf.log; cat "$OUT/hf.csv"
+	if [ "$extra" = 1 ]; then
+		say "the same with lmd's decode kernels (LMD_CUDA_GEMM=lmd), one cuBLASLt algorithm a shape (lt128), blocks of 64 rows (pad64) and through cuBLAS at every shape (cublas: not batch-invariant)"
+		for mode in lmd lt128 pad64 cublas; do for cp in "1 128" "16 128" "64 128" "256 128"; do
+			set -- $cp
+			LMD_CUDA_GEMM=$mode build/bin/lmd-bench gen --device cuda --concurrency $1 --prompt-tokens $2 \
+				--completion-tokens 128 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | sed "s/^/$mode,/" \
+				| tee -a "$OUT/bench-modes.csv"
+		done; done
+		say "sampled decoding: temperature 0.8 with top-k 40 (cut on the device), 1, 64 and 256 concurrent; without top-k (whole rows, sampled on host threads), 64"
+		build/bin/lmd-bench gen --device cuda --concurrency 1,64,256 --prompt-tokens 128 --completion-tokens 128 \
+			--temperature 0.8 --top-k 40 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | tee -a "$OUT/bench-modes.csv"
+		build/bin/lmd-bench gen --device cuda --concurrency 64 --prompt-tokens 128 --completion-tokens 128 \
+			--temperature 0.8 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | tee -a "$OUT/bench-modes.csv"
+		say "HF transformers baseline"
+		PYTHONUNBUFFERED=1 timeout 300 env -u LD_LIBRARY_PATH python3 bench/hf_baseline.py "$HF" --batch "${HF_BATCH:-1,16,64,256}" >"$OUT/hf.csv" \
+			2>/tmp/hf.log; echo "hf_baseline: exit $?"
+		tail -3 /tmp/hf.log; cat "$OUT/hf.csv"
+	fi
 fi
+
+if [ "$stage" = serve ] || [ "$stage" = all ]; then
+	llama2_model
+	say "lmd-run serve: 1/16/64/256 concurrent streamed requests, 128 in / 128 out (t/gen-load), and lmd-bench gen at 256"
+	build/bin/lmd-run serve "$MODEL" --device cuda --server-port 0 --max-batch-size 256 2>"$OUT/serve.log" &
+	server=$!
+	port=
+	for _ in $(seq 600); do
+		port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$OUT/serve.log")
+		[ -n "$port" ] || ! kill -0 $server 2>/dev/null && break
+		sleep 0.5
+	done
+	[ -n "$port" ] || { cat "$OUT/serve.log"; exit 1; }
+	build/t/gen-load -w 600 -c 1,16,64,256 -p 128 -n 128 "http://127.0.0.1:$port" "$MODEL" >"$OUT/serve-load.csv" || fail=1
+	kill -TERM $server
+	wait $server || { echo "serve: exit status $? after SIGTERM"; fail=1; }
+	build/bin/lmd-bench gen --device cuda --concurrency 256 --prompt-tokens 128 --completion-tokens 128 -f csv \
+		"$MODEL" 2>/dev/null >"$OUT/serve-bench.csv" || fail=1
+	# one table: the server at each concurrency, then lmd-bench gen in-process at 256
+	{
+		echo "source,concurrency,output_tokens_per_s,ttft_p50_ms,ttft_p99_ms"
+		awk -F, 'NR > 1 { print "lmd-run serve," $1 "," $6 "," $7 "," $8 }' "$OUT/serve-load.csv"
+		awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+			{ print "lmd-bench gen," $col["concurrency"] "," $col["output_tok_s"] "," $col["ttft_p50_ms"] "," $col["ttft_p99_ms"] }' \
+			"$OUT/serve-bench.csv"
+	} >"$OUT/serve.csv"
+	cat "$OUT/serve.csv"
+	awk -F, '$2 == 256 { v[$1] = $3 } END { if (v["lmd-bench gen"] > 0) printf "serve / lmd-bench gen at 256: %.1f %%\n", \
+		100 * v["lmd-run serve"] / v["lmd-bench gen"] }' "$OUT/serve.csv"
+fi
+
 if [ "$stage" = llama3 ]; then
 	HF=/tmp/llama3-8b-hf MODEL=/tmp/llama3-8b TOK=${LLAMA3_TOKENIZER:-$SHARED/tokenizers/llama3}
 	say "benchmark model: Llama-3-8B shape (GQA 32/8, vocab 128256), fp16, random weights"

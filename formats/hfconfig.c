@@ -1,5 +1,6 @@
 #include <jansson.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,6 +258,46 @@ int lmd_hfconfig_load(struct lmd_config *cfg, const char *dir, struct lmd_err *e
 	free(gbuf);
 	free(path);
 	free(gpath);
+	return rc;
+}
+
+int lmd_hfgen_parse(struct lmd_hfgen *g, const char *json, size_t len, const char *what, struct lmd_err *err)
+{
+	json_error_t je;
+	json_t *root = json_loadb(json, len, 0, &je), *v;
+	int rc = LMD_OK;
+	if (!root || !json_is_object(root)) {
+		json_decref(root);
+		return lmd_errorf(err, LMD_EFORMAT, "%s: not a JSON object", what);
+	}
+	static const struct { const char *key; size_t off; } reals[] = {
+		{"temperature", offsetof(struct lmd_hfgen, temperature)}, {"top_p", offsetof(struct lmd_hfgen, top_p)},
+		{"min_p", offsetof(struct lmd_hfgen, min_p)},
+		{"repetition_penalty", offsetof(struct lmd_hfgen, repetition_penalty)},
+	};
+	for (size_t i = 0; !rc && i < sizeof(reals) / sizeof(reals[0]); i++) {
+		double *d = (double *)((char *)g + reals[i].off);
+		rc = num(root, reals[i].key, *d, d, what, err);
+	}
+	if (!rc)
+		rc = integer(root, "top_k", g->top_k, &g->top_k, what, err);
+	if (!rc)
+		rc = integer(root, "max_new_tokens", g->max_new_tokens, &g->max_new_tokens, what, err);
+	if (!rc && (v = json_object_get(root, "do_sample")) && json_is_false(v))
+		g->temperature = 0;
+	json_decref(root);
+	return rc;
+}
+
+int lmd_hfgen_load(struct lmd_hfgen *g, const char *dir, struct lmd_err *err)
+{
+	char *path = lmd_path_join(dir, "generation_config.json", err), *buf = NULL;
+	size_t len = 0;
+	int rc = path ? LMD_OK : LMD_ENOMEM;
+	if (!rc && lmd_exists(path) && !(rc = lmd_read_file(path, &buf, &len, err)))
+		rc = lmd_hfgen_parse(g, buf, len, path, err);
+	free(buf);
+	free(path);
 	return rc;
 }
 

@@ -25,6 +25,18 @@ int lmd_hfconfig_parse(struct lmd_config *cfg, const char *json, size_t len, con
 /** Read dir/config.json and dir/generation_config.json (if present) and parse them. */
 int lmd_hfconfig_load(struct lmd_config *cfg, const char *dir, struct lmd_err *err);
 
+/**
+ * The sampling defaults of generation_config.json (what a request that names none gets, as in
+ * LMDeploy and vLLM). Fields the file does not give keep the values the caller put in g; "do_sample":
+ * false makes temperature 0 (greedy). max_new_tokens 0 = not given.
+ */
+struct lmd_hfgen {
+	double temperature, top_p, min_p, repetition_penalty;
+	int top_k, max_new_tokens;
+};
+int lmd_hfgen_parse(struct lmd_hfgen *g, const char *json, size_t len, const char *what, struct lmd_err *err);
+/** Read dir/generation_config.json into g when the file exists (g unchanged otherwise). */
+int lmd_hfgen_load(struct lmd_hfgen *g, const char *dir, struct lmd_err *err);
 /** The HF tensor name of canonical tensor canon for c's architecture ("" when it lives in a packed tensor). */
 void lmd_hf_name(const struct lmd_config *c, const char *canon, char *out, size_t n);
 

@@ -19,4 +19,7 @@ int lmd_run_generate(int argc, char **argv);
 /** lmd-run chat MODEL: interactive multi-turn chat (chat.c). */
 int lmd_run_chat(int argc, char **argv);
 
+/** lmd-run serve MODEL: the OpenAI-compatible HTTP server (serve.c). */
+int lmd_run_serve(int argc, char **argv);
+
 #endif

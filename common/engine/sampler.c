@@ -25,6 +25,11 @@ int lmd_sampling_validate(const struct lmd_sampling *p, struct lmd_err *err)
 	if (!(p->repetition_penalty > 0) || !isfinite(p->repetition_penalty))
 		return lmd_errorf(err, LMD_EINVAL, "repetition_penalty %g: expected a finite value > 0",
 				  p->repetition_penalty);
+	if (!(p->presence_penalty >= -2 && p->presence_penalty <= 2))
+		return lmd_errorf(err, LMD_EINVAL, "presence_penalty %g: expected a value in [-2, 2]", p->presence_penalty);
+	if (!(p->frequency_penalty >= -2 && p->frequency_penalty <= 2))
+		return lmd_errorf(err, LMD_EINVAL, "frequency_penalty %g: expected a value in [-2, 2]",
+				  p->frequency_penalty);
 	return LMD_OK;
 }
 
@@ -127,7 +132,7 @@ int lmd_argmax(const float *v, int n)
 
 float lmd_sample_spread(const struct lmd_sampling *p)
 {
-	if (p->repetition_penalty != 1)
+	if (p->repetition_penalty != 1 || p->presence_penalty != 0 || p->frequency_penalty != 0)
 		return NAN;
 	if (p->temperature == 0 || p->top_k == 1)
 		return -1;
@@ -242,6 +247,7 @@ int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_samp
 		}
 		struct lmd_sampling q = *p;  // the penalized values sample as a row without penalty
 		q.repetition_penalty = 1;
+		q.presence_penalty = q.frequency_penalty = 0;  /* the caller's (sampler.h) */
 		if ((spread = lmd_sample_spread(&q)) < 0)
 			return lmd_argmax(val, V);
 		v = val;

@@ -19,10 +19,16 @@ struct lmd_sampling {
 	float top_p;               /* 1 = off; (0, 1] */
 	float min_p;               /* 0 = off; [0, 1] */
 	float repetition_penalty;  /* 1 = off; > 0 (HF: positive logits divided, negative multiplied) */
+	float presence_penalty;    /* 0 = off; [-2, 2] (OpenAI's): subtracted once from each generated token's logit */
+	float frequency_penalty;   /* 0 = off; [-2, 2] (OpenAI's): subtracted per occurrence of a generated token */
 	uint64_t seed;
 };
 
-/** The defaults: temperature 1, top_k 0, top_p 1, min_p 0, repetition_penalty 1, seed 0. */
+/**
+ * The defaults: temperature 1, top_k 0, top_p 1, min_p 0, repetition_penalty 1, presence and frequency
+ * penalties 0, seed 0. The presence and frequency penalties apply to generated tokens only, which the
+ * sampler cannot tell from the prompt: the scheduler applies them to the row before lmd_sample.
+ */
 void lmd_sampling_default(struct lmd_sampling *p);
 /** LMD_EINVAL naming the field when a value is out of range (negative temperature, top_p > 1, ...). */
 int lmd_sampling_validate(const struct lmd_sampling *p, struct lmd_err *err);
@@ -70,7 +76,7 @@ int lmd_sample(struct lmd_sampler *s, const float *logits, const struct lmd_samp
  * What lmd_sample needs of a row of logits with p, so that a caller can reduce the row where it
  * lives (the backend's pick op) and hand over only that:
  *   -1      the argmax only (greedy without repetition penalty): the token is lmd_argmax's
- *   NaN     the whole row (a repetition penalty changes the values first): call lmd_sample
+ *   NaN     the whole row (a repetition, presence or frequency penalty changes the values first): call lmd_sample
  *   s > 0   the candidates, every i with logits[i] >= mx - s (the float subtraction, mx the
  *           largest; NaN is never one): call lmd_sample_candidates on them. s = 40.0f * temperature.
  */

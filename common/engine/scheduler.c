@@ -1,3 +1,4 @@
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -60,6 +61,11 @@ void lmd_request_free(struct lmd_request *r, struct lmd_model *m)
 	r->len = r->cap = 0;
 	lmd_session_free(&r->own, m);
 	lmd_tokdec_free(&r->dec);
+	free(r->lp);
+	free(r->pen_row);
+	r->lp = NULL;
+	r->pen_row = NULL;
+	r->nlp = r->lpcap = 0;
 }
 
 // --- the scheduler
@@ -156,6 +162,20 @@ int lmd_sched_submit(struct lmd_scheduler *s, struct lmd_request *r, struct lmd_
 					  s->m->cfg.vocab);
 	if ((rc = lmd_sampling_validate(&r->sampling, err)))
 		return rc;
+	if (r->logprobs && (r->top_logprobs < 0 || r->top_logprobs > LMD_MAX_TOP_LOGPROBS))
+		return lmd_errorf(err, LMD_EINVAL, "top_logprobs %d: expected 0 to %d", r->top_logprobs,
+				  LMD_MAX_TOP_LOGPROBS);
+	/* room for every token's log-probability and the penalized row, so that sampling never allocates */
+	int most = r->max_tokens < s->m->session_len ? r->max_tokens : s->m->session_len;
+	if (r->logprobs && r->lpcap < most) {
+		free(r->lp);
+		if (!(r->lp = malloc((size_t)most * sizeof(*r->lp))))
+			return r->lpcap = 0, lmd_errorf(err, LMD_ENOMEM, "out of memory");
+		r->lpcap = most;
+	}
+	if ((r->sampling.presence_penalty || r->sampling.frequency_penalty) && !r->pen_row &&
+	    !(r->pen_row = malloc((size_t)s->m->cfg.vocab * sizeof(*r->pen_row))))
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
 	if (s->nwait + s->nrun + 1 >= s->wcap) {  /* room for every live request: preemption puts them back */
 		int nc = s->wcap ? s->wcap * 2 : 64;
 		struct lmd_request **w = realloc(s->wait, nc * sizeof(*w));
@@ -168,7 +188,7 @@ int lmd_sched_submit(struct lmd_scheduler *s, struct lmd_request *r, struct lmd_
 		return rc;
 	r->text = NULL;
 	r->len = r->emitted = r->cap = 0;
-	r->ntokens = r->nprefill = 0;
+	r->ntokens = r->nprefill = r->nlp = 0;
 	r->nprompt_total = se->n;
 	r->prefill_start = se->kv.len;
 	r->finish = LMD_FINISH_NONE;
@@ -176,7 +196,14 @@ int lmd_sched_submit(struct lmd_scheduler *s, struct lmd_request *r, struct lmd_
 	r->t_submit = now();
 	r->t_first = r->t_end = 0;
 	lmd_rng_seed(&r->rng, r->sampling.seed);
-	lmd_tokdec_init(&r->dec, s->tok, LMD_DECODE_SKIP_SPECIAL);
+	lmd_tokdec_init(&r->dec, s->tok, r->keep_special ? 0 : LMD_DECODE_SKIP_SPECIAL);
+	for (int i = se->n - 1; r->continues && i >= 0; i--)  /* the decoder goes on from the prompt's last piece */
+		if (!(lmd_tokenizer_attr(s->tok, se->toks[i]) & LMD_TOKA_SPECIAL)) {
+			const char *t;
+			size_t n;
+			lmd_tokdec_push(&r->dec, se->toks[i], &t, &n, NULL);
+			break;
+		}
 	se->busy = 1;
 	s->wait[s->nwait++] = r;
 	return LMD_OK;
@@ -288,6 +315,7 @@ static int accept(struct lmd_scheduler *s, struct lmd_request *r, int tok, struc
 	if (session_push(se, &(int32_t){tok}, 1, err))
 		return -1;
 	if (is_stop(s, r, tok)) {
+		r->nlp -= r->logprobs && r->nlp > 0;  /* the stop token is not part of the text */
 		finish(s, r, LMD_FINISH_STOP);
 		return 1;
 	}
@@ -355,19 +383,81 @@ static int plan(struct lmd_scheduler *s)
 /* Rows worth a thread of their own: more candidates than this, or whole rows. */
 #define HEAVY_ROW 256
 
-/* Sample row `row` of the step into s->toks (a pool task): it changes only its request's RNG and thread tid's workspace. */
+/* What a request needs of its row: the whole row for log-probabilities and the presence/frequency penalties. */
+static float row_spread(const struct lmd_request *r)
+{
+	return r->logprobs || r->pen_row ? NAN : lmd_sample_spread(&r->sampling);
+}
+
+/* The row with OpenAI's presence and frequency penalties on the generated tokens, in r->pen_row. */
+static const float *penalize(const struct lmd_request *r, const struct lmd_session *se, const float *row, int vocab)
+{
+	float *v = r->pen_row;
+	memcpy(v, row, (size_t)vocab * sizeof(*v));
+	for (int i = r->nprompt_total; i < se->n; i++)  /* the frequency penalty, per occurrence */
+		if (se->toks[i] >= 0 && se->toks[i] < vocab)
+			v[se->toks[i]] -= r->sampling.frequency_penalty;
+	for (int i = r->nprompt_total; i < se->n; i++) {  /* the presence penalty, once per distinct token */
+		int t = se->toks[i], seen = 0;
+		for (int j = r->nprompt_total; j < i && !seen; j++)
+			seen = se->toks[j] == t;
+		if (!seen && t >= 0 && t < vocab)
+			v[t] -= r->sampling.presence_penalty;
+	}
+	return v;
+}
+
+/* Record token tok's log-probability in row [vocab] and the request's top alternatives. */
+static void record_logprob(struct lmd_request *r, const float *row, int vocab, int tok)
+{
+	if (r->nlp >= r->lpcap)
+		return;
+	struct lmd_logprob *lp = &r->lp[r->nlp++];
+	float mx = -INFINITY;
+	for (int i = 0; i < vocab; i++)
+		if (row[i] > mx)
+			mx = row[i];
+	double sum = 0;
+	for (int i = 0; i < vocab; i++)
+		if (row[i] == row[i])
+			sum += exp((double)row[i] - mx);
+	double lse = mx + log(sum);
+	lp->id = tok;
+	lp->logprob = (float)(row[tok] - lse);
+	lp->ntop = 0;
+	int want = r->top_logprobs < vocab ? r->top_logprobs : vocab;
+	for (int i = 0; i < vocab && want > 0; i++) {  /* insertion into the sorted top (strictly larger moves up) */
+		if (!(row[i] == row[i]) || (lp->ntop == want && !(row[i] > row[lp->top_id[want - 1]])))
+			continue;
+		int k = lp->ntop < want ? lp->ntop++ : want - 1;
+		while (k > 0 && row[i] > row[lp->top_id[k - 1]]) {
+			lp->top_id[k] = lp->top_id[k - 1];
+			k--;
+		}
+		lp->top_id[k] = i;
+	}
+	for (int k = 0; k < lp->ntop; k++)
+		lp->top[k] = (float)(row[lp->top_id[k]] - lse);
+}
+
+/* Sample row `row` of the step into s->toks (a pool task): it changes only its request and thread tid's workspace. */
 static void sample_row(void *arg, int row, int tid)
 {
 	struct lmd_scheduler *s = arg;
 	struct lmd_request *r = s->rows[row];
 	const struct lmd_pick *pk = &s->picks[row];
 	struct lmd_sampler *sm = &s->samplers[tid];
+	struct lmd_session *se = sess(r);
+	int vocab = s->m->cfg.vocab;
 	if (s->spread[row] < 0)  /* greedy */
 		s->toks[row] = pk->best;
 	else if (s->spread[row] >= 0)
 		s->toks[row] = lmd_sample_candidates(sm, pk->val, pk->idx, pk->n, &r->sampling, &r->rng);
-	else  /* the repetition penalty: the whole row */
-		s->toks[row] = lmd_sample(sm, pk->row, &r->sampling, &r->rng, sess(r)->toks, sess(r)->n);
+	else  /* penalties or log-probabilities: the whole row */
+		s->toks[row] = lmd_sample(sm, r->pen_row ? penalize(r, se, pk->row, vocab) : pk->row, &r->sampling,
+					  &r->rng, se->toks, se->n);
+	if (r->logprobs)
+		record_logprob(r, pk->row, vocab, s->toks[row]);
 }
 
 /* The sampling pool and its threads' workspaces (on failure, neither). */
@@ -418,7 +508,7 @@ int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err)
 		for (int k = 0; k < s->take[i]; k++) {
 			int last = se->kv.len + k + 1 == se->n;
 			if (last) {  /* one row at most per request, so at most max_batch */
-				s->spread[s->b.nout] = lmd_sample_spread(&s->run[i]->sampling);
+				s->spread[s->b.nout] = row_spread(s->run[i]);
 				s->top_k[s->b.nout] = s->run[i]->sampling.top_k;
 			}
 			if ((rc = lmd_batch_add(&s->b, &se->kv, se->toks[se->kv.len + k], last, err)))

@@ -46,6 +46,16 @@ void lmd_session_truncate(struct lmd_session *s, struct lmd_model *m, int len);
 /** Release the KV blocks and the history. */
 void lmd_session_free(struct lmd_session *s, struct lmd_model *m);
 
+/** A generated token's log-probability and its most likely alternatives (the model's own distribution). */
+#define LMD_MAX_TOP_LOGPROBS 20
+struct lmd_logprob {
+	int32_t id;
+	float logprob;                          /* log softmax of the row of logits, before any sampling setting */
+	int ntop;                               /* the request's top_logprobs (fewer when the vocabulary is smaller) */
+	int32_t top_id[LMD_MAX_TOP_LOGPROBS];   /* the most likely tokens, best first (lowest id first on ties) */
+	float top[LMD_MAX_TOP_LOGPROBS];        /* their log-probabilities */
+};
+
 struct lmd_request;
 /** Streaming callback: text that is final (never a broken UTF-8 sequence, never part of a stop string). */
 typedef void (*lmd_text_fn)(struct lmd_request *r, const char *text, size_t len, void *ctx);
@@ -64,6 +74,10 @@ struct lmd_request {
 	int n_stop_ids;
 	const char *const *stop;     /* borrowed: stop strings (matched across token boundaries) */
 	int n_stop;
+	int keep_special;            /* special tokens stay in the text (else left out, as a chat shows it) */
+	int continues;               /* the text continues the prompt's (a completion): its first space is kept */
+	int logprobs;                /* record each generated token's log-probability in lp */
+	int top_logprobs;            /* with logprobs: alternatives per token, 0 .. LMD_MAX_TOP_LOGPROBS */
 	lmd_text_fn on_text;         /* may be NULL */
 	lmd_done_fn on_done;         /* may be NULL */
 	void *ctx;
@@ -74,6 +88,8 @@ struct lmd_request {
 	int ntokens;                 /* tokens generated */
 	int nprompt_total;           /* tokens before generation began (session history + prompt) */
 	int nprefill;                /* tokens this request prefilled (history that was cached is not counted) */
+	struct lmd_logprob *lp;      /* owned [nlp]: with logprobs, one per generated token (stop tokens left out) */
+	int nlp;
 	enum lmd_finish finish;
 	char error[256];
 	double t_submit, t_first, t_end;  /* seconds (monotonic clock) */
@@ -84,9 +100,11 @@ struct lmd_request {
 	struct lmd_tokdec dec;
 	size_t emitted, cap;
 	int prefill_start;
+	int lpcap;
+	float *pen_row;              /* owned [vocab]: the row with the presence and frequency penalties */
 };
 
-/** Free what a finished request owns (text, its own session). */
+/** Free what a finished request owns (text, log-probabilities, its own session). */
 void lmd_request_free(struct lmd_request *r, struct lmd_model *m);
 
 struct lmd_sched_opts {
