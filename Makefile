@@ -126,7 +126,7 @@ fuzz:
 	    >build-fuzz/$$n.log 2>&1 || { tail -n 30 build-fuzz/$$n.log; exit 1; }; tail -n 1 build-fuzz/$$n.log; done
 
 # apt-get the Debian packages the build and the tests need.
-DEPS := build-essential jq python3-msgpack libjansson-dev libmsgpack-dev libcsv-dev libpcre2-dev libutf8proc-dev libreadline-dev bats mandoc clang libclang-rt-14-dev libmicrohttpd-dev curl
+DEPS := build-essential jq python3-msgpack libjansson-dev libmsgpack-dev libcsv-dev libpcre2-dev libutf8proc-dev libreadline-dev bats mandoc clang libclang-rt-14-dev libmicrohttpd-dev curl chromium
 # libmicrohttpd: lmd-run serve's HTTP server. Node and npm (Debian's, unless npm is already there) run the
 # tests' pinned npm packages (t/node/package.json and its lock: the official openai client), installed into
 # t/node/node_modules, which git ignores.
