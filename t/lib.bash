@@ -26,6 +26,13 @@ need_msgpack() {
 	skip "no python3 with msgpack"
 }
 
+# The servers' tests: lmd-tiny, and the test-only npm packages (t/node, installed by make deps).
+TINY=$ROOT/share/models/lmd-tiny
+NODE_DIR=$ROOT/t/node
+need_npm() {
+	[ -d "$NODE_DIR/node_modules/$1" ] || skip "the $1 npm package is not installed (make deps)"
+}
+
 # lmd-run serve on lmd-tiny ($TINY) with the given flags, in the background on 127.0.0.1 (port 0: the
 # kernel's free port, read from the log): sets SERVER_PID, PORT and BASE; its log is $TMP/server.log.
 start_server() {

@@ -4,12 +4,9 @@
 # are scripted (LMD_TEST_SCRIPT: no instruct model exists offline; see t/README).
 load lib
 
-TINY=$ROOT/share/models/lmd-tiny
-NODE_DIR=$ROOT/t/node
-
 setup() {
 	setup_tmp
-	[ -d "$NODE_DIR/node_modules/openai" ] || skip "the openai npm package is not installed (make deps)"
+	need_npm openai
 }
 
 teardown() {

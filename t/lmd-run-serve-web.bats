@@ -4,12 +4,9 @@
 # are scripted (LMD_TEST_SCRIPT, t/README) so that they stream slowly enough to stop and hold <script>.
 load lib
 
-TINY=$ROOT/share/models/lmd-tiny
-NODE_DIR=$ROOT/t/node
-
 setup() {
 	setup_tmp
-	[ -d "$NODE_DIR/node_modules/playwright-core" ] || skip "playwright-core is not installed (make deps)"
+	need_npm playwright-core
 	CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 	[ -x "$CHROMIUM" ] || skip "no chromium (make deps installs Debian's)"
 	export CHROMIUM LMD_TEST=1 LMD_TEST_SCRIPT=$TMP/script.json

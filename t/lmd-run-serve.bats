@@ -3,12 +3,9 @@
 # 127.0.0.1 that each test starts on a free port; load with cut streams and malformed requests; drain.
 load lib
 
-TINY=$ROOT/share/models/lmd-tiny
-NODE_DIR=$ROOT/t/node
-
 setup() {
 	setup_tmp
-	[ -d "$NODE_DIR/node_modules/openai" ] || skip "the openai npm package is not installed (make deps)"
+	need_npm openai
 }
 
 teardown() {

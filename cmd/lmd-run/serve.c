@@ -59,7 +59,7 @@ static const struct lmd_opt opts[] = {
 	{"log-level", O_LOG_LEVEL, "LEVEL", "ERROR, WARNING (default), INFO (a line a request) or DEBUG"},
 	{"timeout", O_TIMEOUT, "SEC", "drop a connection that neither sends nor reads for SEC seconds (default 60)"},
 	{"tp", O_TP, "N", "tensor parallelism: 1 (lmd runs a model on one device)"},
-	{"tool-call-parser", O_TOOL_PARSER, "NAME", "internlm, qwen or llama3: how answers call tools (default: the chat template's)"},
+	{"tool-call-parser", O_TOOL_PARSER, "NAME", "internlm, qwen or llama3: the tool calls in answers (default: template)"},
 	LMD_RUNNER_OPTS,
 	{0},
 };

@@ -81,8 +81,8 @@ int lmd_runner_prompt(const struct lmd_runner *r, const char *text, const struct
 	return prompt(r, text, msgs, nmsg, NULL, NULL, ids, n, err);
 }
 
-int lmd_runner_prompt_tools(const struct lmd_runner *r, const struct lmd_chat_msg *msgs, int nmsg, const char *tools_json,
-			    const char *suffix, int32_t **ids, int *n, struct lmd_err *err)
+int lmd_runner_prompt_tools(const struct lmd_runner *r, const struct lmd_chat_msg *msgs, int nmsg,
+			    const char *tools_json, const char *suffix, int32_t **ids, int *n, struct lmd_err *err)
 {
 	return prompt(r, NULL, msgs, nmsg, tools_json, suffix, ids, n, err);
 }

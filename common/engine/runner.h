@@ -69,8 +69,8 @@ int lmd_runner_prompt(const struct lmd_runner *r, const char *text, const struct
  * rendered as the chat template shows them, and suffix (or NULL) after the generation prompt: the
  * start of a tool call, when one is forced.
  */
-int lmd_runner_prompt_tools(const struct lmd_runner *r, const struct lmd_chat_msg *msgs, int nmsg, const char *tools_json,
-			    const char *suffix, int32_t **ids, int *n, struct lmd_err *err);
+int lmd_runner_prompt_tools(const struct lmd_runner *r, const struct lmd_chat_msg *msgs, int nmsg,
+			    const char *tools_json, const char *suffix, int32_t **ids, int *n, struct lmd_err *err);
 
 /** Fill a request's generation fields from p (sampling, max_tokens, ignore_eos, stop strings). */
 void lmd_gen_params_apply(const struct lmd_gen_params *p, struct lmd_request *req);

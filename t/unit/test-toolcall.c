@@ -157,7 +157,8 @@ static void check_llama3(void)
 static void check_misc(void)
 {
 	/* tool_choice none: everything is content */
-	check(LMD_TOOLS_NONE, "<tool_call>{\"name\": \"add\"}</tool_call> \n", "<tool_call>{\"name\": \"add\"}</tool_call> \n", 0);
+	const char *raw = "<tool_call>{\"name\": \"add\"}</tool_call> \n";
+	check(LMD_TOOLS_NONE, raw, raw, 0);
 	CHECK_EQ_INT(lmd_tool_parser_named("qwen"), LMD_TOOLS_QWEN);
 	CHECK_EQ_INT(lmd_tool_parser_named("internlm"), LMD_TOOLS_INTERNLM);
 	CHECK_EQ_INT(lmd_tool_parser_named("llama3"), LMD_TOOLS_LLAMA3);
