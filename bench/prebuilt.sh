@@ -12,7 +12,7 @@ out=${1:-.gpu/prebuilt.tar.xz}
 make -j"$(nproc)" all >/dev/null
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-progs=(build/bin/lmd-* build/t/gen-model build/t/test-*)
+progs=(build/bin/lmd-* build/t/gen-model build/t/gen-load build/t/test-*)
 cp "${progs[@]}" "$stage"/
 ldd "${progs[@]}" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u | while read -r lib; do
 	case $(basename "$lib") in
