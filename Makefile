@@ -12,7 +12,7 @@ WERROR   ?= -Werror
 # What the code needs, kept even when CFLAGS is given on the command line (make asan, make fuzz)
 LMD_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-format-truncation $(WERROR) -pthread -fno-strict-aliasing
 CPPFLAGS += -I. -Icommon -Iformats -Igpu -I$(BUILD) -DLMD_SHARE='"$(PREFIX)/share/lmd"'
-LDLIBS   += -ljansson -lmsgpackc -lcsv -lpcre2-8 -lutf8proc -lreadline -lmicrohttpd -lm -lpthread
+LDLIBS   += -ljansson -lmsgpackc -lcsv -lpcre2-8 -lutf8proc -lreadline -lmicrohttpd -lcurl -lm -lpthread
 BUILD    ?= build
 Q        ?= @
 ifdef V
@@ -97,7 +97,7 @@ COMMIT_ID ?= $(shell cat COMMIT 2>/dev/null || git rev-parse --short HEAD 2>/dev
 $(BUILD)/commit.h: FORCE
 	@mkdir -p $(@D); c='#define LMD_COMMIT "$(COMMIT_ID)"'; \
 	  [ "$$(cat $@ 2>/dev/null)" = "$$c" ] || echo "$$c" > $@
-$(BUILD)/cmd/lmd-bench/gen.o: $(BUILD)/commit.h
+$(BUILD)/cmd/lmd-bench/report.o: $(BUILD)/commit.h
 FORCE:
 
 # The tests: bats files under t/, counted by t/run (last line: "N passed, N failed").
@@ -126,7 +126,7 @@ fuzz:
 	    >build-fuzz/$$n.log 2>&1 || { tail -n 30 build-fuzz/$$n.log; exit 1; }; tail -n 1 build-fuzz/$$n.log; done
 
 # apt-get the Debian packages the build and the tests need.
-DEPS := build-essential jq python3-msgpack libjansson-dev libmsgpack-dev libcsv-dev libpcre2-dev libutf8proc-dev libreadline-dev bats mandoc clang libclang-rt-14-dev libmicrohttpd-dev curl chromium
+DEPS := build-essential jq python3-msgpack libjansson-dev libmsgpack-dev libcsv-dev libpcre2-dev libutf8proc-dev libreadline-dev libcurl4-openssl-dev bats mandoc clang libclang-rt-14-dev libmicrohttpd-dev curl chromium
 # libmicrohttpd: lmd-run serve's HTTP server. Node and npm (Debian's, unless npm is already there) run the
 # tests' pinned npm packages (t/node/package.json and its lock: the official openai client), installed into
 # t/node/node_modules, which git ignores.

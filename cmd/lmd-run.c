@@ -6,6 +6,7 @@ static const struct lmd_subcommand subs[] = {
 	{"generate", lmd_run_generate, "generate text: a prompt, or JSON lines on stdin"},
 	{"chat", lmd_run_chat, "chat with a model on the terminal"},
 	{"serve", lmd_run_serve, "serve a model over HTTP with the OpenAI API"},
+	{"client", lmd_run_client, "chat with an OpenAI-compatible server on the terminal"},
 	{"tokenize", lmd_run_tokenize, "text on stdin to token ids"},
 	{"detokenize", lmd_run_detokenize, "token ids on stdin to text"},
 };

@@ -30,6 +30,8 @@ int lmd_runner_opt(struct lmd_runner_opts *o, const struct lmd_cli *cli, int key
 	case LMD_RO_KV_PARAMS: o->kv_params = arg; return 1;
 	case LMD_RO_CACHE: o->cache_max_entry_count = lmd_cli_double(cli, "cache-max-entry-count", arg, 1e-6, 1); return 1;
 	case LMD_RO_TEMPLATE: o->chat_template = arg; return 1;
+	case LMD_RO_PREFIX: o->prefix_caching = 1; return 1;
+	case LMD_RO_NO_PREFIX: o->prefix_caching = 0; return 1;
 	default: return 0;
 	}
 }

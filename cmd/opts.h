@@ -14,7 +14,8 @@
 /* The engine options every model-running command shares (struct lmd_runner_opts). */
 enum {
 	LMD_RO_DEVICE = 600, LMD_RO_DTYPE, LMD_RO_THREADS, LMD_RO_SESSION_LEN, LMD_RO_BLOCK, LMD_RO_BATCH,
-	LMD_RO_PREFILL, LMD_RO_CACHE, LMD_RO_TEMPLATE, LMD_RO_QUANT_POLICY, LMD_RO_KV_PARAMS,
+	LMD_RO_PREFILL, LMD_RO_CACHE, LMD_RO_TEMPLATE, LMD_RO_QUANT_POLICY, LMD_RO_KV_PARAMS, LMD_RO_PREFIX,
+	LMD_RO_NO_PREFIX,
 };
 #define LMD_RUNNER_OPTS \
 	{"device", LMD_RO_DEVICE, "DEV", "auto (default: cuda when a GPU is there), cpu or cuda"}, \
@@ -28,6 +29,10 @@ enum {
 	{"chat-template", LMD_RO_TEMPLATE, "NAME", "chat template (default: the model's)"}, \
 	{"quant-policy", LMD_RO_QUANT_POLICY, "N", "KV cache: 0 (default, the compute dtype), 8 (int8) or 4 (int4)"}, \
 	{"kv-params", LMD_RO_KV_PARAMS, "FILE", "offline KV-cache scales and zeros from lmd-kvparams"}
+/* Prefix caching, for the tools that take it (parsed by lmd_runner_opt; the tool sets its default, off or on, first). */
+#define LMD_PREFIX_OPTS \
+	{"enable-prefix-caching", LMD_RO_PREFIX, NULL, "share the KV cache of common prompt prefixes between requests"}, \
+	{"no-enable-prefix-caching", LMD_RO_NO_PREFIX, NULL, "do not (recompute every prompt)"}
 int lmd_runner_opt(struct lmd_runner_opts *o, const struct lmd_cli *cli, int key, const char *arg);
 
 /* Per-request generation settings (struct lmd_gen_params). */

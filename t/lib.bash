@@ -26,6 +26,55 @@ need_msgpack() {
 	skip "no python3 with msgpack"
 }
 
+# Start t/mock-oai.js, a scripted OpenAI-compatible server, with ARGS on a free port of 127.0.0.1:
+# sets MOCK_URL and MOCK_PID (stop_mock in teardown). Needs node and $TMP.
+start_mock() {
+	command -v node >/dev/null || skip "node is not installed"
+	node "$ROOT/t/mock-oai.js" --port 0 "$@" >"$TMP/mock.port" 2>"$TMP/mock.err" &
+	MOCK_PID=$!
+	local i
+	for i in $(seq 1 100); do
+		grep -q '^listening' "$TMP/mock.port" 2>/dev/null && break
+		sleep 0.05
+	done
+	MOCK_URL=http://127.0.0.1:$(awk '/^listening/{print $2}' "$TMP/mock.port")
+}
+stop_mock() {
+	if [ -n "${MOCK_PID:-}" ]; then
+		kill "$MOCK_PID" 2>/dev/null
+		wait "$MOCK_PID" 2>/dev/null
+	fi
+	MOCK_PID=
+}
+
+# Start `lmd-run serve MODEL ARGS` on the CPU on a free port of 127.0.0.1 (skip while lmd-run has no serve):
+# sets SERVE_URL and SERVE_PID once /health answers; stop_serve (SIGTERM, wait) in teardown.
+start_serve() {
+	lmd-run --help | grep -q '^  serve ' || skip "lmd-run has no serve command"
+	local model=$1 i port
+	shift
+	lmd-run serve "$model" --device cpu --server-port 0 "$@" 2>"$TMP/serve.log" &
+	SERVE_PID=$!
+	for ((i = 0; i < 300; i++)); do
+		port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$TMP/serve.log")
+		if [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health" >/dev/null; then
+			SERVE_URL=http://127.0.0.1:$port
+			return 0
+		fi
+		kill -0 "$SERVE_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$TMP/serve.log"
+	return 1
+}
+stop_serve() {
+	if [ -n "${SERVE_PID:-}" ]; then
+		kill -TERM "$SERVE_PID" 2>/dev/null
+		wait "$SERVE_PID" 2>/dev/null
+	fi
+	SERVE_PID=
+}
+
 # The servers' tests: lmd-tiny, and the test-only npm packages (t/node, installed by make deps).
 TINY=$ROOT/share/models/lmd-tiny
 NODE_DIR=$ROOT/t/node
@@ -33,23 +82,12 @@ need_npm() {
 	[ -d "$NODE_DIR/node_modules/$1" ] || skip "the $1 npm package is not installed (make deps)"
 }
 
-# lmd-run serve on lmd-tiny ($TINY) with the given flags, in the background on 127.0.0.1 (port 0: the
-# kernel's free port, read from the log): sets SERVER_PID, PORT and BASE; its log is $TMP/server.log.
+# lmd-run serve on lmd-tiny ($TINY) with the given flags (start_serve above): sets SERVER_PID, PORT
+# and BASE; its log is $TMP/serve.log.
 start_server() {
-	lmd-run serve "$TINY" --device cpu --server-port 0 "$@" 2>"$TMP/server.log" &
-	SERVER_PID=$!
-	local i
-	for ((i = 0; i < 300; i++)); do
-		PORT=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$TMP/server.log")
-		if [ -n "$PORT" ] && curl -sf "http://127.0.0.1:$PORT/health" >/dev/null; then
-			BASE=http://127.0.0.1:$PORT
-			return 0
-		fi
-		kill -0 "$SERVER_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	cat "$TMP/server.log"
-	return 1
+	start_serve "$TINY" "$@" || return 1
+	SERVER_PID=$SERVE_PID BASE=$SERVE_URL SERVE_PID=
+	PORT=${BASE##*:}
 }
 
 # SIGTERM: the server drains and exits 0.
@@ -58,7 +96,7 @@ stop_server() {
 	local rc=0
 	wait "$SERVER_PID" || rc=$?
 	SERVER_PID=
-	[ "$rc" -eq 0 ] || { cat "$TMP/server.log"; return 1; }
+	[ "$rc" -eq 0 ] || { cat "$TMP/serve.log"; return 1; }
 }
 
 # teardown: a server still running is killed.

@@ -134,7 +134,7 @@ api() { timeout 120 node "$NODE_DIR/serve-api.mjs" "$BASE" "$TINY" "$@"; }
 	wait "$SERVER_PID" || rc=$?
 	SERVER_PID=
 	[ "$rc" -eq 0 ]
-	grep -q draining "$TMP/server.log"
+	grep -q draining "$TMP/serve.log"
 }
 
 @test "serve: usage errors exit 2, a missing model exits 3" {

@@ -6,8 +6,6 @@
  * decode roofline: memory bandwidth measured in the same run / bytes read per decode step
  * (weights + the KV cache of every sequence), in tokens/s for the whole batch.
  */
-#include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +19,6 @@
 #include "lmd.h"
 #include "engine/runner.h"
 
-#include "commit.h"
 #include "cmd/opts.h"
 
 enum { O_CONC = 256, O_PROMPT, O_COMPLETION, O_FORMAT, O_OUTPUT, O_WARMUP };
@@ -36,36 +33,9 @@ static const struct lmd_opt opts[] = {
 	{"temperature", LMD_GO_TEMPERATURE, "T", "sampling temperature (default 0: greedy)"},
 	LMD_SAMPLING_OPTS,
 	LMD_RUNNER_OPTS,
+	LMD_PREFIX_OPTS,
 	{0},
 };
-
-static int parse_list(const struct lmd_cli *cli, const char *opt, const char *s, int *v, int max)
-{
-	int n = 0;
-	char buf[256];
-	snprintf(buf, sizeof(buf), "%s", s);
-	for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
-		if (n == max)
-			lmd_usage(cli, "--%s: at most %d values", opt, max);
-		v[n++] = (int)lmd_cli_long(cli, opt, t, 1, 1 << 20);
-	}
-	if (!n)
-		lmd_usage(cli, "--%s: empty list", opt);
-	return n;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double pct(const double *sorted, int n, double p)
-{
-	double k = p / 100 * (n - 1);
-	int lo = (int)floor(k), hi = (int)ceil(k);
-	return sorted[lo] + (sorted[hi] - sorted[lo]) * (k - lo);
-}
 
 struct row {
 	int conc, prompt, completion;
@@ -80,15 +50,18 @@ static double seconds(void)
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* C requests of P random tokens, N generated each; fills row. */
+/*
+ * C requests of P random tokens, N generated each; fills row. Each call draws new prompts (seed: the
+ * call's number), so that with prefix caching on no request finds an earlier call's prompt cached.
+ */
 static int measure(struct lmd_runner *r, const struct lmd_sampling *sp, int conc, int prompt, int completion, double bw,
-		   struct row *row, struct lmd_err *err)
+		   struct row *row, int seed, struct lmd_err *err)
 {
 	struct lmd_request *req = calloc(conc, sizeof(*req));
 	int32_t *ids = malloc((size_t)conc * prompt * sizeof(*ids));
 	double *ttft = malloc(conc * sizeof(double));
 	int rc = !req || !ids || !ttft ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
-	uint64_t x = 88172645463325252ULL;
+	uint64_t x = 88172645463325252ULL + 0x9e3779b97f4a7c15ULL * (uint64_t)seed;
 	for (int i = 0; !rc && i < conc; i++) {
 		for (int t = 0; t < prompt; t++) {
 			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -114,16 +87,13 @@ static int measure(struct lmd_runner *r, const struct lmd_sampling *sp, int conc
 		out += req[i].ntokens;
 	}
 	if (!rc) {
-		qsort(ttft, conc, sizeof(double), cmp_d);
-		double sum = 0;
-		for (int i = 0; i < conc; i++)
-			sum += ttft[i];
+		lmd_bench_sort(ttft, conc);
 		/* a decode step reads every weight once and each sequence's KV cache (at mid-generation length) */
 		double kv_tok = (double)lmd_kvcache_block_bytes(r->m.cfg.layers, r->m.cfg.kv_heads, r->m.cfg.head_dim, 1,
 								 r->m.dtype);
 		double step_bytes = (double)r->m.weight_bytes + conc * kv_tok * (prompt + completion / 2.0);
-		*row = (struct row){conc, prompt, completion, ttft[0], sum / conc, pct(ttft, conc, 50), pct(ttft, conc, 95),
-				    pct(ttft, conc, 99), tpot / conc, out / wall, wall, bw > 0 ? bw / step_bytes * conc : 0,
+		*row = (struct row){conc, prompt, completion, ttft[0], lmd_bench_mean(ttft, conc), lmd_bench_pct(ttft, conc, 50),
+				    lmd_bench_pct(ttft, conc, 95), lmd_bench_pct(ttft, conc, 99), tpot / conc, out / wall, wall, bw > 0 ? bw / step_bytes * conc : 0,
 				    lmd_peak_rss() / 1048576.0, 0};
 		struct lmd_cuda_mem cm;
 		if (!lmd_cuda_mem(&r->be, &cm, NULL))  /* device memory held: weights, KV pool, workspace, buffers */
@@ -137,68 +107,36 @@ static int measure(struct lmd_runner *r, const struct lmd_sampling *sp, int conc
 	return rc;
 }
 
-static const char *cols[] = {"date", "commit", "device", "model", "dtype", "concurrency", "prompt_tokens",
-			     "completion_tokens", "ttft_min_ms", "ttft_mean_ms", "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms",
-			     "tpot_mean_ms", "output_tok_s", "wall_s", "mem_bw_gbs", "roofline_tok_s", "roofline_pct",
-			     "peak_rss_mb", "gpu_mem_mb", "sampling"};
+static const struct lmd_bench_col cols[] = {
+	{"date", 1}, {"commit", 1}, {"device", 1}, {"model", 1}, {"dtype", 1}, {"concurrency", 0}, {"prompt_tokens", 0},
+	{"completion_tokens", 0}, {"ttft_min_ms", 0}, {"ttft_mean_ms", 0}, {"ttft_p50_ms", 0}, {"ttft_p95_ms", 0},
+	{"ttft_p99_ms", 0}, {"tpot_mean_ms", 0}, {"output_tok_s", 0}, {"wall_s", 0}, {"mem_bw_gbs", 0},
+	{"roofline_tok_s", 0}, {"roofline_pct", 0}, {"peak_rss_mb", 0}, {"gpu_mem_mb", 0}, {"sampling", 1}};
+enum { NCOL = sizeof(cols) / sizeof(cols[0]) };
 
-static void print_rows(FILE *f, const char *fmt, const struct row *rows, int n, const char *date, const char *device,
-		       const char *model, const char *dtype, double bw, const struct lmd_sampling *sp)
+/* The cells of one row (lmd_bench_table's layout). */
+static void row_cells(char (*v)[LMD_BENCH_CELL], const struct row *r, const char *device, const char *model,
+		      const char *dtype, double bw, const struct lmd_sampling *sp)
 {
-	int ncol = (int)(sizeof(cols) / sizeof(cols[0]));
-	json_t *arr = json_array();
-	if (!strcmp(fmt, "md")) {
-		for (int c = 0; c < ncol; c++)
-			fprintf(f, "| %s ", cols[c]);
-		fprintf(f, "|\n");
-		for (int c = 0; c < ncol; c++)
-			fprintf(f, "|---");
-		fprintf(f, "|\n");
-	} else if (!strcmp(fmt, "csv")) {
-		for (int c = 0; c < ncol; c++)
-			fprintf(f, "%s%s", c ? "," : "", cols[c]);
-		fprintf(f, "\n");
-	}
-	for (int i = 0; i < n; i++) {
-		const struct row *r = &rows[i];
-		char v[22][96];
-		snprintf(v[0], 96, "%s", date);
-		snprintf(v[1], 96, "%s", LMD_COMMIT);
-		snprintf(v[2], 96, "%s", device);
-		snprintf(v[3], 96, "%s", model);
-		snprintf(v[4], 96, "%s", dtype);
-		snprintf(v[5], 96, "%d", r->conc);
-		snprintf(v[6], 96, "%d", r->prompt);
-		snprintf(v[7], 96, "%d", r->completion);
-		const double nums[] = {r->ttft_min, r->ttft_mean, r->ttft_p50, r->ttft_p95, r->ttft_p99, r->tpot_mean,
-				       r->out_tok_s, r->wall, bw / 1e9, r->roof_tok_s,
-				       r->roof_tok_s > 0 ? 100 * r->out_tok_s / r->roof_tok_s : 0, r->peak_mb, r->gpu_mb};
-		for (int k = 0; k < 13; k++)
-			snprintf(v[8 + k], 96, "%.3f", nums[k]);
-		if (sp->temperature == 0)
-			snprintf(v[21], 96, "greedy");
-		else  // no commas: a CSV field
-			snprintf(v[21], 96, "t=%g k=%d p=%g min_p=%g rep=%g seed=%llu", sp->temperature, sp->top_k, sp->top_p,
-				 sp->min_p, sp->repetition_penalty, (unsigned long long)sp->seed);
-		json_t *o = json_object();
-		for (int c = 0; c < ncol; c++) {
-			if (!strcmp(fmt, "json"))
-				json_object_set_new(o, cols[c], c < 5 || c == 21 ? json_string(v[c]) : json_real(atof(v[c])));
-			else
-				fprintf(f, !strcmp(fmt, "md") ? "| %s " : "%s%s", !strcmp(fmt, "md") ? v[c] : (c ? "," : ""),
-					v[c]);
-		}
-		if (!strcmp(fmt, "json"))
-			json_array_append_new(arr, o);
-		else
-			json_decref(o), fprintf(f, !strcmp(fmt, "md") ? "|\n" : "\n");
-	}
-	if (!strcmp(fmt, "json")) {
-		char *s = json_dumps(arr, JSON_INDENT(2));
-		fprintf(f, "%s\n", s ? s : "[]");
-		free(s);
-	}
-	json_decref(arr);
+	const char *commit;
+	lmd_bench_stamp(v[0], LMD_BENCH_CELL, &commit);
+	snprintf(v[1], LMD_BENCH_CELL, "%s", commit);
+	snprintf(v[2], LMD_BENCH_CELL, "%s", device);
+	snprintf(v[3], LMD_BENCH_CELL, "%s", model);
+	snprintf(v[4], LMD_BENCH_CELL, "%s", dtype);
+	snprintf(v[5], LMD_BENCH_CELL, "%d", r->conc);
+	snprintf(v[6], LMD_BENCH_CELL, "%d", r->prompt);
+	snprintf(v[7], LMD_BENCH_CELL, "%d", r->completion);
+	const double nums[] = {r->ttft_min, r->ttft_mean, r->ttft_p50, r->ttft_p95, r->ttft_p99, r->tpot_mean,
+			       r->out_tok_s, r->wall, bw / 1e9, r->roof_tok_s,
+			       r->roof_tok_s > 0 ? 100 * r->out_tok_s / r->roof_tok_s : 0, r->peak_mb, r->gpu_mb};
+	for (int k = 0; k < 13; k++)
+		snprintf(v[8 + k], LMD_BENCH_CELL, "%.3f", nums[k]);
+	if (sp->temperature == 0)
+		snprintf(v[21], LMD_BENCH_CELL, "greedy");
+	else  // no commas: a CSV field
+		snprintf(v[21], LMD_BENCH_CELL, "t=%g k=%d p=%g min_p=%g rep=%g seed=%llu", sp->temperature, sp->top_k,
+			 sp->top_p, sp->min_p, sp->repetition_penalty, (unsigned long long)sp->seed);
 }
 
 int lmd_bench_gen(int argc, char **argv)
@@ -221,12 +159,12 @@ int lmd_bench_gen(int argc, char **argv)
 		if (lmd_runner_opt(&ro, &cli, k, arg) || lmd_gen_opt(&gp, &cli, k, arg))
 			continue;
 		switch (k) {
-		case O_CONC: nconc = parse_list(&cli, "concurrency", arg, conc, 16); break;
-		case O_PROMPT: nplen = parse_list(&cli, "prompt-tokens", arg, plen, 16); break;
+		case O_CONC: nconc = lmd_bench_list(&cli, "concurrency", arg, conc, 16); break;
+		case O_PROMPT: nplen = lmd_bench_list(&cli, "prompt-tokens", arg, plen, 16); break;
 		case O_COMPLETION: completion = (int)lmd_cli_long(&cli, "completion-tokens", arg, 1, 1 << 20); break;
 		case O_WARMUP: warmup = (int)lmd_cli_long(&cli, "warmup", arg, 0, 100); break;
 		case 'f':
-			if (strcmp(arg, "csv") && strcmp(arg, "md") && strcmp(arg, "json"))
+			if (!lmd_bench_format(arg))
 				lmd_usage(&cli, "--format: '%s' is not csv, md or json", arg);
 			fmt = arg;
 			break;
@@ -260,20 +198,19 @@ int lmd_bench_gen(int argc, char **argv)
 	int n = 0, rc = LMD_OK;
 	/* warm-up: every prompt length once, so that one-time costs (GPU kernels loaded on first use, cuBLAS
 	 * heuristics per shape) stay out of the figures */
+	int calls = 0;
 	for (int w = 0; !rc && w < warmup; w++)
 		for (int j = 0; !rc && j < nplen; j++)
-			rc = measure(&r, &gp.sampling, 1, plen[j], 4, bw, &tmp, &err);
+			rc = measure(&r, &gp.sampling, 1, plen[j], 4, bw, &tmp, calls++, &err);
 	for (int i = 0; !rc && i < nconc; i++)
 		for (int j = 0; !rc && j < nplen; j++) {
-			rc = measure(&r, &gp.sampling, conc[i], plen[j], completion, bw, &rows[n], &err);
+			rc = measure(&r, &gp.sampling, conc[i], plen[j], completion, bw, &rows[n], calls++, &err);
 			if (!rc)
 				lmd_log(&cli, 0, "concurrency %d, prompt %d: %.1f output tokens/s, ttft p50 %.1f ms", conc[i],
 					plen[j], rows[n].out_tok_s, rows[n].ttft_p50);
 			n++;
 		}
-	char date[32], model[128];
-	time_t now = time(NULL);
-	strftime(date, sizeof(date), "%Y-%m-%d", gmtime(&now));
+	char model[128];
 	snprintf(model, sizeof(model), "%s", r.m.cfg.model_name[0] ? r.m.cfg.model_name : "model");
 	char device[128], gname[96];
 	size_t gtotal = 0;
@@ -285,8 +222,15 @@ int lmd_bench_gen(int argc, char **argv)
 	if (!rc)
 		rc = lmd_out_open(&o, out, &err);
 	if (!rc) {
-		print_rows(o.f, fmt, rows, n, date, device, model, lmd_dtype_short(r.m.dtype), bw, &gp.sampling);
-		rc = lmd_out_commit(&o, &err);
+		char (*v)[LMD_BENCH_CELL] = calloc((size_t)(n ? n : 1) * NCOL, LMD_BENCH_CELL);
+		for (int i = 0; v && i < n; i++)
+			row_cells(v + (size_t)i * NCOL, &rows[i], device, model, lmd_dtype_short(r.m.dtype), bw, &gp.sampling);
+		if (v)
+			lmd_bench_table(o.f, fmt, cols, NCOL, (const char(*)[LMD_BENCH_CELL])v, n);
+		else
+			rc = lmd_errorf(&err, LMD_ENOMEM, "out of memory");
+		free(v);
+		rc = rc ? (lmd_out_abort(&o), rc) : lmd_out_commit(&o, &err);
 	}
 	lmd_runner_close(&r);
 	if (rc)

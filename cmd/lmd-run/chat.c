@@ -4,8 +4,6 @@
  * after what is already cached are prefilled (--verbose shows how many). Lines ending in '\' continue
  * on the next line. Commands: /reset, /system TEXT, /exit. Ctrl-C stops the current answer.
  */
-#include <readline/history.h>
-#include <readline/readline.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +12,7 @@
 
 #include "cmd/cli.h"
 #include "lmd.h"
+#include "repl.h"
 #include "run.h"
 #include "engine/runner.h"
 #include "cmd/opts.h"
@@ -36,83 +35,8 @@ static void on_sigint(int sig)
 struct chat {
 	struct lmd_runner r;
 	struct lmd_session sess;
-	struct lmd_chat_msg *msgs;   /* owned array; contents owned */
-	int n, cap;
-	const char *system;          /* borrowed: the option's, or sys_owned */
-	char *sys_owned;             /* owned: set by /system */
-	int tty;
+	struct lmd_repl q;           /* the conversation and its input */
 };
-
-static int push_msg(struct chat *c, const char *role, const char *content)
-{
-	if (c->n == c->cap) {
-		int nc = c->cap ? c->cap * 2 : 16;
-		struct lmd_chat_msg *m = realloc(c->msgs, nc * sizeof(*m));
-		if (!m)
-			return -1;
-		c->msgs = m;
-		c->cap = nc;
-	}
-	char *dup = strdup(content);
-	if (!dup)
-		return -1;
-	c->msgs[c->n++] = (struct lmd_chat_msg){.role = role, .content = dup};
-	return 0;
-}
-
-static void reset(struct chat *c)
-{
-	for (int i = 0; i < c->n; i++)
-		free((char *)c->msgs[i].content);
-	c->n = 0;
-	lmd_session_free(&c->sess, &c->r.m);
-	if (c->system)
-		push_msg(c, "system", c->system);
-}
-
-/* One line of input (continued while it ends in a backslash); NULL at end of input. */
-static char *read_input(struct chat *c)
-{
-	char *all = NULL;
-	size_t len = 0;
-	for (;;) {
-		char *line = NULL;
-		if (c->tty) {
-			line = readline(all ? "... " : ">>> ");
-		} else {
-			size_t cap = 0;
-			ssize_t n = getline(&line, &cap, stdin);
-			if (n < 0) {
-				free(line);
-				line = NULL;
-			} else if (n && line[n - 1] == '\n') {
-				line[n - 1] = 0;
-			}
-		}
-		if (!line)
-			return all;
-		size_t ll = strlen(line);
-		int more = ll && line[ll - 1] == '\\';
-		if (more)
-			line[--ll] = 0;
-		char *na = realloc(all, len + ll + 2);
-		if (!na) {
-			free(line);
-			return all;
-		}
-		all = na;
-		if (len)
-			all[len++] = '\n';
-		memcpy(all + len, line, ll + 1);
-		len += ll;
-		free(line);
-		if (!more)
-			break;
-	}
-	if (c->tty && *all)
-		add_history(all);
-	return all;
-}
 
 static void on_text(struct lmd_request *r, const char *text, size_t len, void *ctx)
 {
@@ -131,26 +55,26 @@ static int conversation_ids(struct chat *c, int32_t **ids, int *n, struct lmd_er
 {
 	static const char marker[] = "\x01lmd-answer\x01";
 	int last = -1, rc;
-	for (int i = 0; i < c->n; i++)
-		if (!strcmp(c->msgs[i].role, "assistant"))
+	for (int i = 0; i < c->q.n; i++)
+		if (!strcmp(c->q.msgs[i].role, "assistant"))
 			last = i;
 	if (last < 0 || c->sess.n == 0)
-		return lmd_runner_prompt(&c->r, NULL, c->msgs, c->n, ids, n, err);
-	struct lmd_chat_msg *m = malloc(c->n * sizeof(*m));
+		return lmd_runner_prompt(&c->r, NULL, c->q.msgs, c->q.n, ids, n, err);
+	struct lmd_chat_msg *m = malloc(c->q.n * sizeof(*m));
 	char *text = NULL, *tail;
 	size_t len, ntail = 0;
 	int *tk = NULL;
 	if (!m)
 		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
-	memcpy(m, c->msgs, c->n * sizeof(*m));
+	memcpy(m, c->q.msgs, c->q.n * sizeof(*m));
 	m[last].content = marker;
-	rc = lmd_chat_render(&c->r.tmpl, m, c->n, 1, NULL, &text, &len, err);
+	rc = lmd_chat_render(&c->r.tmpl, m, c->q.n, 1, NULL, &text, &len, err);
 	free(m);
 	if (rc)
 		return rc;
 	if (!(tail = strstr(text, marker))) {  /* the template dropped the answer: render it all */
 		free(text);
-		return lmd_runner_prompt(&c->r, NULL, c->msgs, c->n, ids, n, err);
+		return lmd_runner_prompt(&c->r, NULL, c->q.msgs, c->q.n, ids, n, err);
 	}
 	tail += sizeof(marker) - 1;
 	rc = lmd_tokenizer_encode(&c->r.tok, tail, strlen(tail), 0, &tk, &ntail, err);
@@ -180,8 +104,7 @@ static int turn(struct chat *c, const struct lmd_gen_params *p, const struct lmd
 		return rc;
 	if (n >= c->r.m.session_len) {
 		free(ids);
-		c->n--;  /* forget the message that did not fit */
-		free((char *)c->msgs[c->n].content);
+		lmd_repl_pop(&c->q);  /* forget the message that did not fit */
 		fprintf(stderr, "the conversation is %d tokens, the session holds %d: /reset to start over "
 			"(or a larger --session-len)\n", n, c->r.m.session_len);
 		return LMD_OK;
@@ -221,7 +144,7 @@ static int turn(struct chat *c, const struct lmd_gen_params *p, const struct lmd
 	double dec = req.t_end - req.t_first;
 	lmd_log(cli, 1, "prefilled %d new tokens (%d cached), generated %d tokens, %.2f tokens/s", req.nprefill,
 		req.nprompt_total - req.nprefill, req.ntokens, req.ntokens > 1 && dec > 0 ? (req.ntokens - 1) / dec : 0.0);
-	rc = push_msg(c, "assistant", req.text ? req.text : "") ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
+	rc = lmd_repl_push(&c->q, "assistant", req.text ? req.text : "") ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
 	lmd_request_free(&req, &c->r.m);
 	return rc;
 }
@@ -239,15 +162,15 @@ int lmd_run_chat(int argc, char **argv)
 	struct lmd_runner_opts ro = {.dtype = LMD_DTYPE_NONE};
 	struct lmd_gen_params p;
 	struct lmd_err err = {0};
-	const char *arg;
-	int k, rc = 0;
+	const char *arg, *system = NULL;
+	int k, rc = 0, step;
 	lmd_gen_params_default(&p);
 	p.max_tokens = 1024;
 	while ((k = lmd_cli_next(&cli, argc, argv, &arg)) != -1) {
 		if (lmd_runner_opt(&ro, &cli, k, arg) || lmd_gen_opt(&p, &cli, k, arg))
 			continue;
 		if (k == 256)
-			c.system = arg;
+			system = arg;
 	}
 	if (argc - optind != 1)
 		lmd_usage(&cli, "expected one MODEL directory");
@@ -259,40 +182,22 @@ int lmd_run_chat(int argc, char **argv)
 		lmd_runner_describe(&c.r, d, sizeof(d));
 		lmd_log(&cli, 1, "%s", d);
 	}
-	c.tty = isatty(0) && isatty(1);
 	struct sigaction sa = {.sa_handler = on_sigint};
 	sigaction(SIGINT, &sa, NULL);
-	reset(&c);
-	char *line;
-	while (!rc && (line = read_input(&c))) {
-		if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) {
-			free(line);
-			break;
-		} else if (!strcmp(line, "/reset")) {
-			reset(&c);
-			fprintf(stderr, "(conversation reset)\n");
-		} else if (!strncmp(line, "/system", 7) && (!line[7] || line[7] == ' ')) {
-			free(c.sys_owned);
-			c.system = c.sys_owned = strdup(line[7] ? line + 8 : "");
-			reset(&c);
-			fprintf(stderr, "(system prompt set; conversation reset)\n");
-		} else if (*line == '/') {
-			fprintf(stderr, "commands: /reset, /system TEXT, /exit\n");
-		} else if (*line) {
-			if (push_msg(&c, "user", line))
-				rc = lmd_errorf(&err, LMD_ENOMEM, "out of memory");
-			else if ((rc = turn(&c, &p, &cli, &err)) == LMD_EINVAL) {
-				fprintf(stderr, "%s\n", err.msg);  /* a bad message (not UTF-8, ...): say so, go on */
-				free((char *)c.msgs[--c.n].content);
-				rc = 0;
-			}
+	if (lmd_repl_init(&c.q, system))
+		rc = lmd_errorf(&err, LMD_ENOMEM, "out of memory");
+	while (!rc && (step = lmd_repl_next(&c.q)) != LMD_REPL_END) {
+		if (step < 0) {
+			rc = lmd_errorf(&err, step, "out of memory");
+		} else if (step == LMD_REPL_RESET) {
+			lmd_session_free(&c.sess, &c.r.m);
+		} else if (step == LMD_REPL_ASK && (rc = turn(&c, &p, &cli, &err)) == LMD_EINVAL) {
+			fprintf(stderr, "%s\n", err.msg);  /* a bad message (not UTF-8, ...): say so, go on */
+			lmd_repl_pop(&c.q);
+			rc = 0;
 		}
-		free(line);
 	}
-	for (int i = 0; i < c.n; i++)
-		free((char *)c.msgs[i].content);
-	free(c.msgs);
-	free(c.sys_owned);
+	lmd_repl_free(&c.q);
 	lmd_session_free(&c.sess, &c.r.m);
 	lmd_runner_close(&c.r);
 	if (rc)

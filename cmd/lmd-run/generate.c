@@ -23,6 +23,7 @@ static const struct lmd_opt opts[] = {
 	{"truncate", O_TRUNCATE, NULL, "cut prompts longer than the session to their last tokens instead of failing"},
 	LMD_GEN_OPTS,
 	LMD_RUNNER_OPTS,
+	LMD_PREFIX_OPTS,
 	{0},
 };
 
@@ -66,8 +67,9 @@ static void print_job(struct gen *g, struct job *j, int index)
 		struct lmd_request *r = &j->req;
 		double total = r->t_end - r->t_submit, ttft = r->t_first > 0 ? r->t_first - r->t_submit : total;
 		double decode = r->t_end - r->t_first;
-		o = json_pack("{s:i, s:s%, s:i, s:i, s:s, s:{s:f, s:f, s:f}}", "index", index, "text", r->text ? r->text : "",
-			      r->len, "prompt_tokens", r->nprompt_total, "completion_tokens", r->ntokens, "finish_reason",
+		o = json_pack("{s:i, s:s%, s:i, s:i, s:i, s:s, s:{s:f, s:f, s:f}}", "index", index, "text",
+			      r->text ? r->text : "", r->len, "prompt_tokens", r->nprompt_total, "cached_tokens", r->ncached,
+			      "completion_tokens", r->ntokens, "finish_reason",
 			      lmd_finish_name(r->finish), "timings", "ttft_ms", ttft * 1e3, "total_ms", total * 1e3,
 			      "decode_tokens_per_s", r->ntokens > 1 && decode > 0 ? (r->ntokens - 1) / decode : 0.0);
 		if (r->finish == LMD_FINISH_ERROR) {
@@ -331,7 +333,10 @@ int lmd_run_generate(int argc, char **argv)
 		lmd_log(&cli, 1, "%s", d);
 	}
 	int rc = prompt ? run_prompt(&g, prompt, echo, &p, &cli, &err) : run_jsonl(&g, &p, &err);
-	lmd_log(&cli, 1, "%ld steps, %ld preemptions", g.r.s.steps, g.r.s.preemptions);
+	struct lmd_sched_stats st;
+	lmd_sched_stats(&g.r.s, &st);
+	lmd_log(&cli, 1, "%ld steps, %ld preemptions; prefix cache %s: %ld of %ld prompt tokens cached", st.steps,
+		st.preemptions, st.prefix_caching ? "on" : "off", st.prefix_hits, st.prefix_queries);
 	lmd_runner_close(&g.r);
 	if (rc)
 		lmd_die(cli.prog, &err);

@@ -21,5 +21,7 @@ int lmd_run_chat(int argc, char **argv);
 
 /** lmd-run serve MODEL: the OpenAI-compatible HTTP server (serve.c). */
 int lmd_run_serve(int argc, char **argv);
+/** lmd-run client URL: a terminal chat against an OpenAI-compatible server (client.c). */
+int lmd_run_client(int argc, char **argv);
 
 #endif

@@ -509,10 +509,11 @@ static int wait_event(struct job *j, struct MHD_Connection *c, int ms)
 	return 0;
 }
 
+/* Every choice finished (or the engine is gone, which ends them all). */
 static int job_done(struct job *j)
 {
 	pthread_mutex_lock(&srv.mu);
-	int d = j->ndone == j->nch;
+	int d = j->ndone == j->nch || srv.engine_done;
 	pthread_mutex_unlock(&srv.mu);
 	return d;
 }

@@ -277,7 +277,8 @@ int lmd_model_open(struct lmd_model *m, struct lmd_backend *be, const struct lmd
 	}
 	if ((rc = lmd_kvcache_init(&m->kv, be, c->layers, c->kv_heads, c->head_dim, block_len, kv_blocks, m->dtype,
 				   err)) < 0 ||
-	    (rc = lmd_kvcache_set_quant(&m->kv, o.kv_quant, o.kv_params, err)) < 0)
+	    (rc = lmd_kvcache_set_quant(&m->kv, o.kv_quant, o.kv_params, err)) < 0 ||
+	    (o.prefix_cache && c->rope.type != LMD_ROPE_DYNAMIC && (rc = lmd_kvcache_enable_prefix(&m->kv, err)) < 0))
 		goto fail;
 
 	int64_t T = m->max_tokens, qkvw = (int64_t)(c->heads + 2 * c->kv_heads) * c->head_dim;

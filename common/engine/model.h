@@ -49,6 +49,12 @@ struct lmd_model_opts {
 	int hf_rope_rounding;
 	enum lmd_kv_quant kv_quant;  /* LMD_KV_NONE, LMD_KV_INT8 or LMD_KV_INT4 (--quant-policy) */
 	const float *kv_params;      /* NULL (online) or [layers][2][kv_heads][2] offline scale, zero (copied) */
+	/*
+	 * Share cached KV blocks between sequences with a common prefix (kvcache.h; the scheduler
+	 * attaches and commits them). Ignored under dynamic NTK rotary scaling, where a token's K depends
+	 * on the length of the step that computed it: m->kv.blk says whether it is on.
+	 */
+	int prefix_cache;
 };
 
 /** The weights of one layer, resident in the backend (fused where the ops want it). */

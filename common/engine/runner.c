@@ -169,6 +169,7 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 		goto fail;
 	mo.kv_quant = (enum lmd_kv_quant)o->quant_policy;
 	mo.kv_params = kvp;
+	mo.prefix_cache = o->prefix_caching;
 	rc = lmd_model_open(&r->m, &r->be, &r->dir, &mo, err);
 	free(kvp);
 	if (rc)
@@ -201,10 +202,11 @@ void lmd_runner_close(struct lmd_runner *r)
 
 void lmd_runner_describe(const struct lmd_runner *r, char *buf, size_t n)
 {
-	snprintf(buf, n, "%s: %s %s on %s (%s compute), weights %.1f MiB, KV cache %d blocks of %d tokens (%.1f MiB), "
-		 "session %d tokens, template %s", r->dir.path, lmd_arch_name(r->m.cfg.arch), r->m.cfg.model_name,
-		 r->be.ops->name, lmd_dtype_short(r->m.dtype), r->m.weight_bytes / 1048576.0, r->m.kv.nblocks,
-		 r->m.kv.block_len, r->kv_bytes / 1048576.0, r->m.session_len, r->tmpl.name ? r->tmpl.name : "?");
+	snprintf(buf, n, "%s: %s %s on %s (%s compute), weights %.1f MiB, KV cache %d blocks of %d tokens (%.1f MiB, "
+		 "prefix caching %s), session %d tokens, template %s", r->dir.path, lmd_arch_name(r->m.cfg.arch),
+		 r->m.cfg.model_name, r->be.ops->name, lmd_dtype_short(r->m.dtype), r->m.weight_bytes / 1048576.0,
+		 r->m.kv.nblocks, r->m.kv.block_len, r->kv_bytes / 1048576.0, r->m.kv.blk ? "on" : "off", r->m.session_len,
+		 r->tmpl.name ? r->tmpl.name : "?");
 	struct lmd_cuda_mem cm;
 	size_t len = strlen(buf);
 	if (!lmd_cuda_mem(&r->be, &cm, NULL) && len < n) {

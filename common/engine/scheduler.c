@@ -188,7 +188,7 @@ int lmd_sched_submit(struct lmd_scheduler *s, struct lmd_request *r, struct lmd_
 		return rc;
 	r->text = NULL;
 	r->len = r->emitted = r->cap = 0;
-	r->ntokens = r->nprefill = r->nlp = 0;
+	r->ntokens = r->nprefill = r->nlp = r->ncached = 0;
 	r->nprompt_total = se->n;
 	r->prefill_start = se->kv.len;
 	r->finish = LMD_FINISH_NONE;
@@ -355,6 +355,14 @@ static void preempt(struct lmd_scheduler *s)
 	s->preemptions++;
 }
 
+/* Count tokens r took from the prefix cache. */
+static void note_hit(struct lmd_scheduler *s, struct lmd_request *r, int hit)
+{
+	s->prefix_hits += hit;
+	if (!r->ntokens)
+		r->ncached += hit;
+}
+
 /* Decide how many tokens each running request computes this step; returns the KV blocks needed. */
 static int plan(struct lmd_scheduler *s)
 {
@@ -489,12 +497,27 @@ int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err)
 {
 	int rc;
 	/* admit while a slot is free and the pool holds the newcomer's whole prompt beside the running ones */
+	/* a prompt still to prefill takes the blocks the prefix cache got since it was admitted */
+	for (int i = 0; i < s->nrun; i++)
+		note_hit(s, s->run[i], lmd_kvseq_attach(&s->m->kv, &sess(s->run[i])->kv, sess(s->run[i])->toks,
+							sess(s->run[i])->n));
 	int need = plan(s);
 	while (s->nwait && s->nrun < s->max_batch) {
-		struct lmd_session *se = sess(s->wait[0]);
+		struct lmd_request *r = s->wait[0];
+		struct lmd_session *se = sess(r);
+		/* the prefix cache's blocks for its tokens are attached first: prefill starts after them */
+		int from = se->kv.len, hit = lmd_kvseq_attach(&s->m->kv, &se->kv, se->toks, se->n);
 		int nb = lmd_model_seq_blocks_needed(s->m, &se->kv, se->n - se->kv.len);
-		if (s->nrun && need + nb > lmd_model_free_blocks(s->m))
+		if (s->nrun && need + nb > lmd_model_free_blocks(s->m)) {
+			if (hit)
+				lmd_kvseq_truncate(&s->m->kv, &se->kv, from);
 			break;
+		}
+		if (s->m->kv.blk)
+			s->prefix_queries += se->n - from;
+		if (!r->ntokens)
+			r->ncached = 0;
+		note_hit(s, r, hit);
 		s->run[s->nrun++] = s->wait[0];
 		memmove(s->wait, s->wait + 1, (s->nwait - 1) * sizeof(*s->wait));
 		s->nwait--;
@@ -532,6 +555,8 @@ int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err)
 	if ((rc = lmd_model_forward_pick(s->m, &s->b, s->spread, s->top_k, s->picks, err)))
 		return rc;
 	s->steps++;
+	for (int i = 0; i < s->nrun; i++)  /* blocks filled this step join the prefix cache */
+		lmd_kvseq_commit(&s->m->kv, &sess(s->run[i])->kv, sess(s->run[i])->toks);
 	/* a row for every request whose last token was computed, in batch order */
 	int nrows = 0, nheavy = 0;
 	for (int i = 0; i < s->nrun; i++) {
@@ -591,4 +616,21 @@ void lmd_sched_cancel(struct lmd_scheduler *s, struct lmd_request *r)
 			finish(s, r, LMD_FINISH_CANCEL);
 			return;
 		}
+}
+
+void lmd_sched_stats(const struct lmd_scheduler *s, struct lmd_sched_stats *st)
+{
+	const struct lmd_kvcache *kv = &s->m->kv;
+	*st = (struct lmd_sched_stats){
+		.running = s->nrun,
+		.waiting = s->nwait,
+		.blocks_total = kv->nblocks,
+		.blocks_used = kv->nblocks - lmd_kvcache_free_blocks(kv),
+		.blocks_cached = lmd_kvcache_cached_blocks(kv),
+		.prefix_caching = kv->blk != NULL,
+		.prefix_queries = s->prefix_queries,
+		.prefix_hits = s->prefix_hits,
+		.steps = s->steps,
+		.preemptions = s->preemptions,
+	};
 }

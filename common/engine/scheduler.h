@@ -10,7 +10,13 @@
  * error naming the sizes).
  *
  * A session holds a token history and its KV blocks across requests (multi-turn chat): a request
- * on a session continues from the cached tokens, so only its new tokens are prefilled.
+ * on a session continues from the cached tokens, so only its new tokens are prefilled. With the
+ * model's prefix cache on (kvcache.h), each step registers the full blocks it filled, and a request
+ * whose cached tokens end at a block boundary (a new one, one preempted, one between prefill chunks)
+ * attaches the cached blocks that continue its tokens, when admitted and at each step: a request
+ * resending a chat's history prefills only what no earlier request computed, and requests sharing a
+ * system prompt admitted together compute it once or a few times. Prefill then starts at a block
+ * boundary, as a session's does at its cached length.
  * Outputs are the same whatever else runs beside a request: each request samples with its own RNG,
  * and a prompt is prefilled in chunks of a fixed size cut from its start (the last one shorter), a
  * chunk that does not fit a step waiting for the next, so that the work a request's tokens see
@@ -93,6 +99,7 @@ struct lmd_request {
 	int nprefill;                /* tokens this request prefilled (history that was cached is not counted) */
 	struct lmd_logprob *lp;      /* owned [nlp]: with logprobs, one per generated token (stop tokens left out) */
 	int nlp;
+	int ncached;                 /* prompt tokens taken from the prefix cache (since its last admission before its first token) */
 	enum lmd_finish finish;
 	char error[256];
 	double t_submit, t_first, t_end;  /* seconds (monotonic clock) */
@@ -136,7 +143,22 @@ struct lmd_scheduler {
 	int32_t *stop_ids;                   /* owned: the model's stop tokens */
 	int n_stop_ids;
 	long steps, preemptions;
+	long prefix_queries, prefix_hits;    /* see struct lmd_sched_stats */
 };
+
+/** What a server's metrics report: a snapshot taken by lmd_sched_stats between steps. */
+struct lmd_sched_stats {
+	int running, waiting;     /* requests */
+	int blocks_total;         /* KV blocks in the pool */
+	int blocks_used;          /* referenced by a request or a session; blocks kept only by the prefix cache count as free */
+	int blocks_cached;        /* kept only by the prefix cache: free, reused least recently used first when needed */
+	int prefix_caching;       /* the model's prefix cache is on */
+	long prefix_queries;      /* tokens looked up in the prefix cache as requests were admitted (again when preempted; 0 when off) */
+	long prefix_hits;         /* of those, tokens found cached, so not prefilled */
+	long steps, preemptions;
+};
+/** Fill st (counters since lmd_sched_init). */
+void lmd_sched_stats(const struct lmd_scheduler *s, struct lmd_sched_stats *st);
 
 int lmd_sched_init(struct lmd_scheduler *s, struct lmd_model *m, const struct lmd_tokenizer *tok,
 		   const struct lmd_sched_opts *o, struct lmd_err *err);

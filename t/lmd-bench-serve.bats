@@ -1,0 +1,160 @@
+#!/usr/bin/env bats
+# lmd-bench serve against t/mock-oai.js, a scripted server of the OpenAI wire format whose token delays are
+# known: the metrics of vLLM's bench serve, prompt lengths, datasets, pacing, failures, output formats.
+load lib
+
+setup() { setup_tmp; }
+teardown() { stop_mock; stop_serve; teardown_tmp; }
+
+# lmd-bench serve ARGS with its log lines in $TMP/err, bounded in time.
+bench() { timeout 60 lmd-bench serve "$@" 2>"$TMP/err"; }
+
+gens() { jq -s -c "[.[] | select(.path == \"/v1/completions\" or .path == \"/v1/chat/completions\") | .body | fromjson]" "$TMP/log"; }
+
+@test "random prompts of exact token counts, outputs of the asked length, and every metric" {
+	start_mock --log "$TMP/log"
+	run bench "$MOCK_URL" --num-prompts 20 --random-input-len 30 --random-output-len 8 -f json
+	echo "$output"
+	[ "$status" -eq 0 ]
+	local r=$(echo "$output" | jq -c '.[0]')
+	[ "$(jq -c '[.completed, .failed, .num_prompts, .max_concurrency, .total_input_tokens, .total_output_tokens]' <<<"$r")" = '[20,0,20,20,600,160]' ]
+	[ "$(jq -r '[.model, .endpoint, .dataset, .request_rate] | join(" ")' <<<"$r")" = "mock-a /v1/completions random inf" ]
+	for m in ttft tpot itl e2el; do
+		jq -e ".${m}_mean_ms > 0 and .${m}_p50_ms > 0 and .${m}_p50_ms <= .${m}_p90_ms and .${m}_p90_ms <= .${m}_p99_ms" <<<"$r"
+	done
+	jq -e '(.request_throughput * .duration_s / 20 - 1 | fabs) < 0.02 and (.output_tok_s * .duration_s / 160 - 1 | fabs) < 0.02' <<<"$r"
+	# 21 generations (a first test request, then 20), each streamed, asking for usage, 8 tokens and no early stop
+	[ "$(gens | jq -c 'map([.model, .stream, .stream_options.include_usage, .max_tokens, .ignore_eos, .temperature]) | unique')" = '[["mock-a",true,true,8,true,0]]' ]
+	[ "$(gens | jq 'length')" -eq 21 ]
+	[ "$(gens | jq '[.[].prompt | split(" ") | length] | unique | .[]')" -eq 30 ]
+	[ "$(gens | jq '[.[].prompt] | unique | length')" -eq 20 ]
+}
+
+@test "TTFT, TPOT, ITL and E2E latency measure the server's delays (50 ms a token, one request at a time)" {
+	start_mock --delay 50
+	run bench "$MOCK_URL" --num-prompts 6 --random-input-len 5 --random-output-len 6 --max-concurrency 1 -f json
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# the mock sleeps 50 ms before each of the 6 tokens: TTFT ~50, TPOT and ITL ~50, E2E ~300
+	echo "$output" | jq -e '.[0] | .ttft_mean_ms > 45 and .ttft_mean_ms < 150 and .tpot_mean_ms > 45 and .tpot_mean_ms < 100
+		and .itl_p50_ms > 45 and .itl_p50_ms < 100 and .e2el_mean_ms > 290 and .e2el_mean_ms < 600
+		and (.itl_mean_ms - .tpot_mean_ms | fabs) < 1'
+}
+
+@test "the chat endpoint, and the tokenizer found at /tokenize (vLLM's) when /v1/encode is missing" {
+	start_mock --tokenizer tokenize --log "$TMP/log"
+	run bench "$MOCK_URL/v1" --endpoint /v1/chat/completions --num-prompts 5 --random-input-len 12 --random-output-len 4 -f json
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(echo "$output" | jq -c '.[0] | [.completed, .total_input_tokens, .total_output_tokens, .endpoint]')" = '[5,60,20,"/v1/chat/completions"]' ]
+	[ "$(gens | jq '[.[].messages[0].content | split(" ") | length] | unique | .[]')" -eq 12 ]
+	grep -q '"path":"/tokenize"' "$TMP/log"
+}
+
+@test "without a tokenizer endpoint the prompt lengths are estimated, and said to be" {
+	start_mock --tokenizer none
+	run bench "$MOCK_URL" --num-prompts 3 --random-input-len 40 --random-output-len 2
+	echo "$output"
+	[ "$status" -eq 0 ]
+	grep -q "no /v1/encode or /tokenize: prompt lengths are estimated" "$TMP/err"
+}
+
+@test "--max-concurrency: one row per value, never more requests in flight; --request-rate paces arrivals" {
+	start_mock --delay 20 --log "$TMP/log"
+	run bench "$MOCK_URL" --num-prompts 12 --random-input-len 4 --random-output-len 5 --max-concurrency 1,3 -f csv
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "${#lines[@]}" -eq 3 ]
+	[[ "${lines[0]}" == date,commit,url,model,endpoint,dataset,request_rate,num_prompts,max_concurrency,completed,* ]]
+	[ "$(echo "$output" | cut -d, -f9 | tail -n 2 | tr '\n' ' ')" = "1 3 " ]
+	[ "$(jq -s '[.[] | select(.path == "/v1/completions") | .inflight] | max' "$TMP/log")" -le 3 ]
+	# Poisson arrivals at 20 a second: 40 requests take about 2 s (sd 0.3 s); all at once they take far less
+	run bench "$MOCK_URL" --num-prompts 40 --random-input-len 4 --random-output-len 2 --request-rate 20 --seed 3 -f json
+	[ "$status" -eq 0 ]
+	echo "$output" | jq -e '.[0] | .duration_s > 1 and .duration_s < 4 and .request_rate == "20"'
+	run bench "$MOCK_URL" --num-prompts 40 --random-input-len 4 --random-output-len 2 -f json
+	echo "$output" | jq -e '.[0].duration_s < 0.8'
+}
+
+@test "ShareGPT JSON with vLLM's filter, shuffled by the seed; CSV prompt,output_len in file order" {
+	start_mock --log "$TMP/log"
+	local long=$(printf 'w%.0s ' $(seq 1 1030))
+	cat >"$TMP/sg.json" <<JSON
+[{"id": "a", "conversations": [{"from": "human", "value": "one two three four"}, {"from": "gpt", "value": "a b c d e"}]},
+ {"id": "short prompt", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "a b c d e"}]},
+ {"id": "short answer", "conversations": [{"from": "human", "value": "one two three four"}, {"from": "gpt", "value": "yes"}]},
+ {"id": "one turn", "conversations": [{"from": "human", "value": "one two three four five"}]},
+ {"id": "long", "conversations": [{"from": "human", "value": "$long"}, {"from": "gpt", "value": "a b c d e"}]},
+ {"id": "b", "conversations": [{"from": "human", "value": "five six seven eight nine"}, {"from": "gpt", "value": "a b c d e f g"}, {"from": "human", "value": "x"}]}]
+JSON
+	run bench "$MOCK_URL" --dataset "$TMP/sg.json" --num-prompts 4 -f json
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(echo "$output" | jq -c '.[0] | [.completed, .dataset, .total_output_tokens]')" = '[4,"sg.json",24]' ]
+	[ "$(gens | jq -c '[.[1:][] | [.prompt, .max_tokens]] | sort | unique')" = '[["five six seven eight nine",7],["one two three four",5]]' ]
+	printf 'prompt,output_len\n"a, quoted ""prompt""",3\nplain words here,5\n' >"$TMP/p.csv"
+	: >"$TMP/log"
+	run bench "$MOCK_URL" --dataset "$TMP/p.csv" --num-prompts 3 --max-concurrency 1 -f json
+	[ "$status" -eq 0 ]
+	[ "$(gens | jq -c '[.[1:][] | [.prompt, .max_tokens]]')" = '[["a, quoted \"prompt\"",3],["plain words here",5],["a, quoted \"prompt\"",3]]' ]
+}
+
+@test "cut connections fail only their requests: the run completes and counts them" {
+	start_mock --cut-every 5
+	run bench "$MOCK_URL" --num-prompts 20 --random-input-len 4 --random-output-len 3 -f json
+	echo "$output"
+	[ "$status" -eq 0 ]
+	cat "$TMP/err"
+	[ "$(echo "$output" | jq -c '.[0] | [.completed, .failed, .total_output_tokens]')" = '[16,4,48]' ]
+	grep -q "max concurrency 20: 4 of 20 requests failed; the first: the answer of '$MOCK_URL/v1/completions' was cut" "$TMP/err"
+}
+
+@test "bad input: one clear line and the exit status of lmd(7)" {
+	run timeout 30 lmd-bench serve http://127.0.0.1:1 --num-prompts 2
+	[ "$status" -eq 1 ]
+	[[ "$output" == "lmd-bench serve: cannot reach 'http://127.0.0.1:1/v1/models': "* ]]
+	start_mock --api-key k
+	run timeout 30 lmd-bench serve "$MOCK_URL" --num-prompts 2
+	[ "$status" -eq 1 ]
+	[ "$output" = "lmd-bench serve: HTTP 401: mock: invalid API key" ]
+	run timeout 30 lmd-bench serve "$MOCK_URL" --api-key k --model nope --num-prompts 2 --random-input-len 3
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"the first test request to '$MOCK_URL/v1/completions': HTTP 404: the model 'nope' does not exist" ]]
+	printf 'p,o\nfine,3\nbad,x\n' >"$TMP/bad.csv"
+	run timeout 30 lmd-bench serve "$MOCK_URL" --api-key k --dataset "$TMP/bad.csv"
+	[ "$status" -eq 3 ]
+	[[ "$output" == *"'$TMP/bad.csv': row 3: expected prompt,output_len"* ]]
+	run timeout 30 lmd-bench serve "$MOCK_URL" --api-key k --dataset "$TMP/missing.json"
+	[ "$status" -eq 3 ]
+	run lmd-bench serve "$MOCK_URL" --request-rate fast
+	[ "$status" -eq 2 ]
+	run lmd-bench serve "$MOCK_URL" -f xml
+	[ "$status" -eq 2 ]
+}
+
+@test "md like lmd-bench gen's tables; -f png draws a PNG with gnuplot" {
+	start_mock
+	run bench "$MOCK_URL" --num-prompts 4 --random-input-len 4 --random-output-len 3 --max-concurrency 1,2 -f md -q
+	[ "$status" -eq 0 ]
+	[ "${#lines[@]}" -eq 4 ]
+	[[ "${lines[0]}" == "| date | commit | url |"* ]]
+	[[ "${lines[1]}" == "|---|---|"* ]]
+	command -v gnuplot >/dev/null || skip "gnuplot is not installed"
+	run bench "$MOCK_URL" --num-prompts 8 --random-input-len 4 --random-output-len 3 --max-concurrency 1,2,4 -f png -o "$TMP/p.png" -q
+	[ "$status" -eq 0 ]
+	[ "$(head -c 4 "$TMP/p.png" | od -An -c | tr -d ' ')" = "211PNG" ]
+	[ "$(ls "$TMP")" = "$(ls "$TMP" | grep -v tmp)" ]
+}
+
+@test "against lmd-run serve on lmd-tiny: exact prompt lengths through /v1/encode, every output as long as asked" {
+	start_serve "$ROOT/share/models/lmd-tiny"
+	run bench "$SERVE_URL" --num-prompts 12 --random-input-len 24 --random-output-len 10 --max-concurrency 1,4 -f json
+	echo "$output"; cat "$TMP/err"
+	[ "$status" -eq 0 ]
+	# usage.prompt_tokens counts the BOS the server adds before the 24 tokens of each prompt
+	echo "$output" | jq -e 'length == 2 and all(.[]; .completed == 12 and .failed == 0 and .total_output_tokens == 120
+		and .total_input_tokens >= 288 and .total_input_tokens <= 300 and .ttft_p50_ms > 0 and .tpot_p50_ms > 0)'
+	run bench "$SERVE_URL" --endpoint /v1/chat/completions --num-prompts 4 --random-input-len 8 --random-output-len 6 -f json
+	[ "$status" -eq 0 ]
+	echo "$output" | jq -e '.[0] | .completed == 4 and .total_output_tokens == 24'
+}
