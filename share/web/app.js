@@ -28,11 +28,13 @@
     return h;
   }
 
-  function needKey(msg) {
+  // The server answered 401: ask for the key, or say that the one given was refused.
+  function needKey() {
     ui.keyBox.hidden = false;
     ui.settings.hidden = false;
     ui.apiKey.focus();
-    setStatus(msg || "This server wants an API key: enter it under Settings, then send again.", true);
+    setStatus(ui.apiKey.value.trim() ? "The API key was refused (401): check it under Settings."
+      : "This server wants an API key: enter it under Settings, then send again.", true);
   }
 
   // An error answer's message (OpenAI's {"error": {"message"}}), else the HTTP status line.
@@ -172,7 +174,7 @@
       node.remove();
       asked.remove();
       ui.input.value = text;
-      if (failed === "key") needKey(ui.apiKey.value ? "The API key was refused (401): check it under Settings." : null);
+      if (failed === "key") needKey();
       else setStatus(failed, true);
       return;
     }
