@@ -36,7 +36,7 @@
 #include "run.h"
 #include "engine/runner.h"
 #include "serve/serve.h"
-#include "serve/toolcall.h"
+#include "tok/toolcall.h"
 #include "share.h"
 
 #define MAX_BODY (8u << 20)        /* the largest request body (413 beyond) */

@@ -6,6 +6,8 @@
  *   request.c   an HTTP body -> struct lmd_api_request (chat, completion, encode), or an OpenAI error
  *   response.c  OpenAI JSON out: responses, stream chunks, errors, the model list, /v1/encode
  *   metrics.c   the server's counters and histograms -> Prometheus text
+ *   tools.c     a chat request's tools, tool_choice and tool_calls (the parsing of answers: tok/toolcall.h)
+ *   testscript.c  LMD_TEST_SCRIPT: scripted answers, for tests only
  *
  * Strings handed back are malloc'd (the caller frees); NULL means out of memory.
  */

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "serve.h"
-#include "toolcall.h"
+#include "tok/toolcall.h"
 
 static int tools_bad(struct lmd_api_error *e, const char *param, const char *what)
 {

@@ -5,6 +5,7 @@
  *   tokenizer.h  the public API: open a model's tokenizer, encode, decode, stream-decode
  *   tok-impl.h   what the tokenizer files share inside the room (encode, decode and util split)
  *   chat.h       chat templates (share/templates) rendering messages into a prompt, tools included
+ *   toolcall.h   tool calls found in a model's answer (LMDeploy's tool-call parsers)
  *   pyjson.h     JSON written as Python's json.dumps writes it (what the Jinja templates put in prompts)
  *   sbuf.h       a growing string
  *

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "serve/toolcall.h"
+#include "tok/toolcall.h"
 #include "unit.h"
 
 static const char *const names[] = {"add", "multiply", "get_time"};

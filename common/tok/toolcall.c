@@ -3,7 +3,7 @@
 #include <sys/random.h>
 
 #include "err.h"
-#include "tok/pyjson.h"
+#include "pyjson.h"
 #include "toolcall.h"
 
 static const struct {

@@ -18,7 +18,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "tok/sbuf.h"
+#include "sbuf.h"
 
 enum lmd_tool_parser { LMD_TOOLS_NONE, LMD_TOOLS_INTERNLM, LMD_TOOLS_QWEN, LMD_TOOLS_LLAMA3 };
 
