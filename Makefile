@@ -52,7 +52,7 @@ FUZZERS   := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz-*.c))
 
 .SECONDARY:
 .SECONDEXPANSION:
-.PHONY: FORCE all test asan fuzz deps install clean demo gpu-check
+.PHONY: FORCE all test asan fuzz deps install clean demo gpu-check man
 all: $(TOOLS) $(UNITS) $(TESTBINS)
 	@echo "lmd: built $(words $(TOOLS)) tools; CUDA $(CUDA_NOTE)"
 
@@ -125,14 +125,15 @@ fuzz:
 	  build-fuzz/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build-fuzz/ build-fuzz/corpus/$$n \
 	    >build-fuzz/$$n.log 2>&1 || { tail -n 30 build-fuzz/$$n.log; exit 1; }; tail -n 1 build-fuzz/$$n.log; done
 
-# apt-get the Debian packages the build and the tests need.
-DEPS := build-essential jq python3-msgpack libjansson-dev libmsgpack-dev libcsv-dev libpcre2-dev libutf8proc-dev libreadline-dev libcurl4-openssl-dev bats mandoc clang libclang-rt-14-dev libmicrohttpd-dev curl chromium
+# apt-get the Debian packages the build and the tests need: as root directly, else through sudo.
 # libmicrohttpd: lmd-run serve's HTTP server. Node and npm (Debian's, unless npm is already there) run the
 # tests' pinned npm packages (t/node/package.json and its lock: the official openai client), installed into
 # t/node/node_modules, which git ignores.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEPS := build-essential jq python3-msgpack libjansson-dev libmsgpack-dev libcsv-dev libpcre2-dev libutf8proc-dev libreadline-dev libcurl4-openssl-dev bats mandoc clang libclang-rt-14-dev libmicrohttpd-dev curl chromium
 deps:
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPS)
-	command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPS)
+	command -v npm >/dev/null || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
 	cd t/node && npm ci --no-audit --no-fund --loglevel=error
 
 install: all
@@ -149,6 +150,10 @@ demo: all
 # On a machine with an NVIDIA GPU: op tests, reference checks and benchmarks, results in $(OUT) (bench/gpu-check.sh).
 gpu-check:
 	bench/gpu-check.sh $(GPU_CHECK)
+
+# Rewrite the man pages' OPTIONS sections from the tools' option tables (t/man.bats checks them).
+man: all
+	man/update $(BUILD)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -10,7 +10,7 @@ WIKI=$SHARED/data/wikitext-2-raw/wiki.test.raw
 W=${WINDOWS:-40}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-run() { "$B/lmd-bench" ppl "$@" --windows "$W" --dtype fp16 --device cpu -o json 2>/dev/null; }
+run() { "$B/lmd-bench" ppl "$@" --windows "$W" --dtype fp16 --device cpu -f json 2>/dev/null; }
 size() { du -sb "$1" | cut -f1; }
 echo "# Quantization quality (issue 6)"
 echo

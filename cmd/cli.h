@@ -4,7 +4,9 @@
  * the man pages against --help).
  *
  * Every tool gets --help (stdout, exit 0), --version, -v/--verbose and -q/--quiet
- * from here. Misuse prints a one-line reason and the synopsis to stderr, exit 2.
+ * from here. LMDeploy's underscore spellings of long options (--session_len) are accepted. A row
+ * of a table overrides a later row of the same name (a command's own default over a shared
+ * macro's). Misuse prints a one-line reason and the synopsis to stderr, exit 2.
  * This is the only module besides cmd/ that may call exit().
  */
 #ifndef LMD_CLI_H
@@ -13,6 +15,7 @@
 #include <stdio.h>
 
 #include "err.h"
+#include "lmd.h"
 
 struct lmd_opt {
 	const char *name;  /* long name without "--" */
@@ -39,10 +42,40 @@ struct lmd_cli {
 int lmd_cli_next(struct lmd_cli *c, int argc, char **argv, const char **arg);
 
 /**
+ * Name the program for messages and arrange that, at exit, standard output is flushed and checked:
+ * lost output prints "PROG: cannot write standard output: REASON" and exits 3. lmd_cli_next and
+ * lmd_cli_dispatch call it; a main that uses neither calls it first.
+ */
+void lmd_cli_init(const char *prog);
+
+/** Flush standard output (for streamed text); -1 when it is lost (the exit check then reports why). */
+int lmd_cli_flush(void);
+
+/**
+ * Print the options of c (NULL: none) and, when common, those every tool takes, as roff .TP
+ * paragraphs for a man page's OPTIONS (the hidden option --man-options prints them; `make man`
+ * puts them into man/; t/man.bats checks the pages agree).
+ */
+void lmd_cli_man(const struct lmd_cli *c, FILE *f, int common);
+
+/**
  * lmd_cli_next for commands whose options may come before or after their positional arguments: at the
  * end (-1) the positional ones are collected into pos[*npos..maxpos) (more is a usage error).
  */
 int lmd_cli_next_pos(struct lmd_cli *c, int argc, char **argv, const char **arg, char **pos, int *npos, int maxpos);
+
+/**
+ * The one progress line of every long step: "PROG: WHAT DONE/TOTAL, M:SS left" rewritten in place on
+ * stderr, only when stderr is a terminal and not under -q. lmd_cli_progress fills pr (owned by the
+ * caller, alive while the step runs) and returns what to give the library (NULL when not shown).
+ */
+struct lmd_cli_progress {
+	struct lmd_progress p;
+	const struct lmd_cli *cli;
+	const char *what;
+	double t0, shown;
+};
+const struct lmd_progress *lmd_cli_progress(struct lmd_cli_progress *pr, const struct lmd_cli *c, const char *what);
 
 /** Print the help text to f. */
 void lmd_cli_help(const struct lmd_cli *c, FILE *f);

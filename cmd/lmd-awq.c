@@ -1,4 +1,5 @@
 /* lmd-awq: 4-bit weight quantization (AWQ or round-to-nearest) into an AutoAWQ gemm HF directory (awq.h). */
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -6,6 +7,7 @@
 #include "quant/calib.h"
 #include "cli.h"
 #include "engine/runner.h"
+#include "file.h"
 #include "opts.h"
 
 enum { O_STATS = 256, O_BITS, O_GROUP, O_SEARCH, O_METHOD, O_SEARCH_TOKENS, O_FORCE };
@@ -51,7 +53,7 @@ int main(int argc, char **argv)
 		.prog = "lmd-awq",
 		.synopsis = "MODEL -o DIR [OPTIONS]",
 		.purpose = "Quantize a model's linear weights to 4 bits (AWQ or round-to-nearest) as an AutoAWQ HF directory.",
-		.example = "lmd-awq llama2-7b --stats llama2-7b.calib --w-group-size 128 -o llama2-7b-awq",
+		.example = "lmd-awq share/models/lmd-tiny --stats tiny.calib --w-group-size 64 -o tiny-awq",
 		.opts = opts,
 	};
 	struct lmd_calib_opts co;
@@ -86,6 +88,14 @@ int main(int argc, char **argv)
 	if (ao.method == 0 && ao.search_scale)
 		lmd_usage(&cli, "--search-scale needs --method awq");
 	ro.model = argv[optind];
+	if (lmd_outdir_check(out, ro.model, force, &err))  /* before minutes of work */
+		lmd_die(cli.prog, &err);
+	if ((ao.method == 1 && !stats_path) || ao.search_scale) {  /* calibration text, before loading the model */
+		char *dataset = lmd_calib_dataset_path(co.dataset, co.data_dir, &err);
+		if (!dataset)
+			lmd_die(cli.prog, &err);
+		free(dataset);
+	}
 	struct lmd_calib_stats st = {0};
 	struct lmd_awq_acts acts = {0};
 	struct lmd_runner r = {0};
@@ -105,6 +115,8 @@ int main(int argc, char **argv)
 		struct both b = {need_stats ? &st : NULL, ao.search_scale ? &acts : NULL};
 		if (!rc) {
 			lmd_log(&cli, 0, "calibrating on %d windows of %d tokens from '%s'", co.samples, co.seqlen, co.dataset);
+			struct lmd_cli_progress pr;
+			co.progress = lmd_cli_progress(&pr, &cli, "calibration windows");
 			rc = lmd_calib_collect(&r.m, &r.tok, &co, both_tap, &b, need_stats ? &st : NULL, &err);
 		}
 		lmd_runner_close(&r);

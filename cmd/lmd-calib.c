@@ -1,10 +1,12 @@
 /* lmd-calib: activation statistics of a model on calibration text (calib.h), as msgpack. */
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "quant/calib.h"
 #include "cli.h"
 #include "engine/runner.h"
+#include "file.h"
 #include "opts.h"
 
 static const struct lmd_opt opts[] = {
@@ -22,7 +24,7 @@ int main(int argc, char **argv)
 		.prog = "lmd-calib",
 		.synopsis = "MODEL [OPTIONS]",
 		.purpose = "Collect activation statistics of a model on calibration text (for lmd-awq and lmd-kvparams).",
-		.example = "lmd-calib llama2-7b --calib-samples 128 --calib-seqlen 2048 -o llama2-7b.calib",
+		.example = "lmd-calib share/models/lmd-tiny --calib-samples 16 --calib-seqlen 256 -o tiny.calib",
 		.opts = opts,
 	};
 	struct lmd_calib_opts co;
@@ -42,16 +44,27 @@ int main(int argc, char **argv)
 	if (!strcmp(out, "-") && isatty(STDOUT_FILENO))
 		lmd_usage(&cli, "the statistics are binary: give -o FILE or redirect stdout");
 	ro.model = argv[optind];
+	char *dataset = lmd_calib_dataset_path(co.dataset, co.data_dir, &err);  /* before loading the model */
+	if (!dataset)
+		lmd_die(cli.prog, &err);
+	free(dataset);
+	struct lmd_out o;
+	if (lmd_out_open(&o, out, &err))
+		lmd_die(cli.prog, &err);
 	ro.max_batch = co.batch;
 	ro.session_len = co.seqlen;
 	ro.max_prefill = co.batch * co.seqlen;
 	struct lmd_runner r;
-	if (lmd_runner_open(&r, &ro, &err))
+	if (lmd_runner_open(&r, &ro, &err)) {
+		lmd_out_abort(&o);
 		lmd_die(cli.prog, &err);
+	}
 	char desc[512];
 	lmd_runner_describe(&r, desc, sizeof(desc));
 	lmd_log(&cli, 0, "%s", desc);
 	struct lmd_calib_stats st;
+	struct lmd_cli_progress pr;
+	co.progress = lmd_cli_progress(&pr, &cli, "windows");
 	int rc = lmd_calib_stats_init(&st, &r.m.cfg, &err);
 	if (!rc)
 		rc = lmd_calib_collect(&r.m, &r.tok, &co, lmd_calib_stats_tap, &st, &st, &err);
@@ -60,8 +73,11 @@ int main(int argc, char **argv)
 	if (!rc) {
 		lmd_log(&cli, 0, "%d windows of %d tokens from '%s': %lld tokens", co.samples, co.seqlen, co.dataset,
 			(long long)st.tokens);
-		rc = lmd_calib_stats_write(&st, out, &err);
+		rc = lmd_calib_stats_write(&st, o.f, &err);
 	}
+	rc = rc ? rc : lmd_out_commit(&o, &err);
+	if (rc)
+		lmd_out_abort(&o);
 	lmd_calib_stats_free(&st);
 	lmd_runner_close(&r);
 	if (rc)

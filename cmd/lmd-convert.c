@@ -26,7 +26,7 @@ int main(int argc, char **argv)
 		.prog = "lmd-convert",
 		.synopsis = "[OPTIONS] SRC DST | --info [--json] DIR",
 		.purpose = "Convert an HF model directory (or re-split an lmd one) into an lmd model directory.",
-		.example = "lmd-convert --dtype fp16 --tp 2 Llama-2-7b-hf llama2-7b.lmd",
+		.example = "lmd-convert --dtype fp16 --tp 2 share/models/lmd-tiny tiny-tp2",
 		.opts = opts,
 	};
 	struct lmd_convert_opts o = {.dtype = LMD_DTYPE_NONE, .tp = 1};
@@ -64,7 +64,8 @@ int main(int argc, char **argv)
 		lmd_usage(&cli, "--json goes with --info");
 	if (argc - optind != 2)
 		lmd_usage(&cli, "expected SRC and DST");
-	o.progress = cli.verbose >= 0 && isatty(2);
+	struct lmd_cli_progress pr;
+	o.progress = lmd_cli_progress(&pr, &cli, "tensors");
 	o.quiet = cli.verbose < 0;
 	if (lmd_convert(argv[optind], argv[optind + 1], &o, &err))
 		lmd_die(cli.prog, &err);

@@ -23,7 +23,7 @@ int main(int argc, char **argv)
 		.prog = "lmd-kvparams",
 		.synopsis = "STATS [OPTIONS]",
 		.purpose = "Compute offline KV-cache quantization parameters (CSV) from lmd-calib statistics.",
-		.example = "lmd-kvparams llama2-7b.calib --kv-bits 8 > llama2-7b.kv.csv",
+		.example = "lmd-kvparams tiny.calib --kv-bits 8 > tiny.kv.csv",
 		.opts = opts,
 	};
 	struct lmd_err err = {0};
@@ -50,7 +50,7 @@ int main(int argc, char **argv)
 	int rc = p ? lmd_out_open(&o, out, &err) : lmd_errorf(&err, LMD_ENOMEM, "out of memory");
 	if (!rc) {
 		lmd_kvparams_compute(&st, bits, sym, p);
-		lmd_kvparams_write(&st.cfg, p, o.f);
+		lmd_kvparams_write(&st.cfg, p, bits, o.f);
 		rc = lmd_out_commit(&o, &err);
 	}
 	free(p);

@@ -9,6 +9,7 @@ static const struct lmd_subcommand subs[] = {
 	{"client", lmd_run_client, "chat with an OpenAI-compatible server on the terminal"},
 	{"tokenize", lmd_run_tokenize, "text on stdin to token ids"},
 	{"detokenize", lmd_run_detokenize, "token ids on stdin to text"},
+	{"cache", lmd_run_cache, "list or clean the conversions kept for running HF directories"},
 };
 
 int main(int argc, char **argv)

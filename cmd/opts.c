@@ -28,6 +28,7 @@ int lmd_runner_opt(struct lmd_runner_opts *o, const struct lmd_cli *cli, int key
 			lmd_usage(cli, "--quant-policy: '%s' is not 0, 4 or 8", arg);
 		return 1;
 	case LMD_RO_KV_PARAMS: o->kv_params = arg; return 1;
+	case LMD_RO_TP: o->tp = (int)lmd_cli_long(cli, "tp", arg, 1, 32); return 1;
 	case LMD_RO_CACHE: o->cache_max_entry_count = lmd_cli_double(cli, "cache-max-entry-count", arg, 1e-6, 1); return 1;
 	case LMD_RO_TEMPLATE: o->chat_template = arg; return 1;
 	case LMD_RO_PREFIX: o->prefix_caching = 1; return 1;

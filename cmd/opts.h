@@ -15,7 +15,7 @@
 enum {
 	LMD_RO_DEVICE = 600, LMD_RO_DTYPE, LMD_RO_THREADS, LMD_RO_SESSION_LEN, LMD_RO_BLOCK, LMD_RO_BATCH,
 	LMD_RO_PREFILL, LMD_RO_CACHE, LMD_RO_TEMPLATE, LMD_RO_QUANT_POLICY, LMD_RO_KV_PARAMS, LMD_RO_PREFIX,
-	LMD_RO_NO_PREFIX,
+	LMD_RO_NO_PREFIX, LMD_RO_TP,
 };
 #define LMD_RUNNER_OPTS \
 	{"device", LMD_RO_DEVICE, "DEV", "auto (default: cuda when a GPU is there), cpu or cuda"}, \
@@ -28,7 +28,8 @@ enum {
 	{"cache-max-entry-count", LMD_RO_CACHE, "F", "fraction of free memory for the KV cache (default 0.8)"}, \
 	{"chat-template", LMD_RO_TEMPLATE, "NAME", "chat template (default: the model's)"}, \
 	{"quant-policy", LMD_RO_QUANT_POLICY, "N", "KV cache: 0 (default, the compute dtype), 8 (int8) or 4 (int4)"}, \
-	{"kv-params", LMD_RO_KV_PARAMS, "FILE", "offline KV-cache scales and zeros from lmd-kvparams"}
+	{"kv-params", LMD_RO_KV_PARAMS, "FILE", "offline KV-cache scales and zeros from lmd-kvparams"}, \
+	{"tp", LMD_RO_TP, "N", "tensor-parallel ranks: must be the model's split (lmd-convert --tp; default: the model's)"}
 /* Prefix caching, for the tools that take it (parsed by lmd_runner_opt; the tool sets its default, off or on, first). */
 #define LMD_PREFIX_OPTS \
 	{"enable-prefix-caching", LMD_RO_PREFIX, NULL, "share the KV cache of common prompt prefixes between requests"}, \
@@ -46,7 +47,7 @@ enum {
 	{"top-k", LMD_GO_TOP_K, "K", "sample among the K most likely tokens (default 0: all)"}, \
 	{"min-p", LMD_GO_MIN_P, "P", "drop tokens below P times the top probability (default 0)"}, \
 	{"repetition-penalty", LMD_GO_REPETITION, "R", "penalize tokens already seen (default 1: off)"}, \
-	{"seed", LMD_GO_SEED, "N", "random seed: the same seed gives the same text (default 0)"}
+	{"seed", LMD_GO_SEED, "N", "random seed: the same seed gives the same text (default: random, printed with -v)"}
 #define LMD_GEN_OPTS \
 	{"max-tokens", LMD_GO_MAX_TOKENS, "N", "most tokens to generate (default 256)"}, \
 	{"temperature", LMD_GO_TEMPERATURE, "T", "sampling temperature, 0 = greedy (default 1)"}, \

@@ -28,7 +28,7 @@ struct lmd_err {
 	char msg[512];  /* one line, no trailing newline */
 };
 
-/** Fill e (which may be NULL) with code and a printf-style message; returns code. */
+/** Fill e (which may be NULL) with code and a printf-style message (which may quote e->msg); returns code. */
 int lmd_errorf(struct lmd_err *e, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

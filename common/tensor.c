@@ -56,6 +56,33 @@ int64_t lmd_tensor_numel(const struct lmd_tensor *t)
 	return n;
 }
 
+size_t lmd_tensor_nonfinite(const struct lmd_tensor *t)
+{
+	size_t n = (size_t)lmd_tensor_numel(t), bad = 0;
+	const uint16_t *h = t->data;
+	switch (t->dtype) {
+	case LMD_F32:
+		for (size_t i = 0; i < n; i++)
+			bad += !isfinite(((const float *)t->data)[i]);
+		break;
+	case LMD_F64:
+		for (size_t i = 0; i < n; i++)
+			bad += !isfinite(((const double *)t->data)[i]);
+		break;
+	case LMD_F16:  /* exponent all ones */
+		for (size_t i = 0; i < n; i++)
+			bad += (h[i] & 0x7c00) == 0x7c00;
+		break;
+	case LMD_BF16:
+		for (size_t i = 0; i < n; i++)
+			bad += (h[i] & 0x7f80) == 0x7f80;
+		break;
+	default:
+		break;
+	}
+	return bad;
+}
+
 size_t lmd_tensor_nbytes(const struct lmd_tensor *t)
 {
 	return (size_t)lmd_tensor_numel(t) * lmd_dtype_size(t->dtype);

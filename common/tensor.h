@@ -35,6 +35,8 @@ int lmd_dtype_is_float(enum lmd_dtype t);
 
 int64_t lmd_tensor_numel(const struct lmd_tensor *t);
 size_t lmd_tensor_nbytes(const struct lmd_tensor *t);
+/** How many elements of a float tensor (f32, f16, bf16, f64) are NaN or infinite (0 for other dtypes). */
+size_t lmd_tensor_nonfinite(const struct lmd_tensor *t);
 
 /** Scalar conversions: f16 and bf16 from f32 round to nearest even; NaN stays NaN. */
 float lmd_f16_to_f32(uint16_t h);

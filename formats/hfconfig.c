@@ -1,4 +1,5 @@
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -31,14 +32,21 @@ static int num(json_t *o, const char *key, double def, double *out, const char *
 	return LMD_OK;
 }
 
+enum { REQUIRED = INT_MIN };  /* integer()'s default for a field that must be there */
+
 static int integer(json_t *o, const char *key, int def, int *out, const char *what, struct lmd_err *err)
 {
 	double d;
+	json_t *v = json_object_get(o, key);
+	if (def == REQUIRED && (!v || json_is_null(v)))
+		return lmd_errorf(err, LMD_EFORMAT, "%s: field '%s' is missing", what, key);
 	int rc = num(o, key, def, &d, what, err);
 	if (rc)
 		return rc;
-	if (d != floor(d) || fabs(d) > (1 << 30))
+	if (d != floor(d))
 		return lmd_errorf(err, LMD_EFORMAT, "%s: field '%s' is not a whole number", what, key);
+	if (fabs(d) > (1 << 30))
+		return lmd_errorf(err, LMD_EFORMAT, "%s: field '%s' is %.0f, out of range (at most %d)", what, key, d, 1 << 30);
 	*out = (int)d;
 	return LMD_OK;
 }
@@ -167,12 +175,12 @@ static int parse_root(struct lmd_config *c, json_t *root, const char *what, stru
 		return rc;
 	if (act && strcmp(act, "silu"))
 		return lmd_errorf(err, LMD_EFORMAT, "%s: hidden_act '%s' is not supported (silu)", what, act);
-	if ((rc = integer(root, "hidden_size", 0, &c->hidden, what, err)) ||
-	    (rc = integer(root, "intermediate_size", 0, &c->inter, what, err)) ||
-	    (rc = integer(root, "num_hidden_layers", 0, &c->layers, what, err)) ||
-	    (rc = integer(root, "num_attention_heads", 0, &c->heads, what, err)) ||
+	if ((rc = integer(root, "hidden_size", REQUIRED, &c->hidden, what, err)) ||
+	    (rc = integer(root, "intermediate_size", REQUIRED, &c->inter, what, err)) ||
+	    (rc = integer(root, "num_hidden_layers", REQUIRED, &c->layers, what, err)) ||
+	    (rc = integer(root, "num_attention_heads", REQUIRED, &c->heads, what, err)) ||
 	    (rc = integer(root, "num_key_value_heads", c->heads, &c->kv_heads, what, err)) ||
-	    (rc = integer(root, "vocab_size", 0, &c->vocab, what, err)) ||
+	    (rc = integer(root, "vocab_size", REQUIRED, &c->vocab, what, err)) ||
 	    (rc = integer(root, "max_position_embeddings", 2048, &c->max_pos, what, err)) ||
 	    (rc = num(root, "rms_norm_eps", 1e-6, &c->rms_eps, what, err)) ||
 	    (rc = integer(root, "bos_token_id", -1, &c->bos, what, err)) ||

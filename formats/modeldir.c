@@ -566,15 +566,15 @@ static const char *weight_file(int rank, char *buf, size_t n)
 	return buf;
 }
 
-int lmd_modeldir_writer_open(struct lmd_modeldir_writer *w, const char *dst, const struct lmd_config *cfg, int force,
-			     struct lmd_err *err)
+int lmd_modeldir_writer_open(struct lmd_modeldir_writer *w, const char *dst, const char *src,
+			     const struct lmd_config *cfg, int force, struct lmd_err *err)
 {
 	memset(w, 0, sizeof(*w));
 	w->cfg = *cfg;
 	if (cfg->tp < 1 || cfg->tp > 63)
 		return lmd_errorf(err, LMD_EINVAL, "tp %d is out of range (1 to 63)", cfg->tp);
 	w->nfiles = cfg->tp == 1 ? 1 : cfg->tp + 1;
-	return lmd_outdir_open(&w->dir, dst, force, err);
+	return lmd_outdir_open(&w->dir, dst, src, force, err);
 }
 
 int lmd_modeldir_writer_add(struct lmd_modeldir_writer *w, const char *name, const struct lmd_tensor *t, int rank,

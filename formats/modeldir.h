@@ -82,7 +82,8 @@ int lmd_modeldir_gather(const struct lmd_modeldir *m, const char *name, struct l
 /**
  * Writing a directory: lmd_modeldir_writer_open starts it in a temporary directory beside dst,
  * _add appends a tensor shard (data copied out at once), _copy copies a side file (tokenizer, ...),
- * _commit writes the index and renames into place, _abort removes everything.
+ * _commit writes the index and renames into place, _abort removes everything. src (may be NULL) is
+ * the input directory, which dst must neither be, be inside, nor contain (lmd_outdir_check).
  */
 struct lmd_modeldir_writer {
 	struct lmd_outdir dir;
@@ -93,8 +94,8 @@ struct lmd_modeldir_writer {
 	int n, cap;
 	struct lmd_mtensor *t;    /* owned: the index being built (data NULL) */
 };
-int lmd_modeldir_writer_open(struct lmd_modeldir_writer *w, const char *dst, const struct lmd_config *cfg, int force,
-			     struct lmd_err *err);
+int lmd_modeldir_writer_open(struct lmd_modeldir_writer *w, const char *dst, const char *src,
+			     const struct lmd_config *cfg, int force, struct lmd_err *err);
 int lmd_modeldir_writer_add(struct lmd_modeldir_writer *w, const char *name, const struct lmd_tensor *t, int rank,
 			    int split_axis, struct lmd_err *err);
 int lmd_modeldir_writer_copy(struct lmd_modeldir_writer *w, const char *src_path, const char *name,

@@ -12,6 +12,7 @@
  *             the top: a shared histogram of the digit among the keys that share the digits fixed so
  *             far (one shared atomicAdd per run of equal digits in a warp, __match_any_sync), then
  *             warp 0 finds the digit where the count from the top reaches what is left of k.
+ *          A row whose largest value is not finite (all NaN, or +inf) gets count -1 and no candidates.
  *          3. count, when spread[r] >= 0: cut = logits[best] - spread[r] (rounded once: __fsub_rn, no
  *             contraction), raised to that value when it is larger (lmd_sample_cut); each warp's
  *             elements >= cut take consecutive slots from one shared atomicAdd per warp and round, and
@@ -133,7 +134,7 @@ pick_kernel(int32_t *head, int32_t *cand, int cap, const float *logits, int voca
 	__shared__ int s_left;
 	__shared__ float s_val[32];
 	__shared__ int s_idx[32];
-	__shared__ int s_best, s_count;
+	__shared__ int s_best, s_count, s_bad;
 	const float *v = logits + (size_t)blockIdx.x * vocab;
 	int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 	float bv = -INFINITY;
@@ -155,12 +156,13 @@ pick_kernel(int32_t *head, int32_t *cand, int cap, const float *logits, int voca
 		if (lane == 0) {
 			s_best = bi < 0 ? 0 : bi;  // a row of NaN: 0, as lmd_argmax
 			s_count = 0;
+			s_bad = bi < 0 || !isfinite(bv);  // logits of NaN or inf: no choice can be made
 		}
 	}
 	__syncthreads();
 	int best = s_best;
 	float spread = sp.s[blockIdx.x];
-	if (spread >= 0) {  // not for a negative or NaN spread: the argmax only
+	if (spread >= 0 && !s_bad) {  // not for a negative or NaN spread: the argmax only
 		float cut = __fsub_rn(v[best], spread), kth;
 		if (sp.k[blockIdx.x] > 0 && kth_largest(v, vocab, sp.k[blockIdx.x], s_hist, &s_prefix, &s_left, &kth) &&
 		    kth > cut)
@@ -184,7 +186,7 @@ pick_kernel(int32_t *head, int32_t *cand, int cap, const float *logits, int voca
 	}
 	if (threadIdx.x == 0) {
 		head[2 * blockIdx.x] = best;
-		head[2 * blockIdx.x + 1] = spread >= 0 ? s_count : 0;
+		head[2 * blockIdx.x + 1] = s_bad ? -1 : spread >= 0 ? s_count : 0;
 	}
 }
 

@@ -31,17 +31,17 @@ check_ref() {
 
 @test "tokens scored follow the recipe; json and csv outputs" {
 	need_shared
-	out=$(lmd-bench ppl "$SHARED/models/lmd-tiny" --text "$SHARED/data/$WIKI" --windows 2 -o json --device cpu 2>/dev/null)
+	out=$(lmd-bench ppl "$SHARED/models/lmd-tiny" --text "$SHARED/data/$WIKI" --windows 2 -f json --device cpu 2>/dev/null)
 	[ "$(echo "$out" | jq .tokens_scored)" = 1022 ]
 	[ "$(echo "$out" | jq .windows)" = 2 ]
-	out=$(lmd-bench ppl "$SHARED/models/lmd-tiny" --text "$SHARED/data/$WIKI" --windows 1 --seqlen 64 -o csv --device cpu 2>/dev/null)
+	out=$(lmd-bench ppl "$SHARED/models/lmd-tiny" --text "$SHARED/data/$WIKI" --windows 1 --seqlen 64 -f csv --device cpu 2>/dev/null)
 	[ "$(echo "$out" | head -1)" = "model,text,seqlen,windows,tokens_scored,ppl,nll" ]
 }
 
 @test "--kld-base: a model against itself has KLD 0 and top-1 agreement 1" {
 	need_shared
 	out=$(lmd-bench ppl "$SHARED/models/lmd-tiny" --text "$SHARED/data/gutenberg-heldout.txt" --windows 2 \
-		--kld-base "$SHARED/models/lmd-tiny" -o json --device cpu --dtype fp32 2>/dev/null)
+		--kld-base "$SHARED/models/lmd-tiny" -f json --device cpu --dtype fp32 2>/dev/null)
 	[ "$(echo "$out" | jq .kld)" = 0 ]
 	[ "$(echo "$out" | jq .top1)" = 1 ]
 	[ "$(echo "$out" | jq '.ppl == .base_ppl')" = true ]

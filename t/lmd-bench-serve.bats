@@ -151,9 +151,10 @@ JSON
 	run bench "$SERVE_URL" --num-prompts 12 --random-input-len 24 --random-output-len 10 --max-concurrency 1,4 -f json
 	echo "$output"; cat "$TMP/err"
 	[ "$status" -eq 0 ]
-	# usage.prompt_tokens counts the BOS the server adds before the 24 tokens of each prompt
+	# usage.prompt_tokens counts the BOS the server adds before each prompt of 24 tokens (or, where words
+	# cannot make 24, the nearest count)
 	echo "$output" | jq -e 'length == 2 and all(.[]; .completed == 12 and .failed == 0 and .total_output_tokens == 120
-		and .total_input_tokens >= 288 and .total_input_tokens <= 300 and .ttft_p50_ms > 0 and .tpot_p50_ms > 0)'
+		and .total_input_tokens >= 288 and .total_input_tokens <= 312 and .ttft_p50_ms > 0 and .tpot_p50_ms > 0)'
 	run bench "$SERVE_URL" --endpoint /v1/chat/completions --num-prompts 4 --random-input-len 8 --random-output-len 6 -f json
 	[ "$status" -eq 0 ]
 	echo "$output" | jq -e '.[0] | .completed == 4 and .total_output_tokens == 24'

@@ -72,3 +72,15 @@ PY
 	grep -q "CC BY-SA 3.0" "$ROOT/share/data/ATTRIBUTION"
 	sha256sum "$ROOT/share/data/wikitext2.txt" | grep -q 4cd0f6876d07a413aa911261ff6d363c72d757d47f0fdd6015702014c89cb9c7
 }
+
+@test "ptb and c4 are not shipped: refused at once, before the model is loaded, saying what to give" {
+	for set in ptb c4; do
+		for tool in lmd-calib lmd-awq; do
+			run env -u LMD_DATA $tool "$TMP/no-model-here" --calib-dataset $set -o "$TMP/x"
+			echo "$output"
+			[ "$status" -eq 3 ]
+			[[ $output == *"'$set': not installed (lmd ships wikitext2 only)"* ]]
+			[[ $output != *no-model-here* ]]
+		done
+	done
+}

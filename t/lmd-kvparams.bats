@@ -19,8 +19,9 @@ import sys, msgpack, csv
 d = msgpack.unpack(open(sys.argv[1] + '/s.calib', 'rb'))
 def rows(f):
     r = list(csv.reader(open(sys.argv[1] + '/' + f)))
-    assert r[0] == ['layer', 'kv', 'head', 'scale', 'zero']
-    return {(int(a), b, int(c)): (float(s), float(z)) for a, b, c, s, z in r[1:]}
+    assert r[0] == ['layer', 'kv', 'head', 'scale', 'zero', 'bits']
+    assert all(int(x[5]) == (4 if f == 'a4.csv' else 8) for x in r[1:])
+    return {(int(a), b, int(c)): (float(s), float(z)) for a, b, c, s, z, _ in r[1:]}
 a8, a4, s8 = rows('a8.csv'), rows('a4.csv'), rows('s8.csv')
 assert len(a8) == 6 * 2 * 4
 for e in d['kv']:
@@ -60,4 +61,27 @@ PY
 	[[ $output == *bad.csv* && $output == *"line 2"* ]]
 	run lmd-bench ppl "$TINY" --text "$ROOT/share/data/wikitext2.txt" --windows 1 --kv-params "$TMP/bad.csv"
 	[ "$status" -eq 2 ]
+}
+
+@test "bad numbers in a KV CSV are refused naming the line and field; a CSV for 4 bits is refused under policy 8" {
+	lmd-calib "$TINY" --device cpu --calib-samples 1 --calib-seqlen 32 -o "$TMP/s.calib"
+	lmd-kvparams "$TMP/s.calib" --kv-bits 4 -o "$TMP/kv4.csv"
+	ppl() { lmd-bench ppl "$TINY" --device cpu --text "$ROOT/share/data/wikitext2.txt" --windows 1 --seqlen 32 "$@"; }
+	run ppl --quant-policy 8 --kv-params "$TMP/kv4.csv"
+	echo "$output"
+	[ "$status" -eq 2 ]
+	[[ $output == *kv4.csv*"line 2"*"--kv-bits 4"* ]]
+	ppl --quant-policy 4 --kv-params "$TMP/kv4.csv" >/dev/null
+	lmd-kvparams "$TMP/s.calib" -o "$TMP/kv8.csv"
+	local bad field
+	for bad in inf 1e30 -0.5 0 nan; do
+		for field in 4 5; do
+			[ "$field" = 4 ] || [ "$bad" != 0 -a "$bad" != -0.5 ] || continue
+			awk -F, -v OFS=, -v f=$field -v b=$bad 'NR == 3 { $f = b } { print }' "$TMP/kv8.csv" > "$TMP/bad.csv"
+			run ppl --quant-policy 8 --kv-params "$TMP/bad.csv"
+			echo "$bad in field $field: $output"
+			[ "$status" -eq 3 ]
+			[[ $output == *"line 3: "$([ $field = 4 ] && echo scale || echo zero)* ]]
+		done
+	done
 }

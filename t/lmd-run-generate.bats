@@ -147,3 +147,38 @@ ref_model() {
 	[ "$status" -eq 0 ]
 	[ -n "$(ls "$TMP/cache")" ]
 }
+
+@test "--prompt-file, a hint at a terminal without input, a newline after the answer on a terminal" {
+	command -v script >/dev/null || skip "no script(1)"
+	local tiny=$ROOT/share/models/lmd-tiny
+	printf 'Once upon a time' > "$TMP/p.txt"
+	a=$(lmd-run generate "$tiny" --device cpu --prompt-file "$TMP/p.txt" --max-tokens 8 --temperature 0)
+	b=$(lmd-run generate "$tiny" --device cpu --prompt 'Once upon a time' --max-tokens 8 --temperature 0)
+	[ -n "$a" ] && [ "$a" = "$b" ]
+	run lmd-run generate "$tiny" --prompt x --prompt-file "$TMP/p.txt"
+	[ "$status" -eq 2 ]
+	run script -qec "timeout 5 lmd-run generate '$tiny' --device cpu" /dev/null
+	[[ $output == *"reading JSON lines from the terminal"*"--prompt TEXT"* ]]
+	script -qec "lmd-run generate '$tiny' --device cpu --prompt hi --max-tokens 3 < /dev/null" /dev/null > "$TMP/tty"
+	[ "$(tail -c 2 "$TMP/tty" | od -An -c | tr -d ' ')" = '\r\n' ]
+	lmd-run generate "$tiny" --device cpu --prompt hi --max-tokens 3 > "$TMP/pipe"
+	[ "$(tail -c 1 "$TMP/pipe" | od -An -c | tr -d ' ')" != '\n' ]   # piped: the text exactly
+}
+
+@test "--seed: random by default (printed with -v), the same text when given; --tp checked; underscore spellings" {
+	local tiny=$ROOT/share/models/lmd-tiny s1 s2
+	s1=$(lmd-run generate "$tiny" --device cpu --prompt hi --max-tokens 1 -v 2>&1 >/dev/null | sed -n 's/.*: seed //p')
+	s2=$(lmd-run generate "$tiny" --device cpu --prompt hi --max-tokens 1 -v 2>&1 >/dev/null | sed -n 's/.*: seed //p')
+	[[ $s1 =~ ^[0-9]+$ && $s2 =~ ^[0-9]+$ && $s1 != "$s2" ]]
+	a=$(lmd-run generate "$tiny" --device cpu --prompt hi --max-tokens 16 --seed "$s1")
+	b=$(lmd-run generate "$tiny" --device cpu --prompt hi --max-tokens 16 --seed "$s1")
+	[ "$a" = "$b" ]
+	lmd-run generate "$tiny" --device cpu --prompt hi --max-tokens 1 --tp 1 > /dev/null
+	run lmd-run generate "$tiny" --device cpu --prompt hi --tp 2
+	[ "$status" -eq 2 ]
+	[[ $output == *"--tp 2"*"split for 1 rank"* ]]
+	c=$(lmd-run generate "$tiny" --device cpu --prompt hi --max_tokens 16 --seed "$s1" --session_len 64 --cache_max_entry_count 0.5)
+	[ "$c" = "$a" ]
+	run lmd-run generate "$tiny" --prompt hi --no_such_flag
+	[ "$status" -eq 2 ]
+}

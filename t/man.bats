@@ -28,6 +28,21 @@ man_opts() {
 	[ "$bad" -eq 0 ]
 }
 
+@test "each page's OPTIONS is made from the option tables of the tool and of every subcommand it has now" {
+	run "$ROOT/man/update" --check "$BUILD"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# and the check sees a difference: a page with one option's text changed is out of date
+	local copy
+	copy=$(mktemp -d)
+	cp -r "$ROOT/man" "$copy/"
+	sed -i 's/^8 (default) or 4\.$/8 (default) or 4 or 2./' "$copy/man/lmd-kvparams.1"
+	run "$copy/man/update" --check "$BUILD"
+	rm -rf "$copy"
+	[ "$status" -eq 1 ]
+	[[ $output == *"lmd-kvparams.1 is out of date"* ]]
+}
+
 @test "man pages have no mandoc warnings" {
 	command -v mandoc >/dev/null || skip "mandoc not installed"
 	run mandoc -Tlint -W warning "$ROOT"/man/*.[17]
@@ -43,4 +58,18 @@ man_opts() {
 		run "$bin" --version
 		[ "$status" -eq 0 ]
 	done
+}
+
+@test "pages render cleanly: no raw double quotes inside macro arguments, lmd(7) lists every page" {
+	run grep -nE '^\.[A-Z]+ .*(\{"|": |\[")' "$ROOT"/man/*.[17]
+	echo "$output"
+	[ "$status" -eq 1 ]
+	local page name
+	for page in "$ROOT"/man/*.1; do
+		name=$(basename "$page" .1)
+		sed -n '/^\.SH SEE ALSO/,$p' "$ROOT/man/lmd.7" | grep -q "^\.BR ${name//-/\\\\-} (1)" || { echo "lmd(7) misses $name(1)"; false; }
+	done
+	# a reference "PAGE(N), SECTION" names a section (.SH) of that page, a subsection after its section
+	run grep -n -A1 '^\.BR lmd (7),$' "$ROOT"/man/*.1
+	! grep -E '^\S+-[0-9]+-[A-Z]{2,} [A-Z]{2,}' <<< "$output" || false
 }

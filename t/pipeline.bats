@@ -39,3 +39,20 @@ MK="make -s -f $ROOT/share/mk/quantize.mk MODEL=$TINY BIN=$BUILD/bin/ CALIB_SAMP
 	echo "fp $b, awq + kv int8 $q"
 	awk -v b="$b" -v q="$q" 'BEGIN { exit !(q < b * 1.15) }'
 }
+
+@test "quantize.mk as the README shows it works in the source tree (no BIN) and a failed run leaves no OUT" {
+	[ "$BUILD" = "$ROOT/build" ] || skip "the source tree's build/ is not the build under test"
+	cd "$ROOT"
+	run env PATH=/usr/bin:/bin make -s -f share/mk/quantize.mk MODEL="$TMP/no-such-model" OUT="$TMP/q" DEVICE=cpu
+	echo "$output"
+	[ "$status" -ne 0 ]
+	[[ $output != *"lmd-calib: not found"* && $output != *"No such file or directory"*"lmd-calib"* ]]
+	[ ! -e "$TMP/q" ]
+	env PATH=/usr/bin:/bin make -s -f share/mk/quantize.mk MODEL="$TINY" OUT="$TMP/q" CALIB_SAMPLES=2 CALIB_SEQLEN=64 \
+		W_GROUP_SIZE=64 DEVICE=cpu 2>/dev/null
+	[ -f "$TMP/q/model/index.msgpack" ] && [ -f "$TMP/q/kv.csv" ]
+	run env PATH=/usr/bin:/bin make -s -f share/mk/quantize.mk MODEL="$TINY" OUT="$TMP/q2" BIN=/nowhere/
+	[ "$status" -ne 0 ]
+	[[ $output == *"lmd-calib is not on PATH nor in /nowhere/"* ]]
+	[ ! -e "$TMP/q2" ]
+}

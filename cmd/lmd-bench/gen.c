@@ -31,6 +31,9 @@ static const struct lmd_opt opts[] = {
 	{"format", 'f', "FMT", "csv (default), md or json"},
 	{"output", 'o', "FILE", "write the table to FILE (default: stdout)"},
 	{"temperature", LMD_GO_TEMPERATURE, "T", "sampling temperature (default 0: greedy)"},
+	{"session-len", LMD_RO_SESSION_LEN, "N", "most tokens in one sequence (default: the longest prompt plus the completion)"},
+	{"max-batch-size", LMD_RO_BATCH, "N", "most sequences run at once (default: the largest concurrency)"},
+	{"chat-template", LMD_RO_TEMPLATE, "NAME", "chat template (unused: the prompts are token ids)"},
 	LMD_SAMPLING_OPTS,
 	LMD_RUNNER_OPTS,
 	LMD_PREFIX_OPTS,
@@ -145,7 +148,7 @@ int lmd_bench_gen(int argc, char **argv)
 		.prog = "lmd-bench gen",
 		.synopsis = "MODEL [OPTIONS]",
 		.purpose = "Measure generation latency and throughput at several concurrencies and prompt lengths.",
-		.example = "lmd-bench gen llama2-7b --concurrency 1,16,64 --prompt-tokens 128,2048 -f md",
+		.example = "lmd-bench gen share/models/lmd-tiny --concurrency 1,4 --prompt-tokens 32,128 -f md",
 		.opts = opts,
 	};
 	struct lmd_runner_opts ro = {.dtype = LMD_DTYPE_NONE};
@@ -174,6 +177,7 @@ int lmd_bench_gen(int argc, char **argv)
 	if (argc - optind != 1)
 		lmd_usage(&cli, "expected one MODEL directory");
 	ro.model = argv[optind];
+	lmd_log(&cli, 1, "seed %llu", (unsigned long long)gp.sampling.seed);
 	int maxc = 0, maxp = 0;
 	for (int i = 0; i < nconc; i++)
 		maxc = conc[i] > maxc ? conc[i] : maxc;
@@ -183,9 +187,14 @@ int lmd_bench_gen(int argc, char **argv)
 		ro.max_batch = maxc;
 	if (!ro.session_len)
 		ro.session_len = maxp + completion + 1;
-	struct lmd_runner r;
-	if (lmd_runner_open(&r, &ro, &err))
+	struct lmd_out o;
+	if (lmd_out_open(&o, out, &err))
 		lmd_die(cli.prog, &err);
+	struct lmd_runner r;
+	if (lmd_runner_open(&r, &ro, &err)) {
+		lmd_out_abort(&o);
+		lmd_die(cli.prog, &err);
+	}
 	char desc[512];
 	lmd_runner_describe(&r, desc, sizeof(desc));
 	lmd_log(&cli, 0, "%s", desc);
@@ -218,9 +227,6 @@ int lmd_bench_gen(int argc, char **argv)
 		snprintf(device, sizeof(device), "cuda %s", gname);
 	else
 		snprintf(device, sizeof(device), "%s", r.be.ops->name);
-	struct lmd_out o = {0};
-	if (!rc)
-		rc = lmd_out_open(&o, out, &err);
 	if (!rc) {
 		char (*v)[LMD_BENCH_CELL] = calloc((size_t)(n ? n : 1) * NCOL, LMD_BENCH_CELL);
 		for (int i = 0; v && i < n; i++)
@@ -232,6 +238,8 @@ int lmd_bench_gen(int argc, char **argv)
 		free(v);
 		rc = rc ? (lmd_out_abort(&o), rc) : lmd_out_commit(&o, &err);
 	}
+	if (rc)
+		lmd_out_abort(&o);
 	lmd_runner_close(&r);
 	if (rc)
 		lmd_die(cli.prog, &err);

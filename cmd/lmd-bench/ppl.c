@@ -28,7 +28,11 @@ static const struct lmd_opt opts[] = {
 	{"seqlen", O_SEQLEN, "N", "tokens per window (default 512)"},
 	{"windows", O_WINDOWS, "N", "windows scored from the start of the text (default 0: all that fit)"},
 	{"kld-base", O_KLD_BASE, "MODEL", "also report KL divergence and top-1 agreement against MODEL"},
-	{"output", 'o', "FMT", "text (default: a last line 'ppl VALUE'), csv or json"},
+	{"format", 'f', "FMT", "text (default: a last line 'ppl VALUE'), csv or json"},
+	{"output", 'o', "FILE", "write the result to FILE (default: stdout)"},
+	{"session-len", LMD_RO_SESSION_LEN, "N", "unused: a window of --seqlen tokens is the session"},
+	{"max-batch-size", LMD_RO_BATCH, "N", "unused: one window at a time"},
+	{"chat-template", LMD_RO_TEMPLATE, "NAME", "unused: the text is scored as it is"},
 	LMD_RUNNER_OPTS,
 	{0},
 };
@@ -73,6 +77,8 @@ struct ppl_result {
 static int score(struct lmd_runner *r, struct lmd_runner *base, const int32_t *ids, int seqlen, int windows,
 		 const struct lmd_cli *cli, struct ppl_result *res, struct lmd_err *err)
 {
+	struct lmd_cli_progress pr;
+	const struct lmd_progress *progress = cli->verbose > 0 ? NULL : lmd_cli_progress(&pr, cli, "windows");
 	int v = r->m.cfg.vocab;
 	if (base && base->m.cfg.vocab != v)
 		return lmd_errorf(err, LMD_EINVAL, "--kld-base: vocabulary %d differs from the model's %d",
@@ -102,8 +108,14 @@ static int score(struct lmd_runner *r, struct lmd_runner *base, const int32_t *i
 				bnll -= blp[x[i + 1]];
 			}
 		}
+		if (!isfinite(wn)) {
+			rc = lmd_errorf(err, LMD_EFORMAT, "window %d: the logits are not finite (NaN or inf): the model's "
+					"weights or its dtype's range are broken", w + 1);
+			break;
+		}
 		nll += wn;
 		scored += seqlen - 1;
+		lmd_progress(progress, w + 1, windows);
 		lmd_log(cli, 1, "window %d/%d: ppl %.4f (running %.4f)", w + 1, windows, exp(wn / (seqlen - 1)),
 			exp(nll / scored));
 	}
@@ -146,7 +158,7 @@ static int read_ids(struct lmd_runner *r, const char *path, int32_t **ids, size_
 	return LMD_OK;
 }
 
-static void print_result(const char *fmt, const char *model, const char *text, int seqlen, int has_base,
+static void print_result(FILE *f, const char *fmt, const char *model, const char *text, int seqlen, int has_base,
 			 const struct ppl_result *p)
 {
 	const char *names[] = {"model", "text", "seqlen", "windows", "tokens_scored", "ppl", "nll", "base_ppl", "kld",
@@ -161,22 +173,22 @@ static void print_result(const char *fmt, const char *model, const char *text, i
 		for (int c = 2; c < ncol; c++)
 			json_object_set_new(o, names[c], c < 5 ? json_integer((json_int_t)num[c]) : json_real(num[c]));
 		char *s = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
-		printf("%s\n", s ? s : "{}");
+		fprintf(f, "%s\n", s ? s : "{}");
 		free(s);
 		json_decref(o);
 	} else if (!strcmp(fmt, "csv")) {
 		for (int c = 0; c < ncol; c++)
-			printf("%s%s", c ? "," : "", names[c]);
-		printf("\n%s,%s", model, text);
+			fprintf(f, "%s%s", c ? "," : "", names[c]);
+		fprintf(f, "\n%s,%s", model, text);
 		for (int c = 2; c < ncol; c++)
-			printf(c < 5 ? ",%.0f" : ",%.6f", num[c]);
-		printf("\n");
+			fprintf(f, c < 5 ? ",%.0f" : ",%.6f", num[c]);
+		fprintf(f, "\n");
 	} else {
-		printf("tokens_scored %ld\nnll %.6f\n", p->scored, p->nll);
+		fprintf(f, "tokens_scored %ld\nnll %.6f\n", p->scored, p->nll);
 		if (has_base)
-			printf("base_ppl %.4f\nkld %.6f\nkld_max %.6f\ntop1 %.6f\n", exp(p->base_nll), p->kld, p->kld_max,
+			fprintf(f, "base_ppl %.4f\nkld %.6f\nkld_max %.6f\ntop1 %.6f\n", exp(p->base_nll), p->kld, p->kld_max,
 			       p->top1);
-		printf("ppl %.4f\n", exp(p->nll));
+		fprintf(f, "ppl %.4f\n", exp(p->nll));
 	}
 }
 
@@ -186,13 +198,13 @@ int lmd_bench_ppl(int argc, char **argv)
 		.prog = "lmd-bench ppl",
 		.synopsis = "MODEL --text FILE [OPTIONS]",
 		.purpose = "Measure perplexity on a text, and KL divergence and top-1 agreement against a base model.",
-		.example = "lmd-bench ppl llama2-7b-awq --text wiki.test.raw --kld-base llama2-7b",
+		.example = "lmd-bench ppl tiny-awq --text share/data/wikitext2.txt --windows 8 --kld-base share/models/lmd-tiny",
 		.opts = opts,
 	};
 	struct lmd_runner_opts ro = {.dtype = LMD_DTYPE_NONE};
 	struct lmd_err err = {0};
 	int seqlen = 512, windows = 0, k;
-	const char *arg, *fmt = "text", *text = NULL, *base_dir = NULL;
+	const char *arg, *fmt = "text", *text = NULL, *base_dir = NULL, *out = "-";
 	while ((k = lmd_cli_next(&cli, argc, argv, &arg)) != -1) {
 		if (lmd_runner_opt(&ro, &cli, k, arg))
 			continue;
@@ -201,11 +213,12 @@ int lmd_bench_ppl(int argc, char **argv)
 		case O_SEQLEN: seqlen = (int)lmd_cli_long(&cli, "seqlen", arg, 2, 1 << 20); break;
 		case O_WINDOWS: windows = (int)lmd_cli_long(&cli, "windows", arg, 0, 1 << 24); break;
 		case O_KLD_BASE: base_dir = arg; break;
-		case 'o':
+		case 'f':
 			if (strcmp(arg, "text") && strcmp(arg, "csv") && strcmp(arg, "json"))
-				lmd_usage(&cli, "--output: '%s' is not text, csv or json", arg);
+				lmd_usage(&cli, "--format: '%s' is not text, csv or json", arg);
 			fmt = arg;
 			break;
+		case 'o': out = arg; break;
 		}
 	}
 	if (argc - optind != 1)
@@ -217,10 +230,15 @@ int lmd_bench_ppl(int argc, char **argv)
 	ro.session_len = seqlen;
 	if (!ro.max_prefill || ro.max_prefill < seqlen)
 		ro.max_prefill = seqlen;
+	struct lmd_out o;
+	if (lmd_out_open(&o, out, &err))
+		lmd_die(cli.prog, &err);
 	struct lmd_runner r, b;
 	memset(&b, 0, sizeof(b));
-	if (lmd_runner_open(&r, &ro, &err))
+	if (lmd_runner_open(&r, &ro, &err)) {
+		lmd_out_abort(&o);
 		lmd_die(cli.prog, &err);
+	}
 	if (base_dir) {
 		struct lmd_runner_opts bo = ro;
 		bo.model = base_dir;
@@ -228,6 +246,7 @@ int lmd_bench_ppl(int argc, char **argv)
 		bo.kv_params = NULL;
 		if (lmd_runner_open(&b, &bo, &err)) {
 			lmd_runner_close(&r);
+			lmd_out_abort(&o);
 			lmd_die(cli.prog, &err);
 		}
 	}
@@ -250,8 +269,11 @@ int lmd_bench_ppl(int argc, char **argv)
 		rc = score(&r, base_dir ? &b : NULL, ids, seqlen, windows, &cli, &res, &err);
 	if (!rc) {
 		const char *slash = strrchr(text, '/');
-		print_result(fmt, ro.model, slash ? slash + 1 : text, seqlen, base_dir != NULL, &res);
+		print_result(o.f, fmt, ro.model, slash ? slash + 1 : text, seqlen, base_dir != NULL, &res);
+		rc = lmd_out_commit(&o, &err);
 	}
+	if (rc)
+		lmd_out_abort(&o);
 	free(ids);
 	lmd_runner_close(&b);
 	lmd_runner_close(&r);

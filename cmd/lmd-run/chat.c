@@ -19,6 +19,7 @@
 
 static const struct lmd_opt opts[] = {
 	{"system", 256, "TEXT", "system prompt (the template's default otherwise)"},
+	{"max-tokens", LMD_GO_MAX_TOKENS, "N", "most tokens to generate per answer (default 1024)"},
 	LMD_GEN_OPTS,
 	LMD_RUNNER_OPTS,
 	{0},
@@ -42,7 +43,7 @@ static void on_text(struct lmd_request *r, const char *text, size_t len, void *c
 {
 	(void)r, (void)ctx;
 	fwrite(text, 1, len, stdout);
-	fflush(stdout);
+	lmd_cli_flush();
 }
 
 /*
@@ -155,7 +156,7 @@ int lmd_run_chat(int argc, char **argv)
 		.prog = "lmd-run chat",
 		.synopsis = "MODEL [OPTIONS]",
 		.purpose = "Chat with a model on the terminal: /reset, /system TEXT, /exit; Ctrl-C stops an answer.",
-		.example = "lmd-run chat internlm2_5-7b-chat --temperature 0.7",
+		.example = "echo 'Tell me a story.' | lmd-run chat share/models/lmd-tiny --temperature 0.7 --max-tokens 64",
 		.opts = opts,
 	};
 	static struct chat c;
@@ -175,6 +176,7 @@ int lmd_run_chat(int argc, char **argv)
 	if (argc - optind != 1)
 		lmd_usage(&cli, "expected one MODEL directory");
 	ro.model = argv[optind];
+	lmd_log(&cli, 1, "seed %llu", (unsigned long long)p.sampling.seed);
 	if (lmd_runner_open(&c.r, &ro, &err))
 		lmd_die(cli.prog, &err);
 	if (cli.verbose > 0) {

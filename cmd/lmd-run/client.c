@@ -96,6 +96,7 @@ static int turn(struct lmd_repl *r, const char *url, const char *key, const char
 	}
 	if (a.len || c.stopped)
 		printf("\n");
+	fflush(stdout);  /* the answer before any remark on stderr */
 	if (!rc && c.stopped)
 		fprintf(stderr, "(stopped)\n");
 	if (!rc) {

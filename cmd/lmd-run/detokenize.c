@@ -81,7 +81,7 @@ int lmd_run_detokenize(int argc, char **argv)
 		.prog = "lmd-run detokenize",
 		.synopsis = "[OPTIONS] DIR < IDS",
 		.purpose = "Print the text of the token ids on stdin (numbers separated by spaces, or JSON).",
-		.example = "echo 15043 3186 | lmd-run detokenize models/lmd-tiny",
+		.example = "echo 485 293 4010 1109 | lmd-run detokenize share/models/lmd-tiny",
 		.opts = opts,
 	};
 	int flags = 0, stream = 0, k, npos = 0;
@@ -122,10 +122,6 @@ int lmd_run_detokenize(int argc, char **argv)
 		if (lmd_tokenizer_decode(&t, ids, n, flags, &text, &len, &err))
 			lmd_die(c.prog, &err);
 		fwrite(text, 1, len, stdout);
-	}
-	if (fflush(stdout)) {
-		lmd_errorf(&err, LMD_EIO, "cannot write to stdout");
-		lmd_die(c.prog, &err);
 	}
 	free(text);
 	free(in);

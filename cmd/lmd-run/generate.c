@@ -4,21 +4,25 @@
  * each on stdout, in input order, all batched through the scheduler.
  */
 #include <jansson.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cmd/cli.h"
+#include "file.h"
 #include "lmd.h"
 #include "run.h"
 #include "engine/runner.h"
 #include "cmd/opts.h"
 
-enum { O_PROMPT = 256, O_ECHO, O_TRUNCATE };
+enum { O_PROMPT = 256, O_PROMPT_FILE, O_ECHO, O_TRUNCATE };
 
 static const struct lmd_opt opts[] = {
 	{"prompt", O_PROMPT, "TEXT", "generate from TEXT and stream it to stdout (default: JSON lines on stdin)"},
+	{"prompt-file", O_PROMPT_FILE, "FILE", "like --prompt, with the text of FILE ('-': stdin; llama-cli's -f)"},
 	{"echo", O_ECHO, NULL, "with --prompt: print the prompt before the continuation"},
 	{"truncate", O_TRUNCATE, NULL, "cut prompts longer than the session to their last tokens instead of failing"},
 	LMD_GEN_OPTS,
@@ -79,7 +83,7 @@ static void print_job(struct gen *g, struct job *j, int index)
 	}
 	char *s = json_dumps(o, JSON_COMPACT);
 	printf("%s\n", s ? s : "{}");
-	fflush(stdout);
+	lmd_cli_flush();
 	free(s);
 	json_decref(o);
 }
@@ -94,15 +98,33 @@ static void on_done(struct lmd_request *r, void *ctx)
 		print_job(g, &g->jobs[g->next], g->next), g->next++;
 }
 
+/* Field key of o, when present and not null, as a whole number from lo to hi (64 and 1e8 are whole) into *out. */
+static int whole_field(json_t *o, const char *key, json_int_t lo, json_int_t hi, json_int_t *out, struct lmd_err *err)
+{
+	json_t *v = json_object_get(o, key);
+	if (!v || json_is_null(v))
+		return 0;
+	double d = json_number_value(v);
+	if (!json_is_number(v) || !isfinite(d) || d != floor(d))
+		return lmd_errorf(err, LMD_EINVAL, "'%s' must be a whole number from %lld to %lld", key, (long long)lo,
+				  (long long)hi);
+	if (d < (double)lo || d > (double)hi)
+		return lmd_errorf(err, LMD_EINVAL, "'%s' is %.0f, out of range (%lld to %lld)", key, d, (long long)lo,
+				  (long long)hi);
+	*out = json_is_integer(v) ? json_integer_value(v) : (json_int_t)d;
+	return 1;
+}
+
 /* Per-line fields over the command line's defaults. */
 static int parse_fields(struct job *j, json_t *o, struct lmd_err *err)
 {
 	json_t *v;
-	if ((v = json_object_get(o, "max_tokens")) && !json_is_null(v)) {
-		if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > (1 << 24))
-			return lmd_errorf(err, LMD_EINVAL, "'max_tokens' must be a whole number of at least 1");
-		j->p.max_tokens = (int)json_integer_value(v);
-	}
+	json_int_t x;
+	int rc;
+	if ((rc = whole_field(o, "max_tokens", 1, 1 << 24, &x, err)) < 0)
+		return rc;
+	if (rc)
+		j->p.max_tokens = (int)x;
 	static const struct { const char *key; int off; } floats[] = {
 		{"temperature", offsetof(struct lmd_sampling, temperature)}, {"top_p", offsetof(struct lmd_sampling, top_p)},
 		{"min_p", offsetof(struct lmd_sampling, min_p)},
@@ -114,16 +136,14 @@ static int parse_fields(struct job *j, json_t *o, struct lmd_err *err)
 				return lmd_errorf(err, LMD_EINVAL, "'%s' is not a number", floats[i].key);
 			*(float *)((char *)&j->p.sampling + floats[i].off) = (float)json_number_value(v);
 		}
-	if ((v = json_object_get(o, "top_k")) && !json_is_null(v)) {
-		if (!json_is_integer(v) || json_integer_value(v) < 0)
-			return lmd_errorf(err, LMD_EINVAL, "'top_k' must be a whole number >= 0");
-		j->p.sampling.top_k = (int)json_integer_value(v);
-	}
-	if ((v = json_object_get(o, "seed")) && !json_is_null(v)) {
-		if (!json_is_integer(v) || json_integer_value(v) < 0)
-			return lmd_errorf(err, LMD_EINVAL, "'seed' must be a whole number >= 0");
-		j->p.sampling.seed = (uint64_t)json_integer_value(v);
-	}
+	if ((rc = whole_field(o, "top_k", 0, INT32_MAX, &x, err)) < 0)
+		return rc;
+	if (rc)
+		j->p.sampling.top_k = (int)x;
+	if ((rc = whole_field(o, "seed", 0, INT64_MAX, &x, err)) < 0)
+		return rc;
+	if (rc)
+		j->p.sampling.seed = (uint64_t)x;
 	if ((v = json_object_get(o, "ignore_eos")) && !json_is_null(v)) {
 		if (!json_is_boolean(v))
 			return lmd_errorf(err, LMD_EINVAL, "'ignore_eos' must be true or false");
@@ -259,7 +279,7 @@ static void on_stream(struct lmd_request *r, const char *text, size_t len, void 
 {
 	(void)r, (void)ctx;
 	fwrite(text, 1, len, stdout);
-	fflush(stdout);
+	lmd_cli_flush();
 }
 
 static int run_prompt(struct gen *g, const char *prompt, int echo, const struct lmd_gen_params *p,
@@ -282,6 +302,8 @@ static int run_prompt(struct gen *g, const char *prompt, int echo, const struct 
 	rc = lmd_sched_submit(&g->r.s, &j.req, err);
 	if (!rc)
 		rc = lmd_sched_run(&g->r.s, err);
+	if (j.req.ntokens && isatty(STDOUT_FILENO))  /* the shell's prompt on a line of its own */
+		putchar('\n');
 	if (!rc && j.req.finish == LMD_FINISH_ERROR)
 		rc = lmd_errorf(err, LMD_EFAIL, "%s", j.req.error);
 	if (!rc) {
@@ -302,14 +324,14 @@ int lmd_run_generate(int argc, char **argv)
 		.prog = "lmd-run generate",
 		.synopsis = "MODEL [OPTIONS]",
 		.purpose = "Generate text: --prompt streams one continuation; JSON lines on stdin give one JSON line each.",
-		.example = "echo '{\"prompt\": \"Once upon a time\", \"max_tokens\": 32}' | lmd-run generate lmd-tiny",
+		.example = "echo '{\"prompt\": \"Once upon a time\", \"max_tokens\": 32}' | lmd-run generate share/models/lmd-tiny",
 		.opts = opts,
 	};
 	static struct gen g;
 	struct lmd_runner_opts ro = {.dtype = LMD_DTYPE_NONE};
 	struct lmd_gen_params p;
 	struct lmd_err err = {0};
-	const char *arg, *prompt = NULL;
+	const char *arg, *prompt = NULL, *prompt_file = NULL;
 	int k, echo = 0;
 	lmd_gen_params_default(&p);
 	while ((k = lmd_cli_next(&cli, argc, argv, &arg)) != -1) {
@@ -317,14 +339,27 @@ int lmd_run_generate(int argc, char **argv)
 			continue;
 		switch (k) {
 		case O_PROMPT: prompt = arg; break;
+		case O_PROMPT_FILE: prompt_file = arg; break;
 		case O_ECHO: echo = 1; break;
 		case O_TRUNCATE: g.truncate = 1; break;
 		}
 	}
 	if (argc - optind != 1)
 		lmd_usage(&cli, "expected one MODEL directory");
+	if (prompt && prompt_file)
+		lmd_usage(&cli, "give --prompt or --prompt-file, not both");
+	char *file_text = NULL;
+	if (prompt_file) {
+		if (lmd_read_file(prompt_file, &file_text, NULL, &err))
+			lmd_die(cli.prog, &err);
+		prompt = file_text;
+	}
+	if (!prompt && isatty(STDIN_FILENO))
+		fprintf(stderr, "%s: reading JSON lines from the terminal, e.g. {\"prompt\": \"Hello\"} (end with Ctrl-D); "
+			"--prompt TEXT generates from TEXT\n", cli.prog);
 	ro.model = argv[optind];
 	ro.verbose = cli.verbose;
+	lmd_log(&cli, 1, "seed %llu", (unsigned long long)p.sampling.seed);
 	if (lmd_runner_open(&g.r, &ro, &err))
 		lmd_die(cli.prog, &err);
 	if (cli.verbose > 0) {
@@ -338,6 +373,7 @@ int lmd_run_generate(int argc, char **argv)
 	lmd_log(&cli, 1, "%ld steps, %ld preemptions; prefix cache %s: %ld of %ld prompt tokens cached", st.steps,
 		st.preemptions, st.prefix_caching ? "on" : "off", st.prefix_hits, st.prefix_queries);
 	lmd_runner_close(&g.r);
+	free(file_text);
 	if (rc)
 		lmd_die(cli.prog, &err);
 	return g.failed ? LMD_EXIT_USAGE : 0;

@@ -24,4 +24,7 @@ int lmd_run_serve(int argc, char **argv);
 /** lmd-run client URL: a terminal chat against an OpenAI-compatible server (client.c). */
 int lmd_run_client(int argc, char **argv);
 
+/** lmd-run cache list|clean: the HF->lmd conversions kept for running HF directories (cache.c). */
+int lmd_run_cache(int argc, char **argv);
+
 #endif

@@ -46,19 +46,18 @@
 #define DRAIN_SECONDS 30           /* SIGTERM: how long in-flight requests may take to finish */
 
 enum {
-	O_SERVER_NAME = 256, O_SERVER_PORT, O_API_KEYS, O_MODEL_NAME, O_MAX_CONCURRENT, O_LOG_LEVEL, O_TP, O_TIMEOUT,
+	O_SERVER_NAME = 256, O_SERVER_PORT, O_API_KEYS, O_MODEL_NAME, O_MAX_CONCURRENT, O_LOG_LEVEL, O_TIMEOUT,
 	O_TOOL_PARSER,
 };
 
 static const struct lmd_opt opts[] = {
-	{"server-name", O_SERVER_NAME, "HOST", "address to listen on (default 127.0.0.1)"},
+	{"server-name", O_SERVER_NAME, "HOST", "address to listen on, IPv4 or IPv6 (default 127.0.0.1)"},
 	{"server-port", O_SERVER_PORT, "PORT", "port to listen on (default 23333; 0 = any free port)"},
-	{"api-keys", O_API_KEYS, "KEY", "accept only these keys (Authorization: Bearer KEY; more keys may follow)"},
+	{"api-keys", O_API_KEYS, "KEY", "accept only these keys (Authorization: Bearer KEY): the words after it up to the next option"},
 	{"model-name", O_MODEL_NAME, "NAME", "the model's name in the API (default: MODEL as given)"},
 	{"max-concurrent-requests", O_MAX_CONCURRENT, "N", "requests in flight before 429 (default 1024)"},
 	{"log-level", O_LOG_LEVEL, "LEVEL", "ERROR, WARNING (default), INFO (a line a request) or DEBUG"},
-	{"timeout", O_TIMEOUT, "SEC", "drop a connection that neither sends nor reads for SEC seconds (default 60)"},
-	{"tp", O_TP, "N", "tensor parallelism: 1 (lmd runs a model on one device)"},
+	{"timeout", O_TIMEOUT, "SEC", "drop a connection that neither sends nor reads for SEC seconds, waits for the engine aside (default 60)"},
 	{"tool-call-parser", O_TOOL_PARSER, "NAME", "internlm, qwen or llama3: the tool calls in answers (default: template)"},
 	LMD_RUNNER_OPTS,
 	{0},
@@ -1247,9 +1246,6 @@ int lmd_run_serve(int argc, char **argv)
 			break;
 		case O_LOG_LEVEL: level = arg; break;
 		case O_TIMEOUT: srv.timeout = (unsigned)lmd_cli_long(&cli, "timeout", arg, 1, 86400); break;
-		case O_TP:
-			lmd_cli_long(&cli, "tp", arg, 1, 1);
-			break;
 		case O_TOOL_PARSER:
 			if ((srv.tool_parser = lmd_tool_parser_named(arg)) <= 0)
 				lmd_usage(&cli, "--tool-call-parser: expected internlm, qwen or llama3");

@@ -98,13 +98,29 @@ static int source_get(struct source *s, const char *canon, struct lmd_tensor *ou
 	return unpack_wqkv(s, layer, part, p[0] == 'b', out, owned, err);
 }
 
+/* A tensor of a layer beyond the config's count would be dropped without a word: refuse it. */
+static int check_layers(const struct source *s, struct lmd_err *err)
+{
+	for (int k = 0; k < s->st.n; k++)
+		for (int i = 0; i < s->st.shard[k].n; i++) {
+			const char *name = s->st.shard[k].e[i].name, *p = strstr(name, "layers.");
+			long l;
+			char *end;
+			if (p && (p == name || p[-1] == '.') && (l = strtol(p + 7, &end, 10)) >= s->cfg.layers && end > p + 7 &&
+			    *end == '.')
+				return lmd_errorf(err, LMD_EFORMAT, "'%s': tensor '%s' is of layer %ld, but config.json's "
+						  "'num_hidden_layers' is %d", s->dir, name, l, s->cfg.layers);
+		}
+	return LMD_OK;
+}
+
 static int source_open(struct source *s, const char *dir, struct lmd_err *err)
 {
 	int rc;
 	memset(s, 0, sizeof(*s));
 	s->dir = dir;
-	if (!lmd_is_dir(dir))
-		return lmd_errorf(err, LMD_EIO, "'%s' is not a directory", dir);
+	if ((rc = lmd_need_dir(dir, "model directory", err)))
+		return rc;
 	if (lmd_modeldir_is(dir)) {
 		s->is_lmd = 1;
 		if ((rc = lmd_modeldir_open(&s->md, dir, err)))
@@ -121,6 +137,8 @@ static int source_open(struct source *s, const char *dir, struct lmd_err *err)
 		source_close(s);
 		return rc;
 	}
+	if ((rc = check_layers(s, err)))
+		return source_close(s), rc;
 	char hf0[96];
 	lmd_hf_name(&s->cfg, "layers.0.wq", hf0, sizeof(hf0));
 	if (strlen(hf0) > 7) {
@@ -309,6 +327,10 @@ static int convert_fn(const char *name, const int64_t *shape, int ndim, int spli
 		return lmd_errorf(j->err, LMD_EFORMAT, "'%s': tensor '%s': expected shape [%s] from the config, found [%s]",
 				  j->src->dir, name, want, got);
 	}
+	size_t nonfinite = lmd_tensor_nonfinite(&t);
+	if (nonfinite && !j->o->quiet)
+		fprintf(stderr, "%slmd-convert: warning: tensor '%s' has %zu values that are NaN or infinite\n",
+			j->o->progress ? "\n" : "", name, nonfinite);
 	enum lmd_dtype dt = j->o->dtype == LMD_DTYPE_NONE ? t.dtype : j->o->dtype;
 	if (dt != t.dtype) {
 		size_t n = (size_t)lmd_tensor_numel(&t), over = 0;
@@ -330,8 +352,7 @@ static int convert_fn(const char *name, const int64_t *shape, int ndim, int spli
 		rc = write_split(j, name, &t, split_axis);
 	free(owned);
 	j->done++;
-	if (j->o->progress)
-		fprintf(stderr, "\rlmd-convert: %d/%d tensors%s", j->done, j->total, j->done == j->total ? "\n" : "");
+	lmd_progress(j->o->progress, j->done, j->total);
 	return rc;
 }
 
@@ -412,7 +433,7 @@ int lmd_convert(const char *src, const char *dst, const struct lmd_convert_opts 
 	if (o->chat_template)
 		snprintf(cfg.chat_template, sizeof(cfg.chat_template), "%s", o->chat_template);
 	if ((rc = check_tp(&cfg, cfg.tp, err)) || (rc = lmd_config_validate(&cfg, src, err)) ||
-	    (rc = lmd_modeldir_writer_open(&j.w, dst, &cfg, o->force, err))) {
+	    (rc = lmd_modeldir_writer_open(&j.w, dst, src, &cfg, o->force, err))) {
 		source_close(&s);
 		return rc;
 	}
@@ -462,7 +483,7 @@ static uint64_t source_key(const char *dir)
 	return h;
 }
 
-static int cache_dir(char *out, size_t n, struct lmd_err *err)
+int lmd_cache_dir(char *out, size_t n, struct lmd_err *err)
 {
 	const char *c = getenv("LMD_CACHE"), *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
 	if (c && *c)
@@ -493,10 +514,11 @@ int lmd_model_open_any(struct lmd_modeldir *m, const char *path, struct lmd_err 
 	memset(m, 0, sizeof(*m));
 	if (lmd_modeldir_is(path))
 		return lmd_modeldir_open(m, path, err);
-	if (!lmd_is_dir(path))
-		return lmd_errorf(err, LMD_EIO, "'%s' is not a model directory", path);
-	if ((rc = cache_dir(cache, sizeof(cache), err)))
+	if ((rc = lmd_need_dir(path, "model directory", err)))
 		return rc;
+	if ((rc = lmd_cache_dir(cache, sizeof(cache), err)))
+		return rc;
+	lmd_remove_stale_tmps(cache, NULL);  /* the cache is ours: any interrupted conversion */
 	snprintf(dst, sizeof(dst), "%s/%s-%016llx", cache, base_name(path, name, sizeof(name)),
 		 (unsigned long long)source_key(path));
 	if (lmd_modeldir_is(dst) && lmd_modeldir_open(m, dst, NULL) == LMD_OK)
@@ -581,7 +603,5 @@ int lmd_model_info(const char *dir, int json, FILE *out, struct lmd_err *err)
 	}
 	json_decref(root);
 	source_close(&s);
-	if (fflush(out) != 0)
-		return lmd_errorf(err, LMD_EIO, "cannot write the output: %s", strerror(errno));
 	return LMD_OK;
 }

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "err.h"
+#include "lmd.h"
 #include "modeldir.h"
 
 struct lmd_convert_opts {
@@ -18,7 +19,7 @@ struct lmd_convert_opts {
 	const char *model_name;     /* NULL = keep / derive */
 	const char *chat_template;  /* NULL = choose automatically later */
 	int force;                  /* replace an existing DST */
-	int progress;               /* print progress on stderr (the caller checks for a TTY) */
+	const struct lmd_progress *progress;  /* NULL, or told of each tensor written (lmd.h) */
 	int quiet;                  /* no warnings on stderr */
 	const char *model_format;   /* NULL or "hf": any HF directory (AWQ ones are recognized); "awq": must be AWQ */
 };
@@ -35,6 +36,9 @@ int lmd_convert(const char *src, const char *dst, const struct lmd_convert_opts 
  * sizes and modification times) and the cached directory is opened.
  */
 int lmd_model_open_any(struct lmd_modeldir *m, const char *path, struct lmd_err *err);
+
+/** The cache directory lmd_model_open_any uses, into out (created when missing). */
+int lmd_cache_dir(char *out, size_t n, struct lmd_err *err);
 
 
 

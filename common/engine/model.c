@@ -666,7 +666,7 @@ int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const
 		for (int j = 0; j < k; j++) {
 			stage |= whole_row(sp, head, j);
 			asked += isnan(sp[j]);
-			if (!(sp[j] >= 0))
+			if (!(sp[j] >= 0) || head[2 * j + 1] < 0)  /* count -1: logits not finite */
 				continue;
 			need += (size_t)head[2 * j + 1];
 			if (head[2 * j + 1] > 0 && head[2 * j + 1] <= cap) {
@@ -697,9 +697,10 @@ int lmd_model_forward_pick(struct lmd_model *m, const struct lmd_batch *b, const
 		for (int j = 0; j < k; j++) {
 			int32_t best = head[2 * j], count = head[2 * j + 1];
 			const float *row = stage ? m->h_stage + (size_t)j * V : NULL;  // for a whole_row
-			out[first + j] = (struct lmd_pick){.best = best};
+			out[first + j] = (struct lmd_pick){.best = count < 0 ? -1 : best};
 			if (isnan(sp[j])) {
 				memcpy(m->h_rows + nrows++ * V, row, rowb);
+			} else if (count < 0) {  // not finite: nothing to sample from
 			} else if (sp[j] >= 0 && count <= cap) {
 				const int32_t *c = m->h_cand + (size_t)j * 2 * cap;
 				for (int i = 0; i < count; i++) {

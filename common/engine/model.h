@@ -171,7 +171,8 @@ int lmd_model_forward(struct lmd_model *m, const struct lmd_batch *b, float *log
  * model, valid until its next forward.
  */
 struct lmd_pick {
-	int32_t best;            /* the first index of the largest logit (lmd_argmax) */
+	int32_t best;            /* the first index of the largest logit (lmd_argmax); -1 when that logit is not
+				  * finite (a row of NaN, or +inf: broken weights), and then n is 0 */
 	int n;                   /* candidates: logits >= lmd_sample_cut (when spread >= 0; else 0) */
 	const float *val;        /* [n] their logits, in no particular order */
 	const int32_t *idx;      /* [n] their token ids */

@@ -427,8 +427,12 @@ void lmd_cpu_pick_row(const float *v, int64_t n, float spread, int32_t top_k, in
 	for (int64_t i = 0; i < n; i++)
 		if (!isnan(v[i]) && (best < 0 || v[i] > v[best]))
 			best = i;
-	best = best < 0 ? 0 : best;
 	int64_t count = 0;
+	if (best < 0 || !isfinite(v[best])) {  // logits of NaN or inf: no choice can be made
+		head[0] = 0;
+		head[1] = -1;
+		return;
+	}
 	if (spread >= 0) {  // not for a negative or NaN spread: the argmax only
 		float cut = lmd_sample_cut(v, n, best, spread, top_k);
 		for (int64_t i = 0; i < n; i++)

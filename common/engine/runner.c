@@ -1,6 +1,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "convert/convert.h"
@@ -13,6 +15,10 @@ void lmd_gen_params_default(struct lmd_gen_params *p)
 	memset(p, 0, sizeof(*p));
 	lmd_sampling_default(&p->sampling);
 	p->max_tokens = 256;
+	uint64_t seed = 0;  /* random unless --seed is given, as LMDeploy and llama.cpp do */
+	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
+		seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+	p->sampling.seed = seed & 0x7fffffffffffffffULL;
 }
 
 void lmd_gen_params_apply(const struct lmd_gen_params *p, struct lmd_request *req)
@@ -129,8 +135,14 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 		dev = "auto";
 	if (!strcmp(dev, "cuda") && lmd_cuda_device_count() == 0)
 		return lmd_errorf(err, LMD_ENODEV, "--device cuda: no usable CUDA GPU found");
-	if ((rc = lmd_model_open_any(&r->dir, o->model, err)) ||
-	    (rc = lmd_tokenizer_open(&r->tok, r->dir.path, err)))
+	if ((rc = lmd_model_open_any(&r->dir, o->model, err)))
+		goto fail;
+	if (o->tp && o->tp != r->dir.cfg.tp) {
+		rc = lmd_errorf(err, LMD_EINVAL, "--tp %d: '%s' is split for %d rank%s (lmd-convert --tp %d makes a copy split for %d)",
+				o->tp, o->model, r->dir.cfg.tp, r->dir.cfg.tp == 1 ? "" : "s", o->tp, o->tp);
+		goto fail;
+	}
+	if ((rc = lmd_tokenizer_open(&r->tok, r->dir.path, err)))
 		goto fail;
 	const char *tmpl = o->chat_template ? o->chat_template : r->dir.cfg.chat_template;
 	if ((rc = lmd_chat_template_choose(&r->tmpl, tmpl, &r->tok, err)))
@@ -165,7 +177,7 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 		rc = lmd_errorf(err, LMD_EINVAL, "--kv-params needs --quant-policy 8 or 4");
 		goto fail;
 	}
-	if (o->kv_params && (rc = lmd_kvparams_read(o->kv_params, &r->dir.cfg, &kvp, err)))
+	if (o->kv_params && (rc = lmd_kvparams_read(o->kv_params, &r->dir.cfg, o->quant_policy, &kvp, err)))
 		goto fail;
 	mo.kv_quant = (enum lmd_kv_quant)o->quant_policy;
 	mo.kv_params = kvp;

@@ -27,6 +27,7 @@ struct lmd_runner_opts {
 	int verbose;
 	int quant_policy;             /* KV cache: 0 = the compute dtype, 8 = int8, 4 = int4 (online per token per head) */
 	const char *kv_params;        /* NULL, or lmd-kvparams CSV: offline KV scales and zeros (quant_policy 8 or 4) */
+	int tp;                       /* --tp: 0, or the ranks the model must be split for (checked) */
 	int prefix_caching;           /* share KV blocks of common prompt prefixes (lmd_model_opts.prefix_cache) */
 };
 

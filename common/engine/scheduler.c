@@ -467,7 +467,9 @@ static void sample_row(void *arg, int row, int tid)
 	struct lmd_sampler *sm = &s->samplers[tid];
 	struct lmd_session *se = sess(r);
 	int vocab = s->m->cfg.vocab;
-	if (s->spread[row] < 0)  /* greedy */
+	if (pk->best < 0)  /* logits not finite */
+		s->toks[row] = -1;
+	else if (s->spread[row] < 0)  /* greedy */
 		s->toks[row] = pk->best;
 	else if (s->spread[row] >= 0)
 		s->toks[row] = lmd_sample_candidates(sm, pk->val, pk->idx, pk->n, &r->sampling, &r->rng);
@@ -476,7 +478,7 @@ static void sample_row(void *arg, int row, int tid)
 					  &r->rng, se->toks, se->n);
 	if (r->script)
 		s->toks[row] = scripted(s, r);
-	if (r->logprobs)
+	if (r->logprobs && s->toks[row] >= 0)
 		record_logprob(r, pk->row, vocab, s->toks[row]);
 }
 
@@ -580,7 +582,16 @@ int lmd_sched_step(struct lmd_scheduler *s, struct lmd_err *err)
 			i++;
 			continue;
 		}
-		rc = accept(s, s->run[i], s->toks[row++], err);
+		if (s->toks[row] < 0) {
+			struct lmd_request *r = s->run[i];
+			snprintf(r->error, sizeof(r->error), "the logits are not finite (NaN or inf): the model's weights or "
+				 "its dtype's range are broken");
+			rc = 1;
+			row++;
+			finish(s, r, LMD_FINISH_ERROR);
+		} else {
+			rc = accept(s, s->run[i], s->toks[row++], err);
+		}
 		if (rc < 0)
 			return rc;
 		if (rc) {

@@ -544,7 +544,7 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 				     to_f16(ws.w[i], (size_t)out * (ws.ndim[i] > 1 ? in : 1)), err);
 		}
 	}
-	if (rc || (rc = lmd_outdir_open(&od, dst, force, err)))
+	if (rc || (rc = lmd_outdir_open(&od, dst, src, force, err)))
 		goto done;
 	char *st = lmd_path_join(od.tmp, "model.safetensors", err);
 	rc = st ? lmd_safetensors_write(st, (const char *const *)os.names, os.t, os.n, "{\"format\": \"pt\"}", err)

@@ -1,4 +1,5 @@
 /* Calibration data, activation statistics and their msgpack file (calib.h). */
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <msgpack.h>
@@ -46,8 +47,8 @@ char *lmd_calib_dataset_path(const char *dataset, const char *data_dir, struct l
 		if (p)
 			return p;
 	}
-	lmd_errorf(err, LMD_EIO, "calibration dataset '%s': not in the installed data directory (set --data-dir or LMD_DATA)",
-		   dataset);
+	lmd_errorf(err, LMD_EIO, "calibration dataset '%s': not installed (lmd ships wikitext2 only): give a text or "
+		   "JSON-lines FILE, or --data-dir DIR holding %s.txt", dataset, dataset);
 	return NULL;
 }
 
@@ -139,7 +140,7 @@ int lmd_calib_windows(const struct lmd_tokenizer *tok, const char *path, int sam
 }
 
 int lmd_calib_run(struct lmd_model *m, const int32_t *ids, int samples, int seqlen, int batch, lmd_tap_fn tap,
-		  void *ctx, struct lmd_err *err)
+		  void *ctx, const struct lmd_progress *progress, struct lmd_err *err)
 {
 	if (batch < 1)
 		batch = 1;
@@ -165,6 +166,8 @@ int lmd_calib_run(struct lmd_model *m, const int32_t *ids, int samples, int seql
 			rc = lmd_model_forward(m, &b, logits, err);
 		for (int j = 0; j < k; j++)
 			lmd_model_seq_release(m, &seqs[j]);
+		if (!rc)
+			lmd_progress(progress, s0 + k, samples);
 	}
 	m->tap = old, m->tap_ctx = old_ctx;
 	lmd_batch_free(&b);
@@ -293,7 +296,7 @@ static const char *in_names[LMD_CALIB_NIN] = {"attn_in", "o_in", "ffn_in", "w2_i
 static const char *in_linears[LMD_CALIB_NIN][3] = {{"wq", "wk", "wv"}, {"wo"}, {"w1", "w3"}, {"w2"}};
 static const int in_nlin[LMD_CALIB_NIN] = {3, 1, 2, 1};
 
-int lmd_calib_stats_write(const struct lmd_calib_stats *s, const char *path, struct lmd_err *err)
+int lmd_calib_stats_write(const struct lmd_calib_stats *s, FILE *f, struct lmd_err *err)
 {
 	const struct lmd_config *c = &s->cfg;
 	msgpack_sbuffer sb;
@@ -381,7 +384,8 @@ int lmd_calib_stats_write(const struct lmd_calib_stats *s, const char *path, str
 		}
 	}
 	free(tmp);
-	int rc = lmd_write_atomic(path, sb.data, sb.size, err);
+	int rc = sb.size && fwrite(sb.data, 1, sb.size, f) != sb.size
+			 ? lmd_errorf(err, LMD_EIO, "cannot write the statistics: %s", strerror(errno)) : LMD_OK;
 	msgpack_sbuffer_destroy(&sb);
 	return rc;
 }
@@ -525,7 +529,7 @@ int lmd_calib_collect(struct lmd_model *m, const struct lmd_tokenizer *tok, cons
 	int rc = lmd_calib_windows(tok, path, o->samples, o->seqlen, o->seed, &ids, err);
 	free(path);
 	if (!rc)
-		rc = lmd_calib_run(m, ids, o->samples, o->seqlen, o->batch, tap, ctx, err);
+		rc = lmd_calib_run(m, ids, o->samples, o->seqlen, o->batch, tap, ctx, o->progress, err);
 	free(ids);
 	if (!rc && s) {
 		snprintf(s->dataset, sizeof(s->dataset), "%s", o->dataset);

@@ -1,13 +1,13 @@
 /**
  * Calibration (lmd-calib, lmd-kvparams, lmd-awq): the calibration text, the sampled windows, the
  * activation statistics collected through the model's taps (model.h), and their msgpack file
- * (schema in man lmd(7), CALIBRATION STATISTICS).
+ * (schema in man lmd(7), FILES, Calibration statistics).
  *
  *   char *path = lmd_calib_dataset_path("wikitext2", NULL, &err);
  *   lmd_calib_windows(&tok, path, 128, 2048, 0, &ids, &err);       // ids [128 * 2048]
  *   lmd_calib_stats_init(&st, &model.cfg, &err);
  *   lmd_calib_run(&model, ids, 128, 2048, lmd_calib_stats_tap, &st, &err);
- *   lmd_calib_stats_write(&st, "stats.msgpack", &err);
+ *   lmd_calib_stats_write(&st, out.f, &err);                     // out: lmd_out_open'ed first
  */
 #ifndef LMD_CALIB_H
 #define LMD_CALIB_H
@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "err.h"
+#include "lmd.h"
 #include "engine/model.h"
 #include "tok/tokenizer.h"
 
@@ -38,7 +39,7 @@ int lmd_calib_windows(const struct lmd_tokenizer *tok, const char *path, int sam
 
 /** Run the model over the windows (batch of them at a time, each a fresh sequence) with tap set. */
 int lmd_calib_run(struct lmd_model *m, const int32_t *ids, int samples, int seqlen, int batch, lmd_tap_fn tap,
-		  void *ctx, struct lmd_err *err);
+		  void *ctx, const struct lmd_progress *progress, struct lmd_err *err);
 
 /* The inputs of one layer's linears: 0 = wq/wk/wv, 1 = wo, 2 = w1/w3, 3 = w2. */
 enum { LMD_CALIB_QKV, LMD_CALIB_O, LMD_CALIB_W13, LMD_CALIB_W2, LMD_CALIB_NIN };
@@ -71,8 +72,8 @@ int lmd_calib_stats_init(struct lmd_calib_stats *s, const struct lmd_config *cfg
 void lmd_calib_stats_free(struct lmd_calib_stats *s);
 /** The tap that accumulates into ctx (a struct lmd_calib_stats *). */
 void lmd_calib_stats_tap(void *ctx, int layer, enum lmd_tap point, const struct lmd_tensor *t);
-/** Write as msgpack to path ("-" = stdout), atomically. */
-int lmd_calib_stats_write(const struct lmd_calib_stats *s, const char *path, struct lmd_err *err);
+/** Write as msgpack to f (an lmd_out's, opened before the work: file.h). */
+int lmd_calib_stats_write(const struct lmd_calib_stats *s, FILE *f, struct lmd_err *err);
 /** Read a stats file (LMD_EFORMAT naming the file and key when malformed). */
 int lmd_calib_stats_read(struct lmd_calib_stats *s, const char *path, struct lmd_err *err);
 /**
@@ -88,6 +89,7 @@ struct lmd_calib_opts {
 	const char *data_dir;     /* NULL = $LMD_DATA, else the installed data */
 	int samples, seqlen, batch;
 	uint64_t seed;
+	const struct lmd_progress *progress;  /* NULL, or told of each window run (lmd.h) */
 };
 void lmd_calib_opts_default(struct lmd_calib_opts *o);
 

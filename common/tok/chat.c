@@ -162,7 +162,7 @@ int lmd_chat_template_load(struct lmd_chat_template *ct, const char *name, struc
 	snprintf(rel, sizeof(rel), "templates/%s.tmpl", name);
 	char *path = lmd_share_path(rel, err);
 	if (!path)
-		return lmd_errorf(err, LMD_EINVAL, "no chat template '%s' (%s)", name, err->msg);
+		return lmd_errorf(err, LMD_EINVAL, "no chat template '%s': %s", name, err->msg);
 	char *text = NULL;
 	size_t len = 0;
 	int rc = lmd_read_file(path, &text, &len, err);

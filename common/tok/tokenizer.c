@@ -810,10 +810,8 @@ int lmd_tokenizer_open(struct lmd_tokenizer *t, const char *dir, struct lmd_err 
 	char *spm = NULL, *hf = NULL, *tik = NULL, *data = NULL;
 	size_t len = 0;
 	int kind = 0;
-	if (!lmd_is_dir(dir)) {
-		rc = lmd_errorf(err, LMD_EIO, "'%s' is not a directory", dir);
+	if ((rc = lmd_need_dir(dir, "tokenizer directory", err)))
 		goto out;
-	}
 	if ((rc = try_file(dir, "tokenizer.model", &spm, err)) < 0)
 		goto out;
 	if (spm) {

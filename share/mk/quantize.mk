@@ -17,8 +17,13 @@ METHOD ?= awq
 SEARCH_SCALE ?=
 KV_BITS ?= 8
 DEVICE ?= auto
-# Where the tools are (empty: on PATH), e.g. BIN=build/bin/
-BIN ?=
+# Where the tools are, e.g. BIN=build/bin/ (default: on PATH, else the build/bin/ of the source tree
+# this file is in)
+HERE := $(dir $(lastword $(MAKEFILE_LIST)))
+BIN ?= $(if $(shell command -v lmd-calib),,$(firstword $(wildcard $(HERE)../../build/bin/)))
+ifeq ($(shell command -v $(BIN)lmd-calib),)
+$(error lmd-calib is not on PATH nor in $(or $(BIN),the source tree's build/bin/): give BIN=DIR/ or run make first)
+endif
 
 ifndef MODEL
 $(error MODEL=DIR is required (an HF or lmd model directory))
@@ -37,7 +42,7 @@ all: $(OUT)/model/index.msgpack $(OUT)/kv.csv
 
 $(OUT)/calib.msgpack: $(MODEL_FILES)
 	@mkdir -p $(OUT)
-	$(BIN)lmd-calib $(MODEL) $(CALIB_FLAGS) -o $@
+	$(BIN)lmd-calib $(MODEL) $(CALIB_FLAGS) -o $@ || { rmdir $(OUT) 2>/dev/null; false; }
 
 $(OUT)/kv.csv: $(OUT)/calib.msgpack
 	$(BIN)lmd-kvparams $< --kv-bits $(KV_BITS) -o $@

@@ -575,7 +575,15 @@ static void test_pick(struct lmd_backend *be, struct lmd_backend *ref, int rows,
 	int bad = 0, sets = 0, over = 0, kcut = 0;
 	for (int r = 0; r < rows && bad < 5; r++) {
 		int32_t best = h1[2 * r], count = h1[2 * r + 1];
-		if (spread[r] >= 0 && top_k[r] > 0) {  // the reference's count under a top-k, from a sort
+		float mx = NAN;  // the largest value that is not NaN: a row whose largest is not finite counts -1
+		for (int i = 0; i < vocab; i++)
+			if (!isnan(lg[(size_t)r * vocab + i]) && !(lg[(size_t)r * vocab + i] <= mx))
+				mx = lg[(size_t)r * vocab + i];
+		if (!isfinite(mx) != (h2[2 * r + 1] == -1)) {
+			bad++;
+			fprintf(stderr, "%s pick row %d: largest %g but the reference counts %d\n", what, r, mx, h2[2 * r + 1]);
+		}
+		if (spread[r] >= 0 && top_k[r] > 0 && isfinite(mx)) {  // the reference's count under a top-k, from a sort
 			const float *v = lg + (size_t)r * vocab;
 			int nv = 0;
 			for (int i = 0; i < vocab; i++)
@@ -602,7 +610,7 @@ static void test_pick(struct lmd_backend *be, struct lmd_backend *ref, int rows,
 			continue;
 		}
 		over += count > cap;
-		if (count > cap || count == 0)
+		if (count > cap || count <= 0)
 			continue;
 		int32_t *a = c1 + (size_t)r * 2 * cap, *b = c2 + (size_t)r * 2 * cap;
 		qsort(a, (size_t)count, 8, by_index);
