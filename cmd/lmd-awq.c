@@ -10,16 +10,21 @@
 #include "file.h"
 #include "opts.h"
 
-enum { O_STATS = 256, O_BITS, O_GROUP, O_SEARCH, O_METHOD, O_SEARCH_TOKENS, O_FORCE };
+enum { O_STATS = 256, O_BITS, O_GROUP, O_SEARCH, O_METHOD, O_SEARCH_TOKENS, O_FORCE, O_FIXED, O_NO_CLIP, O_ACT_ORDER,
+       O_DAMP };
 
 static const struct lmd_opt opts[] = {
 	{"output", 'o', "DIR", "the quantized HF directory to write (required)"},
-	{"stats", O_STATS, "FILE", "statistics from lmd-calib (default: computed here)"},
-	{"method", O_METHOD, "M", "awq (default) or rtn (round-to-nearest, no scaling)"},
+	{"method", O_METHOD, "M", "awq (default), gptq, or rtn (round-to-nearest, no calibration)"},
+	{"stats", O_STATS, "FILE", "statistics from lmd-calib: awq's mean |x| (default: from the calibration run here)"},
+	{"fixed-ratio", O_FIXED, NULL, "awq: LMDeploy's smoothing without search or clipping (ratio 0.5 on absmax)"},
+	{"search-scale", O_SEARCH, NULL, "awq: search the scales (the default; LMDeploy's flag, kept)"},
+	{"no-clip", O_NO_CLIP, NULL, "awq: skip the clipping search"},
+	{"search-tokens", O_SEARCH_TOKENS, "N", "awq: calibration tokens (whole windows) the scale search runs on (default 8192; 0 = all)"},
+	{"act-order", O_ACT_ORDER, NULL, "gptq: quantize columns by decreasing Hessian diagonal"},
+	{"damp", O_DAMP, "F", "gptq: dampening, a fraction of the mean Hessian diagonal (default 0.01)"},
 	{"w-bits", O_BITS, "N", "weight bits (default 4; only 4)"},
 	{"w-group-size", O_GROUP, "N", "input channels per scale and zero (default 128)"},
-	{"search-scale", O_SEARCH, NULL, "search the AWQ ratio per layer on calibration activations"},
-	{"search-tokens", O_SEARCH_TOKENS, "N", "activation rows kept per linear input for the search (default 512)"},
 	{"force", O_FORCE, NULL, "replace the output directory if it exists"},
 	LMD_CALIB_OPTS,
 	{"device", LMD_RO_DEVICE, "DEV", "auto (default: cuda when a GPU is there), cpu or cuda"},
@@ -29,8 +34,8 @@ static const struct lmd_opt opts[] = {
 };
 
 struct both {
-	struct lmd_calib_stats *st;  /* NULL when read from a file */
-	struct lmd_awq_acts *acts;   /* NULL without --search-scale */
+	struct lmd_calib_stats *st;  /* NULL when not collected here */
+	struct lmd_awq_acts *acts;   /* NULL when not needed */
 };
 
 static void both_tap(void *ctx, int layer, enum lmd_tap point, const struct lmd_tensor *t)
@@ -52,32 +57,41 @@ int main(int argc, char **argv)
 	struct lmd_cli cli = {
 		.prog = "lmd-awq",
 		.synopsis = "MODEL -o DIR [OPTIONS]",
-		.purpose = "Quantize a model's linear weights to 4 bits (AWQ or round-to-nearest) as an AutoAWQ HF directory.",
-		.example = "lmd-awq share/models/lmd-tiny --stats tiny.calib --w-group-size 64 -o tiny-awq",
+		.purpose = "Quantize a model's linear weights to 4 bits (AWQ, GPTQ or round-to-nearest) as an AutoAWQ HF directory.",
+		.example = "lmd-awq share/models/lmd-tiny --calib-samples 32 --search-tokens 1024 -o tiny-awq",
 		.opts = opts,
 	};
 	struct lmd_calib_opts co;
 	lmd_calib_opts_default(&co);
+	co.seqlen = 512;  /* AutoAWQ's windows */
 	struct lmd_runner_opts ro = {.dtype = LMD_DTYPE_NONE};
-	struct lmd_awq_opts ao = {.bits = 4, .group_size = 128, .method = 1};
+	struct lmd_awq_opts ao = {.bits = 4, .group_size = 128, .method = LMD_QUANT_AWQ, .damp = 0.01,
+				  .search_rows = 8192};
 	struct lmd_err err = {0};
 	const char *arg, *out = NULL, *stats_path = NULL;
-	int k, force = 0, search_tokens = 512;
+	int k, force = 0, awq_only = 0, gptq_only = 0;
 	while ((k = lmd_cli_next(&cli, argc, argv, &arg)) != -1) {
 		if (lmd_calib_opt(&co, &cli, k, arg) || lmd_runner_opt(&ro, &cli, k, arg))
 			continue;
 		switch (k) {
 		case 'o': out = arg; break;
-		case O_STATS: stats_path = ao.stats_name = arg; break;
+		case O_STATS: stats_path = ao.stats_name = arg; awq_only = 1; break;
 		case O_METHOD:
-			if (strcmp(arg, "awq") && strcmp(arg, "rtn"))
-				lmd_usage(&cli, "--method: '%s' is not awq or rtn", arg);
-			ao.method = !strcmp(arg, "awq");
+			if (strcmp(arg, "awq") && strcmp(arg, "rtn") && strcmp(arg, "gptq"))
+				lmd_usage(&cli, "--method: '%s' is not awq, gptq or rtn", arg);
+			ao.method = !strcmp(arg, "awq") ? LMD_QUANT_AWQ : !strcmp(arg, "gptq") ? LMD_QUANT_GPTQ : LMD_QUANT_RTN;
 			break;
 		case O_BITS: ao.bits = (int)lmd_cli_long(&cli, "w-bits", arg, 4, 4); break;
 		case O_GROUP: ao.group_size = (int)lmd_cli_long(&cli, "w-group-size", arg, 8, 1 << 16); break;
-		case O_SEARCH: ao.search_scale = 1; break;
-		case O_SEARCH_TOKENS: search_tokens = (int)lmd_cli_long(&cli, "search-tokens", arg, 1, 1 << 20); break;
+		case O_FIXED: ao.fixed_ratio = awq_only = 1; break;
+		case O_SEARCH: awq_only = 1; break;
+		case O_NO_CLIP: ao.no_clip = awq_only = 1; break;
+		case O_SEARCH_TOKENS: ao.search_rows = (int)lmd_cli_long(&cli, "search-tokens", arg, 0, 1 << 30); awq_only = 1; break;
+		case O_ACT_ORDER: ao.act_order = gptq_only = 1; break;
+		case O_DAMP:
+			ao.damp = lmd_cli_double(&cli, "damp", arg, 0, 1);
+			gptq_only = 1;
+			break;
 		case O_FORCE: force = 1; break;
 		}
 	}
@@ -85,12 +99,17 @@ int main(int argc, char **argv)
 		lmd_usage(&cli, "expected one MODEL directory");
 	if (!out)
 		lmd_usage(&cli, "-o DIR is required");
-	if (ao.method == 0 && ao.search_scale)
-		lmd_usage(&cli, "--search-scale needs --method awq");
+	if (awq_only && ao.method != LMD_QUANT_AWQ)
+		lmd_usage(&cli, "--stats, --fixed-ratio, --search-scale, --no-clip and --search-tokens need --method awq");
+	if (gptq_only && ao.method != LMD_QUANT_GPTQ)
+		lmd_usage(&cli, "--act-order and --damp need --method gptq");
+	ao.threads = ro.threads;
 	ro.model = argv[optind];
+	int fixed = ao.method == LMD_QUANT_AWQ && ao.fixed_ratio;
+	int need_stats = fixed && !stats_path, need_acts = ao.method != LMD_QUANT_RTN && !fixed;
 	if (lmd_outdir_check(out, ro.model, force, &err))  /* before minutes of work */
 		lmd_die(cli.prog, &err);
-	if ((ao.method == 1 && !stats_path) || ao.search_scale) {  /* calibration text, before loading the model */
+	if (need_stats || need_acts) {  /* calibration text, before loading the model */
 		char *dataset = lmd_calib_dataset_path(co.dataset, co.data_dir, &err);
 		if (!dataset)
 			lmd_die(cli.prog, &err);
@@ -99,33 +118,45 @@ int main(int argc, char **argv)
 	struct lmd_calib_stats st = {0};
 	struct lmd_awq_acts acts = {0};
 	struct lmd_runner r = {0};
-	int rc = LMD_OK, need_stats = ao.method == 1 && !stats_path, run = need_stats || ao.search_scale;
+	struct lmd_cli_progress pr, pl;
+	int rc = LMD_OK;
 	if (stats_path)
 		rc = lmd_calib_stats_read(&st, stats_path, &err);
-	if (!rc && run) {
+	if (!rc && (need_stats || need_acts)) {
+		co.docs = need_acts;
 		ro.max_batch = co.batch, ro.session_len = co.seqlen, ro.max_prefill = co.batch * co.seqlen;
 		rc = lmd_runner_open(&r, &ro, &err);
 		if (!rc && stats_path)
 			rc = lmd_calib_stats_check(&st, &r.m.cfg, stats_path, &err);
 		if (!rc && need_stats)
 			rc = lmd_calib_stats_init(&st, &r.m.cfg, &err);
-		long total = (long)co.samples * co.seqlen, stride = total / search_tokens;
-		if (!rc && ao.search_scale)
-			rc = lmd_awq_acts_init(&acts, &r.m.cfg, search_tokens, stride > 0 ? (int)stride : 1, &err);
-		struct both b = {need_stats ? &st : NULL, ao.search_scale ? &acts : NULL};
+		if (!rc && need_acts)
+			rc = lmd_awq_acts_init(&acts, &r.m.cfg, co.seqlen, &err);
+		struct both b = {need_stats ? &st : NULL, need_acts ? &acts : NULL};
 		if (!rc) {
-			lmd_log(&cli, 0, "calibrating on %d windows of %d tokens from '%s'", co.samples, co.seqlen, co.dataset);
-			struct lmd_cli_progress pr;
+			if (need_acts)
+				lmd_log(&cli, 0, "calibrating on windows of %d tokens cut from %d documents of '%s'", co.seqlen,
+					co.samples, co.dataset);
+			else
+				lmd_log(&cli, 0, "calibrating on %d windows of %d tokens from '%s'", co.samples, co.seqlen,
+					co.dataset);
 			co.progress = lmd_cli_progress(&pr, &cli, "calibration windows");
 			rc = lmd_calib_collect(&r.m, &r.tok, &co, both_tap, &b, need_stats ? &st : NULL, &err);
 		}
+		if (!rc && need_acts)
+			lmd_log(&cli, 0, "%lld calibration windows of %d tokens", (long long)(acts.n[0] / co.seqlen), co.seqlen);
+		if (!rc && (acts.err || st.err))
+			rc = lmd_errorf(&err, LMD_ENOMEM, "out of memory for the calibration activations");
 		lmd_runner_close(&r);
 	}
 	if (!rc) {
-		lmd_log(&cli, 0, "quantizing with %s, %d bits, groups of %d%s", ao.method ? "awq" : "rtn", ao.bits,
-			ao.group_size, ao.search_scale ? ", searched scales" : "");
-		rc = lmd_awq_quantize(ro.model, out, &ao, ao.method ? &st : NULL, ao.search_scale ? &acts : NULL, force,
-				      log_line, &cli, &err);
+		static const char *names[] = {"rtn", "awq", "gptq"};
+		lmd_log(&cli, 0, "quantizing with %s%s, %d bits, groups of %d", names[ao.method],
+			fixed ? " (fixed ratio)" : ao.method == LMD_QUANT_AWQ ? (ao.no_clip ? " (search)" : " (search + clip)")
+			: ao.act_order ? " (act-order)" : "", ao.bits, ao.group_size);
+		ao.progress = lmd_cli_progress(&pl, &cli, ao.method == LMD_QUANT_GPTQ ? "linears" : "layers");
+		rc = lmd_awq_quantize(ro.model, out, &ao, stats_path || need_stats ? &st : NULL, need_acts ? &acts : NULL,
+				      force, log_line, &cli, &err);
 	}
 	lmd_awq_acts_free(&acts);
 	lmd_calib_stats_free(&st);

@@ -60,8 +60,8 @@ int lmd_gen_opt(struct lmd_gen_params *p, const struct lmd_cli *cli, int key, co
 enum { LMD_CO_DATASET = 700, LMD_CO_SAMPLES, LMD_CO_SEQLEN, LMD_CO_BATCH, LMD_CO_SEED, LMD_CO_DATA_DIR };
 #define LMD_CALIB_OPTS \
 	{"calib-dataset", LMD_CO_DATASET, "NAME", "wikitext2 (default), ptb, c4, or a text or JSON-lines FILE"}, \
-	{"calib-samples", LMD_CO_SAMPLES, "N", "random windows of text (default 128)"}, \
-	{"calib-seqlen", LMD_CO_SEQLEN, "N", "tokens per window (default 2048)"}, \
+	{"calib-samples", LMD_CO_SAMPLES, "N", "random windows of text (default 128; lmd-awq: documents, see its page)"}, \
+	{"calib-seqlen", LMD_CO_SEQLEN, "N", "tokens per window (default 2048; lmd-awq: 512)"}, \
 	{"batch-size", LMD_CO_BATCH, "N", "windows run at once (default 1)"}, \
 	{"seed", LMD_CO_SEED, "N", "seed of the window offsets (default 0)"}, \
 	{"data-dir", LMD_CO_DATA_DIR, "DIR", "where named datasets are (default: $LMD_DATA, else the installed data)"}

@@ -79,21 +79,42 @@ PY
 	[[ $output == *bad.calib* ]]
 }
 
-@test "AWQ output converts with --model-format awq, runs int4 in the engine, and beats RTN on WikiText-2 perplexity" {
+@test "AWQ (the default search + clip), its fixed ratio and GPTQ convert with --model-format awq, run int4, and beat RTN on WikiText-2" {
 	need_shared
-	lmd-calib "$TINY" --device cpu --calib-samples 16 --calib-seqlen 256 -o "$TMP/s.calib"
-	lmd-awq "$TINY" --stats "$TMP/s.calib" -o "$TMP/awq"
+	local cal=(--calib-samples 24 --search-tokens 1024)
+	lmd-awq "$TINY" "${cal[@]}" -o "$TMP/awq" 2>"$TMP/log"
+	grep -q 'search + clip' "$TMP/log"
+	lmd-awq "$TINY" --fixed-ratio --calib-samples 8 -o "$TMP/fixed"
+	lmd-awq "$TINY" --method gptq --calib-samples 24 -o "$TMP/gptq"
 	lmd-awq "$TINY" --method rtn -o "$TMP/rtn"
 	lmd-convert --model-format awq "$TMP/awq" "$TMP/awq.lmd"
 	lmd-convert --info --json "$TMP/awq.lmd" | jq -e '.bytes.u8 > 0'
+	jq -e '.quantization_config | .quant_method == "awq" and .version == "gemm" and .group_size == 128' "$TMP/gptq/config.json"
 	ppl() { lmd-bench ppl "$1" --text "$SHARED/data/wikitext-2-raw/wiki.test.raw" --windows 4 --device cpu --dtype fp32 2>/dev/null | tail -1 | cut -d' ' -f2; }
-	local base awq rtn
-	base=$(ppl "$TINY"); awq=$(ppl "$TMP/awq.lmd"); rtn=$(ppl "$TMP/rtn")
-	echo "fp $base awq $awq rtn $rtn"
-	awk -v b="$base" -v a="$awq" -v r="$rtn" 'BEGIN { exit !(a < r && a > b * 0.95 && r < b * 1.5) }'
+	local base awq rtn gptq fixed
+	base=$(ppl "$TINY"); awq=$(ppl "$TMP/awq.lmd"); rtn=$(ppl "$TMP/rtn"); gptq=$(ppl "$TMP/gptq"); fixed=$(ppl "$TMP/fixed")
+	echo "fp $base awq $awq gptq $gptq fixed $fixed rtn $rtn"
+	awk -v b="$base" -v a="$awq" -v g="$gptq" -v f="$fixed" -v r="$rtn" \
+		'BEGIN { exit !(a < r && g < r && f < r && a > b * 0.95 && r < b * 1.5) }'
 	run lmd-run generate "$TMP/awq.lmd" --device cpu --max-tokens 8 --temperature 0 --prompt "Once upon a time"
 	[ "$status" -eq 0 ]
 	[ -n "$output" ]
+}
+
+@test "options of one method are refused with another; too little calibration text for one window is refused" {
+	run lmd-awq "$TINY" --method gptq --fixed-ratio -o "$TMP/x"
+	[ "$status" -eq 2 ]
+	run lmd-awq "$TINY" --act-order -o "$TMP/x"
+	[ "$status" -eq 2 ]
+	run lmd-awq "$TINY" --method rtn --no-clip -o "$TMP/x"
+	[ "$status" -eq 2 ]
+	run lmd-awq "$TINY" --method bogus -o "$TMP/x"
+	[ "$status" -eq 2 ]
+	printf 'a few words\n' > "$TMP/short.txt"
+	run lmd-awq "$TINY" --calib-dataset "$TMP/short.txt" -o "$TMP/x"
+	[ "$status" -eq 2 ]
+	[[ $output == *short.txt* && $output == *window* ]]
+	[ ! -e "$TMP/x" ]
 }
 
 @test "--model-format awq refuses a directory that is not AWQ" {

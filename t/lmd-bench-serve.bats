@@ -4,7 +4,16 @@
 load lib
 
 setup() { setup_tmp; }
-teardown() { stop_mock; stop_serve; teardown_tmp; }
+teardown() {
+	local p
+	for p in ${NGINX_PID:-} ${SERVERS:-}; do
+		kill -KILL "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	stop_mock
+	stop_serve
+	teardown_tmp
+}
 
 # lmd-bench serve ARGS with its log lines in $TMP/err, bounded in time.
 bench() { timeout 60 lmd-bench serve "$@" 2>"$TMP/err"; }
@@ -158,4 +167,44 @@ JSON
 	run bench "$SERVE_URL" --endpoint /v1/chat/completions --num-prompts 4 --random-input-len 8 --random-output-len 6 -f json
 	[ "$status" -eq 0 ]
 	echo "$output" | jq -e '.[0] | .completed == 4 and .total_output_tokens == 24'
+}
+
+@test "behind nginx (share/nginx/lmd.conf, least_conn), 3 servers, one killed mid-run: only its requests in flight fail" {
+	command -v nginx >/dev/null || skip "nginx is not installed"
+	local i ports=() urls=() port
+	SERVERS=
+	for i in 1 2 3; do
+		start_serve "$ROOT/share/models/lmd-tiny" --threads 1
+		SERVERS="$SERVERS $SERVE_PID"
+		urls+=("$SERVE_URL")
+		SERVE_PID=
+		mv "$TMP/serve.log" "$TMP/serve$i.log"
+	done
+	port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	mkdir -p "$TMP/nginx"
+	chmod 755 "$TMP"
+	# the recipe with this test's servers and port
+	awk -v a="${urls[0]#http://}" -v b="${urls[1]#http://}" -v c="${urls[2]#http://}" -v port="$port" '
+		/server 127.0.0.1:23333/ { print "\t\tserver " a " max_fails=1 fail_timeout=10s;"; print "\t\tserver " b " max_fails=1 fail_timeout=10s;"; print "\t\tserver " c " max_fails=1 fail_timeout=10s;"; next }
+		/server 127.0.0.1:23334/ { next }
+		/listen 127.0.0.1:8000/ { print "\t\tlisten 127.0.0.1:" port ";"; next }
+		{ print }' "$ROOT/share/nginx/lmd.conf" >"$TMP/nginx/lmd.conf"
+	nginx -p "$TMP/nginx" -c "$TMP/nginx/lmd.conf" 2>"$TMP/nginx.log" &
+	NGINX_PID=$!
+	for i in $(seq 1 100); do
+		curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
+		sleep 0.1
+	done
+	timeout 120 lmd-bench serve "http://127.0.0.1:$port" --num-prompts 120 --random-input-len 16 --random-output-len 64 \
+		--max-concurrency 6 -f json >"$TMP/out.json" 2>"$TMP/err" &
+	local bench=$!
+	for i in $(seq 1 300); do  # the run is under way on the third server: it has requests running
+		curl -s "${urls[2]}/metrics" | grep -q '^lmd:num_requests_running{[^}]*} [1-9]' && break
+		sleep 0.05
+	done
+	kill -KILL ${SERVERS##* }   # the third server dies with its requests in flight
+	wait "$bench"
+	cat "$TMP/out.json" "$TMP/err"
+	# the run completes: every new request went to a live server, only the dead one's in flight failed
+	jq -e '.[0] | .completed + .failed == 120 and .failed >= 1 and .failed <= 6' "$TMP/out.json"
 }

@@ -1,10 +1,14 @@
 #!/usr/bin/env bats
-# --enable-prefix-caching (lmd-run generate, lmd-bench gen): a resent history prefills only its new tokens,
-# and greedy texts are the same with the cache on and off (every KV quant policy, under preemption).
+# --enable-prefix-caching (lmd-run generate, lmd-bench gen, lmd-run serve where it is the default): a resent
+# history prefills only its new tokens, and greedy texts are the same with the cache on and off (every KV quant
+# policy, under preemption; over HTTP with concurrent requests).
 load lib
 
 setup() { setup_tmp; }
-teardown() { teardown_tmp; }
+teardown() {
+	stop_serve
+	teardown_tmp
+}
 
 TINY=$ROOT/share/models/lmd-tiny
 TEXT=$ROOT/share/data/wikitext2.txt
@@ -97,4 +101,72 @@ shared_system_prompts() {
 	run lmd-bench gen "$TINY" --device cpu --no-enable-prefix-caching --concurrency 2 --prompt-tokens 80 \
 		--completion-tokens 4
 	[[ "$output" == *"prefix caching off"* ]]
+}
+
+# --- over HTTP (lmd-run serve: prefix caching on by default)
+
+# start_serve (lib.bash) skips without lmd-run serve; this also skips without its prefix caching
+need_serve_prefix() {
+	lmd-run serve --help 2>/dev/null | grep -q -- --no-enable-prefix-caching || skip "lmd-run serve has no prefix caching"
+}
+metric() { curl -sf "$SERVE_URL/metrics" | awk -v n="lmd:$1{" 'index($0, n) == 1 { print $NF }'; }
+chat() { curl -sf "$SERVE_URL/v1/chat/completions" -H 'Content-Type: application/json' -d @"$1"; }
+
+@test "over HTTP: the second turn of a chat with a 1,500-token history prefills only its new tokens (/metrics, timings)" {
+	need_serve_prefix
+	local hist mode
+	hist=$(head -c 3900 "$TEXT")
+	jq -nc --arg h "$hist" '{messages: [{role: "system", content: "You are a historian."}, {role: "user", content: $h}],
+		max_tokens: 8, temperature: 0}' > "$TMP/turn1"
+	for mode in on off; do
+		if [ $mode = on ]; then start_serve "$TINY"; else start_serve "$TINY" --no-enable-prefix-caching; fi
+		chat "$TMP/turn1" > "$TMP/a1.$mode"
+		# the stateless API: turn 2 resends the whole history with the answer
+		jq -c --slurpfile a "$TMP/a1.$mode" '.messages += [{role: "assistant", content: $a[0].choices[0].message.content},
+			{role: "user", content: "Tell me more."}]' "$TMP/turn1" > "$TMP/turn2.$mode"
+		local h0 p0 t
+		h0=$(metric prefix_cache_hits_total)
+		p0=$(metric prefill_tokens_total)
+		t=$(curl -sf -o "$TMP/a2.$mode" -w '%{time_total}' "$SERVE_URL/v1/chat/completions" \
+			-H 'Content-Type: application/json' -d @"$TMP/turn2.$mode")
+		local p1 p2
+		p1=$(jq .usage.prompt_tokens "$TMP/a1.$mode")
+		p2=$(jq .usage.prompt_tokens "$TMP/a2.$mode")
+		echo "$mode: turn 1 $p1 tokens, turn 2 $p2 tokens in $t s; hits +$(($(metric prefix_cache_hits_total) - h0)), prefilled +$(($(metric prefill_tokens_total) - p0))"
+		[ "$p1" -ge 1400 ]
+		if [ $mode = on ]; then
+			# every whole block (64 tokens) of turn 1's prompt was cached: only the rest is prefilled
+			[ $(($(metric prefix_cache_hits_total) - h0)) -ge $((p1 / 64 * 64)) ]
+			[ $(($(metric prefill_tokens_total) - p0)) -lt $((p2 - p1 + 64)) ]
+			[ "$(metric kv_cache_blocks_cached)" -gt 0 ]
+		else
+			[ $(($(metric prefill_tokens_total) - p0)) -eq "$p2" ]
+			[ "$(metric prefix_cache_hits_total)" -eq 0 ]
+		fi
+		[ "$(metric kv_cache_blocks_used)" -eq 0 ]   # blocks kept only by the cache count as free
+		echo "$t" > "$TMP/t.$mode"
+		stop_serve
+	done
+	diff <(jq -r '.choices[0].message.content' "$TMP/a1.on" "$TMP/a2.on") \
+		<(jq -r '.choices[0].message.content' "$TMP/a1.off" "$TMP/a2.off")
+	jq -en --argjson on "$(cat "$TMP/t.on")" --argjson off "$(cat "$TMP/t.off")" '$on * 3 < $off'
+}
+
+@test "over HTTP: 64 concurrent requests with shared system prompts give the same greedy texts with the cache on and off" {
+	need_serve_prefix
+	shared_system_prompts > "$TMP/in.jsonl"
+	split -l 1 -d -a 2 "$TMP/in.jsonl" "$TMP/req."
+	local mode f
+	for mode in on off; do
+		if [ $mode = on ]; then start_serve "$TINY"; else start_serve "$TINY" --no-enable-prefix-caching; fi
+		ls "$TMP"/req.?? | xargs -P 16 -I{} sh -c 'curl -sf "$1/v1/chat/completions" -H "Content-Type: application/json" \
+			-d @"$2" > "$2.$3"' _ "$SERVE_URL" {} $mode
+		for f in "$TMP"/req.??; do jq -c '.choices[0].message.content' "$f.$mode"; done > "$TMP/texts.$mode"
+		echo "$mode: $(metric prefix_cache_hits_total) of $(metric prefix_cache_queries_total) tokens cached"
+		[ "$(metric kv_cache_blocks_used)" -eq 0 ]
+		[ $mode = off ] || [ "$(metric prefix_cache_hits_total)" -gt 0 ]
+		stop_serve
+	done
+	[ "$(wc -l < "$TMP/texts.on")" -eq 64 ]
+	diff "$TMP/texts.on" "$TMP/texts.off"
 }

@@ -7,7 +7,7 @@ setup() { setup_tmp; }
 teardown() { teardown_tmp; }
 
 TINY=$ROOT/share/models/lmd-tiny
-MK="make -s -f $ROOT/share/mk/quantize.mk MODEL=$TINY BIN=$BUILD/bin/ CALIB_SAMPLES=8 CALIB_SEQLEN=256 DEVICE=cpu"
+MK="make -s -f $ROOT/share/mk/quantize.mk MODEL=$TINY BIN=$BUILD/bin/ CALIB_SAMPLES=8 CALIB_SEQLEN=256 AWQ_SEQLEN=128 DEVICE=cpu"
 
 @test "quantize.mk runs the chain on lmd-tiny; a second run does nothing; the result generates text" {
 	$MK OUT="$TMP/q"

@@ -39,53 +39,6 @@ void lmd_quant_groups(const float *w, int out, int in, int g, int bits, uint8_t 
 		}
 }
 
-/* --- captured activations --- */
-
-int lmd_awq_acts_init(struct lmd_awq_acts *a, const struct lmd_config *c, int rows, int stride, struct lmd_err *err)
-{
-	memset(a, 0, sizeof(*a));
-	a->layers = c->layers, a->rows = rows, a->stride = stride > 0 ? stride : 1;
-	a->cols[LMD_CALIB_QKV] = c->hidden, a->cols[LMD_CALIB_O] = c->heads * c->head_dim;
-	a->cols[LMD_CALIB_W13] = c->hidden, a->cols[LMD_CALIB_W2] = c->inter;
-	int n = c->layers * LMD_CALIB_NIN;
-	a->seen = calloc((size_t)n, sizeof(*a->seen));
-	a->n = calloc((size_t)n, sizeof(*a->n));
-	a->x = calloc((size_t)n, sizeof(*a->x));
-	for (int i = 0; a->x && i < n; i++)
-		if (!(a->x[i] = malloc((size_t)rows * a->cols[i % LMD_CALIB_NIN] * sizeof(float))))
-			break;
-	if (!a->seen || !a->n || !a->x || !a->x[n - 1]) {
-		lmd_awq_acts_free(a);
-		return lmd_errorf(err, LMD_ENOMEM, "out of memory for %d activation rows", rows);
-	}
-	return LMD_OK;
-}
-
-void lmd_awq_acts_free(struct lmd_awq_acts *a)
-{
-	for (int i = 0; a->x && i < a->layers * LMD_CALIB_NIN; i++)
-		free(a->x[i]);
-	free(a->x);
-	free(a->n);
-	free(a->seen);
-	memset(a, 0, sizeof(*a));
-}
-
-void lmd_awq_acts_tap(void *ctx, int layer, enum lmd_tap point, const struct lmd_tensor *t)
-{
-	struct lmd_awq_acts *a = ctx;
-	int w = point == LMD_TAP_QKV_IN ? LMD_CALIB_QKV : point == LMD_TAP_O_IN ? LMD_CALIB_O
-		: point == LMD_TAP_W13_IN ? LMD_CALIB_W13 : point == LMD_TAP_W2_IN ? LMD_CALIB_W2 : -1;
-	if (w < 0)
-		return;
-	int k = layer * LMD_CALIB_NIN + w, cols = a->cols[w];
-	size_t es = lmd_dtype_size(t->dtype);
-	for (int r = 0; r < (int)t->shape[0] && a->n[k] < a->rows; r++, a->seen[k]++)
-		if (a->seen[k] % a->stride == 0)
-			lmd_dtype_convert(a->x[k] + (size_t)a->n[k]++ * cols, LMD_F32,
-					  (const char *)t->data + (size_t)r * t->shape[1] * es, t->dtype, (size_t)cols, NULL);
-}
-
 /* --- the model's weights as f32 --- */
 
 struct wset {
@@ -152,132 +105,69 @@ static void wset_free(struct wset *s)
 	memset(s, 0, sizeof(*s));
 }
 
-/* --- AWQ scales --- */
+/* --- LMDeploy's fixed smoothing and GPTQ --- */
 
-/* w_mean[i]: mean over the rows of the linears of |w| / max|w| of its group (LMDeploy's weight scale). */
-static void weight_mean(float *const *ws, const int *outs, int nw, int in, int g, double *wm)
-{
-	int rows = 0;
-	for (int i = 0; i < in; i++)
-		wm[i] = 0;
-	for (int k = 0; k < nw; k++)
-		for (int o = 0; o < outs[k]; o++, rows++)
-			for (int g0 = 0; g0 < in; g0 += g) {
-				const float *x = ws[k] + (size_t)o * in + g0;
-				float mx = 0;
-				for (int i = 0; i < g; i++)
-					mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
-				for (int i = 0; i < g; i++)
-					wm[g0 + i] += mx > 0 ? fabsf(x[i]) / mx : 0;
-			}
-	for (int i = 0; i < in; i++)
-		wm[i] /= rows;
-}
-
-/* s = x^r / w^(1-r), clamped at 1e-4, normalized by sqrt(max * min). */
-static void ratio_scales(const double *xs, const double *wm, int in, double r, float *s)
-{
-	double mx = 0, mn = INFINITY;
-	for (int i = 0; i < in; i++) {
-		double v = pow(xs[i] > 1e-12 ? xs[i] : 1e-12, r) / pow(wm[i] > 1e-12 ? wm[i] : 1e-12, 1 - r);
-		v = v < 1e-4 ? 1e-4 : v;
-		s[i] = (float)v;
-		mx = v > mx ? v : mx, mn = v < mn ? v : mn;
-	}
-	double nrm = sqrt(mx * mn);
-	for (int i = 0; i < in; i++)
-		s[i] = (float)(s[i] / nrm);
-}
-
-/* sum over captured rows of |x (W - Q(W s)/s)^T|² for the linears: the output error with scales s. */
-static double scaled_error(float *const *ws, const int *outs, int nw, int in, int g, int bits, const float *s,
-			   const float *x, int rows, float *tmp, float *deq)
-{
-	double e = 0;
-	for (int k = 0; k < nw; k++) {
-		int out = outs[k];
-		for (size_t j = 0; j < (size_t)out * in; j++)
-			tmp[j] = ws[k][j] * s[j % in];
-		lmd_quant_groups(tmp, out, in, g, bits, NULL, NULL, NULL, deq);
-		for (size_t j = 0; j < (size_t)out * in; j++)
-			deq[j] = ws[k][j] - deq[j] / s[j % in];
-		for (int r = 0; r < rows; r++) {
-			const float *xr = x + (size_t)r * in;
-			for (int o = 0; o < out; o++) {
-				const float *d = deq + (size_t)o * in;
-				float a[8] = {0};  /* eight partial sums: vectorizes without reassociating */
-				int i = 0;
-				for (; i + 8 <= in; i += 8)
-					for (int k = 0; k < 8; k++)
-						a[k] += xr[i + k] * d[i + k];
-				float acc = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-				for (; i < in; i++)
-					acc += xr[i] * d[i];
-				e += (double)acc * acc;
-			}
-		}
-	}
-	return e;
-}
-
-/*
- * The scales for the input feeding linears ws (rows outs[k], in columns): LMDeploy's fixed ratio 0.5 on
- * absmax, or with acts the grid r = 0, 0.05, ..., 0.95 on absmean minimizing the linears' output error.
- * *ratio receives the ratio used.
- */
-static int find_scales(float *const *ws, const int *outs, int nw, int in, const struct lmd_awq_opts *o,
-		       const struct lmd_calib_in *st, const float *x, int rows, float *s, double *ratio,
-		       struct lmd_err *err)
+/* LMDeploy's smoothing without search: s = absmax^0.5 / w_mean^0.5 for the nw linears ws sharing input st. */
+static int fixed_scales(float *const *ws, const int *outs, int nw, int in, int g, const struct lmd_calib_in *st,
+			float *s, struct lmd_err *err)
 {
 	double *wm = malloc((size_t)in * sizeof(double)), *xs = malloc((size_t)in * sizeof(double));
-	int maxout = 0;
-	for (int k = 0; k < nw; k++)
-		maxout = outs[k] > maxout ? outs[k] : maxout;
-	float *tmp = x ? malloc((size_t)maxout * in * sizeof(float)) : NULL;
-	float *deq = x ? malloc((size_t)maxout * in * sizeof(float)) : NULL;
-	float *cand = x ? malloc((size_t)in * sizeof(float)) : NULL;
-	int rc = LMD_OK;
-	if (!wm || !xs || (x && (!tmp || !deq || !cand))) {
-		rc = lmd_errorf(err, LMD_ENOMEM, "out of memory");
-		goto done;
+	if (!wm || !xs) {
+		free(wm), free(xs);
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
 	}
-	weight_mean(ws, outs, nw, in, o->group_size, wm);
-	if (!x) {
-		for (int i = 0; i < in; i++)
-			xs[i] = st->absmax[i];
-		ratio_scales(xs, wm, in, 0.5, s);
-		*ratio = 0.5;
-		goto done;
-	}
+	lmd_awq_weight_mean(ws, outs, nw, in, g, wm);
 	for (int i = 0; i < in; i++)
-		xs[i] = st->count ? st->abssum[i] / (double)st->count : 0;
-	double best = INFINITY;
-	for (int gi = 0; gi < 20; gi++) {
-		double r = gi * 0.05;
-		ratio_scales(xs, wm, in, r, cand);
-		double e = scaled_error(ws, outs, nw, in, o->group_size, o->bits, cand, x, rows, tmp, deq);
-		if (e < best) {
-			best = e, *ratio = r;
-			memcpy(s, cand, (size_t)in * sizeof(float));
-		}
+		xs[i] = st->absmax[i];
+	lmd_awq_ratio_scales(xs, wm, in, 0.5, 0, s);
+	free(wm), free(xs);
+	return LMD_OK;
+}
+
+static int fixed_layer(const struct lmd_config *c, struct lmd_awq_layer *L, const struct lmd_calib_in *st,
+		       const struct lmd_awq_opts *o, struct lmd_err *err)
+{
+	const int H = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
+	float *sc[4] = {0};  /* sc[1] stays NULL under GQA */
+	int ins[4] = {c->hidden, H, c->hidden, c->inter}, rc = LMD_OK;
+	for (int p = 0; !rc && p < 4; p++) {
+		if (p == 1 && c->heads != c->kv_heads)
+			continue;  /* v -> o only when v's outputs are o's inputs (no GQA) */
+		float *lin[3] = {L->wq, L->wk, L->wv};
+		int outs[3] = {H, KV, KV}, nw = 3;
+		if (p == 1)
+			lin[0] = L->wo, outs[0] = c->hidden, nw = 1;
+		else if (p == 2)
+			lin[0] = L->w1, lin[1] = L->w3, outs[0] = outs[1] = c->inter, nw = 2;
+		else if (p == 3)
+			lin[0] = L->w2, outs[0] = c->hidden, nw = 1;
+		if (!(sc[p] = malloc((size_t)ins[p] * sizeof(float))))
+			rc = lmd_errorf(err, LMD_ENOMEM, "out of memory");
+		else
+			rc = fixed_scales(lin, outs, nw, ins[p], o->group_size, &st[p], sc[p], err);
 	}
-done:
-	free(wm), free(xs), free(tmp), free(deq), free(cand);
+	if (!rc)
+		lmd_awq_apply(c, L, sc);
+	for (int p = 0; p < 4; p++)
+		free(sc[p]);
 	return rc;
 }
 
-static void scale_cols(float *w, int out, int in, const float *s)
+/* h [in][in] = 2/n Σ x xᵀ over the n rows x [n][in] (GPTQ's Hessian), the product on be */
+static int hessian(struct lmd_backend *be, const float *x, int64_t n, int in, double *h, struct lmd_err *err)
 {
-	for (int o = 0; o < out; o++)
+	float *xt = malloc((size_t)in * n * sizeof(float)), *hf = malloc((size_t)in * in * sizeof(float));
+	int rc = !xt || !hf ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
+	for (int64_t r = 0; !rc && r < n; r++)
 		for (int i = 0; i < in; i++)
-			w[(size_t)o * in + i] *= s[i];
-}
-
-static void div_rows(float *w, int out, int in, const float *s)
-{
-	for (int o = 0; o < out; o++)
-		for (int i = 0; i < in; i++)
-			w[(size_t)o * in + i] /= s[o];
+			xt[(size_t)i * n + r] = x[(size_t)r * in + i];
+	struct lmd_tensor ty = {LMD_F32, 2, {in, in}, hf}, tx = {LMD_F32, 2, {in, n}, xt};
+	if (!rc)
+		rc = be->ops->matmul(be->ctx, &ty, &tx, &tx, NULL, err);
+	for (size_t k = 0; !rc && k < (size_t)in * in; k++)
+		h[k] = 2.0 * hf[k] / (double)n;
+	free(xt), free(hf);
+	return rc;
 }
 
 /* --- writing --- */
@@ -343,8 +233,9 @@ static void hf_stem(const struct lmd_config *c, const char *canon, char *out, si
 		*dot = 0;
 }
 
-static int add_quantized(struct outset *os, const struct lmd_config *c, const char *canon, const float *w, int out,
-			 int in, const struct lmd_awq_opts *o, struct lmd_err *err)
+/* Quantize w [out][in] (RTN, or GPTQ with the Hessian h [in][in], changed, when not NULL) and add its three tensors. */
+static int add_quantized(struct outset *os, const struct lmd_config *c, const char *canon, float *w, int out, int in,
+			 double *h, const struct lmd_awq_opts *o, struct lmd_err *err)
 {
 	int g = o->group_size, ng = in / g;
 	uint8_t *q = malloc((size_t)in * out), *z = malloc((size_t)ng * out);
@@ -352,8 +243,11 @@ static int add_quantized(struct outset *os, const struct lmd_config *c, const ch
 	int rc = !q || !z || !s ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
 	char stem[160], name[192];
 	hf_stem(c, canon, stem, sizeof(stem));
-	if (!rc) {
+	if (!rc && h)
+		rc = lmd_gptq(w, out, in, h, g, o->bits, o->act_order, o->damp, q, z, s, NULL, err);
+	else if (!rc)
 		lmd_quant_groups(w, out, in, g, o->bits, q, z, s, NULL);
+	if (!rc) {
 		int32_t *qw = malloc((size_t)in * (out / 8) * sizeof(int32_t)), *qz = malloc((size_t)ng * (out / 8) * sizeof(int32_t));
 		if (qw)
 			lmd_awq_pack(q, in, out, qw);
@@ -374,14 +268,17 @@ static int add_quantized(struct outset *os, const struct lmd_config *c, const ch
 	return rc;
 }
 
-static int is_linear(const char *canon)
+/* The linear input (LMD_CALIB_*) a canonical name "layers.L.wq" reads and its layer; -1 when not a linear. */
+static int linear_input(const char *canon, int *layer)
 {
 	const char *d = strrchr(canon, '.');
-	static const char *lin[] = {"wq", "wk", "wv", "wo", "w1", "w2", "w3"};
+	static const char *lin[] = {"wq", "wk", "wv", "wo", "w1", "w3", "w2"};
+	static const int in[] = {LMD_CALIB_QKV, LMD_CALIB_QKV, LMD_CALIB_QKV, LMD_CALIB_O, LMD_CALIB_W13, LMD_CALIB_W13,
+				 LMD_CALIB_W2};
 	for (size_t i = 0; d && i < sizeof(lin) / sizeof(lin[0]); i++)
-		if (!strcmp(d + 1, lin[i]))
-			return 1;
-	return 0;
+		if (!strcmp(d + 1, lin[i]) && sscanf(canon, "layers.%d.", layer) == 1)
+			return in[i];
+	return -1;
 }
 
 static int write_config(const struct lmd_modeldir *md, const char *dir, const struct lmd_awq_opts *o,
@@ -421,7 +318,8 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 	struct wset ws = {0};
 	struct outset os = {0};
 	struct lmd_outdir od = {0};
-	float *s = NULL;
+	struct lmd_backend be = {0};
+	double *hcache = NULL, *hwork = NULL;
 	int rc = lmd_model_open_any(&md, src, err);
 	if (rc)
 		return rc;
@@ -465,79 +363,69 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 	ws.ndim = calloc((size_t)nt, sizeof(*ws.ndim));
 	int maxin = c->inter > c->hidden ? c->inter : c->hidden;
 	maxin = H > maxin ? H : maxin;
-	s = malloc((size_t)maxin * sizeof(float));
-	if (!ws.name || !ws.w || !ws.shape || !ws.ndim || !s) {
+	if (o->method == LMD_QUANT_GPTQ) {
+		hcache = malloc((size_t)maxin * maxin * sizeof(double));
+		hwork = malloc((size_t)maxin * maxin * sizeof(double));
+	}
+	if (!ws.name || !ws.w || !ws.shape || !ws.ndim || (o->method == LMD_QUANT_GPTQ && (!hcache || !hwork))) {
 		rc = lmd_errorf(err, LMD_ENOMEM, "out of memory");
 		goto done;
 	}
 	struct load_ctx lc = {&ws, &md, err};
 	if ((rc = lmd_config_tensors(c, load_one, &lc)))
 		goto done;
-	for (int l = 0; o->method == 1 && l < c->layers; l++) {
+	if (o->method == LMD_QUANT_AWQ && o->fixed_ratio && !stats) {
+		rc = lmd_errorf(err, LMD_EINVAL, "the fixed-ratio smoothing needs statistics (--stats)");
+		goto done;
+	}
+	if (((o->method == LMD_QUANT_AWQ && !o->fixed_ratio) || o->method == LMD_QUANT_GPTQ) && !acts) {
+		rc = lmd_errorf(err, LMD_EINVAL, "the %s needs calibration activations", o->method == LMD_QUANT_GPTQ
+				? "GPTQ" : "AWQ search");
+		goto done;
+	}
+	if (acts && acts->layers != c->layers) {
+		rc = lmd_errorf(err, LMD_EINVAL, "calibration activations of %d layers for a model of %d", acts->layers,
+				c->layers);
+		goto done;
+	}
+	struct lmd_backend_opts bo = {.threads = o->threads};
+	if (acts && (rc = lmd_backend_open(&be, "cpu", &bo, err)))
+		goto done;
+	for (int l = 0; o->method == LMD_QUANT_AWQ && l < c->layers; l++) {
 		char nb[64];
 #define W(x) (snprintf(nb, sizeof(nb), "layers.%d.%s", l, x), wget(&ws, nb))
-		float *an = W("attn_norm"), *fn = W("ffn_norm"), *wq = W("wq"), *wk = W("wk"), *wv = W("wv"), *wo = W("wo");
-		float *w1 = W("w1"), *w2 = W("w2"), *w3 = W("w3"), *bv = c->qkv_bias ? W("bv") : NULL;
+		struct lmd_awq_layer L = {W("attn_norm"), W("ffn_norm"), W("wq"), W("wk"), W("wv"), W("wo"), W("w1"),
+					  W("w2"), W("w3"), c->qkv_bias ? W("bq") : NULL, c->qkv_bias ? W("bk") : NULL,
+					  c->qkv_bias ? W("bv") : NULL, c->o_bias ? W("bo") : NULL};
 #undef W
-		/* all four scales are searched on the original weights, then applied (as AutoAWQ does) */
-		float *sc[4] = {0};
-		double ratio[4] = {0};
-		int ins[4] = {c->hidden, H, c->hidden, c->inter};
-		for (int p = 0; !rc && p < 4; p++) {
-			if (p == 1 && c->heads != c->kv_heads)
-				continue;  /* v -> o only when v's outputs are o's inputs (no GQA) */
-			float *lin[3];
-			int outs[3], nw;
-			if (p == 0)
-				lin[0] = wq, lin[1] = wk, lin[2] = wv, outs[0] = H, outs[1] = KV, outs[2] = KV, nw = 3;
-			else if (p == 1)
-				lin[0] = wo, outs[0] = c->hidden, nw = 1;
-			else if (p == 2)
-				lin[0] = w1, lin[1] = w3, outs[0] = outs[1] = c->inter, nw = 2;
-			else
-				lin[0] = w2, outs[0] = c->hidden, nw = 1;
-			int k = l * LMD_CALIB_NIN + p;
-			const float *x = acts && acts->n[k] ? acts->x[k] : NULL;
-			if (!(sc[p] = malloc((size_t)ins[p] * sizeof(float))))
-				rc = lmd_errorf(err, LMD_ENOMEM, "out of memory");
-			else
-				rc = find_scales(lin, outs, nw, ins[p], o, &stats->in[l][p], o->search_scale ? x : NULL,
-						 x ? acts->n[k] : 0, sc[p], &ratio[p], err);
-		}
-		if (!rc) {
-			for (int i = 0; i < c->hidden; i++)
-				an[i] /= sc[0][i], fn[i] /= sc[2][i];
-			scale_cols(wq, H, c->hidden, sc[0]), scale_cols(wk, KV, c->hidden, sc[0]), scale_cols(wv, KV, c->hidden, sc[0]);
-			if (sc[1]) {
-				div_rows(wv, KV, c->hidden, sc[1]);
-				if (bv)
-					for (int i = 0; i < KV; i++)
-						bv[i] /= sc[1][i];
-				scale_cols(wo, c->hidden, H, sc[1]);
-			}
-			scale_cols(w1, c->inter, c->hidden, sc[2]), scale_cols(w3, c->inter, c->hidden, sc[2]);
-			div_rows(w3, c->inter, c->hidden, sc[3]);
-			scale_cols(w2, c->hidden, c->inter, sc[3]);
-			if (log) {
-				snprintf(line, sizeof(line), "layer %d: ratios qkv %.2f, o %s, w13 %.2f, w2 %.2f", l, ratio[0],
-					 sc[1] ? "scaled" : "-", ratio[2], ratio[3]);
-				if (sc[1])
-					snprintf(line, sizeof(line), "layer %d: ratios qkv %.2f, o %.2f, w13 %.2f, w2 %.2f", l,
-						 ratio[0], ratio[1], ratio[2], ratio[3]);
-				log(log_ctx, line);
-			}
-		}
-		for (int p = 0; p < 4; p++)
-			free(sc[p]);
+		line[0] = 0;
+		if (o->fixed_ratio)
+			rc = fixed_layer(c, &L, stats->in[l], o, err);
+		else
+			rc = lmd_awq_layer(&be, c, l, &L, acts, stats, o, line, sizeof(line), err);
 		if (rc)
 			goto done;
+		if (log && line[0])
+			log(log_ctx, line);
+		lmd_progress(o->progress, l + 1, c->layers);
 	}
 	/* the output tensors: quantized linears, everything else in fp16 */
+	int done_lin = 0, hl = -1, hp = -1;
 	for (int i = 0; !rc && i < ws.n; i++) {
 		char hf[160];
-		int out = (int)ws.shape[i][0], in = (int)ws.shape[i][1];
-		if (is_linear(ws.name[i]))
-			rc = add_quantized(&os, c, ws.name[i], ws.w[i], out, in, o, err);
+		int out = (int)ws.shape[i][0], in = (int)ws.shape[i][1], l, p = linear_input(ws.name[i], &l);
+		if (p >= 0 && o->method == LMD_QUANT_GPTQ) {
+			int k = l * LMD_CALIB_NIN + p;
+			if ((hl != l || hp != p) && !(rc = hessian(&be, acts->x[k], acts->n[k], in, hcache, err)))
+				hl = l, hp = p;
+			if (!rc) {
+				memcpy(hwork, hcache, (size_t)in * in * sizeof(double));
+				rc = add_quantized(&os, c, ws.name[i], ws.w[i], out, in, hwork, o, err);
+			}
+			if (!rc)
+				lmd_progress(o->progress, ++done_lin, 7 * c->layers);
+		} else if (p >= 0)
+			rc = add_quantized(&os, c, ws.name[i], ws.w[i], out, in, NULL, o, err);
 		else {
 			lmd_hf_name(c, ws.name[i], hf, sizeof(hf));
 			rc = out_add(&os, hf, LMD_F16, ws.ndim[i], ws.shape[i][0], ws.shape[i][1],
@@ -567,7 +455,8 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 	else
 		lmd_outdir_abort(&od);
 done:
-	free(s);
+	free(hcache), free(hwork);
+	lmd_backend_close(&be);
 	outset_free(&os);
 	wset_free(&ws);
 	lmd_modeldir_close(&md);

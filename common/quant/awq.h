@@ -13,8 +13,10 @@
 
 #include <stdint.h>
 
+#include "engine/backend.h"
 #include "calib.h"
 #include "err.h"
+#include "lmd.h"
 
 /**
  * Quantize w [out][in] in groups of g input channels to bits: per (group, output) scale =
@@ -26,34 +28,117 @@
 void lmd_quant_groups(const float *w, int out, int in, int g, int bits, uint8_t *q, uint8_t *zero, float *scale,
 		      float *deq);
 
+enum lmd_quant_method { LMD_QUANT_RTN, LMD_QUANT_AWQ, LMD_QUANT_GPTQ };
+
 struct lmd_awq_opts {
 	int bits;                 /* 4 */
 	int group_size;           /* 128 */
-	int method;               /* 0 = rtn, 1 = awq */
-	int search_scale;         /* grid-search the AWQ ratio on captured activations */
+	enum lmd_quant_method method;
+	int fixed_ratio;          /* awq: LMDeploy's smoothing without search (ratio 0.5 on absmax from stats) */
+	int no_clip;              /* awq: skip the clipping search */
+	int search_rows;          /* awq: calibration rows (whole windows) the scale search runs on; 0 = all */
+	int act_order;            /* gptq: columns in order of decreasing Hessian diagonal (static groups) */
+	double damp;              /* gptq: dampening, a fraction of the mean Hessian diagonal (0.01) */
+	int threads;              /* CPU threads of the search (0 = every core) */
 	const char *stats_name;   /* the statistics' file name, for messages (NULL = "--stats") */
+	/* NULL, or told after each layer searched, or each linear quantized by GPTQ (lmd.h) */
+	const struct lmd_progress *progress;
 };
 
-/** Activation rows captured for the scale search: per layer and per input (calib.h's LMD_CALIB_*). */
+/**
+ * The calibration activations the search and GPTQ run on: every row of the calibration windows, per
+ * layer and linear input (calib.h's LMD_CALIB_*). Row r is token r % seqlen of window r / seqlen.
+ */
 struct lmd_awq_acts {
-	int layers, rows;         /* rows kept per input */
-	int stride;               /* keep every stride-th token */
-	int64_t *seen;            /* owned [layers * LMD_CALIB_NIN] rows seen */
-	int *n;                   /* owned [layers * LMD_CALIB_NIN] rows kept */
-	float **x;                /* owned [layers * LMD_CALIB_NIN] -> [rows][channels] */
+	int layers, seqlen;
+	int64_t *n, *cap;         /* owned [layers * LMD_CALIB_NIN] rows kept, rows allocated */
+	float **x;                /* owned [layers * LMD_CALIB_NIN] -> [n][cols] */
 	int cols[LMD_CALIB_NIN];
-	int err;
+	int err;                  /* a tap ran out of memory */
 };
-int lmd_awq_acts_init(struct lmd_awq_acts *a, const struct lmd_config *c, int rows, int stride, struct lmd_err *err);
+int lmd_awq_acts_init(struct lmd_awq_acts *a, const struct lmd_config *c, int seqlen, struct lmd_err *err);
 void lmd_awq_acts_free(struct lmd_awq_acts *a);
 /** A model tap (model.h) filling ctx, a struct lmd_awq_acts *. */
 void lmd_awq_acts_tap(void *ctx, int layer, enum lmd_tap point, const struct lmd_tensor *t);
 
 /**
- * Quantize the model in src (any model directory) with stats (NULL for rtn) and acts (NULL without
- * search_scale) and write an HF directory in the AutoAWQ gemm format to dst (atomically; force
- * replaces it). Refuses stats of another model and a group size that does not divide a layer
- * (LMD_EINVAL naming the layer). log (may be NULL) gets one line per layer.
+ * AutoAWQ's scale candidate for ratio r: s = x_mean^r / (w_mean^(1-r) + eps), at least 1e-4, divided
+ * by sqrt(max(s) * min(s)). eps = 1e-4 (AutoAWQ) or 0 (LMDeploy's fixed smoothing).
+ */
+void lmd_awq_ratio_scales(const double *x_mean, const double *w_mean, int in, double r, double eps, float *s);
+/** w_mean [in]: the mean over the rows of the nw linears ws[k] [outs[k]][in] of |w| / max |w| of its group. */
+void lmd_awq_weight_mean(float *const *ws, const int *outs, int nw, int in, int g, double *w_mean);
+
+/**
+ * The block the scale search minimizes the output error of: fwd computes the block's output y
+ * [ny floats] from the (pseudo-quantized) weights w[k] [outs[k]][in] of the scaled linears.
+ */
+typedef int (*lmd_awq_block_fn)(void *ctx, float *const *w, float *y, struct lmd_err *err);
+
+/**
+ * AutoAWQ's scale search for the nw linears ws[k] [outs[k]][in] that share an input (x_mean [in]
+ * its mean |x|): the candidates s = 1 and the ratios r = 0, 0.05, ..., 0.95; each linear becomes
+ * Q(w·s)/s (lmd_quant_groups, groups of g, bits) and fwd gives the block's output; the candidate
+ * with the least mean squared difference from the unquantized block's output wins (s = 1 on ties).
+ * s [in] receives the scales, *ratio the ratio (-1 for s = 1), *loss its mean squared error, *loss1
+ * that of s = 1 (either may be NULL).
+ */
+int lmd_awq_search(float *const *ws, const int *outs, int nw, int in, int g, int bits, const double *x_mean,
+		   lmd_awq_block_fn fwd, void *ctx, size_t ny, float *s, double *ratio, double *loss, double *loss1,
+		   struct lmd_err *err);
+
+/**
+ * AutoAWQ's clipping search on w [out][in] with the input rows x [n][in]: for every output row and
+ * group of g inputs, the max |w| shrunk by 1 - k/20 (k = 0..9) that gives the least mean over the
+ * rows of (x·w - x·Q(clamp(w, -m, m)))² on that group's part of the dot product (the first on ties);
+ * w is clamped to it. maxv [out][in/g] (may be NULL) receives m. be runs the products.
+ */
+int lmd_awq_clip(struct lmd_backend *be, float *w, int out, int in, int g, int bits, const float *x, int n,
+		 float *maxv, struct lmd_err *err);
+
+/** One layer's weights, f32 [out][in] as the checkpoint holds them; biases NULL when absent. */
+struct lmd_awq_layer {
+	float *attn_norm, *ffn_norm, *wq, *wk, *wv, *wo, *w1, *w2, *w3, *bq, *bk, *bv, *bo;
+};
+
+/**
+ * Fold the scales into layer L: sc[0] (q/k/v inputs) and sc[2] (gate/up inputs) divide the norms and
+ * multiply the linears' input columns; sc[1] (o's inputs; NULL = none) divides wv's rows (and bv),
+ * sc[3] (down's inputs) w3's rows. The model's function is unchanged.
+ */
+void lmd_awq_apply(const struct lmd_config *c, struct lmd_awq_layer *L, float *const sc[4]);
+
+/**
+ * AWQ of layer l in place: the scales searched (lmd_awq_search) on the first o->search_rows rows of a
+ * (whole windows) for q/k/v on the attention output (rotary, causal softmax per window, wo in full
+ * precision), for v -> o on wo's output (only without GQA), for w1/w3 on the MLP's output (w2 in full
+ * precision) and for w3 -> w2 on w2's output; then folded into the norms and the preceding linears,
+ * then (unless o->no_clip) the clipping search (lmd_awq_clip) on every linear but wq and wk with the
+ * scaled inputs. line (may be NULL) receives a summary. be: the CPU backend that runs the products.
+ */
+int lmd_awq_layer(struct lmd_backend *be, const struct lmd_config *c, int l, struct lmd_awq_layer *L,
+		  const struct lmd_awq_acts *a, const struct lmd_calib_stats *st, const struct lmd_awq_opts *o,
+		  char *line, size_t len, struct lmd_err *err);
+
+/**
+ * GPTQ of w [out][in] with the Hessian h [in][in] (2/n Σ x xᵀ over the calibration rows; modified
+ * here): dead channels (h_ii = 0) are zeroed, damp · mean(diag) added to the diagonal, then the
+ * columns are quantized in order (act_order: by decreasing h_ii, with every group's scale and zero
+ * fixed first from w) with the error fed back through the upper Cholesky factor of h⁻¹, in blocks
+ * of 128 columns; a group's scale and zero (lmd_quant_groups's formulas, the scale rounded to fp16)
+ * are found on its columns as updated when its first column is reached. Outputs as lmd_quant_groups:
+ * q [in][out], zero [in/g][out], scale [in/g][out], deq [out][in] (any may be NULL); w is changed.
+ * LMD_EINVAL when h is not positive definite after dampening.
+ */
+int lmd_gptq(float *w, int out, int in, double *h, int g, int bits, int act_order, double damp, uint8_t *q,
+	     uint8_t *zero, float *scale, float *deq, struct lmd_err *err);
+
+/**
+ * Quantize the model in src (any model directory) and write an HF directory in the AutoAWQ gemm
+ * format to dst (atomically; force replaces it). rtn needs neither stats nor acts; awq with
+ * fixed_ratio needs stats; the awq search needs acts (and takes x_mean from stats when not NULL,
+ * else from acts); gptq needs acts. Refuses stats of another model and a group size that does not
+ * divide a layer (LMD_EINVAL naming the layer). log (may be NULL) gets one line per layer.
  */
 int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts *o,
 		     const struct lmd_calib_stats *stats, const struct lmd_awq_acts *acts, int force,

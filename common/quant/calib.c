@@ -52,65 +52,164 @@ char *lmd_calib_dataset_path(const char *dataset, const char *data_dir, struct l
 	return NULL;
 }
 
-/* The text of path: plain, or the "text" fields of JSON lines, joined with "\n\n". */
-static int read_text(const char *path, char **out, size_t *len, struct lmd_err *err)
+/*
+ * The documents of path: the "text" fields of JSON lines, or for plain text the whole file as one
+ * (lines = 0) or each line (lines = 1, what a "text" dataset loader gives). *doc and *len are
+ * malloc'd [*n]; the texts point into *buf (malloc'd; JSON texts are copied into it).
+ */
+static int read_docs(const char *path, int lines, char **buf, const char ***doc, size_t **len, int *n,
+		     struct lmd_err *err)
 {
-	char *buf;
-	size_t n;
-	int rc = lmd_read_file(path, &buf, &n, err);
+	size_t sz;
+	int rc = lmd_read_file(path, buf, &sz, err), cap = 0, line = 0;
+	*doc = NULL, *len = NULL, *n = 0;
 	if (rc)
 		return rc;
-	size_t i = 0;
-	while (i < n && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\t' || buf[i] == '\r'))
+	char *b = *buf;
+	size_t i = 0, m = 0;  /* m: bytes of JSON text written back into b (never more than read) */
+	while (i < sz && (b[i] == ' ' || b[i] == '\n' || b[i] == '\t' || b[i] == '\r'))
 		i++;
-	if (i == n || buf[i] != '{') {
-		*out = buf, *len = n;
-		return LMD_OK;
-	}
-	char *t = malloc(n + 1);
-	size_t m = 0;
-	int line = 0;
-	for (char *p = buf; p && p < buf + n && !rc;) {
-		char *nl = memchr(p, '\n', (size_t)(buf + n - p));
-		size_t ll = nl ? (size_t)(nl - p) : (size_t)(buf + n - p);
+	int json = i < sz && b[i] == '{';
+	for (char *p = b; !rc && p && p < b + sz && (json || lines || !*n);) {
+		char *nl = json || lines ? memchr(p, '\n', (size_t)(b + sz - p)) : NULL;
+		size_t ll = nl ? (size_t)(nl - p) : (size_t)(b + sz - p);
+		const char *d = p;
+		size_t dl = ll;
 		line++;
-		if (ll && p[0] == '{') {
+		if (json && !(ll && p[0] == '{')) {
+			p = nl ? nl + 1 : NULL;
+			continue;
+		}
+		if (json) {
 			json_error_t je;
 			json_t *o = json_loadb(p, ll, 0, &je);
 			json_t *s = o ? json_object_get(o, "text") : NULL;
 			if (!json_is_string(s))
 				rc = lmd_errorf(err, LMD_EFORMAT, "'%s' line %d: not a JSON object with a \"text\" string", path,
 						line);
-			else {
-				size_t sl = json_string_length(s);
-				if (m + sl + 2 > n) { /* cannot happen: the text is shorter than its JSON */
-					json_decref(o);
-					break;
-				}
-				if (m)
-					t[m++] = '\n', t[m++] = '\n';
-				memcpy(t + m, json_string_value(s), sl);
-				m += sl;
+			else {  /* the text is shorter than its JSON line: it fits where the lines already read were */
+				dl = json_string_length(s);
+				memmove(b + m, json_string_value(s), dl);
+				d = b + m, m += dl;
 			}
 			json_decref(o);
 		}
+		if (!rc && *n == cap) {
+			cap = cap ? 2 * cap : 1024;
+			const char **nd = realloc(*doc, (size_t)cap * sizeof(**doc));
+			size_t *nlen = nd ? realloc(*len, (size_t)cap * sizeof(**len)) : NULL;
+			*doc = nd ? nd : *doc, *len = nlen ? nlen : *len;
+			if (!nd || !nlen)
+				rc = lmd_errorf(err, LMD_ENOMEM, "out of memory");
+		}
+		if (!rc)
+			(*doc)[*n] = d, (*len)[(*n)++] = dl;
 		p = nl ? nl + 1 : NULL;
 	}
-	free(buf);
 	if (rc) {
-		free(t);
-		return rc;
+		free(*buf), free(*doc), free(*len);
+		*buf = NULL, *doc = NULL, *len = NULL;
 	}
+	return rc;
+}
+
+/* The text of path: plain, or the "text" fields of JSON lines, joined with "\n\n". */
+static int read_text(const char *path, char **out, size_t *len, struct lmd_err *err)
+{
+	char *buf;
+	const char **doc;
+	size_t *dl, m = 0;
+	int n, rc = read_docs(path, 0, &buf, &doc, &dl, &n, err);
+	if (rc)
+		return rc;
+	size_t total = 1;
+	for (int i = 0; i < n; i++)
+		total += dl[i] + 2;
+	char *t = malloc(total);
+	for (int i = 0; t && i < n; i++) {
+		if (i)
+			t[m++] = '\n', t[m++] = '\n';
+		memmove(t + m, doc[i], dl[i]);
+		m += dl[i];
+	}
+	free(buf), free(doc), free(dl);
+	if (!t)
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
 	t[m] = 0;
 	*out = t, *len = m;
 	return LMD_OK;
 }
 
+/* xorshift64*, the calibration samplers' generator */
+static uint64_t next_rand(uint64_t *x)
+{
+	*x ^= *x >> 12, *x ^= *x << 25, *x ^= *x >> 27;
+	return *x * 0x2545F4914F6CDD1DULL;
+}
+
+int lmd_calib_doc_windows(const struct lmd_tokenizer *tok, const char *path, int docs, int seqlen, uint64_t seed,
+			  int32_t **ids, int *windows, struct lmd_err *err)
+{
+	char *buf;
+	const char **doc;
+	size_t *dl, total = 0, cap = 0;
+	int n, taken = 0, rc = read_docs(path, 1, &buf, &doc, &dl, &n, err);
+	if (rc)
+		return rc;
+	int *order = malloc((size_t)(n ? n : 1) * sizeof(*order));
+	*ids = NULL;
+	if (!order)
+		rc = lmd_errorf(err, LMD_ENOMEM, "out of memory");
+	uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
+	for (int i = 0; order && i < n; i++)
+		order[i] = i;
+	for (int i = n - 1; order && i > 0; i--) {
+		int j = (int)((next_rand(&x) >> 11) % (uint64_t)(i + 1)), t = order[i];
+		order[i] = order[j], order[j] = t;
+	}
+	for (int i = 0; !rc && i < n && taken < docs; i++) {
+		const char *d = doc[order[i]];
+		size_t l = dl[order[i]];
+		while (l && (*d == ' ' || *d == '\t' || *d == '\r'))
+			d++, l--;
+		while (l && (d[l - 1] == ' ' || d[l - 1] == '\t' || d[l - 1] == '\r'))
+			l--;
+		int *t = NULL;
+		size_t tn = 0;
+		if (!l)
+			continue;
+		if ((rc = lmd_tokenizer_encode(tok, d, l, 1, &t, &tn, err)))
+			break;
+		if (tn && tn <= (size_t)seqlen) {
+			if (total + tn > cap) {
+				cap = 2 * (total + tn);
+				int32_t *ni = realloc(*ids, cap * sizeof(**ids));
+				if (!ni)
+					rc = lmd_errorf(err, LMD_ENOMEM, "out of memory");
+				else
+					*ids = ni;
+			}
+			for (size_t k = 0; !rc && k < tn; k++)
+				(*ids)[total++] = t[k];
+			taken++;
+		}
+		free(t);
+	}
+	*windows = (int)(total / (size_t)seqlen);
+	if (!rc && !*windows)
+		rc = lmd_errorf(err, LMD_EINVAL, "'%s': %d documents of at most --calib-seqlen %d tokens hold %zu tokens, "
+				"less than one window", path, taken, seqlen, total);
+	if (rc)
+		free(*ids), *ids = NULL;
+	free(order), free(buf), free(doc), free(dl);
+	return rc;
+}
+
 int lmd_calib_windows(const struct lmd_tokenizer *tok, const char *path, int samples, int seqlen, uint64_t seed,
 		      int32_t **ids, struct lmd_err *err)
 {
-	char *text;
-	size_t len, n = 0;
+	char *text = NULL;
+	size_t len = 0, n = 0;
 	int *t = NULL;
 	int rc = read_text(path, &text, &len, err);
 	if (rc)
@@ -130,8 +229,7 @@ int lmd_calib_windows(const struct lmd_tokenizer *tok, const char *path, int sam
 	}
 	uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
 	for (int s = 0; s < samples; s++) {
-		x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
-		size_t start = (size_t)((x * 0x2545F4914F6CDD1DULL) >> 11) % (n - (size_t)seqlen);
+		size_t start = (size_t)(next_rand(&x) >> 11) % (n - (size_t)seqlen);
 		for (int i = 0; i < seqlen; i++)
 			(*ids)[(size_t)s * seqlen + i] = t[start + i];
 	}
@@ -526,10 +624,12 @@ int lmd_calib_collect(struct lmd_model *m, const struct lmd_tokenizer *tok, cons
 	if (!path)
 		return err->code ? err->code : LMD_EIO;
 	int32_t *ids = NULL;
-	int rc = lmd_calib_windows(tok, path, o->samples, o->seqlen, o->seed, &ids, err);
+	int windows = o->samples;
+	int rc = o->docs ? lmd_calib_doc_windows(tok, path, o->samples, o->seqlen, o->seed, &ids, &windows, err)
+			 : lmd_calib_windows(tok, path, o->samples, o->seqlen, o->seed, &ids, err);
 	free(path);
 	if (!rc)
-		rc = lmd_calib_run(m, ids, o->samples, o->seqlen, o->batch, tap, ctx, o->progress, err);
+		rc = lmd_calib_run(m, ids, windows, o->seqlen, o->batch, tap, ctx, o->progress, err);
 	free(ids);
 	if (!rc && s) {
 		snprintf(s->dataset, sizeof(s->dataset), "%s", o->dataset);

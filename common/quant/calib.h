@@ -37,6 +37,16 @@ char *lmd_calib_dataset_path(const char *dataset, const char *data_dir, struct l
 int lmd_calib_windows(const struct lmd_tokenizer *tok, const char *path, int samples, int seqlen, uint64_t seed,
 		      int32_t **ids, struct lmd_err *err);
 
+/**
+ * AutoAWQ's calibration windows: the documents of path (the "text" of each JSON line, else each line)
+ * in an order shuffled with seed, each stripped and tokenized with BOS; empty ones and those longer
+ * than seqlen are skipped; the first docs taken are joined and cut into *windows windows of seqlen
+ * tokens (the remainder is dropped). *ids is malloc'd [*windows * seqlen]. LMD_EINVAL when they make
+ * no whole window.
+ */
+int lmd_calib_doc_windows(const struct lmd_tokenizer *tok, const char *path, int docs, int seqlen, uint64_t seed,
+			  int32_t **ids, int *windows, struct lmd_err *err);
+
 /** Run the model over the windows (batch of them at a time, each a fresh sequence) with tap set. */
 int lmd_calib_run(struct lmd_model *m, const int32_t *ids, int samples, int seqlen, int batch, lmd_tap_fn tap,
 		  void *ctx, const struct lmd_progress *progress, struct lmd_err *err);
@@ -89,12 +99,14 @@ struct lmd_calib_opts {
 	const char *data_dir;     /* NULL = $LMD_DATA, else the installed data */
 	int samples, seqlen, batch;
 	uint64_t seed;
+	int docs;                 /* cut the windows as AutoAWQ does (lmd_calib_doc_windows; samples = documents) */
 	const struct lmd_progress *progress;  /* NULL, or told of each window run (lmd.h) */
 };
 void lmd_calib_opts_default(struct lmd_calib_opts *o);
 
 /**
- * Resolve the dataset, cut the windows with m's tokenizer tok and run m over them with tap; fills
+ * Resolve the dataset, cut the windows with m's tokenizer tok (lmd_calib_windows, or with o->docs
+ * lmd_calib_doc_windows) and run m over them with tap; fills
  * s's dataset, samples, seqlen and seed when s is not NULL.
  */
 int lmd_calib_collect(struct lmd_model *m, const struct lmd_tokenizer *tok, const struct lmd_calib_opts *o,

@@ -2,7 +2,7 @@
  * The quantization room: what lmd-calib, lmd-kvparams and lmd-awq compute.
  *
  *   calib.h  calibration windows, activation and KV statistics (msgpack), offline KV parameters
- *   awq.h    int4 weight quantization: group-wise round-to-nearest and AWQ's activation-aware scaling
+ *   awq.h    int4 weight quantization: round-to-nearest, AWQ (scale and clipping searches), GPTQ
  *
  * File formats it writes live in formats/ (autoawq.h, kvparams.h, modeldir.h). Depends on engine/
  * (running the model over calibration text), tok/ and convert/; nothing below it depends on it.

@@ -14,7 +14,10 @@ CALIB_SEQLEN ?= 2048
 BATCH_SIZE ?= 1
 W_GROUP_SIZE ?= 128
 METHOD ?= awq
-SEARCH_SCALE ?=
+# lmd-awq's own calibration (awq and gptq): documents cut into windows of AWQ_SEQLEN tokens (AutoAWQ's 512)
+AWQ_SEQLEN ?= 512
+# non-empty: LMDeploy's fixed-ratio smoothing on the statistics instead of the AWQ search
+FIXED_RATIO ?=
 KV_BITS ?= 8
 DEVICE ?= auto
 # Where the tools are, e.g. BIN=build/bin/ (default: on PATH, else the build/bin/ of the source tree
@@ -36,6 +39,8 @@ MODEL_FILES := $(wildcard $(MODEL)/config.json $(MODEL)/*.safetensors $(MODEL)/*
 	$(MODEL)/index.msgpack $(MODEL)/weights*.bin)
 CALIB_FLAGS = --calib-dataset $(CALIB_DATASET) --calib-samples $(CALIB_SAMPLES) --calib-seqlen $(CALIB_SEQLEN) \
 	--batch-size $(BATCH_SIZE) --device $(DEVICE)
+AWQ_FLAGS = --calib-dataset $(CALIB_DATASET) --calib-samples $(CALIB_SAMPLES) --calib-seqlen $(AWQ_SEQLEN) \
+	--batch-size $(BATCH_SIZE) --device $(DEVICE)
 
 .PHONY: all
 all: $(OUT)/model/index.msgpack $(OUT)/kv.csv
@@ -48,8 +53,8 @@ $(OUT)/kv.csv: $(OUT)/calib.msgpack
 	$(BIN)lmd-kvparams $< --kv-bits $(KV_BITS) -o $@
 
 $(OUT)/awq/config.json: $(OUT)/calib.msgpack $(MODEL_FILES)
-	$(BIN)lmd-awq $(MODEL) --stats $< --method $(METHOD) --w-group-size $(W_GROUP_SIZE) \
-		$(if $(SEARCH_SCALE),--search-scale $(CALIB_FLAGS)) --force -o $(OUT)/awq
+	$(BIN)lmd-awq $(MODEL) --method $(METHOD) --w-group-size $(W_GROUP_SIZE) $(if $(filter awq,$(METHOD)),--stats $< \
+		$(if $(FIXED_RATIO),--fixed-ratio)) $(if $(filter rtn,$(METHOD))$(FIXED_RATIO),,$(AWQ_FLAGS)) --force -o $(OUT)/awq
 
 $(OUT)/model/index.msgpack: $(OUT)/awq/config.json
 	$(BIN)lmd-convert --model-format awq --force $(OUT)/awq $(OUT)/model

@@ -1,0 +1,491 @@
+/*
+ * AWQ as AutoAWQ runs it (awq.h): the calibration activations, the scale search on the output of the
+ * block the scaled linears feed, and the clipping search.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "awq.h"
+#include "engine/model.h"
+#include "engine/ops-cpu.h"
+
+/* --- captured activations --- */
+
+int lmd_awq_acts_init(struct lmd_awq_acts *a, const struct lmd_config *c, int seqlen, struct lmd_err *err)
+{
+	memset(a, 0, sizeof(*a));
+	a->layers = c->layers, a->seqlen = seqlen;
+	a->cols[LMD_CALIB_QKV] = c->hidden, a->cols[LMD_CALIB_O] = c->heads * c->head_dim;
+	a->cols[LMD_CALIB_W13] = c->hidden, a->cols[LMD_CALIB_W2] = c->inter;
+	size_t n = (size_t)c->layers * LMD_CALIB_NIN;
+	a->n = calloc(n, sizeof(*a->n)), a->cap = calloc(n, sizeof(*a->cap)), a->x = calloc(n, sizeof(*a->x));
+	if (!a->n || !a->cap || !a->x) {
+		lmd_awq_acts_free(a);
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
+	}
+	return LMD_OK;
+}
+
+void lmd_awq_acts_free(struct lmd_awq_acts *a)
+{
+	for (int i = 0; a->x && i < a->layers * LMD_CALIB_NIN; i++)
+		free(a->x[i]);
+	free(a->x), free(a->n), free(a->cap);
+	memset(a, 0, sizeof(*a));
+}
+
+void lmd_awq_acts_tap(void *ctx, int layer, enum lmd_tap point, const struct lmd_tensor *t)
+{
+	struct lmd_awq_acts *a = ctx;
+	int w = point == LMD_TAP_QKV_IN ? LMD_CALIB_QKV : point == LMD_TAP_O_IN ? LMD_CALIB_O
+		: point == LMD_TAP_W13_IN ? LMD_CALIB_W13 : point == LMD_TAP_W2_IN ? LMD_CALIB_W2 : -1;
+	if (w < 0 || a->err)
+		return;
+	int k = layer * LMD_CALIB_NIN + w, cols = a->cols[w];
+	int64_t rows = t->shape[0];
+	if (a->n[k] + rows > a->cap[k]) {
+		int64_t cap = 2 * (a->n[k] + rows);
+		float *x = realloc(a->x[k], (size_t)cap * cols * sizeof(float));
+		if (!x) {
+			a->err = 1;
+			return;
+		}
+		a->x[k] = x, a->cap[k] = cap;
+	}
+	lmd_dtype_convert(a->x[k] + (size_t)a->n[k] * cols, LMD_F32, t->data, t->dtype, (size_t)rows * cols, NULL);
+	a->n[k] += rows;
+}
+
+/* --- scale candidates --- */
+
+void lmd_awq_weight_mean(float *const *ws, const int *outs, int nw, int in, int g, double *wm)
+{
+	int rows = 0;
+	for (int i = 0; i < in; i++)
+		wm[i] = 0;
+	for (int k = 0; k < nw; k++)
+		for (int o = 0; o < outs[k]; o++, rows++)
+			for (int g0 = 0; g0 < in; g0 += g) {
+				const float *x = ws[k] + (size_t)o * in + g0;
+				float mx = 0;
+				for (int i = 0; i < g; i++)
+					mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
+				for (int i = 0; i < g; i++)
+					wm[g0 + i] += mx > 0 ? fabsf(x[i]) / mx : 0;
+			}
+	for (int i = 0; i < in; i++)
+		wm[i] /= rows;
+}
+
+void lmd_awq_ratio_scales(const double *xm, const double *wm, int in, double r, double eps, float *s)
+{
+	double mx = 0, mn = INFINITY;
+	for (int i = 0; i < in; i++) {
+		double x = xm[i] > 0 ? xm[i] : 0, w = wm[i] > 0 ? wm[i] : 0;
+		double v = pow(x, r) / (pow(w, 1 - r) + eps);
+		v = v < 1e-4 || isnan(v) ? 1e-4 : v;
+		s[i] = (float)v;
+		mx = v > mx ? v : mx, mn = v < mn ? v : mn;
+	}
+	double nrm = sqrt(mx * mn);
+	for (int i = 0; i < in; i++)
+		s[i] = (float)(s[i] / nrm);
+}
+
+/* --- the search --- */
+
+static double mse(const float *a, const float *b, size_t n)
+{
+	double e = 0;
+	for (size_t i = 0; i < n; i++)
+		e += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+	return e / (double)(n ? n : 1);
+}
+
+int lmd_awq_search(float *const *ws, const int *outs, int nw, int in, int g, int bits, const double *x_mean,
+		   lmd_awq_block_fn fwd, void *ctx, size_t ny, float *s, double *ratio, double *loss, double *loss1,
+		   struct lmd_err *err)
+{
+	size_t total = 0;
+	for (int k = 0; k < nw; k++)
+		total += (size_t)outs[k] * in;
+	double *wm = malloc((size_t)in * sizeof(double));
+	float *cand = malloc((size_t)in * sizeof(float)), *buf = malloc(total * sizeof(float));
+	float *y0 = malloc(ny * sizeof(float)), *y = malloc(ny * sizeof(float)), *qw[8];
+	int rc = !wm || !cand || !buf || !y0 || !y || nw > 8 ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
+	if (!rc) {
+		lmd_awq_weight_mean(ws, outs, nw, in, g, wm);
+		rc = fwd(ctx, ws, y0, err);
+	}
+	for (size_t k = 0, off = 0; !rc && k < (size_t)nw; off += (size_t)outs[k] * in, k++)
+		qw[k] = buf + off;
+	double best = INFINITY;
+	for (int c = -1; !rc && c < 20; c++) {  /* c = -1: s = 1 */
+		double r = c * 0.05;
+		if (c < 0)
+			for (int i = 0; i < in; i++)
+				cand[i] = 1;
+		else
+			lmd_awq_ratio_scales(x_mean, wm, in, r, 1e-4, cand);
+		for (int k = 0; k < nw; k++) {
+			size_t n = (size_t)outs[k] * in;
+			for (size_t j = 0; j < n; j++)
+				qw[k][j] = ws[k][j] * cand[j % in];
+			lmd_quant_groups(qw[k], outs[k], in, g, bits, NULL, NULL, NULL, qw[k]);
+			for (size_t j = 0; j < n; j++)
+				qw[k][j] /= cand[j % in];
+		}
+		if ((rc = fwd(ctx, qw, y, err)))
+			break;
+		double e = mse(y, y0, ny);
+		if (c < 0 && loss1)
+			*loss1 = e;
+		if (e < best) {
+			best = e;
+			if (ratio)
+				*ratio = c < 0 ? -1 : r;
+			memcpy(s, cand, (size_t)in * sizeof(float));
+		}
+	}
+	if (!rc && loss)
+		*loss = best;
+	free(wm), free(cand), free(buf), free(y0), free(y);
+	return rc;
+}
+
+/* --- y = x · wᵀ (+ bias) on the backend, host f32 --- */
+
+static int mm(struct lmd_backend *be, float *y, const float *x, int64_t n, int64_t in, const float *w, int64_t out,
+	      const float *bias, struct lmd_err *err)
+{
+	struct lmd_tensor ty = {LMD_F32, 2, {n, out}, y}, tx = {LMD_F32, 2, {n, in}, (void *)x};
+	struct lmd_tensor tw = {LMD_F32, 2, {out, in}, (void *)w}, tb = {LMD_F32, 1, {out}, (void *)bias};
+	return be->ops->matmul(be->ctx, &ty, &tx, &tw, bias ? &tb : NULL, err);
+}
+
+/* --- clipping --- */
+
+int lmd_awq_clip(struct lmd_backend *be, float *w, int out, int in, int g, int bits, const float *x, int n,
+		 float *maxv, struct lmd_err *err)
+{
+	int ng = in / g;
+	float *xg = malloc((size_t)n * g * sizeof(float)), *wg = malloc((size_t)out * g * sizeof(float));
+	float *cw = malloc((size_t)out * g * sizeof(float)), *y0 = malloc((size_t)n * out * sizeof(float));
+	float *y = malloc((size_t)n * out * sizeof(float)), *org = malloc((size_t)out * sizeof(float));
+	float *best = malloc((size_t)out * sizeof(float));
+	double *emin = malloc((size_t)out * sizeof(double)), *e = malloc((size_t)out * sizeof(double));
+	int rc = !xg || !wg || !cw || !y0 || !y || !org || !best || !emin || !e
+		? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
+	for (int gi = 0; !rc && gi < ng; gi++) {
+		for (int r = 0; r < n; r++)
+			memcpy(xg + (size_t)r * g, x + (size_t)r * in + (size_t)gi * g, (size_t)g * sizeof(float));
+		for (int o = 0; o < out; o++) {
+			memcpy(wg + (size_t)o * g, w + (size_t)o * in + (size_t)gi * g, (size_t)g * sizeof(float));
+			float m = 0;
+			for (int i = 0; i < g; i++)
+				m = fabsf(wg[(size_t)o * g + i]) > m ? fabsf(wg[(size_t)o * g + i]) : m;
+			org[o] = best[o] = m, emin[o] = 1e9;
+		}
+		if ((rc = mm(be, y0, xg, n, g, wg, out, NULL, err)))
+			break;
+		for (int k = 0; !rc && k < 10; k++) {
+			for (int o = 0; o < out; o++) {
+				float m = org[o] * (float)(1 - k / 20.0);
+				for (int i = 0; i < g; i++)
+					cw[(size_t)o * g + i] = fminf(fmaxf(wg[(size_t)o * g + i], -m), m);
+			}
+			lmd_quant_groups(cw, out, g, g, bits, NULL, NULL, NULL, cw);
+			if ((rc = mm(be, y, xg, n, g, cw, out, NULL, err)))
+				break;
+			for (int o = 0; o < out; o++)
+				e[o] = 0;
+			for (int r = 0; r < n; r++)
+				for (int o = 0; o < out; o++) {
+					double d = (double)y[(size_t)r * out + o] - y0[(size_t)r * out + o];
+					e[o] += d * d;
+				}
+			for (int o = 0; o < out; o++)
+				if (e[o] / n < emin[o])
+					emin[o] = e[o] / n, best[o] = org[o] * (float)(1 - k / 20.0);
+		}
+		for (int o = 0; !rc && o < out; o++) {
+			float *wr = w + (size_t)o * in + (size_t)gi * g;
+			for (int i = 0; i < g; i++)
+				wr[i] = fminf(fmaxf(wr[i], -best[o]), best[o]);
+			if (maxv)
+				maxv[(size_t)o * ng + gi] = best[o];
+		}
+	}
+	free(xg), free(wg), free(cw), free(y0), free(y), free(org), free(best), free(emin), free(e);
+	return rc;
+}
+
+/* --- the blocks --- */
+
+/* y = x · wᵀ + b: the linear itself (v → o, up → down). */
+struct lin_blk {
+	struct lmd_backend *be;
+	const float *x, *b;
+	int n, in, out;
+};
+
+static int lin_fwd(void *ctx, float *const *w, float *y, struct lmd_err *err)
+{
+	struct lin_blk *c = ctx;
+	return mm(c->be, y, c->x, c->n, c->in, w[0], c->out, c->b, err);
+}
+
+/* the MLP: y = w2 · (silu(w1 · x) * (w3 · x)), w2 unquantized. */
+struct mlp_blk {
+	struct lmd_backend *be;
+	const float *x, *w2;
+	int n, hidden, inter;
+	float *g, *u;  /* [n][inter] */
+};
+
+static int mlp_fwd(void *ctx, float *const *w, float *y, struct lmd_err *err)
+{
+	struct mlp_blk *c = ctx;
+	int rc = mm(c->be, c->g, c->x, c->n, c->hidden, w[0], c->inter, NULL, err);
+	if (!rc)
+		rc = mm(c->be, c->u, c->x, c->n, c->hidden, w[1], c->inter, NULL, err);
+	for (size_t i = 0; !rc && i < (size_t)c->n * c->inter; i++)
+		c->g[i] = c->g[i] / (1 + expf(-c->g[i])) * c->u[i];
+	return rc ? rc : mm(c->be, y, c->g, c->n, c->inter, c->w2, c->hidden, NULL, err);
+}
+
+/*
+ * Attention: q, k, v of the windows of T tokens (positions 0..T-1), rotary, causal softmax attention
+ * per window, then wo (unquantized).
+ */
+struct att_blk {
+	struct lmd_backend *be;
+	const struct lmd_config *c;
+	const float *x, *bqkv, *wo, *bo;
+	int n, T;
+	float *wqkv;                  /* [(H + 2KV) D][hidden] */
+	float *qkv, *att;             /* [n][(H + 2KV) D], [n][H D] */
+	float *qh, *kh, *vt, *sc, *oh;  /* [T][D], [T][D], [D][T], [T][T], [T][D] */
+	struct lmd_step step;
+	struct lmd_attn_dims dims;
+};
+
+static int att_fwd(void *ctx, float *const *w, float *y, struct lmd_err *err)
+{
+	struct att_blk *a = ctx;
+	const struct lmd_config *c = a->c;
+	int H = c->heads, KV = c->kv_heads, D = c->head_dim, T = a->T, cols = (H + 2 * KV) * D;
+	size_t hd = (size_t)c->hidden;
+	memcpy(a->wqkv, w[0], (size_t)H * D * hd * sizeof(float));
+	memcpy(a->wqkv + (size_t)H * D * hd, w[1], (size_t)KV * D * hd * sizeof(float));
+	memcpy(a->wqkv + (size_t)(H + KV) * D * hd, w[2], (size_t)KV * D * hd * sizeof(float));
+	int rc = mm(a->be, a->qkv, a->x, a->n, c->hidden, a->wqkv, cols, a->bqkv, err);
+	if (rc)
+		return rc;
+	struct lmd_tensor t = {LMD_F32, 2, {a->n, cols}, a->qkv};
+	lmd_cpu_rope(&t, &a->dims, &a->step);
+	for (int s0 = 0; !rc && s0 < a->n; s0 += T)
+		for (int h = 0; !rc && h < H; h++) {
+			int kv = h / (H / KV);
+			for (int i = 0; i < T; i++) {
+				const float *r = a->qkv + (size_t)(s0 + i) * cols;
+				memcpy(a->qh + (size_t)i * D, r + (size_t)h * D, (size_t)D * sizeof(float));
+				memcpy(a->kh + (size_t)i * D, r + (size_t)(H + kv) * D, (size_t)D * sizeof(float));
+				for (int d = 0; d < D; d++)
+					a->vt[(size_t)d * T + i] = r[(size_t)(H + KV + kv) * D + d];
+			}
+			if ((rc = mm(a->be, a->sc, a->qh, T, D, a->kh, T, NULL, err)))
+				break;
+			for (int i = 0; i < T; i++) {
+				float *r = a->sc + (size_t)i * T, mx = -INFINITY, sum = 0;
+				for (int j = 0; j <= i; j++)
+					r[j] *= a->dims.scale, mx = r[j] > mx ? r[j] : mx;
+				for (int j = 0; j <= i; j++)
+					sum += r[j] = expf(r[j] - mx);
+				for (int j = 0; j < T; j++)
+					r[j] = j <= i ? r[j] / sum : 0;
+			}
+			if ((rc = mm(a->be, a->oh, a->sc, T, T, a->vt, D, NULL, err)))
+				break;
+			for (int i = 0; i < T; i++)
+				memcpy(a->att + (size_t)(s0 + i) * H * D + (size_t)h * D, a->oh + (size_t)i * D,
+				       (size_t)D * sizeof(float));
+		}
+	return rc ? rc : mm(a->be, y, a->att, a->n, H * D, a->wo, c->hidden, a->bo, err);
+}
+
+/* --- one layer --- */
+
+static void scale_cols(float *w, int out, int in, const float *s)
+{
+	for (int o = 0; o < out; o++)
+		for (int i = 0; i < in; i++)
+			w[(size_t)o * in + i] *= s[i];
+}
+
+static void div_rows(float *w, int out, int in, const float *s)
+{
+	for (int o = 0; o < out; o++)
+		for (int i = 0; i < in; i++)
+			w[(size_t)o * in + i] /= s[o];
+}
+
+void lmd_awq_apply(const struct lmd_config *c, struct lmd_awq_layer *L, float *const sc[4])
+{
+	const int H = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
+	for (int i = 0; i < c->hidden; i++)
+		L->attn_norm[i] /= sc[0][i], L->ffn_norm[i] /= sc[2][i];
+	scale_cols(L->wq, H, c->hidden, sc[0]), scale_cols(L->wk, KV, c->hidden, sc[0]);
+	scale_cols(L->wv, KV, c->hidden, sc[0]);
+	if (sc[1]) {
+		div_rows(L->wv, KV, c->hidden, sc[1]);
+		for (int i = 0; L->bv && i < KV; i++)
+			L->bv[i] /= sc[1][i];
+		scale_cols(L->wo, c->hidden, H, sc[1]);
+	}
+	scale_cols(L->w1, c->inter, c->hidden, sc[2]), scale_cols(L->w3, c->inter, c->hidden, sc[2]);
+	div_rows(L->w3, c->inter, c->hidden, sc[3]);
+	scale_cols(L->w2, c->hidden, c->inter, sc[3]);
+}
+
+/* x_mean of input p of layer l: the statistics' mean |x| when there are some, else the rows'. */
+static void x_mean(const struct lmd_awq_acts *a, const struct lmd_calib_stats *st, int l, int p, double *xm)
+{
+	int k = l * LMD_CALIB_NIN + p, cols = a->cols[p];
+	if (st && st->in[l][p].count) {
+		for (int i = 0; i < cols; i++)
+			xm[i] = st->in[l][p].abssum[i] / (double)st->in[l][p].count;
+		return;
+	}
+	for (int i = 0; i < cols; i++)
+		xm[i] = 0;
+	for (int64_t r = 0; r < a->n[k]; r++)
+		for (int i = 0; i < cols; i++)
+			xm[i] += fabsf(a->x[k][(size_t)r * cols + i]);
+	for (int i = 0; i < cols; i++)
+		xm[i] /= (double)(a->n[k] ? a->n[k] : 1);
+}
+
+/* Clip w [out][in] on up to 512 rows of input p sampled as AutoAWQ does, divided by the scales s (NULL: none). */
+static int clip_on(struct lmd_backend *be, const struct lmd_awq_acts *a, int l, int p, const float *s, float *w,
+		   int out, int g, int bits, struct lmd_err *err)
+{
+	int k = l * LMD_CALIB_NIN + p, in = a->cols[p];
+	int64_t n = a->n[k], step = n / 512 > 0 ? n / 512 : 1, m = (n + step - 1) / step;
+	float *x = malloc((size_t)m * in * sizeof(float));
+	if (!x)
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
+	for (int64_t r = 0; r < m; r++)
+		for (int i = 0; i < in; i++)
+			x[(size_t)r * in + i] = a->x[k][(size_t)(r * step) * in + i] / (s ? s[i] : 1);
+	int rc = lmd_awq_clip(be, w, out, in, g, bits, x, (int)m, NULL, err);
+	free(x);
+	return rc;
+}
+
+int lmd_awq_layer(struct lmd_backend *be, const struct lmd_config *c, int l, struct lmd_awq_layer *L,
+		  const struct lmd_awq_acts *a, const struct lmd_calib_stats *st, const struct lmd_awq_opts *o,
+		  char *line, size_t len, struct lmd_err *err)
+{
+	const int H = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim, T = a->seqlen, D = c->head_dim;
+	const int g = o->group_size, b = o->bits;
+	const float *xq = a->x[l * LMD_CALIB_NIN + LMD_CALIB_QKV];
+	int64_t avail = a->n[l * LMD_CALIB_NIN + LMD_CALIB_QKV];
+	int64_t lim = o->search_rows > 0 && o->search_rows < avail ? o->search_rows : avail;
+	int n = (int)(lim / T * T);
+	if (n < T)
+		n = (int)(avail / T * T);
+	if (n < T)
+		return lmd_errorf(err, LMD_EINVAL, "layer %d: fewer calibration rows (%lld) than one window of %d", l,
+				  (long long)avail, T);
+	int maxc = c->inter > c->hidden ? c->inter : c->hidden;
+	maxc = H > maxc ? H : maxc;
+	double *xm = malloc((size_t)maxc * sizeof(double)), ratio[4] = {-2, -2, -2, -2}, loss[4] = {0}, loss1[4] = {0};
+	float *sc[4] = {0}, *bqkv = NULL, *freq = malloc((size_t)(D / 2) * sizeof(float));
+	int32_t *pos = malloc((size_t)n * sizeof(int32_t)), *seq = calloc((size_t)n, sizeof(int32_t));
+	struct att_blk at = {.be = be, .c = c, .x = xq, .wo = L->wo, .bo = L->bo, .n = n, .T = T};
+	at.wqkv = malloc((size_t)(H + 2 * KV) * c->hidden * sizeof(float));
+	at.qkv = malloc((size_t)n * (H + 2 * KV) * sizeof(float)), at.att = malloc((size_t)n * H * sizeof(float));
+	at.qh = malloc((size_t)T * D * sizeof(float)), at.kh = malloc((size_t)T * D * sizeof(float));
+	at.vt = malloc((size_t)T * D * sizeof(float)), at.oh = malloc((size_t)T * D * sizeof(float));
+	at.sc = malloc((size_t)T * T * sizeof(float));
+	struct mlp_blk mb = {.be = be, .x = a->x[l * LMD_CALIB_NIN + LMD_CALIB_W13], .w2 = L->w2, .n = n,
+			     .hidden = c->hidden, .inter = c->inter};
+	mb.g = malloc((size_t)n * c->inter * sizeof(float)), mb.u = malloc((size_t)n * c->inter * sizeof(float));
+	if (L->bq && (bqkv = malloc((size_t)(H + 2 * KV) * sizeof(float)))) {
+		memcpy(bqkv, L->bq, (size_t)H * sizeof(float));
+		memcpy(bqkv + H, L->bk, (size_t)KV * sizeof(float));
+		memcpy(bqkv + H + KV, L->bv, (size_t)KV * sizeof(float));
+	}
+	at.bqkv = bqkv;
+	int rc = !xm || !freq || !pos || !seq || !at.wqkv || !at.qkv || !at.att || !at.qh || !at.kh || !at.vt ||
+		!at.oh || !at.sc || !mb.g || !mb.u || (L->bq && !bqkv) ? lmd_errorf(err, LMD_ENOMEM, "out of memory")
+		: LMD_OK;
+	if (!rc) {
+		lmd_rope_inv_freq(&c->rope, D, c->max_pos, T, freq);
+		for (int i = 0; i < n; i++)
+			pos[i] = i % T;
+		at.step = (struct lmd_step){.n = n, .pos = pos, .seq = seq, .nseq = 1, .rot_half = D / 2, .inv_freq = freq};
+		at.dims = (struct lmd_attn_dims){c->heads, c->kv_heads, D, (float)(1 / sqrt((double)D))};
+	}
+	/* all four scales are searched on the original weights, then applied (as AutoAWQ does) */
+	for (int p = 0; !rc && p < LMD_CALIB_NIN; p++) {
+		if (p == LMD_CALIB_O && c->heads != c->kv_heads)
+			continue;  /* v -> o only when v's outputs are o's inputs (no GQA) */
+		int in = a->cols[p], k = l * LMD_CALIB_NIN + p;
+		if (!(sc[p] = malloc((size_t)in * sizeof(float)))) {
+			rc = lmd_errorf(err, LMD_ENOMEM, "out of memory");
+			break;
+		}
+		x_mean(a, st, l, p, xm);
+		struct lin_blk lb = {.be = be, .x = a->x[k], .n = n, .in = in, .out = c->hidden,
+				     .b = p == LMD_CALIB_O ? L->bo : NULL};
+		if (p == LMD_CALIB_QKV) {
+			float *ws[3] = {L->wq, L->wk, L->wv};
+			int outs[3] = {H, KV, KV};
+			rc = lmd_awq_search(ws, outs, 3, in, g, b, xm, att_fwd, &at, (size_t)n * c->hidden, sc[p], &ratio[p],
+					    &loss[p], &loss1[p], err);
+		} else if (p == LMD_CALIB_W13) {
+			float *ws[2] = {L->w1, L->w3};
+			int outs[2] = {c->inter, c->inter};
+			rc = lmd_awq_search(ws, outs, 2, in, g, b, xm, mlp_fwd, &mb, (size_t)n * c->hidden, sc[p], &ratio[p],
+					    &loss[p], &loss1[p], err);
+		} else {
+			float *ws[1] = {p == LMD_CALIB_O ? L->wo : L->w2};
+			int outs[1] = {c->hidden};
+			rc = lmd_awq_search(ws, outs, 1, in, g, b, xm, lin_fwd, &lb, (size_t)n * c->hidden, sc[p], &ratio[p],
+					    &loss[p], &loss1[p], err);
+		}
+	}
+	if (!rc)
+		lmd_awq_apply(c, L, sc);
+	/* the clipping search on the scaled weights and inputs: every linear but q and k */
+	if (!rc && !o->no_clip) {
+		rc = clip_on(be, a, l, LMD_CALIB_QKV, sc[0], L->wv, KV, g, b, err);
+		if (!rc)
+			rc = clip_on(be, a, l, LMD_CALIB_O, sc[1], L->wo, c->hidden, g, b, err);
+		if (!rc)
+			rc = clip_on(be, a, l, LMD_CALIB_W13, sc[2], L->w1, c->inter, g, b, err);
+		if (!rc)
+			rc = clip_on(be, a, l, LMD_CALIB_W13, sc[2], L->w3, c->inter, g, b, err);
+		if (!rc)
+			rc = clip_on(be, a, l, LMD_CALIB_W2, sc[3], L->w2, c->hidden, g, b, err);
+	}
+	if (!rc && line) {
+		char r[4][16];
+		for (int p = 0; p < 4; p++)
+			snprintf(r[p], sizeof(r[p]), ratio[p] < -1.5 ? "-" : ratio[p] < 0 ? "s=1" : "%.2f", ratio[p]);
+		snprintf(line, len, "layer %d: ratios qkv %s, o %s, w13 %s, w2 %s; block error / s=1's: %.3f %.3f %.3f %.3f%s",
+			 l, r[0], r[1], r[2], r[3], loss1[0] > 0 ? loss[0] / loss1[0] : 1, loss1[1] > 0 ? loss[1] / loss1[1] : 1,
+			 loss1[2] > 0 ? loss[2] / loss1[2] : 1, loss1[3] > 0 ? loss[3] / loss1[3] : 1,
+			 o->no_clip ? "" : "; clipped");
+	}
+	for (int p = 0; p < 4; p++)
+		free(sc[p]);
+	free(xm), free(freq), free(pos), free(seq), free(bqkv);
+	free(at.wqkv), free(at.qkv), free(at.att), free(at.qh), free(at.kh), free(at.vt), free(at.oh), free(at.sc);
+	free(mb.g), free(mb.u);
+	return rc;
+}

@@ -1,0 +1,319 @@
+/*
+ * The AWQ and GPTQ searches against outside definitions: a layer whose best scales are known in closed
+ * form (a function-preserving outlier variant of a weight that round-to-nearest holds exactly), s = 1
+ * winning where it is exact, the clipping search against a brute-force search written from AutoAWQ's
+ * description, and GPTQ against the straightforward dense form (OBQ: the explicit inverse Hessian,
+ * updated after each column) on a tiny matrix.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant/awq.h"
+#include "engine/backend.h"
+#include "tensor.h"
+#include "unit.h"
+
+static uint64_t rng = 0x9E3779B97F4A7C15ULL;
+static double urand(void)  /* [0, 1) */
+{
+	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+	return (double)(rng >> 11) * (1.0 / 9007199254740992.0);
+}
+static double grand(void)
+{
+	return sqrt(-2 * log(urand() + 1e-300)) * cos(2 * M_PI * urand());
+}
+
+/* the block of the tests: the linear itself, y = x · wᵀ in double, written plainly */
+struct lin {
+	const float *x;
+	int n, in, out;
+};
+static int lin_fwd(void *ctx, float *const *w, float *y, struct lmd_err *err)
+{
+	(void)err;
+	struct lin *l = ctx;
+	for (int r = 0; r < l->n; r++)
+		for (int o = 0; o < l->out; o++) {
+			double a = 0;
+			for (int i = 0; i < l->in; i++)
+				a += (double)l->x[r * l->in + i] * w[0][o * l->in + i];
+			y[r * l->out + o] = (float)a;
+		}
+	return 0;
+}
+
+/* w_mean by AutoAWQ's definition: per row and group |w| / max |w|, averaged over the rows */
+static void w_mean_ref(const float *w, int out, int in, int g, double *wm)
+{
+	for (int i = 0; i < in; i++) {
+		wm[i] = 0;
+		for (int o = 0; o < out; o++) {
+			double mx = 0;
+			for (int j = i / g * g; j < i / g * g + g; j++)
+				mx = fmax(mx, fabs(w[o * in + j]));
+			wm[i] += fabs(w[o * in + i]) / mx / out;
+		}
+	}
+}
+
+enum { OUT = 16, IN = 64, G = 32, N = 48 };
+
+/* W0 on the exact grid of its groups: values -7d or 8d, both present in every group: RTN holds it exactly */
+static void grid_weight(float *w0, float d)
+{
+	for (int o = 0; o < OUT; o++)
+		for (int i = 0; i < IN; i++)
+			w0[o * IN + i] = i % G == 0 ? -7 * d : i % G == 1 ? 8 * d : urand() < 0.5 ? -7 * d : 8 * d;
+}
+
+static void test_closed_form(void)
+{
+	/* the variant W = W0 / a (columns), x = x0 * a: the best scales are a (up to a constant), and with them
+	 * Q(W s)/s = W exactly. x_mean is set so that the ratio 0.5 candidate is a: x_mean = a² w_mean K. */
+	float w0[OUT * IN], w[OUT * IN], x[N * IN], s[IN];
+	double a[IN], wm[IN], wm2[IN], xm[IN];
+	grid_weight(w0, 0.01f);
+	for (int i = 0; i < IN; i++)
+		a[i] = i == 5 || i == 40 || i == 41 ? 32 : 1;
+	for (int o = 0; o < OUT; o++)
+		for (int i = 0; i < IN; i++)
+			w[o * IN + i] = (float)(w0[o * IN + i] / a[i]);
+	w_mean_ref(w, OUT, IN, G, wm);
+	float *ws[1] = {w};
+	int outs[1] = {OUT};
+	lmd_awq_weight_mean(ws, outs, 1, IN, G, wm2);
+	for (int i = 0; i < IN; i++) {
+		CHECK_NEAR(wm2[i], wm[i], 1e-6);
+		xm[i] = a[i] * a[i] * wm[i] * 3;
+	}
+	for (int r = 0; r < N; r++)
+		for (int i = 0; i < IN; i++)
+			x[r * IN + i] = (float)(urand() < 0.5 ? -xm[i] : xm[i]);
+	struct lin l = {x, N, IN, OUT};
+	struct lmd_err err = {0};
+	double ratio = 0, loss = -1, loss1 = -1, y2 = 0;
+	float y[N * OUT];
+	lin_fwd(&l, ws, y, &err);
+	for (int k = 0; k < N * OUT; k++)
+		y2 += (double)y[k] * y[k] / (N * OUT);
+	CHECK_EQ_INT(lmd_awq_search(ws, outs, 1, IN, G, 4, xm, lin_fwd, &l, N * OUT, s, &ratio, &loss, &loss1, &err), 0);
+	CHECK_NEAR(ratio, 0.5, 1e-9);
+	CHECK(loss < 1e-6 * y2);    /* exact but for the 1e-4 in the formula */
+	CHECK(loss1 > 1e-3 * y2);   /* round-to-nearest loses the outlier channels */
+	for (int i = 0; i < IN; i++)
+		CHECK_NEAR(s[i] / s[0], a[i] / a[0], 1e-3 * a[i]);
+}
+
+static void test_s1_wins(void)
+{
+	/* W on its exact grid, x anything: s = 1 is exact, every ratio's uneven scales are not */
+	float w[OUT * IN], x[N * IN], s[IN];
+	double xm[IN] = {0};
+	grid_weight(w, 0.02f);
+	for (int r = 0; r < N; r++)
+		for (int i = 0; i < IN; i++) {
+			x[r * IN + i] = (float)(grand() * (1 + i % 7));
+			xm[i] += fabs(x[r * IN + i]) / N;
+		}
+	float *ws[1] = {w};
+	int outs[1] = {OUT};
+	struct lin l = {x, N, IN, OUT};
+	struct lmd_err err = {0};
+	double ratio = 0, loss = -1;
+	CHECK_EQ_INT(lmd_awq_search(ws, outs, 1, IN, G, 4, xm, lin_fwd, &l, N * OUT, s, &ratio, &loss, NULL, &err), 0);
+	CHECK_NEAR(ratio, -1, 0);
+	CHECK(loss < 1e-12);
+	for (int i = 0; i < IN; i++)
+		CHECK_NEAR(s[i], 1, 0);
+}
+
+/* group quantization of v[n] by its definition (awq.h), in double */
+static void quant_ref(const double *v, int n, double *dq)
+{
+	double mn = v[0], mx = v[0];
+	for (int i = 1; i < n; i++)
+		mn = fmin(mn, v[i]), mx = fmax(mx, v[i]);
+	float sc = fmaxf((float)(mx - mn), 1e-5f) / 15;
+	float z = fminf(fmaxf(-roundf((float)mn / sc), 0), 15);
+	for (int i = 0; i < n; i++)
+		dq[i] = (fminf(fmaxf(roundf((float)v[i] / sc) + z, 0), 15) - z) * sc;
+}
+
+static void test_clip(struct lmd_backend *be)
+{
+	enum { CO = 12, CI = 96, CG = 32, CN = 40 };
+	float w[CO * CI], w0[CO * CI], x[CN * CI], mv[CO * (CI / CG)];
+	for (int k = 0; k < CO * CI; k++)
+		w[k] = w0[k] = (float)(grand() * (k % 11 == 0 ? 4 : 1));  /* a few large weights: clipping pays */
+	for (int k = 0; k < CN * CI; k++)
+		x[k] = (float)grand();
+	struct lmd_err err = {0};
+	CHECK_EQ_INT(lmd_awq_clip(be, w, CO, CI, CG, 4, x, CN, mv, &err), 0);
+	int shrunk = 0;
+	for (int o = 0; o < CO; o++)
+		for (int gi = 0; gi < CI / CG; gi++) {
+			const float *wg = w0 + o * CI + gi * CG;
+			double org = 0, best = 1e300, bm = 0, v[CG], dq[CG];
+			for (int i = 0; i < CG; i++)
+				org = fmax(org, fabs(wg[i]));
+			for (int k = 0; k < 10; k++) {  /* brute force: every shrink, the error by its definition */
+				double m = (float)org * (float)(1 - k / 20.0), e = 0;
+				for (int i = 0; i < CG; i++)
+					v[i] = fmin(fmax(wg[i], -m), m);
+				quant_ref(v, CG, dq);
+				for (int r = 0; r < CN; r++) {
+					double d = 0;
+					for (int i = 0; i < CG; i++)
+						d += (double)x[r * CI + gi * CG + i] * (wg[i] - dq[i]);
+					e += d * d / CN;
+				}
+				if (e < best * (1 - 1e-9))
+					best = e, bm = m;
+			}
+			shrunk += bm < org;
+			CHECK_NEAR(mv[o * (CI / CG) + gi], bm, 1e-6 * org);
+			for (int i = 0; i < CG; i++)
+				CHECK_NEAR(w[o * CI + gi * CG + i], fmin(fmax(wg[i], -bm), bm), 1e-6 * org);
+		}
+	CHECK(shrunk > 0);
+}
+
+/* GPTQ the straightforward way: the inverse Hessian in full, updated after each quantized column */
+static void gptq_ref(const float *w, int out, int in, const double *h0, int g, int act, double damp, double *deq)
+{
+	double *h = malloc(sizeof(double) * in * in), *hi = malloc(sizeof(double) * in * in);
+	double *ww = malloc(sizeof(double) * out * in), *gs = malloc(sizeof(double) * out * (in / g));
+	double *gz = malloc(sizeof(double) * out * (in / g));
+	int *ord = malloc(sizeof(int) * in), *done = calloc((size_t)in, sizeof(int));
+	double mean = 0;
+	memcpy(h, h0, sizeof(double) * in * in);
+	for (int k = 0; k < out * in; k++)
+		ww[k] = w[k];
+	for (int i = 0; i < in; i++)
+		mean += h[i * in + i] / in, ord[i] = i;
+	for (int i = 0; i < in; i++)
+		h[i * in + i] += damp * mean;
+	if (act)  /* decreasing diagonal (of the undamped Hessian), stable */
+		for (int i = 1; i < in; i++)
+			for (int j = i; j > 0 && h0[ord[j] * in + ord[j]] > h0[ord[j - 1] * in + ord[j - 1]]; j--) {
+				int t = ord[j];
+				ord[j] = ord[j - 1], ord[j - 1] = t;
+			}
+	/* Gauss-Jordan inverse */
+	for (int i = 0; i < in; i++)
+		for (int j = 0; j < in; j++)
+			hi[i * in + j] = i == j;
+	for (int c = 0; c < in; c++) {
+		double p = h[c * in + c];
+		for (int j = 0; j < in; j++)
+			h[c * in + j] /= p, hi[c * in + j] /= p;
+		for (int r = 0; r < in; r++)
+			if (r != c) {
+				double f = h[r * in + c];
+				for (int j = 0; j < in; j++)
+					h[r * in + j] -= f * h[c * in + j], hi[r * in + j] -= f * hi[c * in + j];
+			}
+	}
+	/* scale and zero: lmd_quant_groups's formulas with the scale rounded to fp16 */
+#define PARAMS(o, gi) do { \
+		double mn = ww[(o) * in + (gi) * g], mx = mn; \
+		for (int j = 1; j < g; j++) mn = fmin(mn, ww[(o) * in + (gi) * g + j]), mx = fmax(mx, ww[(o) * in + (gi) * g + j]); \
+		float sc = lmd_f16_to_f32(lmd_f32_to_f16(fmaxf((float)(mx - mn), 1e-5f) / 15)); \
+		gs[(o) * (in / g) + (gi)] = sc, gz[(o) * (in / g) + (gi)] = fminf(fmaxf(-roundf((float)mn / sc), 0), 15); \
+	} while (0)
+	if (act)
+		for (int o = 0; o < out; o++)
+			for (int gi = 0; gi < in / g; gi++)
+				PARAMS(o, gi);
+	for (int t = 0; t < in; t++) {
+		int c = ord[t];
+		double d = hi[c * in + c];
+		for (int o = 0; o < out; o++) {
+			if (!act && c % g == 0)
+				PARAMS(o, c / g);
+			double sc = gs[o * (in / g) + c / g], z = gz[o * (in / g) + c / g];
+			double q = (fmin(fmax(roundf((float)(ww[o * in + c] / sc)) + z, 0), 15) - z) * sc;
+			double e = (ww[o * in + c] - q) / d;
+			deq[o * in + c] = q;
+			ww[o * in + c] = q;
+			for (int j = 0; j < in; j++)
+				if (!done[j] && j != c)
+					ww[o * in + j] -= e * hi[c * in + j];
+		}
+		done[c] = 1;
+		for (int i = 0; i < in; i++)  /* remove column c from the inverse */
+			for (int j = 0; j < in; j++)
+				if (i != c && j != c)
+					hi[i * in + j] -= hi[i * in + c] * hi[c * in + j] / d;
+		for (int j = 0; j < in; j++)
+			hi[c * in + j] = hi[j * in + c] = 0;
+		hi[c * in + c] = 1;
+	}
+#undef PARAMS
+	free(h), free(hi), free(ww), free(gs), free(gz), free(ord), free(done);
+}
+
+static void test_gptq(int act)
+{
+	enum { GO = 6, GI = 48, GG = 16, GN = 80 };
+	float w[GO * GI], wc[GO * GI], x[GN * GI], deq[GO * GI], rtn[GO * GI];
+	double h[GI * GI], hc[GI * GI], ref[GO * GI];
+	for (int k = 0; k < GO * GI; k++)
+		w[k] = (float)grand();
+	for (int r = 0; r < GN; r++) {
+		double common = grand();
+		for (int i = 0; i < GI; i++)  /* correlated inputs of uneven size: where the feedback pays */
+			x[r * GI + i] = (float)((grand() + common) * (1 + i % 5));
+	}
+	for (int i = 0; i < GI; i++)
+		for (int j = 0; j < GI; j++) {
+			double a = 0;
+			for (int r = 0; r < GN; r++)
+				a += (double)x[r * GI + i] * x[r * GI + j];
+			h[i * GI + j] = 2 * a / GN;
+		}
+	memcpy(hc, h, sizeof(h));
+	memcpy(wc, w, sizeof(w));
+	uint8_t q[GI * GO], z[GI / GG * GO];
+	float s[GI / GG * GO];
+	struct lmd_err err = {0};
+	CHECK_EQ_INT(lmd_gptq(wc, GO, GI, hc, GG, 4, act, 0.01, q, z, s, deq, &err), 0);
+	gptq_ref(w, GO, GI, h, GG, act, 0.01, ref);
+	double worst = 0;
+	for (int k = 0; k < GO * GI; k++)
+		worst = fmax(worst, fabs(deq[k] - ref[k]));
+	CHECK(worst < 1e-4);
+	/* q, zero and scale are what deq is made of (the AutoAWQ layout's q [in][out]) */
+	for (int o = 0; o < GO; o++)
+		for (int i = 0; i < GI; i++)
+			CHECK_NEAR(deq[o * GI + i], (q[i * GO + o] - z[i / GG * GO + o]) * s[i / GG * GO + o], 1e-6);
+	/* and it beats round-to-nearest on the calibration rows' outputs */
+	lmd_quant_groups(w, GO, GI, GG, 4, NULL, NULL, NULL, rtn);
+	double eg = 0, er = 0;
+	for (int r = 0; r < GN; r++)
+		for (int o = 0; o < GO; o++) {
+			double a = 0, b = 0;
+			for (int i = 0; i < GI; i++)
+				a += x[r * GI + i] * ((double)w[o * GI + i] - deq[o * GI + i]),
+				b += x[r * GI + i] * ((double)w[o * GI + i] - rtn[o * GI + i]);
+			eg += a * a, er += b * b;
+		}
+	CHECK(eg < 0.9 * er);
+}
+
+int main(void)
+{
+	struct lmd_backend be = {0};
+	struct lmd_err err = {0};
+	if (lmd_backend_open(&be, "cpu", NULL, &err))
+		return 1;
+	test_closed_form();
+	test_s1_wins();
+	test_clip(&be);
+	test_gptq(0);
+	test_gptq(1);
+	lmd_backend_close(&be);
+	return UNIT_DONE();
+}
