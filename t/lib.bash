@@ -74,3 +74,36 @@ stop_serve() {
 	fi
 	SERVE_PID=
 }
+
+# The servers' tests: lmd-tiny, and the test-only npm packages (t/node, installed by make deps).
+TINY=$ROOT/share/models/lmd-tiny
+NODE_DIR=$ROOT/t/node
+need_npm() {
+	[ -d "$NODE_DIR/node_modules/$1" ] || skip "the $1 npm package is not installed (make deps)"
+}
+
+# lmd-run serve on lmd-tiny ($TINY) with the given flags (start_serve above): sets SERVER_PID, PORT
+# and BASE; its log is $TMP/serve.log.
+start_server() {
+	start_serve "$TINY" "$@" || return 1
+	SERVER_PID=$SERVE_PID BASE=$SERVE_URL SERVE_PID=
+	PORT=${BASE##*:}
+}
+
+# SIGTERM: the server drains and exits 0.
+stop_server() {
+	kill -TERM "$SERVER_PID"
+	local rc=0
+	wait "$SERVER_PID" || rc=$?
+	SERVER_PID=
+	[ "$rc" -eq 0 ] || { cat "$TMP/serve.log"; return 1; }
+}
+
+# teardown: a server still running is killed.
+kill_server() {
+	if [ -n "${SERVER_PID:-}" ]; then
+		kill -KILL "$SERVER_PID" 2>/dev/null || true
+		wait "$SERVER_PID" 2>/dev/null || true
+	fi
+	SERVER_PID=
+}

@@ -3,47 +3,14 @@
 # 127.0.0.1 that each test starts on a free port; load with cut streams and malformed requests; drain.
 load lib
 
-TINY=$ROOT/share/models/lmd-tiny
-NODE_DIR=$ROOT/t/node
-
 setup() {
 	setup_tmp
-	[ -d "$NODE_DIR/node_modules/openai" ] || skip "the openai npm package is not installed (make deps)"
+	need_npm openai
 }
 
 teardown() {
-	if [ -n "${SERVER_PID:-}" ]; then
-		kill -KILL "$SERVER_PID" 2>/dev/null || true
-		wait "$SERVER_PID" 2>/dev/null || true
-	fi
+	kill_server
 	teardown_tmp
-}
-
-# Start the server on lmd-tiny with the given flags (port 0: the kernel's free port, read from the log).
-start_server() {
-	lmd-run serve "$TINY" --device cpu --server-port 0 "$@" 2>"$TMP/server.log" &
-	SERVER_PID=$!
-	local i
-	for ((i = 0; i < 300; i++)); do
-		PORT=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$TMP/server.log")
-		if [ -n "$PORT" ] && curl -sf "http://127.0.0.1:$PORT/health" >/dev/null; then
-			BASE=http://127.0.0.1:$PORT
-			return 0
-		fi
-		kill -0 "$SERVER_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	cat "$TMP/server.log"
-	return 1
-}
-
-# SIGTERM: the server drains and exits 0.
-stop_server() {
-	kill -TERM "$SERVER_PID"
-	local rc=0
-	wait "$SERVER_PID" || rc=$?
-	SERVER_PID=
-	[ "$rc" -eq 0 ] || { cat "$TMP/server.log"; return 1; }
 }
 
 api() { timeout 120 node "$NODE_DIR/serve-api.mjs" "$BASE" "$TINY" "$@"; }
@@ -167,7 +134,7 @@ api() { timeout 120 node "$NODE_DIR/serve-api.mjs" "$BASE" "$TINY" "$@"; }
 	wait "$SERVER_PID" || rc=$?
 	SERVER_PID=
 	[ "$rc" -eq 0 ]
-	grep -q draining "$TMP/server.log"
+	grep -q draining "$TMP/serve.log"
 }
 
 @test "serve: usage errors exit 2, a missing model exits 3" {

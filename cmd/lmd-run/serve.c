@@ -36,6 +36,7 @@
 #include "run.h"
 #include "engine/runner.h"
 #include "serve/serve.h"
+#include "tok/toolcall.h"
 #include "share.h"
 
 #define MAX_BODY (8u << 20)        /* the largest request body (413 beyond) */
@@ -46,6 +47,7 @@
 
 enum {
 	O_SERVER_NAME = 256, O_SERVER_PORT, O_API_KEYS, O_MODEL_NAME, O_MAX_CONCURRENT, O_LOG_LEVEL, O_TIMEOUT,
+	O_TOOL_PARSER,
 };
 
 static const struct lmd_opt opts[] = {
@@ -56,6 +58,7 @@ static const struct lmd_opt opts[] = {
 	{"max-concurrent-requests", O_MAX_CONCURRENT, "N", "requests in flight before 429 (default 1024)"},
 	{"log-level", O_LOG_LEVEL, "LEVEL", "ERROR, WARNING (default), INFO (a line a request) or DEBUG"},
 	{"timeout", O_TIMEOUT, "SEC", "drop a connection that neither sends nor reads for SEC seconds, waits for the engine aside (default 60)"},
+	{"tool-call-parser", O_TOOL_PARSER, "NAME", "internlm, qwen or llama3: the tool calls in answers (default: template)"},
 	LMD_RUNNER_OPTS,
 	{0},
 };
@@ -76,6 +79,8 @@ struct choice {
 	size_t lpcap;
 	int done;
 	/* the connection thread's */
+	struct lmd_tool_stream ts;   /* with tools: the answer's text -> content and tool calls */
+	int tools, calls_sent;       /* ts is in use; calls streamed so far */
 	int opened;                  /* the chunk with the role went out */
 	size_t sent;                 /* text bytes sent (completion log-probabilities' offsets) */
 };
@@ -86,6 +91,7 @@ struct job {
 	char id[48];
 	int32_t **ids;               /* owned [nprompt]: each prompt's tokens */
 	int *nids;
+	char *tool_prefix;           /* owned: the start of a forced tool call, after the generation prompt */
 	char **echo;                 /* owned [nprompt]: the prompts' text, with echo */
 	struct choice *ch;           /* owned [nch] */
 	int nch;
@@ -111,6 +117,9 @@ static struct server {
 	int max_inflight;
 	unsigned timeout;
 	int verbose;
+	int tool_parser;             /* enum lmd_tool_parser, -1: the chat template's */
+	const char *script_path;     /* tests only: LMD_TEST_SCRIPT */
+	struct lmd_test_script script;  /* under mu */
 	long started;
 	pthread_t engine;
 	pthread_mutex_t mu;
@@ -258,6 +267,7 @@ static void free_job(struct job *j)
 {
 	for (int i = 0; i < j->nch; i++) {
 		lmd_request_free(&j->ch[i].req, &srv.r.m);
+		lmd_tool_stream_free(&j->ch[i].ts);
 		free(j->ch[i].out);
 		free(j->ch[i].lp);
 	}
@@ -268,6 +278,7 @@ static void free_job(struct job *j)
 	free(j->ids);
 	free(j->nids);
 	free(j->echo);
+	free(j->tool_prefix);
 	free(j->ch);
 	if (j->efd >= 0)
 		close(j->efd);
@@ -300,7 +311,8 @@ static void *engine_main(void *arg)
 	(void)arg;
 	struct job *active = NULL;
 	struct lmd_err err = {0};
-	if (lmd_runner_open(&srv.r, &srv.ro, &err)) {
+	if (lmd_runner_open(&srv.r, &srv.ro, &err) ||
+	    (srv.script_path && lmd_test_script_load(&srv.script, srv.script_path, &srv.r.tok, &err))) {
 		pthread_mutex_lock(&srv.mu);
 		srv.load_err = err;
 		srv.engine_done = 1;
@@ -532,6 +544,59 @@ static struct lmd_api_usage usage_of(const struct job *j)
 	return u;
 }
 
+// --- tools: answers through the tool-call parser (serve/toolcall.h); test scripts
+
+/* A choice of a chat request with tools has its answer parsed into content and tool calls (the
+ * markers may be special tokens: they stay in the text, as LMDeploy does); a test script, when one
+ * is loaded, gives the choice its next answer instead of the model's. */
+static int tools_setup(struct job *j, struct choice *c)
+{
+	const struct lmd_api_request *q = &j->api;
+	int kind = srv.tool_parser >= 0 ? srv.tool_parser : lmd_tool_parser_named(srv.r.tmpl.tool_parser);
+	if (q->kind == LMD_API_CHAT && q->tool_choice != LMD_TOOL_NONE && kind > 0) {
+		struct lmd_sb none = {0};
+		lmd_tool_stream_init(&c->ts, kind, q->tool_names, q->ntool_names);
+		c->tools = 1;
+		c->req.keep_special = 1;
+		int rc = j->tool_prefix ? lmd_tool_stream_feed(&c->ts, j->tool_prefix, strlen(j->tool_prefix), &none) : 0;
+		free(none.p);
+		if (rc)
+			return -1;
+	}
+	pthread_mutex_lock(&srv.mu);
+	if (srv.script.next < srv.script.n) {
+		int k = srv.script.next++;
+		c->req.script = srv.script.ids[k];
+		c->req.nscript = srv.script.nids[k];
+		c->req.script_delay_us = srv.script.delay_ms[k] * 1000;
+	}
+	pthread_mutex_unlock(&srv.mu);
+	return 0;
+}
+
+/* Text of a choice with tools -> its content (replacing *text and *n) and the stream deltas
+ * (delta.tool_calls lists) of the calls it completed; NULL when none. done: the answer has ended. */
+static json_t *tool_piece(struct choice *c, char **text, size_t *n, int done)
+{
+	struct lmd_sb content = {0};
+	int from = c->ts.n_calls;
+	if (!lmd_tool_stream_feed(&c->ts, *text ? *text : "", *n, &content) &&
+	    (!done || !lmd_tool_stream_finish(&c->ts, &content))) {
+		free(*text);
+		*text = content.p;
+		*n = content.n;
+	} else {
+		free(content.p);
+	}
+	json_t *d = from < c->ts.n_calls ? json_array() : NULL;
+	for (int k = from; d && k < c->ts.n_calls; k++) {
+		json_t *x = lmd_tool_call_deltas(&c->ts.calls[k], k);
+		json_array_extend(d, x);
+		json_decref(x);
+	}
+	return d;
+}
+
 /* The whole answer of a finished non-streamed job. */
 static enum MHD_Result answer(struct MHD_Connection *c, struct job *j)
 {
@@ -539,9 +604,11 @@ static enum MHD_Result answer(struct MHD_Connection *c, struct job *j)
 		return fail(c, j->fail_status, NULL, NULL, "%s", j->failed);
 	struct lmd_api_choice *cs = calloc(j->nch, sizeof(*cs));
 	char **texts = calloc(j->nch, sizeof(*texts));
-	if (!cs || !texts) {
+	json_t **calls = calloc(j->nch, sizeof(*calls));
+	if (!cs || !texts || !calls) {
 		free(cs);
 		free(texts);
+		free(calls);
 		return MHD_NO;
 	}
 	for (int i = 0; i < j->nch; i++) {
@@ -553,11 +620,23 @@ static enum MHD_Result answer(struct MHD_Connection *c, struct job *j)
 			cs[i].text = texts[i];
 			cs[i].len += strlen(e);
 		}
+		if (j->ch[i].tools && (texts[i] = strndup(cs[i].text, cs[i].len))) {
+			json_t *deltas = tool_piece(&j->ch[i], &texts[i], &cs[i].len, 1);
+			cs[i].text = texts[i] ? texts[i] : "";
+			if (deltas) {
+				cs[i].tool_calls = calls[i] = lmd_tool_calls_json(j->ch[i].ts.calls, j->ch[i].ts.n_calls);
+				cs[i].finish = "tool_calls";
+			}
+			json_decref(deltas);
+		}
 	}
 	struct lmd_api_usage u = usage_of(j);
 	char *json = lmd_api_response(&j->meta, cs, j->nch, &u);
-	for (int i = 0; i < j->nch; i++)
+	for (int i = 0; i < j->nch; i++) {
 		free(texts[i]);
+		json_decref(calls[i]);
+	}
+	free(calls);
 	free(texts);
 	free(cs);
 	return send_json(c, 200, json);
@@ -589,6 +668,25 @@ static int put_event(struct stream *s, char *json)
 	return rc ? -1 : 0;
 }
 
+/* A choice's tool calls as chunks (each call: its name, then its arguments), then its finish. */
+static void tool_chunks(struct stream *s, struct choice *c, json_t *calls, int done, int failed)
+{
+	size_t k;
+	json_t *d;
+	json_array_foreach(calls, k, d) {
+		struct lmd_api_choice ch = {.index = c->index, .tool_calls = d};
+		put_event(s, lmd_api_chunk(&s->j->meta, &ch, !c->opened, s->j->api.include_usage));
+		c->opened = 1;
+	}
+	if (done && !failed) {
+		struct lmd_api_choice ch = {.index = c->index, .finish = c->ts.n_calls ? "tool_calls"
+										     : finish_text(c->req.finish)};
+		put_event(s, lmd_api_chunk(&s->j->meta, &ch, !c->opened, s->j->api.include_usage));
+	}
+	if (done)
+		c->opened = 2;
+}
+
 /* Move what the engine produced into SSE events; returns 1 when something was added. */
 static int stream_fill(struct stream *s)
 {
@@ -607,20 +705,27 @@ static int stream_fill(struct stream *s)
 		pthread_mutex_unlock(&srv.mu);
 		const char *e = j->echo && !c->opened ? j->echo[c->prompt] : NULL;
 		int opens = !c->opened && (j->meta.kind == LMD_API_CHAT || e);  /* chat's role chunk, the echo */
-		if (n || nlp || opens || (done && c->opened != 2)) {
+		json_t *calls = c->tools && c->opened != 2 ? tool_piece(c, &text, &n, done) : NULL;
+		int later = c->tools && done;  /* with tools, the finish goes after the calls */
+		if (n || nlp || opens || (done && c->opened != 2 && !later)) {
 			char *joined = NULL;
 			struct lmd_api_choice ch = {.index = i, .text = text, .len = n, .lp = lp, .nlp = nlp, .offset = c->sent};
 			if (e && asprintf(&joined, "%s%.*s", e, (int)n, text ? text : "") >= 0)
 				ch.text = joined, ch.len = strlen(joined);
-			if (done && !failed)
+			if (done && !failed && !later)
 				ch.finish = finish_text(c->req.finish);
 			if (!failed || n)
 				put_event(s, lmd_api_chunk(&j->meta, &ch, !c->opened, j->api.include_usage));
 			c->sent += ch.len;
-			c->opened = done ? 2 : 1;
+			c->opened = done && !later ? 2 : 1;
 			free(joined);
 			added = 1;
 		}
+		if (calls || (later && c->opened != 2)) {
+			tool_chunks(s, c, calls, done, failed);
+			added = 1;
+		}
+		json_decref(calls);
 		free(text);
 		free(lp);
 		all_done &= done;
@@ -695,6 +800,7 @@ static int prepare(struct job *j, struct lmd_api_error *e)
 	struct lmd_api_request *q = &j->api;
 	struct lmd_err err = {0};
 	int np = q->kind == LMD_API_CHAT ? 1 : q->nprompt, session = srv.r.m.session_len;
+	j->tool_prefix = q->kind == LMD_API_CHAT ? lmd_api_tool_prefix(q, &srv.r.tmpl) : NULL;
 	if (q->kind == LMD_API_CHAT)
 		q->nprompt = 1;
 	j->ids = calloc(np, sizeof(*j->ids));
@@ -709,7 +815,8 @@ static int prepare(struct job *j, struct lmd_api_error *e)
 		char param[32];
 		snprintf(param, sizeof(param), np > 1 ? "prompt[%d]" : p ? "prompt" : "messages", i);
 		if (!p) {
-			rc = lmd_runner_prompt(&srv.r, NULL, q->msgs, q->nmsg, &j->ids[i], &j->nids[i], &err);
+			rc = lmd_runner_prompt_tools(&srv.r, q->msgs, q->nmsg, q->tools_json, j->tool_prefix, &j->ids[i],
+						     &j->nids[i], &err);
 		} else if (p->text) {
 			int *ids = NULL;
 			size_t n = 0;
@@ -774,6 +881,8 @@ static int prepare(struct job *j, struct lmd_api_error *e)
 		r->on_text = q->stream ? on_text : NULL;
 		r->on_done = on_done;
 		r->ctx = c;
+		if (tools_setup(j, c))
+			return lmd_api_errorf(e, 500, NULL, NULL, "out of memory");
 	}
 	return 0;
 }
@@ -1121,6 +1230,7 @@ int lmd_run_serve(int argc, char **argv)
 	srv.ro.dtype = LMD_DTYPE_NONE;
 	srv.max_inflight = 1024;
 	srv.timeout = 60;
+	srv.tool_parser = -1;
 	if (!(srv.keys = calloc(argc + 1, sizeof(*srv.keys))))
 		return LMD_EXIT_FAIL;
 	take_keys(&cli, &argc, argv);
@@ -1136,11 +1246,19 @@ int lmd_run_serve(int argc, char **argv)
 			break;
 		case O_LOG_LEVEL: level = arg; break;
 		case O_TIMEOUT: srv.timeout = (unsigned)lmd_cli_long(&cli, "timeout", arg, 1, 86400); break;
+		case O_TOOL_PARSER:
+			if ((srv.tool_parser = lmd_tool_parser_named(arg)) <= 0)
+				lmd_usage(&cli, "--tool-call-parser: expected internlm, qwen or llama3");
+			break;
 		}
 	}
 	if (argc - optind != 1)
 		lmd_usage(&cli, "expected one MODEL directory");
 	srv.ro.model = argv[optind];
+	if ((srv.script_path = getenv("LMD_TEST_SCRIPT")) && !getenv("LMD_TEST")) {
+		fprintf(stderr, "%s: LMD_TEST_SCRIPT is a test hook (t/README): it needs LMD_TEST=1\n", cli.prog);
+		return LMD_EXIT_USAGE;
+	}
 	srv.model_name = srv.model_name ? srv.model_name : srv.ro.model;
 	srv.verbose = level ? log_level(&cli, level) + (cli.verbose > 0 ? cli.verbose : 0) : cli.verbose;
 	srv.ro.verbose = srv.verbose > 0;

@@ -30,8 +30,8 @@ void lmd_gen_params_apply(const struct lmd_gen_params *p, struct lmd_request *re
 	req->n_stop = p->n_stop;
 }
 
-int lmd_runner_prompt(const struct lmd_runner *r, const char *text, const struct lmd_chat_msg *msgs, int nmsg,
-		      int32_t **ids, int *n, struct lmd_err *err)
+static int prompt(const struct lmd_runner *r, const char *text, const struct lmd_chat_msg *msgs, int nmsg,
+		  const char *tools_json, const char *suffix, int32_t **ids, int *n, struct lmd_err *err)
 {
 	char *rendered = NULL;
 	size_t len = 0, cnt = 0;
@@ -45,8 +45,18 @@ int lmd_runner_prompt(const struct lmd_runner *r, const char *text, const struct
 	if (!msgs && !lmd_utf8_valid(text, strlen(text)))
 		return lmd_errorf(err, LMD_EINVAL, "the prompt is not valid UTF-8");
 	if (msgs || !base) {
-		if ((rc = lmd_chat_render(&r->tmpl, msgs ? msgs : &one, msgs ? nmsg : 1, 1, NULL, &rendered, &len, err)))
+		if ((rc = lmd_chat_render(&r->tmpl, msgs ? msgs : &one, msgs ? nmsg : 1, 1, tools_json, &rendered, &len, err)))
 			return rc;
+		if (suffix && *suffix) {
+			char *more = realloc(rendered, len + strlen(suffix) + 1);
+			if (!more) {
+				free(rendered);
+				return lmd_errorf(err, LMD_ENOMEM, "out of memory");
+			}
+			memcpy(more + len, suffix, strlen(suffix) + 1);
+			len += strlen(suffix);
+			rendered = more;
+		}
 		text = rendered;
 	} else {
 		len = strlen(text);
@@ -69,6 +79,18 @@ int lmd_runner_prompt(const struct lmd_runner *r, const char *text, const struct
 	*n = (int)cnt;
 	free(tk);
 	return LMD_OK;
+}
+
+int lmd_runner_prompt(const struct lmd_runner *r, const char *text, const struct lmd_chat_msg *msgs, int nmsg,
+		      int32_t **ids, int *n, struct lmd_err *err)
+{
+	return prompt(r, text, msgs, nmsg, NULL, NULL, ids, n, err);
+}
+
+int lmd_runner_prompt_tools(const struct lmd_runner *r, const struct lmd_chat_msg *msgs, int nmsg,
+			    const char *tools_json, const char *suffix, int32_t **ids, int *n, struct lmd_err *err)
+{
+	return prompt(r, NULL, msgs, nmsg, tools_json, suffix, ids, n, err);
 }
 
 /* MemAvailable from /proc/meminfo, in bytes (0 when unknown). */

@@ -66,6 +66,14 @@ void lmd_runner_close(struct lmd_runner *r);
 int lmd_runner_prompt(const struct lmd_runner *r, const char *text, const struct lmd_chat_msg *msgs, int nmsg,
 		      int32_t **ids, int *n, struct lmd_err *err);
 
+/**
+ * The prompt tokens for chat messages with tools (tools_json: a JSON array of OpenAI tools, or NULL),
+ * rendered as the chat template shows them, and suffix (or NULL) after the generation prompt: the
+ * start of a tool call, when one is forced.
+ */
+int lmd_runner_prompt_tools(const struct lmd_runner *r, const struct lmd_chat_msg *msgs, int nmsg,
+			    const char *tools_json, const char *suffix, int32_t **ids, int *n, struct lmd_err *err);
+
 /** Fill a request's generation fields from p (sampling, max_tokens, ignore_eos, stop strings). */
 void lmd_gen_params_apply(const struct lmd_gen_params *p, struct lmd_request *req);
 

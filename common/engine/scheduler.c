@@ -448,6 +448,16 @@ static void record_logprob(struct lmd_request *r, const float *row, int vocab, i
 		lp->top[k] = (float)(row[lp->top_id[k]] - lse);
 }
 
+/* A test's scripted token for r (LMD_TEST_SCRIPT): the script's next, then a stop token. */
+static int scripted(const struct lmd_scheduler *s, const struct lmd_request *r)
+{
+	if (r->script_delay_us > 0)
+		usleep((useconds_t)r->script_delay_us);
+	if (r->ntokens < r->nscript)
+		return r->script[r->ntokens];
+	return s->n_stop_ids ? s->stop_ids[0] : r->n_stop_ids ? r->stop_ids[0] : 0;
+}
+
 /* Sample row `row` of the step into s->toks (a pool task): it changes only its request and thread tid's workspace. */
 static void sample_row(void *arg, int row, int tid)
 {
@@ -466,6 +476,8 @@ static void sample_row(void *arg, int row, int tid)
 	else  /* penalties or log-probabilities: the whole row */
 		s->toks[row] = lmd_sample(sm, r->pen_row ? penalize(r, se, pk->row, vocab) : pk->row, &r->sampling,
 					  &r->rng, se->toks, se->n);
+	if (r->script)
+		s->toks[row] = scripted(s, r);
 	if (r->logprobs && s->toks[row] >= 0)
 		record_logprob(r, pk->row, vocab, s->toks[row]);
 }

@@ -84,6 +84,9 @@ struct lmd_request {
 	int continues;               /* the text continues the prompt's (a completion): its first space is kept */
 	int logprobs;                /* record each generated token's log-probability in lp */
 	int top_logprobs;            /* with logprobs: alternatives per token, 0 .. LMD_MAX_TOP_LOGPROBS */
+	const int32_t *script;       /* tests only (LMD_TEST_SCRIPT, t/README), borrowed: tokens produced instead of */
+	int nscript;                 /* the model's choice, then a stop token; script_delay_us before each */
+	int script_delay_us;
 	lmd_text_fn on_text;         /* may be NULL */
 	lmd_done_fn on_done;         /* may be NULL */
 	void *ctx;

@@ -212,7 +212,7 @@ static int content(struct lmd_api_request *q, int i, json_t *c, const char *role
 
 static int chat_fields(struct lmd_api_request *q, json_t *o, struct lmd_api_error *e)
 {
-	json_t *msgs = field(o, "messages"), *m, *v;
+	json_t *msgs = field(o, "messages"), *m;
 	size_t i;
 	if (!msgs)
 		return lmd_api_errorf(e, 400, "messages", NULL, "'messages' is required");
@@ -245,9 +245,7 @@ static int chat_fields(struct lmd_api_request *q, json_t *o, struct lmd_api_erro
 		return lmd_api_errorf(e, 400, "top_logprobs", NULL, "'top_logprobs' needs 'logprobs': true");
 	q->logprobs = lp;
 	q->top_logprobs = top > 0 ? (int)top : 0;
-	if ((v = field(o, "tools")) && !json_is_array(v))
-		return bad(e, "tools", "a list");
-	return 0;
+	return lmd_api_decode_tools(q, e);
 }
 
 /* A list of token ids as a prompt. */
@@ -338,6 +336,7 @@ void lmd_api_request_free(struct lmd_api_request *q)
 	for (int i = 0; q->prompts && i < q->nprompt; i++)
 		free(q->prompts[i].ids);
 	free(q->prompts);
+	lmd_api_tools_free(q);
 	json_decref(q->body);
 	memset(q, 0, sizeof(*q));
 }

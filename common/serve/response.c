@@ -142,6 +142,12 @@ char *lmd_api_response(const struct lmd_api_meta *m, const struct lmd_api_choice
 					      "finish_reason", finish_of(&c[i]))
 				  : json_pack("{s:i, s:o, s:o, s:o}", "index", c[i].index, "text", text, "logprobs",
 					      logprobs_of(m, &c[i]), "finish_reason", finish_of(&c[i]));
+		if (chat && c[i].tool_calls) {
+			json_t *msg = json_object_get(ch, "message");
+			json_object_set(msg, "tool_calls", c[i].tool_calls);
+			if (!c[i].len)
+				json_object_set_new(msg, "content", json_null());
+		}
 		json_array_append_new(choices, ch);
 	}
 	if (!o || !choices) {
@@ -165,6 +171,8 @@ char *lmd_api_chunk(const struct lmd_api_meta *m, const struct lmd_api_choice *c
 			json_object_set_new(delta, "role", json_string("assistant"));
 		if (c->len || first)
 			json_object_set(delta, "content", text);
+		if (c->tool_calls)
+			json_object_set(delta, "tool_calls", c->tool_calls);
 		ch = json_pack("{s:i, s:o, s:o, s:o}", "index", c->index, "delta", delta, "logprobs", logprobs_of(m, c),
 			       "finish_reason", finish_of(c));
 	} else {

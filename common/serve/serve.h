@@ -6,6 +6,8 @@
  *   request.c   an HTTP body -> struct lmd_api_request (chat, completion, encode), or an OpenAI error
  *   response.c  OpenAI JSON out: responses, stream chunks, errors, the model list, /v1/encode
  *   metrics.c   the server's counters and histograms -> Prometheus text
+ *   tools.c     a chat request's tools, tool_choice and tool_calls (the parsing of answers: tok/toolcall.h)
+ *   testscript.c  LMD_TEST_SCRIPT: scripted answers, for tests only
  *
  * Strings handed back are malloc'd (the caller frees); NULL means out of memory.
  */
@@ -66,7 +68,44 @@ struct lmd_api_request {
 	int logprobs, top_logprobs;     /* log-probabilities wanted, and alternatives per token */
 	int echo;                       /* completion: the prompt comes before the text */
 	int keep_special;               /* skip_special_tokens: false */
+	/* tools (toolcall.c: lmd_api_decode_tools) */
+	char *tools_json;               /* owned: the tools the prompt shows (a JSON array); NULL: none */
+	const char **tool_names;        /* owned [ntool_names] of borrowed: the functions a call may name */
+	int ntool_names;
+	int tool_choice;                /* enum lmd_tool_choice */
+	const char *tool_name;          /* the named function (LMD_TOOL_NAMED) */
+	char **tool_calls;              /* owned [nmsg]: each assistant message's tool_calls (JSON text) or NULL */
 };
+
+enum lmd_tool_choice { LMD_TOOL_AUTO, LMD_TOOL_NONE, LMD_TOOL_REQUIRED, LMD_TOOL_NAMED };
+
+/**
+ * The tool fields of a chat request (q->body): tools, tool_choice (auto, none, required, or
+ * {"type": "function", "function": {"name"}}) and the assistant messages' tool_calls, checked (400 on
+ * a mistake) into q's tool fields. tool_choice none shows no tools; a named function is the only
+ * one shown (as LMDeploy does). Called by lmd_api_decode; lmd_api_request_free frees them.
+ */
+int lmd_api_decode_tools(struct lmd_api_request *q, struct lmd_api_error *e);
+void lmd_api_tools_free(struct lmd_api_request *q);
+
+/**
+ * What starts the answer when the request forces a call (required, or a named function): the
+ * template's tool-call start (lmd_chat_tool_call_prefix); NULL otherwise. Malloc'd.
+ */
+char *lmd_api_tool_prefix(const struct lmd_api_request *q, const struct lmd_chat_template *ct);
+
+/**
+ * Test only (LMD_TEST_SCRIPT, t/README): answers the model gives instead of its own, in order, one a
+ * choice. The file is a JSON array of {"text": S, "delay_ms": N} (or strings), each text tokenized.
+ */
+struct lmd_test_script {
+	int32_t **ids;                  /* owned [n][nids[i]] */
+	int *nids, *delay_ms;           /* owned [n] */
+	int n, next;
+};
+int lmd_test_script_load(struct lmd_test_script *s, const char *path, const struct lmd_tokenizer *tok,
+			 struct lmd_err *err);
+void lmd_test_script_free(struct lmd_test_script *s);
 
 /**
  * Decode body[0..len) of a chat or completion request: JSON, the fields OpenAI, vLLM and LMDeploy
@@ -114,6 +153,8 @@ struct lmd_api_choice {
 	const struct lmd_logprob *lp;   /* [nlp] the tokens of this text (with logprobs) */
 	int nlp;
 	size_t offset;                  /* completion log-probabilities: where text starts in the choice's text */
+	struct json_t *tool_calls;      /* borrowed: message.tool_calls (a response; content null when empty) or
+	                                 * delta.tool_calls (a chunk); NULL: none */
 };
 
 struct lmd_api_usage {
