@@ -149,6 +149,14 @@ PY
 			echo "# not run here (needs a server): $ex" >&3
 			continue
 		fi
+		# a server runs until told to stop: it must come up and drain on SIGTERM (timeout's status 124)
+		if [[ $ex == "lmd-run serve "* ]]; then
+			run timeout -s TERM 30 bash -c "$ex" < /dev/null
+			echo "$output" | tail -3
+			[ "$status" -eq 124 ] && [[ $output == *"listening on"* ]] && [[ $output != *"cannot"* ]] || {
+				echo "fails: $ex"; false; }
+			continue
+		fi
 		[ -z "$ex" ] || todo+=("$ex")
 	done < <(commands)
 	[ "${#todo[@]}" -ge 8 ]

@@ -1225,7 +1225,7 @@ int lmd_run_serve(int argc, char **argv)
 		.prog = "lmd-run serve",
 		.synopsis = "MODEL [OPTIONS]",
 		.purpose = "Serve a model over HTTP with the OpenAI API (chat and completions, streamed or not).",
-		.example = "lmd-run serve lmd-tiny --server-port 8000",
+		.example = "lmd-run serve share/models/lmd-tiny --server-port 8000",
 		.opts = opts,
 	};
 	const char *arg, *host = "127.0.0.1", *level = NULL;
