@@ -57,6 +57,7 @@ static const struct lmd_opt opts[] = {
 	{"log-level", O_LOG_LEVEL, "LEVEL", "ERROR, WARNING (default), INFO (a line a request) or DEBUG"},
 	{"timeout", O_TIMEOUT, "SEC", "drop a connection that neither sends nor reads for SEC seconds, waits for the engine aside (default 60)"},
 	LMD_RUNNER_OPTS,
+	LMD_PREFIX_OPTS,
 	{0},
 };
 
@@ -284,14 +285,17 @@ static void cancel_job(struct job *j)
 
 static void snapshot_stats(int running, int waiting)
 {
-	struct lmd_model *m = &srv.r.m;
+	struct lmd_sched_stats st;
+	lmd_sched_stats(&srv.r.s, &st);
 	pthread_mutex_lock(&srv.mu);
 	srv.stats.running = running;
 	srv.stats.waiting = waiting;
-	srv.stats.blocks_total = m->kv.nblocks;
-	srv.stats.blocks_used = m->kv.nblocks - lmd_model_free_blocks(m);
-	srv.stats.preemptions = (uint64_t)srv.r.s.preemptions;
-	/* prefix caching will add its scheduler counters here: prefix_queries and prefix_hits stay 0 until then */
+	srv.stats.blocks_total = st.blocks_total;
+	srv.stats.blocks_used = st.blocks_used;
+	srv.stats.blocks_cached = st.blocks_cached;
+	srv.stats.preemptions = (uint64_t)st.preemptions;
+	srv.stats.prefix_queries = (uint64_t)st.prefix_queries;
+	srv.stats.prefix_hits = (uint64_t)st.prefix_hits;
 	pthread_mutex_unlock(&srv.mu);
 }
 
@@ -1119,6 +1123,7 @@ int lmd_run_serve(int argc, char **argv)
 	int k, port = 23333;
 	g_cli = &cli;
 	srv.ro.dtype = LMD_DTYPE_NONE;
+	srv.ro.prefix_caching = 1;  /* on unless --no-enable-prefix-caching */
 	srv.max_inflight = 1024;
 	srv.timeout = 60;
 	if (!(srv.keys = calloc(argc + 1, sizeof(*srv.keys))))

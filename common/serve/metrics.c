@@ -119,6 +119,8 @@ char *lmd_serve_metrics_text(const struct lmd_serve_stats *st, const char *model
 	       st->waiting);
 	metric(&b, "kv_cache_blocks_used", "gauge", "KV-cache blocks held by requests.", name, st->blocks_used);
 	metric(&b, "kv_cache_blocks_total", "gauge", "KV-cache blocks in the pool.", name, st->blocks_total);
+	metric(&b, "kv_cache_blocks_cached", "gauge", "KV-cache blocks kept only by the prefix cache (free to reuse).", name,
+	       st->blocks_cached);
 	metric(&b, "kv_cache_usage_perc", "gauge", "Fraction of the KV-cache blocks held by requests.", name,
 	       st->blocks_total ? (double)st->blocks_used / st->blocks_total : 0);
 	metric(&b, "prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.", name,

@@ -154,6 +154,7 @@ void lmd_histogram_observe(struct lmd_histogram *h, double v, uint64_t times);
 struct lmd_serve_stats {
 	int running, waiting;                   /* requests in the scheduler */
 	int blocks_used, blocks_total;          /* KV blocks held by requests; the pool */
+	int blocks_cached;                      /* KV blocks kept only by the prefix cache (free, counted apart) */
 	uint64_t prompt_tokens, generation_tokens, prefill_tokens, preemptions;
 	uint64_t prefix_queries, prefix_hits;   /* prefix cache: prompt tokens looked up, found cached */
 	uint64_t finished[LMD_METRIC_FINISH_KINDS];
