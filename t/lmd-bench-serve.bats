@@ -6,7 +6,12 @@ load lib
 setup() { setup_tmp; }
 teardown() {
 	local p
-	for p in ${NGINX_PID:-} ${SERVERS:-}; do
+	# nginx's master stops its workers on SIGTERM (a SIGKILL would orphan them, holding bats' pipes open)
+	if [ -n "${NGINX_PID:-}" ]; then
+		kill -TERM "$NGINX_PID" 2>/dev/null
+		wait "$NGINX_PID" 2>/dev/null
+	fi
+	for p in ${SERVERS:-}; do
 		kill -KILL "$p" 2>/dev/null
 		wait "$p" 2>/dev/null
 	done
@@ -189,7 +194,7 @@ JSON
 		/server 127.0.0.1:23334/ { next }
 		/listen 127.0.0.1:8000/ { print "\t\tlisten 127.0.0.1:" port ";"; next }
 		{ print }' "$ROOT/share/nginx/lmd.conf" >"$TMP/nginx/lmd.conf"
-	nginx -p "$TMP/nginx" -c "$TMP/nginx/lmd.conf" 2>"$TMP/nginx.log" &
+	nginx -p "$TMP/nginx" -c "$TMP/nginx/lmd.conf" </dev/null >/dev/null 2>"$TMP/nginx.log" 3>&- &
 	NGINX_PID=$!
 	for i in $(seq 1 100); do
 		curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
