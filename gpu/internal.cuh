@@ -119,6 +119,8 @@ struct cuda_ctx {
 	void *kvp;                     /* the offline KV parameters last used (kvcache.h params), on the device */
 	float *kvp_host;               /* owned: the same, on the host (kvp_bytes) */
 	size_t kvp_cap, kvp_bytes;
+	int q4_stream_rows;            /* matmul_q4: products of up to this many rows through q4_stream (LMD_CUDA_Q4=streamR,
+	                                * default Q4_STREAM_ROWS; old: 0, q4_skinny up to 16 rows, as before) */
 	float *q4_part;                /* matmul_q4's slice sums when a product has too few blocks (grown, never shrunk) */
 	size_t q4_part_cap;            /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
@@ -141,6 +143,7 @@ struct cuda_ctx {
 enum { G_EAGER, G_CAPTURE, G_REPLAY };
 #define BLAS_RUN 64
 #define PAD_ROWS 128
+#define Q4_STREAM_ROWS 64
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */
 #define DT_F32 0

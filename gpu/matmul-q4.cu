@@ -23,10 +23,14 @@
  * is matmul.cu's (lane (g, c) holds the 8 consecutive k of its row at 32s + 8c; step j of a word uses
  * elements 4j + {0,1} as k = 2c + {0,1} and 4j + {2,3} as k = 2c + 8 + {0,1}). Two kernels follow it,
  * so the choice between them (by R) changes no bits:
- *   q4_skinny  R <= 16 (decode): block = 8 warps on one tile of 8 output rows, warp j sums slice j with
- *              x's rows straight from global memory (L1), the weights streamed 4 tiles ahead; the 8
- *              partials are added in shared memory in slice order. grid (row blocks of 16, Np / 8).
- *   q4_tiled   R > 16: block = 64 rows x 64 outputs, 8 warps as 2 x 4 (each 32 x 16); x's tile through a
+ *   q4_stream  R <= c->q4_stream_rows (default 64; decode): block = 8 warps, warp j sums slice j of two
+ *              tile rows at a time with x's fragments from global memory (L1), the weights streamed
+ *              through a ring of registers a few tiles deep across the tile rows a persistent block
+ *              walks; the 8 partials are added in shared memory in slice order. grid: what the GPU
+ *              holds at once (at most one block a pair of tile rows).
+ *   q4_skinny  R <= 16 with LMD_CUDA_Q4=old (for comparison): block = 8 warps on one tile of 8 output rows,
+ *              warp j sums slice j, 4 tiles loaded at once; the partials as above. grid (1, Np / 8).
+ *   q4_tiled   the other rows: block = 64 rows x 64 outputs, 8 warps as 2 x 4 (each 32 x 16); x's tile through a
  *              two-stage cp.async ring in shared memory, the weights from global into registers one tile
  *              ahead; slices summed one after another. grid (Np / 64, ceil(R / 64)).
  * Prefill runs (the step's runs of >= BLAS_RUN tokens of one sequence, as matmul.cu's 16-bit products):
@@ -265,6 +269,94 @@ __global__ void __launch_bounds__(256) q4_skinny(void *y, int yt, const uint4 *x
 	}
 }
 
+/*
+ * q4_stream (R <= 16 * MT): the decode product at the memory limit. Block = 8 warps, warp j = slice j; the
+ * grid is what the GPU holds at once (a persistent loop over groups of QS_NT tile rows, gi = blockIdx.x,
+ * + gridDim.x, ...). In a group, warp j sums its slice of each of the QS_NT tile rows (acc, in tile order;
+ * one load of x's fragments serves them all), through a ring of D register slots that keeps D items
+ * (an item: the QS_NT tiles of one b, 16 bytes a lane each, with their scales and zeros) in flight: slot u
+ * of round r holds item rD + u, and once used it is refilled with item (r + 1)D + u, or item u of the next
+ * group after the last round, so the stream runs on across groups. The 8 slice sums of a tile row meet
+ * in shared memory and warp j < QS_NT adds them in slice order (the rule at the top of the file; LOW8:
+ * R <= 8, rows g + 8 are zero and skipped).
+ */
+#define QS_NT 2
+
+template <bool BF, int P, int MT, bool LOW8>
+__global__ void __launch_bounds__(256, MT == 1 ? 2 : 1) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
+								   const __half *sc, const uint8_t *zr, const void *bias,
+								   int bt, int R, int N, int K, int KB, int G, int ngp)
+{
+	constexpr int D = P == 4 || MT > 2 ? 2 : 4, NR = LOW8 ? 2 : 4 * MT;  // NR: the lane's sums a slice hands on
+	__shared__ float red[QS_NT][Q4_SLICES][NR][32];
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+	const int T = (N + 7) / 8, NG = (T + QS_NT - 1) / QS_NT, K8 = K / 8;
+	const int b0 = warp * KB / Q4_SLICES, L = (warp + 1) * KB / Q4_SLICES - b0, rounds = (L + D - 1) / D;
+	const uint4 z = make_uint4(0, 0, 0, 0);
+	q4_w<P> ring[D][QS_NT];
+	auto load = [&](q4_w<P> (&slot)[QS_NT], int gi, int i) {  // item i of group gi (nothing past either end)
+#pragma unroll
+		for (int j = 0; j < QS_NT; j++) {
+			int t = gi * QS_NT + j;
+			bool ok = gi < NG && i < L && t < T;
+			q4_load<P>(slot[j], w, sc, zr, ok ? t : 0, ok ? b0 + i : 0, KB, G, ngp, ok, true);
+		}
+	};
+#pragma unroll
+	for (int u = 0; u < D; u++)
+		load(ring[u], blockIdx.x, u);
+	for (int gi = blockIdx.x; gi < NG; gi += gridDim.x) {
+		float acc[MT][QS_NT][4];
+#pragma unroll
+		for (int m = 0; m < MT; m++)
+#pragma unroll
+			for (int j = 0; j < QS_NT; j++)
+				acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0;
+		for (int r = 0; r < rounds; r++) {
+#pragma unroll
+			for (int u = 0; u < D; u++) {
+				int i = r * D + u;
+				if (i < L) {
+					int b = b0 + i;
+					auto a = [&](int s, uint4 (&ag)[MT], uint4 (&ah)[MT]) {  // rows 16m + g, 16m + g + 8 of x
+						int k8 = 16 * b + 4 * s + c;
+#pragma unroll
+						for (int m = 0; m < MT; m++) {
+							int rg = 16 * m + g, rh = rg + 8;
+							ag[m] = k8 < K8 && rg < R ? __ldg(x + (size_t)rg * K8 + k8) : z;
+							ah[m] = !LOW8 && k8 < K8 && rh < R ? __ldg(x + (size_t)rh * K8 + k8) : z;
+						}
+					};
+					q4_tile<BF, MT, QS_NT, P>(acc, ring[u], a);
+				}
+				bool last = r == rounds - 1;
+				load(ring[u], last ? gi + (int)gridDim.x : gi, last ? u : i + D);
+			}
+		}
+#pragma unroll
+		for (int j = 0; j < QS_NT; j++)
+#pragma unroll
+			for (int e = 0; e < NR; e++)
+				red[j][warp][e][lane] = acc[e / 4][j][e % 4];
+		__syncthreads();
+		int t = gi * QS_NT + warp;
+		if (warp < QS_NT && t < T) {
+			float tot[MT * 4];
+#pragma unroll
+			for (int e = 0; e < MT * 4; e++)
+				tot[e] = 0;
+			for (int s = 0; s < Q4_SLICES; s++)
+#pragma unroll
+				for (int e = 0; e < NR; e++)
+					tot[e] += red[warp][s][e][lane];
+#pragma unroll
+			for (int m = 0; m < MT; m++)
+				store_frag(y, yt, bias, bt, R, N, 16 * m + g, 8 * t + 2 * c, tot + 4 * m);
+		}
+		__syncthreads();  // red is written again by the next group
+	}
+}
+
 #define Q4_BM 64
 #define Q4_BN 128
 
@@ -465,6 +557,20 @@ static int q4_check(struct q4_geo *q, const struct lmd_tensor *w, const struct l
 	return LMD_OK;
 }
 
+/* q4_stream on as many blocks as the GPU holds at once (QS_NT tile rows a group, at least one group a block). */
+template <bool BF, int P, int MT, bool LOW8>
+static void qs_launch(struct cuda_ctx *c, void *y, int yt, const uint4 *x, const struct q4_geo *q, const uint4 *w,
+		      const __half *sc, const uint8_t *zr, const void *bias, int bt, int R)
+{
+	static int occ;  // blocks of this kernel one SM holds (the same on every device of a process: one kind of GPU)
+	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, q4_stream<BF, P, MT, LOW8>, 256, 0) != cudaSuccess ||
+		     occ < 1))
+		occ = 1;
+	long ng = (q->Np / 8 + QS_NT - 1) / QS_NT, grid = (long)occ * c->sms;
+	q4_stream<BF, P, MT, LOW8><<<(unsigned)(ng < grid ? ng : grid), 256, 0, c->st>>>(y, yt, x, w, sc, zr, bias, bt, R,
+											   q->N, q->K, q->KB, q->G, q->ngp);
+}
+
 template <bool BF, int P>
 static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const struct q4_geo *q, const void *w, const void *sc,
 		     const void *zr, const void *bias, int bt, int R, struct lmd_err *err)
@@ -472,7 +578,19 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 	const uint4 *xv = (const uint4 *)x, *wv = (const uint4 *)w;
 	const __half *s = (const __half *)sc;
 	const uint8_t *z = (const uint8_t *)zr;
-	if (R <= 16) {
+	if (R <= c->q4_stream_rows) {
+		if (R <= 8)
+			qs_launch<BF, P, 1, true>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		else if (R <= 16)
+			qs_launch<BF, P, 1, false>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		else if (R <= 32)
+			qs_launch<BF, P, 2, false>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		else
+			qs_launch<BF, P, 4, false>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		LAUNCH_TRY(err);
+		return LMD_OK;
+	}
+	if (R <= 16) {  // LMD_CUDA_Q4=old
 		dim3 grid(1, (unsigned)(q->Np / 8));
 		q4_skinny<BF, P><<<grid, 256, 0, c->st>>>(y, yt, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
 		LAUNCH_TRY(err);
