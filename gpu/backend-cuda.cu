@@ -623,7 +623,7 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 	CUDA_TRY(cudaMalloc(&c->blas_ws, c->blas_ws_bytes), err);
 	CUBLAS_TRY(cublasSetWorkspace(c->blas, c->blas_ws, c->blas_ws_bytes), err);
 	int rc = lmd_cuda_attention_init(c, err);
-	if (rc || (rc = lmd_cuda_matmul_init(c, err)))
+	if (rc || (rc = lmd_cuda_matmul_init(c, err)) || (rc = lmd_cuda_matmul_q4_init(c, err)))
 		return rc;
 	/* 16-bit products (matmul.cu): pad128 by default, lmd (own kernels), padP, lt, cublas (not batch-invariant) */
 	const char *g = getenv("LMD_CUDA_GEMM");

@@ -278,5 +278,6 @@ int lmd_cuda_pick(struct cuda_ctx *c, struct lmd_tensor *head, struct lmd_tensor
 /* once at open: kernel attributes (dynamic shared memory limits) */
 int lmd_cuda_attention_init(struct cuda_ctx *c, struct lmd_err *err);
 int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err);
+int lmd_cuda_matmul_q4_init(struct cuda_ctx *c, struct lmd_err *err);
 
 #endif
