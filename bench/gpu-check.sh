@@ -28,7 +28,8 @@
 #          vs the CPU reference, bit for bit alone vs among others); test-ops q4speed under LMD_CUDA_Q4=old,
 #          stream16 and the default (and LMD_CUDA_GEMM=lmd for the fp16 lines); lmd-bench gen at KERNELS_CONC
 #          (default 1,16,64,256) x 128 in / 64 out on the Llama-2-7B-shaped W4A16 g128 model (kernels old and
-#          default) and the fp16 one (made as in quant when /tmp/llama2-7b-f16, -w4 are missing).
+#          default) and the fp16 one (KERNELS_MODELS, default "w4 f16"; made as in quant when /tmp/llama2-7b-W
+#          is missing, ~2.5 min each).
 #          Files: kernels-ops.txt kernels-speed.txt kernels-bench.csv kernels-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
 # bench-modes.csv (LMD_CUDA_GEMM=lmd, lt128, pad64 and cublas) hf.csv serve.csv serve.log.
@@ -291,11 +292,12 @@ if [ "$stage" = kernels ]; then
 		done
 	done
 	unset LMD_CUDA_Q4
-	quant_models f16 w4
+	quant_models ${KERNELS_MODELS:-w4 f16}
 	say "lmd-bench gen: W4A16 g128 with kernels old and default, fp16 beside"
 	: >"$OUT/kernels-bench.csv"
 	for run in w4:old w4:default f16:default; do
 		set -- ${run//:/ }
+		[[ " ${KERNELS_MODELS:-w4 f16} " = *" $1 "* ]] || continue
 		if [ $2 = default ]; then unset LMD_CUDA_Q4; else export LMD_CUDA_Q4=$2; fi
 		build/bin/lmd-bench gen -v --device cuda --concurrency "${KERNELS_CONC:-1,16,64,256}" --prompt-tokens 128 \
 			--completion-tokens 64 -f csv /tmp/llama2-7b-$1 2>>"$OUT/kernels-bench.log" | sed "s/^/$1,q4-$2,/" \

@@ -1039,6 +1039,23 @@ int main(int argc, char **argv)
 			what = "cuda";
 			(quant ? test_gpu_quant : test_q4_speed)(&be, &ref);
 			lmd_backend_close(&be);
+			const char *alt[] = {"old", "stream16"};  // the other int4 kernels: the same bits for rows alone
+			for (int i = 0; quant && i < 2; i++) {
+				char name[32];
+				snprintf(name, sizeof(name), "cuda/q4=%s", alt[i]);
+				setenv("LMD_CUDA_Q4", alt[i], 1);
+				CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), 0);
+				what = name;
+				test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 80, 4096, 4096, 128, 1);
+				test_matmul_q4(&be, &ref, LMD_BF16, LMD_BF16, 70, 14336, 4096, 32, 0);
+				test_matmul_q4(&be, &ref, LMD_F16, LMD_F32, 70, 384, 136, 64, 0);
+				test_matmul_q4_runs(&be, &ref, LMD_BF16, 256, 72, 64);
+				lmd_backend_close(&be);
+			}
+			setenv("LMD_CUDA_Q4", "stream65", 1);
+			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
+			CHECK(strstr(err.msg, "LMD_CUDA_Q4") != NULL);
+			unsetenv("LMD_CUDA_Q4");
 		} else {
 			fprintf(stderr, "cuda: %s\n", err.msg);
 			unit_failures += rc != LMD_ENODEV;
