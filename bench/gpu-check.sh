@@ -29,7 +29,7 @@
 #          stream16 and the default (and LMD_CUDA_GEMM=lmd for the fp16 lines); lmd-bench gen at KERNELS_CONC
 #          (default 1,16,64,256) x 128 in / 64 out on the Llama-2-7B-shaped W4A16 g128 model (kernels old and
 #          default) and the fp16 one (KERNELS_MODELS, default "w4 f16"; made as in quant when /tmp/llama2-7b-W
-#          is missing, ~2.5 min each).
+#          is missing, ~2.5 min each; KERNELS_MODELS= leaves the benchmark out, KERNELS_OPS=0 the op tests).
 #          Files: kernels-ops.txt kernels-speed.txt kernels-bench.csv kernels-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
 # bench-modes.csv (LMD_CUDA_GEMM=lmd, lt128, pad64 and cublas) hf.csv serve.csv serve.log.
@@ -276,7 +276,7 @@ if [ "$stage" = quant ]; then
 		done
 	done
 fi
-if [ "$stage" = kernels ]; then
+if [ "$stage" = kernels ] && [ "${KERNELS_OPS:-1}" = 1 ]; then
 	say "test-ops quant: int4 products (default kernels) vs the CPU reference, alone vs among others"
 	build/t/test-ops quant >"$OUT/kernels-ops.txt" 2>&1; rc=$?
 	cat "$OUT/kernels-ops.txt"; echo "test-ops quant: exit $rc" | tee -a "$OUT/kernels-ops.txt"
@@ -292,6 +292,8 @@ if [ "$stage" = kernels ]; then
 		done
 	done
 	unset LMD_CUDA_Q4
+fi
+if [ "$stage" = kernels ] && [ -n "${KERNELS_MODELS-w4 f16}" ]; then
 	quant_models ${KERNELS_MODELS:-w4 f16}
 	say "lmd-bench gen: W4A16 g128 with kernels old and default, fp16 beside"
 	: >"$OUT/kernels-bench.csv"
