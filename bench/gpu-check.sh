@@ -171,6 +171,10 @@ if [ "$stage" = serve ] || [ "$stage" = all ]; then
 		sleep 0.5
 	done
 	[ -n "$port" ] || { cat "$OUT/serve.log"; exit 1; }
+	until grep -q "ready" "$OUT/serve.log"; do  # the model loads after the server listens
+		kill -0 $server 2>/dev/null || { cat "$OUT/serve.log"; exit 1; }
+		sleep 0.5
+	done
 	build/t/gen-load -w 600 -c 1,16,64,256 -p 128 -n 128 "http://127.0.0.1:$port" "$MODEL" >"$OUT/serve-load.csv" || fail=1
 	say "lmd-bench serve: 128 in / 128 out at 1, 16, 64 and 256 concurrent; a ShareGPT-like length mix at 64 and 256"
 	url=http://127.0.0.1:$port
