@@ -906,7 +906,10 @@ static void test_gpu_quant(struct lmd_backend *be, struct lmd_backend *ref)
 		test_big_matmul(be, ref, 1, l2[i][0], l2[i][1], 0);
 }
 
-/* `test-ops q4speed`: the int4 products of the Llama-2-7B shape timed at decode row counts, fp16's beside them. */
+/*
+ * `test-ops q4speed`: the int4 products of the Llama-2-7B shape timed at decode row counts, fp16's beside them
+ * (with LMD_CUDA_GEMM=lmd also checked: the decode products against the reference, rows alone vs among others).
+ */
 static void test_q4_speed(struct lmd_backend *be, struct lmd_backend *ref)
 {
 	int l2[][2] = {{4096, 12288}, {4096, 4096}, {4096, 22016}, {11008, 4096}};
@@ -918,9 +921,15 @@ static void test_q4_speed(struct lmd_backend *be, struct lmd_backend *ref)
 		test_big_q4(be, ref, LMD_BF16, 1, l2[i][0], l2[i][1], 32, 0);
 		test_big_q4(be, ref, LMD_F16, 1, l2[i][0], l2[i][1], 64, 0);
 	}
+	const char *gemm = getenv("LMD_CUDA_GEMM");
+	int lmd = gemm && !strcmp(gemm, "lmd");  // lmd's fp16 kernels: checked too (the decode ones against the reference)
 	for (int r = 0; r < 3; r++)
 		for (int i = 0; i < 4; i++)
-			test_big_matmul(be, ref, (int[]){1, 16, 64}[r], l2[i][0], l2[i][1], 0);
+			test_big_matmul(be, ref, (int[]){1, 16, 64}[r], l2[i][0], l2[i][1], lmd && r < 2);
+	if (lmd) {
+		test_matmul_invariance(be, ref, LMD_F16, 4096, 4096);
+		test_matmul_invariance(be, ref, LMD_BF16, 11008, 4096);
+	}
 }
 
 static void test_gpu_sized(struct lmd_backend *be, struct lmd_backend *ref)
