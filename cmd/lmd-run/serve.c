@@ -874,6 +874,7 @@ static int prepare(struct job *j, struct lmd_api_error *e)
 		r->continues = q->kind == LMD_API_COMPLETION;
 		r->logprobs = q->logprobs;
 		r->top_logprobs = q->top_logprobs;
+		r->token_gaps = 1;
 		r->on_text = q->stream ? on_text : NULL;
 		r->on_done = on_done;
 		r->ctx = c;
