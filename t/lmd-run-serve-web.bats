@@ -41,6 +41,13 @@ web() { timeout 180 node "$NODE_DIR/web-chat.mjs" "$BASE" "$@"; }
 	echo "$output"
 	[ "$status" -eq 0 ]
 	stop_server
+	# the first /v1/models answer (401) held back until an answer streamed with the right key
+	node "$NODE_DIR/web-chat.mjs" script stale >"$LMD_TEST_SCRIPT"
+	start_server --api-keys sekret
+	run web stale sekret
+	echo "$output"
+	[ "$status" -eq 0 ]
+	stop_server
 	start_server
 	run web down "$SERVER_PID"
 	echo "$output"
