@@ -5,11 +5,7 @@
 load lib
 
 setup() {
-	# The page's JavaScript is what these test; under ASan the server answers slowly enough that the
-	# page's first 401 and a send race (seen once), and the server's C code runs under ASan in
-	# lmd-run-serve.bats and lmd-run-serve-tools.bats anyway.
 	setup_tmp
-	[[ ${LMD_BUILD:-build} != *asan* ]] || skip "the browser tests run in the plain build"
 	need_npm playwright-core
 	CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 	[ -x "$CHROMIUM" ] || skip "no chromium (make deps installs Debian's)"
