@@ -29,9 +29,9 @@
 #          (QUANT_KV: default "0 8 4"). Files: quant-ops.txt quant-greedy.txt quant-bench.csv quant-bench.log.
 # kernels  (alone, ~5 min with the models made) the decode products old vs new: test-ops quant (the int4 products
 #          vs the CPU reference, bit for bit alone vs among others); test-ops q4speed under LMD_CUDA_Q4=old,
-#          stream16 and the default (and LMD_CUDA_GEMM=lmd for the fp16 lines); lmd-bench gen at KERNELS_CONC
+#          stream16 and stream64 (and LMD_CUDA_GEMM=lmd for the fp16 lines); lmd-bench gen at KERNELS_CONC
 #          (default 1,16,64,256) x 128 in / 64 out on the Llama-2-7B-shaped W4A16 g128 model (kernels old and
-#          default) and the fp16 one (KERNELS_MODELS, default "w4 f16"; made as in quant when /tmp/llama2-7b-W
+#          stream64) and the fp16 one (KERNELS_MODELS, default "w4 f16"; made as in quant when /tmp/llama2-7b-W
 #          is missing, ~2.5 min each; KERNELS_MODELS= leaves the benchmark out, KERNELS_OPS=0 the op tests).
 #          Files: kernels-ops.txt kernels-speed.txt kernels-bench.csv kernels-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
@@ -294,16 +294,16 @@ if [ "$stage" = quant ]; then
 	done
 fi
 if [ "$stage" = kernels ] && [ "${KERNELS_OPS:-1}" = 1 ]; then
-	say "test-ops quant: int4 products (default kernels) vs the CPU reference, alone vs among others"
+	say "test-ops quant: int4 products (default kernels, then old, stream16, stream64) vs the CPU reference, alone vs among others"
 	build/t/test-ops quant >"$OUT/kernels-ops.txt" 2>&1; rc=$?
 	cat "$OUT/kernels-ops.txt"; echo "test-ops quant: exit $rc" | tee -a "$OUT/kernels-ops.txt"
 	[ $rc = 0 ] || fail=1
-	say "test-ops q4speed: int4 product timings, LMD_CUDA_Q4=old / stream16 / default; fp16 at pad128 and lmd"
+	say "test-ops q4speed: int4 product timings, LMD_CUDA_Q4=old / stream16 / stream64; fp16 at pad128 and lmd"
 	: >"$OUT/kernels-speed.txt"
-	for q4 in old stream16 default; do
+	for q4 in old stream16 stream64; do
 		for gemm in pad128 lmd; do
-			[ $q4 != default ] && [ $gemm = lmd ] && continue
-			if [ $q4 = default ]; then unset LMD_CUDA_Q4; else export LMD_CUDA_Q4=$q4; fi
+			[ $q4 != stream64 ] && [ $gemm = lmd ] && continue
+			export LMD_CUDA_Q4=$q4
 			LMD_CUDA_GEMM=$gemm build/t/test-ops q4speed 2>&1 | grep "GB/s\|cuda:" | sed "s/^/q4=$q4 gemm=$gemm /" \
 				| tee -a "$OUT/kernels-speed.txt"
 		done
@@ -312,12 +312,12 @@ if [ "$stage" = kernels ] && [ "${KERNELS_OPS:-1}" = 1 ]; then
 fi
 if [ "$stage" = kernels ] && [ -n "${KERNELS_MODELS-w4 f16}" ]; then
 	quant_models ${KERNELS_MODELS:-w4 f16}
-	say "lmd-bench gen: W4A16 g128 with kernels old and default, fp16 beside"
+	say "lmd-bench gen: W4A16 g128 with kernels old and stream64, fp16 beside"
 	: >"$OUT/kernels-bench.csv"
-	for run in w4:old w4:default f16:default; do
+	for run in w4:old w4:stream64 f16:old; do
 		set -- ${run//:/ }
 		[[ " ${KERNELS_MODELS:-w4 f16} " = *" $1 "* ]] || continue
-		if [ $2 = default ]; then unset LMD_CUDA_Q4; else export LMD_CUDA_Q4=$2; fi
+		export LMD_CUDA_Q4=$2
 		build/bin/lmd-bench gen -v --device cuda --concurrency "${KERNELS_CONC:-1,16,64,256}" --prompt-tokens 128 \
 			--completion-tokens 64 -f csv /tmp/llama2-7b-$1 2>>"$OUT/kernels-bench.log" | sed "s/^/$1,q4-$2,/" \
 			| tee -a "$OUT/kernels-bench.csv"

@@ -1048,8 +1048,8 @@ int main(int argc, char **argv)
 			what = "cuda";
 			(quant ? test_gpu_quant : test_q4_speed)(&be, &ref);
 			lmd_backend_close(&be);
-			const char *alt[] = {"old", "stream16"};  // the other int4 kernels: the same bits for rows alone
-			for (int i = 0; quant && i < 2; i++) {
+			const char *alt[] = {"old", "stream16", "stream64"};  // each int4 setting: the same bits for rows alone
+			for (int i = 0; quant && i < 3; i++) {
 				char name[32];
 				snprintf(name, sizeof(name), "cuda/q4=%s", alt[i]);
 				setenv("LMD_CUDA_Q4", alt[i], 1);
