@@ -643,7 +643,7 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected lmd, padP (P in 16..4096), lt, ltR or cublas", g);
 	if (c->lt_gemm)
 		CUBLAS_TRY(cublasLtCreate(&c->lt), err);
-	/* int4 products (matmul-q4.cu): q4_stream up to Q4_STREAM_ROWS rows, streamR up to R (1..64), old: as before */
+	/* int4 products (matmul-q4.cu): old (the default, Q4_STREAM_ROWS 0), or streamR: q4_stream up to R rows (1..64) */
 	const char *q4 = getenv("LMD_CUDA_Q4");
 	c->q4_stream_rows = Q4_STREAM_ROWS;
 	if (q4 && !strcmp(q4, "old"))
