@@ -30,9 +30,9 @@
  * the order is the span order. Two kernels follow the rule, so either one gives the same bits:
  *   skinny  R <= 16 (decode): one warp per 8 output columns over the whole of K. The warp streams its 8
  *           rows of w into its own shared-memory ring with cp.async, 512 contiguous bytes of a row per
- *           instruction (4 or 8 stages of SK_U spans, all but one in flight, __syncwarp between), and
+ *           instruction (SK_STAGES stages of SK_U spans, all but one in flight, __syncwarp between), and
  *           reads the fragments back in the map above; x (rows >= R read as zero) comes from L1.
- *           grid ceil(N / 32), block 128, SK_SMEM(stages) bytes of shared memory.
+ *           grid ceil(N / 32), block 128, SK_SMEM bytes of shared memory.
  *   tiled   any R: BM x BN output tiles (128 or 64 x 128 or 64), 8 warps as 2 x 4, three shared-memory
  *           stages of two spans each, filled by cp.async (zero-fill beyond R, N, K); the fragments are
  *           read with 16-byte shared loads in the same map (rows of one span are 64 bytes: no conflicts).
@@ -75,16 +75,15 @@ __device__ __forceinline__ void mma_span(float c[4], uint4 ag, uint4 ah, uint4 b
 #define SK_U 8       /* spans per pipeline stage: 512 bytes of each of the warp's 8 rows of w */
 #define SK_PITCH 36  /* uint4 per row in the ring: 32 used, 4 of padding (no bank conflicts) */
 /*
- * Stages per warp: ST - 1 in flight while one is used. 4 when the grid fills the GPU (several blocks an
- * SM); 8 when it does not (N <= 32 x SMs: the o and down projections, whose 128 blocks leave SMs one
- * block each, so that a block's 4 warps keep 112 KB in flight; 144 KB of shared memory then leaves
- * less L1 for x).
+ * Stages per warp: SK_STAGES - 1 in flight while one is used. (8 stages for the o and down projections, whose
+ * 128 blocks leave SMs one block each, were built at aab6829 but never timed on their own: that run's
+ * op test stopped early on an unrelated bug. Left out until measured; 147 KB of shared memory would
+ * also leave little L1 for x.)
  */
 #define SK_STAGES 4
-#define SK_STAGES_FEW 8
-#define SK_SMEM(ST) (4 * (ST) * 8 * SK_PITCH * 16)
+#define SK_SMEM (4 * SK_STAGES * 8 * SK_PITCH * 16)
 
-template <bool BF, bool LOW8, int ST>  // LOW8: R <= 8, rows g + 8 are all zero
+template <bool BF, bool LOW8>  // LOW8: R <= 8, rows g + 8 are all zero
 __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
 						   int bt, int R, int N, int K)
 {
@@ -96,10 +95,10 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 	const int K8 = K / 8, S = (K + 31) / 32, NS = (S + SK_U - 1) / SK_U;
 	const bool gok = g < R, hok = !LOW8 && g + 8 < R;
 	const uint4 *xg = x + (size_t)(gok ? g : 0) * K8, *xh = x + (size_t)(hok ? g + 8 : 0) * K8;
-	uint4 *ring = sk + (size_t)warp * ST * 8 * SK_PITCH;
+	uint4 *ring = sk + (size_t)warp * SK_STAGES * 8 * SK_PITCH;
 	const uint4 z = make_uint4(0, 0, 0, 0);
 	auto issue = [&](int t) {  // stage t: 512 contiguous bytes of each row, one row per instruction (zero beyond K, N)
-		uint4 *d = ring + (t % ST) * 8 * SK_PITCH + lane;
+		uint4 *d = ring + (t % SK_STAGES) * 8 * SK_PITCH + lane;
 		int ch = t * SK_U * 4 + lane;
 #pragma unroll
 		for (int r = 0; r < 8; r++) {
@@ -108,13 +107,13 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 		}
 		asm volatile("cp.async.commit_group;\n" ::);
 	};
-	for (int t = 0; t < ST - 1; t++)
+	for (int t = 0; t < SK_STAGES - 1; t++)
 		issue(t);
 	float c[4] = {0, 0, 0, 0};
 	for (int t = 0; t < NS; t++) {
-		asm volatile("cp.async.wait_group %0;\n" ::"n"(ST - 2));
+		asm volatile("cp.async.wait_group %0;\n" ::"n"(SK_STAGES - 2));
 		__syncwarp();  // every lane's copies of stage t are in; every lane is done with the slot issued below
-		const uint4 *d = ring + (t % ST) * 8 * SK_PITCH + g * SK_PITCH + q;
+		const uint4 *d = ring + (t % SK_STAGES) * 8 * SK_PITCH + g * SK_PITCH + q;
 		uint4 bv[SK_U], a[SK_U], h[SK_U];
 #pragma unroll
 		for (int u = 0; u < SK_U; u++) {
@@ -124,7 +123,7 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 			a[u] = in && gok ? __ldg(xg + ch) : z;
 			h[u] = in && hok ? __ldg(xh + ch) : z;
 		}
-		issue(t + ST - 1);  // the slot read in the last iteration
+		issue(t + SK_STAGES - 1);  // the slot read in the last iteration
 #pragma unroll
 		for (int u = 0; u < SK_U; u++)
 			if (t * SK_U + u < S)
@@ -275,18 +274,12 @@ static void tc_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const 
 {
 	if (R <= 16) {
 		unsigned grid = (unsigned)((N + 31) / 32);
-		const uint4 *xv = (const uint4 *)x, *wv = (const uint4 *)w;
-		bool few = grid <= (unsigned)c->sms;
-		if (R <= 8 && few)
-			gemm_skinny<BF, true, SK_STAGES_FEW><<<grid, 128, SK_SMEM(SK_STAGES_FEW), c->st>>>(y, yt, xv, wv, bias, bt,
-													  R, N, K);
-		else if (R <= 8)
-			gemm_skinny<BF, true, SK_STAGES><<<grid, 128, SK_SMEM(SK_STAGES), c->st>>>(y, yt, xv, wv, bias, bt, R, N, K);
-		else if (few)
-			gemm_skinny<BF, false, SK_STAGES_FEW><<<grid, 128, SK_SMEM(SK_STAGES_FEW), c->st>>>(y, yt, xv, wv, bias, bt,
-													   R, N, K);
+		if (R <= 8)
+			gemm_skinny<BF, true><<<grid, 128, SK_SMEM, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt, R,
+								       N, K);
 		else
-			gemm_skinny<BF, false, SK_STAGES><<<grid, 128, SK_SMEM(SK_STAGES), c->st>>>(y, yt, xv, wv, bias, bt, R, N, K);
+			gemm_skinny<BF, false><<<grid, 128, SK_SMEM, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt,
+									R, N, K);
 		return;
 	}
 	long nb128 = (long)((R + 127) / 128) * ((N + 127) / 128), nb64 = (long)((R + 63) / 64) * ((N + 127) / 128);
@@ -301,17 +294,10 @@ static void tc_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const 
 int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err)
 {
 	(void)c;
-#define SKINNY_ATTR(BF, LOW8, ST) CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<BF, LOW8, ST>, \
-	cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM(ST)), err)
-	SKINNY_ATTR(false, true, SK_STAGES);
-	SKINNY_ATTR(false, false, SK_STAGES);
-	SKINNY_ATTR(true, true, SK_STAGES);
-	SKINNY_ATTR(true, false, SK_STAGES);
-	SKINNY_ATTR(false, true, SK_STAGES_FEW);
-	SKINNY_ATTR(false, false, SK_STAGES_FEW);
-	SKINNY_ATTR(true, true, SK_STAGES_FEW);
-	SKINNY_ATTR(true, false, SK_STAGES_FEW);
-#undef SKINNY_ATTR
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<false, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
+	CUDA_TRY(cudaFuncSetAttribute(gemm_skinny<true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM), err);
 #define TILED_ATTR(BF, BM, BN) CUDA_TRY(cudaFuncSetAttribute(gemm_tiled<BF, BM, BN>, \
 	cudaFuncAttributeMaxDynamicSharedMemorySize, tiled_smem<BM, BN>()), err)
 	TILED_ATTR(false, 128, 128);
