@@ -2,7 +2,7 @@
 # make gpu-check: on a machine with an NVIDIA GPU, build, run the CUDA op tests, the reference checks
 # and the benchmarks, and write result files into $OUT (default bench/out), printing them as it goes.
 #
-#   bench/gpu-check.sh [correct|bench|serve|all|llama3|quant]   (default all)
+#   bench/gpu-check.sh [correct|bench|serve|all|llama3|quant|kernels]   (default all)
 #
 # correct  build; test-ops (every op vs the CPU reference, GPU-sized shapes with timings);
 #          test-reference on the GPU (every ../shared/reference model vs HF: fp32 logprobs, greedy,
@@ -27,6 +27,13 @@
 #          models (t/gen-model --fast / --awq 128) through lmd-bench gen at QUANT_CONC (default 1,64) x
 #          prompts 128 and at 1 x 2048 (QUANT_MODELS: default "f16 w4"), each with KV plain, int8 and int4
 #          (QUANT_KV: default "0 8 4"). Files: quant-ops.txt quant-greedy.txt quant-bench.csv quant-bench.log.
+# kernels  (alone, ~5 min with the models made) the decode products old vs new: test-ops quant (the int4 products
+#          vs the CPU reference, bit for bit alone vs among others); test-ops q4speed under LMD_CUDA_Q4=old,
+#          stream16 and stream64 (and LMD_CUDA_GEMM=lmd for the fp16 lines); lmd-bench gen at KERNELS_CONC
+#          (default 1,16,64,256) x 128 in / 64 out on the Llama-2-7B-shaped W4A16 g128 model (kernels old and
+#          stream64) and the fp16 one (KERNELS_MODELS, default "w4 f16"; made as in quant when /tmp/llama2-7b-W
+#          is missing, ~2.5 min each; KERNELS_MODELS= leaves the benchmark out, KERNELS_OPS=0 the op tests).
+#          Files: kernels-ops.txt kernels-speed.txt kernels-bench.csv kernels-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
 # bench-modes.csv (LMD_CUDA_GEMM=lmd, lt128, pad64 and cublas) hf.csv serve.csv serve.log bench-serve*.
 # BENCH_EXTRA=0 leaves out the profile runs, the LMD_CUDA_GEMM comparisons and the HF baseline.
@@ -71,6 +78,22 @@ llama2_model() {
 	cp "$SHARED"/tokenizers/llama2/tokenizer.model "$SHARED"/tokenizers/llama2/special_tokens_map.json "$HF"/ 2>/dev/null
 	say "lmd-convert"
 	build/bin/lmd-convert --model-name llama2-7b-shape-random "$HF" "$MODEL" || exit 1
+}
+
+# The Llama-2-7B-shaped fp16 (f16) and W4A16 g128 (w4) models with random weights, /tmp/llama2-7b-W, made once.
+quant_models() {
+	say "Llama-2-7B shape: $* models with random weights"
+	for w in "$@"; do
+		[ -d /tmp/llama2-7b-$w ] && continue
+		opt="--fast"; [ $w = w4 ] && opt="--awq 128"
+		rm -rf /tmp/llama2-7b-$w-hf
+		build/t/gen-model --hidden 4096 --inter 11008 --layers 32 --heads 32 --kv-heads 32 --vocab 32000 --dtype f16 \
+			--max-pos 4096 --scaled $opt "/tmp/llama2-7b-$w-hf" || exit 1
+		cp "$SHARED"/tokenizers/llama2/tokenizer.model "$SHARED"/tokenizers/llama2/special_tokens_map.json \
+			/tmp/llama2-7b-$w-hf/ 2>/dev/null
+		build/bin/lmd-convert -q --model-name llama2-7b-shape-$w /tmp/llama2-7b-$w-hf /tmp/llama2-7b-$w || exit 1
+		rm -rf /tmp/llama2-7b-$w-hf
+	done
 }
 
 if [ "$stage" = correct ] || [ "$stage" = all ]; then
@@ -256,18 +279,7 @@ if [ "$stage" = quant ]; then
 				2>/dev/null | tail -1)" | tee -a "$OUT/quant-greedy.txt"
 		done
 	done
-	say "Llama-2-7B shape: fp16 and W4A16 g128 models with random weights"
-	for w in ${QUANT_MODELS:-f16 w4}; do
-		[ -d /tmp/llama2-7b-$w ] && continue
-		opt="--fast"; [ $w = w4 ] && opt="--awq 128"
-		rm -rf /tmp/llama2-7b-$w-hf
-		build/t/gen-model --hidden 4096 --inter 11008 --layers 32 --heads 32 --kv-heads 32 --vocab 32000 --dtype f16 \
-			--max-pos 4096 --scaled $opt "/tmp/llama2-7b-$w-hf" || exit 1
-		cp "$SHARED"/tokenizers/llama2/tokenizer.model "$SHARED"/tokenizers/llama2/special_tokens_map.json \
-			/tmp/llama2-7b-$w-hf/ 2>/dev/null
-		build/bin/lmd-convert -q --model-name llama2-7b-shape-$w /tmp/llama2-7b-$w-hf /tmp/llama2-7b-$w || exit 1
-		rm -rf /tmp/llama2-7b-$w-hf
-	done
+	quant_models ${QUANT_MODELS:-f16 w4}
 	say "lmd-bench gen: fp16 vs W4A16, KV plain / int8 / int4"
 	: >"$OUT/quant-bench.csv"
 	for w in ${QUANT_MODELS:-f16 w4}; do
@@ -280,6 +292,37 @@ if [ "$stage" = quant ]; then
 				| sed "s/^/$w,kv$qp,/" | tee -a "$OUT/quant-bench.csv"
 		done
 	done
+fi
+if [ "$stage" = kernels ] && [ "${KERNELS_OPS:-1}" = 1 ]; then
+	say "test-ops quant: int4 products (default kernels, then old, stream16, stream64) vs the CPU reference, alone vs among others"
+	build/t/test-ops quant >"$OUT/kernels-ops.txt" 2>&1; rc=$?
+	cat "$OUT/kernels-ops.txt"; echo "test-ops quant: exit $rc" | tee -a "$OUT/kernels-ops.txt"
+	[ $rc = 0 ] || fail=1
+	say "test-ops q4speed: int4 product timings, LMD_CUDA_Q4=old / stream16 / stream64; fp16 at pad128 and lmd"
+	: >"$OUT/kernels-speed.txt"
+	for q4 in old stream16 stream64; do
+		for gemm in pad128 lmd; do
+			[ $q4 != stream64 ] && [ $gemm = lmd ] && continue
+			export LMD_CUDA_Q4=$q4
+			LMD_CUDA_GEMM=$gemm build/t/test-ops q4speed 2>&1 | grep "GB/s\|cuda:" | sed "s/^/q4=$q4 gemm=$gemm /" \
+				| tee -a "$OUT/kernels-speed.txt"
+		done
+	done
+	unset LMD_CUDA_Q4
+fi
+if [ "$stage" = kernels ] && [ -n "${KERNELS_MODELS-w4 f16}" ]; then
+	quant_models ${KERNELS_MODELS:-w4 f16}
+	say "lmd-bench gen: W4A16 g128 with kernels old and stream64, fp16 beside"
+	: >"$OUT/kernels-bench.csv"
+	for run in w4:old w4:stream64 f16:old; do
+		set -- ${run//:/ }
+		[[ " ${KERNELS_MODELS:-w4 f16} " = *" $1 "* ]] || continue
+		export LMD_CUDA_Q4=$2
+		build/bin/lmd-bench gen -v --device cuda --concurrency "${KERNELS_CONC:-1,16,64,256}" --prompt-tokens 128 \
+			--completion-tokens 64 -f csv /tmp/llama2-7b-$1 2>>"$OUT/kernels-bench.log" | sed "s/^/$1,q4-$2,/" \
+			| tee -a "$OUT/kernels-bench.csv"
+	done
+	unset LMD_CUDA_Q4
 fi
 say "done (failures: $fail)"
 exit $fail

@@ -623,7 +623,7 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 	CUDA_TRY(cudaMalloc(&c->blas_ws, c->blas_ws_bytes), err);
 	CUBLAS_TRY(cublasSetWorkspace(c->blas, c->blas_ws, c->blas_ws_bytes), err);
 	int rc = lmd_cuda_attention_init(c, err);
-	if (rc || (rc = lmd_cuda_matmul_init(c, err)))
+	if (rc || (rc = lmd_cuda_matmul_init(c, err)) || (rc = lmd_cuda_matmul_q4_init(c, err)))
 		return rc;
 	/* 16-bit products (matmul.cu): pad128 by default, lmd (own kernels), padP, lt, cublas (not batch-invariant) */
 	const char *g = getenv("LMD_CUDA_GEMM");
@@ -643,6 +643,14 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected lmd, padP (P in 16..4096), lt, ltR or cublas", g);
 	if (c->lt_gemm)
 		CUBLAS_TRY(cublasLtCreate(&c->lt), err);
+	/* int4 products (matmul-q4.cu): old (the default, Q4_STREAM_ROWS 0), or streamR: q4_stream up to R rows (1..64) */
+	const char *q4 = getenv("LMD_CUDA_Q4");
+	c->q4_stream_rows = Q4_STREAM_ROWS;
+	if (q4 && !strcmp(q4, "old"))
+		c->q4_stream_rows = 0;
+	else if (q4 && (sscanf(q4, "stream%d%c", &c->q4_stream_rows, &tail) != 1 || c->q4_stream_rows < 1 ||
+			c->q4_stream_rows > 64))
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4=%s: expected streamR (R in 1..64) or old", q4);
 	const char *pr = getenv("LMD_CUDA_PROFILE");
 	c->prof = pr && !strcmp(pr, "1");
 	if (c->prof) {

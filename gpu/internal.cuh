@@ -119,6 +119,9 @@ struct cuda_ctx {
 	void *kvp;                     /* the offline KV parameters last used (kvcache.h params), on the device */
 	float *kvp_host;               /* owned: the same, on the host (kvp_bytes) */
 	size_t kvp_cap, kvp_bytes;
+	int q4_stream_rows;            /* matmul_q4: products of up to this many rows through q4_stream and the others through
+	                                * q4_piped (LMD_CUDA_Q4=streamR); 0 (old, the default Q4_STREAM_ROWS): q4_skinny up to
+	                                * 16 rows and q4_tiled, as before */
 	float *q4_part;                /* matmul_q4's slice sums when a product has too few blocks (grown, never shrunk) */
 	size_t q4_part_cap;            /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
@@ -141,6 +144,7 @@ struct cuda_ctx {
 enum { G_EAGER, G_CAPTURE, G_REPLAY };
 #define BLAS_RUN 64
 #define PAD_ROWS 128
+#define Q4_STREAM_ROWS 0  /* not yet run on a GPU: the new kernels are opt-in (LMD_CUDA_Q4=stream64) */
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */
 #define DT_F32 0
@@ -275,5 +279,6 @@ int lmd_cuda_pick(struct cuda_ctx *c, struct lmd_tensor *head, struct lmd_tensor
 /* once at open: kernel attributes (dynamic shared memory limits) */
 int lmd_cuda_attention_init(struct cuda_ctx *c, struct lmd_err *err);
 int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err);
+int lmd_cuda_matmul_q4_init(struct cuda_ctx *c, struct lmd_err *err);
 
 #endif

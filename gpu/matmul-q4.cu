@@ -23,12 +23,19 @@
  * is matmul.cu's (lane (g, c) holds the 8 consecutive k of its row at 32s + 8c; step j of a word uses
  * elements 4j + {0,1} as k = 2c + {0,1} and 4j + {2,3} as k = 2c + 8 + {0,1}). Two kernels follow it,
  * so the choice between them (by R) changes no bits:
- *   q4_skinny  R <= 16 (decode): block = 8 warps on one tile of 8 output rows, warp j sums slice j with
- *              x's rows straight from global memory (L1), the weights streamed 4 tiles ahead; the 8
- *              partials are added in shared memory in slice order. grid (row blocks of 16, Np / 8).
- *   q4_tiled   R > 16: block = 64 rows x 64 outputs, 8 warps as 2 x 4 (each 32 x 16); x's tile through a
- *              two-stage cp.async ring in shared memory, the weights from global into registers one tile
- *              ahead; slices summed one after another. grid (Np / 64, ceil(R / 64)).
+ *   q4_stream  R <= c->q4_stream_rows (LMD_CUDA_Q4=streamR, opt-in until run on a GPU; decode): block = 8 warps, warp j sums slice j of two
+ *              tile rows at a time with x's fragments from global memory (L1), the weights streamed
+ *              through a ring of registers a few tiles deep across the tile rows a persistent block
+ *              walks; the 8 partials are added in shared memory in slice order. grid: what the GPU
+ *              holds at once (at most one block a pair of tile rows).
+ *   q4_skinny  R <= 16 by default (LMD_CUDA_Q4=old): block = 8 warps on one tile of 8 output rows,
+ *              warp j sums slice j, 4 tiles loaded at once; the partials as above. grid (1, Np / 8).
+ *   q4_piped   the other rows (with streamR): block = 64 rows x 128 outputs, warp w on tile rows 2w, 2w + 1 of all 64 rows;
+ *              x's rows and the weights, scales and zeros of a tile through a 4-stage cp.async ring in
+ *              shared memory; slices summed one after another. grid (Np / 128, ceil(R / 64)); with fewer
+ *              blocks than half the SMs, each slice in blocks of its own and q4_reduce adds them in order.
+ *   q4_tiled   the other rows by default: x through 2 stages, the weights into registers one tile ahead
+ *              (split below one block an SM).
  * Prefill runs (the step's runs of >= BLAS_RUN tokens of one sequence, as matmul.cu's 16-bit products):
  * W is dequantized once per call into a [N, K] scratch of x's dtype and the runs go through cuBLAS (the
  * 16-bit path), the rows around them through the kernels above. f32 activations, or x not 16-byte
@@ -265,8 +272,150 @@ __global__ void __launch_bounds__(256) q4_skinny(void *y, int yt, const uint4 *x
 	}
 }
 
+/*
+ * q4_stream (R <= 16 * MT): the decode product at the memory limit. Block = 8 warps, warp j = slice j; the
+ * grid is what the GPU holds at once (a persistent loop over groups of QS_NT tile rows, gi = blockIdx.x,
+ * + gridDim.x, ...). In a group, warp j sums its slice of each of the QS_NT tile rows (acc, in tile order;
+ * one load of x's fragments serves them all), through a ring of D register slots that keeps D items
+ * (an item: the QS_NT tiles of one b, 16 bytes a lane each, with their scales and zeros) in flight: slot u
+ * of round r holds item rD + u, and once used it is refilled with item (r + 1)D + u, or item u of the next
+ * group after the last round, so the stream runs on across groups. The 8 slice sums of a tile row meet
+ * in shared memory and warp j < QS_NT adds them in slice order (the rule at the top of the file; LOW8:
+ * R <= 8, rows g + 8 are zero and skipped).
+ */
+#define QS_NT 2
+
+template <bool BF, int P, int MT, bool LOW8>
+__global__ void __launch_bounds__(256, MT == 1 ? 2 : 1) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
+								   const __half *sc, const uint8_t *zr, const void *bias,
+								   int bt, int R, int N, int K, int KB, int G, int ngp)
+{
+	constexpr int D = P == 4 || MT > 2 ? 2 : 4, NR = LOW8 ? 2 : 4 * MT;  // NR: the lane's sums a slice hands on
+	__shared__ float red[QS_NT][Q4_SLICES][NR][32];
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+	const int T = (N + 7) / 8, NG = (T + QS_NT - 1) / QS_NT, K8 = K / 8;
+	const int b0 = warp * KB / Q4_SLICES, L = (warp + 1) * KB / Q4_SLICES - b0, rounds = (L + D - 1) / D;
+	const uint4 z = make_uint4(0, 0, 0, 0);
+	q4_w<P> ring[D][QS_NT];
+	auto load = [&](q4_w<P> (&slot)[QS_NT], int gi, int i) {  // item i of group gi (nothing past either end)
+#pragma unroll
+		for (int j = 0; j < QS_NT; j++) {
+			int t = gi * QS_NT + j;
+			bool ok = gi < NG && i < L && t < T;
+			q4_load<P>(slot[j], w, sc, zr, ok ? t : 0, ok ? b0 + i : 0, KB, G, ngp, ok, true);
+		}
+	};
+#pragma unroll
+	for (int u = 0; u < D; u++)
+		load(ring[u], blockIdx.x, u);
+	for (int gi = blockIdx.x; gi < NG; gi += gridDim.x) {
+		float acc[MT][QS_NT][4];
+#pragma unroll
+		for (int m = 0; m < MT; m++)
+#pragma unroll
+			for (int j = 0; j < QS_NT; j++)
+				acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0;
+		for (int r = 0; r < rounds; r++) {
+#pragma unroll
+			for (int u = 0; u < D; u++) {
+				int i = r * D + u;
+				if (i < L) {
+					int b = b0 + i;
+					auto a = [&](int s, uint4 (&ag)[MT], uint4 (&ah)[MT]) {  // rows 16m + g, 16m + g + 8 of x
+						int k8 = 16 * b + 4 * s + c;
+#pragma unroll
+						for (int m = 0; m < MT; m++) {
+							int rg = 16 * m + g, rh = rg + 8;
+							ag[m] = k8 < K8 && rg < R ? __ldg(x + (size_t)rg * K8 + k8) : z;
+							ah[m] = !LOW8 && k8 < K8 && rh < R ? __ldg(x + (size_t)rh * K8 + k8) : z;
+						}
+					};
+					q4_tile<BF, MT, QS_NT, P>(acc, ring[u], a);
+				}
+				bool last = r == rounds - 1;
+				load(ring[u], last ? gi + (int)gridDim.x : gi, last ? u : i + D);
+			}
+		}
+#pragma unroll
+		for (int j = 0; j < QS_NT; j++)
+#pragma unroll
+			for (int e = 0; e < NR; e++)
+				red[j][warp][e][lane] = acc[e / 4][j][e % 4];
+		__syncthreads();
+		int t = gi * QS_NT + warp;
+		if (warp < QS_NT && t < T) {
+			float tot[MT * 4];
+#pragma unroll
+			for (int e = 0; e < MT * 4; e++)
+				tot[e] = 0;
+			for (int s = 0; s < Q4_SLICES; s++)
+#pragma unroll
+				for (int e = 0; e < NR; e++)
+					tot[e] += red[warp][s][e][lane];
+#pragma unroll
+			for (int m = 0; m < MT; m++)
+				store_frag(y, yt, bias, bt, R, N, 16 * m + g, 8 * t + 2 * c, tot + 4 * m);
+		}
+		__syncthreads();  // red is written again by the next group
+	}
+}
+
 #define Q4_BM 64
 #define Q4_BN 128
+
+/* A tiled warp's sums (4 m-tiles x 2 tile rows): all zero; tot += acc, acc = 0 at the end of a slice. */
+__device__ __forceinline__ void q4_zero_sums(float (&tot)[4][2][4], float (&acc)[4][2][4])
+{
+#pragma unroll
+	for (int m = 0; m < 4; m++)
+#pragma unroll
+		for (int j = 0; j < 2; j++)
+#pragma unroll
+			for (int i = 0; i < 4; i++)
+				tot[m][j][i] = acc[m][j][i] = 0;
+}
+
+__device__ __forceinline__ void q4_end_slice(float (&tot)[4][2][4], float (&acc)[4][2][4])
+{
+#pragma unroll
+	for (int m = 0; m < 4; m++)
+#pragma unroll
+		for (int j = 0; j < 2; j++)
+#pragma unroll
+			for (int i = 0; i < 4; i++)
+				tot[m][j][i] += acc[m][j][i], acc[m][j][i] = 0;
+}
+
+/*
+ * The end of a tiled warp (rows r0 + 0..63, tile rows t0, t0 + 1; slice: the slices already added to tot):
+ * part != NULL, its slice's sum into part [8][R][N]; else the remaining (empty) slices, then the total into y.
+ */
+__device__ __forceinline__ void q4_tiled_out(float (&tot)[4][2][4], float (&acc)[4][2][4], int slice, float *part, void *y,
+					     int yt, const void *bias, int bt, int R, int N, int r0, int t0, const bool (&tok)[2])
+{
+	int g = (threadIdx.x & 31) >> 2, c = threadIdx.x & 3;
+	if (part) {
+#pragma unroll
+		for (int m = 0; m < 4; m++)
+#pragma unroll
+			for (int j = 0; j < 2; j++)
+#pragma unroll
+				for (int i = 0; i < 4; i++) {
+					int rr = r0 + m * 16 + g + (i >> 1) * 8, nn = 8 * (t0 + j) + 2 * c + (i & 1);
+					if (tok[j] && rr < R && nn < N)
+						part[((size_t)blockIdx.z * R + rr) * N + nn] = acc[m][j][i];
+				}
+		return;
+	}
+	for (; slice < Q4_SLICES; slice++)
+		q4_end_slice(tot, acc);
+#pragma unroll
+	for (int m = 0; m < 4; m++)
+#pragma unroll
+		for (int j = 0; j < 2; j++)
+			if (tok[j])
+				store_frag(y, yt, bias, bt, R, N, r0 + m * 16 + g, 8 * (t0 + j) + 2 * c, tot[m][j]);
+}
 
 /*
  * part == NULL: slices 0..7 one after another, the sum into y. Else blockIdx.z = slice j alone, its sum into
@@ -297,22 +446,8 @@ __global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, float *part, co
 			q4_load<P>(wv[j], w, sc, zr, tok[j] ? t0 + j : 0, b, KB, G, ngp, tok[j] && b < last, false);
 	};
 	float tot[4][2][4], acc[4][2][4];
-	auto end_slice = [&]() {  // tot += the slice's sum; the next slice starts from 0
-#pragma unroll
-		for (int m = 0; m < 4; m++)
-#pragma unroll
-			for (int j = 0; j < 2; j++)
-#pragma unroll
-				for (int i = 0; i < 4; i++)
-					tot[m][j][i] += acc[m][j][i], acc[m][j][i] = 0;
-	};
-#pragma unroll
-	for (int m = 0; m < 4; m++)
-#pragma unroll
-		for (int j = 0; j < 2; j++)
-#pragma unroll
-			for (int i = 0; i < 4; i++)
-				tot[m][j][i] = acc[m][j][i] = 0;
+	auto end_slice = [&]() { q4_end_slice(tot, acc); };
+	q4_zero_sums(tot, acc);
 	q4_w<P> wcur[2], wnext[2];
 	if (first < last) {
 		load_x(first, first & 1);
@@ -342,27 +477,96 @@ __global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, float *part, co
 		__syncthreads();  // the stage is refilled by the next round's load_x
 		wcur[0] = wnext[0], wcur[1] = wnext[1];
 	}
-	if (part) {
+	q4_tiled_out(tot, acc, slice, part, y, yt, bias, bt, R, N, r0, t0, tok);
+}
+
+/*
+ * q4_piped: q4_tiled's block (64 rows x 16 tile rows, warp w on tile rows 2w, 2w + 1 of all 64 rows; part as
+ * there) with everything a tile needs, x's rows and the weights, scales and zeros, copied into shared memory
+ * by cp.async Q4_STAGES tiles ahead, so that the weights' latency hides behind the tiles before them.
+ * Stage layout (uint4): x [4 words][64 rows][4 lanes c] | w [16 tile rows][32 lanes] | scales [16][P] (8
+ * halves each) | zeros [16][P] (8 bytes each, half a uint4).
+ */
+#define Q4_STAGES 4
+
+template <int P>
+constexpr int q4_stage() { return 4 * Q4_BM * 4 + 16 * 32 + 16 * P + 8 * P; }
+
+__device__ __forceinline__ void cp_async8(void *smem, const void *gmem, bool ok)
+{
+	unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+	asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 8 : 0));
+}
+
+template <bool BF, int P>
+__global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
+						const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int N,
+						int K, int KB, int G, int ngp)
+{
+	constexpr int XS = 4 * Q4_BM * 4, WS = 16 * 32, SS = 16 * P, STAGE = q4_stage<P>();
+	extern __shared__ uint4 q4_sm[];
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+	int r0 = (int)blockIdx.y * Q4_BM, K8 = K / 8, NT8 = (N + 7) / 8, tb = (int)blockIdx.x * 16, t0 = tb + warp * 2;
+	bool tok[2] = {t0 < NT8, t0 + 1 < NT8};
+	int first = part ? (int)blockIdx.z * KB / Q4_SLICES : 0, last = part ? ((int)blockIdx.z + 1) * KB / Q4_SLICES : KB;
+	auto load = [&](int b) {  // tile b into stage b % Q4_STAGES (nothing past last); one commit group either way
+		uint4 *sb = q4_sm + (b % Q4_STAGES) * STAGE;
+		if (b < last) {
+			for (int i = threadIdx.x; i < Q4_BM * 16; i += 256) {  // 16 chunks of 8 k per row
+				int row = i / 16, ch = i % 16, k8 = Q4_KT / 8 * b + ch;
+				bool ok = r0 + row < R && k8 < K8;
+				cp_async16(sb + (ch / 4) * Q4_BM * 4 + row * 4 + ch % 4, x + (ok ? (size_t)(r0 + row) * K8 + k8 : 0), ok);
+			}
+			for (int i = threadIdx.x; i < 16 * 32; i += 256) {
+				int t = tb + (i >> 5);
+				bool ok = t < NT8;
+				cp_async16(sb + XS + i, w + (ok ? ((size_t)t * KB + b) * 32 + (i & 31) : 0), ok);
+			}
+			if (threadIdx.x < 16 * P) {
+				int t = tb + (int)threadIdx.x / P, pc = (int)threadIdx.x % P;
+				bool ok = t < NT8;
+				size_t o = ((size_t)(ok ? t : 0) * ngp + (Q4_KT * b + Q4_KT / P * pc) / G) * 8;
+				cp_async16(sb + XS + WS + threadIdx.x, sc + o, ok);
+				cp_async8((uint8_t *)(sb + XS + WS + SS) + 8 * threadIdx.x, zr + o, ok);
+			}
+		}
+		asm volatile("cp.async.commit_group;\n" ::);
+	};
+	float tot[4][2][4], acc[4][2][4];
+	q4_zero_sums(tot, acc);
 #pragma unroll
-		for (int m = 0; m < 4; m++)
+	for (int i = 0; i < Q4_STAGES - 1; i++)
+		load(first + i);
+	int slice = 0, end = KB / Q4_SLICES;
+	for (int b = first; b < last; b++) {
+		asm volatile("cp.async.wait_group %0;\n" ::"n"(Q4_STAGES - 2));
+		__syncthreads();  // tile b is in for every thread; every warp is done with the stage loaded next
+		load(b + Q4_STAGES - 1);
+		for (; !part && b >= end; end = (++slice + 1) * KB / Q4_SLICES)  // the slices that ended before b (some empty)
+			q4_end_slice(tot, acc);
+		const uint4 *sb = q4_sm + (b % Q4_STAGES) * STAGE;
+		q4_w<P> wv[2];
 #pragma unroll
-			for (int j = 0; j < 2; j++)
+		for (int j = 0; j < 2; j++) {
+			int tr = warp * 2 + j;
+			wv[j].q = sb[XS + tr * 32 + lane];
 #pragma unroll
-				for (int i = 0; i < 4; i++) {
-					int rr = r0 + m * 16 + g + (i >> 1) * 8, nn = 8 * (t0 + j) + 2 * c + (i & 1);
-					if (tok[j] && rr < R && nn < N)
-						part[((size_t)blockIdx.z * R + rr) * N + nn] = acc[m][j][i];
-				}
-		return;
+			for (int i = 0; i < P; i++) {
+				wv[j].z[i] = ((const uint8_t *)(sb + XS + WS + SS))[8 * (tr * P + i) + g];
+				wv[j].s[i] = ((const uint32_t *)(sb + XS + WS))[(tr * P + i) * 4 + c];
+			}
+		}
+		auto a = [&](int s, uint4 (&ag)[4], uint4 (&ah)[4]) {
+#pragma unroll
+			for (int m = 0; m < 4; m++) {
+				ag[m] = sb[s * Q4_BM * 4 + (m * 16 + g) * 4 + c];
+				ah[m] = sb[s * Q4_BM * 4 + (m * 16 + g + 8) * 4 + c];
+			}
+		};
+		q4_tile<BF, 4, 2, P>(acc, wv, a);
 	}
-	for (; slice < Q4_SLICES; slice++)
-		end_slice();
-#pragma unroll
-	for (int m = 0; m < 4; m++)
-#pragma unroll
-		for (int j = 0; j < 2; j++)
-			if (tok[j])
-				store_frag(y, yt, bias, bt, R, N, r0 + m * 16 + g, 8 * (t0 + j) + 2 * c, tot[m][j]);
+	asm volatile("cp.async.wait_all;\n" ::);
+	q4_tiled_out(tot, acc, slice, part, y, yt, bias, bt, R, N, r0, t0, tok);
 }
 
 /* y = ((0 + part[0]) + part[1]) + ... + part[7] (+ bias), rounded: q4_tiled's slices, split across blocks. */
@@ -465,6 +669,22 @@ static int q4_check(struct q4_geo *q, const struct lmd_tensor *w, const struct l
 	return LMD_OK;
 }
 
+/* q4_stream on as many blocks as the GPU holds at once (QS_NT tile rows a group, at least one group a block). */
+template <bool BF, int P, int MT, bool LOW8>
+static void qs_launch(struct cuda_ctx *c, void *y, int yt, const uint4 *x, const struct q4_geo *q, const uint4 *w,
+		      const __half *sc, const uint8_t *zr, const void *bias, int bt, int R)
+{
+	static int occ;  // blocks of this kernel one SM holds (the same on every device of a process: one kind of GPU)
+	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, q4_stream<BF, P, MT, LOW8>, 256, 0) != cudaSuccess ||
+		     occ < 1)) {
+		cudaGetLastError();  // not the launch's error
+		occ = 1;
+	}
+	long ng = (q->Np / 8 + QS_NT - 1) / QS_NT, grid = (long)occ * c->sms;
+	q4_stream<BF, P, MT, LOW8><<<(unsigned)(ng < grid ? ng : grid), 256, 0, c->st>>>(y, yt, x, w, sc, zr, bias, bt, R,
+											   q->N, q->K, q->KB, q->G, q->ngp);
+}
+
 template <bool BF, int P>
 static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const struct q4_geo *q, const void *w, const void *sc,
 		     const void *zr, const void *bias, int bt, int R, struct lmd_err *err)
@@ -472,16 +692,36 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 	const uint4 *xv = (const uint4 *)x, *wv = (const uint4 *)w;
 	const __half *s = (const __half *)sc;
 	const uint8_t *z = (const uint8_t *)zr;
-	if (R <= 16) {
+	if (R <= c->q4_stream_rows) {
+		if (R <= 8)
+			qs_launch<BF, P, 1, true>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		else if (R <= 16)
+			qs_launch<BF, P, 1, false>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		else if (R <= 32)
+			qs_launch<BF, P, 2, false>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		else
+			qs_launch<BF, P, 4, false>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		LAUNCH_TRY(err);
+		return LMD_OK;
+	}
+	if (R <= 16) {  // LMD_CUDA_Q4=old
 		dim3 grid(1, (unsigned)(q->Np / 8));
 		q4_skinny<BF, P><<<grid, 256, 0, c->st>>>(y, yt, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
 		LAUNCH_TRY(err);
 		return LMD_OK;
 	}
+	bool old = !c->q4_stream_rows;
 	dim3 grid((unsigned)((q->Np + Q4_BN - 1) / Q4_BN), (unsigned)((R + Q4_BM - 1) / Q4_BM));
-	if ((long)grid.x * grid.y >= c->sms) {
-		q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, NULL, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G,
-							  q->ngp);
+	auto tiled = [&](float *part) {
+		if (old)
+			q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB,
+								  q->G, q->ngp);
+		else
+			q4_piped<BF, P><<<grid, 256, Q4_STAGES * q4_stage<P>() * sizeof(uint4), c->st>>>(
+				y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
+	};
+	if ((long)grid.x * grid.y * (old ? 1 : 2) >= c->sms) {
+		tiled(NULL);
 		LAUNCH_TRY(err);
 		return LMD_OK;
 	}
@@ -491,11 +731,25 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 	if (rc)
 		return rc;
 	grid.z = Q4_SLICES;
-	q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, c->q4_part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G,
-						  q->ngp);
+	tiled(c->q4_part);
 	LAUNCH_TRY(err);
 	q4_reduce_kernel<<<q4_grid((int64_t)R * q->N), 256, 0, c->st>>>(y, yt, c->q4_part, bias, bt, R, q->N);
 	LAUNCH_TRY(err);
+	return LMD_OK;
+}
+
+int lmd_cuda_matmul_q4_init(struct cuda_ctx *c, struct lmd_err *err)
+{
+	(void)c;
+#define PIPED_ATTR(BF, P) CUDA_TRY(cudaFuncSetAttribute(q4_piped<BF, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+	Q4_STAGES * q4_stage<P>() * (int)sizeof(uint4)), err)
+	PIPED_ATTR(false, 1);
+	PIPED_ATTR(false, 2);
+	PIPED_ATTR(false, 4);
+	PIPED_ATTR(true, 1);
+	PIPED_ATTR(true, 2);
+	PIPED_ATTR(true, 4);
+#undef PIPED_ATTR
 	return LMD_OK;
 }
 

@@ -894,6 +894,8 @@ static void test_gpu_quant(struct lmd_backend *be, struct lmd_backend *ref)
 	test_big_q4(be, ref, LMD_BF16, 100, 4096, 6144, 64, 1);
 	test_matmul_q4(be, ref, LMD_F16, LMD_F16, 300, 4096, 4096, 128, 1);
 	test_matmul_q4(be, ref, LMD_BF16, LMD_BF16, 100, 11008, 4096, 128, 0);
+	test_matmul_q4(be, ref, LMD_BF16, LMD_BF16, 40, 14336, 4096, 32, 1);  // every decode kernel vs the tiled one
+	test_matmul_q4(be, ref, LMD_F16, LMD_F16, 40, 4096, 6144, 64, 0);
 	test_matmul_q4_runs(be, ref, LMD_F16, 4096, 4096, 128);
 	test_matmul_q4_runs(be, ref, LMD_BF16, 11008, 4096, 32);
 	int rows[] = {1, 16, 64, 256, 2048};
@@ -902,6 +904,32 @@ static void test_gpu_quant(struct lmd_backend *be, struct lmd_backend *ref)
 			test_big_q4(be, ref, LMD_F16, rows[r], l2[i][0], l2[i][1], 128, 0);
 	for (int i = 0; i < 4; i++)  // fp16 beside it
 		test_big_matmul(be, ref, 1, l2[i][0], l2[i][1], 0);
+}
+
+/*
+ * `test-ops q4speed`: the int4 products of the Llama-2-7B shape timed at decode row counts, fp16's beside them
+ * (with LMD_CUDA_GEMM=lmd also checked: the decode products against the reference, rows alone vs among others).
+ */
+static void test_q4_speed(struct lmd_backend *be, struct lmd_backend *ref)
+{
+	int l2[][2] = {{4096, 12288}, {4096, 4096}, {4096, 22016}, {11008, 4096}};
+	int rows[] = {1, 4, 8, 16, 32, 64, 128, 256};
+	for (int r = 0; r < 8; r++)
+		for (int i = 0; i < 4; i++)
+			test_big_q4(be, ref, LMD_F16, rows[r], l2[i][0], l2[i][1], 128, 0);
+	for (int i = 0; i < 4; i++) {
+		test_big_q4(be, ref, LMD_BF16, 1, l2[i][0], l2[i][1], 32, 0);
+		test_big_q4(be, ref, LMD_F16, 1, l2[i][0], l2[i][1], 64, 0);
+	}
+	const char *gemm = getenv("LMD_CUDA_GEMM");
+	int lmd = gemm && !strcmp(gemm, "lmd");  // lmd's fp16 kernels: checked too (the decode ones against the reference)
+	for (int r = 0; r < 3; r++)
+		for (int i = 0; i < 4; i++)
+			test_big_matmul(be, ref, (int[]){1, 16, 64}[r], l2[i][0], l2[i][1], lmd && r < 2);
+	if (lmd) {
+		test_matmul_invariance(be, ref, LMD_F16, 4096, 4096);
+		test_matmul_invariance(be, ref, LMD_BF16, 11008, 4096);
+	}
 }
 
 static void test_gpu_sized(struct lmd_backend *be, struct lmd_backend *ref)
@@ -1013,12 +1041,30 @@ int main(int argc, char **argv)
 	struct lmd_backend ref = {0}, be = {0};
 	struct lmd_err err = {0};
 	CHECK_EQ_INT(lmd_backend_open(&ref, "ref", NULL, &err), 0);
-	if (argc > 1 && !strcmp(argv[1], "quant")) {  // `test-ops quant`: W4A16 and quantized KV on the GPU only
+	int quant = argc > 1 && !strcmp(argv[1], "quant"), speed = argc > 1 && !strcmp(argv[1], "q4speed");
+	if (quant || speed) {  // `test-ops quant`: W4A16 and quantized KV on the GPU only; q4speed: int4 timings only
 		int rc = lmd_backend_open(&be, "cuda", NULL, &err);
 		if (rc == 0) {
 			what = "cuda";
-			test_gpu_quant(&be, &ref);
+			(quant ? test_gpu_quant : test_q4_speed)(&be, &ref);
 			lmd_backend_close(&be);
+			const char *alt[] = {"old", "stream16", "stream64"};  // each int4 setting: the same bits for rows alone
+			for (int i = 0; quant && i < 3; i++) {
+				char name[32];
+				snprintf(name, sizeof(name), "cuda/q4=%s", alt[i]);
+				setenv("LMD_CUDA_Q4", alt[i], 1);
+				CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), 0);
+				what = name;
+				test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 80, 4096, 4096, 128, 1);
+				test_matmul_q4(&be, &ref, LMD_BF16, LMD_BF16, 70, 14336, 4096, 32, 0);
+				test_matmul_q4(&be, &ref, LMD_F16, LMD_F32, 70, 384, 136, 64, 0);
+				test_matmul_q4_runs(&be, &ref, LMD_BF16, 256, 72, 64);
+				lmd_backend_close(&be);
+			}
+			setenv("LMD_CUDA_Q4", "stream65", 1);
+			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
+			CHECK(strstr(err.msg, "LMD_CUDA_Q4") != NULL);
+			unsetenv("LMD_CUDA_Q4");
 		} else {
 			fprintf(stderr, "cuda: %s\n", err.msg);
 			unit_failures += rc != LMD_ENODEV;
