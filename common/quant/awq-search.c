@@ -428,12 +428,15 @@ static void x_mean(const struct lmd_awq_acts *a, const struct lmd_calib_stats *s
 		xm[i] /= (double)(a->n[k] ? a->n[k] : 1);
 }
 
-/* Clip w [out][in] on up to 512 rows of input p sampled as AutoAWQ does, divided by the scales s (NULL: none). */
+/*
+ * Clip w [out][in] on about 4096 rows of input p sampled evenly as AutoAWQ does (it takes 512: on these
+ * models 4096 lowered KLD by 2% at some seconds more), divided by the scales s (NULL: none).
+ */
 static int clip_on(struct lmd_backend *be, const struct lmd_awq_acts *a, int l, int p, const float *s, float *w,
 		   int out, int g, int bits, struct lmd_err *err)
 {
 	int k = l * LMD_CALIB_NIN + p, in = a->cols[p];
-	int64_t n = a->n[k], step = n / 512 > 0 ? n / 512 : 1, m = (n + step - 1) / step;
+	int64_t n = a->n[k], step = n / 4096 > 0 ? n / 4096 : 1, m = (n + step - 1) / step;
 	float *x = malloc((size_t)m * in * sizeof(float));
 	if (!x)
 		return lmd_errorf(err, LMD_ENOMEM, "out of memory");

@@ -41,7 +41,7 @@ struct lmd_awq_opts {
 	double damp;              /* gptq: dampening, a fraction of the mean Hessian diagonal (0.01) */
 	int threads;              /* CPU threads of the search (0 = every core) */
 	const char *stats_name;   /* the statistics' file name, for messages (NULL = "--stats") */
-	/* NULL, or told after each layer searched, or each linear quantized by GPTQ (lmd.h) */
+	/* NULL, or told after each layer searched or quantized by GPTQ (lmd.h) */
 	const struct lmd_progress *progress;
 };
 
