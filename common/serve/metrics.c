@@ -40,8 +40,8 @@ void lmd_serve_stats_finished(struct lmd_serve_stats *st, const struct lmd_reque
 		st->finished[r->finish]++;
 	if (r->ntokens > 0 && r->t_first > 0) {
 		lmd_histogram_observe(&st->ttft, r->t_first - r->t_submit, 1);
-		if (r->ntokens > 1)  /* each gap between tokens counted at the request's mean gap */
-			lmd_histogram_observe(&st->itl, (r->t_end - r->t_first) / (r->ntokens - 1), (uint64_t)r->ntokens - 1);
+		for (int i = 0; r->gaps && i < r->ntokens - 1 && i < r->gapcap; i++)  /* each gap, as vLLM */
+			lmd_histogram_observe(&st->itl, r->gaps[i], 1);
 	}
 	lmd_histogram_observe(&st->e2e, r->t_end - r->t_submit, 1);
 }
