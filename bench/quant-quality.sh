@@ -5,7 +5,8 @@
 # Usage: bench/quant-quality.sh MODEL... > bench/results/quant-quality.md   (run from the repo root, after make)
 # Environment: WINDOWS (40), OUTLIERS (seed:channels:alpha variants of each model, default "7:12:32 3:8:64
 # 11:16:16"), THREADS (every core), SHARED (../shared), B (build/bin), HEADER=0 to leave out the header,
-# PLAIN=0 to leave out the plain models' tables (only their variants).
+# PLAIN=0 to leave out the plain models' tables (only their variants), EXTRA=0 to leave out their WikiText-2
+# column and KV rows, CALIB (extra lmd-awq options of the calibrated recipes, e.g. --calib-dataset FILE).
 set -euo pipefail
 B=${B:-${BUILD:-build}/bin}
 SHARED=${SHARED:-../shared}
@@ -15,6 +16,7 @@ MKOUT=${MKOUT:-$SHARED/tools/make_outlier.py}
 W=${WINDOWS:-40}
 OUTLIERS=${OUTLIERS-7:12:32 3:8:64 11:16:16}
 TH=${THREADS:+--threads $THREADS}
+CALIB=${CALIB:-}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 ppl() { "$B/lmd-bench" ppl "$@" --windows "$W" --dtype fp32 --device cpu $TH -f json 2>/dev/null; }
@@ -24,9 +26,9 @@ secs() { local t0=$SECONDS; "$@" 2>/dev/null; echo $((SECONDS - t0)) > "$T/secs"
 quantize() {
 	local m=$1 n=$2
 	secs "$B/lmd-awq" "$m" --method rtn -o "$T/$n-rtn" $TH; local r=$(cat "$T/secs")
-	secs "$B/lmd-awq" "$m" -o "$T/$n-awq" $TH; local a=$(cat "$T/secs")
-	secs "$B/lmd-awq" "$m" --fixed-ratio -o "$T/$n-fixed" $TH; local f=$(cat "$T/secs")
-	secs "$B/lmd-awq" "$m" --method gptq -o "$T/$n-gptq" $TH; local g=$(cat "$T/secs")
+	secs "$B/lmd-awq" "$m" -o "$T/$n-awq" $TH $CALIB; local a=$(cat "$T/secs")
+	secs "$B/lmd-awq" "$m" --fixed-ratio -o "$T/$n-fixed" $TH $CALIB; local f=$(cat "$T/secs")
+	secs "$B/lmd-awq" "$m" --method gptq -o "$T/$n-gptq" $TH $CALIB; local g=$(cat "$T/secs")
 	echo "RTN $r s, AWQ $a s, AWQ fixed ratio $f s, GPTQ $g s" > "$T/$n.times"
 }
 row() {  # label dir base [ppl-args...]: one table row; $WIKI_COL=1 adds WikiText-2
@@ -65,16 +67,23 @@ for M in "$@"; do
 	echo
 	echo "Quantization times on this machine ($(nproc) cores): $(cat "$T/$name.times")."
 	echo
-	echo "| config | ppl gutenberg | ppl wikitext-2 | KLD | top-1 | weights (bytes) | KV bytes/token |"
-	echo "|---|---|---|---|---|---|---|"
-	export WIKI_COL=1
+	if [ "${EXTRA:-1}" = 1 ]; then
+		echo "| config | ppl gutenberg | ppl wikitext-2 | KLD | top-1 | weights (bytes) | KV bytes/token |"
+		echo "|---|---|---|---|---|---|---|"
+	else
+		echo "| config | ppl gutenberg | KLD | top-1 | weights (bytes) | KV bytes/token |"
+		echo "|---|---|---|---|---|---|"
+	fi
+	export WIKI_COL=${EXTRA:-1}
 	echo "$(row "unquantized ($(jq -r '.torch_dtype // .dtype' "$M/config.json"))" "$M" "$M") $kv16 |"
 	for cfg in "RTN w4g128|rtn" "AWQ w4g128 (search + clip)|awq" "AWQ w4g128 fixed ratio|fixed" "GPTQ w4g128|gptq"; do
 		echo "$(row "${cfg%%|*}" "$T/$name-${cfg#*|}" "$M") $kv16 |"
 	done
+	if [ "${EXTRA:-1}" = 1 ]; then
 	echo "$(row "KV int8" "$M" "$M" --quant-policy 8) $kv8 |"
 	echo "$(row "KV int4" "$M" "$M" --quant-policy 4) $kv4 |"
 	echo "$(row "AWQ w4g128 + KV int8" "$T/$name-awq" "$M" --quant-policy 8) $kv8 |"
+	fi
 	fi
 	export WIKI_COL=0
 	[ -z "$OUTLIERS" ] && continue

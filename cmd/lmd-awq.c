@@ -154,7 +154,7 @@ int main(int argc, char **argv)
 		lmd_log(&cli, 0, "quantizing with %s%s, %d bits, groups of %d", names[ao.method],
 			fixed ? " (fixed ratio)" : ao.method == LMD_QUANT_AWQ ? (ao.no_clip ? " (search)" : " (search + clip)")
 			: ao.act_order ? " (act-order)" : "", ao.bits, ao.group_size);
-		ao.progress = lmd_cli_progress(&pl, &cli, ao.method == LMD_QUANT_GPTQ ? "linears" : "layers");
+		ao.progress = lmd_cli_progress(&pl, &cli, "layers");
 		rc = lmd_awq_quantize(ro.model, out, &ao, stats_path || need_stats ? &st : NULL, need_acts ? &acts : NULL,
 				      force, log_line, &cli, &err);
 	}

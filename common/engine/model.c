@@ -581,6 +581,7 @@ static int forward_layers(struct lmd_model *m, const struct lmd_batch *b, struct
 			TRY(ops->rmsnorm(ctx, &xn, &x, &L->attn_norm, eps, err));
 		else
 			TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->attn_norm, eps, err));
+		tap(m, l, LMD_TAP_RESID, &x, err);
 		tap(m, l, LMD_TAP_QKV_IN, &xn, err);
 		TRY(linear(m, &qkv, &xn, &L->wqkv, &L->wqkv_s, &L->wqkv_z, L->group, L->bqkv.data ? &L->bqkv : NULL, err));
 		TRY(ops->rope(ctx, &qkv, d, err));

@@ -86,6 +86,7 @@ enum lmd_tap {
 	LMD_TAP_O_IN,    /* input of wo: [n, H * D] */
 	LMD_TAP_W13_IN,  /* input of w1 and w3: [n, hidden] */
 	LMD_TAP_W2_IN,   /* input of w2: [n, inter] */
+	LMD_TAP_RESID,   /* the residual stream entering the layer (before its attention norm): [n, hidden] */
 	LMD_TAP_COUNT,
 };
 typedef void (*lmd_tap_fn)(void *ctx, int layer, enum lmd_tap point, const struct lmd_tensor *t);

@@ -153,23 +153,6 @@ static int fixed_layer(const struct lmd_config *c, struct lmd_awq_layer *L, cons
 	return rc;
 }
 
-/* h [in][in] = 2/n Σ x xᵀ over the n rows x [n][in] (GPTQ's Hessian), the product on be */
-static int hessian(struct lmd_backend *be, const float *x, int64_t n, int in, double *h, struct lmd_err *err)
-{
-	float *xt = malloc((size_t)in * n * sizeof(float)), *hf = malloc((size_t)in * in * sizeof(float));
-	int rc = !xt || !hf ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
-	for (int64_t r = 0; !rc && r < n; r++)
-		for (int i = 0; i < in; i++)
-			xt[(size_t)i * n + r] = x[(size_t)r * in + i];
-	struct lmd_tensor ty = {LMD_F32, 2, {in, in}, hf}, tx = {LMD_F32, 2, {in, n}, xt};
-	if (!rc)
-		rc = be->ops->matmul(be->ctx, &ty, &tx, &tx, NULL, err);
-	for (size_t k = 0; !rc && k < (size_t)in * in; k++)
-		h[k] = 2.0 * hf[k] / (double)n;
-	free(xt), free(hf);
-	return rc;
-}
-
 /* --- writing --- */
 
 struct outset {
@@ -233,9 +216,9 @@ static void hf_stem(const struct lmd_config *c, const char *canon, char *out, si
 		*dot = 0;
 }
 
-/* Quantize w [out][in] (RTN, or GPTQ with the Hessian h [in][in], changed, when not NULL) and add its three tensors. */
-static int add_quantized(struct outset *os, const struct lmd_config *c, const char *canon, float *w, int out, int in,
-			 double *h, const struct lmd_awq_opts *o, struct lmd_err *err)
+/* Add w [out][in]'s three tensors: its values pre when not NULL, else RTN's. */
+static int add_quantized(struct outset *os, const struct lmd_config *c, const char *canon, const float *w, int out,
+			 int in, const struct lmd_qgroups *pre, const struct lmd_awq_opts *o, struct lmd_err *err)
 {
 	int g = o->group_size, ng = in / g;
 	uint8_t *q = malloc((size_t)in * out), *z = malloc((size_t)ng * out);
@@ -243,9 +226,11 @@ static int add_quantized(struct outset *os, const struct lmd_config *c, const ch
 	int rc = !q || !z || !s ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
 	char stem[160], name[192];
 	hf_stem(c, canon, stem, sizeof(stem));
-	if (!rc && h)
-		rc = lmd_gptq(w, out, in, h, g, o->bits, o->act_order, o->damp, q, z, s, NULL, err);
-	else if (!rc)
+	if (!rc && pre) {
+		memcpy(q, pre->q, (size_t)in * out);
+		memcpy(z, pre->zero, (size_t)ng * out);
+		memcpy(s, pre->scale, (size_t)ng * out * sizeof(float));
+	} else if (!rc)
 		lmd_quant_groups(w, out, in, g, o->bits, q, z, s, NULL);
 	if (!rc) {
 		int32_t *qw = malloc((size_t)in * (out / 8) * sizeof(int32_t)), *qz = malloc((size_t)ng * (out / 8) * sizeof(int32_t));
@@ -268,16 +253,14 @@ static int add_quantized(struct outset *os, const struct lmd_config *c, const ch
 	return rc;
 }
 
-/* The linear input (LMD_CALIB_*) a canonical name "layers.L.wq" reads and its layer; -1 when not a linear. */
-static int linear_input(const char *canon, int *layer)
+/* The index (wq, wk, wv, wo, w1, w3, w2: 0..6) of a canonical name "layers.L.wq" and its layer; -1 when not a linear. */
+static int linear_index(const char *canon, int *layer)
 {
 	const char *d = strrchr(canon, '.');
 	static const char *lin[] = {"wq", "wk", "wv", "wo", "w1", "w3", "w2"};
-	static const int in[] = {LMD_CALIB_QKV, LMD_CALIB_QKV, LMD_CALIB_QKV, LMD_CALIB_O, LMD_CALIB_W13, LMD_CALIB_W13,
-				 LMD_CALIB_W2};
-	for (size_t i = 0; d && i < sizeof(lin) / sizeof(lin[0]); i++)
+	for (int i = 0; d && i < 7; i++)
 		if (!strcmp(d + 1, lin[i]) && sscanf(canon, "layers.%d.", layer) == 1)
-			return in[i];
+			return i;
 	return -1;
 }
 
@@ -319,7 +302,8 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 	struct outset os = {0};
 	struct lmd_outdir od = {0};
 	struct lmd_backend be = {0};
-	double *hcache = NULL, *hwork = NULL;
+	struct lmd_qgroups *gq = NULL;  /* [layers][7] for GPTQ */
+	float *resid = NULL;
 	int rc = lmd_model_open_any(&md, src, err);
 	if (rc)
 		return rc;
@@ -363,11 +347,9 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 	ws.ndim = calloc((size_t)nt, sizeof(*ws.ndim));
 	int maxin = c->inter > c->hidden ? c->inter : c->hidden;
 	maxin = H > maxin ? H : maxin;
-	if (o->method == LMD_QUANT_GPTQ) {
-		hcache = malloc((size_t)maxin * maxin * sizeof(double));
-		hwork = malloc((size_t)maxin * maxin * sizeof(double));
-	}
-	if (!ws.name || !ws.w || !ws.shape || !ws.ndim || (o->method == LMD_QUANT_GPTQ && (!hcache || !hwork))) {
+	if (o->method == LMD_QUANT_GPTQ)
+		gq = calloc((size_t)c->layers * 7, sizeof(*gq));
+	if (!ws.name || !ws.w || !ws.shape || !ws.ndim || (o->method == LMD_QUANT_GPTQ && !gq)) {
 		rc = lmd_errorf(err, LMD_ENOMEM, "out of memory");
 		goto done;
 	}
@@ -391,7 +373,19 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 	struct lmd_backend_opts bo = {.threads = o->threads};
 	if (acts && (rc = lmd_backend_open(&be, "cpu", &bo, err)))
 		goto done;
-	for (int l = 0; o->method == LMD_QUANT_AWQ && l < c->layers; l++) {
+	int T = acts ? acts->seqlen : 1, nres = acts ? (int)(acts->nresid / T * T) : 0;
+	if (o->method == LMD_QUANT_GPTQ && nres < T) {
+		rc = lmd_errorf(err, LMD_EINVAL, "GPTQ: fewer calibration rows (%lld) than one window of %d",
+				(long long)acts->nresid, T);
+		goto done;
+	}
+	if (o->method == LMD_QUANT_GPTQ && !(resid = malloc((size_t)nres * c->hidden * sizeof(float)))) {
+		rc = lmd_errorf(err, LMD_ENOMEM, "out of memory");
+		goto done;
+	}
+	if (resid)
+		memcpy(resid, acts->resid, (size_t)nres * c->hidden * sizeof(float));
+	for (int l = 0; o->method != LMD_QUANT_RTN && l < c->layers; l++) {
 		char nb[64];
 #define W(x) (snprintf(nb, sizeof(nb), "layers.%d.%s", l, x), wget(&ws, nb))
 		struct lmd_awq_layer L = {W("attn_norm"), W("ffn_norm"), W("wq"), W("wk"), W("wv"), W("wo"), W("w1"),
@@ -399,7 +393,9 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 					  c->qkv_bias ? W("bv") : NULL, c->o_bias ? W("bo") : NULL};
 #undef W
 		line[0] = 0;
-		if (o->fixed_ratio)
+		if (o->method == LMD_QUANT_GPTQ)
+			rc = lmd_gptq_layer(&be, c, &L, resid, nres, T, o, gq + (size_t)l * 7, err);
+		else if (o->fixed_ratio)
 			rc = fixed_layer(c, &L, stats->in[l], o, err);
 		else
 			rc = lmd_awq_layer(&be, c, l, &L, acts, stats, o, line, sizeof(line), err);
@@ -410,22 +406,11 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 		lmd_progress(o->progress, l + 1, c->layers);
 	}
 	/* the output tensors: quantized linears, everything else in fp16 */
-	int done_lin = 0, hl = -1, hp = -1;
 	for (int i = 0; !rc && i < ws.n; i++) {
 		char hf[160];
-		int out = (int)ws.shape[i][0], in = (int)ws.shape[i][1], l, p = linear_input(ws.name[i], &l);
-		if (p >= 0 && o->method == LMD_QUANT_GPTQ) {
-			int k = l * LMD_CALIB_NIN + p;
-			if ((hl != l || hp != p) && !(rc = hessian(&be, acts->x[k], acts->n[k], in, hcache, err)))
-				hl = l, hp = p;
-			if (!rc) {
-				memcpy(hwork, hcache, (size_t)in * in * sizeof(double));
-				rc = add_quantized(&os, c, ws.name[i], ws.w[i], out, in, hwork, o, err);
-			}
-			if (!rc)
-				lmd_progress(o->progress, ++done_lin, 7 * c->layers);
-		} else if (p >= 0)
-			rc = add_quantized(&os, c, ws.name[i], ws.w[i], out, in, NULL, o, err);
+		int out = (int)ws.shape[i][0], in = (int)ws.shape[i][1], l, k = linear_index(ws.name[i], &l);
+		if (k >= 0)
+			rc = add_quantized(&os, c, ws.name[i], ws.w[i], out, in, gq ? &gq[(size_t)l * 7 + k] : NULL, o, err);
 		else {
 			lmd_hf_name(c, ws.name[i], hf, sizeof(hf));
 			rc = out_add(&os, hf, LMD_F16, ws.ndim[i], ws.shape[i][0], ws.shape[i][1],
@@ -455,7 +440,9 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 	else
 		lmd_outdir_abort(&od);
 done:
-	free(hcache), free(hwork);
+	for (int k = 0; gq && k < c->layers * 7; k++)
+		lmd_qgroups_free(&gq[k]);
+	free(gq), free(resid);
 	lmd_backend_close(&be);
 	outset_free(&os);
 	wset_free(&ws);

@@ -41,7 +41,7 @@ struct lmd_awq_opts {
 	double damp;              /* gptq: dampening, a fraction of the mean Hessian diagonal (0.01) */
 	int threads;              /* CPU threads of the search (0 = every core) */
 	const char *stats_name;   /* the statistics' file name, for messages (NULL = "--stats") */
-	/* NULL, or told after each layer searched, or each linear quantized by GPTQ (lmd.h) */
+	/* NULL, or told after each layer searched or quantized by GPTQ (lmd.h) */
 	const struct lmd_progress *progress;
 };
 
@@ -54,6 +54,8 @@ struct lmd_awq_acts {
 	int64_t *n, *cap;         /* owned [layers * LMD_CALIB_NIN] rows kept, rows allocated */
 	float **x;                /* owned [layers * LMD_CALIB_NIN] -> [n][cols] */
 	int cols[LMD_CALIB_NIN];
+	float *resid;             /* owned [nresid][hidden]: the residual stream entering layer 0 (GPTQ's start) */
+	int64_t nresid, resid_cap;
 	int err;                  /* a tap ran out of memory */
 };
 int lmd_awq_acts_init(struct lmd_awq_acts *a, const struct lmd_config *c, int seqlen, struct lmd_err *err);
@@ -133,11 +135,33 @@ int lmd_awq_layer(struct lmd_backend *be, const struct lmd_config *c, int l, str
 int lmd_gptq(float *w, int out, int in, double *h, int g, int bits, int act_order, double damp, uint8_t *q,
 	     uint8_t *zero, float *scale, float *deq, struct lmd_err *err);
 
+/** h [in][in] = 2/n Σ x xᵀ over the n rows x [n][in] (GPTQ's Hessian), the product on be. */
+int lmd_gptq_hessian(struct lmd_backend *be, const float *x, int64_t n, int in, double *h, struct lmd_err *err);
+
+/** A linear quantized to groups, in the AWQ orientation (lmd_quant_groups). */
+struct lmd_qgroups {
+	uint8_t *q, *zero;        /* owned [in][out], [in/g][out] */
+	float *scale;             /* owned [in/g][out] */
+};
+void lmd_qgroups_free(struct lmd_qgroups *q);
+
+/**
+ * GPTQ of layer L, true-sequential: h [n][hidden] is the residual stream entering the layer on the
+ * calibration windows of T tokens (n a multiple of T), as the already quantized layers before it
+ * made it. Each linear's Hessian (lmd_gptq_hessian) is taken on its input as the layer's linears
+ * quantized before it make it, in the order q/k/v (one input), o, gate/up, down; each is quantized
+ * by lmd_gptq (o->act_order, o->damp) and replaced in L by its dequantized weights; q[0..6] (wq, wk,
+ * wv, wo, w1, w3, w2) receive the int4 values (owned by the caller after; lmd_qgroups_free). h becomes the
+ * residual stream leaving the quantized layer. be: the CPU backend that runs the products.
+ */
+int lmd_gptq_layer(struct lmd_backend *be, const struct lmd_config *c, struct lmd_awq_layer *L, float *h, int n,
+		   int T, const struct lmd_awq_opts *o, struct lmd_qgroups q[7], struct lmd_err *err);
+
 /**
  * Quantize the model in src (any model directory) and write an HF directory in the AutoAWQ gemm
  * format to dst (atomically; force replaces it). rtn needs neither stats nor acts; awq with
  * fixed_ratio needs stats; the awq search needs acts (and takes x_mean from stats when not NULL,
- * else from acts); gptq needs acts. Refuses stats of another model and a group size that does not
+ * else from acts); gptq needs acts (their residual stream entering layer 0). Refuses stats of another model and a group size that does not
  * divide a layer (LMD_EINVAL naming the layer). log (may be NULL) gets one line per layer.
  */
 int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts *o,

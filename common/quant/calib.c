@@ -329,6 +329,8 @@ void lmd_calib_stats_free(struct lmd_calib_stats *s)
 void lmd_calib_stats_tap(void *ctx, int layer, enum lmd_tap point, const struct lmd_tensor *t)
 {
 	struct lmd_calib_stats *s = ctx;
+	if (point == LMD_TAP_RESID)
+		return;
 	int rows = (int)t->shape[0], cols = (int)t->shape[1];
 	float *x = malloc((size_t)cols * sizeof(float));
 	if (!x) {

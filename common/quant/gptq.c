@@ -165,3 +165,19 @@ done:
 	free(perm), free(hp), free(tmp), free(wp), free(gs), free(gz), free(e);
 	return rc;
 }
+
+int lmd_gptq_hessian(struct lmd_backend *be, const float *x, int64_t n, int in, double *h, struct lmd_err *err)
+{
+	float *xt = malloc((size_t)in * n * sizeof(float)), *hf = malloc((size_t)in * in * sizeof(float));
+	int rc = !xt || !hf ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
+	for (int64_t r = 0; !rc && r < n; r++)
+		for (int i = 0; i < in; i++)
+			xt[(size_t)i * n + r] = x[(size_t)r * in + i];
+	struct lmd_tensor ty = {LMD_F32, 2, {in, in}, hf}, tx = {LMD_F32, 2, {in, n}, xt};
+	if (!rc)
+		rc = be->ops->matmul(be->ctx, &ty, &tx, &tx, NULL, err);
+	for (size_t k = 0; !rc && k < (size_t)in * in; k++)
+		h[k] = 2.0 * hf[k] / (double)n;
+	free(xt), free(hf);
+	return rc;
+}

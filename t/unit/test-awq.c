@@ -3,7 +3,8 @@
  * form (a function-preserving outlier variant of a weight that round-to-nearest holds exactly), s = 1
  * winning where it is exact, the clipping search against a brute-force search written from AutoAWQ's
  * description, and GPTQ against the straightforward dense form (OBQ: the explicit inverse Hessian,
- * updated after each column) on a tiny matrix.
+ * updated after each column) on a tiny matrix, and GPTQ of a whole layer (true-sequential) against the
+ * layer written plainly.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -303,6 +304,158 @@ static void test_gptq(int act)
 	CHECK(eg < 0.9 * er);
 }
 
+/* --- GPTQ of a layer, true-sequential, against the layer written plainly (HF Llama) --- */
+
+enum { LH = 32, LHEADS = 2, LKV = 1, LD = 16, LI = 64, LG = 16, LT = 16, LN = 64 };
+
+static void norm_ref(const double *h, const float *g, double *x)
+{
+	for (int r = 0; r < LN; r++) {
+		double ss = 0;
+		for (int i = 0; i < LH; i++)
+			ss += h[r * LH + i] * h[r * LH + i];
+		for (int i = 0; i < LH; i++)
+			x[r * LH + i] = h[r * LH + i] / sqrt(ss / LH + 1e-5) * g[i];
+	}
+}
+
+static void lin_ref(const double *x, const float *w, int in, int out, double *y)
+{
+	for (int r = 0; r < LN; r++)
+		for (int o = 0; o < out; o++) {
+			double a = 0;
+			for (int i = 0; i < in; i++)
+				a += x[r * in + i] * w[o * in + i];
+			y[r * out + o] = a;
+		}
+}
+
+static void rope_ref(double *v, int pos)  /* one head's [LD], rotate-half, theta 10000 */
+{
+	for (int j = 0; j < LD / 2; j++) {
+		double a = pos * pow(10000.0, -2.0 * j / LD), x0 = v[j], x1 = v[j + LD / 2];
+		v[j] = x0 * cos(a) - x1 * sin(a), v[j + LD / 2] = x1 * cos(a) + x0 * sin(a);
+	}
+}
+
+/* causal attention per window of LT tokens, the kv head shared by LHEADS / LKV query heads: att [LN][LHEADS*LD] */
+static void att_ref(const double *x, const float *wq, const float *wk, const float *wv, double *att)
+{
+	static double q[LN * LHEADS * LD], k[LN * LKV * LD], v[LN * LKV * LD];
+	lin_ref(x, wq, LH, LHEADS * LD, q), lin_ref(x, wk, LH, LKV * LD, k), lin_ref(x, wv, LH, LKV * LD, v);
+	for (int r = 0; r < LN; r++) {
+		for (int h = 0; h < LHEADS; h++)
+			rope_ref(q + (r * LHEADS + h) * LD, r % LT);
+		for (int h = 0; h < LKV; h++)
+			rope_ref(k + (r * LKV + h) * LD, r % LT);
+	}
+	for (int r = 0; r < LN; r++)
+		for (int h = 0; h < LHEADS; h++) {
+			int kv = h / (LHEADS / LKV), s0 = r / LT * LT;
+			double p[LT], mx = -INFINITY, sum = 0;
+			for (int j = s0; j <= r; j++) {
+				double a = 0;
+				for (int d = 0; d < LD; d++)
+					a += q[(r * LHEADS + h) * LD + d] * k[(j * LKV + kv) * LD + d];
+				p[j - s0] = a / sqrt(LD), mx = fmax(mx, p[j - s0]);
+			}
+			for (int j = s0; j <= r; j++)
+				sum += p[j - s0] = exp(p[j - s0] - mx);
+			for (int d = 0; d < LD; d++) {
+				double a = 0;
+				for (int j = s0; j <= r; j++)
+					a += p[j - s0] / sum * v[(j * LKV + kv) * LD + d];
+				att[(r * LHEADS + h) * LD + d] = a;
+			}
+		}
+}
+
+/* GPTQ of w [out][in] on the rows x [LN][in] (Hessian 2/n Σ x xᵀ): its dequantized values into wq */
+static void gptq_on(const double *x, const float *w, int out, int in, float *wq)
+{
+	double *h = malloc((size_t)in * in * sizeof(double));
+	for (int i = 0; i < in; i++)
+		for (int j = 0; j < in; j++) {
+			double a = 0;
+			for (int r = 0; r < LN; r++)
+				a += x[r * in + i] * x[r * in + j];
+			h[i * in + j] = 2 * a / LN;
+		}
+	struct lmd_err err = {0};
+	memcpy(wq, w, (size_t)out * in * sizeof(float));
+	CHECK_EQ_INT(lmd_gptq(wq, out, in, h, LG, 4, 0, 0.01, NULL, NULL, NULL, NULL, &err), 0);
+	free(h);
+}
+
+static double rel(const float *a, const float *b, int n)
+{
+	double d = 0, s = 0;
+	for (int i = 0; i < n; i++)
+		d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), s += (double)b[i] * b[i];
+	return sqrt(d / s);
+}
+
+static void test_gptq_layer(struct lmd_backend *be)
+{
+	const int HQ = LHEADS * LD, HK = LKV * LD, outs[7] = {HQ, HK, HK, LH, LI, LI, LH}, ins[7] = {LH, LH, LH, HQ, LH, LH, LI};
+	struct lmd_config c = {.hidden = LH, .inter = LI, .layers = 1, .heads = LHEADS, .kv_heads = LKV, .head_dim = LD,
+			       .max_pos = 64, .rms_eps = 1e-5, .rope = {.type = LMD_ROPE_DEFAULT, .theta = 10000, .factor = 1}};
+	float *w0[7], *w[7], *ref[7], an[LH], fn[LH];
+	for (int k = 0; k < 7; k++) {
+		w0[k] = malloc((size_t)outs[k] * ins[k] * sizeof(float)), w[k] = malloc((size_t)outs[k] * ins[k] * sizeof(float));
+		ref[k] = malloc((size_t)outs[k] * ins[k] * sizeof(float));
+		for (int i = 0; i < outs[k] * ins[k]; i++)
+			w0[k][i] = w[k][i] = (float)(grand() / sqrt(ins[k]));
+	}
+	for (int i = 0; i < LH; i++)
+		an[i] = (float)(0.5 + urand()), fn[i] = (float)(0.5 + urand());
+	static float h[LN * LH];
+	static double hd[LN * LH], x[LN * LH], att[LN * LHEADS * LD], y[LN * LI], u[LN * LI];
+	for (int i = 0; i < LN * LH; i++)
+		hd[i] = h[i] = (float)(grand() * (1 + i % LH % 3));
+	struct lmd_awq_layer L = {an, fn, w[0], w[1], w[2], w[3], w[4], w[6], w[5], NULL, NULL, NULL, NULL};
+	struct lmd_awq_opts o = {.bits = 4, .group_size = LG, .method = LMD_QUANT_GPTQ, .damp = 0.01};
+	struct lmd_qgroups q[7] = {0};
+	struct lmd_err err = {0};
+	CHECK_EQ_INT(lmd_gptq_layer(be, &c, &L, h, LN, LT, &o, q, &err), 0);
+	/* the reference: each linear's rows made by the linears quantized before it */
+	norm_ref(hd, an, x);
+	for (int k = 0; k < 3; k++)
+		gptq_on(x, w0[k], outs[k], LH, ref[k]);
+	att_ref(x, ref[0], ref[1], ref[2], att);
+	gptq_on(att, w0[3], LH, HQ, ref[3]);
+	float wo_fp[LH * LHEADS * LD];  /* what o would be with its rows from the unquantized q, k, v */
+	static double att0[LN * LHEADS * LD];
+	att_ref(x, w0[0], w0[1], w0[2], att0);
+	gptq_on(att0, w0[3], LH, HQ, wo_fp);
+	lin_ref(att, ref[3], HQ, LH, y);
+	for (int i = 0; i < LN * LH; i++)
+		hd[i] += y[i];
+	norm_ref(hd, fn, x);
+	gptq_on(x, w0[4], LI, LH, ref[4]), gptq_on(x, w0[5], LI, LH, ref[5]);
+	lin_ref(x, ref[4], LH, LI, y), lin_ref(x, ref[5], LH, LI, u);
+	for (int i = 0; i < LN * LI; i++)
+		y[i] = y[i] / (1 + exp(-y[i])) * u[i];
+	gptq_on(y, w0[6], LH, LI, ref[6]);
+	static double d2[LN * LH];
+	lin_ref(y, ref[6], LI, LH, d2);
+	for (int k = 0; k < 7; k++) {
+		CHECK(rel(w[k], ref[k], outs[k] * ins[k]) < 1e-3);
+		for (int i = 0; i < ins[k]; i++)  /* the int4 values are the weights left in L */
+			for (int oo = 0; oo < outs[k]; oo++) {
+				int gi = i / LG * outs[k] + oo;
+				CHECK_NEAR(w[k][oo * ins[k] + i], (q[k].q[i * outs[k] + oo] - q[k].zero[gi]) * q[k].scale[gi], 1e-5);
+			}
+	}
+	CHECK(rel(w[3], ref[3], LH * HQ) < 0.1 * rel(wo_fp, ref[3], LH * HQ));  /* o saw the quantized q, k, v */
+	double e = 0, s2 = 0;
+	for (int i = 0; i < LN * LH; i++)
+		e += (h[i] - hd[i] - d2[i]) * (h[i] - hd[i] - d2[i]), s2 += (hd[i] + d2[i]) * (hd[i] + d2[i]);
+	CHECK(e / s2 < 1e-8);  /* h left the quantized layer */
+	for (int k = 0; k < 7; k++)
+		free(w0[k]), free(w[k]), free(ref[k]), lmd_qgroups_free(&q[k]);
+}
+
 int main(void)
 {
 	struct lmd_backend be = {0};
@@ -314,6 +467,7 @@ int main(void)
 	test_clip(&be);
 	test_gptq(0);
 	test_gptq(1);
+	test_gptq_layer(&be);
 	lmd_backend_close(&be);
 	return UNIT_DONE();
 }

@@ -327,6 +327,7 @@ static void check_taps(struct lmd_model *m, const struct ref *r)
 	CHECK_EQ_INT(k.cols[LMD_TAP_O_IN], c->heads * c->head_dim);
 	CHECK_EQ_INT(k.cols[LMD_TAP_W13_IN], c->hidden);
 	CHECK_EQ_INT(k.cols[LMD_TAP_W2_IN], c->inter);
+	CHECK_EQ_INT(k.cols[LMD_TAP_RESID], c->hidden);
 	m->tap = NULL;
 	lmd_model_seq_release(m, &s);
 	lmd_batch_free(&b);
