@@ -192,6 +192,10 @@ static void cuda_close(void *ctx)
 	cudaFreeHost(c->h_meta);
 	cudaFree(c->d_items);
 	cudaFreeHost(c->h_items);
+	cudaFree(c->d_fq);
+	cudaFreeHost(c->h_fq);
+	cudaFree(c->fq_scr);
+	free(c->fq_groups);
 	cudaFree(c->part);
 	cudaFree(c->blas_ws);
 	if (c->blas)
@@ -653,6 +657,10 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 	c->graphs = !(gr && !strcmp(gr, "0"));
 	const char *fa = getenv("LMD_CUDA_FA");
 	c->no_fa = fa && !strcmp(fa, "0");
+	const char *kq = getenv("LMD_CUDA_KVQ");
+	c->kvq_generic = kq && !strcmp(kq, "generic");
+	const char *fs = getenv("LMD_CUDA_FQ_SCRATCH");
+	c->fq_scratch = fs && atoll(fs) > 0 ? (size_t)atoll(fs) : FQ_SCRATCH;
 	c->items_step = -1;
 	CUDA_TRY(cudaMemGetInfo(&c->free_at_open, &c->total), err);
 	return LMD_OK;
@@ -688,7 +696,7 @@ extern "C" int lmd_cuda_mem(const struct lmd_backend *b, struct lmd_cuda_mem *m,
 	m->allocated = c->allocated;
 	m->weights = c->weights;
 	m->internal = c->meta_cap + c->items_cap * sizeof(struct attn_item) + c->part_cap + c->pad_x_cap +
-		      c->pad_y_cap + c->q4_deq_cap + c->q4_part_cap;
+		      c->pad_y_cap + c->q4_deq_cap + c->q4_part_cap + c->fq_cap * sizeof(int32_t) + c->fq_scr_cap;
 	m->blas_ws = c->blas_ws_bytes;
 	return LMD_OK;
 }
