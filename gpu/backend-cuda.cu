@@ -583,6 +583,21 @@ static int op_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, 
 	return rc ? rc : lmd_cuda_pick(CTX(ctx), head, cand, logits, spread, top_k, err);
 }
 
+static int cuda_mem_info(void *ctx, struct lmd_mem_info *m, struct lmd_err *err)
+{
+	struct cuda_ctx *c = CTX(ctx);
+	memset(m, 0, sizeof(*m));
+	CUDA_TRY(cudaMemGetInfo(&m->free, &m->total), err);
+	m->free_at_open = c->free_at_open;
+	m->allocated = c->allocated;
+	m->weights = c->weights;
+	m->internal = c->meta_cap + c->items_cap * sizeof(struct attn_item) + c->part_cap + c->pad_x_cap +
+		      c->pad_y_cap + c->q4_deq_cap + c->q4_part_cap + c->fq_cap * sizeof(int32_t) + c->fq_scr_cap +
+		      c->kvp_cap;
+	m->reserved = c->blas_ws_bytes;
+	return LMD_OK;
+}
+
 static const struct lmd_backend_ops cuda_ops = {
 	.name = "cuda",
 	.weights_in_place = 0,
@@ -594,6 +609,7 @@ static const struct lmd_backend_ops cuda_ops = {
 	.upload = cuda_upload,
 	.download = cuda_download,
 	.sync = cuda_sync,
+	.mem_info = cuda_mem_info,
 	.step_begin = cuda_step_begin,
 	.embed = op_embed,
 	.rmsnorm = op_rmsnorm,
@@ -685,18 +701,3 @@ extern "C" int lmd_backend_cuda_open(struct lmd_backend *b, const struct lmd_bac
 	return LMD_OK;
 }
 
-extern "C" int lmd_cuda_mem(const struct lmd_backend *b, struct lmd_cuda_mem *m, struct lmd_err *err)
-{
-	if (!b->ops || b->ops != &cuda_ops)
-		return lmd_errorf(err, LMD_EINVAL, "not a cuda backend");
-	struct cuda_ctx *c = CTX(b->ctx);
-	memset(m, 0, sizeof(*m));
-	CUDA_TRY(cudaMemGetInfo(&m->free, &m->total), err);
-	m->free_at_open = c->free_at_open;
-	m->allocated = c->allocated;
-	m->weights = c->weights;
-	m->internal = c->meta_cap + c->items_cap * sizeof(struct attn_item) + c->part_cap + c->pad_x_cap +
-		      c->pad_y_cap + c->q4_deq_cap + c->q4_part_cap + c->fq_cap * sizeof(int32_t) + c->fq_scr_cap;
-	m->blas_ws = c->blas_ws_bytes;
-	return LMD_OK;
-}

@@ -98,8 +98,8 @@ static int measure(struct lmd_runner *r, const struct lmd_sampling *sp, int conc
 		*row = (struct row){conc, prompt, completion, ttft[0], lmd_bench_mean(ttft, conc), lmd_bench_pct(ttft, conc, 50),
 				    lmd_bench_pct(ttft, conc, 95), lmd_bench_pct(ttft, conc, 99), tpot / conc, out / wall, wall, bw > 0 ? bw / step_bytes * conc : 0,
 				    lmd_peak_rss() / 1048576.0, 0};
-		struct lmd_cuda_mem cm;
-		if (!lmd_cuda_mem(&r->be, &cm, NULL))  /* device memory held: weights, KV pool, workspace, buffers */
+		struct lmd_mem_info cm;  /* device memory held: weights, KV pool, workspace, buffers */
+		if (r->be.ops->mem_info && !r->be.ops->mem_info(r->be.ctx, &cm, NULL))
 			row->gpu_mb = (cm.allocated + cm.internal) / 1048576.0;
 	}
 	for (int i = 0; i < conc; i++)
