@@ -259,6 +259,16 @@ llama2_quant_models() {
 		rm -rf /tmp/llama2-7b-$w-hf
 	done
 }
+# lmd-bench gen on /tmp/llama2-7b-$1 with --quant-policy $2: concurrencies $3 x 128 prompt tokens, and 1 x 2048, rows
+# prefixed "$1,kv$2," into $OUT/$4-bench.csv (logs: $4-bench.log)
+quant_gen() {
+	build/bin/lmd-bench gen -v --device cuda --quant-policy $2 --concurrency "$3" --prompt-tokens 128 \
+		--completion-tokens 128 -f csv /tmp/llama2-7b-$1 2>>"$OUT/$4-bench.log" | sed "s/^/$1,kv$2,/" \
+		| tee -a "$OUT/$4-bench.csv"
+	build/bin/lmd-bench gen --device cuda --quant-policy $2 --concurrency 1 --prompt-tokens 2048 \
+		--completion-tokens 32 -f csv /tmp/llama2-7b-$1 2>>"$OUT/$4-bench.log" | grep -v "^date" \
+		| sed "s/^/$1,kv$2,/" | tee -a "$OUT/$4-bench.csv"
+}
 if [ "$stage" = quant ]; then
 	say "test-ops quant: W4A16 products and quantized KV vs the CPU reference"
 	build/t/test-ops quant >"$OUT/quant-ops.txt" 2>&1; rc=$?
@@ -271,12 +281,7 @@ if [ "$stage" = quant ]; then
 	: >"$OUT/quant-bench.csv"
 	for w in ${QUANT_MODELS:-f16 w4}; do
 		for qp in ${QUANT_KV:-0 8 4}; do
-			build/bin/lmd-bench gen -v --device cuda --quant-policy $qp --concurrency "${QUANT_CONC:-1,64}" \
-				--prompt-tokens 128 --completion-tokens 128 -f csv /tmp/llama2-7b-$w 2>>"$OUT/quant-bench.log" \
-				| sed "s/^/$w,kv$qp,/" | tee -a "$OUT/quant-bench.csv"
-			build/bin/lmd-bench gen --device cuda --quant-policy $qp --concurrency 1 --prompt-tokens 2048 \
-				--completion-tokens 32 -f csv /tmp/llama2-7b-$w 2>>"$OUT/quant-bench.log" | grep -v "^date" \
-				| sed "s/^/$w,kv$qp,/" | tee -a "$OUT/quant-bench.csv"
+			quant_gen $w $qp "${QUANT_CONC:-1,64}" quant
 		done
 	done
 fi
@@ -293,12 +298,7 @@ if [ "$stage" = kvq ]; then
 	for qp in ${KVQ_KV:-0 8 4}; do
 		build/bin/lmd-bench mem --device cuda --quant-policy $qp --session-len 2048 --max-batch-size 64 \
 			/tmp/llama2-7b-f16 2>&1 | tee -a "$OUT/kvq-mem.txt"
-		build/bin/lmd-bench gen -v --device cuda --quant-policy $qp --concurrency "${KVQ_CONC:-1,64,256}" \
-			--prompt-tokens 128 --completion-tokens 128 -f csv /tmp/llama2-7b-f16 2>>"$OUT/kvq-bench.log" \
-			| sed "s/^/f16,kv$qp,/" | tee -a "$OUT/kvq-bench.csv"
-		build/bin/lmd-bench gen --device cuda --quant-policy $qp --concurrency 1 --prompt-tokens 2048 \
-			--completion-tokens 32 -f csv /tmp/llama2-7b-f16 2>>"$OUT/kvq-bench.log" | grep -v "^date" \
-			| sed "s/^/f16,kv$qp,/" | tee -a "$OUT/kvq-bench.csv"
+		quant_gen f16 $qp "${KVQ_CONC:-1,64,256}" kvq
 	done
 fi
 say "done (failures: $fail)"

@@ -55,20 +55,6 @@ static void add(struct table *t, const char *item, double pred, double meas, con
 	snprintf(r[3], LMD_BENCH_CELL, "%s", unit);
 }
 
-/* The host's memory (MemTotal), bytes; 0 when unknown. */
-static double host_total(void)
-{
-	FILE *f = fopen("/proc/meminfo", "r");
-	char line[256];
-	double kb = 0;
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "MemTotal: %lf kB", &kb) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return kb * 1024;
-}
-
 /* Sessions of the predicted block size that fit in mem bytes beside fixed bytes (weights, workspace, context). */
 static double sessions(double mem, double fixed, const struct lmd_runner_mem *pm)
 {
@@ -167,7 +153,7 @@ int lmd_bench_mem(int argc, char **argv)
 	if (!rc && measured && !(rc = lmd_runner_open(&r, &ro, &err)) && !(rc = r.be.ops->mem_info(r.be.ctx, &a, &err)) &&
 	    !(rc = warm_up(&r, &pm, &err)))
 		rc = r.be.ops->mem_info(r.be.ctx, &b, &err);
-	double mem = gib > 0 ? gib * 1073741824.0 : measured ? (double)a.total : host_total();
+	double mem = gib > 0 ? gib * 1073741824.0 : measured ? (double)a.total : (double)lmd_host_mem("MemTotal");
 	double ctx = measured ? CONTEXT_MIB * MIB : 0;
 	double fixed = (double)pm.weights + (double)pm.workspace + ctx;
 	lmd_runner_predict(&dir, &ro, mem > fixed ? (size_t)(mem - fixed) : 0, &pm);

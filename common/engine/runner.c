@@ -93,14 +93,14 @@ int lmd_runner_prompt_tools(const struct lmd_runner *r, const struct lmd_chat_ms
 	return prompt(r, NULL, msgs, nmsg, tools_json, suffix, ids, n, err);
 }
 
-/* MemAvailable from /proc/meminfo, in bytes (0 when unknown). */
-static size_t mem_available(void)
+size_t lmd_host_mem(const char *field)
 {
 	FILE *f = fopen("/proc/meminfo", "r");
-	char line[256];
+	char line[256], fmt[64];
 	size_t kb = 0;
+	snprintf(fmt, sizeof(fmt), "%s: %%zu kB", field);
 	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1)
+		if (sscanf(line, fmt, &kb) == 1)
 			break;
 	if (f)
 		fclose(f);
@@ -163,7 +163,7 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 	struct lmd_runner_mem pm;
 	struct lmd_mem_info mi;
 	lmd_runner_predict(&r->dir, o, 0, &pm);
-	size_t avail = mem_available();
+	size_t avail = lmd_host_mem("MemAvailable");
 	if (r->be.ops->mem_info) {
 		if ((rc = r->be.ops->mem_info(r->be.ctx, &mi, err)))
 			goto fail;

@@ -56,6 +56,8 @@ struct lmd_runner_mem {
 };
 void lmd_runner_predict(const struct lmd_modeldir *dir, const struct lmd_runner_opts *o, size_t avail,
 			struct lmd_runner_mem *m);
+/** A field of /proc/meminfo ("MemAvailable", "MemTotal") in bytes; 0 when unknown. */
+size_t lmd_host_mem(const char *field);
 
 
 /** Per-request generation settings: defaults from the command line, overridden per request. */
