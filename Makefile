@@ -56,13 +56,18 @@ FUZZERS   := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz-*.c))
 all: $(TOOLS) $(UNITS) $(TESTBINS)
 	@echo "lmd: built $(words $(TOOLS)) tools; CUDA $(CUDA_NOTE)"
 
-$(BUILD)/liblmd.a: $(CORE_OBJS)
+# The library is remade from scratch whenever CUDA is switched on or off (NO_CUDA) in the same build folder.
+$(BUILD)/cuda-flavor: FORCE
 	@mkdir -p $(@D)
-	$(Q)$(AR) rcs $@ $^
+	@echo '$(CUDA_NOTE)' | cmp -s - $@ || echo '$(CUDA_NOTE)' >$@
+
+$(BUILD)/liblmd.a: $(CORE_OBJS) $(BUILD)/cuda-flavor
+	@mkdir -p $(@D)
+	$(Q)rm -f $@ && $(AR) rcs $@ $(CORE_OBJS)
 
 $(BUILD)/libcmd.a: $(CMD_OBJS)
 	@mkdir -p $(@D)
-	$(Q)$(AR) rcs $@ $^
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/bin/%: $(BUILD)/cmd/%.o $$(call objs_of,$$(wildcard cmd/$$*/*.c)) $(BUILD)/libcmd.a $(BUILD)/liblmd.a
 	@mkdir -p $(@D)

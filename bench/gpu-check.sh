@@ -14,7 +14,10 @@
 #          BENCH_PROMPTS), and the HF transformers eager baseline on the same model (bench/hf_baseline.py).
 # serve    lmd-run serve on the same Llama-2-7B-shaped model, driven by t/gen-load (build/t/gen-load): 1, 16, 64
 #          and 256 concurrent streamed completions of 128 random prompt tokens in and 128 out, beside lmd-bench
-#          gen in-process at 256: output tokens/s and TTFT p50 / p99 of both in $OUT/serve.csv.
+#          gen in-process at 256: output tokens/s and TTFT p50 / p99 of both in $OUT/serve.csv. Then lmd-bench
+#          serve against it: 128 / 128 at 1, 16, 64, 256 concurrent and a ShareGPT-like mix (bench/sharegpt_like.py)
+#          at 64 and 256: bench-serve-1.csv, bench-serve.gp and bench-serve-sharegpt.gp (gnuplot scripts with
+#          their data: `gnuplot F.gp > F.png`), the tables in bench-serve.log.
 # llama3   (alone) the same benchmark on a Llama-3-8B-shaped model (GQA, 128k vocabulary), prompts of 128
 #          (and 2048 at batch 1), plus the cuBLAS comparison; LLAMA3_TOKENIZER names its tokenizer directory.
 # quant    (alone) W4A16: test-ops quant (int4 products vs the CPU reference at Llama-2-7B and Llama-3-8B shapes,
@@ -31,7 +34,7 @@
 #          through lmd-bench mem and lmd-bench gen for KV plain / int8 / int4 at KVQ_CONC (default 1,64,256) x 128
 #          and 1 x 2048. Files: kvq-ops.txt kvq-greedy.txt kvq-mem.txt kvq-bench.csv kvq-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
-# bench-modes.csv (LMD_CUDA_GEMM=lmd, lt128, pad64 and cublas) hf.csv serve.csv serve.log.
+# bench-modes.csv (LMD_CUDA_GEMM=lmd, lt128, pad64 and cublas) hf.csv serve.csv serve.log bench-serve*.
 # BENCH_EXTRA=0 leaves out the profile runs, the LMD_CUDA_GEMM comparisons and the HF baseline.
 # Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,16,64,256), PREBUILT (a
 # tar.xz of the programs and the shared libraries they need, for a machine without the -dev packages; made
@@ -174,7 +177,21 @@ if [ "$stage" = serve ] || [ "$stage" = all ]; then
 		sleep 0.5
 	done
 	[ -n "$port" ] || { cat "$OUT/serve.log"; exit 1; }
+	until grep -q "ready" "$OUT/serve.log"; do  # the model loads after the server listens
+		kill -0 $server 2>/dev/null || { cat "$OUT/serve.log"; exit 1; }
+		sleep 0.5
+	done
 	build/t/gen-load -w 600 -c 1,16,64,256 -p 128 -n 128 "http://127.0.0.1:$port" "$MODEL" >"$OUT/serve-load.csv" || fail=1
+	say "lmd-bench serve: 128 in / 128 out at 1, 16, 64 and 256 concurrent; a ShareGPT-like length mix at 64 and 256"
+	url=http://127.0.0.1:$port
+	build/bin/lmd-bench serve "$url" --num-prompts 16 --max-concurrency 1 --random-input-len 128 --random-output-len 128 \
+		-f csv -o "$OUT/bench-serve-1.csv" 2>>"$OUT/bench-serve.log" || fail=1
+	build/bin/lmd-bench serve "$url" --num-prompts 768 --max-concurrency 16,64,256 --random-input-len 128 \
+		--random-output-len 128 -f gnuplot -o "$OUT/bench-serve.gp" 2>>"$OUT/bench-serve.log" || fail=1
+	py bench/sharegpt_like.py 1000 >/tmp/sharegpt-like.csv
+	build/bin/lmd-bench serve "$url" --num-prompts 1000 --max-concurrency 64,256 --dataset /tmp/sharegpt-like.csv \
+		-f gnuplot -o "$OUT/bench-serve-sharegpt.gp" 2>>"$OUT/bench-serve.log" || fail=1
+	cat "$OUT/bench-serve-1.csv" "$OUT/bench-serve.log"
 	kill -TERM $server
 	wait $server || { echo "serve: exit status $? after SIGTERM"; fail=1; }
 	build/bin/lmd-bench gen --device cuda --concurrency 256 --prompt-tokens 128 --completion-tokens 128 -f csv \

@@ -10,6 +10,7 @@ set -eu
 cd "$(dirname "$0")/.."
 out=${1:-.gpu/prebuilt.tar.xz}
 make -j"$(nproc)" all >/dev/null
+ldd build/bin/lmd-run | grep -q libcudart || { echo "prebuilt.sh: build/bin/lmd-run was built without CUDA" >&2; exit 1; }
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 progs=(build/bin/lmd-* build/t/gen-model build/t/gen-load build/t/test-*)

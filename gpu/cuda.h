@@ -18,6 +18,8 @@ struct lmd_backend_opts;
 
 /** Number of usable CUDA devices (0 when the driver or the GPU is missing; never an error). */
 int lmd_cuda_device_count(void);
+/* Why the last lmd_cuda_device_count() found none (a static string; "" when it found some). */
+const char *lmd_cuda_none_why(void);
 
 /** Name and memory of device dev; LMD_ENODEV when there is none. */
 int lmd_cuda_device_info(int dev, char *name, size_t name_len, size_t *total_bytes, struct lmd_err *err);

@@ -9,14 +9,24 @@
 
 #include "cuda.h"
 
+static const char *none_why = "";
+
 extern "C" int lmd_cuda_device_count(void)
 {
 	int n = 0;
-	if (cudaGetDeviceCount(&n) != cudaSuccess) {
+	cudaError_t e = cudaGetDeviceCount(&n);
+	if (e != cudaSuccess) {
+		none_why = cudaGetErrorString(e);
 		cudaGetLastError();
 		return 0;
 	}
+	none_why = n ? "" : "the CUDA runtime lists no device";
 	return n;
+}
+
+extern "C" const char *lmd_cuda_none_why(void)
+{
+	return none_why;
 }
 
 extern "C" int lmd_cuda_device_info(int dev, char *name, size_t name_len, size_t *total_bytes, struct lmd_err *err)

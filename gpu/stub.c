@@ -6,6 +6,11 @@ int lmd_cuda_device_count(void)
 	return 0;
 }
 
+const char *lmd_cuda_none_why(void)
+{
+	return "lmd was built without CUDA";
+}
+
 int lmd_cuda_device_info(int dev, char *name, size_t name_len, size_t *total_bytes, struct lmd_err *err)
 {
 	(void)name, (void)name_len, (void)total_bytes;

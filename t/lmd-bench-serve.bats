@@ -146,14 +146,23 @@ JSON
 	[ "$status" -eq 2 ]
 }
 
-@test "md like lmd-bench gen's tables; -f png draws a PNG with gnuplot" {
+@test "md like lmd-bench gen's tables; -f png draws a PNG with gnuplot, -f gnuplot writes its script" {
 	start_mock
 	run bench "$MOCK_URL" --num-prompts 4 --random-input-len 4 --random-output-len 3 --max-concurrency 1,2 -f md -q
 	[ "$status" -eq 0 ]
 	[ "${#lines[@]}" -eq 4 ]
 	[[ "${lines[0]}" == "| date | commit | url |"* ]]
 	[[ "${lines[1]}" == "|---|---|"* ]]
+	# -f gnuplot: the plot's script with its data, for a machine with gnuplot; the figures on stderr
+	bench "$MOCK_URL" --num-prompts 6 --random-input-len 4 --random-output-len 3 --max-concurrency 1,3 -f gnuplot \
+		-o "$TMP/p.gp"
+	grep -q "^set terminal pngcairo" "$TMP/p.gp"
+	[ "$(grep -c '^e$' "$TMP/p.gp")" -eq 4 ]  # tokens/s, total tokens/s, and a TTFT CDF a concurrency
+	[ "$(grep -c '^|' "$TMP/err")" -eq 4 ]
 	command -v gnuplot >/dev/null || skip "gnuplot is not installed"
+	gnuplot "$TMP/p.gp" >"$TMP/gp.png"
+	[ "$(head -c 4 "$TMP/gp.png" | od -An -c | tr -d ' ')" = "211PNG" ]
+	rm "$TMP/p.gp" "$TMP/gp.png"
 	run bench "$MOCK_URL" --num-prompts 8 --random-input-len 4 --random-output-len 3 --max-concurrency 1,2,4 -f png -o "$TMP/p.png" -q
 	[ "$status" -eq 0 ]
 	[ "$(head -c 4 "$TMP/p.png" | od -An -c | tr -d ' ')" = "211PNG" ]

@@ -37,7 +37,7 @@ static const struct lmd_opt opts[] = {
 	{"dataset", O_DATASET, "FILE", "prompts from ShareGPT JSON or CSV prompt,output_len instead of random ones"},
 	{"seed", O_SEED, "N", "seed of the random prompts, the dataset's order and the arrivals (default 0)"},
 	{"temperature", O_TEMP, "T", "sampling temperature (default 0: greedy)"},
-	{"format", 'f', "FMT", "csv (default), md, json, or png: a plot of tokens/s and of TTFT (gnuplot)"},
+	{"format", 'f', "FMT", "csv (default), md, json, png (a plot of tokens/s and of TTFT, by gnuplot) or gnuplot (its script)"},
 	{"output", 'o', "FILE", "write the table (or the plot) to FILE (default: stdout)"},
 	{0},
 };
@@ -430,7 +430,36 @@ static void cells(char (*v)[LMD_BENCH_CELL], const struct result *r, const struc
 	}
 }
 
-/* -f png: output tokens/s against concurrency, and the TTFT of every request as a distribution (CDF). */
+/* The plot as a gnuplot script with its data inline (-f gnuplot: `gnuplot FILE > plot.png` elsewhere): output
+ * tokens/s against concurrency, and the TTFT of every request as a distribution (CDF). */
+static void plot_script(FILE *f, const struct result *rs, int n)
+{
+	fprintf(f, "set terminal pngcairo size 1280,480 font ',10'\nset multiplot layout 1,2\n"
+		   "set grid\nset key top left\nset title 'Output tokens/s against concurrency'\n"
+		   "set xlabel 'max concurrency'\nset ylabel 'output tokens/s'\n%s"
+		   "plot '-' using 1:2 with linespoints pointtype 7 title 'output tok/s', "
+		   "'-' using 1:2 with linespoints pointtype 5 title 'total tok/s'\n",
+		n > 1 ? "set logscale x 2\n" : "");
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < n; i++)
+			fprintf(f, "%d %.6f\n", rs[i].conc, (pass ? rs[i].in_tok + rs[i].out_tok : rs[i].out_tok) / rs[i].duration);
+		fprintf(f, "e\n");
+	}
+	fprintf(f, "unset logscale x\nset title 'TTFT distribution'\nset xlabel 'TTFT (ms)'\n"
+		   "set ylabel 'fraction of requests'\nset key bottom right\nplot");
+	for (int i = 0; i < n; i++)
+		fprintf(f, "%s '-' using 1:2 with steps title 'concurrency %d'", i ? "," : "", rs[i].conc);
+	fprintf(f, "\n");
+	for (int i = 0; i < n; i++) {
+		const struct samples *s = &rs[i].m[M_TTFT];
+		for (size_t k = 0; k < s->n; k++)
+			fprintf(f, "%.6f %.6f\n", s->v[k] * 1e3, (double)(k + 1) / (double)s->n);
+		fprintf(f, "e\n");
+	}
+	fprintf(f, "unset multiplot\n");
+}
+
+/* -f png: the script above run by gnuplot. */
 static int plot(const struct result *rs, int n, const char *out, struct lmd_err *err)
 {
 	char dir[] = "/tmp/lmd-bench-plot.XXXXXX", path[128], cmd[256];
@@ -440,30 +469,8 @@ static int plot(const struct result *rs, int n, const char *out, struct lmd_err 
 	FILE *f = fopen(path, "w");
 	int rc = f ? LMD_OK : lmd_errorf(err, LMD_EIO, "cannot write '%s': %m", path);
 	if (f) {
-		fprintf(f, "set terminal pngcairo size 1280,480 font ',10'\nset output '%s/plot.png'\nset multiplot layout 1,2\n"
-			   "set grid\nset key top left\nset title 'Output tokens/s against concurrency'\n"
-			   "set xlabel 'max concurrency'\nset ylabel 'output tokens/s'\n%s"
-			   "plot '-' using 1:2 with linespoints pointtype 7 title 'output tok/s', "
-			   "'-' using 1:2 with linespoints pointtype 5 title 'total tok/s'\n",
-			dir, n > 1 ? "set logscale x 2\n" : "");
-		for (int pass = 0; pass < 2; pass++) {
-			for (int i = 0; i < n; i++)
-				fprintf(f, "%d %.6f\n", rs[i].conc,
-					(pass ? rs[i].in_tok + rs[i].out_tok : rs[i].out_tok) / rs[i].duration);
-			fprintf(f, "e\n");
-		}
-		fprintf(f, "unset logscale x\nset title 'TTFT distribution'\nset xlabel 'TTFT (ms)'\n"
-			   "set ylabel 'fraction of requests'\nset key bottom right\nplot");
-		for (int i = 0; i < n; i++)
-			fprintf(f, "%s '-' using 1:2 with steps title 'concurrency %d'", i ? "," : "", rs[i].conc);
-		fprintf(f, "\n");
-		for (int i = 0; i < n; i++) {
-			const struct samples *s = &rs[i].m[M_TTFT];
-			for (size_t k = 0; k < s->n; k++)
-				fprintf(f, "%.6f %.6f\n", s->v[k] * 1e3, (double)(k + 1) / (double)s->n);
-			fprintf(f, "e\n");
-		}
-		fprintf(f, "unset multiplot\n");
+		fprintf(f, "set output '%s/plot.png'\n", dir);
+		plot_script(f, rs, n);
 		if (fclose(f))
 			rc = lmd_errorf(err, LMD_EIO, "cannot write '%s'", path);
 	}
@@ -524,8 +531,8 @@ int lmd_bench_serve(int argc, char **argv)
 		case O_SEED: seed = (uint64_t)lmd_cli_long(&cli, "seed", arg, 0, 0x7fffffffffffffffL); break;
 		case O_TEMP: g.temperature = lmd_cli_double(&cli, "temperature", arg, 0, 100); break;
 		case 'f':
-			if (!lmd_bench_format(arg) && strcmp(arg, "png"))
-				lmd_usage(&cli, "--format: '%s' is not csv, md, json or png", arg);
+			if (!lmd_bench_format(arg) && strcmp(arg, "png") && strcmp(arg, "gnuplot"))
+				lmd_usage(&cli, "--format: '%s' is not csv, md, json, png or gnuplot", arg);
 			fmt = arg;
 			break;
 		case 'o': out = arg; break;
@@ -588,17 +595,21 @@ int lmd_bench_serve(int argc, char **argv)
 	struct lmd_bench_col cols[NCOL];
 	char names[16][32];
 	columns(cols, names);
+	int script = !strcmp(fmt, "gnuplot");
 	if (!rc && !strcmp(fmt, "png")) {
 		rc = plot(rs, nrow, out, &err);
-		if (!rc && cli.verbose >= 0)
-			lmd_bench_table(stderr, "md", cols, NCOL, (const char(*)[LMD_BENCH_CELL])v, nrow);
 	} else if (!rc) {
 		struct lmd_out o = {0};
 		if (!(rc = lmd_out_open(&o, out, &err))) {
-			lmd_bench_table(o.f, fmt, cols, NCOL, (const char(*)[LMD_BENCH_CELL])v, nrow);
+			if (script)
+				plot_script(o.f, rs, nrow);
+			else
+				lmd_bench_table(o.f, fmt, cols, NCOL, (const char(*)[LMD_BENCH_CELL])v, nrow);
 			rc = lmd_out_commit(&o, &err);
 		}
 	}
+	if (!rc && (script || !strcmp(fmt, "png")) && cli.verbose >= 0)  /* a plot's figures as a table beside it */
+		lmd_bench_table(stderr, "md", cols, NCOL, (const char(*)[LMD_BENCH_CELL])v, nrow);
 	for (int i = 0; items && i < g.num; i++)
 		free(items[i].prompt);
 	for (int i = 0; rs && i < nconc; i++)

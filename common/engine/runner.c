@@ -142,7 +142,7 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 	if (!dev || !*dev)
 		dev = "auto";
 	if (!strcmp(dev, "cuda") && lmd_cuda_device_count() == 0)
-		return lmd_errorf(err, LMD_ENODEV, "--device cuda: no usable CUDA GPU found");
+		return lmd_errorf(err, LMD_ENODEV, "--device cuda: no usable CUDA GPU found (%s)", lmd_cuda_none_why());
 	if ((rc = lmd_model_open_any(&r->dir, o->model, err)))
 		goto fail;
 	if (o->tp && o->tp != r->dir.cfg.tp) {
