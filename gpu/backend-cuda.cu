@@ -674,7 +674,7 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 	const char *fa = getenv("LMD_CUDA_FA");
 	c->no_fa = fa && !strcmp(fa, "0");
 	const char *kq = getenv("LMD_CUDA_KVQ");
-	c->kvq_generic = kq && !strcmp(kq, "generic");
+	c->kvq_generic = !(kq && !strcmp(kq, "fast"));  // the fast kernels are opt-in until validated on a GPU
 	const char *fs = getenv("LMD_CUDA_FQ_SCRATCH");
 	c->fq_scratch = fs && atoll(fs) > 0 ? (size_t)atoll(fs) : FQ_SCRATCH;
 	c->items_step = -1;

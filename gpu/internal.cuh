@@ -95,7 +95,7 @@ struct cuda_ctx {
 	struct attn_item *h_items, *d_items;
 	size_t items_cap;
 	cudaEvent_t items_done;
-	int kvq_generic;               /* LMD_CUDA_KVQ=generic: quantized caches through attn_kernel alone (for comparison) */
+	int kvq_generic;               /* quantized caches through attn_kernel alone unless LMD_CUDA_KVQ=fast */
 	/* a quantized cache's prefill runs (attention.cu): the blocks they read, dequantized group by group into
 	 * fq_scr for fa_kernel; planned with the items: h_fq/d_fq = [src blocks of every group][rows][max_blocks] */
 	struct fq_group *fq_groups;    /* owned (host) [n_fq_groups] */
