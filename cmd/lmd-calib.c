@@ -49,19 +49,11 @@ int main(int argc, char **argv)
 		lmd_die(cli.prog, &err);
 	free(dataset);
 	struct lmd_out o;
-	if (lmd_out_open(&o, out, &err))
-		lmd_die(cli.prog, &err);
+	struct lmd_runner r;
 	ro.max_batch = co.batch;
 	ro.session_len = co.seqlen;
 	ro.max_prefill = co.batch * co.seqlen;
-	struct lmd_runner r;
-	if (lmd_runner_open(&r, &ro, &err)) {
-		lmd_out_abort(&o);
-		lmd_die(cli.prog, &err);
-	}
-	char desc[512];
-	lmd_runner_describe(&r, desc, sizeof(desc));
-	lmd_log(&cli, 0, "%s", desc);
+	lmd_open_out_runner(&cli, &o, out, &r, &ro);
 	struct lmd_calib_stats st;
 	struct lmd_cli_progress pr;
 	co.progress = lmd_cli_progress(&pr, &cli, "windows");

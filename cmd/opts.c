@@ -73,3 +73,18 @@ int lmd_calib_opt(struct lmd_calib_opts *o, const struct lmd_cli *cli, int key, 
 	}
 	return 0;
 }
+
+void lmd_open_out_runner(const struct lmd_cli *cli, struct lmd_out *o, const char *out, struct lmd_runner *r,
+			 const struct lmd_runner_opts *ro)
+{
+	struct lmd_err err = {0};
+	char desc[512];
+	if (lmd_out_open(o, out, &err))
+		lmd_die(cli->prog, &err);
+	if (lmd_runner_open(r, ro, &err)) {
+		lmd_out_abort(o);
+		lmd_die(cli->prog, &err);
+	}
+	lmd_runner_describe(r, desc, sizeof(desc));
+	lmd_log(cli, 0, "%s", desc);
+}

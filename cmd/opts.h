@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "engine/runner.h"
+#include "file.h"
 #include "quant/calib.h"
 
 /* The engine options every model-running command shares (struct lmd_runner_opts). */
@@ -67,5 +68,13 @@ enum { LMD_CO_DATASET = 700, LMD_CO_SAMPLES, LMD_CO_SEQLEN, LMD_CO_BATCH, LMD_CO
 	{"data-dir", LMD_CO_DATA_DIR, "DIR", "where named datasets are (default: $LMD_DATA, else the installed data)"}
 /** 1 when key was one of LMD_CALIB_OPTS (stored in o), 0 otherwise; exits 2 on a bad value. */
 int lmd_calib_opt(struct lmd_calib_opts *o, const struct lmd_cli *cli, int key, const char *arg);
+
+/**
+ * Open the output out ("-": standard output), then the runner of ro, and log the runner's one-line
+ * description: what every model-running command that writes a file does first. Dies (lmd_die) when
+ * either fails, leaving no half-written output.
+ */
+void lmd_open_out_runner(const struct lmd_cli *cli, struct lmd_out *o, const char *out, struct lmd_runner *r,
+			 const struct lmd_runner_opts *ro);
 
 #endif

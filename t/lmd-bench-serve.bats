@@ -222,3 +222,48 @@ JSON
 	# the run completes: every new request went to a live server, only the dead one's in flight failed
 	jq -e '.[0] | .completed + .failed == 120 and .failed >= 1 and .failed <= 6' "$TMP/out.json"
 }
+
+# The coefficient of variation of the gaps between the generation requests in $TMP/log (the first
+# request, the lone probe, left out), and their mean in ms.
+gaps() {
+	jq -s '[.[] | select(.path == "/v1/completions") | .t] | .[1:] | [range(1; length) as $i | .[$i] - .[$i - 1]]
+		| (add / length) as $m | [((map((. - $m) * (. - $m)) | add / length | sqrt) / $m), $m]' -c "$TMP/log"
+}
+
+@test "--burstiness: gamma gaps of mean 1/rate, burstier below 1 and steadier above (CV 1/sqrt(B))" {
+	start_mock --delay 1 --log "$TMP/log"
+	local b cv
+	for b in 0.25 16; do
+		: >"$TMP/log"
+		run bench "$MOCK_URL" --num-prompts 60 --random-input-len 4 --random-output-len 1 --request-rate 20 \
+			--burstiness "$b" --seed 3 -f json
+		[ "$status" -eq 0 ]
+		echo "$output" | jq -e ".[0] | .burstiness == $b and .completed == 60"
+		cv=$(gaps)
+		echo "burstiness $b: [cv, mean ms] $cv"
+		jq -e ".[1] > 30 and .[1] < 80" <<<"$cv"
+		if [ "$b" = 16 ]; then jq -e '.[0] < 0.5' <<<"$cv"; else jq -e '.[0] > 1.3' <<<"$cv"; fi
+	done
+	run lmd-bench serve "$MOCK_URL" --burstiness 0
+	[ "$status" -eq 2 ]
+}
+
+@test "--goodput: requests a second that meet every SLO, as vLLM spells it, in every format" {
+	start_mock --delay 50
+	# 6 tokens 50 ms apart: TTFT ~50 ms, TPOT ~50 ms, E2E ~300 ms
+	local args=(--num-prompts 4 --random-input-len 4 --random-output-len 6 --max-concurrency 1)
+	run bench --goodput ttft:2000 tpot:1000 e2el:5000 "$MOCK_URL" "${args[@]}" -f json
+	[ "$status" -eq 0 ]
+	echo "$output" | jq -e '.[0] | .goodput_slo == "ttft:2000 tpot:1000 e2el:5000" and .request_goodput > 0
+		and (.request_goodput - .request_throughput | fabs) < 0.01'
+	run bench "$MOCK_URL" "${args[@]}" --goodput ttft:2000 --goodput tpot:10 -f json
+	echo "$output" | jq -e '.[0] | .goodput_slo == "ttft:2000 tpot:10" and .request_goodput == 0'
+	run bench "$MOCK_URL" "${args[@]}" --goodput e2el:10 -f csv
+	[[ "$(head -1 <<<"$output")" == *",burstiness,goodput_slo,request_goodput" ]]
+	[[ "$(tail -1 <<<"$output")" == *",1,e2el:10,0.000" ]]
+	run bench "$MOCK_URL" "${args[@]}" --goodput e2el:10 -f md
+	[[ "$output" == *"| request_goodput |"* ]]
+	run lmd-bench serve "$MOCK_URL" --goodput itl:5
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"--goodput: 'itl:5' is not ttft:MS, tpot:MS or e2el:MS"* ]]
+}

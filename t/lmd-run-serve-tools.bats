@@ -28,6 +28,18 @@ tools() { timeout 120 node "$NODE_DIR/serve-tools.mjs" "$BASE" "$TINY" "$@"; }
 	stop_server
 }
 
+@test "streamed calls: the arguments come in pieces that concatenate to JSON, for each parser" {
+	export LMD_TEST=1
+	for parser in qwen:qwen internlm:internlm2 llama3:llama3_1; do
+		node "$NODE_DIR/serve-tools.mjs" script-pieces "${parser%%:*}" >"$TMP/script.json"
+		LMD_TEST_SCRIPT=$TMP/script.json start_server --chat-template "${parser#*:}"
+		run tools pieces
+		echo "$parser: $output"
+		[ "$status" -eq 0 ]
+		stop_server
+	done
+}
+
 @test "LMD_TEST_SCRIPT is refused without LMD_TEST; --tool-call-parser takes the three names" {
 	echo '["x"]' >"$TMP/script.json"
 	LMD_TEST_SCRIPT=$TMP/script.json run lmd-run serve "$TINY" --server-port 0

@@ -91,6 +91,28 @@ api() { timeout 120 node "$NODE_DIR/serve-api.mjs" "$BASE" "$TINY" "$@"; }
 	stop_server
 }
 
+@test "/metrics: the inter-token latency histogram observes each gap, not a request's mean" {
+	# A (30 words, 20 ms a token) is running when B (2 tokens, 400 ms each) joins its batch: B's steps
+	# hold A's tokens back too, so A has a few gaps over 0.25 s among many short ones (a mean would not)
+	local words
+	words=$(printf 'w%d ' $(seq 30))
+	printf '[{"text": "%s", "delay_ms": 20}, {"text": "b c", "delay_ms": 400}]\n' "$words" >"$TMP/script.json"
+	LMD_TEST=1 LMD_TEST_SCRIPT=$TMP/script.json start_server
+	curl -sf "$BASE/v1/completions" -d '{"prompt": "a", "max_tokens": 200}' >"$TMP/a.json" &
+	local a=$!
+	sleep 0.3
+	curl -sf "$BASE/v1/completions" -d '{"prompt": "b", "max_tokens": 200}' >/dev/null
+	wait "$a"
+	run curl -sf "$BASE/metrics"
+	local count le
+	count=$(sed -n 's/^lmd:inter_token_latency_seconds_count{.*} //p' <<<"$output")
+	le=$(sed -n 's/^lmd:inter_token_latency_seconds_bucket{.*le="0.25"} //p' <<<"$output")
+	echo "gaps $count, over 0.25 s: $((count - le))"
+	[ "$count" -ge 30 ]
+	[ $((count - le)) -ge 2 ]
+	stop_server
+}
+
 @test "load: 400 requests at 32 concurrent, a quarter of the streams cut, a tenth malformed; no leak; SIGTERM drains" {
 	start_server
 	run timeout 300 node "$NODE_DIR/serve-load.mjs" "$BASE" "$TINY" "$SERVER_PID" 400 32

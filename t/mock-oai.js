@@ -11,7 +11,7 @@
 // Options: --port N (0: any; "listening PORT" on stdout), --api-key K, --delay MS between tokens,
 // --split (send every event in random pieces, to test parsers across chunk boundaries), --cut-every N
 // (cut every Nth generation request after its first token), --tokenizer encode|tokenize|none,
-// --log FILE (one JSON line per request: method, path, authorization, requests in flight, body).
+// --log FILE (one JSON line per request: t (ms), method, path, authorization, requests in flight, body).
 'use strict';
 const http = require('http');
 const fs = require('fs');
@@ -146,7 +146,7 @@ const server = http.createServer((req, res) => {
 		const path = req.url.split('?')[0];
 		inflight++;
 		res.on('close', () => { inflight--; });
-		if (opt.log) fs.appendFileSync(opt.log, JSON.stringify({ method: req.method, path, authorization: req.headers.authorization ?? null, inflight, body: raw }) + '\n');
+		if (opt.log) fs.appendFileSync(opt.log, JSON.stringify({ t: performance.now(), method: req.method, path, authorization: req.headers.authorization ?? null, inflight, body: raw }) + '\n');
 		if (opt.apiKey !== null && req.headers.authorization !== `Bearer ${opt.apiKey}`)
 			return sendError(res, 401, 'mock: invalid API key', 'invalid_request_error', null, 'invalid_api_key');
 		if (req.method === 'GET' && path === '/v1/models')

@@ -188,16 +188,8 @@ int lmd_bench_gen(int argc, char **argv)
 	if (!ro.session_len)
 		ro.session_len = maxp + completion + 1;
 	struct lmd_out o;
-	if (lmd_out_open(&o, out, &err))
-		lmd_die(cli.prog, &err);
 	struct lmd_runner r;
-	if (lmd_runner_open(&r, &ro, &err)) {
-		lmd_out_abort(&o);
-		lmd_die(cli.prog, &err);
-	}
-	char desc[512];
-	lmd_runner_describe(&r, desc, sizeof(desc));
-	lmd_log(&cli, 0, "%s", desc);
+	lmd_open_out_runner(&cli, &o, out, &r, &ro);
 	int gpu = !strcmp(r.be.ops->name, "cuda");
 	double bw = gpu ? lmd_cuda_copy_bandwidth(0, 1u << 30)
 			: lmd_membw(ro.threads ? ro.threads : (int)sysconf(_SC_NPROCESSORS_ONLN), 256u << 20);

@@ -231,14 +231,9 @@ int lmd_bench_ppl(int argc, char **argv)
 	if (!ro.max_prefill || ro.max_prefill < seqlen)
 		ro.max_prefill = seqlen;
 	struct lmd_out o;
-	if (lmd_out_open(&o, out, &err))
-		lmd_die(cli.prog, &err);
 	struct lmd_runner r, b;
 	memset(&b, 0, sizeof(b));
-	if (lmd_runner_open(&r, &ro, &err)) {
-		lmd_out_abort(&o);
-		lmd_die(cli.prog, &err);
-	}
+	lmd_open_out_runner(&cli, &o, out, &r, &ro);
 	if (base_dir) {
 		struct lmd_runner_opts bo = ro;
 		bo.model = base_dir;
@@ -250,9 +245,6 @@ int lmd_bench_ppl(int argc, char **argv)
 			lmd_die(cli.prog, &err);
 		}
 	}
-	char desc[512];
-	lmd_runner_describe(&r, desc, sizeof(desc));
-	lmd_log(&cli, 0, "%s", desc);
 	int32_t *ids = NULL;
 	size_t n = 0;
 	struct ppl_result res = {0};

@@ -1,11 +1,12 @@
 /*
  * lmd-bench serve URL: an OpenAI-compatible server (lmd-run serve, or any other) under load, measured
  * from the client side as vLLM's `bench serve` measures it (../shared/docs/peers.md §2.6): requests
- * arrive as a Poisson process (or all at once), at most --max-concurrency in flight (one run per value of
+ * arrive as a Poisson process, or one whose gaps are gamma-distributed (--burstiness), or all at once, at most --max-concurrency in flight (one run per value of
  * the list), each streamed on one libcurl multi handle. Per request: TTFT (sent to the first chunk with
  * a choice), E2E latency (sent to the last such chunk), TPOT = (E2E - TTFT) / (output tokens - 1) for
  * requests of two tokens or more, and every gap between chunks (ITL, pooled over requests); failed
- * requests count in no metric. Throughputs are over the run's wall time.
+ * requests count in no metric. Throughputs are over the run's wall time; goodput counts the requests
+ * that meet every SLO given (--goodput), a second.
  */
 #include <math.h>
 #include <stdint.h>
@@ -22,7 +23,8 @@
 #include "lmd.h"
 #include "client/oaiclient.h"
 
-enum { O_ENDPOINT = 256, O_MODEL, O_API_KEY, O_NUM, O_RATE, O_MAXC, O_IN, O_OUT, O_RANGE, O_DATASET, O_SEED, O_TEMP };
+enum { O_ENDPOINT = 256, O_MODEL, O_API_KEY, O_NUM, O_RATE, O_BURST, O_MAXC, O_IN, O_OUT, O_RANGE, O_DATASET, O_SEED, O_TEMP,
+       O_GOODPUT };
 
 static const struct lmd_opt opts[] = {
 	{"endpoint", O_ENDPOINT, "PATH", "/v1/completions (default) or /v1/chat/completions"},
@@ -30,6 +32,8 @@ static const struct lmd_opt opts[] = {
 	{"api-key", O_API_KEY, "KEY", "send 'Authorization: Bearer KEY' (default: $OPENAI_API_KEY, if set)"},
 	{"num-prompts", O_NUM, "N", "requests of each run (default 1000)"},
 	{"request-rate", O_RATE, "R", "requests a second, Poisson arrivals; inf sends them all at once (default inf)"},
+	{"burstiness", O_BURST, "B", "gaps between arrivals gamma-distributed, shape B, mean 1/R: 1 is Poisson, "
+				    "less is burstier, more is steadier (default 1)"},
 	{"max-concurrency", O_MAXC, "LIST", "most requests in flight, comma-separated: one run each (default: no limit)"},
 	{"random-input-len", O_IN, "N", "prompt tokens of the random prompts (default 1024)"},
 	{"random-output-len", O_OUT, "N", "tokens generated for the random prompts (default 128)"},
@@ -37,6 +41,8 @@ static const struct lmd_opt opts[] = {
 	{"dataset", O_DATASET, "FILE", "prompts from ShareGPT JSON or CSV prompt,output_len instead of random ones"},
 	{"seed", O_SEED, "N", "seed of the random prompts, the dataset's order and the arrivals (default 0)"},
 	{"temperature", O_TEMP, "T", "sampling temperature (default 0: greedy)"},
+	{"goodput", O_GOODPUT, "SLO...", "count as good the requests that meet every SLO, each ttft:MS, tpot:MS or "
+					 "e2el:MS (vLLM's spelling: several after one --goodput)"},
 	{"format", 'f', "FMT", "csv (default), md, json, png (a plot of tokens/s and of TTFT, by gnuplot) or gnuplot (its script)"},
 	{"output", 'o', "FILE", "write the table (or the plot) to FILE (default: stdout)"},
 	{0},
@@ -48,7 +54,9 @@ struct cfg {
 	char *gen_url;                       /* owned */
 	char *tok_url;                       /* owned; NULL when the server has no tokenizer endpoint */
 	enum lmd_oai_tokenizer tok;
-	double rate, temperature;
+	double rate, burstiness, temperature;
+	double slo[3];                       /* seconds: the TTFT, TPOT and E2EL a good request meets; 0: none */
+	char slo_text[96];                   /* as given, "ttft:500 tpot:50" */
 	int num;
 };
 
@@ -73,6 +81,29 @@ static uint64_t rnd(uint64_t *s)  /* xorshift64*, never seeded with 0 */
 static double uniform(uint64_t *s)
 {
 	return (double)(rnd(s) >> 11) / 9007199254740992.0;
+}
+
+static double normal(uint64_t *s)  /* Box-Muller */
+{
+	return sqrt(-2 * log(1 - uniform(s))) * cos(6.283185307179586 * uniform(s));
+}
+
+/* A gamma-distributed number of shape a and scale 1 (Marsaglia and Tsang; below 1, boosted). */
+static double gamma1(uint64_t *s, double a)
+{
+	if (a < 1)
+		return gamma1(s, a + 1) * pow(1 - uniform(s), 1 / a);
+	double d = a - 1.0 / 3, c = 1 / sqrt(9 * d);
+	for (;;) {
+		double x, v;
+		do {
+			x = normal(s);
+			v = 1 + c * x;
+		} while (v <= 0);
+		v = v * v * v;
+		if (log(1 - uniform(s)) < 0.5 * x * x + d - d * v + d * log(v))
+			return d * v;
+	}
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,7 +290,7 @@ static int add(struct samples *s, double x)
 enum { M_TTFT, M_TPOT, M_ITL, M_E2EL, M_N };
 
 struct result {
-	int conc, completed, failed;
+	int conc, completed, failed, good;
 	double duration, in_tok, out_tok;
 	struct samples m[M_N];  /* owned, in seconds; sorted at the end */
 };
@@ -285,7 +316,8 @@ static int start(const struct cfg *g, const struct item *it, struct job *j, CURL
 }
 
 /* One finished request into the result; its first error into first_err. */
-static int finish(struct job *j, CURLcode res, const struct item *it, struct result *r, struct lmd_err *first_err)
+static int finish(const struct cfg *g, struct job *j, CURLcode res, const struct item *it, struct result *r,
+		  struct lmd_err *first_err)
 {
 	struct lmd_err e = {0};
 	int ok = !lmd_oai_call_end(&j->c, res, &e) && j->first;
@@ -297,11 +329,13 @@ static int finish(struct job *j, CURLcode res, const struct item *it, struct res
 		r->failed++;
 	} else {
 		long out = j->c.completion_tokens >= 0 ? j->c.completion_tokens : j->texts;
-		double e2el = j->last - j->st, ttft = j->first - j->st;
+		double e2el = j->last - j->st, ttft = j->first - j->st, tpot = out > 1 ? (e2el - ttft) / (out - 1) : 0;
 		r->completed++;
+		r->good += (!g->slo[0] || ttft <= g->slo[0]) && (!g->slo[1] || tpot <= g->slo[1]) &&
+			   (!g->slo[2] || e2el <= g->slo[2]);
 		r->in_tok += j->c.prompt_tokens >= 0 ? j->c.prompt_tokens : it->input_len;
 		r->out_tok += out;
-		if (add(&r->m[M_TTFT], ttft) || add(&r->m[M_E2EL], e2el) || (out > 1 && add(&r->m[M_TPOT], (e2el - ttft) / (out - 1))))
+		if (add(&r->m[M_TTFT], ttft) || add(&r->m[M_E2EL], e2el) || (out > 1 && add(&r->m[M_TPOT], tpot)))
 			return LMD_ENOMEM;
 		for (int i = 0; i < j->nitl; i++)
 			if (add(&r->m[M_ITL], j->itl[i]))
@@ -322,8 +356,10 @@ static int run(const struct cfg *g, const struct item *items, int conc, uint64_t
 	int rc = !multi || !jobs || !arrival ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
 	int started = 0, running = 0, done = 0, tty = isatty(2) && g->cli->verbose >= 0;
 	struct lmd_err first_err = {0};
-	for (int i = 0; !rc && i < g->num; i++)  /* as vLLM: the first at once, then exponential gaps */
-		arrival[i] = i == 0 || isinf(g->rate) ? 0 : arrival[i - 1] - log(1 - uniform(&seed)) / g->rate;
+	for (int i = 0; !rc && i < g->num; i++)  /* as vLLM: the first at once, then gaps of mean 1/rate */
+		arrival[i] = i == 0 || isinf(g->rate) ? 0
+			     : arrival[i - 1] + (g->burstiness == 1 ? -log(1 - uniform(&seed))
+								  : gamma1(&seed, g->burstiness) / g->burstiness) / g->rate;
 	*r = (struct result){.conc = conc};
 	double t0 = seconds();
 	while (!rc && done < g->num) {
@@ -343,7 +379,7 @@ static int run(const struct cfg *g, const struct item *items, int conc, uint64_t
 			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
 			curl_multi_remove_handle(multi, m->easy_handle);
 			struct job *j = (struct job *)(void *)priv;  /* the call is the job's first member */
-			if (finish(j, res, &items[j - jobs], r, &first_err))
+			if (finish(g, j, res, &items[j - jobs], r, &first_err))
 				rc = lmd_errorf(err, LMD_ENOMEM, "out of memory");
 			done++;
 			if (tty)
@@ -385,7 +421,7 @@ static int run(const struct cfg *g, const struct item *items, int conc, uint64_t
 
 static const char *const metric[M_N] = {"ttft", "tpot", "itl", "e2el"};
 static const char *const stat[4] = {"mean", "p50", "p90", "p99"};
-enum { NHEAD = 18, NCOL = NHEAD + 16 };
+enum { NHEAD = 18, NTAIL = 3, NCOL = NHEAD + 16 + NTAIL };
 
 static void columns(struct lmd_bench_col *cols, char (*names)[32])
 {
@@ -400,6 +436,9 @@ static void columns(struct lmd_bench_col *cols, char (*names)[32])
 			snprintf(names[k * 4 + s], 32, "%s_%s_ms", metric[k], stat[s]);
 			cols[NHEAD + k * 4 + s] = (struct lmd_bench_col){names[k * 4 + s], 0};
 		}
+	cols[NCOL - 3] = (struct lmd_bench_col){"burstiness", 0};
+	cols[NCOL - 2] = (struct lmd_bench_col){"goodput_slo", 1};
+	cols[NCOL - 1] = (struct lmd_bench_col){"request_goodput", 0};
 }
 
 static void cells(char (*v)[LMD_BENCH_CELL], const struct result *r, const struct cfg *g, const char *url,
@@ -428,6 +467,9 @@ static void cells(char (*v)[LMD_BENCH_CELL], const struct result *r, const struc
 		for (int i = 0; i < 4; i++)
 			snprintf(v[NHEAD + k * 4 + i], LMD_BENCH_CELL, "%.3f", st[i] * 1e3);
 	}
+	snprintf(v[NCOL - 3], LMD_BENCH_CELL, "%g", g->burstiness);
+	snprintf(v[NCOL - 2], LMD_BENCH_CELL, "%s", g->slo_text);
+	snprintf(v[NCOL - 1], LMD_BENCH_CELL, "%.3f", r->good / d);
 }
 
 /* The plot as a gnuplot script with its data inline (-f gnuplot: `gnuplot FILE > plot.png` elsewhere): output
@@ -494,6 +536,21 @@ static int plot(const struct result *rs, int n, const char *out, struct lmd_err 
 
 // ---------------------------------------------------------------------------------------------
 
+/* One --goodput SLO, KEY:MS, into g; 0 when s is not one. */
+static int slo(const struct lmd_cli *cli, struct cfg *g, const char *s)
+{
+	static const char *const key[3] = {"ttft", "tpot", "e2el"};
+	const char *colon = strchr(s, ':');
+	for (int k = 0; colon && k < 3; k++)
+		if ((size_t)(colon - s) == strlen(key[k]) && !strncmp(s, key[k], strlen(key[k]))) {
+			g->slo[k] = lmd_cli_double(cli, "goodput", colon + 1, 1e-3, 1e9) / 1e3;
+			size_t n = strlen(g->slo_text);
+			snprintf(g->slo_text + n, sizeof(g->slo_text) - n, "%s%s", n ? " " : "", s);
+			return 1;
+		}
+	return 0;
+}
+
 int lmd_bench_serve(int argc, char **argv)
 {
 	struct lmd_cli cli = {
@@ -505,8 +562,8 @@ int lmd_bench_serve(int argc, char **argv)
 		.opts = opts,
 	};
 	struct cfg g = {.cli = &cli, .key = getenv("OPENAI_API_KEY"), .endpoint = "/v1/completions", .rate = INFINITY,
-			.num = 1000};
-	int conc[16], nconc = 0, in_len = 1024, out_len = 128, k;
+			.burstiness = 1, .num = 1000};
+	int conc[16], nconc = 0, in_len = 1024, out_len = 128, k, goodput = 0;
 	double range = 0;
 	uint64_t seed = 0;
 	const char *arg, *dataset = NULL, *fmt = "csv", *out = "-";
@@ -523,6 +580,12 @@ int lmd_bench_serve(int argc, char **argv)
 		case O_API_KEY: g.key = arg; break;
 		case O_NUM: g.num = (int)lmd_cli_long(&cli, "num-prompts", arg, 1, 1 << 20); break;
 		case O_RATE: g.rate = !strcmp(arg, "inf") ? INFINITY : lmd_cli_double(&cli, "request-rate", arg, 1e-6, 1e9); break;
+		case O_BURST: g.burstiness = lmd_cli_double(&cli, "burstiness", arg, 1e-3, 1e3); break;
+		case O_GOODPUT:
+			if (!slo(&cli, &g, arg))
+				lmd_usage(&cli, "--goodput: '%s' is not ttft:MS, tpot:MS or e2el:MS", arg);
+			goodput = 1;
+			break;
 		case O_MAXC: nconc = lmd_bench_list(&cli, "max-concurrency", arg, conc, 16); break;
 		case O_IN: in_len = (int)lmd_cli_long(&cli, "random-input-len", arg, 1, 1 << 24); break;
 		case O_OUT: out_len = (int)lmd_cli_long(&cli, "random-output-len", arg, 1, 1 << 24); break;
@@ -538,11 +601,17 @@ int lmd_bench_serve(int argc, char **argv)
 		case 'o': out = arg; break;
 		}
 	}
-	if (argc - optind != 1)
+	const char *url = NULL;
+	for (int i = optind; i < argc; i++)  /* the URL, and vLLM's further SLOs after --goodput */
+		if (!(goodput && slo(&cli, &g, argv[i]))) {
+			if (url)
+				lmd_usage(&cli, "expected one URL");
+			url = argv[i];
+		}
+	if (!url)
 		lmd_usage(&cli, "expected one URL");
 	if (!nconc)
 		conc[nconc++] = g.num;
-	const char *url = argv[optind];
 	struct lmd_err err = {0};
 	struct item *items = calloc(g.num, sizeof(*items));
 	struct result *rs = calloc(nconc, sizeof(*rs));
@@ -584,9 +653,9 @@ int lmd_bench_serve(int argc, char **argv)
 	const char *dname = dataset ? strrchr(dataset, '/') ? strrchr(dataset, '/') + 1 : dataset : "random";
 	for (int i = 0; !rc && i < nconc; i++) {
 		if (!(rc = run(&g, items, conc[i], seed + 1, &rs[i], &err))) {
-			lmd_log(&cli, 0, "max concurrency %d: %.2f requests/s, %.1f output tokens/s, TTFT p50 %.1f ms, TPOT p50 %.2f ms",
-				conc[i], rs[i].completed / rs[i].duration, rs[i].out_tok / rs[i].duration,
-				lmd_bench_pct(rs[i].m[M_TTFT].v, rs[i].m[M_TTFT].n, 50) * 1e3,
+			lmd_log(&cli, 0, "max concurrency %d: %.2f requests/s (%.2f good), %.1f output tokens/s, TTFT p50 %.1f ms, "
+				"TPOT p50 %.2f ms", conc[i], rs[i].completed / rs[i].duration, rs[i].good / rs[i].duration,
+				rs[i].out_tok / rs[i].duration, lmd_bench_pct(rs[i].m[M_TTFT].v, rs[i].m[M_TTFT].n, 50) * 1e3,
 				lmd_bench_pct(rs[i].m[M_TPOT].v, rs[i].m[M_TPOT].n, 50) * 1e3);
 			cells(v + (size_t)nrow * NCOL, &rs[i], &g, url, dname);
 			nrow++;

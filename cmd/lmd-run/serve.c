@@ -81,7 +81,7 @@ struct choice {
 	int done;
 	/* the connection thread's */
 	struct lmd_tool_stream ts;   /* with tools: the answer's text -> content and tool calls */
-	int tools, calls_sent;       /* ts is in use; calls streamed so far */
+	int tools;                   /* ts is in use */
 	int opened;                  /* the chunk with the role went out */
 	size_t sent;                 /* text bytes sent (completion log-probabilities' offsets) */
 };
@@ -579,26 +579,19 @@ static int tools_setup(struct job *j, struct choice *c)
 }
 
 /* Text of a choice with tools -> its content (replacing *text and *n) and the stream deltas
- * (delta.tool_calls lists) of the calls it completed; NULL when none. done: the answer has ended. */
+ * (delta.tool_calls lists) of its calls so far; NULL when none. done: the answer ends with this. */
 static json_t *tool_piece(struct choice *c, char **text, size_t *n, int done)
 {
 	struct lmd_sb content = {0};
-	int from = c->ts.n_calls;
-	if (!lmd_tool_stream_feed(&c->ts, *text ? *text : "", *n, &content) &&
-	    (!done || !lmd_tool_stream_finish(&c->ts, &content))) {
+	const char *t = *text ? *text : "";
+	if (!(done ? lmd_tool_stream_finish(&c->ts, t, *n, &content) : lmd_tool_stream_feed(&c->ts, t, *n, &content))) {
 		free(*text);
 		*text = content.p;
 		*n = content.n;
 	} else {
 		free(content.p);
 	}
-	json_t *d = from < c->ts.n_calls ? json_array() : NULL;
-	for (int k = from; d && k < c->ts.n_calls; k++) {
-		json_t *x = lmd_tool_call_deltas(&c->ts.calls[k], k);
-		json_array_extend(d, x);
-		json_decref(x);
-	}
-	return d;
+	return lmd_tool_stream_deltas(&c->ts);
 }
 
 /* The whole answer of a finished non-streamed job. */
@@ -625,13 +618,12 @@ static enum MHD_Result answer(struct MHD_Connection *c, struct job *j)
 			cs[i].len += strlen(e);
 		}
 		if (j->ch[i].tools && (texts[i] = strndup(cs[i].text, cs[i].len))) {
-			json_t *deltas = tool_piece(&j->ch[i], &texts[i], &cs[i].len, 1);
+			json_decref(tool_piece(&j->ch[i], &texts[i], &cs[i].len, 1));
 			cs[i].text = texts[i] ? texts[i] : "";
-			if (deltas) {
+			if (j->ch[i].ts.n_calls) {
 				cs[i].tool_calls = calls[i] = lmd_tool_calls_json(j->ch[i].ts.calls, j->ch[i].ts.n_calls);
 				cs[i].finish = "tool_calls";
 			}
-			json_decref(deltas);
 		}
 	}
 	struct lmd_api_usage u = usage_of(j);
@@ -882,6 +874,7 @@ static int prepare(struct job *j, struct lmd_api_error *e)
 		r->continues = q->kind == LMD_API_COMPLETION;
 		r->logprobs = q->logprobs;
 		r->top_logprobs = q->top_logprobs;
+		r->token_gaps = 1;
 		r->on_text = q->stream ? on_text : NULL;
 		r->on_done = on_done;
 		r->ctx = c;

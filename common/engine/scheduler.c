@@ -62,10 +62,11 @@ void lmd_request_free(struct lmd_request *r, struct lmd_model *m)
 	lmd_session_free(&r->own, m);
 	lmd_tokdec_free(&r->dec);
 	free(r->lp);
+	free(r->gaps);
 	free(r->pen_row);
 	r->lp = NULL;
-	r->pen_row = NULL;
-	r->nlp = r->lpcap = 0;
+	r->gaps = r->pen_row = NULL;
+	r->nlp = r->lpcap = r->gapcap = 0;
 }
 
 // --- the scheduler
@@ -172,6 +173,12 @@ int lmd_sched_submit(struct lmd_scheduler *s, struct lmd_request *r, struct lmd_
 		if (!(r->lp = malloc((size_t)most * sizeof(*r->lp))))
 			return r->lpcap = 0, lmd_errorf(err, LMD_ENOMEM, "out of memory");
 		r->lpcap = most;
+	}
+	if (r->token_gaps && r->gapcap < most) {
+		free(r->gaps);
+		if (!(r->gaps = malloc((size_t)most * sizeof(*r->gaps))))
+			return r->gapcap = 0, lmd_errorf(err, LMD_ENOMEM, "out of memory");
+		r->gapcap = most;
 	}
 	if ((r->sampling.presence_penalty || r->sampling.frequency_penalty) && !r->pen_row &&
 	    !(r->pen_row = malloc((size_t)s->m->cfg.vocab * sizeof(*r->pen_row))))
@@ -309,8 +316,12 @@ static int accept(struct lmd_scheduler *s, struct lmd_request *r, int tok, struc
 	struct lmd_session *se = sess(r);
 	const char *t;
 	size_t n;
+	double at = now();
 	if (!r->ntokens)
-		r->t_first = now();
+		r->t_first = at;
+	else if (r->ntokens - 1 < r->gapcap)
+		r->gaps[r->ntokens - 1] = (float)(at - r->t_last);
+	r->t_last = at;
 	r->ntokens++;
 	if (session_push(se, &(int32_t){tok}, 1, err))
 		return -1;

@@ -84,6 +84,7 @@ struct lmd_request {
 	int continues;               /* the text continues the prompt's (a completion): its first space is kept */
 	int logprobs;                /* record each generated token's log-probability in lp */
 	int top_logprobs;            /* with logprobs: alternatives per token, 0 .. LMD_MAX_TOP_LOGPROBS */
+	int token_gaps;              /* record the time between consecutive tokens in gaps */
 	const int32_t *script;       /* tests only (LMD_TEST_SCRIPT, t/README), borrowed: tokens produced instead of */
 	int nscript;                 /* the model's choice, then a stop token; script_delay_us before each */
 	int script_delay_us;
@@ -103,6 +104,7 @@ struct lmd_request {
 	enum lmd_finish finish;
 	char error[256];
 	double t_submit, t_first, t_end;  /* seconds (monotonic clock) */
+	float *gaps;                 /* owned [ntokens - 1] with token_gaps: seconds from each token to the next */
 
 	/* the scheduler's */
 	struct lmd_session own;
@@ -110,7 +112,8 @@ struct lmd_request {
 	struct lmd_tokdec dec;
 	size_t emitted, cap;
 	int prefill_start;
-	int lpcap;
+	int lpcap, gapcap;
+	double t_last;               /* when the last token came */
 	float *pen_row;              /* owned [vocab]: the row with the presence and frequency penalties */
 };
 

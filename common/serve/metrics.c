@@ -1,12 +1,12 @@
 /*
  * The server's metrics (serve.h) in Prometheus' text format, named after vLLM's (lmd: for vllm:).
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "serve.h"
+#include "tok/sbuf.h"
 
 /* Seconds: 1 ms to 60 s, as vLLM's time-to-first-token buckets. */
 static const double latency_le[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
@@ -40,71 +40,37 @@ void lmd_serve_stats_finished(struct lmd_serve_stats *st, const struct lmd_reque
 		st->finished[r->finish]++;
 	if (r->ntokens > 0 && r->t_first > 0) {
 		lmd_histogram_observe(&st->ttft, r->t_first - r->t_submit, 1);
-		if (r->ntokens > 1)  /* each gap between tokens counted at the request's mean gap */
-			lmd_histogram_observe(&st->itl, (r->t_end - r->t_first) / (r->ntokens - 1), (uint64_t)r->ntokens - 1);
+		for (int i = 0; r->gaps && i < r->ntokens - 1 && i < r->gapcap; i++)  /* each gap, as vLLM */
+			lmd_histogram_observe(&st->itl, r->gaps[i], 1);
 	}
 	lmd_histogram_observe(&st->e2e, r->t_end - r->t_submit, 1);
 }
 
-struct buf {
-	char *s;
-	size_t len, cap;
-	int oom;
-};
-
-static void put(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(struct buf *b, const char *fmt, ...)
+static void metric(struct lmd_sb *b, const char *name, const char *type, const char *help, const char *model, double v)
 {
-	va_list ap;
-	for (;;) {
-		size_t room = b->cap - b->len;
-		va_start(ap, fmt);
-		int n = b->oom ? 0 : vsnprintf(b->s ? b->s + b->len : NULL, b->s ? room : 0, fmt, ap);
-		va_end(ap);
-		if (b->oom || n < 0)
-			return;
-		if ((size_t)n < room && b->s) {
-			b->len += (size_t)n;
-			return;
-		}
-		size_t nc = (b->cap ? b->cap : 4096) * 2;
-		while (nc < b->len + (size_t)n + 1)
-			nc *= 2;
-		char *p = realloc(b->s, nc);
-		if (!p) {
-			b->oom = 1;
-			return;
-		}
-		b->s = p;
-		b->cap = nc;
-	}
-}
-
-static void metric(struct buf *b, const char *name, const char *type, const char *help, const char *model, double v)
-{
-	put(b, "# HELP lmd:%s %s\n# TYPE lmd:%s %s\nlmd:%s{model_name=\"%s\"} %.17g\n", name, help, name, type, name,
+	lmd_sb_printf(b, "# HELP lmd:%s %s\n# TYPE lmd:%s %s\nlmd:%s{model_name=\"%s\"} %.17g\n", name, help, name, type, name,
 	    model, v);
 }
 
-static void histogram(struct buf *b, const char *name, const char *help, const char *model,
+static void histogram(struct lmd_sb *b, const char *name, const char *help, const char *model,
 		      const struct lmd_histogram *h)
 {
 	uint64_t cum = 0;
-	put(b, "# HELP lmd:%s %s\n# TYPE lmd:%s histogram\n", name, help, name);
+	lmd_sb_printf(b, "# HELP lmd:%s %s\n# TYPE lmd:%s histogram\n", name, help, name);
 	for (int i = 0; i <= h->nb; i++) {
 		cum += h->counts[i];
 		if (i < h->nb)
-			put(b, "lmd:%s_bucket{model_name=\"%s\",le=\"%g\"} %llu\n", name, model, h->le[i], (unsigned long long)cum);
+			lmd_sb_printf(b, "lmd:%s_bucket{model_name=\"%s\",le=\"%g\"} %llu\n", name, model, h->le[i], (unsigned long long)cum);
 		else
-			put(b, "lmd:%s_bucket{model_name=\"%s\",le=\"+Inf\"} %llu\n", name, model, (unsigned long long)cum);
+			lmd_sb_printf(b, "lmd:%s_bucket{model_name=\"%s\",le=\"+Inf\"} %llu\n", name, model, (unsigned long long)cum);
 	}
-	put(b, "lmd:%s_sum{model_name=\"%s\"} %.17g\nlmd:%s_count{model_name=\"%s\"} %llu\n", name, model, h->sum, name,
+	lmd_sb_printf(b, "lmd:%s_sum{model_name=\"%s\"} %.17g\nlmd:%s_count{model_name=\"%s\"} %llu\n", name, model, h->sum, name,
 	    model, (unsigned long long)h->count);
 }
 
 char *lmd_serve_metrics_text(const struct lmd_serve_stats *st, const char *model)
 {
-	struct buf b = {0};
+	struct lmd_sb b = {0};
 	char name[256];
 	size_t k = 0;
 	/* the label value, escaped as the format asks (backslash, quote, newline) */
@@ -134,17 +100,17 @@ char *lmd_serve_metrics_text(const struct lmd_serve_stats *st, const char *model
 	       (double)st->generation_tokens);
 	metric(&b, "num_preemptions_total", "counter", "Sequences preempted (KV blocks released, recomputed later).", name,
 	       (double)st->preemptions);
-	put(&b, "# HELP lmd:request_success_total Finished requests by finish reason.\n"
+	lmd_sb_printf(&b, "# HELP lmd:request_success_total Finished requests by finish reason.\n"
 		"# TYPE lmd:request_success_total counter\n");
 	for (int f = LMD_FINISH_STOP; f < LMD_METRIC_FINISH_KINDS; f++)
-		put(&b, "lmd:request_success_total{model_name=\"%s\",finished_reason=\"%s\"} %llu\n", name,
+		lmd_sb_printf(&b, "lmd:request_success_total{model_name=\"%s\",finished_reason=\"%s\"} %llu\n", name,
 		    lmd_finish_name((enum lmd_finish)f), (unsigned long long)st->finished[f]);
 	histogram(&b, "time_to_first_token_seconds", "Time from arrival to the first token.", name, &st->ttft);
 	histogram(&b, "inter_token_latency_seconds", "Time between two tokens of a request.", name, &st->itl);
 	histogram(&b, "e2e_request_latency_seconds", "Time from arrival to the end of a request.", name, &st->e2e);
-	if (b.oom) {
-		free(b.s);
+	if (b.failed) {
+		free(b.p);
 		return NULL;
 	}
-	return b.s;
+	return b.p;
 }

@@ -297,8 +297,8 @@ static int completion_fields(struct lmd_api_request *q, json_t *o, struct lmd_ap
 	q->logprobs = lp >= 0;
 	q->top_logprobs = lp > 0 ? (int)lp : 0;
 	if (q->echo && q->logprobs)
-		return lmd_api_errorf(e, 400, "echo", NULL, "'echo' with 'logprobs' (the prompt's log-probabilities) is not "
-				      "supported");
+		return lmd_api_errorf(e, 400, "echo", NULL, "'echo' with 'logprobs' is not supported: the server gives the "
+				      "log-probabilities of generated tokens only, not the prompt's; drop one of them");
 	if ((x = field(o, "suffix")) && (!json_is_string(x) || json_string_length(x)))
 		return lmd_api_errorf(e, 400, "suffix", NULL, "'suffix' is not supported");
 	return 0;

@@ -15,6 +15,8 @@
   let history = [];      // {role, content} of this chat
   let model = null;      // the server's model name
   let running = null;    // {controller, node, text} while an answer streams
+  let checks = 0;        // /v1/models asked so far: only the last answer, for the key in the field, counts
+  let checkStatus = false;  // the status line says what /v1/models answered (a success clears it)
 
   function setStatus(text, isError) {
     ui.status.textContent = text || "";
@@ -28,11 +30,12 @@
     return h;
   }
 
-  // The server answered 401: ask for the key, or say that the one given was refused.
+  // The server answered 401: ask for the key (the field takes the focus when it first shows), or say
+  // that the one given was refused.
   function needKey() {
+    if (ui.keyBox.hidden || ui.settings.hidden) ui.apiKey.focus();
     ui.keyBox.hidden = false;
     ui.settings.hidden = false;
-    ui.apiKey.focus();
     setStatus(ui.apiKey.value.trim() ? "The API key was refused (401): check it under Settings."
       : "This server wants an API key: enter it under Settings, then send again.", true);
   }
@@ -51,18 +54,34 @@
       "). Is lmd-run serve running?";
   }
 
+  // The model's name, and whether the server wants a key. An answer that comes after a later check
+  // began, or after the key changed, or once an answer has streamed, is dropped: the page shows
+  // what the newest exchange said, whatever order the answers arrive in.
   async function loadModel() {
+    const mine = ++checks, key = ui.apiKey.value.trim();
+    const current = () => mine === checks && key === ui.apiKey.value.trim();
+    let text = "";
     try {
       const res = await fetch("/v1/models", { headers: headers() });
-      if (res.status === 401) return needKey();
-      if (!res.ok) return setStatus(await errorText(res), true);
-      const j = await res.json();
-      model = j.data && j.data[0] ? j.data[0].id : null;
-      ui.model.textContent = model ? "model: " + model : "";
-      setStatus("");
+      if (!current()) return;
+      if (res.status === 401) {
+        needKey();
+        checkStatus = true;
+        return;
+      }
+      if (!res.ok) {
+        text = await errorText(res);
+      } else {
+        const j = await res.json();
+        model = j.data && j.data[0] ? j.data[0].id : null;
+        ui.model.textContent = model ? "model: " + model : "";
+      }
     } catch (err) {
-      setStatus(downText(err), true);
+      text = downText(err);
     }
+    if (!current() || (!text && !checkStatus)) return;
+    setStatus(text, !!text);
+    checkStatus = !!text;
   }
 
   function addMessage(role, text) {
@@ -116,6 +135,8 @@
 
   async function send(text) {
     if (running) return;
+    checks++;  // what a send learns is newer than any check still on its way
+    checkStatus = false;
     setStatus("");
     history.push({ role: "user", content: text });
     const asked = addMessage("user", text);
@@ -176,6 +197,7 @@
       ui.input.value = text;
       if (failed === "key") needKey();
       else setStatus(failed, true);
+      checkStatus = failed === "key";  // a check that the key works clears it
       return;
     }
     if (stopped) node.classList.add("stopped");

@@ -2,8 +2,10 @@
 // answers (LMD_TEST_SCRIPT, t/README) in the qwen template's format; the client runs the seeds' loop.
 //   node serve-tools.mjs script          the answers the server needs, in the order the checks use them
 //   node serve-tools.mjs BASE MODEL CHECK
+//   node serve-tools.mjs script-pieces PARSER   answers in PARSER's format (internlm, qwen, llama3) for pieces
 // CHECK: loop, loop-stream (add, then multiply, then the answer), forced (required, a named function,
-// none), malformed (an unknown function and bad arguments stay content), bad-requests (400s).
+// none), malformed (an unknown function and bad arguments stay content), bad-requests (400s),
+// pieces (streamed, each call's arguments arrive in several pieces that concatenate to its JSON).
 import OpenAI from 'openai';
 import assert from 'node:assert/strict';
 
@@ -22,9 +24,24 @@ const SCRIPT = [
 	'<tool_call>{"name": "nope"}</tool_call>\n' + call('multiply', { a: 6, b: 7 }),
 ];
 
+// For pieces: two calls with arguments long enough to come in many tokens, in each parser's format.
+const PIECES = [
+	['add', { a: 3, b: 5, note: 'the first of two calls, with a longer string argument' }],
+	['multiply', { a: 8, b: 2, nested: { list: [1, 2.5, true, null], text: 'x \u00d7 y' } }],
+];
+const FORMATS = {
+	qwen: (calls) => calls.map(([name, args]) => `<tool_call>\n${JSON.stringify({ name, arguments: args })}\n</tool_call>`).join('\n'),
+	internlm: (calls) => calls.map(([name, args]) => `<|action_start|><|plugin|>\n${JSON.stringify({ name, parameters: args })}<|action_end|>`).join(''),
+	llama3: (calls) => calls.map(([name, args]) => JSON.stringify({ name, parameters: args }, null, 1)).join('; '),
+};
+
 const [base, model, check] = process.argv.slice(2);
 if (base === 'script') {
 	process.stdout.write(JSON.stringify(SCRIPT) + '\n');
+	process.exit(0);
+}
+if (base === 'script-pieces') {
+	process.stdout.write(JSON.stringify([FORMATS[model](PIECES)]) + '\n');
 	process.exit(0);
 }
 const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'none', maxRetries: 0 });
@@ -48,6 +65,7 @@ async function turn(messages, stream, extra = {}) {
 	}
 	const s = await client.chat.completions.create({ ...req, stream: true });
 	const msg = { role: 'assistant', content: '', tool_calls: [] };
+	const pieces = [];
 	let finish = null;
 	for await (const chunk of s) {
 		const ch = chunk.choices[0];
@@ -61,13 +79,14 @@ async function turn(messages, stream, extra = {}) {
 			} else {
 				assert.ok(!d.function.name, 'the name comes once');
 				t.function.arguments += d.function.arguments ?? '';
+				pieces[d.index] = (pieces[d.index] ?? 0) + 1;
 			}
 		}
 		if (ch.finish_reason) finish = ch.finish_reason;
 	}
 	if (!msg.tool_calls.length) delete msg.tool_calls;
 	if (!msg.content) msg.content = null;
-	return { msg, finish };
+	return { msg, finish, pieces };
 }
 
 function oneCall(t, name, args) {
@@ -133,6 +152,19 @@ const checks = {
 		oneCall(t, 'multiply', { a: 6, b: 7 });
 		assert.equal(t.msg.content, '<tool_call>{"name": "nope"}</tool_call>');
 		console.log('malformed calls are content');
+	},
+	async pieces() {
+		const t = await turn([{ role: 'user', content: 'Add, then multiply.' }], true, { max_tokens: 400 });
+		assert.equal(t.finish, 'tool_calls');
+		assert.equal(t.msg.content, null);
+		assert.equal(t.msg.tool_calls.length, PIECES.length);
+		PIECES.forEach(([name, args], i) => {
+			const c = t.msg.tool_calls[i];
+			assert.equal(c.function.name, name);
+			assert.deepEqual(JSON.parse(c.function.arguments), args, `call ${i}: the pieces concatenate to its JSON`);
+			assert.ok(t.pieces[i] > 1, `call ${i}: its arguments came in ${t.pieces[i]} piece(s)`);
+		});
+		console.log(`pieces: ${t.pieces.join(' and ')} argument pieces`);
 	},
 	async 'bad-requests'() {
 		const q = [{ role: 'user', content: 'x' }];

@@ -3,6 +3,8 @@
 //   node web-chat.mjs script CHECK    prints the script the server needs for CHECK (its answers, in order)
 //   node web-chat.mjs BASE chat       load, stream, tokens/s, stop, second turn, <script> as text, new chat
 //   node web-chat.mjs BASE key KEY    a server with --api-keys: the key field, a wrong key, the right one
+//   node web-chat.mjs BASE stale KEY  the page's first /v1/models answers (a 401) come late, after an answer
+//                                     streamed with the right key: the page keeps what it last learnt
 //   node web-chat.mjs BASE down PID   the server dies (kill PID): a clear message
 // Exits 1 (with what differed) when a check fails.
 import { chromium } from 'playwright-core';
@@ -17,6 +19,7 @@ const EVIL = '<script>window.__pwned = 1</script><img src=x onerror="window.__pw
 const SCRIPTS = {
 	chat: [{ text: FIRST, delay_ms: 40 }, { text: LONG, delay_ms: 40 }, { text: EVIL }, { text: 'Fresh start.' }],
 	key: [{ text: 'The key worked.' }],
+	stale: [{ text: 'Answered first.' }],
 };
 
 const [base, check, arg] = process.argv.slice(2);
@@ -135,6 +138,27 @@ const checks = {
 		await page.press('#input', 'Enter');
 		await idle();
 		assert.equal((await last().locator('.body').textContent()).trim(), 'The key worked.');
+	},
+
+	async stale() {
+		const held = [];  // the /v1/models requests, answered only once the chat's answer is in
+		await page.route('**/v1/models', (route) => held.push(route));
+		await page.goto(base + '/');
+		await send('Hi');  // no key yet: the send's own 401 asks for it
+		await idle();
+		assert.match(await page.textContent('#status'), /API key/);
+		await page.fill('#api-key', arg);
+		await page.dispatchEvent('#api-key', 'change');
+		await page.press('#input', 'Enter');
+		await idle();
+		assert.equal((await last().locator('.body').textContent()).trim(), 'Answered first.');
+		assert.equal((await page.textContent('#status')).trim(), '');
+		assert.ok(held.length >= 2, `the page asked for /v1/models ${held.length} time(s)`);
+		for (const r of held) await r.continue();  // the first answers 401 (no key then), late
+		await page.unroute('**/v1/models');
+		await page.waitForTimeout(500);
+		assert.equal((await page.textContent('#status')).trim(), '', 'a stale 401 changed the status');
+		assert.equal(await page.evaluate(() => document.activeElement.id), 'input', 'a stale 401 took the focus');
 	},
 
 	async down() {
