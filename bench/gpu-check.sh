@@ -2,7 +2,7 @@
 # make gpu-check: on a machine with an NVIDIA GPU, build, run the CUDA op tests, the reference checks
 # and the benchmarks, and write result files into $OUT (default bench/out), printing them as it goes.
 #
-#   bench/gpu-check.sh [correct|bench|serve|all|llama3|quant|kernels]   (default all)
+#   bench/gpu-check.sh [correct|bench|serve|all|llama3|quant|kernels|kvq]   (default all)
 #
 # correct  build; test-ops (every op vs the CPU reference, GPU-sized shapes with timings);
 #          test-reference on the GPU (every ../shared/reference model vs HF: fp32 logprobs, greedy,
@@ -34,6 +34,12 @@
 #          stream64) and the fp16 one (KERNELS_MODELS, default "w4 f16"; made as in quant when /tmp/llama2-7b-W
 #          is missing, ~2.5 min each; KERNELS_MODELS= leaves the benchmark out, KERNELS_OPS=0 the op tests).
 #          Files: kernels-ops.txt kernels-speed.txt kernels-bench.csv kernels-bench.log.
+# kvq      (alone) quantized KV caches: test-ops kvq (int8/int4 caches vs the CPU reference in the fast decode and
+#          prefill kernels, rows alone vs among others, decode attention at 4k and a 2048-token prefill timed for
+#          plain / int8 / int4 and the generic kernel); lmd-small fp16 with KV int8/int4 greedy GPU vs CPU and 60
+#          concurrent vs one at a time, perplexity GPU vs CPU; the Llama-2-7B-shaped fp16 model (/tmp/llama2-7b-f16)
+#          through lmd-bench mem and lmd-bench gen for KV plain / int8 / int4 at KVQ_CONC (default 1,64,256) x 128
+#          and 1 x 2048. Files: kvq-ops.txt kvq-greedy.txt kvq-mem.txt kvq-bench.csv kvq-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
 # bench-modes.csv (LMD_CUDA_GEMM=lmd, lt128, pad64 and cublas) hf.csv serve.csv serve.log bench-serve*.
 # BENCH_EXTRA=0 leaves out the profile runs, the LMD_CUDA_GEMM comparisons and the HF baseline.
@@ -247,22 +253,20 @@ if [ "$stage" = llama3 ]; then
 			--completion-tokens 128 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | tee -a "$OUT/bench-llama3-cublas.csv"
 	done
 fi
-if [ "$stage" = quant ]; then
-	say "test-ops quant: W4A16 products and quantized KV vs the CPU reference"
-	build/t/test-ops quant >"$OUT/quant-ops.txt" 2>&1; rc=$?
-	cat "$OUT/quant-ops.txt"; echo "test-ops quant: exit $rc" | tee -a "$OUT/quant-ops.txt"; [ $rc = 0 ] || fail=1
-	small=${SMALL_W4:-/tmp/small-w4}
-	if [ ! -d "$small" ]; then
+# lmd-small greedy and perplexity for each weights:dtype:KV configuration in $1 into file $2: GPU 60 concurrent vs one
+# at a time (must agree), GPU vs CPU (reported), perplexity on both.
+small_checks() {
+	local small=${SMALL_W4:-/tmp/small-w4} cfg m name g
+	if [[ "$1" == *w4:* ]] && [ ! -d "$small" ]; then
 		build/bin/lmd-awq "$SHARED/models/lmd-small" --method rtn --w-group-size 64 -o /tmp/small-w4-hf --force -q &&
 			build/bin/lmd-convert -q --model-format awq /tmp/small-w4-hf "$small" || fail=1
 	fi
-	say "lmd-small (W4, and fp16 with KV int8/int4): greedy GPU vs CPU, 60 concurrent vs one at a time; perplexity"
 	printf '{"prompt": "%s"}\n' "Once upon a time" "The old man looked at" "It was a dark and stormy night" \
 		"She opened the letter and" "In the morning the village" "He said that he would never" >/tmp/qprompts.jsonl
 	for i in 1 2 3 4 5 6 7 8 9 10; do cat /tmp/qprompts.jsonl; done >/tmp/qprompts60.jsonl
-	: >"$OUT/quant-greedy.txt"
-	for cfg in ${QUANT_GREEDY:-w4:fp16:0 w4:bf16:0 f16:fp16:8 f16:fp16:4 w4:bf16:8}; do  # weights:dtype:KV
-		set -- ${cfg//:/ }
+	: >"$2"
+	for cfg in $1; do  # weights:dtype:KV
+		set -- ${cfg//:/ } "$2"
 		m=$small; [ $1 = f16 ] && m=$SHARED/models/lmd-small
 		name="lmd-small $1 $2 KV ${3/0/plain}"
 		g="build/bin/lmd-run generate --max-tokens 48 --temperature 0 --ignore-eos --dtype $2 --quant-policy $3"
@@ -270,26 +274,38 @@ if [ "$stage" = quant ]; then
 		$g --device cuda --max-batch-size 1 "$m" </tmp/qprompts60.jsonl >/tmp/q-cuda1.jsonl 2>&1 || fail=1
 		$g --device cpu "$m" </tmp/qprompts60.jsonl >/tmp/q-cpu.jsonl 2>&1 || fail=1
 		py bench/compare_gen.py "$name greedy, GPU 60 concurrent vs one at a time" /tmp/q-cuda.jsonl /tmp/q-cuda1.jsonl \
-			| tee -a "$OUT/quant-greedy.txt" || fail=1
+			| tee -a "$4" || fail=1
 		py bench/compare_gen.py "$name greedy, GPU vs CPU backend (reported)" /tmp/q-cuda.jsonl /tmp/q-cpu.jsonl \
-			| tee -a "$OUT/quant-greedy.txt"
+			| tee -a "$4"
 		for dev in cuda cpu; do
 			echo "$name perplexity (wikitext-2, 8 windows of 512) on $dev: $(build/bin/lmd-bench ppl --device $dev \
 				--dtype $2 --quant-policy $3 --windows 8 --text "$SHARED/data/wikitext-2-raw/wiki.test.raw" "$m" \
-				2>/dev/null | tail -1)" | tee -a "$OUT/quant-greedy.txt"
+				2>/dev/null | tail -1)" | tee -a "$4"
 		done
 	done
+}
+# lmd-bench gen on /tmp/llama2-7b-$1 with --quant-policy $2: concurrencies $3 x 128 prompt tokens, and 1 x 2048, rows
+# prefixed "$1,kv$2," into $OUT/$4-bench.csv (logs: $4-bench.log)
+quant_gen() {
+	build/bin/lmd-bench gen -v --device cuda --quant-policy $2 --concurrency "$3" --prompt-tokens 128 \
+		--completion-tokens 128 -f csv /tmp/llama2-7b-$1 2>>"$OUT/$4-bench.log" | sed "s/^/$1,kv$2,/" \
+		| tee -a "$OUT/$4-bench.csv"
+	build/bin/lmd-bench gen --device cuda --quant-policy $2 --concurrency 1 --prompt-tokens 2048 \
+		--completion-tokens 32 -f csv /tmp/llama2-7b-$1 2>>"$OUT/$4-bench.log" | grep -v "^date" \
+		| sed "s/^/$1,kv$2,/" | tee -a "$OUT/$4-bench.csv"
+}
+if [ "$stage" = quant ]; then
+	say "test-ops quant: W4A16 products and quantized KV vs the CPU reference"
+	build/t/test-ops quant >"$OUT/quant-ops.txt" 2>&1; rc=$?
+	cat "$OUT/quant-ops.txt"; echo "test-ops quant: exit $rc" | tee -a "$OUT/quant-ops.txt"; [ $rc = 0 ] || fail=1
+	say "lmd-small (W4, and fp16 with KV int8/int4): greedy GPU vs CPU, 60 concurrent vs one at a time; perplexity"
+	small_checks "${QUANT_GREEDY:-w4:fp16:0 w4:bf16:0 f16:fp16:8 f16:fp16:4 w4:bf16:8}" "$OUT/quant-greedy.txt"
 	quant_models ${QUANT_MODELS:-f16 w4}
 	say "lmd-bench gen: fp16 vs W4A16, KV plain / int8 / int4"
 	: >"$OUT/quant-bench.csv"
 	for w in ${QUANT_MODELS:-f16 w4}; do
 		for qp in ${QUANT_KV:-0 8 4}; do
-			build/bin/lmd-bench gen -v --device cuda --quant-policy $qp --concurrency "${QUANT_CONC:-1,64}" \
-				--prompt-tokens 128 --completion-tokens 128 -f csv /tmp/llama2-7b-$w 2>>"$OUT/quant-bench.log" \
-				| sed "s/^/$w,kv$qp,/" | tee -a "$OUT/quant-bench.csv"
-			build/bin/lmd-bench gen --device cuda --quant-policy $qp --concurrency 1 --prompt-tokens 2048 \
-				--completion-tokens 32 -f csv /tmp/llama2-7b-$w 2>>"$OUT/quant-bench.log" | grep -v "^date" \
-				| sed "s/^/$w,kv$qp,/" | tee -a "$OUT/quant-bench.csv"
+			quant_gen $w $qp "${QUANT_CONC:-1,64}" quant
 		done
 	done
 fi
@@ -323,6 +339,22 @@ if [ "$stage" = kernels ] && [ -n "${KERNELS_MODELS-w4 f16}" ]; then
 			| tee -a "$OUT/kernels-bench.csv"
 	done
 	unset LMD_CUDA_Q4
+fi
+if [ "$stage" = kvq ]; then
+	say "test-ops kvq: quantized KV caches vs the CPU reference, timed beside plain ones"
+	build/t/test-ops kvq >"$OUT/kvq-ops.txt" 2>&1; rc=$?
+	cat "$OUT/kvq-ops.txt"; echo "test-ops kvq: exit $rc" | tee -a "$OUT/kvq-ops.txt"; [ $rc = 0 ] || fail=1
+	say "lmd-small fp16 and bf16 with KV int8/int4: greedy GPU vs CPU, 60 concurrent vs one at a time; perplexity"
+	small_checks "${KVQ_GREEDY:-f16:fp16:8 f16:fp16:4 f16:bf16:8 f16:bf16:4}" "$OUT/kvq-greedy.txt"
+	quant_models f16
+	say "lmd-bench mem and gen, fp16 model, KV plain / int8 / int4"
+	: >"$OUT/kvq-bench.csv"
+	: >"$OUT/kvq-mem.txt"
+	for qp in ${KVQ_KV:-0 8 4}; do
+		build/bin/lmd-bench mem --device cuda --quant-policy $qp --session-len 2048 --max-batch-size 64 \
+			/tmp/llama2-7b-f16 2>&1 | tee -a "$OUT/kvq-mem.txt"
+		quant_gen f16 $qp "${KVQ_CONC:-1,64,256}" kvq
+	done
 fi
 say "done (failures: $fail)"
 exit $fail

@@ -91,32 +91,34 @@ __device__ __forceinline__ void load8(const __nv_bfloat16 *p, float f[8])
 
 /*
  * 8 elements d..d+7 of cache row tok (the row's index in the pool) as fp32: a 16-bit or f32 cache read as it
- * is, a quantized one (KT uint8_t; kvcache.h) dequantized as the CPU does, q * scale + zero (two roundings).
+ * is, a quantized one (KT uint8_t; kvcache.h) dequantized as the CPU does, q * scale + zero (two roundings),
+ * its (scale, zero) pairs qs of dtype pt.
  */
 template <typename KT>
-__device__ __forceinline__ void kv_load8(const KT *c, const float *qs, int bits, size_t tok, int D, int d, float f[8])
+__device__ __forceinline__ void kv_load8(const KT *c, const void *qs, int pt, int bits, size_t tok, int D, int d,
+					 float f[8])
 {
 	if constexpr (std::is_same<KT, uint8_t>::value) {
-		float sc = qs[tok * 2], z = qs[tok * 2 + 1];
+		float sc = ld(qs, pt, tok * 2), z = ld(qs, pt, tok * 2 + 1);
 #pragma unroll
 		for (int e = 0; e < 8; e++) {
 			int v = bits == 8 ? c[tok * D + d + e] : (c[tok * (D / 2) + (d + e) / 2] >> (4 * ((d + e) & 1))) & 15;
 			f[e] = __fadd_rn(__fmul_rn((float)v, sc), z);
 		}
 	} else {
-		(void)qs, (void)bits;
+		(void)qs, (void)pt, (void)bits;
 		load8(c + tok * D + d, f);
 	}
 }
 
 template <typename KT>
-__device__ __forceinline__ float kv_load1(const KT *c, const float *qs, int bits, size_t tok, int D, int d)
+__device__ __forceinline__ float kv_load1(const KT *c, const void *qs, int pt, int bits, size_t tok, int D, int d)
 {
 	if constexpr (std::is_same<KT, uint8_t>::value) {
 		int v = bits == 8 ? c[tok * D + d] : (c[tok * (D / 2) + d / 2] >> (4 * (d & 1))) & 15;
-		return __fadd_rn(__fmul_rn((float)v, qs[tok * 2]), qs[tok * 2 + 1]);
+		return __fadd_rn(__fmul_rn((float)v, ld(qs, pt, tok * 2)), ld(qs, pt, tok * 2 + 1));
 	} else {
-		(void)qs, (void)bits;
+		(void)qs, (void)pt, (void)bits;
 		return tof(c[tok * D + d]);
 	}
 }
@@ -126,8 +128,8 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(void *att, int at, const 
 						       const KT *kc, const KT *vc, const struct attn_item *items,
 						       const int32_t *pos, const int32_t *table, int max_blocks, int H,
 						       int KV, int D, int G, int rmax, int block_len, float scale,
-						       int splits, int ntok, float *part, const float *kqs, const float *vqs,
-						       int bits)
+						       int splits, int ntok, float *part, const void *kqs, const void *vqs,
+						       int pt, int bits)
 {
 	extern __shared__ float sm[];
 	const struct attn_item it = items[blockIdx.x];
@@ -163,8 +165,8 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(void *att, int at, const 
 				if (t < te) {
 					int blk = tab[t / block_len];
 					size_t tok = ((size_t)blk * KV + kvh) * block_len + t % block_len;
-					kv_load8(kc, kqs, bits, tok, D, d, kf);
-					kv_load8(vc, vqs, bits, tok, D, d, vf);
+					kv_load8(kc, kqs, pt, bits, tok, D, d, kf);
+					kv_load8(vc, vqs, pt, bits, tok, D, d, vf);
 				} else {
 #pragma unroll
 					for (int e = 0; e < 8; e++)
@@ -183,8 +185,8 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(void *att, int at, const 
 				if (t < te) {
 					int blk = tab[t / block_len];
 					size_t tok = ((size_t)blk * KV + kvh) * block_len + t % block_len;
-					kf = kv_load1(kc, kqs, bits, tok, D, d);
-					vf = kv_load1(vc, vqs, bits, tok, D, d);
+					kf = kv_load1(kc, kqs, pt, bits, tok, D, d);
+					vf = kv_load1(vc, vqs, pt, bits, tok, D, d);
 				}
 				k[j * (D + 1) + d] = kf;
 				v[j * D + d] = vf;
@@ -285,77 +287,121 @@ __global__ void combine_kernel(void *att, int at, const float *part, const struc
 
 /*
  * Decode (one query token per item; D and G are template parameters so q and o stay in registers): no
- * shared-memory staging. A key row is D·sizeof(KT) bytes, read by LPK lanes with one 16-byte load each,
- * so one warp-wide load takes KPI = 32 / LPK consecutive keys. A warp takes U such loads of K and of V
- * at once (KPI·U keys; U = 8, 4, 2 for G <= 2, 4, 8: the registers), all addresses first, then the
- * scores of all of them (dot products reduced over the LPK lanes), one running maximum and one rescale
- * per round (the round's largest score against the running one), and o += p·V on each lane's own key.
- * The warps take rounds in turn over the split's range; at the end each warp adds up its key groups
- * (shuffles) and the warps merge through shared memory.  grid (items, KV, splits), block 128, shared
- * 4·G·(D+2) floats.
+ * shared-memory staging. Each lane holds EPL consecutive elements of a key row, read with one load: 16
+ * bytes of a 16-bit or f32 cache (EPL 8 or 4), 8 codes of a quantized one (BITS 8: 8 bytes, BITS 4: 4
+ * bytes; EPL 8). LPK = D / EPL lanes read a key, so one warp-wide load takes KPI = 32 / LPK consecutive
+ * keys. A warp takes U such loads of K and of V at once (KPI·U keys; U = 8, 4, 2 for G <= 2, 4, 8: the
+ * registers), all addresses first, then the scores of all of them (dot products reduced over the LPK
+ * lanes), one running maximum and one rescale per round (the round's largest score against the running
+ * one), and o += p·V on each lane's own key. The warps take rounds in turn over the split's range; at the
+ * end each warp adds up its key groups (shuffles) and the warps merge through shared memory.
+ *
+ * A quantized cache (kvcache.h: codes c, per token and head scale s and zero z of the cache's dtype PT) is
+ * dequantized in registers and never whole: a code becomes an exact float by putting it into the
+ * mantissa of 2^23 (byte_perm or a nibble mask) and subtracting 2^23; then
+ *   q · k  = s Σ q_e c_e + z Σ q_e       (Σ q_e of the lane's elements computed once)
+ *   o     += (p s) c + p z               (p z summed apart, once a key, added to o at the end)
+ * grid (items, KV, splits), block 128, shared 4·G·(D+2) floats.
  */
 #define DEC_WARPS 4
 
-template <typename KT, int EPL>
-__device__ __forceinline__ void unpack(const uint4 &u, float *f)
+template <int B> struct raw_of;  // an unsigned type of B bytes, loaded at once
+template <> struct raw_of<4> { typedef uint32_t T; };
+template <> struct raw_of<8> { typedef uint2 T; };
+template <> struct raw_of<16> { typedef uint4 T; };
+
+/* The EPL elements of a lane's load as floats: a 16-bit or f32 cache's values, a quantized one's codes. */
+template <typename KT, int BITS, int EPL>
+__device__ __forceinline__ void unpack(const typename raw_of<BITS ? EPL * BITS / 8 : 16>::T &u, float *f)
 {
-	const KT *e = (const KT *)&u;
+	if constexpr (BITS == 8) {
+		const uint32_t w[2] = {u.x, u.y};
 #pragma unroll
-	for (int i = 0; i < EPL; i++)
-		f[i] = tof(e[i]);
+		for (int i = 0; i < 8; i++)
+			f[i] = __uint_as_float(__byte_perm(w[i / 4], 0x4B000000u, 0x7540 | (i % 4))) - 8388608.0f;
+	} else if constexpr (BITS == 4) {
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			f[i] = __uint_as_float(0x4B000000u | ((u >> (4 * i)) & 15u)) - 8388608.0f;
+	} else {
+		const KT *e = (const KT *)&u;
+#pragma unroll
+		for (int i = 0; i < EPL; i++)
+			f[i] = tof(e[i]);
+	}
 }
 
-template <typename KT, int D, int G>
+/* A (scale, zero) pair of the cache's dtype, loaded as raw bits (zero bits: 0, 0), as floats. */
+__device__ __forceinline__ float2 pair_f2(uint32_t r, __half) { return __half22float2(*(const __half2 *)&r); }
+__device__ __forceinline__ float2 pair_f2(uint32_t r, __nv_bfloat16) { return __bfloat1622float2(*(const __nv_bfloat162 *)&r); }
+
+template <typename KT, int D, int G, int BITS, typename PT>
 __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int at, const void *qkv, int qt, int64_t qcols,
-								const KT *kc, const KT *vc,
+								const KT *kc, const KT *vc, const PT *kqs, const PT *vqs,
 								const struct attn_item *items, const int32_t *table,
 								int max_blocks, int H, int KV, int block_len,
 								float scale, int splits, int ntok, float *part)
 {
-	constexpr int EPL = 16 / (int)sizeof(KT), LPK = D / EPL, KPI = 32 / LPK, U = G <= 2 ? 8 : G <= 4 ? 4 : 2;
+	constexpr int EPL = BITS ? 8 : 16 / (int)sizeof(KT), LB = BITS ? EPL * BITS / 8 : 16;  // LB: bytes a lane loads
+	constexpr int LPK = D / EPL, KPI = 32 / LPK, U = G <= 2 ? 8 : G <= 4 ? 4 : 2;
+	constexpr int ROWB = BITS ? D * BITS / 8 : D * (int)sizeof(KT);  // bytes of a key row
+	typedef typename raw_of<LB>::T RAW;
 	extern __shared__ float sm[];
 	const struct attn_item it = items[blockIdx.x];
 	const int kvh = blockIdx.y, split = blockIdx.z, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-	const int grp = lane / LPK, gl = lane % LPK;  // the lane's key in a load, and its 16 bytes of that key
+	const int grp = lane / LPK, gl = lane % LPK;  // the lane's key in a load, and its slice of that key
 	const int len = it.last_pos + 1, chunk = split_len(len), nspl = split_count(len);
 	if (split >= nspl)
 		return;
 	const int tb = split * chunk, te = min(len, tb + chunk), tok = it.first;
-	float q[G][EPL], o[G][EPL], m[G], l[G];
+	float q[G][EPL], o[G][EPL], m[G], l[G], qsum[G], oz[G];  // qsum, oz: quantized caches only
 #pragma unroll
 	for (int g = 0; g < G; g++) {
 		m[g] = -INFINITY;
-		l[g] = 0;
+		l[g] = qsum[g] = oz[g] = 0;
 #pragma unroll
 		for (int e = 0; e < EPL; e++) {
 			o[g][e] = 0;
 			q[g][e] = ld(qkv, qt, (size_t)tok * qcols + (size_t)(kvh * G + g) * D + gl * EPL + e);
+			qsum[g] += q[g][e];
 		}
 	}
+	const char *kb = (const char *)kc, *vb = (const char *)vc;
 	const int32_t *tab = table + (size_t)it.seq * max_blocks;
 	for (int t0 = tb + warp * U * KPI; t0 < te; t0 += DEC_WARPS * U * KPI) {
-		uint4 kr[U], vr[U];
+		RAW kr[U], vr[U];
+		uint32_t kp[U], vp[U];  // quantized: the keys' (scale, zero) pairs
 #pragma unroll
 		for (int u = 0; u < U; u++) {
 			int t = t0 + u * KPI + grp;
-			kr[u] = vr[u] = make_uint4(0, 0, 0, 0);  // a key past the range weighs 0, and 0 · 0 stays 0
+			kr[u] = vr[u] = RAW{};  // a key past the range weighs 0, and 0 · 0 stays 0
+			kp[u] = vp[u] = 0;
 			if (t < te) {
-				size_t off = (((size_t)tab[t / block_len] * KV + kvh) * block_len + t % block_len) * D + gl * EPL;
-				kr[u] = *(const uint4 *)(kc + off);
-				vr[u] = *(const uint4 *)(vc + off);
+				size_t row = ((size_t)tab[t / block_len] * KV + kvh) * block_len + t % block_len;
+				kr[u] = *(const RAW *)(kb + row * ROWB + gl * LB);
+				vr[u] = *(const RAW *)(vb + row * ROWB + gl * LB);
+				if constexpr (BITS != 0) {
+					kp[u] = ((const uint32_t *)kqs)[row];
+					vp[u] = ((const uint32_t *)vqs)[row];
+				}
 			}
 		}
 		float s[G][U];
 #pragma unroll
 		for (int u = 0; u < U; u++) {
 			float kf[EPL];
-			unpack<KT, EPL>(kr[u], kf);
+			unpack<KT, BITS, EPL>(kr[u], kf);
+			float2 sz = make_float2(0, 0);
+			if constexpr (BITS != 0)
+				sz = pair_f2(kp[u], PT());
 #pragma unroll
 			for (int g = 0; g < G; g++) {
 				float dot = 0;
 #pragma unroll
 				for (int e = 0; e < EPL; e++)
 					dot = fmaf(q[g][e], kf[e], dot);
+				if constexpr (BITS != 0)
+					dot = fmaf(dot, sz.x, sz.y * qsum[g]);
 #pragma unroll
 				for (int off = LPK / 2; off > 0; off >>= 1)
 					dot += __shfl_xor_sync(0xffffffffu, dot, off);
@@ -378,14 +424,21 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int a
 #pragma unroll
 			for (int e = 0; e < EPL; e++)
 				o[g][e] *= c;
+			oz[g] *= c;
 #pragma unroll
 			for (int u = 0; u < U; u++) {
 				float p = expf(s[g][u] - mn), vf[EPL];
-				unpack<KT, EPL>(vr[u], vf);
+				unpack<KT, BITS, EPL>(vr[u], vf);
 				ps += p;
+				float pw = p;
+				if constexpr (BITS != 0) {
+					float2 sz = pair_f2(vp[u], PT());
+					pw = p * sz.x;
+					oz[g] = fmaf(p, sz.y, oz[g]);
+				}
 #pragma unroll
 				for (int e = 0; e < EPL; e++)
-					o[g][e] = fmaf(p, vf[e], o[g][e]);
+					o[g][e] = fmaf(pw, vf[e], o[g][e]);
 			}
 #pragma unroll
 			for (int off = LPK; off < 32; off <<= 1)
@@ -399,6 +452,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int a
 	for (int g = 0; g < G; g++) {
 #pragma unroll
 		for (int e = 0; e < EPL; e++) {
+			o[g][e] += oz[g];
 #pragma unroll
 			for (int off = LPK; off < 32; off <<= 1)
 				o[g][e] += __shfl_xor_sync(0xffffffffu, o[g][e], off);
@@ -626,6 +680,38 @@ __global__ void __launch_bounds__(128, 3) fa_kernel(T *att, const T *qkv, int64_
 	}
 }
 
+/*
+ * A quantized cache's blocks as 16-bit values (x̂ = c · scale + zero, rounded to T), for fa_kernel: scratch
+ * block i (layout of the pool, kvcache.h) gets pool block src[i]. grid (blocks, KV), block 128.
+ */
+template <typename T>
+__global__ void dequant_kernel(T *ks, T *vs, const uint8_t *kc, const uint8_t *vc, const T *kqs, const T *vqs,
+			       const int32_t *src, int KV, int block_len, int D, int bits)
+{
+	const size_t from = ((size_t)src[blockIdx.x] * KV + blockIdx.y) * block_len;
+	const size_t to = ((size_t)blockIdx.x * KV + blockIdx.y) * block_len;
+	const int half = D / 2;
+	for (int idx = threadIdx.x; idx < block_len * half; idx += blockDim.x) {
+		int r = idx / half, d = idx % half * 2;
+#pragma unroll
+		for (int w = 0; w < 2; w++) {
+			const uint8_t *c = w ? vc : kc;
+			const T *qs = w ? vqs : kqs;
+			size_t row = from + r;
+			float sc = tof(qs[row * 2]), z = tof(qs[row * 2 + 1]);
+			int c0, c1;
+			if (bits == 8) {
+				c0 = c[row * D + d], c1 = c[row * D + d + 1];
+			} else {
+				int b = c[row * half + d / 2];
+				c0 = b & 15, c1 = b >> 4;
+			}
+			uint32_t v = pack2(__fadd_rn(__fmul_rn((float)c0, sc), z), __fadd_rn(__fmul_rn((float)c1, sc), z), T());
+			*(uint32_t *)((w ? vs : ks) + (to + r) * D + d) = v;
+		}
+	}
+}
+
 // ----------------------------------------------------------------------------
 // kernel launchers
 
@@ -671,12 +757,88 @@ int lmd_cuda_decode_items(const struct lmd_step *s, struct attn_item *items)
 }
 
 /*
+ * A quantized cache's prefill runs (fa items h_items[0 .. n_fa)): fa_kernel reads 16-bit tiles, so each run's
+ * sequence has its blocks up to the run's end dequantized into the scratch fq_scr (dequant_kernel), once a
+ * layer, and fa_kernel reads them there through a table of scratch blocks. The scratch holds fq_scratch
+ * bytes' worth of blocks (FQ_SCRATCH, 256 MiB; or one sequence's, when more): the items are cut into groups that fit, each
+ * group dequantized and run in turn. An fa item's seq becomes its row of that table. Dequantizing once
+ * beats dequantizing tiles inside fa_kernel: every query chunk of a run reads the keys before it again (a
+ * 2048-token prompt reads each key 16 times on average), and the scratch costs one write and read of the
+ * 16-bit range, a fraction of those reads. bb: bytes of a 16-bit block (K and V, one layer).
+ */
+static int plan_fq(struct cuda_ctx *c, size_t bb, int block_len, struct lmd_err *err)
+{
+	const struct lmd_step *s = &c->step;
+	int nf = c->n_fa, mb = s->max_blocks, ns = s->nseq, cap = (int)(c->fq_scratch / bb > 0 ? c->fq_scratch / bb : 1);
+	size_t ints = (size_t)2 * nf * mb;  // src blocks and table rows: at most one row per item
+	int *need = (int *)calloc((size_t)ns * 3, sizeof(int)), *row = need + ns, *grp = row + ns;
+	if (!need)
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
+	if (nf > c->fq_groups_cap) {
+		struct fq_group *g = (struct fq_group *)realloc(c->fq_groups, (size_t)nf * sizeof(*g));
+		if (!g) {
+			free(need);
+			return lmd_errorf(err, LMD_ENOMEM, "out of memory");
+		}
+		c->fq_groups = g, c->fq_groups_cap = nf;
+	}
+	if (ints > c->fq_cap) {  // the last upload from h_fq is done (plan waited for items_done)
+		cudaFreeHost(c->h_fq);
+		cudaFree(c->d_fq);
+		c->h_fq = c->d_fq = NULL, c->fq_cap = 0;
+		cudaError_t e = cudaMallocHost(&c->h_fq, ints * 2 * sizeof(int32_t));
+		if (e == cudaSuccess)
+			e = cudaMalloc(&c->d_fq, ints * 2 * sizeof(int32_t));
+		if (e != cudaSuccess) {
+			free(need);
+			return lmd_errorf(err, LMD_EGPU, "cuda attention: %s", cudaGetErrorString(e));
+		}
+		c->fq_cap = ints * 2;
+	}
+	for (int i = 0; i < nf; i++) {
+		const struct attn_item *it = &c->h_items[i];
+		int nb = (it->last_pos + block_len) / block_len;  // blocks up to its end
+		need[it->seq] = nb > need[it->seq] ? nb : need[it->seq];
+		row[it->seq] = -1;
+	}
+	int32_t *src = c->h_fq, *rows = c->h_fq + ints / 2;
+	int ng = 0, nrows = 0, total = 0;
+	c->fq_rows = (int)(ints / 2);
+	struct fq_group *g = NULL;
+	for (int i = 0; i < nf; i++) {
+		struct attn_item *it = &c->h_items[i];
+		int sq = it->seq;
+		if (row[sq] < 0 || grp[sq] != ng - 1) {  // the sequence's blocks, new in this group
+			if (!g || (g->nblocks && g->nblocks + need[sq] > cap)) {
+				g = &c->fq_groups[ng++];
+				*g = (struct fq_group){i, 0, total, 0};
+			}
+			row[sq] = nrows++, grp[sq] = ng - 1;
+			for (int b = 0; b < need[sq]; b++) {
+				rows[(size_t)row[sq] * mb + b] = g->nblocks + b;
+				src[total + b] = s->block_table[(size_t)sq * mb + b];
+			}
+			g->nblocks += need[sq];
+			total += need[sq];
+		}
+		it->seq = row[sq];
+		g->nitems++;
+	}
+	free(need);
+	c->n_fq_groups = ng;
+	CUDA_TRY(cudaMemcpyAsync(c->d_fq, c->h_fq, ints * sizeof(int32_t), cudaMemcpyHostToDevice, c->st), err);
+	return LMD_OK;
+}
+
+/*
  * The step's work items (once per step): runs of at least FA_MIN consecutive tokens of one sequence go
  * to fa_kernel in chunks of 64 (when fa); the rest in chunks of qt tokens, single tokens to
- * decode_kernel (when dec), others to attn_kernel. h_items holds [fa | decode | tile] items.
+ * decode_kernel (when dec), others to attn_kernel. h_items holds [fa | decode | tile] items. fq: the
+ * cache is quantized, bb bytes a 16-bit block (plan_fq).
  */
 #define FA_MIN 32
-static int plan(struct cuda_ctx *c, int G, int H, int D, int fa, int dec, struct lmd_err *err)
+static int plan(struct cuda_ctx *c, int G, int H, int D, int fa, int dec, int fq, size_t bb, int block_len,
+		struct lmd_err *err)
 {
 	const struct lmd_step *s = &c->step;
 	int qt = G >= ROWS ? 1 : ROWS / G;
@@ -691,7 +853,7 @@ static int plan(struct cuda_ctx *c, int G, int H, int D, int fa, int dec, struct
 		CUDA_TRY(cudaMalloc(&c->d_items, cap * sizeof(struct attn_item)), err);
 		c->items_cap = cap;
 	}
-	CUDA_TRY(cudaEventSynchronize(c->items_done), err);  // the last upload from h_items is done
+	CUDA_TRY(cudaEventSynchronize(c->items_done), err);  // the last upload from h_items (and h_fq) is done
 	int n = 0, cnt3[3] = {0, 0, 0}, splits = 1;  // splits: the most any decode/tile item has
 	for (int cls = 0; cls < 3; cls++)
 		for (int i = 0; i < s->n;) {
@@ -714,7 +876,7 @@ static int plan(struct cuda_ctx *c, int G, int H, int D, int fa, int dec, struct
 		}
 	c->n_fa = cnt3[0], c->n_dec = cnt3[1], c->n_tile = cnt3[2];
 	int rc = part_room(c, splits, H, D, err);
-	if (rc)
+	if (rc || (fq && c->n_fa && (rc = plan_fq(c, bb, block_len, err))))
 		return rc;
 	c->splits = splits;
 	CUDA_TRY(cudaMemcpyAsync(c->d_items, c->h_items, (size_t)n * sizeof(struct attn_item), cudaMemcpyHostToDevice, c->st),
@@ -722,7 +884,7 @@ static int plan(struct cuda_ctx *c, int G, int H, int D, int fa, int dec, struct
 	CUDA_TRY(cudaEventRecord(c->items_done, c->st), err);
 	c->items_step = c->step_id;
 	c->items_group = G;
-	c->items_mode = fa * 2 + dec;
+	c->items_mode = fq * 4 + fa * 2 + dec;
 	return LMD_OK;
 }
 
@@ -741,10 +903,13 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 		return lmd_errorf(err, LMD_EINVAL, "cuda attention: head_dim %d with %d query heads per kv head needs %zu bytes "
 				  "of shared memory, more than the GPU's %d", D, G, smem, c->smem_optin);
 	enum lmd_dtype T = kv->dtype;
-	int one_type = qkv->dtype == T && att->dtype == T;
-	int quant = kv->quant != LMD_KV_NONE;  // a quantized cache: every item through attn_kernel, dequantizing
-	int fa = !quant && one_type && (T == LMD_F16 || T == LMD_BF16) && (D == 64 || D == 128) && !c->no_fa;
-	int dec = !quant && (D == 64 || D == 128) && (G == 1 || G == 2 || G == 4 || G == 8);
+	int one_type = qkv->dtype == T && att->dtype == T, half = T == LMD_F16 || T == LMD_BF16;
+	/* a quantized cache: decode_kernel and fa_kernel (through the scratch) when 16-bit, else attn_kernel */
+	int quant = kv->quant != LMD_KV_NONE, fast = !quant || (half && !c->kvq_generic);
+	int fa = fast && one_type && half && (D == 64 || D == 128) && !c->no_fa;
+	int dec = fast && (D == 64 || D == 128) && (G == 1 || G == 2 || G == 4 || G == 8);
+	int fq = quant && fa;
+	size_t bb = (size_t)2 * KV * kv->block_len * D * lmd_dtype_size(T);  // a block dequantized, K and V
 	const struct attn_item *it_fa = c->d_items;
 	if (c->dec_step) {  // one token per sequence: items from step_begin, in the step's metadata
 		int rc = part_room(c, c->dec_splits, H, D, err);
@@ -753,19 +918,43 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 		it_fa = c->d_dec_items;
 		c->n_fa = 0, c->n_dec = dec ? c->step.n : 0, c->n_tile = dec ? 0 : c->step.n;
 		c->splits = c->dec_splits;
-	} else if (c->items_step != c->step_id || c->items_group != G || c->items_mode != fa * 2 + dec) {
-		int rc = plan(c, G, H, D, fa, dec, err);
+	} else if (c->items_step != c->step_id || c->items_group != G || c->items_mode != fq * 4 + fa * 2 + dec) {
+		int rc = plan(c, G, H, D, fa, dec, fq, bb, kv->block_len, err);
 		if (rc)
 			return rc;
 		it_fa = c->d_items;
 	}
 	const void *kc = kv->k[layer].data, *vc = kv->v[layer].data;
+	const void *kqs = quant ? kv->kq[layer].data : NULL, *vqs = quant ? kv->vq[layer].data : NULL;
 	const struct attn_item *it_dec = it_fa + c->n_fa, *it_tile = it_dec + c->n_dec;
-	if (c->n_fa) {
-		dim3 grid(c->n_fa, H);
+	/* fa groups: one of all the items over the pool, or (quantized) plan_fq's over the scratch */
+	struct fq_group all = {0, c->n_fa, 0, 0};
+	const struct fq_group *grp = fq ? c->fq_groups : &all;
+	for (int gi = 0; c->n_fa && gi < (fq ? c->n_fq_groups : 1); gi++) {
+		const struct fq_group *g = &grp[gi];
+		const void *fk = kc, *fv = vc;
+		const int32_t *tab = c->d_table;
+		if (fq) {
+			size_t half_bytes = (size_t)g->nblocks * bb / 2;
+			int rc = lmd_cuda_grow(c, &c->fq_scr, &c->fq_scr_cap, 2 * half_bytes, err);
+			if (rc)
+				return rc;
+			fk = c->fq_scr, fv = (const char *)c->fq_scr + half_bytes;
+			tab = c->d_fq + c->fq_rows;
+			dim3 dg(g->nblocks, KV);
+#define DQ(TT) dequant_kernel<TT><<<dg, 128, 0, c->st>>>((TT *)fk, (TT *)fv, (const uint8_t *)kc, (const uint8_t *)vc, \
+		(const TT *)kqs, (const TT *)vqs, c->d_fq + g->src0, KV, kv->block_len, D, (int)kv->quant)
+			if (T == LMD_F16)
+				DQ(__half);
+			else
+				DQ(__nv_bfloat16);
+#undef DQ
+			LAUNCH_TRY(err);
+		}
+		dim3 grid(g->nitems, H);
 #define FA(TT, DD) fa_kernel<TT, DD><<<grid, 128, fa_smem<DD>(), c->st>>>((TT *)att->data, (const TT *)qkv->data, \
-		t_cols(qkv), (const TT *)kc, (const TT *)vc, it_fa, c->n_fa, c->d_pos, c->d_table, c->step.max_blocks, H, KV, G, \
-		kv->block_len, d->scale)
+		t_cols(qkv), (const TT *)fk, (const TT *)fv, it_fa + g->item0, g->nitems, c->d_pos, tab, c->step.max_blocks, H, \
+		KV, G, kv->block_len, d->scale)
 		if (T == LMD_F16 && D == 64)
 			FA(__half, 64);
 		else if (T == LMD_F16)
@@ -780,18 +969,28 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 	if (c->n_dec) {
 		dim3 grid(c->n_dec, KV, c->splits);
 		size_t sm = (size_t)DEC_WARPS * G * (D + 2) * sizeof(float);
-#define DEC(KT, DD, GG) decode_kernel<KT, DD, GG><<<grid, DEC_WARPS * 32, sm, c->st>>>(att->data, att->dtype, \
-		qkv->data, qkv->dtype, t_cols(qkv), (const KT *)kc, (const KT *)vc, it_dec, c->d_table, c->step.max_blocks, H, \
-		KV, kv->block_len, d->scale, c->splits, c->step.n, c->part)
-#define DEC_G(KT, DD) do { switch (G) { case 1: DEC(KT, DD, 1); break; case 2: DEC(KT, DD, 2); break; \
-		case 4: DEC(KT, DD, 4); break; default: DEC(KT, DD, 8); break; } } while (0)
-#define DEC_D(KT) do { if (D == 64) DEC_G(KT, 64); else DEC_G(KT, 128); } while (0)
-		if (T == LMD_F16)
-			DEC_D(__half);
+#define DEC(KT, DD, GG, BB, PT) decode_kernel<KT, DD, GG, BB, PT><<<grid, DEC_WARPS * 32, sm, c->st>>>(att->data, \
+		att->dtype, qkv->data, qkv->dtype, t_cols(qkv), (const KT *)kc, (const KT *)vc, (const PT *)kqs, \
+		(const PT *)vqs, it_dec, c->d_table, c->step.max_blocks, H, KV, kv->block_len, d->scale, c->splits, c->step.n, \
+		c->part)
+#define DEC_G(KT, DD, BB, PT) do { switch (G) { case 1: DEC(KT, DD, 1, BB, PT); break; \
+		case 2: DEC(KT, DD, 2, BB, PT); break; case 4: DEC(KT, DD, 4, BB, PT); break; \
+		default: DEC(KT, DD, 8, BB, PT); break; } } while (0)
+#define DEC_D(KT, BB, PT) do { if (D == 64) DEC_G(KT, 64, BB, PT); else DEC_G(KT, 128, BB, PT); } while (0)
+		if (quant && kv->quant == LMD_KV_INT8 && T == LMD_F16)
+			DEC_D(uint8_t, 8, __half);
+		else if (quant && kv->quant == LMD_KV_INT8)
+			DEC_D(uint8_t, 8, __nv_bfloat16);
+		else if (quant && T == LMD_F16)
+			DEC_D(uint8_t, 4, __half);
+		else if (quant)
+			DEC_D(uint8_t, 4, __nv_bfloat16);
+		else if (T == LMD_F16)
+			DEC_D(__half, 0, __half);
 		else if (T == LMD_BF16)
-			DEC_D(__nv_bfloat16);
+			DEC_D(__nv_bfloat16, 0, __nv_bfloat16);
 		else
-			DEC_D(float);
+			DEC_D(float, 0, float);
 #undef DEC_G
 #undef DEC_D
 #undef DEC
@@ -801,8 +1000,7 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 		dim3 grid(c->n_tile, KV, c->splits);
 #define ATTN(KT) attn_kernel<KT><<<grid, THREADS, smem, c->st>>>(att->data, att->dtype, qkv->data, qkv->dtype, t_cols(qkv), \
 		(const KT *)kc, (const KT *)vc, it_tile, c->d_pos, c->d_table, c->step.max_blocks, H, KV, D, G, rmax, \
-		kv->block_len, d->scale, c->splits, c->step.n, c->part, quant ? (const float *)kv->kq[layer].data : NULL, \
-		quant ? (const float *)kv->vq[layer].data : NULL, (int)kv->quant)
+		kv->block_len, d->scale, c->splits, c->step.n, c->part, kqs, vqs, (int)T, (int)kv->quant)
 		if (quant)
 			ATTN(uint8_t);
 		else if (T == LMD_F16)

@@ -192,6 +192,10 @@ static void cuda_close(void *ctx)
 	cudaFreeHost(c->h_meta);
 	cudaFree(c->d_items);
 	cudaFreeHost(c->h_items);
+	cudaFree(c->d_fq);
+	cudaFreeHost(c->h_fq);
+	cudaFree(c->fq_scr);
+	free(c->fq_groups);
 	cudaFree(c->part);
 	cudaFree(c->blas_ws);
 	if (c->blas)
@@ -579,6 +583,21 @@ static int op_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand, 
 	return rc ? rc : lmd_cuda_pick(CTX(ctx), head, cand, logits, spread, top_k, err);
 }
 
+static int cuda_mem_info(void *ctx, struct lmd_mem_info *m, struct lmd_err *err)
+{
+	struct cuda_ctx *c = CTX(ctx);
+	memset(m, 0, sizeof(*m));
+	CUDA_TRY(cudaMemGetInfo(&m->free, &m->total), err);
+	m->free_at_open = c->free_at_open;
+	m->allocated = c->allocated;
+	m->weights = c->weights;
+	m->internal = c->meta_cap + c->items_cap * sizeof(struct attn_item) + c->part_cap + c->pad_x_cap +
+		      c->pad_y_cap + c->q4_deq_cap + c->q4_part_cap + c->fq_cap * sizeof(int32_t) + c->fq_scr_cap +
+		      c->kvp_cap;
+	m->reserved = c->blas_ws_bytes;
+	return LMD_OK;
+}
+
 static const struct lmd_backend_ops cuda_ops = {
 	.name = "cuda",
 	.weights_in_place = 0,
@@ -590,6 +609,7 @@ static const struct lmd_backend_ops cuda_ops = {
 	.upload = cuda_upload,
 	.download = cuda_download,
 	.sync = cuda_sync,
+	.mem_info = cuda_mem_info,
 	.step_begin = cuda_step_begin,
 	.embed = op_embed,
 	.rmsnorm = op_rmsnorm,
@@ -661,6 +681,10 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 	c->graphs = !(gr && !strcmp(gr, "0"));
 	const char *fa = getenv("LMD_CUDA_FA");
 	c->no_fa = fa && !strcmp(fa, "0");
+	const char *kq = getenv("LMD_CUDA_KVQ");
+	c->kvq_generic = !(kq && !strcmp(kq, "fast"));  // the fast kernels are opt-in until validated on a GPU
+	const char *fs = getenv("LMD_CUDA_FQ_SCRATCH");
+	c->fq_scratch = fs && atoll(fs) > 0 ? (size_t)atoll(fs) : FQ_SCRATCH;
 	c->items_step = -1;
 	CUDA_TRY(cudaMemGetInfo(&c->free_at_open, &c->total), err);
 	return LMD_OK;
@@ -685,18 +709,3 @@ extern "C" int lmd_backend_cuda_open(struct lmd_backend *b, const struct lmd_bac
 	return LMD_OK;
 }
 
-extern "C" int lmd_cuda_mem(const struct lmd_backend *b, struct lmd_cuda_mem *m, struct lmd_err *err)
-{
-	if (!b->ops || b->ops != &cuda_ops)
-		return lmd_errorf(err, LMD_EINVAL, "not a cuda backend");
-	struct cuda_ctx *c = CTX(b->ctx);
-	memset(m, 0, sizeof(*m));
-	CUDA_TRY(cudaMemGetInfo(&m->free, &m->total), err);
-	m->free_at_open = c->free_at_open;
-	m->allocated = c->allocated;
-	m->weights = c->weights;
-	m->internal = c->meta_cap + c->items_cap * sizeof(struct attn_item) + c->part_cap + c->pad_x_cap +
-		      c->pad_y_cap + c->q4_deq_cap + c->q4_part_cap;
-	m->blas_ws = c->blas_ws_bytes;
-	return LMD_OK;
-}

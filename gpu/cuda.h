@@ -31,19 +31,6 @@ int lmd_cuda_device_info(int dev, char *name, size_t name_len, size_t *total_byt
  */
 int lmd_backend_cuda_open(struct lmd_backend *b, const struct lmd_backend_opts *opts, struct lmd_err *err);
 
-/** Device memory as the cuda backend b sees it (bytes). */
-struct lmd_cuda_mem {
-	size_t total;          /* the device's memory */
-	size_t free;           /* cudaMemGetInfo's free now */
-	size_t free_at_open;   /* free just after the backend opened (context, cuBLAS handle and workspace made) */
-	size_t allocated;      /* what the backend holds through alloc/weight (weights, KV pool, workspace) */
-	size_t weights;        /* of which weights */
-	size_t internal;       /* the backend's own buffers made after open (step metadata, attention partials) */
-	size_t blas_ws;        /* the cuBLAS workspace (made before free_at_open was read) */
-};
-/** LMD_EINVAL when b is not a cuda backend. */
-int lmd_cuda_mem(const struct lmd_backend *b, struct lmd_cuda_mem *m, struct lmd_err *err);
-
 /** cudaMemGetInfo of device dev (before any backend is open, for sizing); LMD_ENODEV/LMD_EGPU on failure. */
 int lmd_cuda_mem_info(int dev, size_t *free_bytes, size_t *total_bytes, struct lmd_err *err);
 

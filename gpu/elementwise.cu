@@ -168,11 +168,29 @@ __global__ void kv_store_kernel(void *kc, void *vc, int kt, const void *qkv, int
 }
 
 /*
- * Quantized store (kvcache.h, the CPU's lmd_kv_quantize): one warp per (token, kv head, K or V = blockIdx.z).
- * Online: scale = (max - min) / qmax (at least 1e-12), zero = round(min / scale) * scale; offline: the layer's
- * fixed pair from params [2][KV][2]. q = clamp(round((x - zero) / scale), 0, qmax); int4 two a byte, low first.
+ * v as a value of the dtype pt: the nearest (dir 0), or the nearest on v's side dir (+1: >= v, -1: <= v); the
+ * CPU's kv_round (ops-cpu.c), step for step.
  */
-__global__ void kv_store_q_kernel(uint8_t *kc, uint8_t *vc, float *kq, float *vq, int bits, const float *params,
+__device__ __forceinline__ float kv_round(float v, int pt, int dir)
+{
+	if (pt == DT_F32)
+		return v;
+	unsigned short h = pt == DT_F16 ? __half_as_ushort(__float2half_rn(v)) : __bfloat16_as_ushort(__float2bfloat16_rn(v));
+	float r = pt == DT_F16 ? __half2float(__ushort_as_half(h)) : __bfloat162float(__ushort_as_bfloat16(h));
+	if ((dir > 0 && r < v) || (dir < 0 && r > v)) {  // one step of pt further along dir
+		h = r == 0 ? (dir > 0 ? 0x0001 : 0x8001) : (unsigned short)((r > 0) == (dir > 0) ? h + 1 : h - 1);
+		r = pt == DT_F16 ? __half2float(__ushort_as_half(h)) : __bfloat162float(__ushort_as_bfloat16(h));
+	}
+	return r;
+}
+
+/*
+ * Quantized store (kvcache.h, the CPU's lmd_kv_quantize): one warp per (token, kv head, K or V = blockIdx.z).
+ * Online: zero = min rounded down to the cache's dtype pt, scale = (max - zero) / qmax (at least
+ * LMD_KV_MIN_SCALE) rounded up; offline: the layer's fixed pair from params [2][KV][2], rounded to nearest.
+ * q = clamp(round((x - zero) / scale), 0, qmax); int4 two a byte, low first. kq, vq: pairs of pt.
+ */
+__global__ void kv_store_q_kernel(uint8_t *kc, uint8_t *vc, void *kq, void *vq, int pt, int bits, const float *params,
 				  const void *qkv, int qt, int64_t cols, const int32_t *pos, const int32_t *seq,
 				  const int32_t *table, int max_blocks, int H, int KV, int D, int block_len)
 {
@@ -184,7 +202,9 @@ __global__ void kv_store_q_kernel(uint8_t *kc, uint8_t *vc, float *kq, float *vq
 	size_t src = (size_t)i * cols + (size_t)(H + w * KV + h) * D;
 	float qmax = (float)((1 << bits) - 1), scale, zero;
 	if (params) {
-		scale = params[((size_t)w * KV + h) * 2], zero = params[((size_t)w * KV + h) * 2 + 1];
+		float fs = params[((size_t)w * KV + h) * 2];
+		scale = kv_round(fs > LMD_KV_MIN_SCALE ? fs : LMD_KV_MIN_SCALE, pt, 0);
+		zero = kv_round(params[((size_t)w * KV + h) * 2 + 1], pt, 0);
 	} else {
 		float mn = INFINITY, mx = -INFINITY;
 		for (int d = lane; d < D; d += 32) {
@@ -195,14 +215,14 @@ __global__ void kv_store_q_kernel(uint8_t *kc, uint8_t *vc, float *kq, float *vq
 			mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, off));
 			mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
 		}
-		scale = __fdiv_rn(__fsub_rn(mx, mn), qmax);
-		if (!(scale > 1e-12f))
-			scale = 1e-12f;
-		zero = __fmul_rn(roundf(__fdiv_rn(mn, scale)), scale);
+		zero = kv_round(__fadd_rn(mn, 0.0f), pt, -1);  // + 0: a -0 minimum gives +0, as on the CPU
+		scale = __fdiv_rn(__fsub_rn(mx, zero), qmax);
+		scale = kv_round(scale >= LMD_KV_MIN_SCALE ? scale : LMD_KV_MIN_SCALE, pt, 1);
 	}
-	float *sz = (w ? vq : kq) + tok * 2;
-	if (lane == 0)
-		sz[0] = scale, sz[1] = zero;
+	if (lane == 0) {
+		st(w ? vq : kq, pt, tok * 2, scale);
+		st(w ? vq : kq, pt, tok * 2 + 1, zero);
+	}
 	uint8_t *dst = w ? vc : kc;
 	if (bits == 8) {
 		for (int d = lane; d < D; d += 32)
@@ -315,7 +335,7 @@ int lmd_cuda_kv_store(struct cuda_ctx *c, struct lmd_kvcache *kv, int layer, con
 			return rc;
 		dim3 qgrid(n, d->kv_heads, 2);
 		kv_store_q_kernel<<<qgrid, 32, 0, c->st>>>((uint8_t *)kv->k[layer].data, (uint8_t *)kv->v[layer].data,
-							   (float *)kv->kq[layer].data, (float *)kv->vq[layer].data,
+							   kv->kq[layer].data, kv->vq[layer].data, kv->dtype,
 							   (int)kv->quant, params, qkv->data, qkv->dtype, t_cols(qkv), c->d_pos,
 							   c->d_seq, c->d_table, c->step.max_blocks, d->heads, d->kv_heads, D,
 							   kv->block_len);

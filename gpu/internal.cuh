@@ -38,6 +38,12 @@ struct attn_item {
 	int first, cnt, seq, last_pos;
 };
 
+/* fa items [item0, item0 + nitems) of a quantized cache read scratch blocks dequantized from pool blocks
+ * src[src0 .. src0 + nblocks) (attention.cu). */
+struct fq_group {
+	int item0, nitems, src0, nblocks;
+};
+
 /* LMD_CUDA_GEMM=lt (matmul.cu): the cuBLASLt algorithm chosen once for products of a shape. */
 #define LT_ALGOS 32
 #define LT_ROWS 256  /* LMD_CUDA_GEMM=lt: the algorithm of 256-row products */
@@ -89,6 +95,16 @@ struct cuda_ctx {
 	struct attn_item *h_items, *d_items;
 	size_t items_cap;
 	cudaEvent_t items_done;
+	int kvq_generic;               /* quantized caches through attn_kernel alone unless LMD_CUDA_KVQ=fast */
+	/* a quantized cache's prefill runs (attention.cu): the blocks they read, dequantized group by group into
+	 * fq_scr for fa_kernel; planned with the items: h_fq/d_fq = [src blocks of every group][rows][max_blocks] */
+	struct fq_group *fq_groups;    /* owned (host) [n_fq_groups] */
+	int n_fq_groups, fq_groups_cap, fq_rows;  /* fq_rows: where the table rows start in h_fq/d_fq */
+	int32_t *h_fq, *d_fq;          /* pinned / device, fq_cap ints each */
+	size_t fq_cap;
+	size_t fq_scratch;             /* bytes of blocks a group may hold (FQ_SCRATCH; LMD_CUDA_FQ_SCRATCH for tests) */
+	void *fq_scr;                  /* the dequantized blocks of one group, K then V (grown, never shrunk) */
+	size_t fq_scr_cap;             /* bytes */
 	float *part;                   /* split-K partials: [splits][n][H][D] outputs, then [splits][n][H][2] (m, l) */
 	size_t part_cap;               /* bytes */
 	/* memory accounting */
@@ -143,6 +159,7 @@ struct cuda_ctx {
 };
 enum { G_EAGER, G_CAPTURE, G_REPLAY };
 #define BLAS_RUN 64
+#define FQ_SCRATCH ((size_t)256 << 20)
 #define PAD_ROWS 128
 #define Q4_STREAM_ROWS 0  /* not yet run on a GPU: the new kernels are opt-in (LMD_CUDA_Q4=stream64) */
 

@@ -23,12 +23,6 @@ int lmd_backend_cuda_open(struct lmd_backend *b, const struct lmd_backend_opts *
 	return lmd_errorf(err, LMD_ENODEV, "device 'cuda': lmd was built without CUDA");
 }
 
-int lmd_cuda_mem(const struct lmd_backend *b, struct lmd_cuda_mem *m, struct lmd_err *err)
-{
-	(void)b, (void)m;
-	return lmd_errorf(err, LMD_EINVAL, "not a cuda backend: lmd was built without CUDA");
-}
-
 int lmd_cuda_mem_info(int dev, size_t *free_bytes, size_t *total_bytes, struct lmd_err *err)
 {
 	(void)free_bytes, (void)total_bytes;

@@ -13,6 +13,9 @@ int lmd_bench_gen(int argc, char **argv);
 /** lmd-bench ppl MODEL --text FILE: perplexity, KL divergence and top-1 agreement (ppl.c). */
 int lmd_bench_ppl(int argc, char **argv);
 
+/** lmd-bench mem MODEL: memory of a configuration, predicted and measured, and the sessions that fit (mem.c). */
+int lmd_bench_mem(int argc, char **argv);
+
 /** lmd-bench serve URL: an OpenAI-compatible server under load, as vLLM's `bench serve` measures it (serve.c). */
 int lmd_bench_serve(int argc, char **argv);
 

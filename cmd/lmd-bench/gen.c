@@ -92,14 +92,14 @@ static int measure(struct lmd_runner *r, const struct lmd_sampling *sp, int conc
 	if (!rc) {
 		lmd_bench_sort(ttft, conc);
 		/* a decode step reads every weight once and each sequence's KV cache (at mid-generation length) */
-		double kv_tok = (double)lmd_kvcache_block_bytes(r->m.cfg.layers, r->m.cfg.kv_heads, r->m.cfg.head_dim, 1,
-								 r->m.dtype);
+		double kv_tok = (double)lmd_kvcache_block_bytes_q(r->m.cfg.layers, r->m.cfg.kv_heads, r->m.cfg.head_dim, 1,
+								   r->m.dtype, r->m.kv.quant);
 		double step_bytes = (double)r->m.weight_bytes + conc * kv_tok * (prompt + completion / 2.0);
 		*row = (struct row){conc, prompt, completion, ttft[0], lmd_bench_mean(ttft, conc), lmd_bench_pct(ttft, conc, 50),
 				    lmd_bench_pct(ttft, conc, 95), lmd_bench_pct(ttft, conc, 99), tpot / conc, out / wall, wall, bw > 0 ? bw / step_bytes * conc : 0,
 				    lmd_peak_rss() / 1048576.0, 0};
-		struct lmd_cuda_mem cm;
-		if (!lmd_cuda_mem(&r->be, &cm, NULL))  /* device memory held: weights, KV pool, workspace, buffers */
+		struct lmd_mem_info cm;  /* device memory held: weights, KV pool, workspace, buffers */
+		if (r->be.ops->mem_info && !r->be.ops->mem_info(r->be.ctx, &cm, NULL))
 			row->gpu_mb = (cm.allocated + cm.internal) / 1048576.0;
 	}
 	for (int i = 0; i < conc; i++)

@@ -71,6 +71,17 @@ struct lmd_attn_dims {
 	float scale;                 /* softmax scale, 1/sqrt(head_dim) */
 };
 
+/** A backend's device memory (bytes; mem_info). */
+struct lmd_mem_info {
+	size_t total;          /* the device's memory */
+	size_t free;           /* free on the device now */
+	size_t free_at_open;   /* free just after the backend opened (its context, library handles and workspace made) */
+	size_t allocated;      /* held through alloc, weight and weight_q4 (weights, KV pool, the model's workspace) */
+	size_t weights;        /* of which weights */
+	size_t internal;       /* the backend's own buffers made since open (step metadata, attention scratch, ...) */
+	size_t reserved;       /* the backend's own buffers made at open, before free_at_open (cuBLAS's workspace) */
+};
+
 struct lmd_backend_ops {
 	const char *name;            /* "ref", "cpu", "cuda" */
 	int weights_in_place;        /* 1: weight() keeps pointing at the host buffer (the caller keeps it alive) */
@@ -92,6 +103,8 @@ struct lmd_backend_ops {
 	/** Wait until every op queued so far has finished. This ends the step: until the next step_begin, a
 	 *  matmul treats its rows as unrelated to the step's tokens (the CUDA backend's prefill-run path). */
 	int (*sync)(void *ctx, struct lmd_err *err);
+	/** The device's memory and what this backend holds of it; NULL in a backend that uses host memory. */
+	int (*mem_info)(void *ctx, struct lmd_mem_info *m, struct lmd_err *err);
 
 	/* --- a step --- */
 	int (*step_begin)(void *ctx, const struct lmd_step *s, struct lmd_err *err);

@@ -17,7 +17,7 @@ size_t lmd_kvcache_block_bytes_q(int layers, int kv_heads, int head_dim, int blo
 	if (quant == LMD_KV_NONE)
 		return lmd_kvcache_block_bytes(layers, kv_heads, head_dim, block_len, dtype);
 	size_t data = quant == LMD_KV_INT8 ? (size_t)head_dim : (size_t)head_dim / 2;
-	return 2 * (size_t)layers * kv_heads * block_len * (data + 2 * sizeof(float));
+	return 2 * (size_t)layers * kv_heads * block_len * (data + 2 * lmd_dtype_size(dtype));
 }
 
 int lmd_kvcache_set_quant(struct lmd_kvcache *kv, enum lmd_kv_quant quant, const float *params, struct lmd_err *err)
@@ -45,7 +45,7 @@ int lmd_kvcache_set_quant(struct lmd_kvcache *kv, enum lmd_kv_quant quant, const
 			struct lmd_tensor *t = w ? &kv->v[l] : &kv->k[l], *q = w ? &kv->vq[l] : &kv->kq[l];
 			kv->be->ops->release(kv->be->ctx, t);
 			*t = (struct lmd_tensor){.dtype = LMD_U8, .ndim = 4, .shape = {kv->nblocks, kv->kv_heads, kv->block_len, cols}};
-			*q = (struct lmd_tensor){.dtype = LMD_F32, .ndim = 4, .shape = {kv->nblocks, kv->kv_heads, kv->block_len, 2}};
+			*q = (struct lmd_tensor){.dtype = kv->dtype, .ndim = 4, .shape = {kv->nblocks, kv->kv_heads, kv->block_len, 2}};
 			int rc = kv->be->ops->alloc(kv->be->ctx, t, err);
 			if (rc || (rc = kv->be->ops->alloc(kv->be->ctx, q, err)))
 				return rc;

@@ -11,10 +11,17 @@
  * Quantized KV (lmd_kvcache_set_quant; --quant-policy 8 or 4):
  *   k[layer], v[layer]   int8: [nblocks, kv_heads, block_len, head_dim] LMD_U8 (0..255)
  *                        int4: [nblocks, kv_heads, block_len, head_dim/2] LMD_U8 (two per byte, low first)
- *   kq[layer], vq[layer] [nblocks, kv_heads, block_len, 2] LMD_F32: per token, per head scale, zero
- * x̂ = q * scale + zero. Online (LMDeploy's, per token per head, asymmetric): over the head_dim values
- * scale = (max - min) / (2^bits - 1), zero = round(min / scale) * scale, q = clamp(round((x - zero) / scale)).
- * Offline (params given): scale and zero fixed per layer, K or V and head, stored in each token's slot.
+ *   kq[layer], vq[layer] [nblocks, kv_heads, block_len, 2] in the cache's dtype: per token, per head scale, zero
+ * x̂ = q * scale + zero (fp32 arithmetic). Online (per token per head, asymmetric, as LMDeploy's), over the
+ * head_dim values x, with scale and zero values of the dtype (round_t: to the dtype, on the side named):
+ *   zero  = round_t(min, down)        scale = round_t(max(LMD_KV_MIN_SCALE, (max - zero) / (2^bits - 1)), up)
+ *   q     = clamp(round((x - zero) / scale), 0, 2^bits - 1)
+ * so every x lies in [zero, zero + (2^bits - 1) scale] and is off by at most half a step. (LMDeploy puts
+ * zero on the grid, round(min / scale) * scale; stored in 16 bits that grid is lost anyway, and its
+ * rounding could push x outside the range: a clamp, many steps off.) Offline (params given): scale and
+ * zero fixed per layer, K or V and head (rounded to the dtype, to nearest), stored in each token's slot.
+ * Bytes per token and head: head_dim (int8) or head_dim/2 (int4), plus 2 of the dtype: with fp16 at
+ * head_dim 128, 132 and 68 against 256, so int8 holds 1.94x and int4 3.76x the tokens of fp16.
  *
  * The block manager (alloc/ref/unref, sequences) is host-side bookkeeping only, the same for every
  * backend.
@@ -42,6 +49,7 @@
 #include "tensor.h"
 
 enum lmd_kv_quant { LMD_KV_NONE = 0, LMD_KV_INT4 = 4, LMD_KV_INT8 = 8 };
+#define LMD_KV_MIN_SCALE 0x1p-24f  /* the smallest online scale (fp16's smallest subnormal) */
 
 struct lmd_kvcache {
 	int layers, kv_heads, head_dim;
@@ -50,7 +58,7 @@ struct lmd_kvcache {
 	enum lmd_dtype dtype;         /* element type of k and v (the compute dtype) */
 	enum lmd_kv_quant quant;      /* LMD_KV_NONE: k and v hold the dtype */
 	struct lmd_tensor *k, *v;     /* owned array of layers, data in the backend's memory */
-	struct lmd_tensor *kq, *vq;   /* owned array of layers when quantized: per token, per head scale, zero */
+	struct lmd_tensor *kq, *vq;   /* owned array of layers when quantized: per token, per head scale, zero (dtype) */
 	float *params;                /* owned [layers][2][kv_heads][2] offline scale, zero (K then V); NULL = online */
 	int32_t *refs;                /* owned [nblocks]: references of each block (0 = free or cached) */
 	int32_t *free_list;           /* owned [nblocks]: a stack of free block ids (not cached) */

@@ -248,28 +248,46 @@ static void *kv_at(const struct lmd_kvcache *kv, const struct lmd_tensor *p, con
 	return (char *)p->data + off * lmd_dtype_size(p->dtype);  /* shape[3]: head_dim, or head_dim/2 for int4 */
 }
 
-/* Element (head, t)'s scale and zero slot in a quantized cache's kq or vq. */
-static float *kvq_at(const struct lmd_kvcache *kv, const struct lmd_tensor *p, const struct lmd_step *s, int seq,
-		     int head, int t)
+/* Element (head, t)'s scale and zero pair in a quantized cache's kq or vq (the cache's dtype). */
+static void *kvq_at(const struct lmd_kvcache *kv, const struct lmd_tensor *p, const struct lmd_step *s, int seq,
+		    int head, int t)
 {
 	int blk = s->block_table[(size_t)seq * s->max_blocks + t / kv->block_len];
 	size_t off = (((size_t)blk * kv->kv_heads + head) * kv->block_len + t % kv->block_len) * 2;
-	return (float *)p->data + off;
+	return (char *)p->data + off * lmd_dtype_size(p->dtype);
 }
 
-void lmd_kv_quantize(const float *x, int D, int bits, const float *fixed, uint8_t *q, float *sz)
+/*
+ * v as a value of dtype t: the nearest (dir 0, ties to even), or the nearest on v's side dir (+1: >= v, -1: <= v).
+ * gpu/elementwise.cu's kv_round is the same function.
+ */
+static float kv_round(float v, enum lmd_dtype t, int dir)
+{
+	if (t == LMD_F32)
+		return v;
+	int bf = t == LMD_BF16;
+	uint16_t h = bf ? lmd_f32_to_bf16(v) : lmd_f32_to_f16(v);
+	float r = bf ? lmd_bf16_to_f32(h) : lmd_f16_to_f32(h);
+	if ((dir > 0 && r < v) || (dir < 0 && r > v)) {  /* one step of t further along dir */
+		h = r == 0 ? (dir > 0 ? 0x0001 : 0x8001) : (uint16_t)((r > 0) == (dir > 0) ? h + 1 : h - 1);
+		r = bf ? lmd_bf16_to_f32(h) : lmd_f16_to_f32(h);
+	}
+	return r;
+}
+
+void lmd_kv_quantize(const float *x, int D, int bits, const float *fixed, enum lmd_dtype pt, uint8_t *q, float *sz)
 {
 	float qmax = (float)((1 << bits) - 1), scale, zero;
 	if (fixed) {
-		scale = fixed[0], zero = fixed[1];
+		scale = kv_round(fixed[0] > LMD_KV_MIN_SCALE ? fixed[0] : LMD_KV_MIN_SCALE, pt, 0);
+		zero = kv_round(fixed[1], pt, 0);
 	} else {
 		float mn = x[0], mx = x[0];
 		for (int j = 1; j < D; j++)
 			mn = x[j] < mn ? x[j] : mn, mx = x[j] > mx ? x[j] : mx;
-		scale = (mx - mn) / qmax;
-		if (!(scale > 1e-12f))
-			scale = 1e-12f;
-		zero = roundf(mn / scale) * scale;
+		zero = kv_round(mn + 0.0f, pt, -1);  /* + 0: whichever zero min is, +0 (the GPU's fminf may give -0) */
+		scale = (mx - zero) / qmax;
+		scale = kv_round(scale >= LMD_KV_MIN_SCALE ? scale : LMD_KV_MIN_SCALE, pt, 1);
 	}
 	sz[0] = scale, sz[1] = zero;
 	for (int j = 0; j < D; j++) {
@@ -301,8 +319,9 @@ static void kv_put(struct lmd_kvcache *kv, int layer, int w, const struct lmd_st
 		return;
 	}
 	const float *fixed = kv->params ? kv->params + (((size_t)layer * 2 + w) * kv->kv_heads + h) * 2 : NULL;
-	lmd_kv_quantize(x, kv->head_dim, kv->quant, fixed, kv_at(kv, p, s, seq, h, t),
-			kvq_at(kv, w ? &kv->vq[layer] : &kv->kq[layer], s, seq, h, t));
+	float sz[2];
+	lmd_kv_quantize(x, kv->head_dim, kv->quant, fixed, kv->dtype, kv_at(kv, p, s, seq, h, t), sz);
+	lmd_cpu_store(kvq_at(kv, w ? &kv->vq[layer] : &kv->kq[layer], s, seq, h, t), kv->dtype, sz, 2);
 }
 
 static void kv_get(const struct lmd_kvcache *kv, int layer, int w, const struct lmd_step *s, int seq, int h, int t,
@@ -313,8 +332,9 @@ static void kv_get(const struct lmd_kvcache *kv, int layer, int w, const struct 
 		lmd_cpu_load(x, kv_at(kv, p, s, seq, h, t), kv->dtype, (size_t)kv->head_dim);
 		return;
 	}
-	lmd_kv_dequantize(kv_at(kv, p, s, seq, h, t), kv->head_dim, kv->quant,
-			  kvq_at(kv, w ? &kv->vq[layer] : &kv->kq[layer], s, seq, h, t), x);
+	float sz[2];
+	lmd_cpu_load(sz, kvq_at(kv, w ? &kv->vq[layer] : &kv->kq[layer], s, seq, h, t), kv->dtype, 2);
+	lmd_kv_dequantize(kv_at(kv, p, s, seq, h, t), kv->head_dim, kv->quant, sz, x);
 }
 
 void lmd_cpu_kv_store(struct lmd_kvcache *kv, int layer, const struct lmd_tensor *qkv, const struct lmd_attn_dims *d,

@@ -27,10 +27,11 @@ void lmd_cpu_matmul_q4(struct lmd_tensor *y, const struct lmd_tensor *x, const s
 		       const struct lmd_tensor *bias);
 /**
  * Quantize one (token, head) row x[D] of K or V to bits (8 or 4) into q (D bytes, or D/2 with two
- * nibbles a byte, low first) and sz = {scale, zero} (kvcache.h); fixed = {scale, zero} for offline
- * parameters, NULL for online. lmd_kv_dequantize is x̂ = q * scale + zero.
+ * nibbles a byte, low first) and sz = {scale, zero}, values of pt (the cache's dtype, which stores them;
+ * kvcache.h); fixed = {scale, zero} for offline parameters, NULL for online. lmd_kv_dequantize is
+ * x̂ = q * scale + zero.
  */
-void lmd_kv_quantize(const float *x, int D, int bits, const float *fixed, uint8_t *q, float *sz);
+void lmd_kv_quantize(const float *x, int D, int bits, const float *fixed, enum lmd_dtype pt, uint8_t *q, float *sz);
 void lmd_kv_dequantize(const uint8_t *q, int D, int bits, const float *sz, float *x);
 /** cos/sin of every token's angles: cs [n][rot_half][2] (what the fast backend precomputes once a step). */
 void lmd_cpu_rope_table(float *cs, const struct lmd_step *s);

@@ -93,37 +93,45 @@ int lmd_runner_prompt_tools(const struct lmd_runner *r, const struct lmd_chat_ms
 	return prompt(r, NULL, msgs, nmsg, tools_json, suffix, ids, n, err);
 }
 
-/* MemAvailable from /proc/meminfo, in bytes (0 when unknown). */
-static size_t mem_available(void)
+size_t lmd_host_mem(const char *field)
 {
 	FILE *f = fopen("/proc/meminfo", "r");
-	char line[256];
+	char line[256], fmt[64];
 	size_t kb = 0;
+	snprintf(fmt, sizeof(fmt), "%s: %%zu kB", field);
 	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1)
+		if (sscanf(line, fmt, &kb) == 1)
 			break;
 	if (f)
 		fclose(f);
 	return kb * 1024;
 }
 
-/*
- * On the GPU, the memory that will be free once the weights and the workspace are resident (LMDeploy's
- * base for --cache-max-entry-count): free now, less the weights' stored bytes and the model's
- * workspace (model.h: seven [max_tokens, ...] activations, the logit rows); 0 when unknown.
- */
-static size_t gpu_free_after_weights(const struct lmd_runner *r, const struct lmd_model_opts *mo, enum lmd_dtype dt)
+void lmd_runner_predict(const struct lmd_modeldir *dir, const struct lmd_runner_opts *o, size_t avail,
+			struct lmd_runner_mem *m)
 {
-	struct lmd_cuda_mem cm;
-	if (lmd_cuda_mem(&r->be, &cm, NULL))
-		return 0;
-	const struct lmd_config *c = &r->dir.cfg;
-	size_t w = 0, es = lmd_dtype_size(dt), T = (size_t)mo->max_tokens, lr = T < 128 ? T : 128;
-	for (int i = 0; i < r->dir.n; i++)
-		w += r->dir.t[i].nbytes;
-	size_t ws = T * es * (3 * (size_t)c->hidden + (size_t)(c->heads + 2 * c->kv_heads) * c->head_dim +
-			      (size_t)c->heads * c->head_dim + 3 * (size_t)c->inter) + lr * (es * c->hidden + 4 * (size_t)c->vocab);
-	return cm.free > w + ws ? cm.free - w - ws : 0;
+	const struct lmd_config *c = &dir->cfg;
+	enum lmd_dtype dt = o->dtype != LMD_DTYPE_NONE ? o->dtype : c->dtype;
+	memset(m, 0, sizeof(*m));
+	m->max_batch = o->max_batch > 0 ? o->max_batch : 64;
+	m->max_tokens = (o->max_prefill > 0 ? (o->max_prefill > 64 ? o->max_prefill : 64) : 2048) + m->max_batch;
+	m->session_len = o->session_len > 0 ? o->session_len : c->max_pos;
+	m->block_len = o->block_len > 0 ? o->block_len : 64;
+	m->session_blocks = (m->session_len + m->block_len - 1) / m->block_len;
+	for (int i = 0; i < dir->n; i++)
+		m->weights += dir->t[i].nbytes;
+	size_t es = lmd_dtype_size(dt), T = (size_t)m->max_tokens, lr = T < 128 ? T : 128;
+	m->workspace = T * es * (3 * (size_t)c->hidden + (size_t)(c->heads + 2 * c->kv_heads) * c->head_dim +
+				 (size_t)c->heads * c->head_dim + 3 * (size_t)c->inter) +
+		       lr * (es * c->hidden + 4 * (size_t)c->vocab);
+	m->block_bytes = lmd_kvcache_block_bytes_q(c->layers, c->kv_heads, c->head_dim, m->block_len, dt,
+						   (enum lmd_kv_quant)o->quant_policy);
+	double frac = o->cache_max_entry_count > 0 ? o->cache_max_entry_count : 0.8;
+	size_t want = (size_t)m->max_batch * m->session_blocks;
+	size_t fit = avail ? (size_t)(frac * (double)avail / (double)m->block_bytes) : want;
+	m->kv_blocks = (int)(want < fit ? want : fit);
+	if (m->kv_blocks < m->session_blocks)
+		m->kv_blocks = m->session_blocks;  /* always room for one full session */
 }
 
 int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struct lmd_err *err)
@@ -150,28 +158,27 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 	struct lmd_backend_opts bo = {.threads = o->threads};
 	if ((rc = lmd_backend_open(&r->be, dev, &bo, err)))
 		goto fail;
-	/* a step holds a whole prefill chunk of max_prefill tokens beside a decode token of every other sequence */
-	int seqs = o->max_batch > 0 ? o->max_batch : 64;
+	/* KV pool: a fraction of the memory free after the weights and the workspace (a device's; the host's
+	 * MemAvailable), at most what max_batch full sessions need */
+	struct lmd_runner_mem pm;
+	struct lmd_mem_info mi;
+	lmd_runner_predict(&r->dir, o, 0, &pm);
+	size_t avail = lmd_host_mem("MemAvailable");
+	if (r->be.ops->mem_info) {
+		if ((rc = r->be.ops->mem_info(r->be.ctx, &mi, err)))
+			goto fail;
+		avail = mi.free > pm.weights + pm.workspace ? mi.free - pm.weights - pm.workspace : 0;
+	}
+	lmd_runner_predict(&r->dir, o, avail, &pm);
 	struct lmd_model_opts mo = {
 		.dtype = o->dtype,
-		.max_tokens = (o->max_prefill > 0 ? (o->max_prefill > 64 ? o->max_prefill : 64) : 2048) + seqs,
-		.max_seqs = seqs,
+		.max_tokens = pm.max_tokens,
+		.max_seqs = pm.max_batch,
 		.session_len = o->session_len,
 		.block_len = o->block_len,
+		.kv_blocks = pm.kv_blocks,
 	};
-	/* KV pool: a fraction of the memory free after the weights, at most what max_batch full sessions need */
-	int session = o->session_len > 0 ? o->session_len : r->dir.cfg.max_pos;
-	int block = o->block_len > 0 ? o->block_len : 64;
-	enum lmd_dtype kvt = o->dtype != LMD_DTYPE_NONE ? o->dtype : r->dir.cfg.dtype;
-	size_t bb = lmd_kvcache_block_bytes_q(r->dir.cfg.layers, r->dir.cfg.kv_heads, r->dir.cfg.head_dim, block, kvt,
-					      (enum lmd_kv_quant)o->quant_policy);
-	double frac = o->cache_max_entry_count > 0 ? o->cache_max_entry_count : 0.8;
-	size_t avail = !strcmp(r->be.ops->name, "cuda") ? gpu_free_after_weights(r, &mo, kvt) : mem_available(), want = (size_t)mo.max_seqs * ((session + block - 1) / block);
-	size_t fit = avail ? (size_t)(frac * (double)avail / (double)bb) : want;
-	mo.kv_blocks = (int)(want < fit ? want : fit);
-	if (mo.kv_blocks < (session + block - 1) / block)
-		mo.kv_blocks = (session + block - 1) / block;  /* always room for one full session */
-	r->kv_bytes = (size_t)mo.kv_blocks * bb;
+	r->kv_bytes = (size_t)pm.kv_blocks * pm.block_bytes;
 	float *kvp = NULL;
 	if (o->kv_params && !o->quant_policy) {
 		rc = lmd_errorf(err, LMD_EINVAL, "--kv-params needs --quant-policy 8 or 4");
@@ -219,9 +226,9 @@ void lmd_runner_describe(const struct lmd_runner *r, char *buf, size_t n)
 		 r->m.cfg.model_name, r->be.ops->name, lmd_dtype_short(r->m.dtype), r->m.weight_bytes / 1048576.0,
 		 r->m.kv.nblocks, r->m.kv.block_len, r->kv_bytes / 1048576.0, r->m.kv.blk ? "on" : "off", r->m.session_len,
 		 r->tmpl.name ? r->tmpl.name : "?");
-	struct lmd_cuda_mem cm;
+	struct lmd_mem_info cm;
 	size_t len = strlen(buf);
-	if (!lmd_cuda_mem(&r->be, &cm, NULL) && len < n) {
+	if (r->be.ops->mem_info && !r->be.ops->mem_info(r->be.ctx, &cm, NULL) && len < n) {
 		/* what we account for against what the driver says was taken since the backend opened */
 		size_t ws = cm.allocated - cm.weights - r->kv_bytes, mine = cm.allocated + cm.internal;
 		size_t used = cm.free_at_open > cm.free ? cm.free_at_open - cm.free : 0;

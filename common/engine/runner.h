@@ -41,6 +41,24 @@ struct lmd_runner {
 	size_t kv_bytes;              /* the KV pool */
 };
 
+/**
+ * The memory a runner with options o takes for the model in dir (bytes), predicted as lmd_runner_open
+ * sizes it: the weights' stored bytes, the model's workspace (model.h: seven activations of max_tokens
+ * rows, the logit rows), one KV block (all layers, K and V, in the KV dtype of quant_policy), and the
+ * pool: max_batch sessions of session_len tokens, at most cache_max_entry_count of avail (the memory
+ * free once the weights and the workspace are resident; 0: no cap), at least one session.
+ */
+struct lmd_runner_mem {
+	size_t weights, workspace, block_bytes;
+	int max_tokens;               /* rows of the workspace: a prefill chunk beside a decode token of each sequence */
+	int block_len, session_len, session_blocks, max_batch;
+	int kv_blocks;                /* the pool */
+};
+void lmd_runner_predict(const struct lmd_modeldir *dir, const struct lmd_runner_opts *o, size_t avail,
+			struct lmd_runner_mem *m);
+/** A field of /proc/meminfo ("MemAvailable", "MemTotal") in bytes; 0 when unknown. */
+size_t lmd_host_mem(const char *field);
+
 
 /** Per-request generation settings: defaults from the command line, overridden per request. */
 #define LMD_MAX_STOP_STRINGS 16

@@ -1,7 +1,8 @@
 /*
- * Quantized KV cache (int8 and int4, online per token per head, and offline parameters): the stored
- * codes against LMDeploy's formulas written out here, and attention over the quantized cache (through
- * the "ref" and "cpu" backends) against attention over an fp32 cache holding the dequantized values.
+ * Quantized KV cache (int8 and int4, online per token per head, and offline parameters; scale and zero
+ * in the cache's dtype): the stored codes against kvcache.h's formulas written out here, and attention over
+ * the quantized cache (through the "ref" and "cpu" backends) against attention over an fp32 cache holding
+ * the dequantized values.
  */
 #include <stdlib.h>
 
@@ -17,40 +18,64 @@ static float frand(void)
 	return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2 - 1;
 }
 
-/* LMDeploy (quantization.h@v0.4.2): scale = (max - min) / (2^b - 1), zero = round(min / scale) * scale,
- * q = round((x - zero) / scale), x̂ = q * scale + zero. */
-static void oracle(const float *x, int D, int bits, const float *fixed, float *xh)
+/* The value of dtype t nearest to v on its side dir (+1: the least >= v, -1: the greatest <= v), found by
+ * trying every 16-bit pattern (an oracle independent of the quantizer's bit stepping); f32: v. */
+static float side(float v, enum lmd_dtype t, int dir)
+{
+	if (t == LMD_F32)
+		return v;
+	float best = dir > 0 ? INFINITY : -INFINITY;
+	for (uint32_t h = 0; h < 65536; h++) {
+		float f = t == LMD_F16 ? lmd_f16_to_f32((uint16_t)h) : lmd_bf16_to_f32((uint16_t)h);
+		if (isfinite(f) && (dir > 0 ? f >= v && f < best : f <= v && f > best))
+			best = f;
+	}
+	return best;
+}
+
+/* kvcache.h's online formulas, written out: zero = min rounded down to t, scale = (max - zero) / qmax rounded
+ * up to t (at least LMD_KV_MIN_SCALE), q = clamp(round((x - zero) / scale)), x̂ = q * scale + zero. */
+static void oracle(const float *x, int D, int bits, const float *fixed, enum lmd_dtype t, float *xh, float *sz)
 {
 	float mn = x[0], mx = x[0];
 	for (int j = 1; j < D; j++)
 		mn = fminf(mn, x[j]), mx = fmaxf(mx, x[j]);
-	float qmax = (float)((1 << bits) - 1);
-	float scale = fixed ? fixed[0] : (mx - mn) / qmax, zero = fixed ? fixed[1] : roundf(mn / scale) * scale;
+	float qmax = (float)((1 << bits) - 1), scale, zero;
+	if (fixed) {
+		scale = lmd_cpu_round(fixed[0], t), zero = lmd_cpu_round(fixed[1], t);
+	} else {
+		zero = side(mn, t, -1);
+		scale = side(fmaxf((mx - zero) / qmax, LMD_KV_MIN_SCALE), t, 1);
+	}
+	sz[0] = scale, sz[1] = zero;
 	for (int j = 0; j < D; j++)
 		xh[j] = fminf(fmaxf(roundf((x[j] - zero) / scale), 0), qmax) * scale + zero;
 }
 
-static void test_codes(int bits)
+static void test_codes(int bits, enum lmd_dtype t)
 {
 	enum { D = 64 };
-	float x[D], xh[D], back[D], sz[2];
+	float x[D], xh[D], back[D], sz[2], osz[2];
 	uint8_t q[D];
-	for (int rep = 0; rep < 50; rep++) {
+	for (int rep = 0; rep < 40; rep++) {
+		float off = rep % 4 == 3 ? 100 : 0, spread = rep % 4 == 3 ? 0.01f : 1 + rep;  /* also clustered far from 0 */
 		for (int j = 0; j < D; j++)
-			x[j] = frand() * (1 + rep);
-		lmd_kv_quantize(x, D, bits, NULL, q, sz);
+			x[j] = lmd_cpu_round(off + frand() * spread, t);
+		lmd_kv_quantize(x, D, bits, NULL, t, q, sz);
 		lmd_kv_dequantize(q, D, bits, sz, back);
-		oracle(x, D, bits, NULL, xh);
+		oracle(x, D, bits, NULL, t, xh, osz);
+		CHECK(sz[0] == osz[0] && sz[1] == osz[1]);
+		CHECK(sz[0] == lmd_cpu_round(sz[0], t) && sz[1] == lmd_cpu_round(sz[1], t));  /* values of t */
 		for (int j = 0; j < D; j++) {
-			CHECK_NEAR(back[j], xh[j], 1e-6 * (1 + rep));
-			CHECK(fabsf(back[j] - x[j]) <= sz[0] * 1.0001f);  /* within one step (zero is on the grid) */
+			CHECK(back[j] == xh[j]);
+			CHECK(fabsf(back[j] - x[j]) <= sz[0] * 0.5001f + fabsf(x[j]) * 1e-6f);  /* within half a step */
 		}
 		float fixed[2] = {0.05f, -1.5f};
-		lmd_kv_quantize(x, D, bits, fixed, q, sz);
+		lmd_kv_quantize(x, D, bits, fixed, t, q, sz);
 		lmd_kv_dequantize(q, D, bits, sz, back);
-		oracle(x, D, bits, fixed, xh);
+		oracle(x, D, bits, fixed, t, xh, osz);
 		for (int j = 0; j < D; j++)
-			CHECK_NEAR(back[j], xh[j], 1e-6);
+			CHECK(back[j] == xh[j]);
 	}
 }
 
@@ -79,7 +104,8 @@ static void test_attention(const char *backend, int bits, int offline)
 	for (int i = 0; i < N; i++)
 		for (int h = 0; h < 2 * KVH; h++) {
 			float *src = qkv + (size_t)i * cols + (H + h) * D;
-			oracle(src, D, bits, offline ? params + 2 * h : NULL, qkv2 + (size_t)i * cols + (H + h) * D);
+			float sz[2];
+			oracle(src, D, bits, offline ? params + 2 * h : NULL, LMD_F32, qkv2 + (size_t)i * cols + (H + h) * D, sz);
 		}
 	for (int i = 0; i < N; i++)
 		for (int j = 0; j < H * D; j++)
@@ -118,10 +144,19 @@ static void test_attention(const char *backend, int bits, int offline)
 
 int main(void)
 {
-	test_codes(8);
-	test_codes(4);
-	CHECK_EQ_INT(lmd_kvcache_block_bytes_q(2, 4, 32, 16, LMD_F16, LMD_KV_INT8), 2 * 2 * 4 * 16 * (32 + 8));
-	CHECK_EQ_INT(lmd_kvcache_block_bytes_q(2, 4, 32, 16, LMD_F16, LMD_KV_INT4), 2 * 2 * 4 * 16 * (16 + 8));
+	enum lmd_dtype dts[3] = {LMD_F32, LMD_F16, LMD_BF16};
+	for (int i = 0; i < 3; i++) {
+		test_codes(8, dts[i]);
+		test_codes(4, dts[i]);
+	}
+	/* scale and zero in the cache's dtype: 2 x 2 bytes a token and head in fp16, 2 x 4 in f32 */
+	CHECK_EQ_INT(lmd_kvcache_block_bytes_q(2, 4, 32, 16, LMD_F16, LMD_KV_INT8), 2 * 2 * 4 * 16 * (32 + 4));
+	CHECK_EQ_INT(lmd_kvcache_block_bytes_q(2, 4, 32, 16, LMD_BF16, LMD_KV_INT4), 2 * 2 * 4 * 16 * (16 + 4));
+	CHECK_EQ_INT(lmd_kvcache_block_bytes_q(2, 4, 32, 16, LMD_F32, LMD_KV_INT8), 2 * 2 * 4 * 16 * (32 + 8));
+	/* issue 14's targets at Llama-2-7B's head_dim: int8 >= 1.9x and int4 >= 3.4x the tokens of fp16 */
+	double f16 = (double)lmd_kvcache_block_bytes(32, 32, 128, 64, LMD_F16);
+	CHECK(f16 / (double)lmd_kvcache_block_bytes_q(32, 32, 128, 64, LMD_F16, LMD_KV_INT8) >= 1.9);
+	CHECK(f16 / (double)lmd_kvcache_block_bytes_q(32, 32, 128, 64, LMD_F16, LMD_KV_INT4) >= 3.4);
 	const char *bes[] = {"ref", "cpu"};
 	for (int b = 0; b < 2; b++)
 		for (int off = 0; off < 2; off++) {

@@ -328,27 +328,29 @@ static void compare_bytes(struct lmd_backend *be, struct lmd_backend *ref, struc
 
 /*
  * A quantized cache's pool (quant 8 or 4; offline: fixed parameters) filled with the same random codes and
- * (scale, zero) pairs on both backends.
+ * (scale, zero) pairs on both backends (on be alone when kr's pool is not allocated).
  */
 static void fill_quant_cache(struct lmd_backend *be, struct lmd_backend *ref, struct lmd_kvcache *kt,
 			     struct lmd_kvcache *kr)
 {
 	struct lmd_err err = {0};
 	for (int w = 0; w < 2; w++) {
-		struct lmd_tensor *t = w ? &kt->v[0] : &kt->k[0], *r = w ? &kr->v[0] : &kr->k[0];
-		struct lmd_tensor *tq = w ? &kt->vq[0] : &kt->kq[0], *rq = w ? &kr->vq[0] : &kr->kq[0];
-		size_t n = lmd_tensor_nbytes(t), nq = (size_t)lmd_tensor_numel(tq);
-		uint8_t *b = malloc(n);
+		struct lmd_tensor *t = w ? &kt->v[0] : &kt->k[0], *tq = w ? &kt->vq[0] : &kt->kq[0];
+		size_t n = lmd_tensor_nbytes(t), nq = (size_t)lmd_tensor_numel(tq), qb = lmd_tensor_nbytes(tq);
+		uint8_t *b = malloc(n), *h = malloc(qb);
 		float *f = malloc(nq * sizeof(float));
 		for (size_t i = 0; i < n; i++)
 			b[i] = (uint8_t)(frand() * 128 + 128);
 		for (size_t i = 0; i < nq; i += 2)
 			f[i] = (frand() + 1.5f) * 0.01f, f[i + 1] = frand();
+		lmd_cpu_store(h, tq->dtype, f, nq);  // scale and zero in the cache's dtype
 		be->ops->upload(be->ctx, t, 0, b, n, &err);
-		ref->ops->upload(ref->ctx, r, 0, b, n, &err);
-		be->ops->upload(be->ctx, tq, 0, f, nq * sizeof(float), &err);
-		ref->ops->upload(ref->ctx, rq, 0, f, nq * sizeof(float), &err);
-		free(b), free(f);
+		be->ops->upload(be->ctx, tq, 0, h, qb, &err);
+		if (kr) {
+			ref->ops->upload(ref->ctx, w ? &kr->v[0] : &kr->k[0], 0, b, n, &err);
+			ref->ops->upload(ref->ctx, w ? &kr->vq[0] : &kr->kq[0], 0, h, qb, &err);
+		}
+		free(b), free(h), free(f);
 	}
 }
 
@@ -495,54 +497,96 @@ static void test_big_matmul(struct lmd_backend *be, struct lmd_backend *ref, int
 }
 
 /*
- * One step over nseq sequences: sequence i has ctx[i] tokens cached (random K/V) and adds add[i]
- * tokens; attention of the step's tokens against ref, and its time.
+ * A step over nseq sequences: sequence i has ctx[i] tokens cached and adds add[i] tokens, its blocks
+ * interleaved with the others' in a pool of dtype dt (quantized when quant); the cache filled with random
+ * values (codes and pairs) on be and, when kr, the same on ref. The caller frees the step's arrays (big_free).
  */
-static void test_big_attention(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int H, int KV, int D,
-			       int bl, int nseq, const int *ctx, const int *add, int check)
+struct big {
+	int n, maxb, nblocks;
+	int32_t *tokens, *pos, *seq, *table;
+	float *freq;
+	struct lmd_step st;
+};
+
+static void big_step(struct big *b, int nseq, const int *ctx, const int *add, int bl, int D)
 {
-	struct lmd_err err = {0};
-	int n = 0, maxb = 0;
+	b->n = 0, b->maxb = 0;
 	for (int i = 0; i < nseq; i++) {
-		n += add[i];
-		int b = (ctx[i] + add[i] + bl - 1) / bl;
-		maxb = b > maxb ? b : maxb;
+		b->n += add[i];
+		int k = (ctx[i] + add[i] + bl - 1) / bl;
+		b->maxb = k > b->maxb ? k : b->maxb;
 	}
-	int nblocks = nseq * maxb;
-	int32_t *tokens = calloc(n, 4), *pos = malloc(n * 4), *seq = malloc(n * 4), *table = malloc((size_t)nblocks * 4);
-	float *freq = malloc((size_t)nseq * D / 2 * sizeof(float));
+	b->nblocks = nseq * b->maxb;
+	b->tokens = calloc(b->n, 4), b->pos = malloc(b->n * 4), b->seq = malloc(b->n * 4);
+	b->table = malloc((size_t)b->nblocks * 4), b->freq = malloc((size_t)nseq * D / 2 * sizeof(float));
 	for (int i = 0, k = 0; i < nseq; i++)
 		for (int j = 0; j < add[i]; j++, k++)
-			pos[k] = ctx[i] + j, seq[k] = i;
-	for (int i = 0; i < nblocks; i++)  // interleaved: sequence i's blocks are not contiguous
-		table[i] = (i % maxb) * nseq + i / maxb;
+			b->pos[k] = ctx[i] + j, b->seq[k] = i;
+	for (int i = 0; i < b->nblocks; i++)  // interleaved: sequence i's blocks are not contiguous
+		b->table[i] = (i % b->maxb) * nseq + i / b->maxb;
 	for (int i = 0; i < nseq * D / 2; i++)
-		freq[i] = 0.01f;
-	struct lmd_step st = {.n = n, .tokens = tokens, .pos = pos, .seq = seq, .nseq = nseq, .block_table = table,
-			      .max_blocks = maxb, .rot_half = D / 2, .inv_freq = freq, .nout = 0, .out_rows = NULL};
-	CHECK_EQ_INT(be->ops->step_begin(be->ctx, &st, &err), 0);
-	CHECK_EQ_INT(ref->ops->step_begin(ref->ctx, &st, &err), 0);
-	struct lmd_attn_dims d = {H, KV, D, (float)(1 / sqrt(D))};
-	struct lmd_kvcache kt = {0}, kr = {0};
-	CHECK_EQ_INT(lmd_kvcache_init(&kt, be, 1, KV, D, bl, nblocks, dt, &err), 0);
-	if (check)
-		CHECK_EQ_INT(lmd_kvcache_init(&kr, ref, 1, KV, D, bl, nblocks, dt, &err), 0);
-	size_t cnt = (size_t)lmd_tensor_numel(&kt.k[0]), bytes = lmd_tensor_nbytes(&kt.k[0]);
+		b->freq[i] = 0.01f;
+	b->st = (struct lmd_step){.n = b->n, .tokens = b->tokens, .pos = b->pos, .seq = b->seq, .nseq = nseq,
+				  .block_table = b->table, .max_blocks = b->maxb, .rot_half = D / 2, .inv_freq = b->freq};
+}
+
+static void big_free(struct big *b)
+{
+	free(b->tokens), free(b->pos), free(b->seq), free(b->table), free(b->freq);
+}
+
+static void big_cache(struct lmd_backend *be, struct lmd_backend *ref, struct lmd_kvcache *kt, struct lmd_kvcache *kr,
+		      enum lmd_dtype dt, int KV, int D, int bl, int nblocks, enum lmd_kv_quant quant)
+{
+	struct lmd_err err = {0};
+	CHECK_EQ_INT(lmd_kvcache_init(kt, be, 1, KV, D, bl, nblocks, dt, &err), 0);
+	if (kr)
+		CHECK_EQ_INT(lmd_kvcache_init(kr, ref, 1, KV, D, bl, nblocks, dt, &err), 0);
+	if (quant) {
+		CHECK_EQ_INT(lmd_kvcache_set_quant(kt, quant, NULL, &err), 0);
+		if (kr)
+			CHECK_EQ_INT(lmd_kvcache_set_quant(kr, quant, NULL, &err), 0);
+		fill_quant_cache(be, ref, kt, kr);
+		return;
+	}
+	size_t cnt = (size_t)lmd_tensor_numel(&kt->k[0]), bytes = lmd_tensor_nbytes(&kt->k[0]);
 	float *f = malloc(cnt * sizeof(float));
 	void *hb = malloc(bytes);
 	for (int w = 0; w < 2; w++) {
 		for (size_t i = 0; i < cnt; i++)
 			f[i] = frand() * 2;
 		lmd_cpu_store(hb, dt, f, cnt);
-		be->ops->upload(be->ctx, w ? &kt.v[0] : &kt.k[0], 0, hb, bytes, &err);
-		if (check)
-			ref->ops->upload(ref->ctx, w ? &kr.v[0] : &kr.k[0], 0, hb, bytes, &err);
+		be->ops->upload(be->ctx, w ? &kt->v[0] : &kt->k[0], 0, hb, bytes, &err);
+		if (kr)
+			ref->ops->upload(ref->ctx, w ? &kr->v[0] : &kr->k[0], 0, hb, bytes, &err);
 	}
 	free(f);
 	free(hb);
+}
+
+static const char *kv_name(enum lmd_kv_quant quant)
+{
+	return quant == LMD_KV_INT8 ? "int8" : quant == LMD_KV_INT4 ? "int4" : "plain";
+}
+
+/*
+ * One step over nseq sequences (big_step): kv_store of the step's tokens, attention against ref (when check),
+ * and its time with the K/V bytes it reads (codes and pairs for a quantized cache).
+ */
+static void test_big_attention(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int H, int KV, int D,
+			       int bl, int nseq, const int *ctx, const int *add, int check, enum lmd_kv_quant quant)
+{
+	struct lmd_err err = {0};
+	struct big b;
+	big_step(&b, nseq, ctx, add, bl, D);
+	CHECK_EQ_INT(be->ops->step_begin(be->ctx, &b.st, &err), 0);
+	CHECK_EQ_INT(ref->ops->step_begin(ref->ctx, &b.st, &err), 0);
+	struct lmd_attn_dims d = {H, KV, D, (float)(1 / sqrt(D))};
+	struct lmd_kvcache kt = {0}, kr = {0};
+	big_cache(be, ref, &kt, check ? &kr : NULL, dt, KV, D, bl, b.nblocks, quant);
 	struct pair qkv, att;
-	make(be, ref, &qkv, dt, 2, (int64_t[]){n, (int64_t)(H + 2 * KV) * D}, 2);
-	make(be, ref, &att, dt, 2, (int64_t[]){n, (int64_t)H * D}, 1);
+	make(be, ref, &qkv, dt, 2, (int64_t[]){b.n, (int64_t)(H + 2 * KV) * D}, 2);
+	make(be, ref, &att, dt, 2, (int64_t[]){b.n, (int64_t)H * D}, 1);
 	poison(be, &att);
 	if (check) {  // rope at many heads (several rounds of the kernel's pair loop)
 		CHECK_EQ_INT(be->ops->rope(be->ctx, &qkv.t, &d, &err), 0);
@@ -552,24 +596,77 @@ static void test_big_attention(struct lmd_backend *be, struct lmd_backend *ref, 
 	CHECK_EQ_INT(be->ops->kv_store(be->ctx, &kt, 0, &qkv.t, &d, &err), 0);
 	CHECK_EQ_INT(be->ops->attention(be->ctx, &att.t, &qkv.t, &kt, 0, &d, &err), 0);
 	char name[96];
-	snprintf(name, sizeof(name), "attention H%d KV%d D%d %d seqs ctx %d +%d", H, KV, D, nseq, ctx[0], add[0]);
+	snprintf(name, sizeof(name), "attention H%d KV%d D%d %d seqs ctx %d +%d kv %s", H, KV, D, nseq, ctx[0], add[0],
+		 kv_name(quant));
 	if (check) {
 		CHECK_EQ_INT(ref->ops->kv_store(ref->ctx, &kr, 0, &qkv.r, &d, &err), 0);
 		CHECK_EQ_INT(ref->ops->attention(ref->ctx, &att.r, &qkv.r, &kr, 0, &d, &err), 0);
 		compare(be, ref, &att, tol_of(dt), name);
 	}
-	double secs, kvb = 0;
+	double secs, kvb = 0, per = (double)lmd_kvcache_block_bytes_q(1, KV, D, 1, dt, quant);  // a token's K and V
 	for (int i = 0; i < nseq; i++)
-		kvb += 2.0 * (ctx[i] + add[i]) * KV * D * lmd_dtype_size(dt);
+		kvb += per * (ctx[i] + add[i]);
 	TIME_IT(be, 20, secs, be->ops->attention(be->ctx, &att.t, &qkv.t, &kt, 0, &d, &te_));
-	fprintf(stderr, "%s %-44s %s: %8.1f us  %7.0f GB/s of K/V\n", what, name, lmd_dtype_short(dt), secs * 1e6,
+	fprintf(stderr, "%s %-58s %s: %8.1f us  %7.0f GB/s of K/V\n", what, name, lmd_dtype_short(dt), secs * 1e6,
 		kvb / secs / 1e9);
 	lmd_kvcache_free(&kt);
 	if (check)
 		lmd_kvcache_free(&kr);
 	drop(be, ref, &qkv);
 	drop(be, ref, &att);
-	free(tokens), free(pos), free(seq), free(table), free(freq);
+	big_free(&b);
+}
+
+/*
+ * Rows alone vs among others (cuda): the attention of a sequence's prefill chunk and of its decode token has
+ * the same bits in a step of its own as in a step with other sequences (work is cut by each item's own
+ * length; a quantized cache's blocks are dequantized the same wherever they land in the scratch). The
+ * cache holds random values at every position (no kv_store).
+ */
+static void test_attention_alone(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int H, int KV, int D,
+				 enum lmd_kv_quant quant)
+{
+	enum { NS = 4, BL = 64 };
+	int ctx[NS] = {0, 40, 3000, 700}, add[NS] = {300, 100, 1, 1};
+	struct lmd_err err = {0};
+	struct big b;
+	big_step(&b, NS, ctx, add, BL, D);
+	struct lmd_attn_dims d = {H, KV, D, (float)(1 / sqrt(D))};
+	struct lmd_kvcache kt = {0};
+	big_cache(be, ref, &kt, NULL, dt, KV, D, BL, b.nblocks, quant);
+	int64_t cols = (int64_t)(H + 2 * KV) * D, ac = (int64_t)H * D;
+	size_t es = lmd_dtype_size(dt);
+	struct pair qkv, att;
+	make(be, ref, &qkv, dt, 2, (int64_t[]){b.n, cols}, 2);
+	make(be, ref, &att, dt, 2, (int64_t[]){b.n, ac}, 1);
+	char *all = malloc((size_t)b.n * ac * es), *one = malloc((size_t)b.n * ac * es), *q = malloc((size_t)b.n * cols * es);
+	CHECK_EQ_INT(be->ops->step_begin(be->ctx, &b.st, &err), 0);
+	CHECK_EQ_INT(be->ops->attention(be->ctx, &att.t, &qkv.t, &kt, 0, &d, &err), 0);
+	be->ops->download(be->ctx, all, &att.t, 0, (size_t)b.n * ac * es, &err);
+	be->ops->download(be->ctx, q, &qkv.t, 0, (size_t)b.n * cols * es, &err);
+	CHECK_EQ_INT(be->ops->sync(be->ctx, &err), 0);
+	for (int j = 1, first = add[0]; j < NS; first += add[j], j++) {  // sequence j alone: its rows, its table row
+		struct lmd_step st = b.st;
+		int32_t zero[1024] = {0};
+		st.n = add[j], st.pos = b.pos + first, st.seq = zero, st.nseq = 1, st.block_table = b.table + (size_t)j * b.maxb;
+		st.inv_freq = b.freq + (size_t)j * D / 2;
+		be->ops->upload(be->ctx, &qkv.t, 0, q + (size_t)first * cols * es, (size_t)add[j] * cols * es, &err);
+		poison(be, &att);
+		CHECK_EQ_INT(be->ops->step_begin(be->ctx, &st, &err), 0);
+		CHECK_EQ_INT(be->ops->attention(be->ctx, &att.t, &qkv.t, &kt, 0, &d, &err), 0);
+		be->ops->download(be->ctx, one, &att.t, 0, (size_t)add[j] * ac * es, &err);
+		CHECK_EQ_INT(be->ops->sync(be->ctx, &err), 0);
+		if (memcmp(one, all + (size_t)first * ac * es, (size_t)add[j] * ac * es)) {
+			unit_failures++;
+			fprintf(stderr, "%s attention alone vs among others: sequence %d (ctx %d +%d) H%d KV%d D%d %s kv %s differs\n",
+				what, j, ctx[j], add[j], H, KV, D, lmd_dtype_short(dt), kv_name(quant));
+		}
+	}
+	free(all), free(one), free(q);
+	lmd_kvcache_free(&kt);
+	drop(be, ref, &qkv);
+	drop(be, ref, &att);
+	big_free(&b);
 }
 
 /*
@@ -868,20 +965,96 @@ static void test_big_q4(struct lmd_backend *be, struct lmd_backend *ref, enum lm
 }
 
 /*
- * W4A16 on a GPU: Llama-2-7B and Llama-3-8B shapes, every group size, both 16-bit dtypes; decode and prefill
- * timed. Quantized KV caches (online and offline, int8 and int4) in mixed steps of every dtype, with a
- * decode far enough to split its keys.
+ * Quantized KV caches on a GPU: mixed steps of every dtype (online and offline parameters; the codes and pairs
+ * bit for bit), decodes at long contexts (split), GQA, MQA and MHA, D 64 and 128, f16 and bf16
+ * (decode_kernel dequantizes in registers), prefill runs (fa_kernel over dequantized scratch blocks), f32
+ * (attn_kernel): against the reference, and rows alone vs among others bit for bit.
  */
-static void test_gpu_quant(struct lmd_backend *be, struct lmd_backend *ref)
+static void test_gpu_kvq(struct lmd_backend *be, struct lmd_backend *ref)
 {
+	int c1[4] = {3000, 1500, 77, 2900}, a1[4] = {1, 1, 1, 1}, c2[2] = {0, 40}, a2[2] = {300, 37};
+	int c7[3] = {0, 500, 100}, a7[3] = {100, 1, 1};
 	enum lmd_dtype dts[3] = {LMD_F32, LMD_F16, LMD_BF16};
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 3; i++) {  // mixed steps: the store bit for bit, then attention
 		test_step(be, ref, dts[i], 4, 2, 32, 4, 70, LMD_KV_INT8, 0);
 		test_step(be, ref, dts[i], 6, 2, 64, 16, 70, LMD_KV_INT4, 0);
 		test_step(be, ref, dts[i], 8, 2, 64, 64, 900, LMD_KV_INT8, 1);
 		test_step(be, ref, dts[i], 32, 8, 128, 64, 3000, LMD_KV_INT4, 0);
 		test_step(be, ref, dts[i], 32, 32, 128, 64, 3000, LMD_KV_INT8, 0);
+		test_step(be, ref, dts[i], 16, 16, 64, 16, 2000, LMD_KV_INT4, 1);
 	}
+	enum lmd_kv_quant qs[2] = {LMD_KV_INT8, LMD_KV_INT4};
+	for (int i = 0; i < 2; i++) {
+		enum lmd_kv_quant q = qs[i];
+		test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 4, c1, a1, 1, q);   // GQA decode, split
+		test_big_attention(be, ref, LMD_BF16, 32, 32, 128, 64, 4, c1, a1, 1, q);  // MHA decode, split
+		test_big_attention(be, ref, LMD_BF16, 8, 1, 64, 16, 4, c1, a1, 1, q);    // MQA (group 8), D 64
+		test_big_attention(be, ref, LMD_F16, 16, 8, 64, 32, 4, c1, a1, 1, q);    // group 2, D 64
+		test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 2, c2, a2, 1, q);   // prefill + chunk
+		test_big_attention(be, ref, LMD_BF16, 8, 2, 64, 16, 2, c2, a2, 1, q);    // bf16 prefill, D 64, GQA
+		test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 3, c7, a7, 1, q);   // prefill and decodes in one step
+		test_big_attention(be, ref, LMD_F32, 8, 2, 64, 16, 3, c7, a7, 1, q);     // f32: the generic kernel
+		test_attention_alone(be, ref, LMD_F16, 32, 32, 128, q);
+		test_attention_alone(be, ref, LMD_BF16, 32, 8, 64, q);
+	}
+	test_attention_alone(be, ref, LMD_F16, 32, 8, 128, LMD_KV_NONE);
+}
+
+/*
+ * Decode attention at a 4k context and a 2048-token prefill, plain fp16 vs int8 vs int4 caches, timed, at the
+ * Llama-2-7B (MHA) and Llama-3-8B (GQA) shapes; then (backends of their own) the generic kernel for
+ * quantized caches (LMD_CUDA_KVQ=generic) for comparison, and a scratch of one block (LMD_CUDA_FQ_SCRATCH)
+ * that cuts every prefill into many groups, checked against the reference.
+ */
+static void test_gpu_kvq_speed(struct lmd_backend *be, struct lmd_backend *ref)
+{
+	int c4k[1] = {4095}, a4k[1] = {1}, c8[8], a8[8], c0[1] = {0}, a2k[1] = {2048};
+	for (int i = 0; i < 8; i++)
+		c8[i] = 4095, a8[i] = 1;
+	enum lmd_kv_quant all[3] = {LMD_KV_NONE, LMD_KV_INT8, LMD_KV_INT4};
+	for (int i = 0; i < 3; i++) {
+		test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 1, c4k, a4k, 0, all[i]);  // Llama-2-7B, batch 1 at 4k
+		test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 8, c8, a8, 0, all[i]);    // 8 decodes at 4k
+		test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 1, c4k, a4k, 0, all[i]);   // Llama-3-8B, batch 1 at 4k
+		test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 1, c0, a2k, 0, all[i]);   // the 2048-token prefill
+	}
+	const char *envs[2][2] = {{"LMD_CUDA_KVQ", "generic"}, {"LMD_CUDA_FQ_SCRATCH", "1"}};
+	const char *names[2] = {"cuda/kvq-generic", "cuda/fq-scratch-1"};
+	for (int e = 0; e < 2; e++) {
+		struct lmd_backend b2;
+		struct lmd_err err = {0};
+		setenv(envs[e][0], envs[e][1], 1);
+		int rc = lmd_backend_open(&b2, "cuda", NULL, &err);
+		setenv("LMD_CUDA_KVQ", "fast", 1);
+		unsetenv("LMD_CUDA_FQ_SCRATCH");
+		CHECK_EQ_INT(rc, 0);
+		if (rc)
+			continue;
+		const char *was = what;
+		what = names[e];
+		for (int i = 1; i < 3; i++) {
+			if (e == 0) {
+				test_big_attention(&b2, ref, LMD_F16, 32, 32, 128, 64, 1, c4k, a4k, 0, all[i]);
+				test_big_attention(&b2, ref, LMD_F16, 32, 32, 128, 64, 1, c0, a2k, 0, all[i]);
+			} else {
+				int c2[2] = {0, 40}, a2[2] = {300, 37}, c7[3] = {0, 500, 100}, a7[3] = {100, 1, 1};
+				test_big_attention(&b2, ref, LMD_F16, 32, 8, 128, 64, 2, c2, a2, 1, all[i]);
+				test_big_attention(&b2, ref, LMD_BF16, 8, 2, 64, 16, 3, c7, a7, 1, all[i]);
+				test_attention_alone(&b2, ref, LMD_F16, 32, 32, 128, all[i]);
+			}
+		}
+		what = was;
+		lmd_backend_close(&b2);
+	}
+}
+
+/*
+ * W4A16 on a GPU: Llama-2-7B and Llama-3-8B shapes, every group size, both 16-bit dtypes; decode and prefill
+ * timed; and the quantized KV caches (test_gpu_kvq).
+ */
+static void test_gpu_quant(struct lmd_backend *be, struct lmd_backend *ref)
+{
+	test_gpu_kvq(be, ref);
 	int l2[][2] = {{4096, 12288}, {4096, 4096}, {4096, 22016}, {11008, 4096}};  // qkv, o, gate_up, down
 	int l3[][2] = {{4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
 	for (int i = 0; i < 4; i++) {
@@ -952,26 +1125,26 @@ static void test_gpu_sized(struct lmd_backend *be, struct lmd_backend *ref)
 	for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
 		test_big_matmul(be, ref, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][0] <= 256);
 	int c1[4] = {3000, 1500, 77, 2900}, a1[4] = {1, 1, 1, 1};
-	test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 4, c1, a1, 1);   // GQA decode, split-K
-	test_big_attention(be, ref, LMD_BF16, 32, 32, 128, 64, 4, c1, a1, 1);  // MHA decode, split-K
+	test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 4, c1, a1, 1, LMD_KV_NONE);   // GQA decode, split-K
+	test_big_attention(be, ref, LMD_BF16, 32, 32, 128, 64, 4, c1, a1, 1, LMD_KV_NONE);  // MHA decode, split-K
 	int c2[2] = {0, 40}, a2[2] = {300, 37};
-	test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 2, c2, a2, 1);   // prefill + chunk
-	test_big_attention(be, ref, LMD_F32, 8, 1, 64, 16, 2, c2, a2, 1);     // MQA, group 8
-	test_big_attention(be, ref, LMD_BF16, 8, 2, 64, 16, 2, c2, a2, 1);    // bf16 prefill, D 64, GQA
+	test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 2, c2, a2, 1, LMD_KV_NONE);   // prefill + chunk
+	test_big_attention(be, ref, LMD_F32, 8, 1, 64, 16, 2, c2, a2, 1, LMD_KV_NONE);     // MQA, group 8
+	test_big_attention(be, ref, LMD_BF16, 8, 2, 64, 16, 2, c2, a2, 1, LMD_KV_NONE);    // bf16 prefill, D 64, GQA
 	int c7[3] = {0, 500, 100}, a7[3] = {100, 1, 1};
-	test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 3, c7, a7, 1);   // prefill and decodes in one step
-	test_big_attention(be, ref, LMD_BF16, 16, 16, 64, 32, 3, c7, a7, 1);
+	test_big_attention(be, ref, LMD_F16, 32, 8, 128, 64, 3, c7, a7, 1, LMD_KV_NONE);   // prefill and decodes in one step
+	test_big_attention(be, ref, LMD_BF16, 16, 16, 64, 32, 3, c7, a7, 1, LMD_KV_NONE);
 	int c3[1] = {0}, a3[1] = {2048};
-	test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 1, c3, a3, 0);  // the 2048-token prefill (timing)
+	test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 1, c3, a3, 0, LMD_KV_NONE);  // the 2048-token prefill (timing)
 	int c4[64], a4[64], c5[256], a5[256];
 	for (int i = 0; i < 64; i++)
 		c4[i] = 1024, a4[i] = 1;
-	test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 64, c4, a4, 0);  // 64 decodes at 1024 (timing)
+	test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 64, c4, a4, 0, LMD_KV_NONE);  // 64 decodes at 1024 (timing)
 	for (int i = 0; i < 256; i++)
 		c5[i] = 192, a5[i] = 1;
-	test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 256, c5, a5, 0);  // 256 decodes at 192 (timing)
+	test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 256, c5, a5, 0, LMD_KV_NONE);  // 256 decodes at 192 (timing)
 	int c6[1] = {200}, a6[1] = {1};
-	test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 1, c6, a6, 0);  // batch-1 decode (timing)
+	test_big_attention(be, ref, LMD_F16, 32, 32, 128, 64, 1, c6, a6, 0, LMD_KV_NONE);  // batch-1 decode (timing)
 }
 
 static void test_backend(struct lmd_backend *be, struct lmd_backend *ref)
@@ -1041,12 +1214,17 @@ int main(int argc, char **argv)
 	struct lmd_backend ref = {0}, be = {0};
 	struct lmd_err err = {0};
 	CHECK_EQ_INT(lmd_backend_open(&ref, "ref", NULL, &err), 0);
+	setenv("LMD_CUDA_KVQ", "fast", 1);  // the quantized-cache kernels under test (generic: the default, compared below)
+	/* `test-ops quant`: W4A16 and quantized KV on the GPU only; q4speed: int4 timings only; kvq: quantized KV alone */
 	int quant = argc > 1 && !strcmp(argv[1], "quant"), speed = argc > 1 && !strcmp(argv[1], "q4speed");
-	if (quant || speed) {  // `test-ops quant`: W4A16 and quantized KV on the GPU only; q4speed: int4 timings only
+	int kvq = argc > 1 && !strcmp(argv[1], "kvq");
+	if (quant || speed || kvq) {
 		int rc = lmd_backend_open(&be, "cuda", NULL, &err);
 		if (rc == 0) {
 			what = "cuda";
-			(quant ? test_gpu_quant : test_q4_speed)(&be, &ref);
+			(quant ? test_gpu_quant : speed ? test_q4_speed : test_gpu_kvq)(&be, &ref);
+			if (!speed)
+				test_gpu_kvq_speed(&be, &ref);
 			lmd_backend_close(&be);
 			const char *alt[] = {"old", "stream16", "stream64"};  // each int4 setting: the same bits for rows alone
 			for (int i = 0; quant && i < 3; i++) {
@@ -1104,6 +1282,7 @@ int main(int argc, char **argv)
 		test_backend(&be, &ref);
 		test_gpu_sized(&be, &ref);
 		test_gpu_quant(&be, &ref);
+		test_gpu_kvq_speed(&be, &ref);
 		lmd_backend_close(&be);
 		setenv("LMD_CUDA_GEMM", "cublas", 1);  // the same shapes through cuBLAS, for comparison
 		if (lmd_backend_open(&be, "cuda", NULL, &err) == 0) {
