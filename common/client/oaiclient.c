@@ -129,7 +129,7 @@ static void copy_str(char *out, size_t cap, const char *s, size_t n)
 
 void lmd_oai_error_text(const char *body, size_t len, char *out, size_t cap)
 {
-	json_t *j = json_loadb(body, len, 0, NULL), *e = json_object_get(j, "error");
+	json_t *j = json_loadb(body, len, JSON_ALLOW_NUL, NULL), *e = json_object_get(j, "error");
 	const char *m = NULL;
 	if (json_is_string(e))
 		m = json_string_value(e);
@@ -186,7 +186,7 @@ static int on_event(void *ctx, const char *event, const char *data, size_t len)
 		c->done = 1;
 		return 0;
 	}
-	json_t *j = json_loadb(data, len, 0, NULL);
+	json_t *j = json_loadb(data, len, JSON_ALLOW_NUL, NULL);
 	int rc = 0;
 	if (!strcmp(event, "error") || !j || json_object_get(j, "error")) {
 		if (!c->stream_error[0]) {
@@ -286,7 +286,7 @@ int lmd_oai_call_end(struct lmd_oai_call *c, CURLcode res, struct lmd_err *err)
 			if (lmd_sse_feed(&c->sse, c->resp, c->nresp, &e) < 0 || lmd_sse_feed(&c->sse, "\n\n", 2, &e) < 0)
 				return lmd_errorf(err, LMD_EFORMAT, "%s", e.msg);
 		} else {
-			json_t *j = json_loadb(c->resp ? c->resp : "", c->nresp, 0, NULL);
+			json_t *j = json_loadb(c->resp ? c->resp : "", c->nresp, JSON_ALLOW_NUL, NULL);
 			if (!j)
 				return lmd_errorf(err, LMD_EFORMAT, "the answer of '%s' is not JSON", c->url);
 			take_answer(c, j);
@@ -369,7 +369,7 @@ char *lmd_oai_completion_body(const char *model, const char *prompt, const json_
 
 int lmd_oai_parse_models(const char *b, size_t len, char *out, size_t cap, struct lmd_err *err)
 {
-	json_t *j = json_loadb(b, len, 0, NULL);
+	json_t *j = json_loadb(b, len, JSON_ALLOW_NUL, NULL);
 	json_t *id = json_object_get(json_array_get(json_object_get(j, "data"), 0), "id");
 	int rc = json_is_string(id) ? LMD_OK : lmd_errorf(err, LMD_EFORMAT, "the server lists no model in /v1/models");
 	if (!rc)
@@ -409,7 +409,7 @@ char *lmd_oai_tokenize_body(enum lmd_oai_tokenizer t, const char *model, const c
 
 long lmd_oai_token_count(const char *b, size_t len)
 {
-	json_t *j = json_loadb(b, len, 0, NULL), *v;
+	json_t *j = json_loadb(b, len, JSON_ALLOW_NUL, NULL), *v;
 	long n = -1;
 	if (json_is_integer(v = json_object_get(j, "length")) || json_is_integer(v = json_object_get(j, "count")))
 		n = (long)json_integer_value(v);

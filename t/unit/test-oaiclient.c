@@ -106,9 +106,38 @@ static void test_answers(void)
 	json_decref(params);
 }
 
+static int on_piece(struct lmd_oai_call *c, const struct lmd_oai_piece *p, void *ctx)
+{
+	(void)c;
+	struct got *g = ctx;
+	if (p->has_text && g->n + p->len < sizeof(g->all)) {
+		memcpy(g->all + g->n, p->text, p->len);
+		g->n += (int)p->len;
+	}
+	return 0;
+}
+
+/* A token that decodes to a NUL byte arrives as "\u0000": text, not an error (vLLM sends it so too). */
+static void test_nul_text(void)
+{
+	struct got g = {0};
+	struct lmd_oai_call c = {.on_piece = on_piece, .ctx = &g};
+	struct lmd_err err = {0};
+	CHECK_EQ_INT(lmd_oai_call_init(&c, "http://127.0.0.1:1/v1/completions", NULL, "{}", &err), LMD_OK);
+	const char *s = "data: {\"choices\":[{\"index\":0,\"text\":\"a\\u0000b\",\"finish_reason\":null}]}\n\n"
+			"data: [DONE]\n\n";
+	CHECK_EQ_INT(lmd_sse_feed(&c.sse, s, strlen(s), &err), LMD_OK);
+	CHECK_EQ_STR(c.stream_error, "");
+	CHECK_EQ_INT(g.n, 3);
+	CHECK(!memcmp(g.all, "a\0b", 3));
+	CHECK_EQ_INT(c.done, 1);
+	lmd_oai_call_free(&c);
+}
+
 int main(void)
 {
 	test_sse();
 	test_answers();
+	test_nul_text();
 	return UNIT_DONE();
 }
