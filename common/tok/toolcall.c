@@ -93,6 +93,8 @@ static void emit(struct lmd_tool_stream *s, const char *p, size_t n, struct lmd_
 
 static int known(const struct lmd_tool_stream *s, const char *name)
 {
+	if (!name)  /* an empty name never grew its buffer */
+		return 0;
 	for (int i = 0; i < s->n_names; i++)
 		if (s->names[i] && !strcmp(s->names[i], name))
 			return 1;

@@ -295,6 +295,9 @@ static void check_llama3(void)
 	streamed_differs = 0;
 	check_streamed(k, more, "and more", 1, "add", ADD);
 	check(k, "", "", 0);
+	/* an empty name is no known tool: content, never a crash (found by fuzz-toolcall) */
+	const char *empty = "{\"name\": \"\", \"parameters\": {\"a\": 1}}";
+	check(k, empty, empty, 0);
 }
 
 static void check_misc(void)
