@@ -105,34 +105,26 @@ void lmd_awq_ratio_scales(const double *xm, const double *wm, int in, double r, 
 
 /* --- the search --- */
 
-static double mse(const float *a, const float *b, size_t n)
-{
-	double e = 0;
-	for (size_t i = 0; i < n; i++)
-		e += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-	return e / (double)(n ? n : 1);
-}
+/* The loss of a candidate: the pseudo-quantized weights qw[k] -> *loss. */
+typedef int (*loss_fn)(void *ctx, float *const *qw, double *loss, struct lmd_err *err);
 
-int lmd_awq_search(float *const *ws, const int *outs, int nw, int in, int g, int bits, const double *x_mean,
-		   lmd_awq_block_fn fwd, void *ctx, size_t ny, float *s, double *ratio, double *loss, double *loss1,
-		   struct lmd_err *err)
+/* The candidate loop of both searches (awq.h): the scales s = 1, then the ratios 0, 0.05, ..., 0.95. */
+static int search(float *const *ws, const int *outs, int nw, int in, int g, int bits, const double *x_mean,
+		  loss_fn lf, void *ctx, float *s, double *ratio, double *loss, double *loss1, struct lmd_err *err)
 {
 	size_t total = 0;
 	for (int k = 0; k < nw; k++)
 		total += (size_t)outs[k] * in;
 	double *wm = malloc((size_t)in * sizeof(double));
-	float *cand = malloc((size_t)in * sizeof(float)), *buf = malloc(total * sizeof(float));
-	float *y0 = malloc(ny * sizeof(float)), *y = malloc(ny * sizeof(float)), *qw[8];
-	int rc = !wm || !cand || !buf || !y0 || !y || nw > 8 ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
-	if (!rc) {
+	float *cand = malloc((size_t)in * sizeof(float)), *buf = malloc(total * sizeof(float)), *qw[8];
+	int rc = !wm || !cand || !buf || nw > 8 ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
+	if (!rc)
 		lmd_awq_weight_mean(ws, outs, nw, in, g, wm);
-		rc = fwd(ctx, ws, y0, err);
-	}
 	for (size_t k = 0, off = 0; !rc && k < (size_t)nw; off += (size_t)outs[k] * in, k++)
 		qw[k] = buf + off;
 	double best = INFINITY;
 	for (int c = -1; !rc && c < 20; c++) {  /* c = -1: s = 1 */
-		double r = c * 0.05;
+		double r = c * 0.05, e;
 		if (c < 0)
 			for (int i = 0; i < in; i++)
 				cand[i] = 1;
@@ -146,9 +138,8 @@ int lmd_awq_search(float *const *ws, const int *outs, int nw, int in, int g, int
 			for (size_t j = 0; j < n; j++)
 				qw[k][j] /= cand[j % in];
 		}
-		if ((rc = fwd(ctx, qw, y, err)))
+		if ((rc = lf(ctx, qw, &e, err)))
 			break;
-		double e = mse(y, y0, ny);
 		if (c < 0 && loss1)
 			*loss1 = e;
 		if (e < best) {
@@ -160,7 +151,44 @@ int lmd_awq_search(float *const *ws, const int *outs, int nw, int in, int g, int
 	}
 	if (!rc && loss)
 		*loss = best;
-	free(wm), free(cand), free(buf), free(y0), free(y);
+	free(wm), free(cand), free(buf);
+	return rc;
+}
+
+static double mse(const float *a, const float *b, size_t n)
+{
+	double e = 0;
+	for (size_t i = 0; i < n; i++)
+		e += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+	return e / (double)(n ? n : 1);
+}
+
+/* the block's output against the unquantized block's */
+struct blk_loss {
+	lmd_awq_block_fn fwd;
+	void *ctx;
+	float *y0, *y;
+	size_t ny;
+};
+
+static int blk_loss(void *ctx, float *const *qw, double *loss, struct lmd_err *err)
+{
+	struct blk_loss *b = ctx;
+	int rc = b->fwd(b->ctx, qw, b->y, err);
+	if (!rc)
+		*loss = mse(b->y, b->y0, b->ny);
+	return rc;
+}
+
+int lmd_awq_search(float *const *ws, const int *outs, int nw, int in, int g, int bits, const double *x_mean,
+		   lmd_awq_block_fn fwd, void *ctx, size_t ny, float *s, double *ratio, double *loss, double *loss1,
+		   struct lmd_err *err)
+{
+	struct blk_loss b = {fwd, ctx, malloc(ny * sizeof(float)), malloc(ny * sizeof(float)), ny};
+	int rc = !b.y0 || !b.y ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : fwd(ctx, ws, b.y0, err);
+	if (!rc)
+		rc = search(ws, outs, nw, in, g, bits, x_mean, blk_loss, &b, s, ratio, loss, loss1, err);
+	free(b.y0), free(b.y);
 	return rc;
 }
 
@@ -174,50 +202,106 @@ static int mm(struct lmd_backend *be, float *y, const float *x, int64_t n, int64
 	return be->ops->matmul(be->ctx, &ty, &tx, &tw, bias ? &tb : NULL, err);
 }
 
+int lmd_awq_gram(struct lmd_backend *be, const float *x, int64_t n, int in, int64_t stride, float *gm,
+		 struct lmd_err *err)
+{
+	float *xt = malloc((size_t)in * n * sizeof(float));
+	if (!xt)
+		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
+	for (int64_t r = 0; r < n; r++)
+		for (int i = 0; i < in; i++)
+			xt[(size_t)i * n + r] = x[(size_t)r * stride + i];
+	int rc = mm(be, gm, xt, in, n, xt, in, NULL, err);
+	free(xt);
+	return rc;
+}
+
+/*
+ * A linear's output error is linear in its weights: x·w - x·qw = x·d, so its mean square over the n
+ * rows and out outputs is Σ_o d_oᵀ G d_o / (n·out) with G = Σ x xᵀ: out·in² per candidate, not n·out·in.
+ */
+struct gram_loss {
+	struct lmd_backend *be;
+	const float *w, *gm;
+	float *d, *dg;
+	int64_t n;
+	int out, in;
+};
+
+static int gram_loss(void *ctx, float *const *qw, double *loss, struct lmd_err *err)
+{
+	struct gram_loss *q = ctx;
+	size_t m = (size_t)q->out * q->in;
+	for (size_t j = 0; j < m; j++)
+		q->d[j] = q->w[j] - qw[0][j];
+	int rc = mm(q->be, q->dg, q->d, q->out, q->in, q->gm, q->in, NULL, err);  /* dg = d · G (G symmetric) */
+	double e = 0;
+	for (size_t j = 0; !rc && j < m; j++)
+		e += (double)q->d[j] * q->dg[j];
+	*loss = e / ((double)q->n * q->out);
+	return rc;
+}
+
+int lmd_awq_search_linear(struct lmd_backend *be, float *w, int out, int in, int g, int bits, const double *x_mean,
+			  const float *gm, int64_t n, float *s, double *ratio, double *loss, double *loss1,
+			  struct lmd_err *err)
+{
+	struct gram_loss q = {be, w, gm, malloc((size_t)out * in * sizeof(float)),
+			      malloc((size_t)out * in * sizeof(float)), n, out, in};
+	int rc = !q.d || !q.dg ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
+	float *ws[1] = {w};
+	if (!rc)
+		rc = search(ws, &out, 1, in, g, bits, x_mean, gram_loss, &q, s, ratio, loss, loss1, err);
+	free(q.d), free(q.dg);
+	return rc;
+}
+
 /* --- clipping --- */
 
+/*
+ * The error of a clipped group is linear in the weights: x·w - x·Q(w') = x·d with d = w - Q(w'), so its
+ * mean square over the rows is dᵀ G d / n with G = Σ x xᵀ the group's Gram matrix [g][g], taken once:
+ * each of the ten shrinks costs out·g² instead of n·out·g.
+ */
 int lmd_awq_clip(struct lmd_backend *be, float *w, int out, int in, int g, int bits, const float *x, int n,
 		 float *maxv, struct lmd_err *err)
 {
 	int ng = in / g;
-	float *xg = malloc((size_t)n * g * sizeof(float)), *wg = malloc((size_t)out * g * sizeof(float));
-	float *cw = malloc((size_t)out * g * sizeof(float)), *y0 = malloc((size_t)n * out * sizeof(float));
-	float *y = malloc((size_t)n * out * sizeof(float)), *org = malloc((size_t)out * sizeof(float));
-	float *best = malloc((size_t)out * sizeof(float));
-	double *emin = malloc((size_t)out * sizeof(double)), *e = malloc((size_t)out * sizeof(double));
-	int rc = !xg || !wg || !cw || !y0 || !y || !org || !best || !emin || !e
-		? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
+	float *gm = malloc((size_t)g * g * sizeof(float));
+	float *d = malloc((size_t)out * g * sizeof(float)), *gd = malloc((size_t)out * g * sizeof(float));
+	float *org = malloc((size_t)out * sizeof(float)), *best = malloc((size_t)out * sizeof(float));
+	double *emin = malloc((size_t)out * sizeof(double));
+	int rc = !gm || !d || !gd || !org || !best || !emin ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
 	for (int gi = 0; !rc && gi < ng; gi++) {
-		for (int r = 0; r < n; r++)
-			memcpy(xg + (size_t)r * g, x + (size_t)r * in + (size_t)gi * g, (size_t)g * sizeof(float));
+		if ((rc = lmd_awq_gram(be, x + (size_t)gi * g, n, g, in, gm, err)))
+			break;
 		for (int o = 0; o < out; o++) {
-			memcpy(wg + (size_t)o * g, w + (size_t)o * in + (size_t)gi * g, (size_t)g * sizeof(float));
+			const float *wr = w + (size_t)o * in + (size_t)gi * g;
 			float m = 0;
 			for (int i = 0; i < g; i++)
-				m = fabsf(wg[(size_t)o * g + i]) > m ? fabsf(wg[(size_t)o * g + i]) : m;
+				m = fabsf(wr[i]) > m ? fabsf(wr[i]) : m;
 			org[o] = best[o] = m, emin[o] = 1e9;
 		}
-		if ((rc = mm(be, y0, xg, n, g, wg, out, NULL, err)))
-			break;
 		for (int k = 0; !rc && k < 10; k++) {
 			for (int o = 0; o < out; o++) {
+				const float *wr = w + (size_t)o * in + (size_t)gi * g;
 				float m = org[o] * (float)(1 - k / 20.0);
 				for (int i = 0; i < g; i++)
-					cw[(size_t)o * g + i] = fminf(fmaxf(wg[(size_t)o * g + i], -m), m);
+					d[(size_t)o * g + i] = fminf(fmaxf(wr[i], -m), m);
 			}
-			lmd_quant_groups(cw, out, g, g, bits, NULL, NULL, NULL, cw);
-			if ((rc = mm(be, y, xg, n, g, cw, out, NULL, err)))
+			lmd_quant_groups(d, out, g, g, bits, NULL, NULL, NULL, d);
+			for (int o = 0; o < out; o++)
+				for (int i = 0; i < g; i++)
+					d[(size_t)o * g + i] = w[(size_t)o * in + (size_t)gi * g + i] - d[(size_t)o * g + i];
+			if ((rc = mm(be, gd, d, out, g, gm, g, NULL, err)))  /* gd = d · G (G symmetric) */
 				break;
-			for (int o = 0; o < out; o++)
-				e[o] = 0;
-			for (int r = 0; r < n; r++)
-				for (int o = 0; o < out; o++) {
-					double d = (double)y[(size_t)r * out + o] - y0[(size_t)r * out + o];
-					e[o] += d * d;
-				}
-			for (int o = 0; o < out; o++)
-				if (e[o] / n < emin[o])
-					emin[o] = e[o] / n, best[o] = org[o] * (float)(1 - k / 20.0);
+			for (int o = 0; o < out; o++) {
+				double e = 0;
+				for (int i = 0; i < g; i++)
+					e += (double)d[(size_t)o * g + i] * gd[(size_t)o * g + i];
+				if (e / n < emin[o])
+					emin[o] = e / n, best[o] = org[o] * (float)(1 - k / 20.0);
+			}
 		}
 		for (int o = 0; !rc && o < out; o++) {
 			float *wr = w + (size_t)o * in + (size_t)gi * g;
@@ -227,24 +311,11 @@ int lmd_awq_clip(struct lmd_backend *be, float *w, int out, int in, int g, int b
 				maxv[(size_t)o * ng + gi] = best[o];
 		}
 	}
-	free(xg), free(wg), free(cw), free(y0), free(y), free(org), free(best), free(emin), free(e);
+	free(gm), free(d), free(gd), free(org), free(best), free(emin);
 	return rc;
 }
 
 /* --- the blocks --- */
-
-/* y = x · wᵀ + b: the linear itself (v → o, up → down). */
-struct lin_blk {
-	struct lmd_backend *be;
-	const float *x, *b;
-	int n, in, out;
-};
-
-static int lin_fwd(void *ctx, float *const *w, float *y, struct lmd_err *err)
-{
-	struct lin_blk *c = ctx;
-	return mm(c->be, y, c->x, c->n, c->in, w[0], c->out, c->b, err);
-}
 
 /* the MLP: y = w2 · (silu(w1 · x) * (w3 · x)), w2 unquantized; g keeps w2's input. */
 struct mlp_blk {
@@ -278,6 +349,8 @@ static int mlp_fwd(void *ctx, float *const *w, float *y, struct lmd_err *err)
 	return rc ? rc : mm(c->be, y, c->g, c->n, c->inter, c->w2, c->hidden, NULL, err);
 }
 
+enum { ATT_ROWS = 64 };  /* query rows per product: each block of them sees the keys up to its last */
+
 /*
  * Attention: q, k, v of the windows of T tokens (positions 0..T-1), rotary, causal softmax attention
  * per window (att keeps it: wo's input), then wo (unquantized).
@@ -289,7 +362,7 @@ struct att_blk {
 	int n, T;
 	float *wqkv, *bqkv;           /* [(H + 2KV) D][hidden], NULL or [(H + 2KV) D] */
 	float *qkv, *att;             /* [n][(H + 2KV) D], [n][H D] */
-	float *qh, *kh, *vt, *sc, *oh;  /* [T][D], [T][D], [D][T], [T][T], [T][D] */
+	float *qh, *kh, *vt, *vl, *sc, *oh;  /* [T][D], [T][D], [D][T], [D][T], [ATT_ROWS][T], [T][D] */
 	float *freq;                  /* [D / 2] */
 	int32_t *pos, *seq;           /* [n] */
 	struct lmd_step step;
@@ -298,7 +371,8 @@ struct att_blk {
 
 static void att_free(struct att_blk *a)
 {
-	free(a->wqkv), free(a->bqkv), free(a->qkv), free(a->att), free(a->qh), free(a->kh), free(a->vt), free(a->sc);
+	free(a->wqkv), free(a->bqkv), free(a->qkv), free(a->att), free(a->qh), free(a->kh), free(a->vt), free(a->vl);
+	free(a->sc);
 	free(a->oh), free(a->freq), free(a->pos), free(a->seq);
 }
 
@@ -313,14 +387,15 @@ static int att_init(struct att_blk *a, struct lmd_backend *be, const struct lmd_
 	a->qkv = malloc((size_t)n * (H + 2 * KV) * sizeof(float)), a->att = malloc((size_t)n * H * sizeof(float));
 	a->qh = malloc((size_t)T * D * sizeof(float)), a->kh = malloc((size_t)T * D * sizeof(float));
 	a->vt = malloc((size_t)T * D * sizeof(float)), a->oh = malloc((size_t)T * D * sizeof(float));
-	a->sc = malloc((size_t)T * T * sizeof(float)), a->freq = malloc((size_t)(D / 2) * sizeof(float));
+	a->vl = malloc((size_t)T * D * sizeof(float));
+	a->sc = malloc((size_t)ATT_ROWS * T * sizeof(float)), a->freq = malloc((size_t)(D / 2) * sizeof(float));
 	a->pos = malloc((size_t)n * sizeof(int32_t)), a->seq = calloc((size_t)n, sizeof(int32_t));
 	if (L->bq && (a->bqkv = malloc((size_t)(H + 2 * KV) * sizeof(float)))) {
 		memcpy(a->bqkv, L->bq, (size_t)H * sizeof(float));
 		memcpy(a->bqkv + H, L->bk, (size_t)KV * sizeof(float));
 		memcpy(a->bqkv + H + KV, L->bv, (size_t)KV * sizeof(float));
 	}
-	if (!a->wqkv || !a->qkv || !a->att || !a->qh || !a->kh || !a->vt || !a->oh || !a->sc || !a->freq || !a->pos ||
+	if (!a->wqkv || !a->qkv || !a->att || !a->qh || !a->kh || !a->vt || !a->vl || !a->oh || !a->sc || !a->freq || !a->pos ||
 	    !a->seq || (L->bq && !a->bqkv))
 		return lmd_errorf(err, LMD_ENOMEM, "out of memory");  /* the caller's att_free frees what there is */
 	lmd_rope_inv_freq(&c->rope, D, c->max_pos, T, a->freq);
@@ -356,18 +431,25 @@ static int att_fwd(void *ctx, float *const *w, float *y, struct lmd_err *err)
 				for (int d = 0; d < D; d++)
 					a->vt[(size_t)d * T + i] = r[(size_t)(H + KV + kv) * D + d];
 			}
-			if ((rc = mm(a->be, a->sc, a->qh, T, D, a->kh, T, NULL, err)))
-				break;
-			for (int i = 0; i < T; i++) {
-				float *r = a->sc + (size_t)i * T, mx = -INFINITY, sum = 0;
-				for (int j = 0; j <= i; j++)
-					r[j] *= a->dims.scale, mx = r[j] > mx ? r[j] : mx;
-				for (int j = 0; j <= i; j++)
-					sum += r[j] = expf(r[j] - mx);
-				for (int j = 0; j < T; j++)
-					r[j] = j <= i ? r[j] / sum : 0;
+			/* causal: rows i0..i0+nb-1 see the keys 0..i0+nb-1 only */
+			for (int i0 = 0; !rc && i0 < T; i0 += ATT_ROWS) {
+				int nb = T - i0 < ATT_ROWS ? T - i0 : ATT_ROWS, len = i0 + nb;
+				if ((rc = mm(a->be, a->sc, a->qh + (size_t)i0 * D, nb, D, a->kh, len, NULL, err)))
+					break;
+				for (int i = 0; i < nb; i++) {
+					float *r = a->sc + (size_t)i * len, mx = -INFINITY, sum = 0;
+					for (int j = 0; j <= i0 + i; j++)
+						r[j] *= a->dims.scale, mx = r[j] > mx ? r[j] : mx;
+					for (int j = 0; j <= i0 + i; j++)
+						sum += r[j] = expf(r[j] - mx);
+					for (int j = 0; j < len; j++)
+						r[j] = j <= i0 + i ? r[j] / sum : 0;
+				}
+				for (int d = 0; d < D; d++)
+					memcpy(a->vl + (size_t)d * len, a->vt + (size_t)d * T, (size_t)len * sizeof(float));
+				rc = mm(a->be, a->oh + (size_t)i0 * D, a->sc, nb, len, a->vl, D, NULL, err);
 			}
-			if ((rc = mm(a->be, a->oh, a->sc, T, T, a->vt, D, NULL, err)))
+			if (rc)
 				break;
 			for (int i = 0; i < T; i++)
 				memcpy(a->att + (size_t)(s0 + i) * H * D + (size_t)h * D, a->oh + (size_t)i * D,
@@ -465,10 +547,10 @@ int lmd_awq_layer(struct lmd_backend *be, const struct lmd_config *c, int l, str
 	int maxc = c->inter > c->hidden ? c->inter : c->hidden;
 	maxc = H > maxc ? H : maxc;
 	double *xm = malloc((size_t)maxc * sizeof(double)), ratio[4] = {-2, -2, -2, -2}, loss[4] = {0}, loss1[4] = {0};
-	float *sc[4] = {0};
+	float *sc[4] = {0}, *gm = malloc((size_t)maxc * maxc * sizeof(float));  /* a Gram matrix */
 	struct att_blk at = {0};
 	struct mlp_blk mb = {0};
-	int rc = !xm ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
+	int rc = !xm || !gm ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
 	if (!rc)
 		rc = att_init(&at, be, c, L, a->x[l * LMD_CALIB_NIN + LMD_CALIB_QKV], n, T, err);
 	if (!rc)
@@ -483,8 +565,6 @@ int lmd_awq_layer(struct lmd_backend *be, const struct lmd_config *c, int l, str
 			break;
 		}
 		x_mean(a, st, l, p, xm);
-		struct lin_blk lb = {.be = be, .x = a->x[k], .n = n, .in = in, .out = c->hidden,
-				     .b = p == LMD_CALIB_O ? L->bo : NULL};
 		if (p == LMD_CALIB_QKV) {
 			float *ws[3] = {L->wq, L->wk, L->wv};
 			int outs[3] = {H, KV, KV};
@@ -495,11 +575,11 @@ int lmd_awq_layer(struct lmd_backend *be, const struct lmd_config *c, int l, str
 			int outs[2] = {c->inter, c->inter};
 			rc = lmd_awq_search(ws, outs, 2, in, g, b, xm, mlp_fwd, &mb, (size_t)n * c->hidden, sc[p], &ratio[p],
 					    &loss[p], &loss1[p], err);
-		} else {
-			float *ws[1] = {p == LMD_CALIB_O ? L->wo : L->w2};
-			int outs[1] = {c->hidden};
-			rc = lmd_awq_search(ws, outs, 1, in, g, b, xm, lin_fwd, &lb, (size_t)n * c->hidden, sc[p], &ratio[p],
-					    &loss[p], &loss1[p], err);
+		} else {  /* v -> o, up -> down: the linear itself, on the Gram matrix of its input */
+			rc = lmd_awq_gram(be, a->x[k], n, in, in, gm, err);
+			if (!rc)
+				rc = lmd_awq_search_linear(be, p == LMD_CALIB_O ? L->wo : L->w2, c->hidden, in, g, b, xm, gm, n,
+							   sc[p], &ratio[p], &loss[p], &loss1[p], err);
 		}
 	}
 	if (!rc)
@@ -527,7 +607,7 @@ int lmd_awq_layer(struct lmd_backend *be, const struct lmd_config *c, int l, str
 	}
 	for (int p = 0; p < 4; p++)
 		free(sc[p]);
-	free(xm);
+	free(xm), free(gm);
 	att_free(&at), mlp_free(&mb);
 	return rc;
 }

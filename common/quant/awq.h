@@ -90,10 +90,23 @@ int lmd_awq_search(float *const *ws, const int *outs, int nw, int in, int g, int
 		   struct lmd_err *err);
 
 /**
+ * lmd_awq_search for a single linear w [out][in] whose output is the block (v -> o, up -> down), on the
+ * Gram matrix gm [in][in] = Σ x xᵀ of its n input rows (lmd_awq_gram) instead of the rows themselves:
+ * the same losses (the mean squared output error), at out·in² per candidate. be runs the products.
+ */
+int lmd_awq_search_linear(struct lmd_backend *be, float *w, int out, int in, int g, int bits, const double *x_mean,
+			  const float *gm, int64_t n, float *s, double *ratio, double *loss, double *loss1,
+			  struct lmd_err *err);
+
+/** gm [in][in] = Σ x xᵀ over the n rows of x (row r at x + r·stride, in floats used), on be. */
+int lmd_awq_gram(struct lmd_backend *be, const float *x, int64_t n, int in, int64_t stride, float *gm,
+		 struct lmd_err *err);
+
+/**
  * AutoAWQ's clipping search on w [out][in] with the input rows x [n][in]: for every output row and
  * group of g inputs, the max |w| shrunk by 1 - k/20 (k = 0..9) that gives the least mean over the
- * rows of (x·w - x·Q(clamp(w, -m, m)))² on that group's part of the dot product (the first on ties);
- * w is clamped to it. maxv [out][in/g] (may be NULL) receives m. be runs the products.
+ * rows of (x·w - x·Q(clamp(w, -m, m)))² on that group's part of the dot product (the first on ties),
+ * computed as dᵀ G d / n with d the group's weight error and G its Gram matrix Σ x xᵀ; w is clamped to it. maxv [out][in/g] (may be NULL) receives m. be runs the products.
  */
 int lmd_awq_clip(struct lmd_backend *be, float *w, int out, int in, int g, int bits, const float *x, int n,
 		 float *maxv, struct lmd_err *err);

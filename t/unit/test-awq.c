@@ -1,7 +1,8 @@
 /*
  * The AWQ and GPTQ searches against outside definitions: a layer whose best scales are known in closed
  * form (a function-preserving outlier variant of a weight that round-to-nearest holds exactly), s = 1
- * winning where it is exact, the clipping search against a brute-force search written from AutoAWQ's
+ * winning where it is exact, the search of a linear on its input's Gram matrix against the search on
+ * the rows, the clipping search against a brute-force search written from AutoAWQ's
  * description, and GPTQ against the straightforward dense form (OBQ: the explicit inverse Hessian,
  * updated after each column) on a tiny matrix, and GPTQ of a whole layer (true-sequential) against the
  * layer written plainly.
@@ -128,6 +129,41 @@ static void test_s1_wins(void)
 	CHECK(loss < 1e-12);
 	for (int i = 0; i < IN; i++)
 		CHECK_NEAR(s[i], 1, 0);
+}
+
+static void test_search_linear(struct lmd_backend *be)
+{
+	/* the search on the Gram matrix against the search on the rows: the same losses, the same pick */
+	float w[OUT * IN], x[N * IN], s[IN], s2[IN], gm[IN * IN];
+	double xm[IN] = {0};
+	for (int k = 0; k < OUT * IN; k++)
+		w[k] = (float)(grand() * (k % IN == 3 ? 0.05 : 1));  /* a column an outlier input feeds */
+	for (int r = 0; r < N; r++)
+		for (int i = 0; i < IN; i++) {
+			x[r * IN + i] = (float)(grand() * (i == 3 ? 20 : 1 + i % 5));
+			xm[i] += fabs(x[r * IN + i]) / N;
+		}
+	float *ws[1] = {w};
+	int outs[1] = {OUT};
+	struct lin l = {x, N, IN, OUT};
+	struct lmd_err err = {0};
+	double ratio = 0, ratio2 = 1, loss = -1, loss2 = -2, loss1 = -1, loss12 = -2;
+	CHECK_EQ_INT(lmd_awq_search(ws, outs, 1, IN, G, 4, xm, lin_fwd, &l, N * OUT, s, &ratio, &loss, &loss1, &err), 0);
+	CHECK_EQ_INT(lmd_awq_gram(be, x, N, IN, IN, gm, &err), 0);
+	for (int i = 0; i < IN; i++)  /* the Gram matrix by its definition */
+		for (int j = 0; j < IN; j += 7) {
+			double e = 0, a = 0;
+			for (int r = 0; r < N; r++)
+				e += (double)x[r * IN + i] * x[r * IN + j], a += fabs((double)x[r * IN + i] * x[r * IN + j]);
+			CHECK_NEAR(gm[i * IN + j], e, 1e-5 * a);
+		}
+	CHECK_EQ_INT(lmd_awq_search_linear(be, w, OUT, IN, G, 4, xm, gm, N, s2, &ratio2, &loss2, &loss12, &err), 0);
+	CHECK_NEAR(ratio2, ratio, 0);
+	CHECK(ratio > 0);
+	CHECK_NEAR(loss2, loss, 1e-4 * loss);
+	CHECK_NEAR(loss12, loss1, 1e-4 * loss1);
+	for (int i = 0; i < IN; i++)
+		CHECK_NEAR(s2[i], s[i], 0);
 }
 
 /* group quantization of v[n] by its definition (awq.h), in double */
@@ -464,6 +500,7 @@ int main(void)
 		return 1;
 	test_closed_form();
 	test_s1_wins();
+	test_search_linear(&be);
 	test_clip(&be);
 	test_gptq(0);
 	test_gptq(1);
