@@ -106,7 +106,8 @@ int lmd_awq_gram(struct lmd_backend *be, const float *x, int64_t n, int in, int6
  * AutoAWQ's clipping search on w [out][in] with the input rows x [n][in]: for every output row and
  * group of g inputs, the max |w| shrunk by 1 - k/20 (k = 0..9) that gives the least mean over the
  * rows of (x·w - x·Q(clamp(w, -m, m)))² on that group's part of the dot product (the first on ties),
- * computed as dᵀ G d / n with d the group's weight error and G its Gram matrix Σ x xᵀ; w is clamped to it. maxv [out][in/g] (may be NULL) receives m. be runs the products.
+ * computed as dᵀ G d / n with d the group's weight error and G its Gram matrix Σ x xᵀ; w is clamped
+ * to it. maxv [out][in/g] (may be NULL) receives m. be runs the products.
  */
 int lmd_awq_clip(struct lmd_backend *be, float *w, int out, int in, int g, int bits, const float *x, int n,
 		 float *maxv, struct lmd_err *err);

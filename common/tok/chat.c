@@ -397,7 +397,7 @@ static int render_calls(struct lmd_sb *o, const struct lmd_chat_template *ct, co
 		struct lmd_sb ctn = {0};
 		if (ct->tool_calls_content && v.content_len) {
 			render_fmt(&ctn, ct, ct->tool_calls_content, &v);
-			v.content = ctn.p ? ctn.p : "";
+			v.content = lmd_sb_cstr(&ctn);
 			v.content_len = ctn.n;
 		}
 		render_fmt(o, ct, ct->assistant_tool_calls, &v);
@@ -468,7 +468,7 @@ int lmd_chat_render(const struct lmd_chat_template *ct, const struct lmd_chat_ms
 	}
 	const char *sys_fmt = with_tools && ct->system_tools ? ct->system_tools : ct->system;
 	if (sys && sys_fmt && !ct->system_first_user) {
-		struct vars v = {.content = sys_full.p ? sys_full.p : "", .content_len = sys_full.n, .role = "system"};
+		struct vars v = {.content = lmd_sb_cstr(&sys_full), .content_len = sys_full.n, .role = "system"};
 		render_fmt(&o, ct, sys_fmt, &v);
 	}
 	if (ta)
@@ -512,7 +512,7 @@ int lmd_chat_render(const struct lmd_chat_template *ct, const struct lmd_chat_ms
 			const char *raw = msgs[i].content ? msgs[i].content : "";
 			struct vars mv = {.content = raw, .content_len = strlen(raw), .system = sys_full.p, .role = role};
 			render_fmt(&tmp, ct, ct->system_first_user, &mv);
-			v = content_of(ct, tmp.p ? tmp.p : "", role);
+			v = content_of(ct, lmd_sb_cstr(&tmp), role);
 			merged = 1;
 		}
 		const char *fmt;

@@ -93,8 +93,6 @@ static void emit(struct lmd_tool_stream *s, const char *p, size_t n, struct lmd_
 
 static int known(const struct lmd_tool_stream *s, const char *name)
 {
-	if (!name)  /* an empty name never grew its buffer */
-		return 0;
 	for (int i = 0; i < s->n_names; i++)
 		if (s->names[i] && !strcmp(s->names[i], name))
 			return 1;
@@ -316,7 +314,7 @@ static void str_end(struct lmd_tool_lex *x)
 	}
 	x->st = X_COLON;
 	if (x->depth == 1) {
-		const char *k = x->keyb.p ? x->keyb.p : "";
+		const char *k = lmd_sb_cstr(&x->keyb);
 		x->key = !strcmp(k, "name") && !x->name_st ? K_NAME
 			 : (!strcmp(k, "arguments") || !strcmp(k, "parameters")) && !x->args_st ? K_ARGS : K_OTHER;
 	}
@@ -471,9 +469,9 @@ static int scan(struct lmd_tool_stream *s, size_t upto, int eager)
 		}
 		s->scan++;
 		if (eager && !x->committed && x->args_st == A_OPEN && x->out.n > 1 && x->name_st == 2 &&
-		    known(s, x->name.p)) {
+		    known(s, lmd_sb_cstr(&x->name))) {
 			struct lmd_tool_call *nc = slot(s);
-			if (!nc || !(nc->name = strdup(x->name.p)))
+			if (!nc || !(nc->name = strdup(lmd_sb_cstr(&x->name))))
 				return LMD_ENOMEM;
 			new_id(nc->id);
 			s->open = s->n_calls++;
@@ -586,7 +584,7 @@ static int process(struct lmd_tool_stream *s, int final, struct lmd_sb *out)
 				return 0;
 			s->decided = 1;
 			if (i < s->pend.n && s->pend.p[i] == '{') {
-				lmd_sb_add(&s->raw, s->held.p ? s->held.p : "", s->held.n);
+				lmd_sb_add(&s->raw, lmd_sb_cstr(&s->held), s->held.n);
 				s->held.n = 0;
 				begin_call(s);
 				continue;
@@ -597,7 +595,7 @@ static int process(struct lmd_tool_stream *s, int final, struct lmd_sb *out)
 			size_t pos = (size_t)(at - s->pend.p);
 			emit(s, s->pend.p, pos, out);
 			/* the white space before the marker goes with the call (back to content if it is bad) */
-			lmd_sb_add(&s->raw, s->held.p ? s->held.p : "", s->held.n);
+			lmd_sb_add(&s->raw, lmd_sb_cstr(&s->held), s->held.n);
 			s->held.n = 0;
 			lmd_sb_add(&s->raw, open, strlen(open));
 			begin_call(s);

@@ -49,7 +49,7 @@ static void parse(int kind, const char *text, size_t n, size_t step)
 		json_error_t e;
 		json_t *a = json_loads(s.calls[k].arguments, JSON_DECODE_INT_AS_REAL, &e);
 		if ((!json_is_object(a) && !strstr(e.text, "overflow")) ||
-		    strcmp(args[k].p ? args[k].p : "", s.calls[k].arguments))
+		    strcmp(lmd_sb_cstr(&args[k]), s.calls[k].arguments))
 			abort();
 		json_decref(a);
 	}
