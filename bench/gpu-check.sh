@@ -63,8 +63,7 @@ nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,cl
 echo "commit $(cat COMMIT 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)" | tee -a "$OUT/gpu.txt"
 if [ -n "${PREBUILT:-}" ]; then  # a tar of build/bin, build/t programs and lib/ made elsewhere (no -dev packages here)
 	say "prebuilt binaries from $PREBUILT"
-	mkdir -p build/bin build/t build/lib && tar -xJf "$PREBUILT" -C build/lib || exit 1
-	mv build/lib/lmd-* build/bin/ && mv build/lib/gen-* build/lib/test-* build/t/ || exit 1
+	bench/prebuilt.sh --unpack "$PREBUILT" || exit 1
 	export LD_LIBRARY_PATH=$PWD/build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 else
 	say "build"

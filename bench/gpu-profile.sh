@@ -9,8 +9,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out}; SHARED=${SHARED:-../shared}
 mkdir -p "$OUT"
 if [ -n "${PREBUILT:-}" ]; then
-	mkdir -p build/bin build/t build/lib && tar -xJf "$PREBUILT" -C build/lib || exit 1
-	mv build/lib/lmd-* build/bin/ && mv build/lib/gen-model build/lib/test-* build/t/ || exit 1
+	bench/prebuilt.sh --unpack "$PREBUILT" || exit 1
 	export LD_LIBRARY_PATH=$PWD/build/lib
 fi
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || ls /usr/local/cuda/bin/ncu)
