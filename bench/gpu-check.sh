@@ -31,7 +31,7 @@
 #          vs the CPU reference, bit for bit alone vs among others); test-ops q4speed under LMD_CUDA_Q4=old,
 #          stream16 and stream64 (and LMD_CUDA_GEMM=lmd for the fp16 lines); lmd-bench gen at KERNELS_CONC
 #          (default 1,16,64,256) x 128 in / 64 out on the Llama-2-7B-shaped W4A16 g128 model (kernels old and
-#          stream64) and the fp16 one (KERNELS_MODELS, default "w4 f16"; made as in quant when /tmp/llama2-7b-W
+#          stream32, the default) and the fp16 one (KERNELS_MODELS, default "w4 f16"; made as in quant when /tmp/llama2-7b-W
 #          is missing, ~2.5 min each; KERNELS_MODELS= leaves the benchmark out, KERNELS_OPS=0 the op tests).
 #          Files: kernels-ops.txt kernels-speed.txt kernels-bench.csv kernels-bench.log.
 # kvq      (alone) quantized KV caches: test-ops kvq (int8/int4 caches vs the CPU reference in the fast decode and
@@ -255,7 +255,7 @@ fi
 # lmd-small greedy and perplexity for each weights:dtype:KV configuration in $1 into file $2: GPU 60 concurrent vs one
 # at a time (must agree), GPU vs CPU (reported), perplexity on both.
 small_checks() {
-	local small=${SMALL_W4:-/tmp/small-w4} cfg m name g
+	local small=${SMALL_W4:-/tmp/small-w4} cfg m name g file=$2
 	if [[ "$1" == *w4:* ]] && [ ! -d "$small" ]; then
 		build/bin/lmd-awq "$SHARED/models/lmd-small" --method rtn --w-group-size 64 -o /tmp/small-w4-hf --force -q &&
 			build/bin/lmd-convert -q --model-format awq /tmp/small-w4-hf "$small" || fail=1
@@ -263,9 +263,9 @@ small_checks() {
 	printf '{"prompt": "%s"}\n' "Once upon a time" "The old man looked at" "It was a dark and stormy night" \
 		"She opened the letter and" "In the morning the village" "He said that he would never" >/tmp/qprompts.jsonl
 	for i in 1 2 3 4 5 6 7 8 9 10; do cat /tmp/qprompts.jsonl; done >/tmp/qprompts60.jsonl
-	: >"$2"
+	: >"$file"
 	for cfg in $1; do  # weights:dtype:KV
-		set -- ${cfg//:/ } "$2"
+		set -- ${cfg//:/ }
 		m=$small; [ $1 = f16 ] && m=$SHARED/models/lmd-small
 		name="lmd-small $1 $2 KV ${3/0/plain}"
 		g="build/bin/lmd-run generate --max-tokens 48 --temperature 0 --ignore-eos --dtype $2 --quant-policy $3"
@@ -273,13 +273,13 @@ small_checks() {
 		$g --device cuda --max-batch-size 1 "$m" </tmp/qprompts60.jsonl >/tmp/q-cuda1.jsonl 2>&1 || fail=1
 		$g --device cpu "$m" </tmp/qprompts60.jsonl >/tmp/q-cpu.jsonl 2>&1 || fail=1
 		py bench/compare_gen.py "$name greedy, GPU 60 concurrent vs one at a time" /tmp/q-cuda.jsonl /tmp/q-cuda1.jsonl \
-			| tee -a "$4" || fail=1
+			| tee -a "$file" || fail=1
 		py bench/compare_gen.py "$name greedy, GPU vs CPU backend (reported)" /tmp/q-cuda.jsonl /tmp/q-cpu.jsonl \
-			| tee -a "$4"
+			| tee -a "$file"
 		for dev in cuda cpu; do
 			echo "$name perplexity (wikitext-2, 8 windows of 512) on $dev: $(build/bin/lmd-bench ppl --device $dev \
 				--dtype $2 --quant-policy $3 --windows 8 --text "$SHARED/data/wikitext-2-raw/wiki.test.raw" "$m" \
-				2>/dev/null | tail -1)" | tee -a "$4"
+				2>/dev/null | tail -1)" | tee -a "$file"
 		done
 	done
 }
@@ -327,9 +327,9 @@ if [ "$stage" = kernels ] && [ "${KERNELS_OPS:-1}" = 1 ]; then
 fi
 if [ "$stage" = kernels ] && [ -n "${KERNELS_MODELS-w4 f16}" ]; then
 	quant_models ${KERNELS_MODELS:-w4 f16}
-	say "lmd-bench gen: W4A16 g128 with kernels old and stream64, fp16 beside"
+	say "lmd-bench gen: W4A16 g128 with kernels old and stream32 (the default), fp16 beside"
 	: >"$OUT/kernels-bench.csv"
-	for run in w4:old w4:stream64 f16:old; do
+	for run in w4:old w4:stream32 f16:stream32; do
 		set -- ${run//:/ }
 		[[ " ${KERNELS_MODELS:-w4 f16} " = *" $1 "* ]] || continue
 		export LMD_CUDA_Q4=$2

@@ -663,7 +663,7 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected lmd, padP (P in 16..4096), lt, ltR or cublas", g);
 	if (c->lt_gemm)
 		CUBLAS_TRY(cublasLtCreate(&c->lt), err);
-	/* int4 products (matmul-q4.cu): old (the default, Q4_STREAM_ROWS 0), or streamR: q4_stream up to R rows (1..64) */
+	/* int4 products (matmul-q4.cu): streamR, q4_stream up to R rows (1..64; default Q4_STREAM_ROWS), or old */
 	const char *q4 = getenv("LMD_CUDA_Q4");
 	c->q4_stream_rows = Q4_STREAM_ROWS;
 	if (q4 && !strcmp(q4, "old"))
@@ -682,7 +682,9 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 	const char *fa = getenv("LMD_CUDA_FA");
 	c->no_fa = fa && !strcmp(fa, "0");
 	const char *kq = getenv("LMD_CUDA_KVQ");
-	c->kvq_generic = !(kq && !strcmp(kq, "fast"));  // the fast kernels are opt-in until validated on a GPU
+	c->kvq_generic = kq && !strcmp(kq, "generic");  // the generic kernel, for comparison
+	if (kq && !c->kvq_generic && strcmp(kq, "fast"))
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_KVQ=%s: expected fast or generic", kq);
 	const char *fs = getenv("LMD_CUDA_FQ_SCRATCH");
 	c->fq_scratch = fs && atoll(fs) > 0 ? (size_t)atoll(fs) : FQ_SCRATCH;
 	c->items_step = -1;

@@ -136,8 +136,8 @@ struct cuda_ctx {
 	float *kvp_host;               /* owned: the same, on the host (kvp_bytes) */
 	size_t kvp_cap, kvp_bytes;
 	int q4_stream_rows;            /* matmul_q4: products of up to this many rows through q4_stream and the others through
-	                                * q4_piped (LMD_CUDA_Q4=streamR); 0 (old, the default Q4_STREAM_ROWS): q4_skinny up to
-	                                * 16 rows and q4_tiled, as before */
+	                                * q4_piped (LMD_CUDA_Q4=streamR, default Q4_STREAM_ROWS); 0 (old): q4_skinny up
+	                                * to 16 rows and q4_tiled, the first kernels */
 	float *q4_part;                /* matmul_q4's slice sums when a product has too few blocks (grown, never shrunk) */
 	size_t q4_part_cap;            /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
@@ -161,7 +161,7 @@ enum { G_EAGER, G_CAPTURE, G_REPLAY };
 #define BLAS_RUN 64
 #define FQ_SCRATCH ((size_t)256 << 20)
 #define PAD_ROWS 128
-#define Q4_STREAM_ROWS 0  /* not yet run on a GPU: the new kernels are opt-in (LMD_CUDA_Q4=stream64) */
+#define Q4_STREAM_ROWS 32  /* q4_stream up to 32 rows, q4_piped above: the fastest at each row count measured */
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */
 #define DT_F32 0

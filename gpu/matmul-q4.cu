@@ -23,18 +23,18 @@
  * is matmul.cu's (lane (g, c) holds the 8 consecutive k of its row at 32s + 8c; step j of a word uses
  * elements 4j + {0,1} as k = 2c + {0,1} and 4j + {2,3} as k = 2c + 8 + {0,1}). Two kernels follow it,
  * so the choice between them (by R) changes no bits:
- *   q4_stream  R <= c->q4_stream_rows (LMD_CUDA_Q4=streamR, opt-in until run on a GPU; decode): block = 8 warps, warp j sums slice j of two
+ *   q4_stream  R <= c->q4_stream_rows (LMD_CUDA_Q4=streamR, default 32; decode): block = 8 warps, warp j sums slice j of two
  *              tile rows at a time with x's fragments from global memory (L1), the weights streamed
  *              through a ring of registers a few tiles deep across the tile rows a persistent block
  *              walks; the 8 partials are added in shared memory in slice order. grid: what the GPU
  *              holds at once (at most one block a pair of tile rows).
- *   q4_skinny  R <= 16 by default (LMD_CUDA_Q4=old): block = 8 warps on one tile of 8 output rows,
+ *   q4_skinny  R <= 16 with LMD_CUDA_Q4=old: block = 8 warps on one tile of 8 output rows,
  *              warp j sums slice j, 4 tiles loaded at once; the partials as above. grid (1, Np / 8).
  *   q4_piped   the other rows (with streamR): block = 64 rows x 128 outputs, warp w on tile rows 2w, 2w + 1 of all 64 rows;
  *              x's rows and the weights, scales and zeros of a tile through a 4-stage cp.async ring in
  *              shared memory; slices summed one after another. grid (Np / 128, ceil(R / 64)); with fewer
  *              blocks than half the SMs, each slice in blocks of its own and q4_reduce adds them in order.
- *   q4_tiled   the other rows by default: x through 2 stages, the weights into registers one tile ahead
+ *   q4_tiled   the other rows with old: x through 2 stages, the weights into registers one tile ahead
  *              (split below one block an SM).
  * Prefill runs (the step's runs of >= BLAS_RUN tokens of one sequence, as matmul.cu's 16-bit products):
  * W is dequantized once per call into a [N, K] scratch of x's dtype and the runs go through cuBLAS (the

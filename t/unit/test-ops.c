@@ -1025,7 +1025,7 @@ static void test_gpu_kvq_speed(struct lmd_backend *be, struct lmd_backend *ref)
 		struct lmd_err err = {0};
 		setenv(envs[e][0], envs[e][1], 1);
 		int rc = lmd_backend_open(&b2, "cuda", NULL, &err);
-		setenv("LMD_CUDA_KVQ", "fast", 1);
+		unsetenv("LMD_CUDA_KVQ");
 		unsetenv("LMD_CUDA_FQ_SCRATCH");
 		CHECK_EQ_INT(rc, 0);
 		if (rc)
@@ -1214,7 +1214,6 @@ int main(int argc, char **argv)
 	struct lmd_backend ref = {0}, be = {0};
 	struct lmd_err err = {0};
 	CHECK_EQ_INT(lmd_backend_open(&ref, "ref", NULL, &err), 0);
-	setenv("LMD_CUDA_KVQ", "fast", 1);  // the quantized-cache kernels under test (generic: the default, compared below)
 	/* `test-ops quant`: W4A16 and quantized KV on the GPU only; q4speed: int4 timings only; kvq: quantized KV alone */
 	int quant = argc > 1 && !strcmp(argv[1], "quant"), speed = argc > 1 && !strcmp(argv[1], "q4speed");
 	int kvq = argc > 1 && !strcmp(argv[1], "kvq");
