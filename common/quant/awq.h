@@ -134,9 +134,11 @@ void lmd_awq_apply(const struct lmd_config *c, struct lmd_awq_layer *L, float *c
  *   gate/up [hidden]: r1 = |ffn_norm_j|,        r2 = ||column j of [w1; w3]||
  *   up -> down [inter]: r1 = ||row j of w3||,   r2 = ||column j of w2||
  * s_j = sqrt(r1_j / r2_j) divided by its median over the site, then exactly 1 unless s_j > thr or
- * s_j < 1 / thr (1 also where r1_j or r2_j is 0). All four are found on the weights as they come, then
- * folded as lmd_awq_apply folds AWQ's scales (producers divided by s, the consumers' columns multiplied):
- * the function is unchanged and the moved channels' r1 / r2 becomes the median's. A trained model,
+ * s_j < 1 / thr (1 also where r1_j or r2_j is 0), folded as lmd_awq_apply folds AWQ's scales (producers
+ * divided by s, the consumers' columns multiplied): the function is unchanged and the moved channels'
+ * r1 / r2 becomes the median's. up -> down and v -> o are found and folded first, the two norms' sites
+ * then on the weights they left (a row of up or v scaled up dominates the column norms of [w1; w3] or
+ * [wq; wk; wv]). A trained model,
  * balanced by weight decay, moves none (every s_j exactly 1: the weights are left bit for bit).
  * sc[p] [in_p] receive s (owned by the caller after, free(); sc[1] NULL under GQA), moved[p] the
  * channels with s_j != 1.

@@ -46,51 +46,65 @@ static int site_scales(const double *r1, const double *r2, int in, double thr, f
 	return moved;
 }
 
+/* site p's producer magnitudes r1 and the consumers' squared column norms r2 [in_p], from L as it is now */
+static void site_norms(const struct lmd_config *c, const struct lmd_awq_layer *L, int p, double *r1, double *r2)
+{
+	const int H = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
+	int in = p == LMD_CALIB_O ? H : p == LMD_CALIB_W2 ? c->inter : c->hidden;
+	memset(r2, 0, (size_t)in * sizeof(double));
+	if (p == LMD_CALIB_QKV) {
+		for (int j = 0; j < in; j++)
+			r1[j] = fabsf(L->attn_norm[j]);
+		col_norm2(L->wq, H, in, r2), col_norm2(L->wk, KV, in, r2), col_norm2(L->wv, KV, in, r2);
+	} else if (p == LMD_CALIB_O) {
+		row_norm(L->wv, KV, c->hidden, r1);
+		col_norm2(L->wo, c->hidden, in, r2);
+	} else if (p == LMD_CALIB_W13) {
+		for (int j = 0; j < in; j++)
+			r1[j] = fabsf(L->ffn_norm[j]);
+		col_norm2(L->w1, c->inter, in, r2), col_norm2(L->w3, c->inter, in, r2);
+	} else {
+		row_norm(L->w3, c->inter, c->hidden, r1);
+		col_norm2(L->w2, c->hidden, in, r2);
+	}
+}
+
 int lmd_awq_equalize(const struct lmd_config *c, struct lmd_awq_layer *L, double thr, float *sc[4], int moved[4],
 		     struct lmd_err *err)
 {
-	const int H = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
+	const int H = c->heads * c->head_dim;
 	const int ins[4] = {c->hidden, H, c->hidden, c->inter};
 	int maxc = c->inter > c->hidden ? c->inter : c->hidden;
 	maxc = H > maxc ? H : maxc;
 	double *r1 = malloc((size_t)maxc * sizeof(double)), *r2 = malloc((size_t)maxc * sizeof(double));
-	float *t = malloc((size_t)maxc * sizeof(float));
-	int rc = !r1 || !r2 || !t ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
+	float *t = malloc((size_t)maxc * sizeof(float)), *one = malloc((size_t)maxc * sizeof(float));
+	int rc = !r1 || !r2 || !t || !one ? lmd_errorf(err, LMD_ENOMEM, "out of memory") : LMD_OK;
 	for (int p = 0; p < 4; p++)
 		sc[p] = NULL, moved[p] = 0;
-	/* all four from the weights as they come, then folded together */
-	for (int p = 0; !rc && p < 4; p++) {
-		if (p == LMD_CALIB_O && c->heads != c->kv_heads)
-			continue;  /* v -> o only when v's outputs are o's inputs (no GQA) */
-		int in = ins[p];
-		if (!(sc[p] = malloc((size_t)in * sizeof(float)))) {
+	for (int p = 0; !rc && p < 4; p++)
+		if (!(p == LMD_CALIB_O && c->heads != c->kv_heads) && !(sc[p] = malloc((size_t)ins[p] * sizeof(float))))
 			rc = lmd_errorf(err, LMD_ENOMEM, "out of memory");
-			break;
+	for (int j = 0; !rc && j < maxc; j++)
+		one[j] = 1;
+	/*
+	 * The rows of up and v first: a planted row dominates the column norms of the linear it belongs to,
+	 * so the norms' sites are found on the linears once their rows are balanced.
+	 */
+	for (int stage = 0; !rc && stage < 2; stage++) {
+		float *part[4] = {one, NULL, one, one};
+		for (int p = 0; p < 4; p++) {
+			if (!sc[p] || (p == LMD_CALIB_O || p == LMD_CALIB_W2) != !stage)
+				continue;
+			site_norms(c, L, p, r1, r2);
+			moved[p] = site_scales(r1, r2, ins[p], thr, sc[p], t);
+			part[p] = sc[p];
 		}
-		memset(r2, 0, (size_t)in * sizeof(double));
-		if (p == LMD_CALIB_QKV) {
-			for (int j = 0; j < in; j++)
-				r1[j] = fabsf(L->attn_norm[j]);
-			col_norm2(L->wq, H, in, r2), col_norm2(L->wk, KV, in, r2), col_norm2(L->wv, KV, in, r2);
-		} else if (p == LMD_CALIB_O) {
-			row_norm(L->wv, KV, c->hidden, r1);
-			col_norm2(L->wo, c->hidden, in, r2);
-		} else if (p == LMD_CALIB_W13) {
-			for (int j = 0; j < in; j++)
-				r1[j] = fabsf(L->ffn_norm[j]);
-			col_norm2(L->w1, c->inter, in, r2), col_norm2(L->w3, c->inter, in, r2);
-		} else {
-			row_norm(L->w3, c->inter, c->hidden, r1);
-			col_norm2(L->w2, c->hidden, in, r2);
-		}
-		moved[p] = site_scales(r1, r2, in, thr, sc[p], t);
+		lmd_awq_apply(c, L, part);
 	}
-	if (!rc)
-		lmd_awq_apply(c, L, sc);
-	else
+	if (rc)
 		for (int p = 0; p < 4; p++)
 			free(sc[p]), sc[p] = NULL;
-	free(r1), free(r2), free(t);
+	free(r1), free(r2), free(t), free(one);
 	return rc;
 }
 
