@@ -93,7 +93,8 @@ int lmd_awq_equalize(const struct lmd_config *c, struct lmd_awq_layer *L, double
 	for (int stage = 0; !rc && stage < 2; stage++) {
 		float *part[4] = {one, NULL, one, one};
 		for (int p = 0; p < 4; p++) {
-			if (!sc[p] || (p == LMD_CALIB_O || p == LMD_CALIB_W2) != !stage)
+			int rows = p == LMD_CALIB_O || p == LMD_CALIB_W2;  /* the producer is a linear's rows */
+			if (!sc[p] || rows != (stage == 0))
 				continue;
 			site_norms(c, L, p, r1, r2);
 			moved[p] = site_scales(r1, r2, ins[p], thr, sc[p], t);
