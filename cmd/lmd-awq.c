@@ -11,7 +11,7 @@
 #include "opts.h"
 
 enum { O_STATS = 256, O_BITS, O_GROUP, O_SEARCH, O_METHOD, O_SEARCH_TOKENS, O_FORCE, O_FIXED, O_NO_CLIP, O_ACT_ORDER,
-       O_DAMP };
+       O_DAMP, O_EQUALIZE, O_EQ_THR };
 
 static const struct lmd_opt opts[] = {
 	{"output", 'o', "DIR", "the quantized HF directory to write (required)"},
@@ -21,6 +21,8 @@ static const struct lmd_opt opts[] = {
 	{"search-scale", O_SEARCH, NULL, "awq: search the scales (the default; LMDeploy's flag, kept)"},
 	{"no-clip", O_NO_CLIP, NULL, "awq: skip the clipping search"},
 	{"search-tokens", O_SEARCH_TOKENS, "N", "awq: calibration tokens (whole windows) the scale search runs on (default 8192; 0 = all)"},
+	{"equalize", O_EQUALIZE, NULL, "cross-layer equalization of each layer's weights first (data-free; any method)"},
+	{"equalize-threshold", O_EQ_THR, "X", "equalize: move only channels more than X times off the median (default 2)"},
 	{"act-order", O_ACT_ORDER, NULL, "gptq: quantize columns by decreasing Hessian diagonal"},
 	{"damp", O_DAMP, "F", "gptq: dampening, a fraction of the mean Hessian diagonal (default 0.01)"},
 	{"w-bits", O_BITS, "N", "weight bits (default 4; only 4)"},
@@ -69,7 +71,8 @@ int main(int argc, char **argv)
 				  .search_rows = 8192};
 	struct lmd_err err = {0};
 	const char *arg, *out = NULL, *stats_path = NULL;
-	int k, force = 0, awq_only = 0, gptq_only = 0;
+	int k, force = 0, awq_only = 0, gptq_only = 0, equalize = 0;
+	double eq_thr = 0;
 	while ((k = lmd_cli_next(&cli, argc, argv, &arg)) != -1) {
 		if (lmd_calib_opt(&co, &cli, k, arg) || lmd_runner_opt(&ro, &cli, k, arg))
 			continue;
@@ -92,6 +95,8 @@ int main(int argc, char **argv)
 			ao.damp = lmd_cli_double(&cli, "damp", arg, 0, 1);
 			gptq_only = 1;
 			break;
+		case O_EQUALIZE: equalize = 1; break;
+		case O_EQ_THR: eq_thr = lmd_cli_double(&cli, "equalize-threshold", arg, 1.01, 1e6); break;
 		case O_FORCE: force = 1; break;
 		}
 	}
@@ -103,6 +108,9 @@ int main(int argc, char **argv)
 		lmd_usage(&cli, "--stats, --fixed-ratio, --search-scale, --no-clip and --search-tokens need --method awq");
 	if (gptq_only && ao.method != LMD_QUANT_GPTQ)
 		lmd_usage(&cli, "--act-order and --damp need --method gptq");
+	if (eq_thr > 0 && !equalize)
+		lmd_usage(&cli, "--equalize-threshold needs --equalize");
+	ao.equalize = equalize ? (eq_thr > 0 ? eq_thr : 2) : 0;
 	ao.threads = ro.threads;
 	ro.model = argv[optind];
 	int fixed = ao.method == LMD_QUANT_AWQ && ao.fixed_ratio;
@@ -151,9 +159,9 @@ int main(int argc, char **argv)
 	}
 	if (!rc) {
 		static const char *names[] = {"rtn", "awq", "gptq"};
-		lmd_log(&cli, 0, "quantizing with %s%s, %d bits, groups of %d", names[ao.method],
-			fixed ? " (fixed ratio)" : ao.method == LMD_QUANT_AWQ ? (ao.no_clip ? " (search)" : " (search + clip)")
-			: ao.act_order ? " (act-order)" : "", ao.bits, ao.group_size);
+		lmd_log(&cli, 0, "quantizing with %s%s%s, %d bits, groups of %d", equalize ? "equalization, then " : "",
+			names[ao.method], fixed ? " (fixed ratio)" : ao.method == LMD_QUANT_AWQ ? (ao.no_clip ? " (search)"
+			: " (search + clip)") : ao.act_order ? " (act-order)" : "", ao.bits, ao.group_size);
 		ao.progress = lmd_cli_progress(&pl, &cli, "layers");
 		rc = lmd_awq_quantize(ro.model, out, &ao, stats_path || need_stats ? &st : NULL, need_acts ? &acts : NULL,
 				      force, log_line, &cli, &err);

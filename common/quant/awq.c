@@ -294,7 +294,7 @@ static int write_config(const struct lmd_modeldir *md, const char *dir, const st
 }
 
 int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts *o,
-		     const struct lmd_calib_stats *stats, const struct lmd_awq_acts *acts, int force,
+		     struct lmd_calib_stats *stats, struct lmd_awq_acts *acts, int force,
 		     void (*log)(void *ctx, const char *line), void *log_ctx, struct lmd_err *err)
 {
 	struct lmd_modeldir md = {0};
@@ -385,19 +385,36 @@ int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts
 	}
 	if (resid)
 		memcpy(resid, acts->resid, (size_t)nres * c->hidden * sizeof(float));
-	for (int l = 0; o->method != LMD_QUANT_RTN && l < c->layers; l++) {
+	for (int l = 0; (o->method != LMD_QUANT_RTN || o->equalize > 0) && l < c->layers; l++) {
 		char nb[64];
 #define W(x) (snprintf(nb, sizeof(nb), "layers.%d.%s", l, x), wget(&ws, nb))
 		struct lmd_awq_layer L = {W("attn_norm"), W("ffn_norm"), W("wq"), W("wk"), W("wv"), W("wo"), W("w1"),
 					  W("w2"), W("w3"), c->qkv_bias ? W("bq") : NULL, c->qkv_bias ? W("bk") : NULL,
 					  c->qkv_bias ? W("bv") : NULL, c->o_bias ? W("bo") : NULL};
 #undef W
+		if (o->equalize > 0) {
+			float *eq[4];
+			int mv[4];
+			if ((rc = lmd_awq_equalize(c, &L, o->equalize, eq, mv, err)))
+				goto done;
+			lmd_awq_equalize_data(l, eq, acts, stats);
+			if (log) {
+				char o1[16] = "-";
+				if (eq[LMD_CALIB_O])
+					snprintf(o1, sizeof(o1), "%d", mv[LMD_CALIB_O]);
+				snprintf(line, sizeof(line), "layer %d: equalized channels qkv %d, o %s, w13 %d, w2 %d", l,
+					 mv[LMD_CALIB_QKV], o1, mv[LMD_CALIB_W13], mv[LMD_CALIB_W2]);
+				log(log_ctx, line);
+			}
+			for (int p = 0; p < 4; p++)
+				free(eq[p]);
+		}
 		line[0] = 0;
 		if (o->method == LMD_QUANT_GPTQ)
 			rc = lmd_gptq_layer(&be, c, &L, resid, nres, T, o, gq + (size_t)l * 7, err);
-		else if (o->fixed_ratio)
+		else if (o->method == LMD_QUANT_AWQ && o->fixed_ratio)
 			rc = fixed_layer(c, &L, stats->in[l], o, err);
-		else
+		else if (o->method == LMD_QUANT_AWQ)
 			rc = lmd_awq_layer(&be, c, l, &L, acts, stats, o, line, sizeof(line), err);
 		if (rc)
 			goto done;

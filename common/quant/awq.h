@@ -39,6 +39,7 @@ struct lmd_awq_opts {
 	int search_rows;          /* awq: calibration rows (whole windows) the scale search runs on; 0 = all */
 	int act_order;            /* gptq: columns in order of decreasing Hessian diagonal (static groups) */
 	double damp;              /* gptq: dampening, a fraction of the mean Hessian diagonal (0.01) */
+	double equalize;          /* 0, or cross-layer equalization of each layer first with this threshold (2) */
 	int threads;              /* CPU threads of the search (0 = every core) */
 	const char *stats_name;   /* the statistics' file name, for messages (NULL = "--stats") */
 	/* NULL, or told after each layer searched or quantized by GPTQ (lmd.h) */
@@ -125,6 +126,34 @@ struct lmd_awq_layer {
 void lmd_awq_apply(const struct lmd_config *c, struct lmd_awq_layer *L, float *const sc[4]);
 
 /**
+ * Cross-layer equalization of layer L (Nagel et al. 2019, "Data-Free Quantization"), from the weights
+ * alone. Per site p (calib.h's order) a producer's magnitude r1 and a consumer's column norm r2, per
+ * channel j of the site's in_p channels:
+ *   q/k/v [hidden]:  r1 = |attn_norm_j|,       r2 = ||column j of [wq; wk; wv]||
+ *   v -> o [H]:      r1 = ||row j of wv||,      r2 = ||column j of wo||   (only without GQA)
+ *   gate/up [hidden]: r1 = |ffn_norm_j|,        r2 = ||column j of [w1; w3]||
+ *   up -> down [inter]: r1 = ||row j of w3||,   r2 = ||column j of w2||
+ * s_j = sqrt(r1_j / r2_j) divided by its median over the site, then exactly 1 unless s_j > thr or
+ * s_j < 1 / thr (1 also where r1_j or r2_j is 0), folded as lmd_awq_apply folds AWQ's scales (producers
+ * divided by s, the consumers' columns multiplied): the function is unchanged and the moved channels'
+ * r1 / r2 becomes the median's. up -> down and v -> o are found and folded first, the two norms' sites
+ * then on the weights they left (a row of up or v scaled up dominates the column norms of [w1; w3] or
+ * [wq; wk; wv]). A trained model,
+ * balanced by weight decay, moves none (every s_j exactly 1: the weights are left bit for bit).
+ * sc[p] [in_p] receive s (owned by the caller after, free(); sc[1] NULL under GQA), moved[p] the
+ * channels with s_j != 1.
+ */
+int lmd_awq_equalize(const struct lmd_config *c, struct lmd_awq_layer *L, double thr, float *sc[4], int moved[4],
+		     struct lmd_err *err);
+
+/**
+ * Make layer l's calibration data that of the equalized layer: the rows of a (may be NULL) of each
+ * input p with sc[p] are divided by it per channel, and st's (may be NULL) absmax and mean |x| too
+ * (the mean square by s²).
+ */
+void lmd_awq_equalize_data(int l, float *const sc[4], struct lmd_awq_acts *a, struct lmd_calib_stats *st);
+
+/**
  * AWQ of layer l in place: the scales searched (lmd_awq_search) on the first o->search_rows rows of a
  * (whole windows) for q/k/v on the attention output (rotary, causal softmax per window, wo in full
  * precision), for v -> o on wo's output (only without GQA), for w1/w3 on the MLP's output (w2 in full
@@ -176,10 +205,13 @@ int lmd_gptq_layer(struct lmd_backend *be, const struct lmd_config *c, struct lm
  * format to dst (atomically; force replaces it). rtn needs neither stats nor acts; awq with
  * fixed_ratio needs stats; the awq search needs acts (and takes x_mean from stats when not NULL,
  * else from acts); gptq needs acts (their residual stream entering layer 0). Refuses stats of another model and a group size that does not
- * divide a layer (LMD_EINVAL naming the layer). log (may be NULL) gets one line per layer.
+ * divide a layer (LMD_EINVAL naming the layer). With o->equalize each layer is equalized first
+ * (lmd_awq_equalize) and its rows in acts and its statistics in stats are divided to match
+ * (lmd_awq_equalize_data: both are changed). log (may be NULL) gets one line per layer (two with
+ * o->equalize).
  */
 int lmd_awq_quantize(const char *src, const char *dst, const struct lmd_awq_opts *o,
-		     const struct lmd_calib_stats *stats, const struct lmd_awq_acts *acts, int force,
+		     struct lmd_calib_stats *stats, struct lmd_awq_acts *acts, int force,
 		     void (*log)(void *ctx, const char *line), void *log_ctx, struct lmd_err *err);
 
 #endif

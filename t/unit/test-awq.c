@@ -4,8 +4,9 @@
  * winning where it is exact, the search of a linear on its input's Gram matrix against the search on
  * the rows, the clipping search against a brute-force search written from AutoAWQ's
  * description, and GPTQ against the straightforward dense form (OBQ: the explicit inverse Hessian,
- * updated after each column) on a tiny matrix, and GPTQ of a whole layer (true-sequential) against the
- * layer written plainly.
+ * updated after each column) on a tiny matrix, GPTQ of a whole layer (true-sequential) against the
+ * layer written plainly, and the cross-layer equalization of a balanced layer with planted outlier
+ * channels against the balance written from its definition and the layer written plainly.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -492,6 +493,220 @@ static void test_gptq_layer(struct lmd_backend *be)
 		free(w0[k]), free(w[k]), free(ref[k]), lmd_qgroups_free(&q[k]);
 }
 
+/* --- cross-layer equalization --- */
+
+enum { EQ_HQ = LHEADS * LD };
+
+/* the norm of column j of the nw linears w[k] [outs[k]][in] stacked */
+static double col_norm(float *const *w, const int *outs, int nw, int in, int j)
+{
+	double e = 0;
+	for (int k = 0; k < nw; k++)
+		for (int o = 0; o < outs[k]; o++)
+			e += (double)w[k][o * in + j] * w[k][o * in + j];
+	return sqrt(e);
+}
+
+static double row_norm(const float *w, int in, int j)
+{
+	double e = 0;
+	for (int i = 0; i < in; i++)
+		e += (double)w[j * in + i] * w[j * in + i];
+	return sqrt(e);
+}
+
+static void mul_col(float *w, int out, int in, int j, double f)
+{
+	for (int o = 0; o < out; o++)
+		w[o * in + j] = (float)(w[o * in + j] * f);
+}
+
+static void mul_row(float *w, int in, int j, double f)
+{
+	for (int i = 0; i < in; i++)
+		w[j * in + i] = (float)(w[j * in + i] * f);
+}
+
+/* r[p][j] = producer / consumer of channel j of site p (awq.h's table), written from the definition */
+static void eq_ratios(int kv, float *const w[7], const float *an, const float *fn, double r[4][LI])
+{
+	const int KV = kv * LD, oq[3] = {EQ_HQ, KV, KV}, o13[2] = {LI, LI}, oh[1] = {LH};
+	for (int j = 0; j < LH; j++)
+		r[0][j] = fabs(an[j]) / col_norm(w, oq, 3, LH, j), r[2][j] = fabs(fn[j]) / col_norm(w + 4, o13, 2, LH, j);
+	for (int j = 0; j < KV && kv == LHEADS; j++)
+		r[1][j] = row_norm(w[2], LH, j) / col_norm(w + 3, oh, 1, EQ_HQ, j);
+	for (int j = 0; j < LI; j++)
+		r[3][j] = row_norm(w[5], LH, j) / col_norm(w + 6, oh, 1, LI, j);
+}
+
+/* wq wk wv wo w1 w3 w2 (as test_gptq_layer) with kv KV heads, balanced as weight decay leaves a layer: every ratio 1 ± 10 % */
+static void eq_layer(int kv, float *w[7], float *an, float *fn)
+{
+	const int KV = kv * LD, outs[7] = {EQ_HQ, KV, KV, LH, LI, LI, LH}, ins[7] = {LH, LH, LH, EQ_HQ, LH, LH, LI};
+	for (int k = 0; k < 7; k++)
+		for (int i = 0; i < outs[k] * ins[k]; i++)
+			w[k][i] = (float)(grand() / sqrt(ins[k]));
+	for (int j = 0; j < LH; j++)
+		an[j] = (float)((0.5 + urand()) * (j % 5 ? 1 : -1)), fn[j] = (float)(0.5 + urand());
+	for (int j = 0; j < LH; j++) {
+		double fq = fabs(an[j]) * (0.9 + 0.2 * urand()) / col_norm(w, outs, 3, LH, j);
+		double f13 = fn[j] * (0.9 + 0.2 * urand()) / col_norm(w + 4, outs + 4, 2, LH, j);
+		for (int k = 0; k < 3; k++)
+			mul_col(w[k], outs[k], LH, j, fq);
+		mul_col(w[4], LI, LH, j, f13), mul_col(w[5], LI, LH, j, f13);
+	}
+	for (int j = 0; j < KV && kv == LHEADS; j++)
+		mul_col(w[3], LH, EQ_HQ, j, row_norm(w[2], LH, j) * (0.9 + 0.2 * urand()) / col_norm(w + 3, outs + 3, 1, EQ_HQ, j));
+	for (int j = 0; j < LI; j++)
+		mul_col(w[6], LH, LI, j, row_norm(w[5], LH, j) * (0.9 + 0.2 * urand()) / col_norm(w + 6, outs + 6, 1, LI, j));
+}
+
+/* the layer written plainly (HF Llama, GQA as att_ref): out [LN][LH] from h [LN][LH] */
+static void layer_ref(const double *h, float *const w[7], const float *an, const float *fn, double *out)
+{
+	static double x[LN * LH], att[LN * EQ_HQ], y[LN * LH], g[LN * LI], u[LN * LI];
+	norm_ref(h, an, x);
+	att_ref(x, w[0], w[1], w[2], att);
+	lin_ref(att, w[3], EQ_HQ, LH, y);
+	for (int i = 0; i < LN * LH; i++)
+		out[i] = h[i] + y[i];
+	norm_ref(out, fn, x);
+	lin_ref(x, w[4], LH, LI, g), lin_ref(x, w[5], LH, LI, u);
+	for (int i = 0; i < LN * LI; i++)
+		g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+	lin_ref(g, w[6], LI, LH, y);
+	for (int i = 0; i < LN * LH; i++)
+		out[i] += y[i];
+}
+
+static double maxrel(const double *a, const double *b, int n)
+{
+	double d = 0, m = 0;
+	for (int i = 0; i < n; i++)
+		d = fmax(d, fabs(a[i] - b[i])), m = fmax(m, fabs(b[i]));
+	return d / m;
+}
+
+/*
+ * A balanced layer with channels planted as make_outlier.py plants them (norm weight or producer row × α,
+ * the consumers' columns ÷ α): exactly those move, by about α, the layer computes the same, the ratios
+ * are balanced again and the calibration rows divided match; without GQA v -> o too. A balanced layer
+ * is left bit for bit.
+ */
+static void test_equalize(int kv)
+{
+	const int KV = kv * LD, outs[7] = {EQ_HQ, KV, KV, LH, LI, LI, LH}, ins[7] = {LH, LH, LH, EQ_HQ, LH, LH, LI};
+	struct lmd_config c = {.hidden = LH, .inter = LI, .layers = 1, .heads = LHEADS, .kv_heads = kv, .head_dim = LD,
+			       .max_pos = 64, .rms_eps = 1e-5, .rope = {.type = LMD_ROPE_DEFAULT, .theta = 10000, .factor = 1}};
+	float *w[7], *w0[7], an[LH], fn[LH], an0[LH], fn0[LH], *sc[4];
+	int moved[4];
+	for (int k = 0; k < 7; k++)
+		w[k] = malloc((size_t)outs[k] * ins[k] * sizeof(float)), w0[k] = malloc((size_t)outs[k] * ins[k] * sizeof(float));
+	struct lmd_awq_layer L = {an, fn, w[0], w[1], w[2], w[3], w[4], w[6], w[5], NULL, NULL, NULL, NULL};
+	struct lmd_err err = {0};
+	static double r[4][LI], h[LN * LH], y0[LN * LH], y1[LN * LH];
+	eq_layer(kv, w, an, fn);
+	eq_ratios(kv, w, an, fn, r);
+	for (int j = 0; j < LH; j++)
+		CHECK(r[0][j] > 0.8 && r[0][j] < 1.25 && r[2][j] > 0.8 && r[2][j] < 1.25);
+	/* balanced: nothing moves, bit for bit */
+	for (int k = 0; k < 7; k++)
+		memcpy(w0[k], w[k], (size_t)outs[k] * ins[k] * sizeof(float));
+	memcpy(an0, an, sizeof(an)), memcpy(fn0, fn, sizeof(fn));
+	CHECK_EQ_INT(lmd_awq_equalize(&c, &L, 2, sc, moved, &err), 0);
+	CHECK(kv == LHEADS ? sc[1] != NULL : sc[1] == NULL);
+	for (int p = 0; p < 4; p++) {
+		CHECK_EQ_INT(moved[p], 0);
+		for (int j = 0; sc[p] && j < (p == 1 ? EQ_HQ : p == 3 ? LI : LH); j++)
+			CHECK(sc[p][j] == 1);
+		free(sc[p]);
+	}
+	for (int k = 0; k < 7; k++)
+		CHECK(!memcmp(w0[k], w[k], (size_t)outs[k] * ins[k] * sizeof(float)));
+	CHECK(!memcmp(an0, an, sizeof(an)) && !memcmp(fn0, fn, sizeof(fn)));
+	/* planted: α on 3 channels of q/k/v and gate/up, 2 of v -> o, 3 of up -> down */
+	const double A = 16;
+	const int cq[3] = {3, 17, 30}, co[2] = {5, 20}, c13[3] = {0, 9, 31}, c2[3] = {7, 40, 63};
+	for (int i = 0; i < 3; i++) {
+		an[cq[i]] *= (float)A, fn[c13[i]] *= (float)A;
+		for (int k = 0; k < 3; k++)
+			mul_col(w[k], outs[k], LH, cq[i], 1 / A);
+		mul_col(w[4], LI, LH, c13[i], 1 / A), mul_col(w[5], LI, LH, c13[i], 1 / A);
+		mul_row(w[5], LH, c2[i], A), mul_col(w[6], LH, LI, c2[i], 1 / A);
+	}
+	for (int i = 0; i < 2 && kv == LHEADS; i++)
+		mul_row(w[2], LH, co[i], A), mul_col(w[3], LH, EQ_HQ, co[i], 1 / A);
+	for (int k = 0; k < 7; k++)
+		memcpy(w0[k], w[k], (size_t)outs[k] * ins[k] * sizeof(float));
+	memcpy(an0, an, sizeof(an)), memcpy(fn0, fn, sizeof(fn));
+	/* the q/k/v input rows of the planted layer (normalized h times an), to divide */
+	for (int i = 0; i < LN * LH; i++)
+		h[i] = grand() * (1 + i % LH % 3);
+	static float xq[LN * LH];
+	static double xd[LN * LH], yq0[LN * EQ_HQ], yq1[LN * EQ_HQ];
+	norm_ref(h, an, xd);
+	for (int i = 0; i < LN * LH; i++)
+		xq[i] = (float)xd[i];
+	lin_ref(xd, w[0], LH, EQ_HQ, yq0);
+	if (kv == LKV)
+		layer_ref(h, w, an, fn, y0);
+	CHECK_EQ_INT(lmd_awq_equalize(&c, &L, 2, sc, moved, &err), 0);
+	const int *pc[4] = {cq, co, c13, c2}, np[4] = {3, kv == LHEADS ? 2 : 0, 3, 3}, nin[4] = {LH, EQ_HQ, LH, LI};
+	for (int p = 0; p < 4; p++) {
+		CHECK_EQ_INT(moved[p], np[p]);
+		for (int j = 0; sc[p] && j < nin[p]; j++) {
+			int planted = 0;
+			for (int i = 0; i < np[p]; i++)
+				planted |= pc[p][i] == j;
+			if (planted)
+				CHECK(sc[p][j] > A / 1.2 && sc[p][j] < A * 1.2);
+			else
+				CHECK(sc[p][j] == 1);
+		}
+	}
+	eq_ratios(kv, w, an, fn, r);
+	for (int p = 0; p < 4; p++)
+		for (int j = 0; j < (p == 1 ? (kv == LHEADS ? EQ_HQ : 0) : p == 3 ? LI : LH); j++)
+			CHECK(r[p][j] > 0.7 && r[p][j] < 1.4);
+	/* the function: per channel, what a producer and its consumers compute together is unchanged */
+	double e = 0;
+	for (int j = 0; j < LH; j++)
+		for (int k = 0; k < (kv == LHEADS ? 2 : 3); k++)  /* v's rows with o's columns below */
+			for (int o = 0; o < outs[k]; o++)
+				e = fmax(e, fabs((double)w[k][o * LH + j] * an[j] - (double)w0[k][o * LH + j] * an0[j]));
+	for (int j = 0; j < LH; j++)
+		for (int o = 0; o < LI; o++)
+			e = fmax(e, fabs((double)w[4][o * LH + j] * fn[j] - (double)w0[4][o * LH + j] * fn0[j]));
+	for (int j = 0; j < LI; j++)
+		for (int i = 0; i < LH; i++)
+			for (int o = 0; o < LH; o++)
+				e = fmax(e, fabs((double)w[6][o * LI + j] * w[5][j * LH + i] * fn[i] -
+						 (double)w0[6][o * LI + j] * w0[5][j * LH + i] * fn0[i]));
+	for (int j = 0; j < KV; j++)
+		for (int i = 0; i < LH; i++)
+			for (int o = 0; o < LH && kv == LHEADS; o++)
+				e = fmax(e, fabs((double)w[3][o * EQ_HQ + j] * w[2][j * LH + i] * an[i] -
+						 (double)w0[3][o * EQ_HQ + j] * w0[2][j * LH + i] * an0[i]));
+	CHECK(e < 1e-5);
+	if (kv == LKV) {  /* and the whole layer, written plainly */
+		layer_ref(h, w, an, fn, y1);
+		CHECK(maxrel(y1, y0, LN * LH) < 1e-5);
+	}
+	/* the calibration rows divided by s feed the equalized q as the rows fed the planted one */
+	int64_t n[LMD_CALIB_NIN] = {LN}, cap[LMD_CALIB_NIN] = {LN};
+	float *xs[LMD_CALIB_NIN] = {xq};
+	struct lmd_awq_acts a = {.layers = 1, .seqlen = LT, .n = n, .cap = cap, .x = xs, .cols = {LH, EQ_HQ, LH, LI}};
+	lmd_awq_equalize_data(0, sc, &a, NULL);
+	for (int i = 0; i < LN * LH; i++)
+		xd[i] = xq[i];
+	lin_ref(xd, w[0], LH, EQ_HQ, yq1);
+	CHECK(maxrel(yq1, yq0, LN * EQ_HQ) < 1e-5);
+	for (int p = 0; p < 4; p++)
+		free(sc[p]);
+	for (int k = 0; k < 7; k++)
+		free(w[k]), free(w0[k]);
+}
+
 int main(void)
 {
 	struct lmd_backend be = {0};
@@ -505,6 +720,8 @@ int main(void)
 	test_gptq(0);
 	test_gptq(1);
 	test_gptq_layer(&be);
+	test_equalize(LKV);
+	test_equalize(LHEADS);
 	lmd_backend_close(&be);
 	return UNIT_DONE();
 }
