@@ -23,11 +23,11 @@
  * is matmul.cu's (lane (g, c) holds the 8 consecutive k of its row at 32s + 8c; step j of a word uses
  * elements 4j + {0,1} as k = 2c + {0,1} and 4j + {2,3} as k = 2c + 8 + {0,1}). Two kernels follow it,
  * so the choice between them (by R) changes no bits:
- *   q4_stream  R <= c->q4_stream_rows (LMD_CUDA_Q4=streamR, default 32; decode): block = 8 warps, warp j sums slice j of two
- *              tile rows at a time with x's fragments from global memory (L1), the weights streamed
- *              through a ring of registers a few tiles deep across the tile rows a persistent block
- *              walks; the 8 partials are added in shared memory in slice order. grid: what the GPU
- *              holds at once (at most one block a pair of tile rows).
+ *   q4_stream  R <= c->q4_stream_rows (LMD_CUDA_Q4=streamR, default 32; decode): block = 8 warps, warp j sums slice j of
+ *              a pair of tile rows (or two pairs) at a time, the weights as the mma's A operand (16 outputs) and x's
+ *              rows as B (8 rows an n-block, from global memory through L1), the weights streamed through a
+ *              ring of registers across the pairs a persistent block walks; the 8 partials are added in shared
+ *              memory in slice order. grid: what the GPU holds at once.
  *   q4_skinny  R <= 16 with LMD_CUDA_Q4=old: block = 8 warps on one tile of 8 output rows,
  *              warp j sums slice j, 4 tiles loaded at once; the partials as above. grid (1, Np / 8).
  *   q4_piped   the other rows (with streamR): block = 64 rows x 128 outputs, warp w on tile rows 2w, 2w + 1 of all 64 rows;
@@ -273,88 +273,207 @@ __global__ void __launch_bounds__(256) q4_skinny(void *y, int yt, const uint4 *x
 }
 
 /*
- * q4_stream (R <= 16 * MT): the decode product at the memory limit. Block = 8 warps, warp j = slice j; the
- * grid is what the GPU holds at once (a persistent loop over groups of QS_NT tile rows, gi = blockIdx.x,
- * + gridDim.x, ...). In a group, warp j sums its slice of each of the QS_NT tile rows (acc, in tile order;
- * one load of x's fragments serves them all), through a ring of D register slots that keeps D items
- * (an item: the QS_NT tiles of one b, 16 bytes a lane each, with their scales and zeros) in flight: slot u
- * of round r holds item rD + u, and once used it is refilled with item (r + 1)D + u, or item u of the next
- * group after the last round, so the stream runs on across groups. The 8 slice sums of a tile row meet
- * in shared memory and warp j < QS_NT adds them in slice order (the rule at the top of the file; LOW8:
- * R <= 8, rows g + 8 are zero and skipped).
+ * q4_stream (R <= 8 NB): the decode product at the memory limit. The weights are the mma's A operand, two
+ * tile rows (t = 2p, 2p + 1: outputs 16p + 0..15, a "pair") of one word s making the 16 x 16 fragment of
+ * a step (a0, a2 from tile 2p, a1, a3 from tile 2p + 1: the pairs of the word's step j as the B fragments of
+ * the rule at the top), x's rows 8nb + g the B operand (the lane's 8 k of word s, as A's fragments in the
+ * other kernels): the same products in the same order, so the same bits as q4_piped for every row. Block =
+ * 8 warps, warp j = slice j; the grid is what the GPU holds at once, a persistent loop over groups of NP
+ * pairs (gi = blockIdx.x, + gridDim.x, ...); one load of x's fragments serves the NP pairs. The weights,
+ * scales and zeros come through a ring of D register slots: slot u of round r holds item rD + u (an item:
+ * tile b of the warp's slice in each of the group's 2 NP tile rows), refilled once used with item
+ * (r + 1)D + u, or item u of the next group after the last round, so the stream runs on across groups.
+ * The 8 slice sums of a group meet in shared memory and warp nb < NB adds its rows' sums in slice order.
  */
-#define QS_NT 2
+template <int P, int NP>
+struct qs_item {
+	uint4 q[2 * NP];
+	uint32_t sz[2 * NP][P];  // row g of each tile, per group piece: scale bits | zero << 16
+};
 
-template <bool BF, int P, int MT, bool LOW8>
-__global__ void __launch_bounds__(256, MT == 1 ? 2 : 1) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
+/* (a & m) | c in one LOP3 (the compiler splits an and with an or of two constants in two) */
+template <uint32_t M>
+__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t c)
+{
+	uint32_t d;
+	asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(d) : "r"(a), "n"(M), "r"(c));
+	return d;
+}
+
+/*
+ * The lane's 8 weights of word u as exact q - zero, f16 or bf16 (a[j]: the pair j, elements 2j, 2j + 1);
+ * zb: the magic constant plus the zero in both halves; mg: the bare magic constant (a register).
+ */
+template <bool BF>
+__device__ __forceinline__ void qs_word(uint32_t (&a)[4], uint32_t u, uint32_t zb, uint32_t zh, uint32_t mg)
+{
+	if (BF) {
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			uint32_t m = and_or<0x000F000Fu>(u >> 4 * j, mg);
+			__nv_bfloat162 d = __hsub2(*(__nv_bfloat162 *)&m, *(__nv_bfloat162 *)&zb);
+			a[j] = *(uint32_t *)&d;
+		}
+	} else {  // the odd pairs as 1024 + 16q: (1024 + 16q) / 16 - (64 + zero), exact in one fma
+		uint32_t v = u >> 8, m[4] = {and_or<0x000F000Fu>(u, mg), and_or<0x00F000F0u>(u, mg), and_or<0x000F000Fu>(v, mg),
+					     and_or<0x00F000F0u>(v, mg)};
+		const __half2 sixteenth = __half2half2(__ushort_as_half(0x2C00));
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			__half2 d = j & 1 ? __hfma2(*(__half2 *)&m[j], sixteenth, *(const __half2 *)&zh)
+					  : __hsub2(*(__half2 *)&m[j], *(const __half2 *)&zb);
+			a[j] = *(uint32_t *)&d;
+		}
+	}
+}
+
+template <bool BF, int P, int NB, int NP>
+__global__ void __launch_bounds__(256, NB == 1 ? 3 : 1) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
 								   const __half *sc, const uint8_t *zr, const void *bias,
 								   int bt, int R, int N, int K, int KB, int G, int ngp)
 {
-	constexpr int D = P == 4 || MT > 2 ? 2 : 4, NR = LOW8 ? 2 : 4 * MT;  // NR: the lane's sums a slice hands on
-	__shared__ float red[QS_NT][Q4_SLICES][NR][32];
+	constexpr int D = NB == 1 || NP * P > 2 ? 2 : 4;
+	__shared__ float red[Q4_SLICES][NP][NB * 4][32];
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-	const int T = (N + 7) / 8, NG = (T + QS_NT - 1) / QS_NT, K8 = K / 8;
+	const int T = (N + 7) / 8, NG = (T + 2 * NP - 1) / (2 * NP), K8 = K / 8;
+	const unsigned gmul = ((1u << 20) + G / Q4_KT - 1) / (G / Q4_KT);  // b / (G / 128) = b * gmul >> 20 (b < 2^11)
+	const uint32_t mg = BF ? 0x43004300u : 0x64006400u;
 	const int b0 = warp * KB / Q4_SLICES, L = (warp + 1) * KB / Q4_SLICES - b0, rounds = (L + D - 1) / D;
-	const uint4 z = make_uint4(0, 0, 0, 0);
-	q4_w<P> ring[D][QS_NT];
-	auto load = [&](q4_w<P> (&slot)[QS_NT], int gi, int i) {  // item i of group gi (nothing past either end)
+	const uint4 *xr[NB];  // x's row 8nb + g (the last row for rows past R: their sums are not stored)
 #pragma unroll
-		for (int j = 0; j < QS_NT; j++) {
-			int t = gi * QS_NT + j;
-			bool ok = gi < NG && i < L && t < T;
-			q4_load<P>(slot[j], w, sc, zr, ok ? t : 0, ok ? b0 + i : 0, KB, G, ngp, ok, true);
+	for (int nb = 0; nb < NB; nb++)
+		xr[nb] = x + (size_t)min(8 * nb + g, R - 1) * K8 + c;
+	qs_item<P, NP> ring[D];
+	const uint4 *wl = w + lane;  // 32-bit offsets from here on (a weight of fewer than 2^31 16-byte words)
+	const __half *sg = sc + g;
+	const uint8_t *zg = zr + g;
+	auto load = [&](qs_item<P, NP> &it, int gi, int i) {  // item i of group gi (a valid tile past either end)
+		bool ok = gi < NG && i < L;
+		unsigned b = ok ? b0 + i : 0;
+#pragma unroll
+		for (int j = 0; j < 2 * NP; j++) {
+			unsigned t = min(ok ? gi * 2 * NP + j : 0, T - 1);
+			it.q[j] = __ldcs(wl + (t * KB + b) * 32);
+#pragma unroll
+			for (int i2 = 0; i2 < P; i2++) {
+				unsigned o = (t * ngp + (P > 1 ? P * b + i2 : b * gmul >> 20)) * 8;
+				it.sz[j][i2] = __half_as_ushort(__ldg(sg + o)) | (uint32_t)__ldg(zg + o) << 16;
+			}
 		}
 	};
 #pragma unroll
 	for (int u = 0; u < D; u++)
 		load(ring[u], blockIdx.x, u);
 	for (int gi = blockIdx.x; gi < NG; gi += gridDim.x) {
-		float acc[MT][QS_NT][4];
+		float acc[NP][NB][4];
 #pragma unroll
-		for (int m = 0; m < MT; m++)
+		for (int p = 0; p < NP; p++)
 #pragma unroll
-			for (int j = 0; j < QS_NT; j++)
-				acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0;
+			for (int nb = 0; nb < NB; nb++)
+				acc[p][nb][0] = acc[p][nb][1] = acc[p][nb][2] = acc[p][nb][3] = 0;
 		for (int r = 0; r < rounds; r++) {
 #pragma unroll
 			for (int u = 0; u < D; u++) {
 				int i = r * D + u;
 				if (i < L) {
 					int b = b0 + i;
-					auto a = [&](int s, uint4 (&ag)[MT], uint4 (&ah)[MT]) {  // rows 16m + g, 16m + g + 8 of x
-						int k8 = 16 * b + 4 * s + c;
+					bool kin = (b + 1) * Q4_KT <= K;  // every word of the tile inside K
+					const qs_item<P, NP> &it = ring[u];
 #pragma unroll
-						for (int m = 0; m < MT; m++) {
-							int rg = 16 * m + g, rh = rg + 8;
-							ag[m] = k8 < K8 && rg < R ? __ldg(x + (size_t)rg * K8 + k8) : z;
-							ah[m] = !LOW8 && k8 < K8 && rh < R ? __ldg(x + (size_t)rh * K8 + k8) : z;
+					for (int i2 = 0; i2 < P; i2++) {
+						float tmp[NP][NB][4];
+						uint32_t zb[2 * NP], zh[2 * NP];
+#pragma unroll
+						for (int j = 0; j < 2 * NP; j++) {
+							uint32_t z = it.sz[j][i2] >> 16;
+							zb[j] = z * 0x10001u + (BF ? 0x43004300u : 0x64006400u);
+							zh[j] = z * 0x100010u + 0xD400D400u;  // -(64 + zero), f16
 						}
-					};
-					q4_tile<BF, MT, QS_NT, P>(acc, ring[u], a);
+#pragma unroll
+						for (int p = 0; p < NP; p++)
+#pragma unroll
+							for (int nb = 0; nb < NB; nb++)
+								tmp[p][nb][0] = tmp[p][nb][1] = tmp[p][nb][2] = tmp[p][nb][3] = 0;
+#pragma unroll
+						constexpr int W = 4 / P, XW = W < 4 / NB ? W : 4 / NB > 0 ? 4 / NB : 1;
+#pragma unroll
+						for (int s0 = W * i2; s0 < W * (i2 + 1); s0 += XW) {  // x's words s0.. at once
+							uint4 xv[XW][NB];
+							if (kin) {
+#pragma unroll
+								for (int e = 0; e < XW; e++)
+#pragma unroll
+									for (int nb = 0; nb < NB; nb++)
+										xv[e][nb] = __ldg(xr[nb] + 16 * b + 4 * (s0 + e));
+							} else {
+#pragma unroll
+								for (int e = 0; e < XW; e++)
+#pragma unroll
+									for (int nb = 0; nb < NB; nb++) {
+										int k8 = 16 * b + 4 * (s0 + e);
+										xv[e][nb] = k8 + c < K8 ? __ldg(xr[nb] + k8) : make_uint4(0, 0, 0, 0);
+									}
+							}
+#pragma unroll
+							for (int e = 0; e < XW; e++) {
+								const int s = s0 + e;
+#pragma unroll
+								for (int p = 0; p < NP; p++) {
+									uint32_t a[4], h[4];
+									const uint4 &q0 = it.q[2 * p], &q1 = it.q[2 * p + 1];
+									qs_word<BF>(a, s == 0 ? q0.x : s == 1 ? q0.y : s == 2 ? q0.z : q0.w,
+										    zb[2 * p], zh[2 * p], mg);
+									qs_word<BF>(h, s == 0 ? q1.x : s == 1 ? q1.y : s == 2 ? q1.z : q1.w,
+										    zb[2 * p + 1], zh[2 * p + 1], mg);
+#pragma unroll
+									for (int nb = 0; nb < NB; nb++) {
+										const uint4 &v = xv[e][nb];
+										mma16816<BF>(tmp[p][nb], a[0], h[0], a[1], h[1], v.x, v.y);
+										mma16816<BF>(tmp[p][nb], a[2], h[2], a[3], h[3], v.z, v.w);
+									}
+								}
+							}
+						}
+#pragma unroll
+						for (int p = 0; p < NP; p++) {
+							float s0 = __half2float(__ushort_as_half((unsigned short)it.sz[2 * p][i2]));
+							float s1 = __half2float(__ushort_as_half((unsigned short)it.sz[2 * p + 1][i2]));
+#pragma unroll
+							for (int nb = 0; nb < NB; nb++) {
+								acc[p][nb][0] = fmaf(tmp[p][nb][0], s0, acc[p][nb][0]);
+								acc[p][nb][1] = fmaf(tmp[p][nb][1], s0, acc[p][nb][1]);
+								acc[p][nb][2] = fmaf(tmp[p][nb][2], s1, acc[p][nb][2]);
+								acc[p][nb][3] = fmaf(tmp[p][nb][3], s1, acc[p][nb][3]);
+							}
+						}
+					}
 				}
 				bool last = r == rounds - 1;
 				load(ring[u], last ? gi + (int)gridDim.x : gi, last ? u : i + D);
 			}
 		}
 #pragma unroll
-		for (int j = 0; j < QS_NT; j++)
+		for (int p = 0; p < NP; p++)
 #pragma unroll
-			for (int e = 0; e < NR; e++)
-				red[j][warp][e][lane] = acc[e / 4][j][e % 4];
+			for (int e = 0; e < NB * 4; e++)
+				red[warp][p][e][lane] = acc[p][e / 4][e % 4];
 		__syncthreads();
-		int t = gi * QS_NT + warp;
-		if (warp < QS_NT && t < T) {
-			float tot[MT * 4];
+		if (warp < NB) {  // warp nb: x's rows 8nb + 2c, + 1 of every pair
 #pragma unroll
-			for (int e = 0; e < MT * 4; e++)
-				tot[e] = 0;
-			for (int s = 0; s < Q4_SLICES; s++)
+			for (int p = 0; p < NP; p++) {
+				float tot[4] = {0, 0, 0, 0};
+				for (int s = 0; s < Q4_SLICES; s++)
 #pragma unroll
-				for (int e = 0; e < NR; e++)
-					tot[e] += red[warp][s][e][lane];
+					for (int e = 0; e < 4; e++)
+						tot[e] += red[s][p][4 * warp + e][lane];
+				int o = 16 * (gi * NP + p) + g, rr = 8 * warp + 2 * c;
 #pragma unroll
-			for (int m = 0; m < MT; m++)
-				store_frag(y, yt, bias, bt, R, N, 16 * m + g, 8 * t + 2 * c, tot + 4 * m);
+				for (int e = 0; e < 4; e++) {
+					int n = o + 8 * (e >> 1), r2 = rr + (e & 1);
+					if (r2 < R && n < N)
+						st(y, yt, (size_t)r2 * N + n, tot[e] + (bias ? ld(bias, bt, n) : 0.0f));
+				}
+			}
 		}
 		__syncthreads();  // red is written again by the next group
 	}
@@ -669,20 +788,20 @@ static int q4_check(struct q4_geo *q, const struct lmd_tensor *w, const struct l
 	return LMD_OK;
 }
 
-/* q4_stream on as many blocks as the GPU holds at once (QS_NT tile rows a group, at least one group a block). */
-template <bool BF, int P, int MT, bool LOW8>
+/* q4_stream on as many blocks as the GPU holds at once (2 NP tile rows a group, at least one group a block). */
+template <bool BF, int P, int NB, int NP>
 static void qs_launch(struct cuda_ctx *c, void *y, int yt, const uint4 *x, const struct q4_geo *q, const uint4 *w,
 		      const __half *sc, const uint8_t *zr, const void *bias, int bt, int R)
 {
 	static int occ;  // blocks of this kernel one SM holds (the same on every device of a process: one kind of GPU)
-	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, q4_stream<BF, P, MT, LOW8>, 256, 0) != cudaSuccess ||
+	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, q4_stream<BF, P, NB, NP>, 256, 0) != cudaSuccess ||
 		     occ < 1)) {
 		cudaGetLastError();  // not the launch's error
 		occ = 1;
 	}
-	long ng = (q->Np / 8 + QS_NT - 1) / QS_NT, grid = (long)occ * c->sms;
-	q4_stream<BF, P, MT, LOW8><<<(unsigned)(ng < grid ? ng : grid), 256, 0, c->st>>>(y, yt, x, w, sc, zr, bias, bt, R,
-											   q->N, q->K, q->KB, q->G, q->ngp);
+	long ng = (q->Np / 8 + 2 * NP - 1) / (2 * NP), grid = (long)occ * c->sms;
+	q4_stream<BF, P, NB, NP><<<(unsigned)(ng < grid ? ng : grid), 256, 0, c->st>>>(y, yt, x, w, sc, zr, bias, bt, R,
+											 q->N, q->K, q->KB, q->G, q->ngp);
 }
 
 template <bool BF, int P>
@@ -692,15 +811,15 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 	const uint4 *xv = (const uint4 *)x, *wv = (const uint4 *)w;
 	const __half *s = (const __half *)sc;
 	const uint8_t *z = (const uint8_t *)zr;
-	if (R <= c->q4_stream_rows) {
+	if (R <= c->q4_stream_rows && q->KB < 2048) {  // q4_stream's group index: b * gmul >> 20
 		if (R <= 8)
-			qs_launch<BF, P, 1, true>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+			qs_launch<BF, P, 1, 1>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
 		else if (R <= 16)
-			qs_launch<BF, P, 1, false>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+			qs_launch<BF, P, 2, 2>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
 		else if (R <= 32)
-			qs_launch<BF, P, 2, false>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+			qs_launch<BF, P, 4, 2>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
 		else
-			qs_launch<BF, P, 4, false>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+			qs_launch<BF, P, 8, 1>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
 		LAUNCH_TRY(err);
 		return LMD_OK;
 	}
