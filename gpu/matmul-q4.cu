@@ -394,7 +394,6 @@ __global__ void __launch_bounds__(256, NB == 1 ? 3 : 1) q4_stream(void *y, int y
 #pragma unroll
 							for (int nb = 0; nb < NB; nb++)
 								tmp[p][nb][0] = tmp[p][nb][1] = tmp[p][nb][2] = tmp[p][nb][3] = 0;
-#pragma unroll
 						constexpr int W = 4 / P, XW = W < 4 / NB ? W : 4 / NB > 0 ? 4 / NB : 1;
 #pragma unroll
 						for (int s0 = W * i2; s0 < W * (i2 + 1); s0 += XW) {  // x's words s0.. at once
