@@ -126,28 +126,48 @@ __global__ void q4_dequant_kernel(void *dst, int dt, const uint32_t *w, const __
 // ----------------------------------------------------------------------------
 // the products
 
-/* Two 16-bit values 1024 + q (f16) or 128 + q (bf16) minus the pair zb: exact small integers q - zero. */
-template <bool BF>
-__device__ __forceinline__ uint32_t q4_pair(uint32_t w, uint32_t zb)
+/* (a & m) | c in one LOP3 (the compiler splits an and with an or of two constants in two) */
+template <uint32_t M>
+__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t c)
 {
-	uint32_t m = (w & 0x000F000Fu) | (BF ? 0x43004300u : 0x64006400u), r;
-	if (BF) {
-		__nv_bfloat162 d = __hsub2(*(__nv_bfloat162 *)&m, *(__nv_bfloat162 *)&zb);
-		r = *(uint32_t *)&d;
-	} else {
-		__half2 d = __hsub2(*(__half2 *)&m, *(__half2 *)&zb);
-		r = *(uint32_t *)&d;
-	}
-	return r;
+	uint32_t d;
+	asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(d) : "r"(a), "n"(M), "r"(c));
+	return d;
 }
 
-/* The magic constant plus a zero point, in both halves. */
+/*
+ * The lane's 8 weights of word u as exact q - zero, f16 or bf16 (a[j]: the pair j, elements 2j, 2j + 1);
+ * zb: the magic constant plus the zero in both halves; mg: the bare magic constant (a register).
+ */
 template <bool BF>
-__device__ __forceinline__ uint32_t q4_zero(uint32_t z)
+__device__ __forceinline__ void qs_word(uint32_t (&a)[4], uint32_t u, uint32_t zb, uint32_t zh, uint32_t mg)
 {
-	uint32_t h = BF ? (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(128.0f + (float)z))
-			: (uint32_t)__half_as_ushort(__float2half_rn(1024.0f + (float)z));
-	return h | h << 16;
+	if (BF) {
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			uint32_t m = and_or<0x000F000Fu>(u >> 4 * j, mg);
+			__nv_bfloat162 d = __hsub2(*(__nv_bfloat162 *)&m, *(__nv_bfloat162 *)&zb);
+			a[j] = *(uint32_t *)&d;
+		}
+	} else {  // the odd pairs as 1024 + 16q: (1024 + 16q) / 16 - (64 + zero), exact in one fma
+		uint32_t v = u >> 8, m[4] = {and_or<0x000F000Fu>(u, mg), and_or<0x00F000F0u>(u, mg), and_or<0x000F000Fu>(v, mg),
+					     and_or<0x00F000F0u>(v, mg)};
+		const __half2 sixteenth = __half2half2(__ushort_as_half(0x2C00));
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			__half2 d = j & 1 ? __hfma2(*(__half2 *)&m[j], sixteenth, *(const __half2 *)&zh)
+					  : __hsub2(*(__half2 *)&m[j], *(const __half2 *)&zb);
+			a[j] = *(uint32_t *)&d;
+		}
+	}
+}
+
+/* The pair "magic + zero" (zb) and, for f16's odd pairs, -(64 + zero) (zh), of a zero point 0..15. */
+template <bool BF>
+__device__ __forceinline__ void q4_zero(uint32_t z, uint32_t &zb, uint32_t &zh)
+{
+	zb = z * 0x10001u + (BF ? 0x43004300u : 0x64006400u);
+	zh = z * 0x100010u + 0xD400D400u;
 }
 
 /*
@@ -187,10 +207,11 @@ __device__ __forceinline__ void q4_tile(float (&acc)[MT][NT][4], const q4_w<P> (
 #pragma unroll
 	for (int i = 0; i < P; i++) {
 		float tmp[MT][NT][4];
-		uint32_t zb[NT];
+		uint32_t zb[NT], zh[NT];
+		const uint32_t mg = BF ? 0x43004300u : 0x64006400u;
 #pragma unroll
 		for (int j = 0; j < NT; j++) {
-			zb[j] = q4_zero<BF>(w[j].z[i]);
+			q4_zero<BF>(w[j].z[i], zb[j], zh[j]);
 #pragma unroll
 			for (int m = 0; m < MT; m++)
 				tmp[m][j][0] = tmp[m][j][1] = tmp[m][j][2] = tmp[m][j][3] = 0;
@@ -202,12 +223,12 @@ __device__ __forceinline__ void q4_tile(float (&acc)[MT][NT][4], const q4_w<P> (
 #pragma unroll
 			for (int j = 0; j < NT; j++) {
 				uint32_t u = s == 0 ? w[j].q.x : s == 1 ? w[j].q.y : s == 2 ? w[j].q.z : w[j].q.w;
-				uint32_t b0 = q4_pair<BF>(u, zb[j]), b1 = q4_pair<BF>(u >> 4, zb[j]);
-				uint32_t b2 = q4_pair<BF>(u >> 8, zb[j]), b3 = q4_pair<BF>(u >> 12, zb[j]);
+				uint32_t bq[4];
+				qs_word<BF>(bq, u, zb[j], zh[j], mg);
 #pragma unroll
 				for (int m = 0; m < MT; m++) {
-					mma16816<BF>(tmp[m][j], ag[m].x, ah[m].x, ag[m].y, ah[m].y, b0, b1);
-					mma16816<BF>(tmp[m][j], ag[m].z, ah[m].z, ag[m].w, ah[m].w, b2, b3);
+					mma16816<BF>(tmp[m][j], ag[m].x, ah[m].x, ag[m].y, ah[m].y, bq[0], bq[1]);
+					mma16816<BF>(tmp[m][j], ag[m].z, ah[m].z, ag[m].w, ah[m].w, bq[2], bq[3]);
 				}
 			}
 		}
@@ -291,42 +312,6 @@ struct qs_item {
 	uint32_t sz[2 * NP][P];  // row g of each tile, per group piece: scale bits | zero << 16
 };
 
-/* (a & m) | c in one LOP3 (the compiler splits an and with an or of two constants in two) */
-template <uint32_t M>
-__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t c)
-{
-	uint32_t d;
-	asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(d) : "r"(a), "n"(M), "r"(c));
-	return d;
-}
-
-/*
- * The lane's 8 weights of word u as exact q - zero, f16 or bf16 (a[j]: the pair j, elements 2j, 2j + 1);
- * zb: the magic constant plus the zero in both halves; mg: the bare magic constant (a register).
- */
-template <bool BF>
-__device__ __forceinline__ void qs_word(uint32_t (&a)[4], uint32_t u, uint32_t zb, uint32_t zh, uint32_t mg)
-{
-	if (BF) {
-#pragma unroll
-		for (int j = 0; j < 4; j++) {
-			uint32_t m = and_or<0x000F000Fu>(u >> 4 * j, mg);
-			__nv_bfloat162 d = __hsub2(*(__nv_bfloat162 *)&m, *(__nv_bfloat162 *)&zb);
-			a[j] = *(uint32_t *)&d;
-		}
-	} else {  // the odd pairs as 1024 + 16q: (1024 + 16q) / 16 - (64 + zero), exact in one fma
-		uint32_t v = u >> 8, m[4] = {and_or<0x000F000Fu>(u, mg), and_or<0x00F000F0u>(u, mg), and_or<0x000F000Fu>(v, mg),
-					     and_or<0x00F000F0u>(v, mg)};
-		const __half2 sixteenth = __half2half2(__ushort_as_half(0x2C00));
-#pragma unroll
-		for (int j = 0; j < 4; j++) {
-			__half2 d = j & 1 ? __hfma2(*(__half2 *)&m[j], sixteenth, *(const __half2 *)&zh)
-					  : __hsub2(*(__half2 *)&m[j], *(const __half2 *)&zb);
-			a[j] = *(uint32_t *)&d;
-		}
-	}
-}
-
 template <bool BF, int P, int NB, int NP>
 __global__ void __launch_bounds__(256, NB == 1 ? 3 : 1) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
 								   const __half *sc, const uint8_t *zr, const void *bias,
@@ -384,11 +369,8 @@ __global__ void __launch_bounds__(256, NB == 1 ? 3 : 1) q4_stream(void *y, int y
 						float tmp[NP][NB][4];
 						uint32_t zb[2 * NP], zh[2 * NP];
 #pragma unroll
-						for (int j = 0; j < 2 * NP; j++) {
-							uint32_t z = it.sz[j][i2] >> 16;
-							zb[j] = z * 0x10001u + (BF ? 0x43004300u : 0x64006400u);
-							zh[j] = z * 0x100010u + 0xD400D400u;  // -(64 + zero), f16
-						}
+						for (int j = 0; j < 2 * NP; j++)
+							q4_zero<BF>(it.sz[j][i2] >> 16, zb[j], zh[j]);
 #pragma unroll
 						for (int p = 0; p < NP; p++)
 #pragma unroll
