@@ -29,9 +29,9 @@
 #          (QUANT_KV: default "0 8 4"). Files: quant-ops.txt quant-greedy.txt quant-bench.csv quant-bench.log.
 # kernels  (alone, ~5 min with the models made) the decode products old vs new: test-ops quant (the int4 products
 #          vs the CPU reference, bit for bit alone vs among others); test-ops q4speed under LMD_CUDA_Q4=old,
-#          stream16 and stream64 (and LMD_CUDA_GEMM=lmd for the fp16 lines); lmd-bench gen at KERNELS_CONC
-#          (default 1,16,64,256) x 128 in / 64 out on the Llama-2-7B-shaped W4A16 g128 model (kernels old and
-#          stream32, the default) and the fp16 one (KERNELS_MODELS, default "w4 f16"; made as in quant when /tmp/llama2-7b-W
+#          stream16, stream64 and mma32 (and LMD_CUDA_GEMM=lmd for the fp16 lines); lmd-bench gen at KERNELS_CONC
+#          (default 1,16,64,256) x 128 in / 64 out on the Llama-2-7B-shaped W4A16 g128 model (kernels old,
+#          stream32, the default, and mma32) and the fp16 one (KERNELS_MODELS, default "w4 f16"; made as in quant when /tmp/llama2-7b-W
 #          is missing, ~2.5 min each; KERNELS_MODELS= leaves the benchmark out, KERNELS_OPS=0 the op tests).
 #          Files: kernels-ops.txt kernels-speed.txt kernels-bench.csv kernels-bench.log.
 # kvq      (alone) quantized KV caches: test-ops kvq (int8/int4 caches vs the CPU reference in the fast decode and
@@ -313,9 +313,9 @@ if [ "$stage" = kernels ] && [ "${KERNELS_OPS:-1}" = 1 ]; then
 	build/t/test-ops quant >"$OUT/kernels-ops.txt" 2>&1; rc=$?
 	cat "$OUT/kernels-ops.txt"; echo "test-ops quant: exit $rc" | tee -a "$OUT/kernels-ops.txt"
 	[ $rc = 0 ] || fail=1
-	say "test-ops q4speed: int4 product timings, LMD_CUDA_Q4=old / stream16 / stream64; fp16 at pad128 and lmd"
+	say "test-ops q4speed: int4 product timings, LMD_CUDA_Q4=old / stream16 / stream64 / mma32; fp16 at pad128 and lmd"
 	: >"$OUT/kernels-speed.txt"
-	for q4 in old stream16 stream64; do
+	for q4 in old stream16 stream64 mma32; do
 		for gemm in pad128 lmd; do
 			[ $q4 != stream64 ] && [ $gemm = lmd ] && continue
 			export LMD_CUDA_Q4=$q4
@@ -327,9 +327,9 @@ if [ "$stage" = kernels ] && [ "${KERNELS_OPS:-1}" = 1 ]; then
 fi
 if [ "$stage" = kernels ] && [ -n "${KERNELS_MODELS-w4 f16}" ]; then
 	quant_models ${KERNELS_MODELS:-w4 f16}
-	say "lmd-bench gen: W4A16 g128 with kernels old and stream32 (the default), fp16 beside"
+	say "lmd-bench gen: W4A16 g128 with kernels old, stream32 (the default) and mma32, fp16 beside"
 	: >"$OUT/kernels-bench.csv"
-	for run in w4:old w4:stream32 f16:stream32; do
+	for run in w4:old w4:stream32 w4:mma32 f16:stream32; do
 		set -- ${run//:/ }
 		[[ " ${KERNELS_MODELS:-w4 f16} " = *" $1 "* ]] || continue
 		export LMD_CUDA_Q4=$2

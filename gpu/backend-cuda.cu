@@ -663,14 +663,16 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected lmd, padP (P in 16..4096), lt, ltR or cublas", g);
 	if (c->lt_gemm)
 		CUBLAS_TRY(cublasLtCreate(&c->lt), err);
-	/* int4 products (matmul-q4.cu): streamR, q4_stream up to R rows (1..64; default Q4_STREAM_ROWS), or old */
+	/* int4 products (matmul-q4.cu): streamR, q4_stream up to R rows (1..64; default Q4_STREAM_ROWS) and q4_piped
+	 * above; mmaR, q4_mma above; or old */
 	const char *q4 = getenv("LMD_CUDA_Q4");
 	c->q4_stream_rows = Q4_STREAM_ROWS;
+	c->q4_mma = q4 && !strncmp(q4, "mma", 3);
 	if (q4 && !strcmp(q4, "old"))
 		c->q4_stream_rows = 0;
-	else if (q4 && (sscanf(q4, "stream%d%c", &c->q4_stream_rows, &tail) != 1 || c->q4_stream_rows < 1 ||
-			c->q4_stream_rows > 64))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4=%s: expected streamR (R in 1..64) or old", q4);
+	else if (q4 && (sscanf(q4 + (c->q4_mma ? 3 : 0), c->q4_mma ? "%d%c" : "stream%d%c", &c->q4_stream_rows, &tail) != 1 ||
+			c->q4_stream_rows < 1 || c->q4_stream_rows > 64))
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4=%s: expected streamR or mmaR (R in 1..64) or old", q4);
 	const char *pr = getenv("LMD_CUDA_PROFILE");
 	c->prof = pr && !strcmp(pr, "1");
 	if (c->prof) {

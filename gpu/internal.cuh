@@ -138,6 +138,7 @@ struct cuda_ctx {
 	int q4_stream_rows;            /* matmul_q4: products of up to this many rows through q4_stream and the others through
 	                                * q4_piped (LMD_CUDA_Q4=streamR, default Q4_STREAM_ROWS); 0 (old): q4_skinny up
 	                                * to 16 rows and q4_tiled, the first kernels */
+	bool q4_mma;                   /* LMD_CUDA_Q4=mmaR: the rows above q4_stream_rows through q4_mma, not q4_piped */
 	float *q4_part;                /* matmul_q4's slice sums when a product has too few blocks (grown, never shrunk) */
 	size_t q4_part_cap;            /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,

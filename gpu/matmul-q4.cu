@@ -34,6 +34,8 @@
  *              x's rows and the weights, scales and zeros of a tile through a 4-stage cp.async ring in
  *              shared memory; slices summed one after another. grid (Np / 128, ceil(R / 64)); with fewer
  *              blocks than half the SMs, each slice in blocks of its own and q4_reduce adds them in order.
+ *   q4_mma     the other rows with mmaR (being measured): 64 rows x 128 outputs a block, the weights as A (as
+ *              q4_stream), x through a cp.async ring; slices one after another (below).
  *   q4_tiled   the other rows with old: x through 2 stages, the weights into registers one tile ahead
  *              (split below one block an SM).
  * Prefill runs (the step's runs of >= BLAS_RUN tokens of one sequence, as matmul.cu's 16-bit products):
@@ -669,6 +671,155 @@ __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, co
 	q4_tiled_out(tot, acc, slice, part, y, yt, bias, bt, R, N, r0, t0, tok);
 }
 
+/*
+ * q4_mma (LMD_CUDA_Q4=mmaR: the rows above R; being measured, not the default): the weights as the mma's A
+ * operand as in q4_stream, so 16 outputs (a pair of tile rows) an mma and x's rows as B, 8 an n-block. Block =
+ * 64 rows x 128 outputs (16 tile rows), 8 warps: warp (wr, wc) = rows 32 wr .. + 31 (4 n-blocks) x the two pairs
+ * of tile rows 4 wc .. 4 wc + 3 (32 outputs). x's rows of a K tile come through a QM_STAGES-deep cp.async ring in
+ * shared memory ([word s][row][lane c], as q4_piped's); a lane's weights, scales and zeros straight from global
+ * memory into registers, one K tile ahead. The slices of K one after another in the block (tot += acc at a slice's
+ * end): the rule at the top of the file, so q4_stream's and q4_piped's bits.
+ */
+#define QM_STAGES 4
+#define QM_XS (4 * Q4_BM * 4)  /* uint4 of x a stage: 4 words x 64 rows x 4 lanes */
+
+template <bool BF, int P>
+__global__ void __launch_bounds__(256, 1) q4_mma(void *y, int yt, const uint4 *x, const uint4 *w, const __half *sc,
+						 const uint8_t *zr, const void *bias, int bt, int R, int N, int K, int KB,
+						 int G, int ngp)
+{
+	extern __shared__ uint4 qm_sm[];
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+	const int wr = warp & 1, wc = warp >> 1, r0 = (int)blockIdx.y * Q4_BM, K8 = K / 8, T = (N + 7) / 8;
+	const int tb = (int)blockIdx.x * 16 + 4 * wc;  // the warp's tile rows tb .. tb + 3: pairs (tb, tb + 1), (tb + 2, tb + 3)
+	const unsigned gmul = ((1u << 20) + G / Q4_KT - 1) / (G / Q4_KT);  // b / (G / 128) = b * gmul >> 20 (b < 2^11)
+	const uint32_t mg = BF ? 0x43004300u : 0x64006400u;
+	unsigned tq[4];  // the four tile rows, clamped to the last (their outputs are not stored)
+#pragma unroll
+	for (int j = 0; j < 4; j++)
+		tq[j] = min(tb + j, T - 1);
+	auto load_x = [&](int b) {  // x's rows r0 .. r0 + 63 of K tile b into stage b % QM_STAGES; one commit group
+		if (b < KB) {
+			uint4 *xs = qm_sm + (b % QM_STAGES) * QM_XS;
+			for (int i = threadIdx.x; i < Q4_BM * 16; i += 256) {  // 16 chunks of 8 k a row
+				int row = i / 16, ch = i % 16, k8 = Q4_KT / 8 * b + ch;
+				bool ok = r0 + row < R && k8 < K8;
+				cp_async16(xs + (ch / 4) * Q4_BM * 4 + row * 4 + ch % 4, x + (ok ? (size_t)(r0 + row) * K8 + k8 : 0), ok);
+			}
+		}
+		asm volatile("cp.async.commit_group;\n" ::);
+	};
+	auto load_w = [&](int b, uint4 (&q)[4], uint32_t (&sz)[4][P]) {  // the lane's words and scale | zero << 16 of tile b
+		unsigned bb = min(b, KB - 1);
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			q[j] = __ldg(w + (tq[j] * KB + bb) * 32 + lane);
+#pragma unroll
+			for (int i2 = 0; i2 < P; i2++) {
+				unsigned o = (tq[j] * ngp + (P > 1 ? P * bb + i2 : bb * gmul >> 20)) * 8 + g;
+				sz[j][i2] = __half_as_ushort(__ldg(sc + o)) | (uint32_t)__ldg(zr + o) << 16;
+			}
+		}
+	};
+	float acc[2][4][4], tot[2][4][4];
+#pragma unroll
+	for (int p = 0; p < 2; p++)
+#pragma unroll
+		for (int n = 0; n < 4; n++)
+#pragma unroll
+			for (int e = 0; e < 4; e++)
+				acc[p][n][e] = tot[p][n][e] = 0;
+	auto end_slice = [&]() {
+#pragma unroll
+		for (int p = 0; p < 2; p++)
+#pragma unroll
+			for (int n = 0; n < 4; n++)
+#pragma unroll
+				for (int e = 0; e < 4; e++)
+					tot[p][n][e] += acc[p][n][e], acc[p][n][e] = 0;
+	};
+#pragma unroll
+	for (int i = 0; i < QM_STAGES - 1; i++)
+		load_x(i);
+	uint4 q[4], qn[4];
+	uint32_t sz[4][P], szn[4][P];
+	load_w(0, q, sz);
+	int slice = 0, end = KB / Q4_SLICES;
+	for (int b = 0; b < KB; b++) {
+		asm volatile("cp.async.wait_group %0;\n" ::"n"(QM_STAGES - 2));
+		__syncthreads();  // tile b's x is in for every thread; every warp is done with the stage loaded next
+		load_x(b + QM_STAGES - 1);
+		load_w(b + 1, qn, szn);
+		for (; b >= end; end = (++slice + 1) * KB / Q4_SLICES)  // the slices that ended before b (some empty)
+			end_slice();
+		const uint4 *xs = qm_sm + (b % QM_STAGES) * QM_XS;
+#pragma unroll
+		for (int i2 = 0; i2 < P; i2++) {
+			float tmp[2][4][4], sv[4];
+			uint32_t zb[4], zh[4];
+#pragma unroll
+			for (int j = 0; j < 4; j++) {
+				sv[j] = __half2float(__ushort_as_half((unsigned short)sz[j][i2]));
+				q4_zero<BF>(sz[j][i2] >> 16, zb[j], zh[j]);
+			}
+#pragma unroll
+			for (int p = 0; p < 2; p++)
+#pragma unroll
+				for (int n = 0; n < 4; n++)
+					tmp[p][n][0] = tmp[p][n][1] = tmp[p][n][2] = tmp[p][n][3] = 0;
+#pragma unroll
+			for (int s = 4 / P * i2; s < 4 / P * (i2 + 1); s++) {
+				uint4 xv[4];
+#pragma unroll
+				for (int n = 0; n < 4; n++)
+					xv[n] = xs[s * Q4_BM * 4 + (32 * wr + 8 * n + g) * 4 + c];
+#pragma unroll
+				for (int p = 0; p < 2; p++) {
+					uint32_t a[4], h[4];
+					const uint4 &q0 = q[2 * p], &q1 = q[2 * p + 1];
+					qs_word<BF>(a, s == 0 ? q0.x : s == 1 ? q0.y : s == 2 ? q0.z : q0.w, zb[2 * p], zh[2 * p], mg);
+					qs_word<BF>(h, s == 0 ? q1.x : s == 1 ? q1.y : s == 2 ? q1.z : q1.w, zb[2 * p + 1], zh[2 * p + 1],
+						    mg);
+#pragma unroll
+					for (int n = 0; n < 4; n++) {
+						mma16816<BF>(tmp[p][n], a[0], h[0], a[1], h[1], xv[n].x, xv[n].y);
+						mma16816<BF>(tmp[p][n], a[2], h[2], a[3], h[3], xv[n].z, xv[n].w);
+					}
+				}
+			}
+#pragma unroll
+			for (int p = 0; p < 2; p++)
+#pragma unroll
+				for (int n = 0; n < 4; n++) {
+					acc[p][n][0] = fmaf(tmp[p][n][0], sv[2 * p], acc[p][n][0]);
+					acc[p][n][1] = fmaf(tmp[p][n][1], sv[2 * p], acc[p][n][1]);
+					acc[p][n][2] = fmaf(tmp[p][n][2], sv[2 * p + 1], acc[p][n][2]);
+					acc[p][n][3] = fmaf(tmp[p][n][3], sv[2 * p + 1], acc[p][n][3]);
+				}
+		}
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			q[j] = qn[j];
+#pragma unroll
+			for (int i2 = 0; i2 < P; i2++)
+				sz[j][i2] = szn[j][i2];
+		}
+	}
+	asm volatile("cp.async.wait_all;\n" ::);
+	for (; slice < Q4_SLICES; slice++)
+		end_slice();
+#pragma unroll
+	for (int p = 0; p < 2; p++)
+#pragma unroll
+		for (int n = 0; n < 4; n++)
+#pragma unroll
+			for (int e = 0; e < 4; e++) {
+				int o = 8 * (tb + 2 * p) + g + 8 * (e >> 1), rr = r0 + 32 * wr + 8 * n + 2 * c + (e & 1);
+				if (rr < R && o < N)
+					st(y, yt, (size_t)rr * N + o, tot[p][n][e] + (bias ? ld(bias, bt, o) : 0.0f));
+			}
+}
+
 /* y = ((0 + part[0]) + part[1]) + ... + part[7] (+ bias), rounded: q4_tiled's slices, split across blocks. */
 __global__ void q4_reduce_kernel(void *y, int yt, const float *part, const void *bias, int bt, int R, int N)
 {
@@ -810,8 +961,14 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 		LAUNCH_TRY(err);
 		return LMD_OK;
 	}
-	bool old = !c->q4_stream_rows;
 	dim3 grid((unsigned)((q->Np + Q4_BN - 1) / Q4_BN), (unsigned)((R + Q4_BM - 1) / Q4_BM));
+	if (c->q4_mma && q->KB < 2048) {
+		q4_mma<BF, P><<<grid, 256, QM_STAGES * QM_XS * sizeof(uint4), c->st>>>(y, yt, xv, wv, s, z, bias, bt, R, q->N,
+											 q->K, q->KB, q->G, q->ngp);
+		LAUNCH_TRY(err);
+		return LMD_OK;
+	}
+	bool old = !c->q4_stream_rows;
 	auto tiled = [&](float *part) {
 		if (old)
 			q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB,
@@ -850,6 +1007,15 @@ int lmd_cuda_matmul_q4_init(struct cuda_ctx *c, struct lmd_err *err)
 	PIPED_ATTR(true, 2);
 	PIPED_ATTR(true, 4);
 #undef PIPED_ATTR
+#define MMA_ATTR(BF, P) CUDA_TRY(cudaFuncSetAttribute(q4_mma<BF, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+	QM_STAGES * QM_XS * (int)sizeof(uint4)), err)
+	MMA_ATTR(false, 1);
+	MMA_ATTR(false, 2);
+	MMA_ATTR(false, 4);
+	MMA_ATTR(true, 1);
+	MMA_ATTR(true, 2);
+	MMA_ATTR(true, 4);
+#undef MMA_ATTR
 	return LMD_OK;
 }
 

@@ -1225,8 +1225,8 @@ int main(int argc, char **argv)
 			if (!speed)
 				test_gpu_kvq_speed(&be, &ref);
 			lmd_backend_close(&be);
-			const char *alt[] = {"old", "stream16", "stream64"};  // each int4 setting: the same bits for rows alone
-			for (int i = 0; quant && i < 3; i++) {
+			const char *alt[] = {"old", "stream16", "stream64", "mma32"};  // each int4 setting: the same bits for rows alone
+			for (int i = 0; quant && i < 4; i++) {
 				char name[32];
 				snprintf(name, sizeof(name), "cuda/q4=%s", alt[i]);
 				setenv("LMD_CUDA_Q4", alt[i], 1);
