@@ -135,7 +135,7 @@ fuzz:
 # tests' pinned npm packages (t/node/package.json and its lock: the official openai client), installed into
 # t/node/node_modules, which git ignores.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEPS := build-essential jq python3-msgpack libjansson-dev libmsgpack-dev libcsv-dev libpcre2-dev libutf8proc-dev libreadline-dev libcurl4-openssl-dev bats mandoc clang libclang-rt-14-dev libmicrohttpd-dev curl chromium
+DEPS := build-essential jq python3-msgpack libjansson-dev libmsgpack-dev libcsv-dev libpcre2-dev libutf8proc-dev libreadline-dev libcurl4-openssl-dev bats mandoc clang libclang-rt-14-dev libmicrohttpd-dev curl chromium gnuplot-nox nginx-light
 deps:
 	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPS)
 	command -v npm >/dev/null || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
