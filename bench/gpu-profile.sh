@@ -2,7 +2,8 @@
 # Per-kernel GPU times of lmd's decode and prefill steps under Nsight Compute (device machine only):
 # a Llama-2-7B-shaped fp16 model cut to 4 layers (per-layer kernels are the 7B ones), one 128-token
 # prefill and 8 decode steps at batch 1, every kernel timed (gpu__time_duration), summed by kernel name;
-# then the full section set for one prefill flash-attention launch and one decode GEMV.
+# then the full section set for one prefill flash-attention launch and one decode GEMV. PROFILE_MODEL=w4: the
+# W4A16 g128 model of the same shape. Caches are not flushed between kernels (--cache-control none), as in a step.
 # Output: $OUT/profile-kernels.txt, $OUT/profile-fa.txt. Needs PREBUILT or built programs (see gpu-check.sh).
 set -u
 cd "$(dirname "$0")/.."
@@ -14,13 +15,15 @@ if [ -n "${PREBUILT:-}" ]; then
 fi
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || ls /usr/local/cuda/bin/ncu)
 echo "ncu: $NCU"
-export HF=/tmp/l4-hf M=/tmp/l4
+# PROFILE_MODEL=w4: the same shape as W4A16 g128 (t/gen-model --awq 128)
+w=${PROFILE_MODEL:-f16}; opt=--fast; [ "$w" = w4 ] && opt="--awq 128"
+export HF=/tmp/l4-hf-$w M=/tmp/l4-$w
 [ -d "$M" ] || build/t/gen-model --hidden 4096 --inter 11008 --layers 4 --heads 32 --kv-heads 32 --vocab 32000 --dtype f16 \
-	--max-pos 4096 --scaled --fast "$HF" >/dev/null && cp "$SHARED"/tokenizers/llama2/tokenizer.model "$HF"/ &&
+	--max-pos 4096 --scaled $opt "$HF" >/dev/null && cp "$SHARED"/tokenizers/llama2/tokenizer.model "$HF"/ &&
 	build/bin/lmd-convert --force "$HF" "$M" || exit 1
 run() { build/bin/lmd-bench gen --device cuda --concurrency 1 --prompt-tokens "$1" --completion-tokens 9 --warmup 0 \
 	--session-len 2300 -f csv "$M"; }
-"$NCU" --clock-control none --metrics gpu__time_duration.sum --log-file /tmp/ncu-decode.log -f -o /tmp/x \
+"$NCU" --clock-control none --cache-control none --metrics gpu__time_duration.sum --log-file /tmp/ncu-decode.log -f -o /tmp/x \
 	bash -c "$(declare -f run); run 128" >/tmp/ncu-run.log 2>&1 || tail -5 /tmp/ncu-run.log
 "$NCU" --csv --print-units base -i /tmp/x.ncu-rep \
 	>/tmp/ncu.csv 2>/dev/null
