@@ -678,15 +678,16 @@ __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, co
  * of tile rows 4 wc .. 4 wc + 3 (32 outputs). x's rows of a K tile come through a QM_STAGES-deep cp.async ring in
  * shared memory ([word s][row][lane c], as q4_piped's); a lane's weights, scales and zeros straight from global
  * memory into registers, one K tile ahead. The slices of K one after another in the block (tot += acc at a slice's
- * end): the rule at the top of the file, so q4_stream's and q4_piped's bits.
+ * end): the rule at the top of the file, so q4_stream's and q4_piped's bits. part != NULL: blockIdx.z = slice j
+ * alone, its sum into part [8][R][N] (q4_reduce adds them in slice order), as q4_piped's.
  */
 #define QM_STAGES 4
 #define QM_XS (4 * Q4_BM * 4)  /* uint4 of x a stage: 4 words x 64 rows x 4 lanes */
 
 template <bool BF, int P>
-__global__ void __launch_bounds__(256, 1) q4_mma(void *y, int yt, const uint4 *x, const uint4 *w, const __half *sc,
-						 const uint8_t *zr, const void *bias, int bt, int R, int N, int K, int KB,
-						 int G, int ngp)
+__global__ void __launch_bounds__(256, 1) q4_mma(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
+						 const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int N,
+						 int K, int KB, int G, int ngp)
 {
 	extern __shared__ uint4 qm_sm[];
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
@@ -699,7 +700,7 @@ __global__ void __launch_bounds__(256, 1) q4_mma(void *y, int yt, const uint4 *x
 	for (int j = 0; j < 4; j++)
 		tq[j] = min(tb + j, T - 1);
 	auto load_x = [&](int b) {  // x's rows r0 .. r0 + 63 of K tile b into stage b % QM_STAGES; one commit group
-		if (b < KB) {
+		if (b < KB && (!part || b < ((int)blockIdx.z + 1) * KB / Q4_SLICES)) {
 			uint4 *xs = qm_sm + (b % QM_STAGES) * QM_XS;
 			for (int i = threadIdx.x; i < Q4_BM * 16; i += 256) {  // 16 chunks of 8 k a row
 				int row = i / 16, ch = i % 16, k8 = Q4_KT / 8 * b + ch;
@@ -738,19 +739,20 @@ __global__ void __launch_bounds__(256, 1) q4_mma(void *y, int yt, const uint4 *x
 				for (int e = 0; e < 4; e++)
 					tot[p][n][e] += acc[p][n][e], acc[p][n][e] = 0;
 	};
+	const int first = part ? (int)blockIdx.z * KB / Q4_SLICES : 0, last = part ? ((int)blockIdx.z + 1) * KB / Q4_SLICES : KB;
 #pragma unroll
 	for (int i = 0; i < QM_STAGES - 1; i++)
-		load_x(i);
+		load_x(first + i);
 	uint4 q[4], qn[4];
 	uint32_t sz[4][P], szn[4][P];
-	load_w(0, q, sz);
+	load_w(first, q, sz);
 	int slice = 0, end = KB / Q4_SLICES;
-	for (int b = 0; b < KB; b++) {
+	for (int b = first; b < last; b++) {
 		asm volatile("cp.async.wait_group %0;\n" ::"n"(QM_STAGES - 2));
 		__syncthreads();  // tile b's x is in for every thread; every warp is done with the stage loaded next
 		load_x(b + QM_STAGES - 1);
 		load_w(b + 1, qn, szn);
-		for (; b >= end; end = (++slice + 1) * KB / Q4_SLICES)  // the slices that ended before b (some empty)
+		for (; !part && b >= end; end = (++slice + 1) * KB / Q4_SLICES)  // the slices that ended before b (some empty)
 			end_slice();
 		const uint4 *xs = qm_sm + (b % QM_STAGES) * QM_XS;
 #pragma unroll
@@ -806,7 +808,7 @@ __global__ void __launch_bounds__(256, 1) q4_mma(void *y, int yt, const uint4 *x
 		}
 	}
 	asm volatile("cp.async.wait_all;\n" ::);
-	for (; slice < Q4_SLICES; slice++)
+	for (; !part && slice < Q4_SLICES; slice++)
 		end_slice();
 #pragma unroll
 	for (int p = 0; p < 2; p++)
@@ -815,7 +817,11 @@ __global__ void __launch_bounds__(256, 1) q4_mma(void *y, int yt, const uint4 *x
 #pragma unroll
 			for (int e = 0; e < 4; e++) {
 				int o = 8 * (tb + 2 * p) + g + 8 * (e >> 1), rr = r0 + 32 * wr + 8 * n + 2 * c + (e & 1);
-				if (rr < R && o < N)
+				if (rr >= R || o >= N)
+					continue;
+				if (part)
+					part[((size_t)blockIdx.z * R + rr) * N + o] = acc[p][n][e];
+				else
 					st(y, yt, (size_t)rr * N + o, tot[p][n][e] + (bias ? ld(bias, bt, o) : 0.0f));
 			}
 }
@@ -962,22 +968,19 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 		return LMD_OK;
 	}
 	dim3 grid((unsigned)((q->Np + Q4_BN - 1) / Q4_BN), (unsigned)((R + Q4_BM - 1) / Q4_BM));
-	if (c->q4_mma && q->KB < 2048) {
-		q4_mma<BF, P><<<grid, 256, QM_STAGES * QM_XS * sizeof(uint4), c->st>>>(y, yt, xv, wv, s, z, bias, bt, R, q->N,
-											 q->K, q->KB, q->G, q->ngp);
-		LAUNCH_TRY(err);
-		return LMD_OK;
-	}
-	bool old = !c->q4_stream_rows;
+	bool old = !c->q4_stream_rows, mma = c->q4_mma && q->KB < 2048;
 	auto tiled = [&](float *part) {
-		if (old)
+		if (mma)
+			q4_mma<BF, P><<<grid, 256, QM_STAGES * QM_XS * sizeof(uint4), c->st>>>(y, yt, part, xv, wv, s, z, bias,
+												 bt, R, q->N, q->K, q->KB, q->G, q->ngp);
+		else if (old)
 			q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB,
 								  q->G, q->ngp);
 		else
 			q4_piped<BF, P><<<grid, 256, Q4_STAGES * q4_stage<P>() * sizeof(uint4), c->st>>>(
 				y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
 	};
-	if ((long)grid.x * grid.y * (old ? 1 : 2) >= c->sms) {
+	if ((long)grid.x * grid.y * (old || mma ? 1 : 2) >= c->sms) {  // blocks an SM: 1 (q4_tiled, q4_mma) or 2
 		tiled(NULL);
 		LAUNCH_TRY(err);
 		return LMD_OK;

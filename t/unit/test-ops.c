@@ -1235,6 +1235,7 @@ int main(int argc, char **argv)
 				test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 80, 4096, 4096, 128, 1);
 				test_matmul_q4(&be, &ref, LMD_BF16, LMD_BF16, 70, 14336, 4096, 32, 0);
 				test_matmul_q4(&be, &ref, LMD_F16, LMD_F32, 70, 384, 136, 64, 0);
+				test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 130, 1024, 16384, 128, 1);  // blocks enough not to split K
 				test_matmul_q4_runs(&be, &ref, LMD_BF16, 256, 72, 64);
 				lmd_backend_close(&be);
 			}
