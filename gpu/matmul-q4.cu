@@ -40,8 +40,9 @@
  *              (split below one block an SM).
  * Prefill runs (the step's runs of >= BLAS_RUN tokens of one sequence, as matmul.cu's 16-bit products):
  * W is dequantized once per call into a [N, K] scratch of x's dtype and the runs go through cuBLAS (the
- * 16-bit path), the rows around them through the kernels above. f32 activations, or x not 16-byte
- * aligned: dequantized W through lmd_cuda_matmul.
+ * 16-bit path), the rows around them through the kernels above (with mmaR only the runs of QM_RUN tokens or
+ * more: the shorter ones join the rows around them). f32 activations, or x not 16-byte aligned: dequantized W
+ * through lmd_cuda_matmul.
  */
 #include <stdint.h>
 #include <string.h>
@@ -682,6 +683,7 @@ __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, co
  * alone, its sum into part [8][R][N] (q4_reduce adds them in slice order), as q4_piped's.
  */
 #define QM_STAGES 4
+#define QM_RUN 512  /* with q4_mma, prefill runs shorter than this go through the kernels, not cuBLAS */
 #define QM_XS (4 * Q4_BM * 4)  /* uint4 of x a stage: 4 words x 64 rows x 4 lanes */
 
 template <bool BF, int P>
@@ -1071,15 +1073,22 @@ int lmd_cuda_matmul_q4(struct cuda_ctx *c, struct lmd_tensor *y, const struct lm
 		return lmd_cuda_matmul(c, y, x, &wd, bias, err);
 	}
 	bool bf = x->dtype == LMD_BF16;
-	/* the step's prefill runs through cuBLAS on W dequantized once (rows 16-byte aligned, as matmul.cu's) */
+	/* the step's prefill runs through cuBLAS on W dequantized once (rows 16-byte aligned, as matmul.cu's); with
+	 * LMD_CUDA_Q4=mmaR only the runs of QM_RUN tokens or more, the shorter ones through the kernels with the
+	 * rows around them (a row's bits are its own either way) */
 	int nruns = R == c->step.n && N % 8 == 0 && (uintptr_t)y->data % 16 == 0 &&
 			    (y->dtype == x->dtype || y->dtype == LMD_F32) ? c->nruns : 0;
-	if (nruns && (rc = q4_dequant(c, x->dtype, &q, w->data, s->data, z->data, err)))
+	int min_run = c->q4_mma ? QM_RUN : 1, blas_runs = 0;
+	for (int i = 0; i < nruns; i++)
+		blas_runs += c->runs[2 * i + 1] >= min_run;
+	if (blas_runs && (rc = q4_dequant(c, x->dtype, &q, w->data, s->data, z->data, err)))
 		return rc;
 	size_t xs = (size_t)K * 2, ys = (size_t)N * lmd_dtype_size(y->dtype);
 	int r = 0;
 	for (int i = 0; i <= nruns; i++) {
 		int first = i < nruns ? c->runs[2 * i] : (int)R, len = i < nruns ? c->runs[2 * i + 1] : 0;
+		if (i < nruns && len < min_run)
+			continue;  // taken with the rows after it
 		if (first > r) {
 			void *yr = (char *)y->data + r * ys;
 			const void *xr = (const char *)x->data + r * xs;
