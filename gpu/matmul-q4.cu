@@ -34,8 +34,8 @@
  *              x's rows and the weights, scales and zeros of a tile through a 4-stage cp.async ring in
  *              shared memory; slices summed one after another. grid (Np / 128, ceil(R / 64)); with fewer
  *              blocks than half the SMs, each slice in blocks of its own and q4_reduce adds them in order.
- *   q4_mma     the other rows with mmaR (being measured): 64 rows x 128 outputs a block, the weights as A (as
- *              q4_stream), x through a cp.async ring; slices one after another (below).
+ *   q4_mma     the other rows with mmaR (being measured): q4_piped's block and pipeline, the weights as A (as
+ *              q4_stream) and a warp on 32 rows x 32 outputs, so an x fragment serves two pairs of tile rows.
  *   q4_tiled   the other rows with old: x through 2 stages, the weights into registers one tile ahead
  *              (split below one block an SM).
  * Prefill runs (the step's runs of >= BLAS_RUN tokens of one sequence, as matmul.cu's 16-bit products):
@@ -601,6 +601,36 @@ __device__ __forceinline__ void cp_async8(void *smem, const void *gmem, bool ok)
 	asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(gmem), "r"(ok ? 8 : 0));
 }
 
+/*
+ * K tile b of a 64-row x 16-tile-row block (rows r0.., tile rows tb..) into the stage sb by cp.async, every thread
+ * of the block taking part (no commit): x [4 words][64 rows][4 lanes c] | w [16 tile rows][32 lanes] | scales
+ * [16][P] (8 halves each, rows 0..7 of the tile) | zeros [16][P] (8 bytes each, half a uint4). Rows past R, tile
+ * rows past NT8 and k past K are zeros.
+ */
+template <int P>
+__device__ __forceinline__ void q4_stage_load(uint4 *sb, const uint4 *x, const uint4 *w, const __half *sc, const uint8_t *zr,
+					      int b, int r0, int tb, int R, int K8, int NT8, int KB, int G, int ngp)
+{
+	constexpr int XS = 4 * Q4_BM * 4, WS = 16 * 32, SS = 16 * P;
+	for (int i = threadIdx.x; i < Q4_BM * 16; i += 256) {  // 16 chunks of 8 k per row
+		int row = i / 16, ch = i % 16, k8 = Q4_KT / 8 * b + ch;
+		bool ok = r0 + row < R && k8 < K8;
+		cp_async16(sb + (ch / 4) * Q4_BM * 4 + row * 4 + ch % 4, x + (ok ? (size_t)(r0 + row) * K8 + k8 : 0), ok);
+	}
+	for (int i = threadIdx.x; i < 16 * 32; i += 256) {
+		int t = tb + (i >> 5);
+		bool ok = t < NT8;
+		cp_async16(sb + XS + i, w + (ok ? ((size_t)t * KB + b) * 32 + (i & 31) : 0), ok);
+	}
+	if (threadIdx.x < 16 * P) {
+		int t = tb + (int)threadIdx.x / P, pc = (int)threadIdx.x % P;
+		bool ok = t < NT8;
+		size_t o = ((size_t)(ok ? t : 0) * ngp + (Q4_KT * b + Q4_KT / P * pc) / G) * 8;
+		cp_async16(sb + XS + WS + threadIdx.x, sc + o, ok);
+		cp_async8((uint8_t *)(sb + XS + WS + SS) + 8 * threadIdx.x, zr + o, ok);
+	}
+}
+
 template <bool BF, int P>
 __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
 						const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int N,
@@ -613,26 +643,8 @@ __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, co
 	bool tok[2] = {t0 < NT8, t0 + 1 < NT8};
 	int first = part ? (int)blockIdx.z * KB / Q4_SLICES : 0, last = part ? ((int)blockIdx.z + 1) * KB / Q4_SLICES : KB;
 	auto load = [&](int b) {  // tile b into stage b % Q4_STAGES (nothing past last); one commit group either way
-		uint4 *sb = q4_sm + (b % Q4_STAGES) * STAGE;
-		if (b < last) {
-			for (int i = threadIdx.x; i < Q4_BM * 16; i += 256) {  // 16 chunks of 8 k per row
-				int row = i / 16, ch = i % 16, k8 = Q4_KT / 8 * b + ch;
-				bool ok = r0 + row < R && k8 < K8;
-				cp_async16(sb + (ch / 4) * Q4_BM * 4 + row * 4 + ch % 4, x + (ok ? (size_t)(r0 + row) * K8 + k8 : 0), ok);
-			}
-			for (int i = threadIdx.x; i < 16 * 32; i += 256) {
-				int t = tb + (i >> 5);
-				bool ok = t < NT8;
-				cp_async16(sb + XS + i, w + (ok ? ((size_t)t * KB + b) * 32 + (i & 31) : 0), ok);
-			}
-			if (threadIdx.x < 16 * P) {
-				int t = tb + (int)threadIdx.x / P, pc = (int)threadIdx.x % P;
-				bool ok = t < NT8;
-				size_t o = ((size_t)(ok ? t : 0) * ngp + (Q4_KT * b + Q4_KT / P * pc) / G) * 8;
-				cp_async16(sb + XS + WS + threadIdx.x, sc + o, ok);
-				cp_async8((uint8_t *)(sb + XS + WS + SS) + 8 * threadIdx.x, zr + o, ok);
-			}
-		}
+		if (b < last)
+			q4_stage_load<P>(q4_sm + (b % Q4_STAGES) * STAGE, x, w, sc, zr, b, r0, tb, R, K8, NT8, KB, G, ngp);
 		asm volatile("cp.async.commit_group;\n" ::);
 	};
 	float tot[4][2][4], acc[4][2][4];
@@ -673,56 +685,31 @@ __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, co
 }
 
 /*
- * q4_mma (LMD_CUDA_Q4=mmaR: the rows above R; being measured, not the default): the weights as the mma's A
- * operand as in q4_stream, so 16 outputs (a pair of tile rows) an mma and x's rows as B, 8 an n-block. Block =
- * 64 rows x 128 outputs (16 tile rows), 8 warps: warp (wr, wc) = rows 32 wr .. + 31 (4 n-blocks) x the two pairs
- * of tile rows 4 wc .. 4 wc + 3 (32 outputs). x's rows of a K tile come through a QM_STAGES-deep cp.async ring in
- * shared memory ([word s][row][lane c], as q4_piped's); a lane's weights, scales and zeros straight from global
- * memory into registers, one K tile ahead. The slices of K one after another in the block (tot += acc at a slice's
- * end): the rule at the top of the file, so q4_stream's and q4_piped's bits. part != NULL: blockIdx.z = slice j
- * alone, its sum into part [8][R][N] (q4_reduce adds them in slice order), as q4_piped's.
+ * q4_mma (LMD_CUDA_Q4=mmaR: the rows above R; being measured, not the default): q4_piped's block (64 rows x 16
+ * tile rows, everything a K tile needs copied into shared memory Q4_STAGES tiles ahead, q4_stage_load; part as
+ * there) with the weights as the mma's A operand as in q4_stream: 16 outputs (a pair of tile rows) an mma and
+ * x's rows as B, 8 an n-block. Warp (wr, wc) = rows 32 wr .. + 31 (4 n-blocks) x the two pairs of tile rows
+ * 4 wc .. 4 wc + 3 (32 outputs), so each x fragment read from shared memory serves two pairs. The slices of K one
+ * after another (tot += acc at a slice's end): the rule at the top of the file, so q4_stream's and q4_piped's bits.
  */
-#define QM_STAGES 4
 #define QM_RUN 512  /* with q4_mma, prefill runs shorter than this go through the kernels, not cuBLAS */
-#define QM_XS (4 * Q4_BM * 4)  /* uint4 of x a stage: 4 words x 64 rows x 4 lanes */
 
 template <bool BF, int P>
 __global__ void __launch_bounds__(256, 1) q4_mma(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
 						 const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int N,
 						 int K, int KB, int G, int ngp)
 {
-	extern __shared__ uint4 qm_sm[];
+	constexpr int XS = 4 * Q4_BM * 4, WS = 16 * 32, SS = 16 * P, STAGE = q4_stage<P>();
+	extern __shared__ uint4 q4_sm[];
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-	const int wr = warp & 1, wc = warp >> 1, r0 = (int)blockIdx.y * Q4_BM, K8 = K / 8, T = (N + 7) / 8;
-	const int tb = (int)blockIdx.x * 16 + 4 * wc;  // the warp's tile rows tb .. tb + 3: pairs (tb, tb + 1), (tb + 2, tb + 3)
-	const unsigned gmul = ((1u << 20) + G / Q4_KT - 1) / (G / Q4_KT);  // b / (G / 128) = b * gmul >> 20 (b < 2^11)
+	const int wr = warp & 1, wc = warp >> 1, r0 = (int)blockIdx.y * Q4_BM, K8 = K / 8, NT8 = (N + 7) / 8;
+	const int tb = (int)blockIdx.x * 16;  // the block's tile rows; the warp's: tb + 4 wc .. + 3, pairs (0, 1), (2, 3)
 	const uint32_t mg = BF ? 0x43004300u : 0x64006400u;
-	unsigned tq[4];  // the four tile rows, clamped to the last (their outputs are not stored)
-#pragma unroll
-	for (int j = 0; j < 4; j++)
-		tq[j] = min(tb + j, T - 1);
-	auto load_x = [&](int b) {  // x's rows r0 .. r0 + 63 of K tile b into stage b % QM_STAGES; one commit group
-		if (b < KB && (!part || b < ((int)blockIdx.z + 1) * KB / Q4_SLICES)) {
-			uint4 *xs = qm_sm + (b % QM_STAGES) * QM_XS;
-			for (int i = threadIdx.x; i < Q4_BM * 16; i += 256) {  // 16 chunks of 8 k a row
-				int row = i / 16, ch = i % 16, k8 = Q4_KT / 8 * b + ch;
-				bool ok = r0 + row < R && k8 < K8;
-				cp_async16(xs + (ch / 4) * Q4_BM * 4 + row * 4 + ch % 4, x + (ok ? (size_t)(r0 + row) * K8 + k8 : 0), ok);
-			}
-		}
+	int first = part ? (int)blockIdx.z * KB / Q4_SLICES : 0, last = part ? ((int)blockIdx.z + 1) * KB / Q4_SLICES : KB;
+	auto load = [&](int b) {  // tile b into stage b % Q4_STAGES (nothing past last); one commit group either way
+		if (b < last)
+			q4_stage_load<P>(q4_sm + (b % Q4_STAGES) * STAGE, x, w, sc, zr, b, r0, tb, R, K8, NT8, KB, G, ngp);
 		asm volatile("cp.async.commit_group;\n" ::);
-	};
-	auto load_w = [&](int b, uint4 (&q)[4], uint32_t (&sz)[4][P]) {  // the lane's words and scale | zero << 16 of tile b
-		unsigned bb = min(b, KB - 1);
-#pragma unroll
-		for (int j = 0; j < 4; j++) {
-			q[j] = __ldg(w + (tq[j] * KB + bb) * 32 + lane);
-#pragma unroll
-			for (int i2 = 0; i2 < P; i2++) {
-				unsigned o = (tq[j] * ngp + (P > 1 ? P * bb + i2 : bb * gmul >> 20)) * 8 + g;
-				sz[j][i2] = __half_as_ushort(__ldg(sc + o)) | (uint32_t)__ldg(zr + o) << 16;
-			}
-		}
 	};
 	float acc[2][4][4], tot[2][4][4];
 #pragma unroll
@@ -741,30 +728,30 @@ __global__ void __launch_bounds__(256, 1) q4_mma(void *y, int yt, float *part, c
 				for (int e = 0; e < 4; e++)
 					tot[p][n][e] += acc[p][n][e], acc[p][n][e] = 0;
 	};
-	const int first = part ? (int)blockIdx.z * KB / Q4_SLICES : 0, last = part ? ((int)blockIdx.z + 1) * KB / Q4_SLICES : KB;
 #pragma unroll
-	for (int i = 0; i < QM_STAGES - 1; i++)
-		load_x(first + i);
-	uint4 q[4], qn[4];
-	uint32_t sz[4][P], szn[4][P];
-	load_w(first, q, sz);
+	for (int i = 0; i < Q4_STAGES - 1; i++)
+		load(first + i);
 	int slice = 0, end = KB / Q4_SLICES;
 	for (int b = first; b < last; b++) {
-		asm volatile("cp.async.wait_group %0;\n" ::"n"(QM_STAGES - 2));
-		__syncthreads();  // tile b's x is in for every thread; every warp is done with the stage loaded next
-		load_x(b + QM_STAGES - 1);
-		load_w(b + 1, qn, szn);
+		asm volatile("cp.async.wait_group %0;\n" ::"n"(Q4_STAGES - 2));
+		__syncthreads();  // tile b is in for every thread; every warp is done with the stage loaded next
+		load(b + Q4_STAGES - 1);
 		for (; !part && b >= end; end = (++slice + 1) * KB / Q4_SLICES)  // the slices that ended before b (some empty)
 			end_slice();
-		const uint4 *xs = qm_sm + (b % QM_STAGES) * QM_XS;
+		const uint4 *sb = q4_sm + (b % Q4_STAGES) * STAGE;
+		uint4 q[4];  // the lane's words of tile rows tb + 4 wc + j
+#pragma unroll
+		for (int j = 0; j < 4; j++)
+			q[j] = sb[XS + (4 * wc + j) * 32 + lane];
 #pragma unroll
 		for (int i2 = 0; i2 < P; i2++) {
 			float tmp[2][4][4], sv[4];
 			uint32_t zb[4], zh[4];
 #pragma unroll
 			for (int j = 0; j < 4; j++) {
-				sv[j] = __half2float(__ushort_as_half((unsigned short)sz[j][i2]));
-				q4_zero<BF>(sz[j][i2] >> 16, zb[j], zh[j]);
+				int tr = 4 * wc + j;
+				sv[j] = __half2float(((const __half *)(sb + XS + WS))[(tr * P + i2) * 8 + g]);
+				q4_zero<BF>(((const uint8_t *)(sb + XS + WS + SS))[8 * (tr * P + i2) + g], zb[j], zh[j]);
 			}
 #pragma unroll
 			for (int p = 0; p < 2; p++)
@@ -776,7 +763,7 @@ __global__ void __launch_bounds__(256, 1) q4_mma(void *y, int yt, float *part, c
 				uint4 xv[4];
 #pragma unroll
 				for (int n = 0; n < 4; n++)
-					xv[n] = xs[s * Q4_BM * 4 + (32 * wr + 8 * n + g) * 4 + c];
+					xv[n] = sb[s * Q4_BM * 4 + (32 * wr + 8 * n + g) * 4 + c];
 #pragma unroll
 				for (int p = 0; p < 2; p++) {
 					uint32_t a[4], h[4];
@@ -801,13 +788,6 @@ __global__ void __launch_bounds__(256, 1) q4_mma(void *y, int yt, float *part, c
 					acc[p][n][3] = fmaf(tmp[p][n][3], sv[2 * p + 1], acc[p][n][3]);
 				}
 		}
-#pragma unroll
-		for (int j = 0; j < 4; j++) {
-			q[j] = qn[j];
-#pragma unroll
-			for (int i2 = 0; i2 < P; i2++)
-				sz[j][i2] = szn[j][i2];
-		}
 	}
 	asm volatile("cp.async.wait_all;\n" ::);
 	for (; !part && slice < Q4_SLICES; slice++)
@@ -818,7 +798,7 @@ __global__ void __launch_bounds__(256, 1) q4_mma(void *y, int yt, float *part, c
 		for (int n = 0; n < 4; n++)
 #pragma unroll
 			for (int e = 0; e < 4; e++) {
-				int o = 8 * (tb + 2 * p) + g + 8 * (e >> 1), rr = r0 + 32 * wr + 8 * n + 2 * c + (e & 1);
+				int o = 8 * (tb + 4 * wc + 2 * p) + g + 8 * (e >> 1), rr = r0 + 32 * wr + 8 * n + 2 * c + (e & 1);
 				if (rr >= R || o >= N)
 					continue;
 				if (part)
@@ -973,7 +953,7 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 	bool old = !c->q4_stream_rows, mma = c->q4_mma && q->KB < 2048;
 	auto tiled = [&](float *part) {
 		if (mma)
-			q4_mma<BF, P><<<grid, 256, QM_STAGES * QM_XS * sizeof(uint4), c->st>>>(y, yt, part, xv, wv, s, z, bias,
+			q4_mma<BF, P><<<grid, 256, Q4_STAGES * q4_stage<P>() * sizeof(uint4), c->st>>>(y, yt, part, xv, wv, s, z, bias,
 												 bt, R, q->N, q->K, q->KB, q->G, q->ngp);
 		else if (old)
 			q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB,
@@ -1013,7 +993,7 @@ int lmd_cuda_matmul_q4_init(struct cuda_ctx *c, struct lmd_err *err)
 	PIPED_ATTR(true, 4);
 #undef PIPED_ATTR
 #define MMA_ATTR(BF, P) CUDA_TRY(cudaFuncSetAttribute(q4_mma<BF, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-	QM_STAGES * QM_XS * (int)sizeof(uint4)), err)
+	Q4_STAGES * q4_stage<P>() * (int)sizeof(uint4)), err)
 	MMA_ATTR(false, 1);
 	MMA_ATTR(false, 2);
 	MMA_ATTR(false, 4);
