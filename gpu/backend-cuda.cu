@@ -655,12 +655,15 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 		c->pad_rows = 0;
 	else if (g && !strcmp(g, "lt"))
 		c->lt_gemm = LT_ROWS;
+	else if (g && !strncmp(g, "stream", 6) && (sscanf(g, "stream%d%c", &c->stream_rows, &tail) != 1 ||
+						   c->stream_rows < 1 || c->stream_rows > 64))
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected streamR with R in 1..64", g);
 	else if (g && !strncmp(g, "lt", 2) &&
 		 (sscanf(g, "lt%d%c", &c->lt_gemm, &tail) != 1 || c->lt_gemm < 1 || c->lt_gemm > 4096))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected ltR with R in 1..4096", g);
-	else if (g && strncmp(g, "lt", 2) &&
+	else if (g && strncmp(g, "lt", 2) && strncmp(g, "stream", 6) &&
 		 (sscanf(g, "pad%d%c", &c->pad_rows, &tail) != 1 || c->pad_rows < 16 || c->pad_rows > 4096))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected lmd, padP (P in 16..4096), lt, ltR or cublas", g);
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected streamR, lmd, padP (P in 16..4096), lt, ltR or cublas", g);
 	if (c->lt_gemm)
 		CUBLAS_TRY(cublasLtCreate(&c->lt), err);
 	/* int4 products (matmul-q4.cu): streamR, q4_stream up to R rows (1..64; default Q4_STREAM_ROWS) and q4_piped

@@ -123,6 +123,9 @@ struct cuda_ctx {
 	cublasLtHandle_t lt;           /* owned, when lt_gemm */
 	struct lt_algo lt_algos[LT_ALGOS];  /* the algorithm of each product shape met so far */
 	int n_lt;
+	int stream_rows;               /* 16-bit rows outside prefill runs: up to this many through gemm_stream, more through
+	                                * cuBLAS at their own shape (LMD_CUDA_GEMM=streamR; not batch-invariant across R);
+	                                * 0 = off */
 	int pad_rows;                  /* 16-bit rows outside prefill runs through cuBLAS in blocks of P rows (padded: one
 	                                * shape, so batch-invariant; LMD_CUDA_GEMM=padP, default PAD_ROWS); 0 = lmd's
 	                                * kernels (LMD_CUDA_GEMM=lmd) */

@@ -671,12 +671,13 @@ static void test_attention_alone(struct lmd_backend *be, struct lmd_backend *ref
 
 /*
  * Batch invariance of matmul (cuda): every row of y must have the same bits whether it is computed
- * alone, among a few rows or among thousands, and wherever it sits in x (the kernels cut the work
+ * alone, among a few rows or among thousands (RMAX: a setting invariant only up to a row count), and wherever it sits in x (the kernels cut the work
  * differently for each R; see gpu/matmul.cu). K and N have ragged tails; a bias is added.
  */
-static void test_matmul_invariance(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int K, int N)
+static void test_matmul_invariance_upto(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int K, int N,
+					int RMAX)
 {
-	enum { RMAX = 2048, OFF = 7 };
+	enum { OFF = 7 };
 	struct lmd_err err = {0};
 	struct pair x, w, b, y, y2, x2;
 	CHECK_EQ_INT(be->ops->sync(be->ctx, &err), 0);  // no step: the rows are unrelated
@@ -693,9 +694,11 @@ static void test_matmul_invariance(struct lmd_backend *be, struct lmd_backend *r
 	be->ops->download(be->ctx, hx, &x.t, 0, x.bytes, &err);
 	be->ops->download(be->ctx, hy, &y.t, 0, y.bytes, &err);
 	be->ops->upload(be->ctx, &x2.t, 0, hx + OFF * rowx, (RMAX - OFF) * rowx, &err);  // x shifted up by OFF rows
-	int rs[] = {1, 2, 5, 8, 9, 12, 16, 17, 32, 33, 40, 64, 65, 100, 300, 1000, RMAX - OFF};
+	int rs[] = {1, 2, 5, 8, 9, 12, 16, 17, 25, 32, 33, 40, 64, 65, 100, 300, 1000, RMAX - OFF};
 	for (size_t i = 0; i < sizeof(rs) / sizeof(rs[0]); i++) {
 		int R = rs[i];
+		if (R > RMAX - OFF)
+			continue;
 		for (int shifted = 0; shifted < 2; shifted++) {
 			struct lmd_tensor xv = shifted ? x2.t : x.t, yv = y2.t;
 			xv.shape[0] = yv.shape[0] = R;
@@ -713,11 +716,12 @@ static void test_matmul_invariance(struct lmd_backend *be, struct lmd_backend *r
 			}
 		}
 	}
-	struct lmd_tensor xs = x.t, ys = y.t, xr = x.r, yr = y.r;  // and the numbers themselves, on 100 rows
-	xs.shape[0] = ys.shape[0] = xr.shape[0] = yr.shape[0] = 100;
+	int nr = RMAX < 100 ? RMAX : 100;
+	struct lmd_tensor xs = x.t, ys = y.t, xr = x.r, yr = y.r;  // and the numbers themselves, on 100 rows (or RMAX)
+	xs.shape[0] = ys.shape[0] = xr.shape[0] = yr.shape[0] = nr;
 	CHECK_EQ_INT(be->ops->matmul(be->ctx, &ys, &xs, &w.t, &b.t, &err), 0);
 	CHECK_EQ_INT(ref->ops->matmul(ref->ctx, &yr, &xr, &w.r, &b.r, &err), 0);
-	struct pair yp = {ys, yr, (size_t)100 * rowy};
+	struct pair yp = {ys, yr, (size_t)nr * rowy};
 	char name[64];
 	snprintf(name, sizeof(name), "matmul K%d N%d (invariance shapes)", K, N);
 	compare(be, ref, &yp, tol_of(dt), name);
@@ -725,6 +729,11 @@ static void test_matmul_invariance(struct lmd_backend *be, struct lmd_backend *r
 	struct pair *all[] = {&x, &w, &b, &y, &y2, &x2};
 	for (int i = 0; i < 6; i++)
 		drop(be, ref, all[i]);
+}
+
+static void test_matmul_invariance(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int K, int N)
+{
+	test_matmul_invariance_upto(be, ref, dt, K, N, 2048);
 }
 
 /*
@@ -1209,6 +1218,46 @@ static void test_invariant_gemm(struct lmd_backend *ref, const char *name, int a
 	lmd_backend_close(&be);
 }
 
+/*
+ * LMD_CUDA_GEMM=streamR: gemm_stream up to R rows, cuBLAS at the rows' own shape above (invariant only up to R):
+ * rows alone vs among R bit for bit, ragged K and N, every op of a step, the decode products timed.
+ */
+static void test_stream_gemm(struct lmd_backend *ref)
+{
+	const char *set[] = {"stream32", "stream64"};
+	for (int i = 0; i < 2; i++) {
+		struct lmd_backend be;
+		struct lmd_err err = {0};
+		char name[32];
+		snprintf(name, sizeof(name), "cuda/%s", set[i]);
+		setenv("LMD_CUDA_GEMM", set[i], 1);
+		if (lmd_backend_open(&be, "cuda", NULL, &err)) {
+			fprintf(stderr, "%s: %s\n", name, err.msg);
+			unit_failures++;
+			continue;
+		}
+		what = name;
+		int rmax = i ? 64 : 32;
+		test_matmul_invariance_upto(&be, ref, LMD_F16, 4096, 4096, rmax);
+		test_matmul_invariance_upto(&be, ref, LMD_F16, 4104, 4100, rmax);   // a partial span, a partial pair
+		test_matmul_invariance_upto(&be, ref, LMD_BF16, 1000, 304, rmax);
+		test_matmul_invariance_upto(&be, ref, LMD_BF16, 11008, 4096, rmax);
+		if (!i) {
+			test_matmul(&be, ref, LMD_F16, LMD_F16, LMD_F32, 30, 64, 136, 1);  // f32 out, with bias
+			test_backend(&be, ref);
+			test_matmul_runs(&be, ref, LMD_F16, 4096, 4096);
+		}
+		int l2[][2] = {{4096, 12288}, {4096, 4096}, {4096, 22016}, {11008, 4096}, {4096, 32000}};
+		int rows[] = {1, 8, 16, 32, 64, 256};
+		for (int r = 0; r < 6; r++)
+			for (int j = 0; j < 5; j++)
+				if (rows[r] <= rmax || (!i && rows[r] > 64))
+					test_big_matmul(&be, ref, rows[r], l2[j][0], l2[j][1], rows[r] <= rmax);
+		lmd_backend_close(&be);
+	}
+	unsetenv("LMD_CUDA_GEMM");
+}
+
 int main(int argc, char **argv)
 {
 	struct lmd_backend ref = {0}, be = {0};
@@ -1217,6 +1266,12 @@ int main(int argc, char **argv)
 	/* `test-ops quant`: W4A16 and quantized KV on the GPU only; q4speed: int4 timings only; kvq: quantized KV alone */
 	int quant = argc > 1 && !strcmp(argv[1], "quant"), speed = argc > 1 && !strcmp(argv[1], "q4speed");
 	int kvq = argc > 1 && !strcmp(argv[1], "kvq");
+	if (argc > 1 && !strcmp(argv[1], "stream")) {  // `test-ops stream`: the 16-bit decode kernel alone
+		if (lmd_cuda_device_count() > 0)
+			test_stream_gemm(&ref);
+		lmd_backend_close(&ref);
+		return UNIT_DONE();
+	}
 	if (quant || speed || kvq) {
 		int rc = lmd_backend_open(&be, "cuda", NULL, &err);
 		if (rc == 0) {
@@ -1298,9 +1353,13 @@ int main(int argc, char **argv)
 		test_invariant_gemm(&ref, "cuda/pad128", 1);
 		setenv("LMD_CUDA_GEMM", "lt128", 1);  // one cuBLASLt algorithm per shape: batch-invariant without padding
 		test_invariant_gemm(&ref, "cuda/lt128", 0);
-		setenv("LMD_CUDA_GEMM", "pad", 1);
-		CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
-		CHECK(strstr(err.msg, "LMD_CUDA_GEMM") != NULL);
+		test_stream_gemm(&ref);
+		const char *bad[] = {"pad", "stream65", "stream0", "stream"};
+		for (int i = 0; i < 4; i++) {
+			setenv("LMD_CUDA_GEMM", bad[i], 1);
+			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
+			CHECK(strstr(err.msg, "LMD_CUDA_GEMM") != NULL);
+		}
 	}
 	unsetenv("LMD_CUDA_GEMM");
 	if (rc != 0 && rc != LMD_ENODEV) {
