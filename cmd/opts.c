@@ -33,6 +33,7 @@ int lmd_runner_opt(struct lmd_runner_opts *o, const struct lmd_cli *cli, int key
 	case LMD_RO_TEMPLATE: o->chat_template = arg; return 1;
 	case LMD_RO_PREFIX: o->prefix_caching = 1; return 1;
 	case LMD_RO_NO_PREFIX: o->prefix_caching = 0; return 1;
+	case LMD_RO_DETERMINISTIC: o->deterministic = 1; return 1;
 	default: return 0;
 	}
 }

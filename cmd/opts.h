@@ -16,7 +16,7 @@
 enum {
 	LMD_RO_DEVICE = 600, LMD_RO_DTYPE, LMD_RO_THREADS, LMD_RO_SESSION_LEN, LMD_RO_BLOCK, LMD_RO_BATCH,
 	LMD_RO_PREFILL, LMD_RO_CACHE, LMD_RO_TEMPLATE, LMD_RO_QUANT_POLICY, LMD_RO_KV_PARAMS, LMD_RO_PREFIX,
-	LMD_RO_NO_PREFIX, LMD_RO_TP,
+	LMD_RO_NO_PREFIX, LMD_RO_TP, LMD_RO_DETERMINISTIC,
 };
 #define LMD_RUNNER_OPTS \
 	{"device", LMD_RO_DEVICE, "DEV", "auto (default: cuda when a GPU is there), cpu or cuda"}, \
@@ -30,7 +30,8 @@ enum {
 	{"chat-template", LMD_RO_TEMPLATE, "NAME", "chat template (default: the model's)"}, \
 	{"quant-policy", LMD_RO_QUANT_POLICY, "N", "KV cache: 0 (default, the compute dtype), 8 (int8) or 4 (int4)"}, \
 	{"kv-params", LMD_RO_KV_PARAMS, "FILE", "offline KV-cache scales and zeros from lmd-kvparams"}, \
-	{"tp", LMD_RO_TP, "N", "tensor-parallel ranks: must be the model's split (lmd-convert --tp; default: the model's)"}
+	{"tp", LMD_RO_TP, "N", "tensor-parallel ranks: must be the model's split (lmd-convert --tp; default: the model's)"}, \
+	{"deterministic", LMD_RO_DETERMINISTIC, NULL, "a request's tokens never depend on the others in its batch (cuda: slower)"}
 /* Prefix caching, for the tools that take it (parsed by lmd_runner_opt; the tool sets its default, off or on, first). */
 #define LMD_PREFIX_OPTS \
 	{"enable-prefix-caching", LMD_RO_PREFIX, NULL, "share the KV cache of common prompt prefixes between requests"}, \

@@ -625,7 +625,7 @@ static const struct lmd_backend_ops cuda_ops = {
 	.pick = op_pick,
 };
 
-static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
+static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_err *err)
 {
 	cudaDeviceProp p;
 	c->dev = dev;
@@ -645,9 +645,12 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 	int rc = lmd_cuda_attention_init(c, err);
 	if (rc || (rc = lmd_cuda_matmul_init(c, err)) || (rc = lmd_cuda_matmul_q4_init(c, err)))
 		return rc;
-	/* 16-bit products (matmul.cu): pad128 by default, lmd (own kernels), padP, lt, cublas (not batch-invariant) */
+	/* 16-bit products (matmul.cu): streamR (the default: gemm_stream up to STREAM_ROWS rows, cuBLAS at the rows' own
+	 * shape above), cublas (all through cuBLAS); batch-invariant: padP (PAD_ROWS with deterministic), lmd (own
+	 * kernels), lt, ltR. LMD_CUDA_GEMM overrides deterministic. */
 	const char *g = getenv("LMD_CUDA_GEMM");
 	char tail;
+	c->stream_rows = deterministic || g ? 0 : STREAM_ROWS;
 	c->pad_rows = PAD_ROWS;
 	if (g && !strcmp(g, "cublas"))
 		c->cublas_gemm = 1;
@@ -664,6 +667,8 @@ static int open_ctx(struct cuda_ctx *c, int dev, struct lmd_err *err)
 	else if (g && strncmp(g, "lt", 2) && strncmp(g, "stream", 6) &&
 		 (sscanf(g, "pad%d%c", &c->pad_rows, &tail) != 1 || c->pad_rows < 16 || c->pad_rows > 4096))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected streamR, lmd, padP (P in 16..4096), lt, ltR or cublas", g);
+	if (c->stream_rows)
+		c->pad_rows = 0;  // no padded products: alloc leaves no room for them
 	if (c->lt_gemm)
 		CUBLAS_TRY(cublasLtCreate(&c->lt), err);
 	/* int4 products (matmul-q4.cu): streamR, q4_stream up to R rows (1..64; default Q4_STREAM_ROWS) and q4_piped
@@ -706,7 +711,7 @@ extern "C" int lmd_backend_cuda_open(struct lmd_backend *b, const struct lmd_bac
 	struct cuda_ctx *c = (struct cuda_ctx *)calloc(1, sizeof(*c));
 	if (!c)
 		return lmd_errorf(err, LMD_ENOMEM, "out of memory");
-	int rc = open_ctx(c, dev, err);
+	int rc = open_ctx(c, dev, opts ? opts->deterministic : 0, err);
 	if (rc) {
 		cuda_close(c);
 		return rc;

@@ -165,6 +165,7 @@ enum { G_EAGER, G_CAPTURE, G_REPLAY };
 #define BLAS_RUN 64
 #define FQ_SCRATCH ((size_t)256 << 20)
 #define PAD_ROWS 128
+#define STREAM_ROWS 32  /* gemm_stream up to 32 rows by default, cuBLAS at the rows' own shape above */
 #define Q4_STREAM_ROWS 32  /* q4_stream up to 32 rows, q4_piped above: the fastest at each row count measured */
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */

@@ -181,6 +181,8 @@ struct lmd_backend {
 struct lmd_backend_opts {
 	int threads;  /* CPU worker threads including the caller; 0 = all online cores */
 	int device;   /* CUDA device index */
+	int deterministic;  /* 1: a row's results never depend on the other rows of its step (batch invariance; the
+	                     * CPU backends always are, CUDA then gives up its fastest products); 0 = the fastest */
 };
 
 /**

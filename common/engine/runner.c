@@ -155,7 +155,7 @@ int lmd_runner_open(struct lmd_runner *r, const struct lmd_runner_opts *o, struc
 	const char *tmpl = o->chat_template ? o->chat_template : r->dir.cfg.chat_template;
 	if ((rc = lmd_chat_template_choose(&r->tmpl, tmpl, &r->tok, err)))
 		goto fail;
-	struct lmd_backend_opts bo = {.threads = o->threads};
+	struct lmd_backend_opts bo = {.threads = o->threads, .deterministic = o->deterministic};
 	if ((rc = lmd_backend_open(&r->be, dev, &bo, err)))
 		goto fail;
 	/* KV pool: a fraction of the memory free after the weights and the workspace (a device's; the host's

@@ -29,6 +29,7 @@ struct lmd_runner_opts {
 	const char *kv_params;        /* NULL, or lmd-kvparams CSV: offline KV scales and zeros (quant_policy 8 or 4) */
 	int tp;                       /* --tp: 0, or the ranks the model must be split for (checked) */
 	int prefix_caching;           /* share KV blocks of common prompt prefixes (lmd_model_opts.prefix_cache) */
+	int deterministic;            /* --deterministic: batch-invariant results (lmd_backend_opts.deterministic) */
 };
 
 struct lmd_runner {
