@@ -41,7 +41,7 @@
 #          through lmd-bench mem and lmd-bench gen for KV plain / int8 / int4 at KVQ_CONC (default 1,64,256) x 128
 #          and 1 x 2048. Files: kvq-ops.txt kvq-greedy.txt kvq-mem.txt kvq-bench.csv kvq-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
-# bench-modes.csv (LMD_CUDA_GEMM=lmd, lt128, pad64 and cublas) hf.csv serve.csv serve.log bench-serve*.
+# bench-modes.csv (LMD_CUDA_GEMM=pad128, lmd, lt128, pad64 and cublas) hf.csv serve.csv serve.log bench-serve*.
 # BENCH_EXTRA=0 leaves out the profile runs, the LMD_CUDA_GEMM comparisons and the HF baseline.
 # Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,16,64,256), PREBUILT (a
 # tar.xz of the programs and the shared libraries they need, for a machine without the -dev packages; made
@@ -168,8 +168,8 @@ if [ "$stage" = bench ] || [ "$stage" = all ]; then
 	[ -f "$OUT/profile.log" ] && cat "$OUT/profile.log" >>"$OUT/bench.log" && rm -f "$OUT/profile.log"
 	cat "$OUT/bench.csv"
 	if [ "$extra" = 1 ]; then
-		say "the same with lmd's decode kernels (LMD_CUDA_GEMM=lmd), one cuBLASLt algorithm a shape (lt128), blocks of 64 rows (pad64) and through cuBLAS at every shape (cublas: not batch-invariant)"
-		for mode in lmd lt128 pad64 cublas; do for cp in "1 128" "16 128" "64 128" "256 128"; do
+		say "the same batch-invariant: blocks of 128 rows (pad128, what --deterministic picks), lmd's tiled kernels (lmd), one cuBLASLt algorithm a shape (lt128), blocks of 64 rows (pad64); and through cuBLAS at every shape (cublas)"
+		for mode in pad128 lmd lt128 pad64 cublas; do for cp in "1 128" "16 128" "64 128" "256 128"; do
 			set -- $cp
 			LMD_CUDA_GEMM=$mode build/bin/lmd-bench gen --device cuda --concurrency $1 --prompt-tokens $2 \
 				--completion-tokens 128 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | sed "s/^/$mode,/" \
