@@ -645,12 +645,12 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	int rc = lmd_cuda_attention_init(c, err);
 	if (rc || (rc = lmd_cuda_matmul_init(c, err)) || (rc = lmd_cuda_matmul_q4_init(c, err)))
 		return rc;
-	/* 16-bit products (matmul.cu): streamR (the default: gemm_stream up to STREAM_ROWS rows, cuBLAS at the rows' own
-	 * shape above), cublas (all through cuBLAS); batch-invariant: padP (PAD_ROWS with deterministic), lmd (own
-	 * kernels), lt, ltR. LMD_CUDA_GEMM overrides deterministic. */
+	/* 16-bit products (matmul.cu): streamR (gemm_stream up to R rows, cuBLAS at the rows' own shape above; the
+	 * default without deterministic once FAST_STREAM_ROWS > 0), cublas (all through cuBLAS); batch-invariant: padP
+	 * (PAD_ROWS: the default), lmd (own kernels), lt, ltR. LMD_CUDA_GEMM overrides deterministic. */
 	const char *g = getenv("LMD_CUDA_GEMM");
 	char tail;
-	c->stream_rows = deterministic || g ? 0 : STREAM_ROWS;
+	c->stream_rows = deterministic || g ? 0 : FAST_STREAM_ROWS;
 	c->pad_rows = PAD_ROWS;
 	if (g && !strcmp(g, "cublas"))
 		c->cublas_gemm = 1;

@@ -165,7 +165,9 @@ enum { G_EAGER, G_CAPTURE, G_REPLAY };
 #define BLAS_RUN 64
 #define FQ_SCRATCH ((size_t)256 << 20)
 #define PAD_ROWS 128
-#define STREAM_ROWS 32  /* gemm_stream up to 32 rows by default, cuBLAS at the rows' own shape above */
+/* Without --deterministic: gemm_stream up to this many rows, cuBLAS at the rows' own shape above. 0 (pad128, as with
+ * --deterministic) until gemm_stream has run on a GPU; LMD_CUDA_GEMM=streamR turns it on. */
+#define FAST_STREAM_ROWS 0
 #define Q4_STREAM_ROWS 32  /* q4_stream up to 32 rows, q4_piped above: the fastest at each row count measured */
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */

@@ -48,6 +48,10 @@
  * 256). lt128: 7 % more tok/s than pad128 at 256 concurrent, 18 % less at batch 1
  * (bench/results/2026-12-02-h200-engine.md).
  *
+ * Not batch-invariant across R (LMD_CUDA_GEMM=streamR; meant as the default without --deterministic once measured,
+ * FAST_STREAM_ROWS): up to R rows through gemm_stream (its own summation rule, below: rows among <= R others are
+ * invariant), more through cuBLAS at their own shape.
+ *
  * Other paths (also batch-invariant, chosen from the dtypes and K only, never from R):
  *   cublas  f32 x and w: cublasGemmEx, CUBLAS_COMPUTE_32F (no TF32); a bias is broadcast into y first and
  *           added by beta = 1. LMD_CUDA_GEMM=cublas sends every 16-bit product there too, at its own
