@@ -652,21 +652,25 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	char tail;
 	c->stream_rows = deterministic || g ? 0 : FAST_STREAM_ROWS;
 	c->pad_rows = PAD_ROWS;
-	if (g && !strcmp(g, "cublas"))
+	const char *want = NULL;  // what a bad setting should have been
+	if (!g)
+		;
+	else if (!strcmp(g, "cublas"))
 		c->cublas_gemm = 1;
-	else if (g && !strcmp(g, "lmd"))
+	else if (!strcmp(g, "lmd"))
 		c->pad_rows = 0;
-	else if (g && !strcmp(g, "lt"))
+	else if (!strcmp(g, "lt"))
 		c->lt_gemm = LT_ROWS;
-	else if (g && !strncmp(g, "stream", 6) && (sscanf(g, "stream%d%c", &c->stream_rows, &tail) != 1 ||
-						   c->stream_rows < 1 || c->stream_rows > 64))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected streamR with R in 1..64", g);
-	else if (g && !strncmp(g, "lt", 2) &&
-		 (sscanf(g, "lt%d%c", &c->lt_gemm, &tail) != 1 || c->lt_gemm < 1 || c->lt_gemm > 4096))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected ltR with R in 1..4096", g);
-	else if (g && strncmp(g, "lt", 2) && strncmp(g, "stream", 6) &&
-		 (sscanf(g, "pad%d%c", &c->pad_rows, &tail) != 1 || c->pad_rows < 16 || c->pad_rows > 4096))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected streamR, lmd, padP (P in 16..4096), lt, ltR or cublas", g);
+	else if (!strncmp(g, "stream", 6)) {
+		if (sscanf(g, "stream%d%c", &c->stream_rows, &tail) != 1 || c->stream_rows < 1 || c->stream_rows > 64)
+			want = "streamR with R in 1..64";
+	} else if (!strncmp(g, "lt", 2)) {
+		if (sscanf(g, "lt%d%c", &c->lt_gemm, &tail) != 1 || c->lt_gemm < 1 || c->lt_gemm > 4096)
+			want = "ltR with R in 1..4096";
+	} else if (sscanf(g, "pad%d%c", &c->pad_rows, &tail) != 1 || c->pad_rows < 16 || c->pad_rows > 4096)
+		want = "streamR, lmd, padP (P in 16..4096), lt, ltR or cublas";
+	if (want)
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected %s", g, want);
 	if (c->stream_rows)
 		c->pad_rows = 0;  // no padded products: alloc leaves no room for them
 	if (c->lt_gemm)

@@ -671,8 +671,9 @@ static void test_attention_alone(struct lmd_backend *be, struct lmd_backend *ref
 
 /*
  * Batch invariance of matmul (cuda): every row of y must have the same bits whether it is computed
- * alone, among a few rows or among thousands (RMAX: a setting invariant only up to a row count), and wherever it sits in x (the kernels cut the work
- * differently for each R; see gpu/matmul.cu). K and N have ragged tails; a bias is added.
+ * alone, among a few rows or among thousands (up to RMAX: a setting invariant only up to a row count),
+ * and wherever it sits in x (the kernels cut the work differently for each R; see gpu/matmul.cu). K and N
+ * have ragged tails; a bias is added.
  */
 static void test_matmul_invariance_upto(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int K, int N,
 					int RMAX)
