@@ -182,6 +182,7 @@ static void cuda_close(void *ctx)
 		cudaEventDestroy(c->prof_e1);
 	free(c->runs);
 	cudaFree(c->pad_x);
+	cudaFree(c->rope_cs);
 	cudaFree(c->pad_y);
 	cudaFree(c->q4_deq);
 	cudaFree(c->q4_part);

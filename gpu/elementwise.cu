@@ -10,7 +10,8 @@
  *                (the row stays in registers between the passes: up to 32 values per thread)
  *   rope         qkv[i, h*D + j], qkv[i, h*D + j + D/2] rotated by angle pos[i] * inv_freq[seq[i]][j]
  *                for the H query and KV key heads; cos/sin in double of the fp32 angle, as the
- *                reference does, computed once per token into shared memory.  grid n, block 256
+ *                reference does, computed once a step (the first layer's call) into a table [n][D/2].
+ *                grid (n, pairs / 256), block 256
  *   kv_store     K/V heads of qkv row i -> block table[seq[i]][pos[i] / block_len], row pos[i] % block_len
  *                of layer's [nblocks, KV, block_len, D] pools.   grid (n, KV), block D (<= 1024)
  *   silu_mul     y[r, j] = round(silu(gu[r, j])) * gu[r, inter + j]  grid-stride
@@ -107,47 +108,32 @@ __global__ void rmsnorm_kernel(void *y, int yt, void *x, int xt, const void *res
 	}
 }
 
-__global__ void rope_kernel(void *qkv, int qt, int64_t cols, const int32_t *pos, const int32_t *seq,
-			    const float *inv_freq, int half, int D, int nheads)
+/* The step's cos/sin of every (token, pair): cs[i * half + j] (cos, sin) of pos[i] * inv_freq[seq[i]][j]. */
+__global__ void rope_table_kernel(float2 *cs, const int32_t *pos, const int32_t *seq, const float *inv_freq, int half,
+				  int64_t total)
 {
-	extern __shared__ float cs[];  // [half][2]
-	int i = blockIdx.x;
-	const float *f = inv_freq + (size_t)seq[i] * half;
-	for (int j = threadIdx.x; j < half; j += blockDim.x) {
-		float a = (float)pos[i] * f[j];
+	for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
+		int i = (int)(k / half), j = (int)(k % half);
+		float a = (float)pos[i] * inv_freq[(size_t)seq[i] * half + j];
 		double s, c;
 		sincos((double)a, &s, &c);
-		cs[2 * j] = (float)c;
-		cs[2 * j + 1] = (float)s;
+		cs[k] = make_float2((float)c, (float)s);
 	}
-	__syncthreads();
+}
+
+/* Token blockIdx.x's pairs k = blockIdx.y * blockDim.x + threadIdx.x, + gridDim.y * blockDim.x, ... (pair j of head k / half). */
+__global__ void rope_kernel(void *qkv, int qt, int64_t cols, const float2 *cs, int half, int D, int nheads)
+{
+	int i = blockIdx.x, total = nheads * half;
 	size_t row = (size_t)i * cols;
-	int total = nheads * half;
-	/* four pairs per thread per round, all loaded before any is stored (the pairs are disjoint, but
-	 * the compiler cannot know that the in-place stores do not alias the next loads) */
-	for (int k0 = threadIdx.x; k0 < total; k0 += 4 * blockDim.x) {
-		float x0[4], x1[4];
-		size_t a[4];
-		int j[4];
-#pragma unroll
-		for (int u = 0; u < 4; u++) {
-			int k = k0 + u * blockDim.x;
-			j[u] = k % half;
-			a[u] = row + (size_t)(k / half) * D + j[u];
-			if (k < total) {
-				x0[u] = ld(qkv, qt, a[u]);
-				x1[u] = ld(qkv, qt, a[u] + half);
-			}
-		}
-#pragma unroll
-		for (int u = 0; u < 4; u++) {
-			if (k0 + u * (int)blockDim.x >= total)
-				break;
-			float c = cs[2 * j[u]], sn = cs[2 * j[u] + 1];
-			/* no FMA contraction: bit for bit what the reference's separate multiplies give */
-			st(qkv, qt, a[u], __fsub_rn(__fmul_rn(x0[u], c), __fmul_rn(x1[u], sn)));
-			st(qkv, qt, a[u] + half, __fadd_rn(__fmul_rn(x1[u], c), __fmul_rn(x0[u], sn)));
-		}
+	for (int k = blockIdx.y * blockDim.x + threadIdx.x; k < total; k += gridDim.y * blockDim.x) {
+		int j = k % half;
+		size_t a = row + (size_t)(k / half) * D + j;
+		float2 t = cs[(size_t)i * half + j];
+		float x0 = ld(qkv, qt, a), x1 = ld(qkv, qt, a + half);
+		/* no FMA contraction: bit for bit what the reference's separate multiplies give */
+		st(qkv, qt, a, __fsub_rn(__fmul_rn(x0, t.x), __fmul_rn(x1, t.y)));
+		st(qkv, qt, a + half, __fadd_rn(__fmul_rn(x1, t.x), __fmul_rn(x0, t.y)));
 	}
 }
 
@@ -311,12 +297,25 @@ int lmd_cuda_add_rmsnorm(struct cuda_ctx *c, struct lmd_tensor *y, struct lmd_te
 
 int lmd_cuda_rope(struct cuda_ctx *c, struct lmd_tensor *qkv, const struct lmd_attn_dims *d, struct lmd_err *err)
 {
-	int D = d->head_dim, half = D / 2, n = c->step.n;
+	int D = d->head_dim, half = D / 2, n = c->step.n, nheads = d->heads + d->kv_heads;
 	SHAPE_CHECK(t_cols(qkv) == (int64_t)(d->heads + 2 * d->kv_heads) * D && half == c->step.rot_half && t_rows(qkv) >= n,
 		    "rope");
-	rope_kernel<<<n, 256, (size_t)half * 2 * sizeof(float), c->st>>>(qkv->data, qkv->dtype, t_cols(qkv), c->d_pos,
-									   c->d_seq, c->d_freq, half, D,
-									   d->heads + d->kv_heads);
+	if (n == 0)
+		return LMD_OK;
+	if (c->rope_step != c->step_id) {  // the step's first call: its table
+		int64_t total = (int64_t)n * half;
+		int rc = lmd_cuda_grow(c, (void **)&c->rope_cs, &c->rope_cs_cap, (size_t)total * sizeof(float2), err);
+		if (rc)
+			return rc;
+		int64_t blocks = (total + 255) / 256;
+		rope_table_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->st>>>(c->rope_cs, c->d_pos, c->d_seq,
+												c->d_freq, half, total);
+		LAUNCH_TRY(err);
+		c->rope_step = c->step_id;
+	}
+	int by = (nheads * half + 255) / 256;
+	rope_kernel<<<dim3(n, by < 65535 ? by : 65535), 256, 0, c->st>>>(qkv->data, qkv->dtype, t_cols(qkv), c->rope_cs, half,
+									  D, nheads);
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }

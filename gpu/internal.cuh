@@ -88,6 +88,9 @@ struct cuda_ctx {
 	cudaEvent_t meta_done;         /* the last upload from h_meta finished */
 	const int32_t *d_tokens, *d_pos, *d_seq, *d_table, *d_out;
 	const float *d_freq;
+	float2 *rope_cs;               /* rope's cos/sin table of a step [n][D/2] (grown, never shrunk) */
+	size_t rope_cs_cap;            /* bytes */
+	long rope_step;                /* the step_id rope_cs was made for */
 	/* attention work list of the step, built by the first attention call (it depends on heads/kv_heads) */
 	long items_step;
 	int items_group, items_mode, n_fa, n_dec, n_tile, splits;
