@@ -375,13 +375,9 @@ template <bool BF, int NB>
 static void stream_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt,
 			  int R, int N, int K)
 {
-	static int occ;  // blocks an SM holds (the same for every shape: the kernel's registers and shared memory)
-	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemm_stream<BF, NB>, 256, 0) != cudaSuccess ||
-		     occ < 1))
-		occ = 1;
-	unsigned np = (unsigned)((N + 15) / 16), grid = (unsigned)(occ * c->sms);
-	gemm_stream<BF, NB><<<np < grid ? np : grid, 256, 0, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt,
-								      R, N, K);
+	static int occ;
+	unsigned grid = lmd_cuda_resident_grid(c, gemm_stream<BF, NB>, &occ, (N + 15) / 16);
+	gemm_stream<BF, NB><<<grid, 256, 0, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt, R, N, K);
 }
 
 template <bool BF>
