@@ -98,7 +98,7 @@ $(BUILD)/%.o: %.cu
 
 # The git commit, for benchmark result files; rewritten only when it changes. A copy of the tree
 # without .git (the GPU machine's) names it in a file COMMIT.
-COMMIT_ID ?= $(shell cat COMMIT 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
+COMMIT_ID ?= $(shell git rev-parse --short HEAD 2>/dev/null || cat COMMIT 2>/dev/null || echo unknown)
 $(BUILD)/commit.h: FORCE
 	@mkdir -p $(@D); c='#define LMD_COMMIT "$(COMMIT_ID)"'; \
 	  [ "$$(cat $@ 2>/dev/null)" = "$$c" ] || echo "$$c" > $@

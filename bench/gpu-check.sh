@@ -19,7 +19,7 @@
 #          at 64 and 256: bench-serve-1.csv, bench-serve.gp and bench-serve-sharegpt.gp (gnuplot scripts with
 #          their data: `gnuplot F.gp > F.png`), the tables in bench-serve.log.
 # llama3   (alone) the same benchmark on a Llama-3-8B-shaped model (GQA, 128k vocabulary), prompts of 128
-#          (and 2048 at batch 1), plus the cuBLAS comparison; LLAMA3_TOKENIZER names its tokenizer directory.
+#          (and 2048 at batch 1), plus --deterministic at batch 1 and 256; LLAMA3_TOKENIZER names its tokenizer directory.
 # quant    (alone) W4A16: test-ops quant (int4 products vs the CPU reference at Llama-2-7B and Llama-3-8B shapes,
 #          timed; quantized KV caches in mixed steps); lmd-small as W4 (SMALL_W4, default: lmd-awq --method rtn of
 #          it) and with KV int8/int4, greedy on the GPU vs the CPU and 60 concurrent vs one at a time, perplexity
@@ -29,9 +29,9 @@
 #          (QUANT_KV: default "0 8 4"). Files: quant-ops.txt quant-greedy.txt quant-bench.csv quant-bench.log.
 # kernels  (alone, ~5 min with the models made) the decode products old vs new: test-ops quant (the int4 products
 #          vs the CPU reference, bit for bit alone vs among others); test-ops q4speed under LMD_CUDA_Q4=old,
-#          stream16, stream64 and mma32 (and LMD_CUDA_GEMM=lmd for the fp16 lines); lmd-bench gen at KERNELS_CONC
-#          (default 1,16,64,256) x 128 in / 64 out on the Llama-2-7B-shaped W4A16 g128 model (kernels old,
-#          stream32, the default, and mma32) and the fp16 one (KERNELS_MODELS, default "w4 f16"; made as in quant when /tmp/llama2-7b-W
+#          stream16 and stream64 (and LMD_CUDA_GEMM=lmd for the fp16 lines); lmd-bench gen at KERNELS_CONC
+#          (default 1,16,64,256) x 128 in / 64 out on the Llama-2-7B-shaped W4A16 g128 model (kernels old and
+#          stream32, the default) and the fp16 one (KERNELS_MODELS, default "w4 f16"; made as in quant when /tmp/llama2-7b-W
 #          is missing, ~2.5 min each; KERNELS_MODELS= leaves the benchmark out, KERNELS_OPS=0 the op tests).
 #          Files: kernels-ops.txt kernels-speed.txt kernels-bench.csv kernels-bench.log.
 # kvq      (alone) quantized KV caches: test-ops kvq (int8/int4 caches vs the CPU reference in the fast decode and
@@ -41,7 +41,7 @@
 #          through lmd-bench mem and lmd-bench gen for KV plain / int8 / int4 at KVQ_CONC (default 1,64,256) x 128
 #          and 1 x 2048. Files: kvq-ops.txt kvq-greedy.txt kvq-mem.txt kvq-bench.csv kvq-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
-# bench-modes.csv (LMD_CUDA_GEMM=pad128, lmd, lt128, pad64 and cublas) hf.csv serve.csv serve.log bench-serve*.
+# bench-modes.csv (LMD_CUDA_GEMM=pad128, lmd, lt128 and pad64: batch-invariant) hf.csv serve.csv serve.log bench-serve*.
 # BENCH_EXTRA=0 leaves out the profile runs, the LMD_CUDA_GEMM comparisons and the HF baseline.
 # Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,16,64,256), PREBUILT (a
 # tar.xz of the programs and the shared libraries they need, for a machine without the -dev packages; made
@@ -168,8 +168,8 @@ if [ "$stage" = bench ] || [ "$stage" = all ]; then
 	[ -f "$OUT/profile.log" ] && cat "$OUT/profile.log" >>"$OUT/bench.log" && rm -f "$OUT/profile.log"
 	cat "$OUT/bench.csv"
 	if [ "$extra" = 1 ]; then
-		say "the same batch-invariant: blocks of 128 rows (pad128, what --deterministic picks), lmd's tiled kernels (lmd), one cuBLASLt algorithm a shape (lt128), blocks of 64 rows (pad64); and through cuBLAS at every shape (cublas)"
-		for mode in pad128 lmd lt128 pad64 cublas; do for cp in "1 128" "16 128" "64 128" "256 128"; do
+		say "the same batch-invariant: blocks of 128 rows (pad128, what --deterministic picks), lmd's tiled kernels (lmd), one cuBLASLt algorithm a shape (lt128), blocks of 64 rows (pad64)"
+		for mode in pad128 lmd lt128 pad64; do for cp in "1 128" "16 128" "64 128" "256 128"; do
 			set -- $cp
 			LMD_CUDA_GEMM=$mode build/bin/lmd-bench gen --device cuda --concurrency $1 --prompt-tokens $2 \
 				--completion-tokens 128 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | sed "s/^/$mode,/" \
@@ -246,10 +246,11 @@ if [ "$stage" = llama3 ]; then
 		--completion-tokens 128 -f csv -o "$OUT/bench-llama3.csv" "$MODEL" 2>&1 | tee "$OUT/bench-llama3.log"
 	build/bin/lmd-bench gen --device cuda --concurrency 1 --prompt-tokens 2048 --completion-tokens 128 -f csv \
 		"$MODEL" 2>/dev/null | grep -v "^date" | tee -a "$OUT/bench-llama3.csv"
-	say "the same through cuBLAS (LMD_CUDA_GEMM=cublas), batch 1 and 256"
+	say "the same with --deterministic (batch-invariant products: pad128), batch 1 and 256"
 	for cc in 1 256; do
-		LMD_CUDA_GEMM=cublas build/bin/lmd-bench gen --device cuda --concurrency $cc --prompt-tokens 128 \
-			--completion-tokens 128 -f csv "$MODEL" 2>/dev/null | grep -v "^date" | tee -a "$OUT/bench-llama3-cublas.csv"
+		build/bin/lmd-bench gen --deterministic --device cuda --concurrency $cc --prompt-tokens 128 \
+			--completion-tokens 128 -f csv "$MODEL" 2>/dev/null | grep -v "^date" \
+			| tee -a "$OUT/bench-llama3-deterministic.csv"
 	done
 fi
 # lmd-small greedy and perplexity for each weights:dtype:KV configuration in $1 into file $2: GPU 60 concurrent vs one
@@ -313,9 +314,9 @@ if [ "$stage" = kernels ] && [ "${KERNELS_OPS:-1}" = 1 ]; then
 	build/t/test-ops quant >"$OUT/kernels-ops.txt" 2>&1; rc=$?
 	cat "$OUT/kernels-ops.txt"; echo "test-ops quant: exit $rc" | tee -a "$OUT/kernels-ops.txt"
 	[ $rc = 0 ] || fail=1
-	say "test-ops q4speed: int4 product timings, LMD_CUDA_Q4=old / stream16 / stream64 / mma32; fp16 at pad128 and lmd"
+	say "test-ops q4speed: int4 product timings, LMD_CUDA_Q4=old / stream16 / stream64; fp16 at pad128 and lmd"
 	: >"$OUT/kernels-speed.txt"
-	for q4 in old stream16 stream64 mma32; do
+	for q4 in old stream16 stream64; do
 		for gemm in pad128 lmd; do
 			[ $q4 != stream64 ] && [ $gemm = lmd ] && continue
 			export LMD_CUDA_Q4=$q4
@@ -327,9 +328,9 @@ if [ "$stage" = kernels ] && [ "${KERNELS_OPS:-1}" = 1 ]; then
 fi
 if [ "$stage" = kernels ] && [ -n "${KERNELS_MODELS-w4 f16}" ]; then
 	quant_models ${KERNELS_MODELS:-w4 f16}
-	say "lmd-bench gen: W4A16 g128 with kernels old, stream32 (the default) and mma32, fp16 beside"
+	say "lmd-bench gen: W4A16 g128 with kernels old and stream32 (the default), fp16 beside"
 	: >"$OUT/kernels-bench.csv"
-	for run in w4:old w4:stream32 w4:mma32 f16:stream32; do
+	for run in w4:old w4:stream32 f16:stream32; do
 		set -- ${run//:/ }
 		[[ " ${KERNELS_MODELS:-w4 f16} " = *" $1 "* ]] || continue
 		export LMD_CUDA_Q4=$2

@@ -31,7 +31,7 @@ enum {
 	{"quant-policy", LMD_RO_QUANT_POLICY, "N", "KV cache: 0 (default, the compute dtype), 8 (int8) or 4 (int4)"}, \
 	{"kv-params", LMD_RO_KV_PARAMS, "FILE", "offline KV-cache scales and zeros from lmd-kvparams"}, \
 	{"tp", LMD_RO_TP, "N", "tensor-parallel ranks: must be the model's split (lmd-convert --tp; default: the model's)"}, \
-	{"deterministic", LMD_RO_DETERMINISTIC, NULL, "a request's tokens never depend on the others in its batch (now the default too)"}
+	{"deterministic", LMD_RO_DETERMINISTIC, NULL, "a request's tokens never depend on the others in its batch (the CPU always; on the GPU, slower products)"}
 /* Prefix caching, for the tools that take it (parsed by lmd_runner_opt; the tool sets its default, off or on, first). */
 #define LMD_PREFIX_OPTS \
 	{"enable-prefix-caching", LMD_RO_PREFIX, NULL, "share the KV cache of common prompt prefixes between requests"}, \

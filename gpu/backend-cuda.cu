@@ -454,7 +454,7 @@ static int cuda_step_begin(void *ctx, const struct lmd_step *s, struct lmd_err *
 		memcpy(h + o_freq, s->inv_freq, nfreq * 4);
 	c->dec_step = dec;
 	c->nruns = 0;
-	if (!dec && !c->cublas_gemm) {
+	if (!dec) {
 		if (s->n > c->runs_cap) {  // at most n / BLAS_RUN runs; host memory, grown
 			int *r = (int *)realloc(c->runs, (size_t)s->n * 2 * sizeof(int));
 			if (!r)
@@ -646,12 +646,12 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	int rc = lmd_cuda_attention_init(c, err);
 	if (rc || (rc = lmd_cuda_matmul_init(c, err)) || (rc = lmd_cuda_matmul_q4_init(c, err)))
 		return rc;
-	/* 16-bit products (matmul.cu): streamR (gemm_stream up to R rows, cuBLAS at the rows' own shape above; the
-	 * default without deterministic once FAST_STREAM_ROWS > 0), cublas (all through cuBLAS); batch-invariant: padP
-	 * (PAD_ROWS: the default), lmd (own kernels), lt, ltR. LMD_CUDA_GEMM overrides deterministic. */
+	/* 16-bit products (matmul.cu): cublas (at each product's own shape: the default without deterministic);
+	 * batch-invariant: padP (PAD_ROWS: deterministic's default), lmd (own kernels), lt, ltR. LMD_CUDA_GEMM
+	 * overrides deterministic. */
 	const char *g = getenv("LMD_CUDA_GEMM");
 	char tail;
-	c->stream_rows = deterministic || g ? 0 : FAST_STREAM_ROWS;
+	c->cublas_gemm = !deterministic && !g;
 	c->pad_rows = PAD_ROWS;
 	const char *want = NULL;  // what a bad setting should have been
 	if (!g)
@@ -662,30 +662,24 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 		c->pad_rows = 0;
 	else if (!strcmp(g, "lt"))
 		c->lt_gemm = LT_ROWS;
-	else if (!strncmp(g, "stream", 6)) {
-		if (sscanf(g, "stream%d%c", &c->stream_rows, &tail) != 1 || c->stream_rows < 1 || c->stream_rows > 64)
-			want = "streamR with R in 1..64";
-	} else if (!strncmp(g, "lt", 2)) {
+	else if (!strncmp(g, "lt", 2)) {
 		if (sscanf(g, "lt%d%c", &c->lt_gemm, &tail) != 1 || c->lt_gemm < 1 || c->lt_gemm > 4096)
 			want = "ltR with R in 1..4096";
 	} else if (sscanf(g, "pad%d%c", &c->pad_rows, &tail) != 1 || c->pad_rows < 16 || c->pad_rows > 4096)
-		want = "streamR, lmd, padP (P in 16..4096), lt, ltR or cublas";
+		want = "cublas, lmd, padP (P in 16..4096), lt or ltR";
 	if (want)
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMM=%s: expected %s", g, want);
-	if (c->stream_rows)
-		c->pad_rows = 0;  // no padded products: alloc leaves no room for them
 	if (c->lt_gemm)
 		CUBLAS_TRY(cublasLtCreate(&c->lt), err);
 	/* int4 products (matmul-q4.cu): streamR, q4_stream up to R rows (1..64; default Q4_STREAM_ROWS) and q4_piped
-	 * above; mmaR, q4_mma above; or old */
+	 * above; or old */
 	const char *q4 = getenv("LMD_CUDA_Q4");
 	c->q4_stream_rows = Q4_STREAM_ROWS;
-	c->q4_mma = q4 && !strncmp(q4, "mma", 3);
 	if (q4 && !strcmp(q4, "old"))
 		c->q4_stream_rows = 0;
-	else if (q4 && (sscanf(q4 + (c->q4_mma ? 3 : 0), c->q4_mma ? "%d%c" : "stream%d%c", &c->q4_stream_rows, &tail) != 1 ||
-			c->q4_stream_rows < 1 || c->q4_stream_rows > 64))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4=%s: expected streamR or mmaR (R in 1..64) or old", q4);
+	else if (q4 && (sscanf(q4, "stream%d%c", &c->q4_stream_rows, &tail) != 1 || c->q4_stream_rows < 1 ||
+			c->q4_stream_rows > 64))
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4=%s: expected streamR (R in 1..64) or old", q4);
 	const char *pr = getenv("LMD_CUDA_PROFILE");
 	c->prof = pr && !strcmp(pr, "1");
 	if (c->prof) {

@@ -120,15 +120,13 @@ struct cuda_ctx {
 	double prof_t_sync_end, prof_host_gap, prof_enqueue, prof_wait, prof_gpu_ms, prof_t_begin;
 	int prof_in_step;
 	cudaEvent_t prof_e0, prof_e1;
-	int cublas_gemm;               /* LMD_CUDA_GEMM=cublas: 16-bit products through cuBLAS (not batch-invariant) */
+	int cublas_gemm;               /* 16-bit products through cuBLAS at their own shape (not batch-invariant): the
+	                                * default without deterministic, or LMD_CUDA_GEMM=cublas */
 	int lt_gemm;                   /* LMD_CUDA_GEMM=ltR: the other rows through one cuBLASLt algorithm per shape, the
 	                                * heuristic's for R rows (lt: LT_ROWS); 0 = off */
 	cublasLtHandle_t lt;           /* owned, when lt_gemm */
 	struct lt_algo lt_algos[LT_ALGOS];  /* the algorithm of each product shape met so far */
 	int n_lt;
-	int stream_rows;               /* 16-bit rows outside prefill runs: up to this many through gemm_stream, more through
-	                                * cuBLAS at their own shape (LMD_CUDA_GEMM=streamR; not batch-invariant across R);
-	                                * 0 = off */
 	int pad_rows;                  /* 16-bit rows outside prefill runs through cuBLAS in blocks of P rows (padded: one
 	                                * shape, so batch-invariant; LMD_CUDA_GEMM=padP, default PAD_ROWS); 0 = lmd's
 	                                * kernels (LMD_CUDA_GEMM=lmd) */
@@ -144,7 +142,6 @@ struct cuda_ctx {
 	int q4_stream_rows;            /* matmul_q4: products of up to this many rows through q4_stream and the others through
 	                                * q4_piped (LMD_CUDA_Q4=streamR, default Q4_STREAM_ROWS); 0 (old): q4_skinny up
 	                                * to 16 rows and q4_tiled, the first kernels */
-	bool q4_mma;                   /* LMD_CUDA_Q4=mmaR: the rows above q4_stream_rows through q4_mma, not q4_piped */
 	float *q4_part;                /* matmul_q4's slice sums when a product has too few blocks (grown, never shrunk) */
 	size_t q4_part_cap;            /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
@@ -168,9 +165,6 @@ enum { G_EAGER, G_CAPTURE, G_REPLAY };
 #define BLAS_RUN 64
 #define FQ_SCRATCH ((size_t)256 << 20)
 #define PAD_ROWS 128
-/* Without --deterministic: gemm_stream up to this many rows, cuBLAS at the rows' own shape above. 0 (pad128, as with
- * --deterministic) until gemm_stream has run on a GPU; LMD_CUDA_GEMM=streamR turns it on. */
-#define FAST_STREAM_ROWS 0
 #define Q4_STREAM_ROWS 32  /* q4_stream up to 32 rows, q4_piped above: the fastest at each row count measured */
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */

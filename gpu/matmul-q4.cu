@@ -34,15 +34,12 @@
  *              x's rows and the weights, scales and zeros of a tile through a 4-stage cp.async ring in
  *              shared memory; slices summed one after another. grid (Np / 128, ceil(R / 64)); with fewer
  *              blocks than half the SMs, each slice in blocks of its own and q4_reduce adds them in order.
- *   q4_mma     the other rows with mmaR (being measured): q4_piped's block and pipeline, the weights as A (as
- *              q4_stream) and a warp on 32 rows x 32 outputs, so an x fragment serves two pairs of tile rows.
  *   q4_tiled   the other rows with old: x through 2 stages, the weights into registers one tile ahead
  *              (split below one block an SM).
  * Prefill runs (the step's runs of >= BLAS_RUN tokens of one sequence, as matmul.cu's 16-bit products):
  * W is dequantized once per call into a [N, K] scratch of x's dtype and the runs go through cuBLAS (the
- * 16-bit path), the rows around them through the kernels above (with mmaR only the runs of QM_RUN tokens or
- * more: the shorter ones join the rows around them). f32 activations, or x not 16-byte aligned: dequantized W
- * through lmd_cuda_matmul.
+ * 16-bit path), the rows around them through the kernels above. f32 activations, or x not 16-byte aligned:
+ * dequantized W through lmd_cuda_matmul.
  */
 #include <stdint.h>
 #include <string.h>
@@ -684,130 +681,6 @@ __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, co
 	q4_tiled_out(tot, acc, slice, part, y, yt, bias, bt, R, N, r0, t0, tok);
 }
 
-/*
- * q4_mma (LMD_CUDA_Q4=mmaR: the rows above R; being measured, not the default): q4_piped's block (64 rows x 16
- * tile rows, everything a K tile needs copied into shared memory Q4_STAGES tiles ahead, q4_stage_load; part as
- * there) with the weights as the mma's A operand as in q4_stream: 16 outputs (a pair of tile rows) an mma and
- * x's rows as B, 8 an n-block. Warp (wr, wc) = rows 32 wr .. + 31 (4 n-blocks) x the two pairs of tile rows
- * 4 wc .. 4 wc + 3 (32 outputs), so each x fragment read from shared memory serves two pairs. The slices of K one
- * after another (tot += acc at a slice's end): the rule at the top of the file, so q4_stream's and q4_piped's bits.
- */
-#define QM_RUN 512  /* with q4_mma, prefill runs shorter than this go through the kernels, not cuBLAS */
-
-template <bool BF, int P>
-__global__ void __launch_bounds__(256, 1) q4_mma(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
-						 const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int N,
-						 int K, int KB, int G, int ngp)
-{
-	constexpr int XS = 4 * Q4_BM * 4, WS = 16 * 32, SS = 16 * P, STAGE = q4_stage<P>();
-	extern __shared__ uint4 q4_sm[];
-	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-	const int wr = warp & 1, wc = warp >> 1, r0 = (int)blockIdx.y * Q4_BM, K8 = K / 8, NT8 = (N + 7) / 8;
-	const int tb = (int)blockIdx.x * 16;  // the block's tile rows; the warp's: tb + 4 wc .. + 3, pairs (0, 1), (2, 3)
-	const uint32_t mg = BF ? 0x43004300u : 0x64006400u;
-	int first = part ? (int)blockIdx.z * KB / Q4_SLICES : 0, last = part ? ((int)blockIdx.z + 1) * KB / Q4_SLICES : KB;
-	auto load = [&](int b) {  // tile b into stage b % Q4_STAGES (nothing past last); one commit group either way
-		if (b < last)
-			q4_stage_load<P>(q4_sm + (b % Q4_STAGES) * STAGE, x, w, sc, zr, b, r0, tb, R, K8, NT8, KB, G, ngp);
-		asm volatile("cp.async.commit_group;\n" ::);
-	};
-	float acc[2][4][4], tot[2][4][4];
-#pragma unroll
-	for (int p = 0; p < 2; p++)
-#pragma unroll
-		for (int n = 0; n < 4; n++)
-#pragma unroll
-			for (int e = 0; e < 4; e++)
-				acc[p][n][e] = tot[p][n][e] = 0;
-	auto end_slice = [&]() {
-#pragma unroll
-		for (int p = 0; p < 2; p++)
-#pragma unroll
-			for (int n = 0; n < 4; n++)
-#pragma unroll
-				for (int e = 0; e < 4; e++)
-					tot[p][n][e] += acc[p][n][e], acc[p][n][e] = 0;
-	};
-#pragma unroll
-	for (int i = 0; i < Q4_STAGES - 1; i++)
-		load(first + i);
-	int slice = 0, end = KB / Q4_SLICES;
-	for (int b = first; b < last; b++) {
-		asm volatile("cp.async.wait_group %0;\n" ::"n"(Q4_STAGES - 2));
-		__syncthreads();  // tile b is in for every thread; every warp is done with the stage loaded next
-		load(b + Q4_STAGES - 1);
-		for (; !part && b >= end; end = (++slice + 1) * KB / Q4_SLICES)  // the slices that ended before b (some empty)
-			end_slice();
-		const uint4 *sb = q4_sm + (b % Q4_STAGES) * STAGE;
-		uint4 q[4];  // the lane's words of tile rows tb + 4 wc + j
-#pragma unroll
-		for (int j = 0; j < 4; j++)
-			q[j] = sb[XS + (4 * wc + j) * 32 + lane];
-#pragma unroll
-		for (int i2 = 0; i2 < P; i2++) {
-			float tmp[2][4][4], sv[4];
-			uint32_t zb[4], zh[4];
-#pragma unroll
-			for (int j = 0; j < 4; j++) {
-				int tr = 4 * wc + j;
-				sv[j] = __half2float(((const __half *)(sb + XS + WS))[(tr * P + i2) * 8 + g]);
-				q4_zero<BF>(((const uint8_t *)(sb + XS + WS + SS))[8 * (tr * P + i2) + g], zb[j], zh[j]);
-			}
-#pragma unroll
-			for (int p = 0; p < 2; p++)
-#pragma unroll
-				for (int n = 0; n < 4; n++)
-					tmp[p][n][0] = tmp[p][n][1] = tmp[p][n][2] = tmp[p][n][3] = 0;
-#pragma unroll
-			for (int s = 4 / P * i2; s < 4 / P * (i2 + 1); s++) {
-				uint4 xv[4];
-#pragma unroll
-				for (int n = 0; n < 4; n++)
-					xv[n] = sb[s * Q4_BM * 4 + (32 * wr + 8 * n + g) * 4 + c];
-#pragma unroll
-				for (int p = 0; p < 2; p++) {
-					uint32_t a[4], h[4];
-					const uint4 &q0 = q[2 * p], &q1 = q[2 * p + 1];
-					qs_word<BF>(a, s == 0 ? q0.x : s == 1 ? q0.y : s == 2 ? q0.z : q0.w, zb[2 * p], zh[2 * p], mg);
-					qs_word<BF>(h, s == 0 ? q1.x : s == 1 ? q1.y : s == 2 ? q1.z : q1.w, zb[2 * p + 1], zh[2 * p + 1],
-						    mg);
-#pragma unroll
-					for (int n = 0; n < 4; n++) {
-						mma16816<BF>(tmp[p][n], a[0], h[0], a[1], h[1], xv[n].x, xv[n].y);
-						mma16816<BF>(tmp[p][n], a[2], h[2], a[3], h[3], xv[n].z, xv[n].w);
-					}
-				}
-			}
-#pragma unroll
-			for (int p = 0; p < 2; p++)
-#pragma unroll
-				for (int n = 0; n < 4; n++) {
-					acc[p][n][0] = fmaf(tmp[p][n][0], sv[2 * p], acc[p][n][0]);
-					acc[p][n][1] = fmaf(tmp[p][n][1], sv[2 * p], acc[p][n][1]);
-					acc[p][n][2] = fmaf(tmp[p][n][2], sv[2 * p + 1], acc[p][n][2]);
-					acc[p][n][3] = fmaf(tmp[p][n][3], sv[2 * p + 1], acc[p][n][3]);
-				}
-		}
-	}
-	asm volatile("cp.async.wait_all;\n" ::);
-	for (; !part && slice < Q4_SLICES; slice++)
-		end_slice();
-#pragma unroll
-	for (int p = 0; p < 2; p++)
-#pragma unroll
-		for (int n = 0; n < 4; n++)
-#pragma unroll
-			for (int e = 0; e < 4; e++) {
-				int o = 8 * (tb + 4 * wc + 2 * p) + g + 8 * (e >> 1), rr = r0 + 32 * wr + 8 * n + 2 * c + (e & 1);
-				if (rr >= R || o >= N)
-					continue;
-				if (part)
-					part[((size_t)blockIdx.z * R + rr) * N + o] = acc[p][n][e];
-				else
-					st(y, yt, (size_t)rr * N + o, tot[p][n][e] + (bias ? ld(bias, bt, o) : 0.0f));
-			}
-}
-
 /* y = ((0 + part[0]) + part[1]) + ... + part[7] (+ bias), rounded: q4_tiled's slices, split across blocks. */
 __global__ void q4_reduce_kernel(void *y, int yt, const float *part, const void *bias, int bt, int R, int N)
 {
@@ -945,19 +818,16 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 		return LMD_OK;
 	}
 	dim3 grid((unsigned)((q->Np + Q4_BN - 1) / Q4_BN), (unsigned)((R + Q4_BM - 1) / Q4_BM));
-	bool old = !c->q4_stream_rows, mma = c->q4_mma && q->KB < 2048;
+	bool old = !c->q4_stream_rows;
 	auto tiled = [&](float *part) {
-		if (mma)
-			q4_mma<BF, P><<<grid, 256, Q4_STAGES * q4_stage<P>() * sizeof(uint4), c->st>>>(y, yt, part, xv, wv, s, z, bias,
-												 bt, R, q->N, q->K, q->KB, q->G, q->ngp);
-		else if (old)
+		if (old)
 			q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB,
 								  q->G, q->ngp);
 		else
 			q4_piped<BF, P><<<grid, 256, Q4_STAGES * q4_stage<P>() * sizeof(uint4), c->st>>>(
 				y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
 	};
-	if ((long)grid.x * grid.y * (old || mma ? 1 : 2) >= c->sms) {  // blocks an SM: 1 (q4_tiled, q4_mma) or 2
+	if ((long)grid.x * grid.y * (old ? 1 : 2) >= c->sms) {  // blocks an SM: 1 (q4_tiled) or 2 (q4_piped)
 		tiled(NULL);
 		LAUNCH_TRY(err);
 		return LMD_OK;
@@ -987,15 +857,6 @@ int lmd_cuda_matmul_q4_init(struct cuda_ctx *c, struct lmd_err *err)
 	PIPED_ATTR(true, 2);
 	PIPED_ATTR(true, 4);
 #undef PIPED_ATTR
-#define MMA_ATTR(BF, P) CUDA_TRY(cudaFuncSetAttribute(q4_mma<BF, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-	Q4_STAGES * q4_stage<P>() * (int)sizeof(uint4)), err)
-	MMA_ATTR(false, 1);
-	MMA_ATTR(false, 2);
-	MMA_ATTR(false, 4);
-	MMA_ATTR(true, 1);
-	MMA_ATTR(true, 2);
-	MMA_ATTR(true, 4);
-#undef MMA_ATTR
 	return LMD_OK;
 }
 
@@ -1048,22 +909,15 @@ int lmd_cuda_matmul_q4(struct cuda_ctx *c, struct lmd_tensor *y, const struct lm
 		return lmd_cuda_matmul(c, y, x, &wd, bias, err);
 	}
 	bool bf = x->dtype == LMD_BF16;
-	/* the step's prefill runs through cuBLAS on W dequantized once (rows 16-byte aligned, as matmul.cu's); with
-	 * LMD_CUDA_Q4=mmaR only the runs of QM_RUN tokens or more, the shorter ones through the kernels with the
-	 * rows around them (a row's bits are its own either way) */
+	/* the step's prefill runs through cuBLAS on W dequantized once (rows 16-byte aligned, as matmul.cu's) */
 	int nruns = R == c->step.n && N % 8 == 0 && (uintptr_t)y->data % 16 == 0 &&
 			    (y->dtype == x->dtype || y->dtype == LMD_F32) ? c->nruns : 0;
-	int min_run = c->q4_mma ? QM_RUN : 1, blas_runs = 0;
-	for (int i = 0; i < nruns; i++)
-		blas_runs += c->runs[2 * i + 1] >= min_run;
-	if (blas_runs && (rc = q4_dequant(c, x->dtype, &q, w->data, s->data, z->data, err)))
+	if (nruns && (rc = q4_dequant(c, x->dtype, &q, w->data, s->data, z->data, err)))
 		return rc;
 	size_t xs = (size_t)K * 2, ys = (size_t)N * lmd_dtype_size(y->dtype);
 	int r = 0;
 	for (int i = 0; i <= nruns; i++) {
 		int first = i < nruns ? c->runs[2 * i] : (int)R, len = i < nruns ? c->runs[2 * i + 1] : 0;
-		if (i < nruns && len < min_run)
-			continue;  // taken with the rows after it
 		if (first > r) {
 			void *yr = (char *)y->data + r * ys;
 			const void *xr = (const char *)x->data + r * xs;

@@ -1,17 +1,22 @@
 /*
  * matmul: y[R, N] = x[R, K] · w[N, K]ᵀ (+ bias[N]), fp32 accumulation, y rounded once to its dtype.
  *
- * Batch invariance. A row of y must not depend on the other rows in the call: a sequence decoded alone
- * and the same sequence decoded among 63 others get the same bits (issue 5's check). Three ways for 16-bit
- * x and w (both f16 or both bf16) keep it, one for each kind of row:
+ * The default (lmd_backend_opts.deterministic off, no LMD_CUDA_GEMM): every 16-bit product through cuBLAS
+ * at its own shape (the cublas path below), the fastest measured at every batch size; a row's bits may then
+ * depend on how many rows share its product.
+ *
+ * Batch invariance (deterministic, or LMD_CUDA_GEMM set to one of the invariant settings). A row of y must
+ * not depend on the other rows in the call: a sequence decoded alone and the same sequence decoded among 63
+ * others get the same bits (issue 5's check). Three ways for 16-bit x and w (both f16 or both bf16) keep
+ * it, one for each kind of row:
  *
  * Prefill runs. In a step's product (R = the step's tokens) every run of >= BLAS_RUN consecutive tokens of
  * one sequence (a prefill chunk, which the scheduler cuts from that sequence's prompt alone) goes through
  * cuBLAS as one product of the run's length. cuBLAS picks its kernel from the shape, and the run's shape
  * does not depend on the rest of the batch, so the chunk's bits do not either.
  *
- * Padded blocks (the default for the other rows: decode tokens, short chunks; LMD_CUDA_GEMM=padP, P =
- * PAD_ROWS = 128 by default): cuBLAS on blocks of exactly P rows (the last block padded), so every block
+ * Padded blocks (deterministic's default for the other rows: decode tokens, short chunks; LMD_CUDA_GEMM=padP,
+ * P = PAD_ROWS = 128 by default): cuBLAS on blocks of exactly P rows (the last block padded), so every block
  * is the same product with the same kernel and a row's bits depend on the row alone. A single decode
  * pays for P rows, which costs little while the weights' bytes dominate (H200, Llama-2-7B shape: batch-1
  * decode 1.3 % slower than lmd's kernels, 64 and 256 concurrent 1.5x and 1.3x faster;
@@ -48,14 +53,10 @@
  * 256). lt128: 7 % more tok/s than pad128 at 256 concurrent, 18 % less at batch 1
  * (bench/results/2026-12-02-h200-engine.md).
  *
- * Not batch-invariant across R (LMD_CUDA_GEMM=streamR; meant as the default without --deterministic once measured,
- * FAST_STREAM_ROWS): up to R rows through gemm_stream (its own summation rule, below: rows among <= R others are
- * invariant), more through cuBLAS at their own shape.
- *
- * Other paths (also batch-invariant, chosen from the dtypes and K only, never from R):
+ * Other paths (batch-invariant for f32, chosen from the dtypes and K only, never from R):
  *   cublas  f32 x and w: cublasGemmEx, CUBLAS_COMPUTE_32F (no TF32); a bias is broadcast into y first and
- *           added by beta = 1. LMD_CUDA_GEMM=cublas sends every 16-bit product there too, at its own
- *           shape (rows are then no longer batch-invariant): for comparison.
+ *           added by beta = 1. Without deterministic (or with LMD_CUDA_GEMM=cublas) every 16-bit product
+ *           goes there too, at its own shape (rows are then not batch-invariant).
  *   generic any mix of f32/f16/bf16 (fp32 compute over 16-bit weights), or 16-bit rows that are not
  *           16-byte aligned / K % 8 != 0: 64x64 tiles, k-step 16, 256 threads each 4x4 outputs.
  */
@@ -135,105 +136,6 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 	}
 	asm volatile("cp.async.wait_all;\n" ::);
 	store_frag(y, yt, bias, bt, R, N, g, n0 + 2 * q, c);
-}
-
-/*
- * gemm_stream (R <= 8 NB; LMD_CUDA_GEMM=streamR): the decode product at the memory limit, with its own
- * summation rule: K's spans (32 k) cut into 8 slices, slice j = spans [j S / 8, (j + 1) S / 8) (S = ceil(K / 32));
- * a slice's sum is acc = 0, then mma_span over its spans in order (the fragment map above, k beyond K as zero);
- * the row's result ((0 + acc_0) + acc_1) + ... + acc_7, then + bias, rounded once. Every row follows it
- * whatever R (up to 8 NB) and NB, so rows that go through this kernel are batch-invariant among themselves.
- * The weights are the mma's A operand: rows 16p + g and 16p + g + 8 of "pair" p (16 outputs), x's rows
- * 8nb + g the B operand (through L1). Block = 8 warps, warp j = slice j; the grid is what the GPU holds
- * at once, a persistent loop over the pairs (p = blockIdx.x, + gridDim.x, ...). The weights come through a
- * ring of ST_D register slots of ST_U spans each (__ldcs: read once), refilled as soon as used, with the
- * next pair's first spans after the last round, so the stream runs on across pairs. The 8 slice sums of a
- * pair meet in shared memory and warp nb < NB adds its rows' sums in slice order.
- */
-#define ST_U 2  /* spans a ring slot holds */
-#define ST_D 3  /* ring slots */
-
-template <bool BF, int NB>
-__global__ void __launch_bounds__(256, NB <= 4 ? 2 : 1) gemm_stream(void *y, int yt, const uint4 *x, const uint4 *w,
-								     const void *bias, int bt, int R, int N, int K)
-{
-	__shared__ float red[8][NB * 4][32];
-	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-	const int K8 = K / 8, S = (K + 31) / 32, NP = (N + 15) / 16;
-	const int s0 = warp * S / 8, L = (warp + 1) * S / 8 - s0, items = (L + ST_U - 1) / ST_U;
-	const int rounds = (items + ST_D - 1) / ST_D;
-	const bool kfull = K % 32 == 0;
-	const uint4 zero = make_uint4(0, 0, 0, 0);
-	const uint4 *xr[NB];  // x's row 8nb + g (the last row for rows past R: their sums are not stored)
-#pragma unroll
-	for (int nb = 0; nb < NB; nb++)
-		xr[nb] = x + (size_t)min(8 * nb + g, R - 1) * K8 + 4 * s0 + c;
-	uint4 ring[ST_D][2][ST_U];  // [slot][row g, g + 8][span]
-	auto load = [&](uint4 (&it)[2][ST_U], int p, int i) {  // item i (spans ST_U i ..) of pair p's slice
-		bool ok = p < NP;
-#pragma unroll
-		for (int h = 0; h < 2; h++) {
-			int row = min(ok ? 16 * p + 8 * h + g : 0, N - 1);
-			const uint4 *wr = w + (size_t)row * K8 + 4 * s0 + c;
-#pragma unroll
-			for (int u = 0; u < ST_U; u++) {
-				int j = ST_U * i + u;
-				bool in = ok && j < L && (kfull || 4 * (s0 + j) + c < K8);
-				it[h][u] = in ? __ldcs(wr + 4 * j) : zero;
-			}
-		}
-	};
-#pragma unroll
-	for (int d = 0; d < ST_D; d++)
-		load(ring[d], blockIdx.x, d);
-	for (int p = blockIdx.x; p < NP; p += gridDim.x) {
-		float acc[NB][4];
-#pragma unroll
-		for (int nb = 0; nb < NB; nb++)
-			acc[nb][0] = acc[nb][1] = acc[nb][2] = acc[nb][3] = 0;
-		for (int r = 0; r < rounds; r++) {
-#pragma unroll
-			for (int d = 0; d < ST_D; d++) {
-				int i = r * ST_D + d;
-#pragma unroll
-				for (int u = 0; u < ST_U; u++) {
-					int j = ST_U * i + u;
-					if (j < L) {
-						uint4 xv[NB];
-#pragma unroll
-						for (int nb = 0; nb < NB; nb++)
-							xv[nb] = kfull || 4 * (s0 + j) + c < K8 ? __ldg(xr[nb] + 4 * j) : zero;
-						const uint4 &a = ring[d][0][u], &h = ring[d][1][u];
-#pragma unroll
-						for (int nb = 0; nb < NB; nb++) {
-							mma16816<BF>(acc[nb], a.x, h.x, a.y, h.y, xv[nb].x, xv[nb].y);
-							mma16816<BF>(acc[nb], a.z, h.z, a.w, h.w, xv[nb].z, xv[nb].w);
-						}
-					}
-				}
-				bool last = r == rounds - 1;
-				load(ring[d], last ? p + (int)gridDim.x : p, last ? d : i + ST_D);
-			}
-		}
-#pragma unroll
-		for (int e = 0; e < NB * 4; e++)
-			red[warp][e][lane] = acc[e / 4][e % 4];
-		__syncthreads();
-		if (warp < NB) {  // warp nb: x's rows 8nb + 2c, + 1
-			float tot[4] = {0, 0, 0, 0};
-			for (int s = 0; s < 8; s++)
-#pragma unroll
-				for (int e = 0; e < 4; e++)
-					tot[e] += red[s][4 * warp + e][lane];
-#pragma unroll
-			for (int e = 0; e < 4; e++) {
-				int n = 16 * p + g + 8 * (e >> 1), r2 = 8 * warp + 2 * c + (e & 1);
-				if (r2 < R && n < N)
-					st(y, yt, (size_t)r2 * N + n, tot[e] + (bias ? ld(bias, bt, n) : 0.0f));
-			}
-		}
-		__syncthreads();  // red is written again by the next pair
-	}
 }
 
 #define TILED_STAGES 3
@@ -368,30 +270,6 @@ static void tiled_launch(struct cuda_ctx *c, void *y, int yt, const void *x, con
 	dim3 grid((unsigned)((N + BN - 1) / BN), (unsigned)((R + BM - 1) / BM));
 	gemm_tiled<BF, BM, BN><<<grid, 256, tiled_smem<BM, BN>(), c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w,
 									     bias, bt, R, N, K);
-}
-
-/* gemm_stream on as many blocks as the GPU holds at once (one pair of 16 outputs at least a block). */
-template <bool BF, int NB>
-static void stream_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt,
-			  int R, int N, int K)
-{
-	static int occ;
-	unsigned grid = lmd_cuda_resident_grid(c, gemm_stream<BF, NB>, &occ, (N + 15) / 16);
-	gemm_stream<BF, NB><<<grid, 256, 0, c->st>>>(y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt, R, N, K);
-}
-
-template <bool BF>
-static void stream_rows(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt,
-			int R, int N, int K)
-{
-	if (R <= 8)
-		stream_launch<BF, 1>(c, y, yt, x, w, bias, bt, R, N, K);
-	else if (R <= 16)
-		stream_launch<BF, 2>(c, y, yt, x, w, bias, bt, R, N, K);
-	else if (R <= 32)
-		stream_launch<BF, 4>(c, y, yt, x, w, bias, bt, R, N, K);
-	else
-		stream_launch<BF, 8>(c, y, yt, x, w, bias, bt, R, N, K);
 }
 
 /* The tensor-core kernels (see the top of the file); the shape only picks how the work is cut. */
@@ -607,13 +485,6 @@ template <bool BF>
 static int rows_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
 		       const void *bias, int bt, int R, int N, int K, struct lmd_err *err)
 {
-	if (c->stream_rows && R <= c->stream_rows) {
-		stream_rows<BF>(c, y, yt, x, w, bias, bt, R, N, K);
-		LAUNCH_TRY(err);
-		return LMD_OK;
-	}
-	if (c->stream_rows && blas_out(yt, xt))
-		return blas_matmul(c, y, yt, x, xt, w, bias, bt, R, N, K, err);
 	if (c->lt_gemm && N % 8 == 0 && blas_out(yt, xt))
 		return lt_matmul(c, y, yt, x, xt, w, bias, bt, R, N, K, err);
 	if (!c->pad_rows || N % 8 || !blas_out(yt, xt)) {
