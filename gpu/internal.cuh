@@ -297,21 +297,6 @@ int lmd_cuda_grow(struct cuda_ctx *c, void **p, size_t *cap, size_t need, struct
 int lmd_cuda_decode_items(const struct lmd_step *s, struct attn_item *items);
 int lmd_cuda_pick(struct cuda_ctx *c, struct lmd_tensor *head, struct lmd_tensor *cand, const struct lmd_tensor *logits,
 		  const float *spread, const int32_t *top_k, struct lmd_err *err);
-/*
- * Blocks of 256 threads for a persistent kernel over items work items: as many as the GPU holds at once, at most
- * items. *occ caches the kernel's blocks an SM (the caller's static, one per kernel instance; the same on every
- * device of a process: one kind of GPU).
- */
-template <typename Kernel>
-static inline unsigned lmd_cuda_resident_grid(const struct cuda_ctx *c, Kernel kernel, int *occ, long items)
-{
-	if (!*occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(occ, kernel, 256, 0) != cudaSuccess || *occ < 1)) {
-		cudaGetLastError();  // not a launch's error
-		*occ = 1;
-	}
-	long grid = (long)*occ * c->sms;
-	return (unsigned)(items < grid ? items : grid);
-}
 /* once at open: kernel attributes (dynamic shared memory limits) */
 int lmd_cuda_attention_init(struct cuda_ctx *c, struct lmd_err *err);
 int lmd_cuda_matmul_init(struct cuda_ctx *c, struct lmd_err *err);
