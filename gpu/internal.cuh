@@ -134,7 +134,7 @@ struct cuda_ctx {
 	struct dev_alloc *allocs;      /* alloc's 16-bit matrices, with room for P more rows (lmd_cuda_room) */
 	int n_allocs, allocs_cap;
 	size_t pad_x_cap, pad_y_cap;   /* bytes */
-	void *q4_deq;                  /* matmul_q4's dequantized weight for prefill runs (grown, never shrunk) */
+	void *q4_deq;                  /* matmul_q4's dequantized weight for cuBLAS (grown, never shrunk) */
 	size_t q4_deq_cap;             /* bytes */
 	void *kvp;                     /* the offline KV parameters last used (kvcache.h params), on the device */
 	float *kvp_host;               /* owned: the same, on the host (kvp_bytes) */
@@ -142,6 +142,9 @@ struct cuda_ctx {
 	int q4_stream_rows;            /* matmul_q4: products of up to this many rows through q4_stream and the others through
 	                                * q4_piped (LMD_CUDA_Q4=streamR, default Q4_STREAM_ROWS); 0 (old): q4_skinny up
 	                                * to 16 rows and q4_tiled, the first kernels */
+	int q4_blas_rows;              /* matmul_q4: a product of at least this many rows dequantizes W once and goes
+	                                * through cuBLAS at its own shape, as prefill runs do (not batch-invariant: the
+	                                * default without deterministic, Q4_BLAS_ROWS; LMD_CUDA_Q4_BLAS=R); 0 = never */
 	float *q4_part;                /* matmul_q4's slice sums when a product has too few blocks (grown, never shrunk) */
 	size_t q4_part_cap;            /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
@@ -166,6 +169,7 @@ enum { G_EAGER, G_CAPTURE, G_REPLAY };
 #define FQ_SCRATCH ((size_t)256 << 20)
 #define PAD_ROWS 128
 #define Q4_STREAM_ROWS 32  /* q4_stream up to 32 rows, q4_piped above: the fastest at each row count measured */
+#define Q4_BLAS_ROWS 128   /* the dequantized weight through cuBLAS from 128 rows (bench/results: faster than q4_piped) */
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */
 #define DT_F32 0

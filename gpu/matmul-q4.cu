@@ -38,7 +38,8 @@
  *              (split below one block an SM).
  * Prefill runs (the step's runs of >= BLAS_RUN tokens of one sequence, as matmul.cu's 16-bit products):
  * W is dequantized once per call into a [N, K] scratch of x's dtype and the runs go through cuBLAS (the
- * 16-bit path), the rows around them through the kernels above. f32 activations, or x not 16-byte aligned:
+ * 16-bit path), the rows around them through the kernels above. Products of c->q4_blas_rows rows or more
+ * (the default without deterministic, Q4_BLAS_ROWS; not batch-invariant): every row that way. f32 activations, or x not 16-byte aligned:
  * dequantized W through lmd_cuda_matmul.
  */
 #include <stdint.h>
@@ -914,9 +915,15 @@ int lmd_cuda_matmul_q4(struct cuda_ctx *c, struct lmd_tensor *y, const struct lm
 		return lmd_cuda_matmul(c, y, x, &wd, bias, err);
 	}
 	bool bf = x->dtype == LMD_BF16;
-	/* the step's prefill runs through cuBLAS on W dequantized once (rows 16-byte aligned, as matmul.cu's) */
-	int nruns = R == c->step.n && N % 8 == 0 && (uintptr_t)y->data % 16 == 0 &&
-			    (y->dtype == x->dtype || y->dtype == LMD_F32) ? c->nruns : 0;
+	/* the step's prefill runs through cuBLAS on W dequantized once (rows 16-byte aligned, as matmul.cu's); all
+	 * the rows when there are q4_blas_rows of them */
+	bool blas_ok = N % 8 == 0 && (uintptr_t)y->data % 16 == 0 && (y->dtype == x->dtype || y->dtype == LMD_F32);
+	if (blas_ok && c->q4_blas_rows && R >= c->q4_blas_rows) {
+		if ((rc = q4_dequant(c, x->dtype, &q, w->data, s->data, z->data, err)))
+			return rc;
+		return lmd_cuda_blas(c, y->data, y->dtype, x->data, x->dtype, c->q4_deq, b, bt, (int)R, (int)N, (int)K, err);
+	}
+	int nruns = blas_ok && R == c->step.n ? c->nruns : 0;
 	if (nruns && (rc = q4_dequant(c, x->dtype, &q, w->data, s->data, z->data, err)))
 		return rc;
 	size_t xs = (size_t)K * 2, ys = (size_t)N * lmd_dtype_size(y->dtype);
