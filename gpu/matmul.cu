@@ -53,10 +53,11 @@
  * 256). lt128: 7 % more tok/s than pad128 at 256 concurrent, 18 % less at batch 1
  * (bench/results/2026-12-02-h200-engine.md).
  *
- * Other paths (batch-invariant for f32, chosen from the dtypes and K only, never from R):
+ * Other paths (chosen from the dtypes and K only, never from R):
  *   cublas  f32 x and w: cublasGemmEx, CUBLAS_COMPUTE_32F (no TF32); a bias is broadcast into y first and
- *           added by beta = 1. Without deterministic (or with LMD_CUDA_GEMM=cublas) every 16-bit product
- *           goes there too, at its own shape (rows are then not batch-invariant).
+ *           added by beta = 1. cuBLAS picks its kernel from the row count too, so under batch invariance
+ *           the f32 rows go in padded blocks of P rows (PAD_ROWS with lmd or lt). Without deterministic
+ *           (or with LMD_CUDA_GEMM=cublas) every product goes there at its own shape (not batch-invariant).
  *   generic any mix of f32/f16/bf16 (fp32 compute over 16-bit weights), or 16-bit rows that are not
  *           16-byte aligned / K % 8 != 0: 64x64 tiles, k-step 16, 256 threads each 4x4 outputs.
  */
@@ -476,24 +477,14 @@ static int lt_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void 
 }
 
 /*
- * Rows outside prefill runs: cuBLAS on blocks of exactly P rows, in place or copied through scratch, so
- * that every block is the same product (same kernel, same pointers' alignment) and a row's bits depend on
- * the row alone; or the shape's one cuBLASLt algorithm (LMD_CUDA_GEMM=ltR); or lmd's tensor-core kernels
- * (LMD_CUDA_GEMM=lmd, or a shape the scratch cannot keep aligned).
+ * y = x · wᵀ (+ bias) by cuBLAS on blocks of exactly P rows, in place or copied through scratch, so that every
+ * block is the same product (same kernel, same pointers' alignment) and a row's bits depend on the row alone.
  */
-template <bool BF>
-static int rows_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
-		       const void *bias, int bt, int R, int N, int K, struct lmd_err *err)
+static int pad_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
+		      const void *bias, int bt, int R, int N, int K, int P, struct lmd_err *err)
 {
-	if (c->lt_gemm && N % 8 == 0 && blas_out(yt, xt))
-		return lt_matmul(c, y, yt, x, xt, w, bias, bt, R, N, K, err);
-	if (!c->pad_rows || N % 8 || !blas_out(yt, xt)) {
-		tc_launch<BF>(c, y, yt, x, w, bias, bt, R, N, K);
-		LAUNCH_TRY(err);
-		return LMD_OK;
-	}
-	int P = c->pad_rows, rc;
-	size_t xs = (size_t)K * 2, ys = (size_t)N * lmd_dtype_size(yt), span = (size_t)(R + P - 1) / P * P;
+	int rc;
+	size_t xs = (size_t)K * lmd_dtype_size(xt), ys = (size_t)N * lmd_dtype_size(yt), span = (size_t)(R + P - 1) / P * P;
 	/* in place: the rows past R are alloc's room, or the next prefill run's (written after these) */
 	if ((uintptr_t)x % 256 == 0 && (uintptr_t)y % 256 == 0 && lmd_cuda_room(c, x) >= span * xs &&
 	    lmd_cuda_room(c, y) >= span * ys) {
@@ -513,6 +504,25 @@ static int rows_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const voi
 		CUDA_TRY(cudaMemcpyAsync((char *)y + r0 * ys, c->pad_y, m * ys, cudaMemcpyDeviceToDevice, c->st), err);
 	}
 	return LMD_OK;
+}
+
+/*
+ * Rows outside prefill runs: cuBLAS on blocks of exactly P rows (pad_matmul); or the shape's one cuBLASLt
+ * algorithm (LMD_CUDA_GEMM=ltR); or lmd's tensor-core kernels (LMD_CUDA_GEMM=lmd, or a shape the scratch
+ * cannot keep aligned).
+ */
+template <bool BF>
+static int rows_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
+		       const void *bias, int bt, int R, int N, int K, struct lmd_err *err)
+{
+	if (c->lt_gemm && N % 8 == 0 && blas_out(yt, xt))
+		return lt_matmul(c, y, yt, x, xt, w, bias, bt, R, N, K, err);
+	if (!c->pad_rows || N % 8 || !blas_out(yt, xt)) {
+		tc_launch<BF>(c, y, yt, x, w, bias, bt, R, N, K);
+		LAUNCH_TRY(err);
+		return LMD_OK;
+	}
+	return pad_matmul(c, y, yt, x, xt, w, bias, bt, R, N, K, c->pad_rows, err);
 }
 
 /*
@@ -561,8 +571,10 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 					   : runs_matmul<true>(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R,
 								(int)N, (int)K, nruns, err);
 	}
-	if (same && blas_out(y->dtype, x->dtype))
-		return blas_matmul(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, R, N, K, err);
+	if (same && blas_out(y->dtype, x->dtype))  // f32: padded blocks unless the rows need not be batch-invariant
+		return c->cublas_gemm ? blas_matmul(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, R, N, K, err)
+				      : pad_matmul(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R, (int)N,
+						   (int)K, c->pad_rows ? c->pad_rows : PAD_ROWS, err);
 	dim3 grid((unsigned)((N + 63) / 64), (unsigned)((R + 63) / 64));
 	gemm_generic_kernel<<<grid, 256, 0, c->st>>>(y->data, y->dtype, x->data, x->dtype, w->data, w->dtype, b, bt,
 						     (int)R, (int)N, (int)K);

@@ -26,7 +26,9 @@ static float frand(void)  // uniform in [-1, 1)
 }
 
 static const char *what;  // the backend and ISA under test, for messages
-static int q4_invariant = 1;  // matmul_q4 rows alone give the bits they have among others (not the cuda default's)
+/* matmul_q4 on cuda from Q4_BLAS_ROWS rows without deterministic: W dequantized to x's dtype through cuBLAS at
+ * the product's shape, so neither batch-invariant nor exact to f32 outputs */
+static int q4_blas;
 
 /* A tensor made on both backends with the same contents. */
 struct pair {
@@ -232,8 +234,8 @@ static void test_matmul_q4(struct lmd_backend *be, struct lmd_backend *ref, enum
 	BOTH(Q4_T(be, &w, &y.t, &x.t, G, bt, &e1), Q4_R(ref, &w, &y.r, &x.r, G, br, &e2));
 	char name[80];
 	snprintf(name, sizeof(name), "matmul_q4 n%d in%d out%d g%d%s", n, K, N, G, bias ? " bias" : "");
-	compare(be, ref, &y, tol_of(yt), name);
-	if (be->ops->weight_q4 && q4_invariant) {
+	compare(be, ref, &y, tol_of(q4_blas ? dt : yt), name);
+	if (be->ops->weight_q4 && !q4_blas) {
 		size_t rowy = (size_t)N * lmd_dtype_size(yt);
 		char *all = malloc(y.bytes), *part = malloc(y.bytes);
 		be->ops->download(be->ctx, all, &y.t, 0, y.bytes, &err);
@@ -924,7 +926,7 @@ static void test_pick(struct lmd_backend *be, struct lmd_backend *ref, int rows,
 	}
 	unit_failures += bad;
 	CHECK(sets >= rows / 4 || cap == 0 || vocab == 1);  // the test had sets to compare, and rows over cap
-	CHECK(over > 0 || rows < 16 || cap >= vocab);
+	CHECK(over > 0 || rows < 30 || cap >= vocab);  // rows 25-29: top-k cap + 1, spreads 1 and 3
 	CHECK(kcut > 0 || rows < 40 || vocab < 64);  // some rows were cut by their top-k
 	if (timed) {
 		double secs, secs_k;
@@ -1300,12 +1302,12 @@ int main(int argc, char **argv)
 			test_matmul(&be, &ref, LMD_F16, LMD_F16, LMD_F16, 7, 100, 37, 1);
 			test_matmul(&be, &ref, LMD_BF16, LMD_BF16, LMD_F32, 70, 64, 130, 0);  // f32 out (logits)
 			test_step(&be, &ref, LMD_F16, 4, 2, 32, 4, 70, LMD_KV_NONE, 0);
-			q4_invariant = 0;  // from Q4_BLAS_ROWS rows: the dequantized weight through cuBLAS at the product's shape
+			q4_blas = 1;
 			test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 200, 4096, 4096, 128, 1);
 			test_matmul_q4(&be, &ref, LMD_BF16, LMD_BF16, 130, 11008, 4096, 32, 0);
 			test_matmul_q4(&be, &ref, LMD_F16, LMD_F32, 150, 384, 136, 64, 0);
 			test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 127, 4096, 4096, 128, 0);  // one row short: the kernels
-			q4_invariant = 1;
+			q4_blas = 0;
 			lmd_backend_close(&be);
 		}
 		setenv("LMD_CUDA_Q4_BLAS", "many", 1);
