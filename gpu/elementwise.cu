@@ -7,7 +7,8 @@
  *   embed        y[i, :] = table[tokens[i], :]                       grid n, block 256
  *   rmsnorm      y[r] = round(g * round(x[r] / sqrt(mean(x[r]²) + eps)))   grid rows, block 256
  *   add_rmsnorm  x[r] = round(x[r] + res[r]); then rmsnorm           grid rows, block 256
- *                (the row stays in registers between the passes: up to 32 values per thread)
+ *                (the row stays in registers between the passes: up to 32 values per thread); 16-bit
+ *                rows of a multiple of 256 values up to 8192: block n / 8, 16-byte loads
  *   rope         qkv[i, h*D + j], qkv[i, h*D + j + D/2] rotated by angle pos[i] * inv_freq[seq[i]][j]
  *                for the H query and KV key heads; cos/sin in double of the fp32 angle, as the
  *                reference does, computed once a step (the first layer's call) into a table [n][D/2].
@@ -106,6 +107,54 @@ __global__ void rmsnorm_kernel(void *y, int yt, void *x, int xt, const void *res
 			st(y, yt, base + i, ld(g, gt, i) * rnd(v * inv, yt));
 		}
 	}
+}
+
+/*
+ * rmsnorm_kernel for rows of n = 8 * blockDim.x values (blockDim.x a multiple of 32), x, res and y all of one
+ * 16-bit type T, g of T or f32 (GF): each thread's 8 values of x, res and g in one 16-byte load each (two for
+ * f32 g), all issued before the first is used. The same roundings; the sum of squares in another order.
+ */
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ void to_t(__half &d, float v) { d = __float2half_rn(v); }
+__device__ __forceinline__ void to_t(__nv_bfloat16 &d, float v) { d = __float2bfloat16_rn(v); }
+
+template <class T, bool GF>
+__global__ void rmsnorm_vec_kernel(T *y, T *x, const T *res, const void *g, int n, float eps)
+{
+	size_t at = (size_t)blockIdx.x * n + 8 * threadIdx.x;
+	union u8 { uint4 u; T t[8]; } xv, rv, yv;
+	union { uint4 u[2]; float f[8]; T t[8]; } gv;
+	xv.u = *(const uint4 *)(x + at);
+	if (res)
+		rv.u = *(const uint4 *)(res + at);
+	if (GF) {
+		gv.u[0] = ((const uint4 *)g)[2 * threadIdx.x];
+		gv.u[1] = ((const uint4 *)g)[2 * threadIdx.x + 1];
+	} else {
+		gv.u[0] = ((const uint4 *)g)[threadIdx.x];
+	}
+	float v[8], ss = 0;
+#pragma unroll
+	for (int k = 0; k < 8; k++) {
+		v[k] = to_f(xv.t[k]);
+		if (res) {
+			to_t(xv.t[k], v[k] + to_f(rv.t[k]));
+			v[k] = to_f(xv.t[k]);
+		}
+		ss += v[k] * v[k];
+	}
+	if (res)
+		*(uint4 *)(x + at) = xv.u;
+	ss = block_sum(ss);
+	float inv = 1.0f / sqrtf(ss / (float)n + eps);
+#pragma unroll
+	for (int k = 0; k < 8; k++) {
+		T r;
+		to_t(r, v[k] * inv);
+		to_t(yv.t[k], (GF ? gv.f[k] : to_f(gv.t[k])) * to_f(r));
+	}
+	*(uint4 *)(y + at) = yv.u;
 }
 
 /* The step's cos/sin of every (token, pair): cs[i * half + j] (cos, sin) of pos[i] * inv_freq[seq[i]][j]. */
@@ -258,6 +307,17 @@ static void rms_launch(struct cuda_ctx *c, int64_t rows, void *y, int yt, void *
 		       const void *g, int gt, int n, float eps)
 {
 	unsigned b = (unsigned)rows;
+	bool vec = n % 256 == 0 && n <= 8 * 1024 && xt == yt && (!r || rt == xt) && (xt == DT_F16 || xt == DT_BF16) &&
+		   (gt == xt || gt == DT_F32) && ((uintptr_t)y | (uintptr_t)x | (uintptr_t)r | (uintptr_t)g) % 16 == 0;
+	if (vec) {  // the common case: one row's loads at once, 16 bytes a load
+#define RMS_VEC(T, GF) rmsnorm_vec_kernel<T, GF><<<b, n / 8, 0, c->st>>>((T *)y, (T *)x, (const T *)r, g, n, eps)
+		if (xt == DT_F16)
+			gt == DT_F32 ? RMS_VEC(__half, true) : RMS_VEC(__half, false);
+		else
+			gt == DT_F32 ? RMS_VEC(__nv_bfloat16, true) : RMS_VEC(__nv_bfloat16, false);
+#undef RMS_VEC
+		return;
+	}
 	if (n <= 256 * 4)
 		rmsnorm_kernel<4><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
 	else if (n <= 256 * 8)

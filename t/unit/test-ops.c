@@ -1159,6 +1159,8 @@ static void test_backend(struct lmd_backend *be, struct lmd_backend *ref)
 		enum lmd_dtype dt = dts[i];
 		test_rowwise(be, ref, dt, 1, 64);
 		test_rowwise(be, ref, dt, 13, 100);
+		test_rowwise(be, ref, dt, 1, 4096);  // rows of 256k values: cuda's 16-byte loads, g of x's dtype
+		test_rowwise(be, ref, dt, 3, 768);   // the same with g f32
 		for (int j = 0; j < 3; j++) {
 			test_matmul(be, ref, dt, dts[j], dt, 1, 128, 40, 0);
 			test_matmul(be, ref, dt, dts[j], dt, 7, 100, 37, 1);
