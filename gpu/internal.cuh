@@ -169,7 +169,7 @@ enum { G_EAGER, G_CAPTURE, G_REPLAY };
 #define FQ_SCRATCH ((size_t)256 << 20)
 #define PAD_ROWS 128
 #define Q4_STREAM_ROWS 32  /* q4_stream up to 32 rows, q4_piped above: the fastest at each row count measured */
-#define Q4_BLAS_ROWS 128   /* the dequantized weight through cuBLAS from 128 rows (bench/results: faster than q4_piped) */
+#define Q4_BLAS_ROWS 96    /* the dequantized weight through cuBLAS from 96 rows (bench/results: faster than q4_piped) */
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */
 #define DT_F32 0
