@@ -10,7 +10,7 @@
 #include "file.h"
 #include "opts.h"
 
-enum { O_STATS = 256, O_BITS, O_GROUP, O_SEARCH, O_METHOD, O_SEARCH_TOKENS, O_FORCE, O_FIXED, O_NO_CLIP, O_ACT_ORDER,
+enum { O_STATS = 256, O_BITS, O_GROUP, O_SEARCH, O_METHOD, O_SEARCH_TOKENS, O_FORCE, O_FIXED, O_NO_CLIP, O_NO_SEARCH, O_ACT_ORDER,
        O_DAMP, O_EQUALIZE, O_EQ_THR };
 
 static const struct lmd_opt opts[] = {
@@ -20,6 +20,7 @@ static const struct lmd_opt opts[] = {
 	{"fixed-ratio", O_FIXED, NULL, "awq: LMDeploy's smoothing without search or clipping (ratio 0.5 on absmax)"},
 	{"search-scale", O_SEARCH, NULL, "awq: search the scales (the default; LMDeploy's flag, kept)"},
 	{"no-clip", O_NO_CLIP, NULL, "awq: skip the clipping search"},
+	{"no-search", O_NO_SEARCH, NULL, "awq: skip the scale search (every scale 1): the clipping search alone"},
 	{"search-tokens", O_SEARCH_TOKENS, "N", "awq: calibration tokens (whole windows) the scale search runs on (default 8192; 0 = all)"},
 	{"equalize", O_EQUALIZE, NULL, "cross-layer equalization of each layer's weights first (data-free; any method)"},
 	{"equalize-threshold", O_EQ_THR, "X", "equalize: move only channels more than X times off the median (default 2)"},
@@ -89,6 +90,7 @@ int main(int argc, char **argv)
 		case O_FIXED: ao.fixed_ratio = awq_only = 1; break;
 		case O_SEARCH: awq_only = 1; break;
 		case O_NO_CLIP: ao.no_clip = awq_only = 1; break;
+		case O_NO_SEARCH: ao.no_search = awq_only = 1; break;
 		case O_SEARCH_TOKENS: ao.search_rows = (int)lmd_cli_long(&cli, "search-tokens", arg, 0, 1 << 30); awq_only = 1; break;
 		case O_ACT_ORDER: ao.act_order = gptq_only = 1; break;
 		case O_DAMP:
@@ -105,7 +107,7 @@ int main(int argc, char **argv)
 	if (!out)
 		lmd_usage(&cli, "-o DIR is required");
 	if (awq_only && ao.method != LMD_QUANT_AWQ)
-		lmd_usage(&cli, "--stats, --fixed-ratio, --search-scale, --no-clip and --search-tokens need --method awq");
+		lmd_usage(&cli, "--stats, --fixed-ratio, --search-scale, --no-clip, --no-search and --search-tokens need --method awq");
 	if (gptq_only && ao.method != LMD_QUANT_GPTQ)
 		lmd_usage(&cli, "--act-order and --damp need --method gptq");
 	if (eq_thr > 0 && !equalize)
@@ -160,8 +162,8 @@ int main(int argc, char **argv)
 	if (!rc) {
 		static const char *names[] = {"rtn", "awq", "gptq"};
 		lmd_log(&cli, 0, "quantizing with %s%s%s, %d bits, groups of %d", equalize ? "equalization, then " : "",
-			names[ao.method], fixed ? " (fixed ratio)" : ao.method == LMD_QUANT_AWQ ? (ao.no_clip ? " (search)"
-			: " (search + clip)") : ao.act_order ? " (act-order)" : "", ao.bits, ao.group_size);
+			names[ao.method], fixed ? " (fixed ratio)" : ao.method == LMD_QUANT_AWQ ? (ao.no_clip ? (ao.no_search ? " (neither search nor clip)" : " (search)")
+			: ao.no_search ? " (clip)" : " (search + clip)") : ao.act_order ? " (act-order)" : "", ao.bits, ao.group_size);
 		ao.progress = lmd_cli_progress(&pl, &cli, "layers");
 		rc = lmd_awq_quantize(ro.model, out, &ao, stats_path || need_stats ? &st : NULL, need_acts ? &acts : NULL,
 				      force, log_line, &cli, &err);

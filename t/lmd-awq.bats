@@ -101,6 +101,20 @@ PY
 	[ -n "$output" ]
 }
 
+@test "--no-search: every scale 1, so with --no-clip it is RTN byte for byte; alone it clips" {
+	need_shared
+	lmd-awq "$TINY" --method rtn -o "$TMP/rtn"
+	lmd-awq "$TINY" --no-search --no-clip --calib-samples 4 -v -o "$TMP/none" 2>"$TMP/log"
+	grep -q 'neither search nor clip' "$TMP/log"
+	cmp "$TMP/rtn/model.safetensors" "$TMP/none/model.safetensors"
+	lmd-awq "$TINY" --no-search --calib-samples 4 -v -o "$TMP/clip" 2>"$TMP/log"
+	grep -q 'awq (clip)' "$TMP/log"
+	grep -q 'ratios qkv -, o -, w13 -, w2 -;.*clipped' "$TMP/log"
+	! cmp -s "$TMP/rtn/model.safetensors" "$TMP/clip/model.safetensors"
+	run lmd-awq "$TINY" --method gptq --no-search -o "$TMP/x"
+	[ "$status" -eq 2 ]
+}
+
 @test "options of one method are refused with another; too little calibration text for one window is refused" {
 	run lmd-awq "$TINY" --method gptq --fixed-ratio -o "$TMP/x"
 	[ "$status" -eq 2 ]

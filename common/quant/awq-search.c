@@ -564,6 +564,11 @@ int lmd_awq_layer(struct lmd_backend *be, const struct lmd_config *c, int l, str
 			rc = lmd_errorf(err, LMD_ENOMEM, "out of memory");
 			break;
 		}
+		if (o->no_search) {
+			for (int i = 0; i < in; i++)
+				sc[p][i] = 1;
+			continue;
+		}
 		x_mean(a, st, l, p, xm);
 		if (p == LMD_CALIB_QKV) {
 			float *ws[3] = {L->wq, L->wk, L->wv};

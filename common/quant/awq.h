@@ -36,6 +36,7 @@ struct lmd_awq_opts {
 	enum lmd_quant_method method;
 	int fixed_ratio;          /* awq: LMDeploy's smoothing without search (ratio 0.5 on absmax from stats) */
 	int no_clip;              /* awq: skip the clipping search */
+	int no_search;            /* awq: skip the scale search (every scale 1) */
 	int search_rows;          /* awq: calibration rows (whole windows) the scale search runs on; 0 = all */
 	int act_order;            /* gptq: columns in order of decreasing Hessian diagonal (static groups) */
 	double damp;              /* gptq: dampening, a fraction of the mean Hessian diagonal (0.01) */
@@ -157,7 +158,8 @@ void lmd_awq_equalize_data(int l, float *const sc[4], struct lmd_awq_acts *a, st
  * AWQ of layer l in place: the scales searched (lmd_awq_search) on the first o->search_rows rows of a
  * (whole windows) for q/k/v on the attention output (rotary, causal softmax per window, wo in full
  * precision), for v -> o on wo's output (only without GQA), for w1/w3 on the MLP's output (w2 in full
- * precision) and for w3 -> w2 on w2's output; then folded into the norms and the preceding linears,
+ * precision) and for w3 -> w2 on w2's output (unless o->no_search: every scale 1); then folded into the
+ * norms and the preceding linears,
  * then (unless o->no_clip) the clipping search (lmd_awq_clip) on every linear but wq and wk with the
  * scaled inputs. line (may be NULL) receives a summary. be: the CPU backend that runs the products.
  */
