@@ -259,6 +259,7 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(void *att, int at, const 
 __global__ void combine_kernel(void *att, int at, const float *part, const struct attn_item *items, int splits, int ntok,
 			       int H, int D)
 {
+	pdl_start();
 	const struct attn_item it = items[blockIdx.x];
 	int h = blockIdx.y, nspl = split_count(it.last_pos + 1);
 	if (nspl == 1)
@@ -342,6 +343,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int a
 								int max_blocks, int H, int KV, int block_len,
 								float scale, int splits, int ntok, float *part)
 {
+	pdl_start();
 	constexpr int EPL = BITS ? 8 : 16 / (int)sizeof(KT), LB = BITS ? EPL * BITS / 8 : 16;  // LB: bytes a lane loads
 	constexpr int LPK = D / EPL, KPI = 32 / LPK, U = G <= 2 ? 8 : G <= 4 ? 4 : 2;
 	constexpr int ROWB = BITS ? D * BITS / 8 : D * (int)sizeof(KT);  // bytes of a key row
@@ -969,7 +971,7 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 	if (c->n_dec) {
 		dim3 grid(c->n_dec, KV, c->splits);
 		size_t sm = (size_t)DEC_WARPS * G * (D + 2) * sizeof(float);
-#define DEC(KT, DD, GG, BB, PT) decode_kernel<KT, DD, GG, BB, PT><<<grid, DEC_WARPS * 32, sm, c->st>>>(att->data, \
+#define DEC(KT, DD, GG, BB, PT) pdl_launch(c, decode_kernel<KT, DD, GG, BB, PT>, grid, DEC_WARPS * 32, sm, att->data, \
 		att->dtype, qkv->data, qkv->dtype, t_cols(qkv), (const KT *)kc, (const KT *)vc, (const PT *)kqs, \
 		(const PT *)vqs, it_dec, c->d_table, c->step.max_blocks, H, KV, kv->block_len, d->scale, c->splits, c->step.n, \
 		c->part)
@@ -1014,8 +1016,8 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 	}
 	if (c->splits > 1 && c->n_dec + c->n_tile) {
 		dim3 g2(c->n_dec + c->n_tile, H);
-		combine_kernel<<<g2, D < 1024 ? D : 1024, 0, c->st>>>(att->data, att->dtype, c->part, it_dec, c->splits,
-								       c->step.n, H, D);
+		pdl_launch(c, combine_kernel, g2, D < 1024 ? D : 1024, 0, att->data, att->dtype, c->part, it_dec, c->splits,
+			   c->step.n, H, D);
 		LAUNCH_TRY(err);
 	}
 	return LMD_OK;

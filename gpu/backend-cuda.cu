@@ -692,6 +692,8 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	}
 	const char *gr = getenv("LMD_CUDA_GRAPH");
 	c->graphs = !(gr && !strcmp(gr, "0"));
+	const char *pd = getenv("LMD_CUDA_PDL");  // programmatic dependent launch (internal.cuh): Hopper on
+	c->pdl = p.major >= 9 && !(pd && !strcmp(pd, "0"));
 	const char *fa = getenv("LMD_CUDA_FA");
 	c->no_fa = fa && !strcmp(fa, "0");
 	const char *kq = getenv("LMD_CUDA_KVQ");

@@ -25,6 +25,7 @@
 
 __global__ void embed_kernel(void *y, int yt, const void *table, int tt, const int32_t *tokens, int hidden)
 {
+	pdl_start();
 	size_t row = (size_t)tokens[blockIdx.x] * hidden, out = (size_t)blockIdx.x * hidden;
 	for (int j = threadIdx.x; j < hidden; j += blockDim.x)
 		st(y, yt, out + j, ld(table, tt, row + j));
@@ -56,6 +57,7 @@ template <int VPT>
 __global__ void rmsnorm_kernel(void *y, int yt, void *x, int xt, const void *res, int rt, const void *g, int gt,
 			       int n, float eps)
 {
+	pdl_start();
 	size_t base = (size_t)blockIdx.x * n;
 	float ss = 0;
 	if constexpr (VPT > 0) {
@@ -122,6 +124,7 @@ __device__ __forceinline__ void to_t(__nv_bfloat16 &d, float v) { d = __float2bf
 template <class T, bool GF>
 __global__ void rmsnorm_vec_kernel(T *y, T *x, const T *res, const void *g, int n, float eps)
 {
+	pdl_start();
 	size_t at = (size_t)blockIdx.x * n + 8 * threadIdx.x;
 	union u8 { uint4 u; T t[8]; } xv, rv, yv;
 	union { uint4 u[2]; float f[8]; T t[8]; } gv;
@@ -161,6 +164,7 @@ __global__ void rmsnorm_vec_kernel(T *y, T *x, const T *res, const void *g, int 
 __global__ void rope_table_kernel(float2 *cs, const int32_t *pos, const int32_t *seq, const float *inv_freq, int half,
 				  int64_t total)
 {
+	pdl_start();
 	for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
 		int i = (int)(k / half), j = (int)(k % half);
 		float a = (float)pos[i] * inv_freq[(size_t)seq[i] * half + j];
@@ -173,6 +177,7 @@ __global__ void rope_table_kernel(float2 *cs, const int32_t *pos, const int32_t 
 /* Token blockIdx.x's pairs k = blockIdx.y * blockDim.x + threadIdx.x, + gridDim.y * blockDim.x, ... (pair j of head k / half). */
 __global__ void rope_kernel(void *qkv, int qt, int64_t cols, const float2 *cs, int half, int D, int nheads)
 {
+	pdl_start();
 	int i = blockIdx.x, total = nheads * half;
 	size_t row = (size_t)i * cols;
 	for (int k = blockIdx.y * blockDim.x + threadIdx.x; k < total; k += gridDim.y * blockDim.x) {
@@ -190,6 +195,7 @@ __global__ void kv_store_kernel(void *kc, void *vc, int kt, const void *qkv, int
 				const int32_t *seq, const int32_t *table, int max_blocks, int H, int KV, int D,
 				int block_len)
 {
+	pdl_start();
 	int i = blockIdx.x, h = blockIdx.y, p = pos[i];
 	int blk = table[(size_t)seq[i] * max_blocks + p / block_len];
 	if (blk < 0)
@@ -229,6 +235,7 @@ __global__ void kv_store_q_kernel(uint8_t *kc, uint8_t *vc, void *kq, void *vq, 
 				  const void *qkv, int qt, int64_t cols, const int32_t *pos, const int32_t *seq,
 				  const int32_t *table, int max_blocks, int H, int KV, int D, int block_len)
 {
+	pdl_start();
 	int i = blockIdx.x, h = blockIdx.y, w = blockIdx.z, lane = threadIdx.x, p = pos[i];
 	int blk = table[(size_t)seq[i] * max_blocks + p / block_len];
 	if (blk < 0)
@@ -274,6 +281,7 @@ __global__ void kv_store_q_kernel(uint8_t *kc, uint8_t *vc, void *kq, void *vq, 
 
 __global__ void silu_mul_kernel(void *y, int yt, const void *gu, int gt, int64_t rows, int64_t inter)
 {
+	pdl_start();
 	int64_t total = rows * inter;
 	for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
 		int64_t r = k / inter, j = k % inter;
@@ -284,6 +292,7 @@ __global__ void silu_mul_kernel(void *y, int yt, const void *gu, int gt, int64_t
 
 __global__ void gather_kernel(void *y, int yt, const void *x, int xt, const int32_t *out_rows, int first, int64_t n)
 {
+	pdl_start();
 	size_t src = (size_t)out_rows[first + blockIdx.x] * n, dst = (size_t)blockIdx.x * n;
 	for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
 		st(y, yt, dst + j, ld(x, xt, src + j));
@@ -298,7 +307,7 @@ int lmd_cuda_embed(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_te
 {
 	int n = c->step.n;
 	SHAPE_CHECK(t_cols(y) == t_cols(table) && t_rows(y) >= n && float_dt(y->dtype) && float_dt(table->dtype), "embed");
-	embed_kernel<<<n, 256, 0, c->st>>>(y->data, y->dtype, table->data, table->dtype, c->d_tokens, (int)t_cols(y));
+	pdl_launch(c, embed_kernel, n, 256, 0, y->data, y->dtype, table->data, table->dtype, c->d_tokens, (int)t_cols(y));
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }
@@ -310,7 +319,7 @@ static void rms_launch(struct cuda_ctx *c, int64_t rows, void *y, int yt, void *
 	bool vec = n % 256 == 0 && n <= 8 * 1024 && xt == yt && (!r || rt == xt) && (xt == DT_F16 || xt == DT_BF16) &&
 		   (gt == xt || gt == DT_F32) && ((uintptr_t)y | (uintptr_t)x | (uintptr_t)r | (uintptr_t)g) % 16 == 0;
 	if (vec) {  // the common case: one row's loads at once, 16 bytes a load
-#define RMS_VEC(T, GF) rmsnorm_vec_kernel<T, GF><<<b, n / 8, 0, c->st>>>((T *)y, (T *)x, (const T *)r, g, n, eps)
+#define RMS_VEC(T, GF) pdl_launch(c, rmsnorm_vec_kernel<T, GF>, b, n / 8, 0, (T *)y, (T *)x, (const T *)r, g, n, eps)
 		if (xt == DT_F16)
 			gt == DT_F32 ? RMS_VEC(__half, true) : RMS_VEC(__half, false);
 		else
@@ -319,15 +328,15 @@ static void rms_launch(struct cuda_ctx *c, int64_t rows, void *y, int yt, void *
 		return;
 	}
 	if (n <= 256 * 4)
-		rmsnorm_kernel<4><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+		pdl_launch(c, rmsnorm_kernel<4>, b, 256, 0, y, yt, x, xt, r, rt, g, gt, n, eps);
 	else if (n <= 256 * 8)
-		rmsnorm_kernel<8><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+		pdl_launch(c, rmsnorm_kernel<8>, b, 256, 0, y, yt, x, xt, r, rt, g, gt, n, eps);
 	else if (n <= 256 * 16)
-		rmsnorm_kernel<16><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+		pdl_launch(c, rmsnorm_kernel<16>, b, 256, 0, y, yt, x, xt, r, rt, g, gt, n, eps);
 	else if (n <= 256 * 32)
-		rmsnorm_kernel<32><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+		pdl_launch(c, rmsnorm_kernel<32>, b, 256, 0, y, yt, x, xt, r, rt, g, gt, n, eps);
 	else
-		rmsnorm_kernel<0><<<b, 256, 0, c->st>>>(y, yt, x, xt, r, rt, g, gt, n, eps);
+		pdl_launch(c, rmsnorm_kernel<0>, b, 256, 0, y, yt, x, xt, r, rt, g, gt, n, eps);
 }
 
 int lmd_cuda_rmsnorm(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *g,
@@ -368,14 +377,14 @@ int lmd_cuda_rope(struct cuda_ctx *c, struct lmd_tensor *qkv, const struct lmd_a
 		if (rc)
 			return rc;
 		int64_t blocks = (total + 255) / 256;
-		rope_table_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->st>>>(c->rope_cs, c->d_pos, c->d_seq,
-												c->d_freq, half, total);
+		pdl_launch(c, rope_table_kernel, (unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->rope_cs, c->d_pos,
+			   c->d_seq, c->d_freq, half, total);
 		LAUNCH_TRY(err);
 		c->rope_step = c->step_id;
 	}
 	int by = (nheads * half + 255) / 256;
-	rope_kernel<<<dim3(n, by < 65535 ? by : 65535), 256, 0, c->st>>>(qkv->data, qkv->dtype, t_cols(qkv), c->rope_cs, half,
-									  D, nheads);
+	pdl_launch(c, rope_kernel, dim3(n, by < 65535 ? by : 65535), 256, 0, qkv->data, qkv->dtype, t_cols(qkv), c->rope_cs,
+		   half, D, nheads);
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }
@@ -393,7 +402,7 @@ int lmd_cuda_kv_store(struct cuda_ctx *c, struct lmd_kvcache *kv, int layer, con
 		if (rc)
 			return rc;
 		dim3 qgrid(n, d->kv_heads, 2);
-		kv_store_q_kernel<<<qgrid, 32, 0, c->st>>>((uint8_t *)kv->k[layer].data, (uint8_t *)kv->v[layer].data,
+		pdl_launch(c, kv_store_q_kernel, qgrid, 32, 0, (uint8_t *)kv->k[layer].data, (uint8_t *)kv->v[layer].data,
 							   kv->kq[layer].data, kv->vq[layer].data, kv->dtype,
 							   (int)kv->quant, params, qkv->data, qkv->dtype, t_cols(qkv), c->d_pos,
 							   c->d_seq, c->d_table, c->step.max_blocks, d->heads, d->kv_heads, D,
@@ -402,7 +411,7 @@ int lmd_cuda_kv_store(struct cuda_ctx *c, struct lmd_kvcache *kv, int layer, con
 		return LMD_OK;
 	}
 	dim3 grid(n, d->kv_heads);
-	kv_store_kernel<<<grid, D < 1024 ? D : 1024, 0, c->st>>>(kv->k[layer].data, kv->v[layer].data, kv->dtype,
+	pdl_launch(c, kv_store_kernel, grid, D < 1024 ? D : 1024, 0, kv->k[layer].data, kv->v[layer].data, kv->dtype,
 								  qkv->data, qkv->dtype, t_cols(qkv), c->d_pos, c->d_seq,
 								  c->d_table, c->step.max_blocks, d->heads, d->kv_heads,
 								  D, kv->block_len);
@@ -417,8 +426,8 @@ int lmd_cuda_silu_mul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd
 	int64_t total = rows * inter, blocks = (total + 255) / 256;
 	if (total == 0)
 		return LMD_OK;
-	silu_mul_kernel<<<(unsigned)(blocks < 8192 ? blocks : 8192), 256, 0, c->st>>>(y->data, y->dtype, gu->data,
-										       gu->dtype, rows, inter);
+	pdl_launch(c, silu_mul_kernel, (unsigned)(blocks < 8192 ? blocks : 8192), 256, 0, y->data, y->dtype, gu->data,
+		   gu->dtype, rows, inter);
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }
@@ -430,7 +439,7 @@ int lmd_cuda_gather_rows(struct cuda_ctx *c, struct lmd_tensor *y, const struct 
 	SHAPE_CHECK(t_cols(y) == t_cols(x) && first >= 0 && first + rows <= c->step.nout, "gather_rows");
 	if (rows == 0)
 		return LMD_OK;
-	gather_kernel<<<(unsigned)rows, 256, 0, c->st>>>(y->data, y->dtype, x->data, x->dtype, c->d_out, first, t_cols(x));
+	pdl_launch(c, gather_kernel, (unsigned)rows, 256, 0, y->data, y->dtype, x->data, x->dtype, c->d_out, first, t_cols(x));
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }

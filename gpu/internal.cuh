@@ -163,8 +163,49 @@ struct cuda_ctx {
 	long gclock;
 	struct graph_ent gcache[GRAPHS];
 	long g_captured, g_replayed;   /* counts, for LMD_CUDA_PROFILE's line */
+	int pdl;                       /* pdl_launch: programmatic dependent launch (LMD_CUDA_PDL=0: off) */
 };
 enum { G_EAGER, G_CAPTURE, G_REPLAY };
+
+/*
+ * Programmatic dependent launch (sm_90): a kernel started by pdl_launch may be scheduled while the kernel
+ * before it in the stream still runs. It calls pdl_wait() before it touches anything an earlier kernel
+ * writes or reads (before the wait it may only read weights), then pdl_trigger(), which lets the next
+ * kernel be scheduled. Both are no-ops in a kernel launched the ordinary way, so every kernel that
+ * pdl_launch starts begins with them (pdl_start) and may also be launched with <<< >>>.
+ */
+__device__ __forceinline__ void pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+	asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+	asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_start()
+{
+	pdl_wait();
+	pdl_trigger();
+}
+
+/* kernel<<<grid, block, smem, c->st>>>(args...), programmatically dependent on the kernel before it when c->pdl */
+template <typename... P, typename... A>
+static inline void pdl_launch(struct cuda_ctx *c, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A... args)
+{
+	cudaLaunchAttribute at[1];
+	at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+	at[0].val.programmaticStreamSerializationAllowed = 1;
+	cudaLaunchConfig_t cfg = {};
+	cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = c->st;
+	cfg.attrs = at, cfg.numAttrs = c->pdl ? 1 : 0;
+	cudaLaunchKernelEx(&cfg, kernel, ((P)args)...);
+}
 #define BLAS_RUN 64
 #define FQ_SCRATCH ((size_t)256 << 20)
 #define PAD_ROWS 128

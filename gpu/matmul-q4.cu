@@ -350,6 +350,7 @@ __global__ void __launch_bounds__(256, NB == 1 ? 3 : 1) q4_stream(void *y, int y
 #pragma unroll
 	for (int u = 0; u < D; u++)
 		load(ring[u], blockIdx.x, u);
+	pdl_start();  // the weights above, x and y below (pdl_launch)
 	for (int gi = blockIdx.x; gi < NG; gi += gridDim.x) {
 		float acc[NP][NB][4];
 #pragma unroll
@@ -794,8 +795,8 @@ static void qs_launch(struct cuda_ctx *c, void *y, int yt, const uint4 *x, const
 		occ = 1;
 	}
 	long ng = (q->Np / 8 + 2 * NP - 1) / (2 * NP), grid = (long)occ * c->sms;
-	q4_stream<BF, P, NB, NP><<<(unsigned)(ng < grid ? ng : grid), 256, 0, c->st>>>(y, yt, x, w, sc, zr, bias, bt, R,
-											 q->N, q->K, q->KB, q->G, q->ngp);
+	pdl_launch(c, q4_stream<BF, P, NB, NP>, (unsigned)(ng < grid ? ng : grid), 256, 0, y, yt, x, w, sc, zr, bias, bt, R,
+		   q->N, q->K, q->KB, q->G, q->ngp);
 }
 
 template <bool BF, int P>
