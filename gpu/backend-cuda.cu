@@ -554,6 +554,14 @@ static int op_kv_store(void *ctx, struct lmd_kvcache *kv, int layer, const struc
 	return lmd_cuda_kv_store(CTX(ctx), kv, layer, qkv, d, err);
 }
 
+static int op_rope_kv_store(void *ctx, struct lmd_tensor *qkv, struct lmd_kvcache *kv, int layer,
+			    const struct lmd_attn_dims *d, struct lmd_err *err)
+{
+	if (graph_note(CTX(ctx), 11, qkv->data, kv->k[layer].data, kv->v[layer].data, layer))
+		return LMD_OK;
+	return lmd_cuda_rope_kv_store(CTX(ctx), qkv, kv, layer, d, err);
+}
+
 static int op_attention(void *ctx, struct lmd_tensor *att, const struct lmd_tensor *qkv, const struct lmd_kvcache *kv,
 			int layer, const struct lmd_attn_dims *d, struct lmd_err *err)
 {
@@ -618,6 +626,7 @@ static const struct lmd_backend_ops cuda_ops = {
 	.matmul = op_matmul,
 	.rope = op_rope,
 	.kv_store = op_kv_store,
+	.rope_kv_store = op_rope_kv_store,
 	.attention = op_attention,
 	.silu_mul = op_silu_mul,
 	.matmul_q4 = op_matmul_q4,
@@ -694,6 +703,8 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	c->graphs = !(gr && !strcmp(gr, "0"));
 	const char *pd = getenv("LMD_CUDA_PDL");  // programmatic dependent launch (internal.cuh): Hopper on
 	c->pdl = p.major >= 9 && !(pd && !strcmp(pd, "0"));
+	const char *fu = getenv("LMD_CUDA_FUSE");
+	c->no_fuse = fu && !strcmp(fu, "0");
 	const char *fa = getenv("LMD_CUDA_FA");
 	c->no_fa = fa && !strcmp(fa, "0");
 	const char *kq = getenv("LMD_CUDA_KVQ");

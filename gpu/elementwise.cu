@@ -191,6 +191,42 @@ __global__ void rope_kernel(void *qkv, int qt, int64_t cols, const float2 *cs, i
 	}
 }
 
+/*
+ * rope and kv_store of a 16-bit or f32 cache in one kernel: block (token blockIdx.x, head blockIdx.y of the H q
+ * and KV k heads), half threads on the pairs j, j + half as rope_kernel; a k head also goes to the cache as
+ * kv_store_kernel would copy it (the value rounded to qkv's dtype, then to the cache's), with its v head.
+ */
+__global__ void rope_kv_kernel(void *qkv, int qt, int64_t cols, const float2 *cs, int half, void *kc, void *vc, int kt,
+			       const int32_t *pos, const int32_t *seq, const int32_t *table, int max_blocks, int H,
+			       int KV, int block_len)
+{
+	pdl_start();
+	const int i = blockIdx.x, hh = blockIdx.y, D = 2 * half;
+	const size_t a = (size_t)i * cols + (size_t)hh * D;
+	bool store = hh >= H;
+	size_t dst = 0;
+	if (store) {
+		int p = pos[i], blk = table[(size_t)seq[i] * max_blocks + p / block_len];
+		store = blk >= 0;  // the host reserved every block before the step; a hole here is a bug upstream
+		dst = (((size_t)blk * KV + (hh - H)) * block_len + p % block_len) * D;
+	}
+	for (int j = threadIdx.x; j < half; j += blockDim.x) {
+		float2 t = cs[(size_t)i * half + j];
+		float x0 = ld(qkv, qt, a + j), x1 = ld(qkv, qt, a + j + half);
+		float y0 = rnd(__fsub_rn(__fmul_rn(x0, t.x), __fmul_rn(x1, t.y)), qt);
+		float y1 = rnd(__fadd_rn(__fmul_rn(x1, t.x), __fmul_rn(x0, t.y)), qt);
+		st(qkv, qt, a + j, y0);
+		st(qkv, qt, a + j + half, y1);
+		if (store)
+			st(kc, kt, dst + j, y0), st(kc, kt, dst + j + half, y1);
+	}
+	if (store) {
+		size_t vs = (size_t)i * cols + (size_t)(hh + KV) * D;  // v head hh - H at column (H + KV + hh - H) D
+		for (int d = threadIdx.x; d < D; d += blockDim.x)
+			st(vc, kt, dst + d, ld(qkv, qt, vs + d));
+	}
+}
+
 __global__ void kv_store_kernel(void *kc, void *vc, int kt, const void *qkv, int qt, int64_t cols, const int32_t *pos,
 				const int32_t *seq, const int32_t *table, int max_blocks, int H, int KV, int D,
 				int block_len)
@@ -364,6 +400,23 @@ int lmd_cuda_add_rmsnorm(struct cuda_ctx *c, struct lmd_tensor *y, struct lmd_te
 	return LMD_OK;
 }
 
+/* The step's cos/sin table (rope_table_kernel), made by its first rope */
+static int rope_table(struct cuda_ctx *c, int half, struct lmd_err *err)
+{
+	if (c->rope_step == c->step_id)
+		return LMD_OK;
+	int64_t total = (int64_t)c->step.n * half;
+	int rc = lmd_cuda_grow(c, (void **)&c->rope_cs, &c->rope_cs_cap, (size_t)total * sizeof(float2), err);
+	if (rc)
+		return rc;
+	int64_t blocks = (total + 255) / 256;
+	pdl_launch(c, rope_table_kernel, (unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->rope_cs, c->d_pos, c->d_seq,
+		   c->d_freq, half, total);
+	LAUNCH_TRY(err);
+	c->rope_step = c->step_id;
+	return LMD_OK;
+}
+
 int lmd_cuda_rope(struct cuda_ctx *c, struct lmd_tensor *qkv, const struct lmd_attn_dims *d, struct lmd_err *err)
 {
 	int D = d->head_dim, half = D / 2, n = c->step.n, nheads = d->heads + d->kv_heads;
@@ -371,17 +424,9 @@ int lmd_cuda_rope(struct cuda_ctx *c, struct lmd_tensor *qkv, const struct lmd_a
 		    "rope");
 	if (n == 0)
 		return LMD_OK;
-	if (c->rope_step != c->step_id) {  // the step's first call: its table
-		int64_t total = (int64_t)n * half;
-		int rc = lmd_cuda_grow(c, (void **)&c->rope_cs, &c->rope_cs_cap, (size_t)total * sizeof(float2), err);
-		if (rc)
-			return rc;
-		int64_t blocks = (total + 255) / 256;
-		pdl_launch(c, rope_table_kernel, (unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->rope_cs, c->d_pos,
-			   c->d_seq, c->d_freq, half, total);
-		LAUNCH_TRY(err);
-		c->rope_step = c->step_id;
-	}
+	int rc = rope_table(c, half, err);
+	if (rc)
+		return rc;
 	int by = (nheads * half + 255) / 256;
 	pdl_launch(c, rope_kernel, dim3(n, by < 65535 ? by : 65535), 256, 0, qkv->data, qkv->dtype, t_cols(qkv), c->rope_cs,
 		   half, D, nheads);
@@ -415,6 +460,28 @@ int lmd_cuda_kv_store(struct cuda_ctx *c, struct lmd_kvcache *kv, int layer, con
 								  qkv->data, qkv->dtype, t_cols(qkv), c->d_pos, c->d_seq,
 								  c->d_table, c->step.max_blocks, d->heads, d->kv_heads,
 								  D, kv->block_len);
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}
+
+int lmd_cuda_rope_kv_store(struct cuda_ctx *c, struct lmd_tensor *qkv, struct lmd_kvcache *kv, int layer,
+			   const struct lmd_attn_dims *d, struct lmd_err *err)
+{
+	int D = d->head_dim, half = D / 2, n = c->step.n;
+	if (kv->quant != LMD_KV_NONE || D % 2 || c->no_fuse) {  // the quantized store stays its own kernel
+		int rc = lmd_cuda_rope(c, qkv, d, err);
+		return rc ? rc : lmd_cuda_kv_store(c, kv, layer, qkv, d, err);
+	}
+	SHAPE_CHECK(t_cols(qkv) == (int64_t)(d->heads + 2 * d->kv_heads) * D && half == c->step.rot_half && t_rows(qkv) >= n &&
+		    D == kv->head_dim && d->kv_heads == kv->kv_heads && layer >= 0 && layer < kv->layers, "rope_kv_store");
+	if (n == 0)
+		return LMD_OK;
+	int rc = rope_table(c, half, err);
+	if (rc)
+		return rc;
+	pdl_launch(c, rope_kv_kernel, dim3(n, d->heads + d->kv_heads), half < 1024 ? half : 1024, 0, qkv->data, qkv->dtype,
+		   t_cols(qkv), c->rope_cs, half, kv->k[layer].data, kv->v[layer].data, kv->dtype, c->d_pos, c->d_seq,
+		   c->d_table, c->step.max_blocks, d->heads, d->kv_heads, kv->block_len);
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }

@@ -164,6 +164,7 @@ struct cuda_ctx {
 	struct graph_ent gcache[GRAPHS];
 	long g_captured, g_replayed;   /* counts, for LMD_CUDA_PROFILE's line */
 	int pdl;                       /* pdl_launch: programmatic dependent launch (LMD_CUDA_PDL=0: off) */
+	int no_fuse;                   /* LMD_CUDA_FUSE=0: rope_kv_store as rope, then kv_store (for comparison) */
 };
 enum { G_EAGER, G_CAPTURE, G_REPLAY };
 
@@ -306,6 +307,8 @@ int lmd_cuda_rmsnorm(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_
 int lmd_cuda_add_rmsnorm(struct cuda_ctx *c, struct lmd_tensor *y, struct lmd_tensor *x, const struct lmd_tensor *r,
 			 const struct lmd_tensor *g, float eps, struct lmd_err *err);
 int lmd_cuda_rope(struct cuda_ctx *c, struct lmd_tensor *qkv, const struct lmd_attn_dims *d, struct lmd_err *err);
+int lmd_cuda_rope_kv_store(struct cuda_ctx *c, struct lmd_tensor *qkv, struct lmd_kvcache *kv, int layer,
+			   const struct lmd_attn_dims *d, struct lmd_err *err);
 int lmd_cuda_kv_store(struct cuda_ctx *c, struct lmd_kvcache *kv, int layer, const struct lmd_tensor *qkv,
 		      const struct lmd_attn_dims *d, struct lmd_err *err);
 int lmd_cuda_silu_mul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *gu, struct lmd_err *err);

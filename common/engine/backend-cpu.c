@@ -492,6 +492,13 @@ static int cpu_kv_store(void *ctx, struct lmd_kvcache *kv, int layer, const stru
 	return run_rows(c, &a, c->step.n, (size_t)d->head_dim, err);
 }
 
+static int cpu_rope_kv_store(void *ctx, struct lmd_tensor *qkv, struct lmd_kvcache *kv, int layer,
+			     const struct lmd_attn_dims *d, struct lmd_err *err)
+{
+	int rc = cpu_rope(ctx, qkv, d, err);
+	return rc ? rc : cpu_kv_store(ctx, kv, layer, qkv, d, err);
+}
+
 static int cpu_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, int first,
 			   struct lmd_err *err)
 {
@@ -767,6 +774,7 @@ static const struct lmd_backend_ops cpu_ops = {
 	.matmul_q4 = cpu_matmul_q4,
 	.rope = cpu_rope,
 	.kv_store = cpu_kv_store,
+	.rope_kv_store = cpu_rope_kv_store,
 	.attention = cpu_attention,
 	.silu_mul = cpu_silu_mul,
 	.gather_rows = cpu_gather_rows,

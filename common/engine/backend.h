@@ -126,6 +126,9 @@ struct lmd_backend_ops {
 	/** Write the k and v heads of qkv into the cache of layer at the tokens' positions. */
 	int (*kv_store)(void *ctx, struct lmd_kvcache *kv, int layer, const struct lmd_tensor *qkv,
 			const struct lmd_attn_dims *d, struct lmd_err *err);
+	/** Optional (NULL: the engine calls rope, then kv_store): rope, then kv_store, as one op. */
+	int (*rope_kv_store)(void *ctx, struct lmd_tensor *qkv, struct lmd_kvcache *kv, int layer,
+			     const struct lmd_attn_dims *d, struct lmd_err *err);
 	/**
 	 * att = causal attention of the q heads of qkv over the cache of layer: token at position p of a
 	 * sequence sees that sequence's cached positions 0..p (kv_store of this step comes first). GQA:

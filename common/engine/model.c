@@ -584,9 +584,13 @@ static int forward_layers(struct lmd_model *m, const struct lmd_batch *b, struct
 		tap(m, l, LMD_TAP_RESID, &x, err);
 		tap(m, l, LMD_TAP_QKV_IN, &xn, err);
 		TRY(linear(m, &qkv, &xn, &L->wqkv, &L->wqkv_s, &L->wqkv_z, L->group, L->bqkv.data ? &L->bqkv : NULL, err));
-		TRY(ops->rope(ctx, &qkv, d, err));
+		if (ops->rope_kv_store)
+			TRY(ops->rope_kv_store(ctx, &qkv, &m->kv, l, d, err));
+		else {
+			TRY(ops->rope(ctx, &qkv, d, err));
+			TRY(ops->kv_store(ctx, &m->kv, l, &qkv, d, err));
+		}
 		tap(m, l, LMD_TAP_QKV, &qkv, err);
-		TRY(ops->kv_store(ctx, &m->kv, l, &qkv, d, err));
 		TRY(ops->attention(ctx, &att, &qkv, &m->kv, l, d, err));
 		tap(m, l, LMD_TAP_O_IN, &att, err);
 		TRY(linear(m, &o, &att, &L->wo, &L->wo_s, &L->wo_z, L->group, L->bo.data ? &L->bo : NULL, err));

@@ -611,6 +611,15 @@ static int ref_kv_store(void *ctx, struct lmd_kvcache *kv, int layer, const stru
 	return LMD_OK;
 }
 
+static int ref_rope_kv_store(void *ctx, struct lmd_tensor *qkv, struct lmd_kvcache *kv, int layer,
+			     const struct lmd_attn_dims *d, struct lmd_err *err)
+{
+	(void)err;
+	lmd_cpu_rope(qkv, d, STEP(ctx));
+	lmd_cpu_kv_store(kv, layer, qkv, d, STEP(ctx));
+	return LMD_OK;
+}
+
 static int ref_attention(void *ctx, struct lmd_tensor *att, const struct lmd_tensor *qkv,
 			 const struct lmd_kvcache *kv, int layer, const struct lmd_attn_dims *d, struct lmd_err *err)
 {
@@ -663,6 +672,7 @@ static const struct lmd_backend_ops ref_ops = {
 	.matmul_q4 = ref_matmul_q4,
 	.rope = ref_rope,
 	.kv_store = ref_kv_store,
+	.rope_kv_store = ref_rope_kv_store,
 	.attention = ref_attention,
 	.silu_mul = ref_silu_mul,
 	.gather_rows = ref_gather_rows,

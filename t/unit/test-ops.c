@@ -393,9 +393,13 @@ static void test_step(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_
 	BOTH(be->ops->gather_rows(be->ctx, &lo.t, &emb.t, 1, &e1), ref->ops->gather_rows(ref->ctx, &lo.r, &emb.r, 1, &e2));
 	compare(be, ref, &lo, 0, "gather_rows");
 
+	static int steps;  // every other step: rope and kv_store as one op
+	int fused = be->ops->rope_kv_store && ref->ops->rope_kv_store && steps++ % 2;
 	make(be, ref, &qkv, dt, 2, (int64_t[]){n, (int64_t)(H + 2 * KV) * D}, 2);
-	BOTH(be->ops->rope(be->ctx, &qkv.t, &d, &e1), ref->ops->rope(ref->ctx, &qkv.r, &d, &e2));
-	compare(be, ref, &qkv, tol_of(dt), "rope");
+	if (!fused) {
+		BOTH(be->ops->rope(be->ctx, &qkv.t, &d, &e1), ref->ops->rope(ref->ctx, &qkv.r, &d, &e2));
+		compare(be, ref, &qkv, tol_of(dt), "rope");
+	}
 
 	/* Two caches with the same random contents (the cached prefixes), then this step's tokens. */
 	struct lmd_kvcache kt = {0}, kr = {0};
@@ -427,7 +431,12 @@ static void test_step(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_
 		free(f);
 		free(hb);
 	}
-	BOTH(be->ops->kv_store(be->ctx, &kt, 0, &qkv.t, &d, &e1), ref->ops->kv_store(ref->ctx, &kr, 0, &qkv.r, &d, &e2));
+	if (fused) {
+		BOTH(be->ops->rope_kv_store(be->ctx, &qkv.t, &kt, 0, &d, &e1),
+		     ref->ops->rope_kv_store(ref->ctx, &qkv.r, &kr, 0, &d, &e2));
+		compare(be, ref, &qkv, tol_of(dt), "rope_kv_store (qkv)");
+	} else
+		BOTH(be->ops->kv_store(be->ctx, &kt, 0, &qkv.t, &d, &e1), ref->ops->kv_store(ref->ctx, &kr, 0, &qkv.r, &d, &e2));
 	if (quant) {  // the codes and parameters bit for bit (the same float operations in the same order)
 		struct pair kq = {.t = kt.kq[0], .r = kr.kq[0], .bytes = lmd_tensor_nbytes(&kt.kq[0])};
 		struct pair vq = {.t = kt.vq[0], .r = kr.vq[0], .bytes = kq.bytes};
