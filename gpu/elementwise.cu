@@ -174,6 +174,12 @@ __global__ void rope_table_kernel(float2 *cs, const int32_t *pos, const int32_t 
 	}
 }
 
+/* The pair (x0, x1) rotated by (cos, sin) t, without FMA contraction: bit for bit the reference's separate multiplies. */
+__device__ __forceinline__ float2 rope_rot(float x0, float x1, float2 t)
+{
+	return make_float2(__fsub_rn(__fmul_rn(x0, t.x), __fmul_rn(x1, t.y)), __fadd_rn(__fmul_rn(x1, t.x), __fmul_rn(x0, t.y)));
+}
+
 /* Token blockIdx.x's pairs k = blockIdx.y * blockDim.x + threadIdx.x, + gridDim.y * blockDim.x, ... (pair j of head k / half). */
 __global__ void rope_kernel(void *qkv, int qt, int64_t cols, const float2 *cs, int half, int D, int nheads)
 {
@@ -184,10 +190,9 @@ __global__ void rope_kernel(void *qkv, int qt, int64_t cols, const float2 *cs, i
 		int j = k % half;
 		size_t a = row + (size_t)(k / half) * D + j;
 		float2 t = cs[(size_t)i * half + j];
-		float x0 = ld(qkv, qt, a), x1 = ld(qkv, qt, a + half);
-		/* no FMA contraction: bit for bit what the reference's separate multiplies give */
-		st(qkv, qt, a, __fsub_rn(__fmul_rn(x0, t.x), __fmul_rn(x1, t.y)));
-		st(qkv, qt, a + half, __fadd_rn(__fmul_rn(x1, t.x), __fmul_rn(x0, t.y)));
+		float2 r = rope_rot(ld(qkv, qt, a), ld(qkv, qt, a + half), t);
+		st(qkv, qt, a, r.x);
+		st(qkv, qt, a + half, r.y);
 	}
 }
 
@@ -212,9 +217,8 @@ __global__ void rope_kv_kernel(void *qkv, int qt, int64_t cols, const float2 *cs
 	}
 	for (int j = threadIdx.x; j < half; j += blockDim.x) {
 		float2 t = cs[(size_t)i * half + j];
-		float x0 = ld(qkv, qt, a + j), x1 = ld(qkv, qt, a + j + half);
-		float y0 = rnd(__fsub_rn(__fmul_rn(x0, t.x), __fmul_rn(x1, t.y)), qt);
-		float y1 = rnd(__fadd_rn(__fmul_rn(x1, t.x), __fmul_rn(x0, t.y)), qt);
+		float2 r = rope_rot(ld(qkv, qt, a + j), ld(qkv, qt, a + j + half), t);
+		float y0 = rnd(r.x, qt), y1 = rnd(r.y, qt);
 		st(qkv, qt, a + j, y0);
 		st(qkv, qt, a + j + half, y1);
 		if (store)
