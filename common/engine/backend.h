@@ -126,7 +126,7 @@ struct lmd_backend_ops {
 	/** Write the k and v heads of qkv into the cache of layer at the tokens' positions. */
 	int (*kv_store)(void *ctx, struct lmd_kvcache *kv, int layer, const struct lmd_tensor *qkv,
 			const struct lmd_attn_dims *d, struct lmd_err *err);
-	/** Optional (NULL: the engine calls rope, then kv_store): rope, then kv_store, as one op. */
+	/** rope, then kv_store, as one op (the engine's; the two alone are for tests and backends' own use). */
 	int (*rope_kv_store)(void *ctx, struct lmd_tensor *qkv, struct lmd_kvcache *kv, int layer,
 			     const struct lmd_attn_dims *d, struct lmd_err *err);
 	/**

@@ -584,12 +584,7 @@ static int forward_layers(struct lmd_model *m, const struct lmd_batch *b, struct
 		tap(m, l, LMD_TAP_RESID, &x, err);
 		tap(m, l, LMD_TAP_QKV_IN, &xn, err);
 		TRY(linear(m, &qkv, &xn, &L->wqkv, &L->wqkv_s, &L->wqkv_z, L->group, L->bqkv.data ? &L->bqkv : NULL, err));
-		if (ops->rope_kv_store)
-			TRY(ops->rope_kv_store(ctx, &qkv, &m->kv, l, d, err));
-		else {
-			TRY(ops->rope(ctx, &qkv, d, err));
-			TRY(ops->kv_store(ctx, &m->kv, l, &qkv, d, err));
-		}
+		TRY(ops->rope_kv_store(ctx, &qkv, &m->kv, l, d, err));
 		tap(m, l, LMD_TAP_QKV, &qkv, err);
 		TRY(ops->attention(ctx, &att, &qkv, &m->kv, l, d, err));
 		tap(m, l, LMD_TAP_O_IN, &att, err);
