@@ -142,6 +142,8 @@ struct cuda_ctx {
 	int q4_stream_rows;            /* matmul_q4: products of up to this many rows through q4_stream and the others through
 	                                * q4_piped (LMD_CUDA_Q4=streamR, default Q4_STREAM_ROWS); 0 (old): q4_skinny up
 	                                * to 16 rows and q4_tiled, the first kernels */
+	int q4_dec;                    /* q4_stream up to 8 rows (LMD_CUDA_Q4_DEC): 0 one pair of tile rows a group, ring of 2
+	                                * (3 blocks an SM); 1 (np2) two pairs; 2 (ring4) one pair, ring of 4 (both 2 blocks) */
 	int q4_blas_rows;              /* matmul_q4: a product of at least this many rows dequantizes W once and goes
 	                                * through cuBLAS at its own shape, as prefill runs do (not batch-invariant: the
 	                                * default without deterministic, Q4_BLAS_ROWS; LMD_CUDA_Q4_BLAS=R); 0 = never */

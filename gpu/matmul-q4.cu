@@ -313,12 +313,12 @@ struct qs_item {
 	uint32_t sz[2 * NP][P];  // row g of each tile, per group piece: scale bits | zero << 16
 };
 
-template <bool BF, int P, int NB, int NP>
-__global__ void __launch_bounds__(256, NB == 1 ? 3 : 1) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
-								   const __half *sc, const uint8_t *zr, const void *bias,
-								   int bt, int R, int N, int K, int KB, int G, int ngp)
+template <bool BF, int P, int NB, int NP, int DR>
+__global__ void __launch_bounds__(256, NB > 1 ? 1 : NP == 1 && DR <= 2 ? 3 : 2)
+	q4_stream(void *y, int yt, const uint4 *x, const uint4 *w, const __half *sc, const uint8_t *zr, const void *bias,
+		  int bt, int R, int N, int K, int KB, int G, int ngp)
 {
-	constexpr int D = NB == 1 || NP * P > 2 ? 2 : 4;
+	constexpr int D = DR ? DR : NB == 1 || NP * P > 2 ? 2 : 4;  // the ring's depth (DR: LMD_CUDA_Q4_DEC's)
 	__shared__ float red[Q4_SLICES][NP][NB * 4][32];
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
 	const int T = (N + 7) / 8, NG = (T + 2 * NP - 1) / (2 * NP), K8 = K / 8;
@@ -784,18 +784,18 @@ static int q4_check(struct q4_geo *q, const struct lmd_tensor *w, const struct l
 }
 
 /* q4_stream on as many blocks as the GPU holds at once (2 NP tile rows a group, at least one group a block). */
-template <bool BF, int P, int NB, int NP>
+template <bool BF, int P, int NB, int NP, int DR = 0>
 static void qs_launch(struct cuda_ctx *c, void *y, int yt, const uint4 *x, const struct q4_geo *q, const uint4 *w,
 		      const __half *sc, const uint8_t *zr, const void *bias, int bt, int R)
 {
 	static int occ;  // blocks of this kernel one SM holds (the same on every device of a process: one kind of GPU)
-	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, q4_stream<BF, P, NB, NP>, 256, 0) != cudaSuccess ||
+	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, q4_stream<BF, P, NB, NP, DR>, 256, 0) != cudaSuccess ||
 		     occ < 1)) {
 		cudaGetLastError();  // not the launch's error
 		occ = 1;
 	}
 	long ng = (q->Np / 8 + 2 * NP - 1) / (2 * NP), grid = (long)occ * c->sms;
-	pdl_launch(c, q4_stream<BF, P, NB, NP>, (unsigned)(ng < grid ? ng : grid), 256, 0, y, yt, x, w, sc, zr, bias, bt, R,
+	pdl_launch(c, q4_stream<BF, P, NB, NP, DR>, (unsigned)(ng < grid ? ng : grid), 256, 0, y, yt, x, w, sc, zr, bias, bt, R,
 		   q->N, q->K, q->KB, q->G, q->ngp);
 }
 
@@ -807,7 +807,11 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 	const __half *s = (const __half *)sc;
 	const uint8_t *z = (const uint8_t *)zr;
 	if (R <= c->q4_stream_rows && q->KB < 2048) {  // q4_stream's group index: b * gmul >> 20
-		if (R <= 8)
+		if (R <= 8 && c->q4_dec == 1)
+			qs_launch<BF, P, 1, 2>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		else if (R <= 8 && c->q4_dec == 2)
+			qs_launch<BF, P, 1, 1, 4>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		else if (R <= 8)
 			qs_launch<BF, P, 1, 1>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
 		else if (R <= 16)
 			qs_launch<BF, P, 2, 2>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
