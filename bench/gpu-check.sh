@@ -2,7 +2,7 @@
 # make gpu-check: on a machine with an NVIDIA GPU, build, run the CUDA op tests, the reference checks
 # and the benchmarks, and write result files into $OUT (default bench/out), printing them as it goes.
 #
-#   bench/gpu-check.sh [correct|bench|serve|all|llama3|quant|kernels|kvq]   (default all)
+#   bench/gpu-check.sh [correct|bench|serve|all|llama3|quant|kernels|kvq|ab]   (default all)
 #
 # correct  build; test-ops (every op vs the CPU reference, GPU-sized shapes with timings);
 #          test-reference on the GPU (every ../shared/reference model vs HF: fp32 logprobs, greedy,
@@ -40,6 +40,13 @@
 #          concurrent vs one at a time, perplexity GPU vs CPU; the Llama-2-7B-shaped fp16 model (/tmp/llama2-7b-f16)
 #          through lmd-bench mem and lmd-bench gen for KV plain / int8 / int4 at KVQ_CONC (default 1,64,256) x 128
 #          and 1 x 2048. Files: kvq-ops.txt kvq-greedy.txt kvq-mem.txt kvq-bench.csv kvq-bench.log.
+# ab       (alone) settings of the CUDA backend side by side on one machine: AB is a list of NAME:ENV, ENV being
+#          comma-separated VAR=VALUE (or - for none), e.g. AB="np1:- pf:LMD_CUDA_Q4_PF=1". The whole test-ops under
+#          the first, test-ops quant under the others (AB_OPS=0: neither); test-ops q4speed under each; greedy
+#          lmd-small fp16 and W4 (RTN g128) on the GPU under each vs the CPU (must agree: the settings are meant
+#          to give the same bits); lmd-bench gen 128 in / 64 out at AB_CONC (default 1,16) on the Llama-2-7B-shaped
+#          W4A16 g128 model under each, then at 1 again in reverse order (drift), and fp16 beside under the first
+#          (AB_F16=0: not). Files: ab-ops.txt ab-speed.txt ab-greedy.txt ab-bench.csv ab-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
 # bench-modes.csv (LMD_CUDA_GEMM=pad128, lmd, lt128 and pad64: batch-invariant) hf.csv serve.csv serve.log bench-serve*.
 # BENCH_EXTRA=0 leaves out the profile runs, the LMD_CUDA_GEMM comparisons and the HF baseline.
@@ -355,6 +362,54 @@ if [ "$stage" = kvq ]; then
 			/tmp/llama2-7b-f16 2>&1 | tee -a "$OUT/kvq-mem.txt"
 		quant_gen f16 $qp "${KVQ_CONC:-1,64,256}" kvq
 	done
+fi
+if [ "$stage" = ab ]; then
+	ab=${AB:?AB: a list of NAME:ENV}
+	ab_env() { local e=${1#*:}; [ "$e" = - ] || tr , '\n' <<<"$e"; }  # the VAR=VALUE lines of one NAME:ENV
+	ab_run() { local a=$1; shift; mapfile -t e < <(ab_env "$a"); env "${e[@]}" "$@"; }
+	( quant_models w4 $([ "${AB_F16:-1}" = 1 ] && echo f16) >"$OUT/ab-models.log" 2>&1 ) &
+	models=$!
+	: >"$OUT/ab-ops.txt"; : >"$OUT/ab-speed.txt"; : >"$OUT/ab-greedy.txt"
+	first=1
+	for a in $ab; do
+		[ "${AB_OPS:-1}" = 1 ] || break
+		what=quant; [ $first = 1 ] && what=
+		say "test-ops $what under ${a%%:*}"
+		ab_run "$a" build/t/test-ops $what >/tmp/ab-ops.txt 2>&1; rc=$?
+		{ echo "# ${a} test-ops $what: exit $rc"; grep -v " us \| GB/s" /tmp/ab-ops.txt | tail -5; } | tee -a "$OUT/ab-ops.txt"
+		[ $rc = 0 ] || fail=1
+		first=0
+	done
+	for a in $ab; do
+		say "q4speed under ${a%%:*}"
+		ab_run "$a" build/t/test-ops q4speed 2>&1 | grep "GB/s" | sed "s/^/${a%%:*} /" | tee -a "$OUT/ab-speed.txt"
+	done
+	say "greedy lmd-small fp16 and W4 (RTN g128): GPU under each setting vs CPU"
+	build/bin/lmd-awq "$SHARED/models/lmd-small" --method rtn -o /tmp/ab-small-w4-hf --force -q &&
+		build/bin/lmd-convert -q --model-format awq /tmp/ab-small-w4-hf /tmp/ab-small-w4 || fail=1
+	printf '{"prompt": "%s"}\n' "Once upon a time" "The old man looked at" "It was a dark and stormy night" \
+		"She opened the letter and" "In the morning the village" "He said that he would never" >/tmp/ab-p6.jsonl
+	for i in 1 2 3 4 5 6 7 8 9 10; do cat /tmp/ab-p6.jsonl; done >/tmp/ab-p60.jsonl
+	g="build/bin/lmd-run generate --max-tokens 48 --temperature 0 --ignore-eos"
+	for m in "$SHARED/models/lmd-small" /tmp/ab-small-w4; do
+		$g --device cpu "$m" </tmp/ab-p60.jsonl >/tmp/ab-cpu.jsonl 2>>"$OUT/ab-greedy.txt" || fail=1
+		for a in $ab; do
+			ab_run "$a" $g --device cuda "$m" </tmp/ab-p60.jsonl >/tmp/ab-gpu.jsonl 2>>"$OUT/ab-greedy.txt" || fail=1
+			py bench/compare_gen.py "$(basename "$m") ${a%%:*} GPU vs CPU" /tmp/ab-gpu.jsonl /tmp/ab-cpu.jsonl \
+				| tee -a "$OUT/ab-greedy.txt" || fail=1
+		done
+	done
+	say "lmd-bench gen, Llama-2-7B shape, W4A16 g128 under each setting (then at 1 in reverse order), fp16 beside"
+	wait $models || { cat "$OUT/ab-models.log"; exit 1; }
+	: >"$OUT/ab-bench.csv"
+	abg() {  # NAME:ENV model concurrency
+		ab_run "$1" build/bin/lmd-bench gen --device cuda --concurrency $3 --prompt-tokens 128 --completion-tokens 64 \
+			-f csv /tmp/llama2-7b-$2 2>>"$OUT/ab-bench.log" | grep -v "^date" | sed "s/^/$2,${1%%:*},/" \
+			| tee -a "$OUT/ab-bench.csv"
+	}
+	for a in $ab; do abg "$a" w4 "${AB_CONC:-1,16}"; done
+	[ "${AB_F16:-1}" = 1 ] && abg "${ab%% *}" f16 "${AB_CONC:-1,16}"
+	for a in $(tr ' ' '\n' <<<"$ab" | tac); do abg "$a" w4 1; done
 fi
 say "done (failures: $fail)"
 exit $fail

@@ -693,6 +693,8 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	c->q4_dec = !qd || !strcmp(qd, "np1") ? 0 : !strcmp(qd, "np2") ? 1 : !strcmp(qd, "ring4") ? 2 : -1;
 	if (c->q4_dec < 0)
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_DEC=%s: expected np1, np2 or ring4", qd);
+	const char *pf = getenv("LMD_CUDA_Q4_PF");
+	c->q4_pf = pf && !strcmp(pf, "1");
 	const char *qb = getenv("LMD_CUDA_Q4_BLAS");  // rows from which a product goes through cuBLAS (0: never)
 	c->q4_blas_rows = c->cublas_gemm ? Q4_BLAS_ROWS : 0;
 	if (qb && (sscanf(qb, "%d%c", &c->q4_blas_rows, &tail) != 1 || c->q4_blas_rows < 0))

@@ -144,6 +144,7 @@ struct cuda_ctx {
 	                                * to 16 rows and q4_tiled, the first kernels */
 	int q4_dec;                    /* q4_stream up to 8 rows (LMD_CUDA_Q4_DEC): 0 one pair of tile rows a group, ring of 2
 	                                * (3 blocks an SM); 1 (np2) two pairs; 2 (ring4) one pair, ring of 4 (both 2 blocks) */
+	int q4_pf;                     /* q4_stream: each warp asks for its slices of the next group in L2 (LMD_CUDA_Q4_PF=1) */
 	int q4_blas_rows;              /* matmul_q4: a product of at least this many rows dequantizes W once and goes
 	                                * through cuBLAS at its own shape, as prefill runs do (not batch-invariant: the
 	                                * default without deterministic, Q4_BLAS_ROWS; LMD_CUDA_Q4_BLAS=R); 0 = never */
@@ -188,6 +189,14 @@ __device__ __forceinline__ void pdl_trigger()
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 	asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+/* Ask for bytes (a multiple of 16) at p (16-byte aligned) in L2: a hint, no registers, no result (Hopper) */
+__device__ __forceinline__ void l2_prefetch(const void *p, unsigned bytes)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+	asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
 #endif
 }
 
