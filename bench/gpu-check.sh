@@ -42,7 +42,7 @@
 #          and 1 x 2048. Files: kvq-ops.txt kvq-greedy.txt kvq-mem.txt kvq-bench.csv kvq-bench.log.
 # ab       (alone) settings of the CUDA backend side by side on one machine: AB is a list of NAME:ENV, ENV being
 #          comma-separated VAR=VALUE (or - for none), e.g. AB="np1:- pf:LMD_CUDA_Q4_PF=1". The whole test-ops under
-#          the first, test-ops quant under the others (AB_OPS=0: neither); test-ops q4speed under each; greedy
+#          the first, test-ops quant under the others (AB_OPS=first: only the first; 0: neither); test-ops q4speed under each; greedy
 #          lmd-small fp16 and W4 (RTN g128) on the GPU under each vs the CPU (must agree: the settings are meant
 #          to give the same bits); lmd-bench gen 128 in / 64 out at AB_CONC (default 1,16) on the Llama-2-7B-shaped
 #          W4A16 g128 model under each, then at 1 again in reverse order (drift), and fp16 beside under the first
@@ -372,7 +372,7 @@ if [ "$stage" = ab ]; then
 	: >"$OUT/ab-ops.txt"; : >"$OUT/ab-speed.txt"; : >"$OUT/ab-greedy.txt"
 	first=1
 	for a in $ab; do
-		[ "${AB_OPS:-1}" = 1 ] || break
+		[ "${AB_OPS:-all}" = 0 ] || { [ "${AB_OPS:-all}" = first ] && [ $first = 0 ]; } && break
 		what=quant; [ $first = 1 ] && what=
 		say "test-ops $what under ${a%%:*}"
 		ab_run "$a" build/t/test-ops $what >/tmp/ab-ops.txt 2>&1; rc=$?
