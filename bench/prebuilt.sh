@@ -9,7 +9,8 @@
 #   bench/prebuilt.sh --unpack TAR      on the GPU machine: the programs into build/bin and build/t, the libraries
 #                                       into build/lib (once per tar: a second call with the same tar does nothing);
 #                                       the caller then puts build/lib on LD_LIBRARY_PATH
-#   PROGS="lmd-bench gen-model test-ops ..."   only these programs (the tar is about 3.5 MB a program), to leave room
+#   PROGS="lmd-bench gen-model test-ops ..."   only these programs (the tar is about 3.5 MB for the first program, less for each
+#                                               further one), to leave room
 #                                               in the device tool's 64 MiB carry for a model
 set -eu
 cd "$(dirname "$0")/.."
@@ -50,5 +51,6 @@ ldd "${progs[@]}" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort
 	esac
 done
 mkdir -p "$(dirname "$out")"
-tar -cJf "$out" -C "$stage" .
+# a dictionary as large as the programs: each carries the same CUDA kernels, which xz then stores once
+tar -cf - -C "$stage" . | xz -T2 --lzma2=preset=6,dict=64MiB >"$out"
 echo "$out: $(du -h "$out" | cut -f1), $(ls "$stage" | wc -l) files"
