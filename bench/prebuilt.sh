@@ -9,9 +9,9 @@
 #   bench/prebuilt.sh --unpack TAR      on the GPU machine: the programs into build/bin and build/t, the libraries
 #                                       into build/lib (once per tar: a second call with the same tar does nothing);
 #                                       the caller then puts build/lib on LD_LIBRARY_PATH
-#   PROGS="lmd-bench gen-model test-ops ..."   only these programs (the tar is about 3.5 MB for the first program, less for each
-#                                               further one), to leave room
-#                                               in the device tool's 64 MiB carry for a model
+#   PROGS="lmd-bench gen-model test-ops ..."   only these programs, to leave room in the device tool's 64 MiB carry
+#                                               for a model (the first program is about 3.5 MB of the tar, each
+#                                               further one much less: xz stores their common CUDA kernels once)
 set -eu
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --unpack ]; then
