@@ -46,7 +46,7 @@
 #          lmd-small fp16 and W4 (RTN g128) on the GPU under each vs the CPU (must agree: the settings are meant
 #          to give the same bits); lmd-bench gen 128 in / 64 out at AB_CONC (default 1,16) on the Llama-2-7B-shaped
 #          W4A16 g128 model under each, then at 1 again in reverse order (drift), and fp16 beside under the first
-#          (AB_F16=0: not). Files: ab-ops.txt ab-speed.txt ab-greedy.txt ab-bench.csv ab-bench.log.
+#          (AB_F16=all: under each; a list of NAMEs: under those; 0: not). Files: ab-ops.txt ab-speed.txt ab-greedy.txt ab-bench.csv ab-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
 # bench-modes.csv (LMD_CUDA_GEMM=pad128, lmd, lt128 and pad64: batch-invariant) hf.csv serve.csv serve.log bench-serve*.
 # BENCH_EXTRA=0 leaves out the profile runs, the LMD_CUDA_GEMM comparisons and the HF baseline.
@@ -367,7 +367,7 @@ if [ "$stage" = ab ]; then
 	ab=${AB:?AB: a list of NAME:ENV}
 	ab_env() { local e=${1#*:}; [ "$e" = - ] || tr , '\n' <<<"$e"; }  # the VAR=VALUE lines of one NAME:ENV
 	ab_run() { local a=$1; shift; mapfile -t e < <(ab_env "$a"); env "${e[@]}" "$@"; }
-	( quant_models w4 $([ "${AB_F16:-1}" = 1 ] && echo f16) >"$OUT/ab-models.log" 2>&1 ) &
+	( quant_models w4 $([ "${AB_F16:-1}" = 0 ] || echo f16) >"$OUT/ab-models.log" 2>&1 ) &
 	models=$!
 	: >"$OUT/ab-ops.txt"; : >"$OUT/ab-speed.txt"; : >"$OUT/ab-greedy.txt"
 	first=1
@@ -408,7 +408,14 @@ if [ "$stage" = ab ]; then
 			| tee -a "$OUT/ab-bench.csv"
 	}
 	for a in $ab; do abg "$a" w4 "${AB_CONC:-1,16}"; done
-	[ "${AB_F16:-1}" = 1 ] && abg "${ab%% *}" f16 "${AB_CONC:-1,16}"
+	for a in $ab; do
+		case " ${AB_F16:-1} " in
+		" 0 ") ;;
+		" 1 ") [ "$a" = "${ab%% *}" ] && abg "$a" f16 "${AB_CONC:-1,16}" ;;
+		" all ") abg "$a" f16 "${AB_CONC:-1,16}" ;;
+		*" ${a%%:*} "*) abg "$a" f16 "${AB_CONC:-1,16}" ;;
+		esac
+	done
 	for a in $(tr ' ' '\n' <<<"$ab" | tac); do abg "$a" w4 1; done
 fi
 say "done (failures: $fail)"

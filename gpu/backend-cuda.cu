@@ -695,6 +695,12 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_DEC=%s: expected np1, np2 or ring4", qd);
 	const char *pf = getenv("LMD_CUDA_Q4_PF");
 	c->q4_pf = pf && !strcmp(pf, "1");
+	const char *gv = getenv("LMD_CUDA_GEMV");  // 16-bit products of up to R rows through gemv (with cublas_gemm)
+	c->gemv_rows = GEMV_ROWS;
+	if (gv && (sscanf(gv, "%d%c", &c->gemv_rows, &tail) != 1 || c->gemv_rows < 0 || c->gemv_rows > GEMV_ROWS))
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMV=%s: expected a row count 0..%d (0: cuBLAS)", gv, GEMV_ROWS);
+	if (!c->cublas_gemm)
+		c->gemv_rows = 0;
 	const char *qb = getenv("LMD_CUDA_Q4_BLAS");  // rows from which a product goes through cuBLAS (0: never)
 	c->q4_blas_rows = c->cublas_gemm ? Q4_BLAS_ROWS : 0;
 	if (qb && (sscanf(qb, "%d%c", &c->q4_blas_rows, &tail) != 1 || c->q4_blas_rows < 0))

@@ -120,6 +120,8 @@ struct cuda_ctx {
 	double prof_t_sync_end, prof_host_gap, prof_enqueue, prof_wait, prof_gpu_ms, prof_t_begin;
 	int prof_in_step;
 	cudaEvent_t prof_e0, prof_e1;
+	int gemv_rows;                 /* with cublas_gemm: 16-bit products of up to this many rows through gemv (matmul.cu;
+	                                * LMD_CUDA_GEMV=R, default GEMV_ROWS; 0: cuBLAS) */
 	int cublas_gemm;               /* 16-bit products through cuBLAS at their own shape (not batch-invariant): the
 	                                * default without deterministic, or LMD_CUDA_GEMM=cublas */
 	int lt_gemm;                   /* LMD_CUDA_GEMM=ltR: the other rows through one cuBLASLt algorithm per shape, the
@@ -226,6 +228,8 @@ static inline void pdl_launch(struct cuda_ctx *c, void (*kernel)(P...), dim3 gri
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */
 #define DT_F32 0
+#define GEMV_ROWS 4  /* the default's 16-bit products of up to this many rows through gemv (LMD_CUDA_GEMV) */
+
 #define DT_F16 1
 #define DT_BF16 2
 

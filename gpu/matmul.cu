@@ -53,6 +53,13 @@
  * 256). lt128: 7 % more tok/s than pad128 at 256 concurrent, 18 % less at batch 1
  * (bench/results/2026-12-02-h200-engine.md).
  *
+ * gemv (the default's products of up to c->gemv_rows rows, 16-bit x and w of one dtype, 16-byte aligned;
+ *   LMD_CUDA_GEMV=R, 0: cuBLAS for those too): a warp per output column n (a persistent grid, n += its
+ *   warps), lane l sums chunks l, l + 32, ... of 8 k (one 16-byte load of w), k in order inside a chunk,
+ *   GEMV_U chunks loaded a step ahead of the FMAs; then the 32 lanes' sums by a shuffle tree. A row's bits
+ *   depend on K alone, not on R, but differ from cuBLAS's, so like cublas it is not batch-invariant across
+ *   the boundary c->gemv_rows. The first weights are loaded before the programmatic wait (pdl_launch).
+ *
  * Other paths (chosen from the dtypes and K only, never from R):
  *   cublas  f32 x and w: cublasGemmEx, CUBLAS_COMPUTE_32F (no TF32); a bias is broadcast into y first and
  *           added by beta = 1. cuBLAS picks its kernel from the row count too, so under batch invariance
@@ -137,6 +144,107 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 	}
 	asm volatile("cp.async.wait_all;\n" ::);
 	store_frag(y, yt, bias, bt, R, N, g, n0 + 2 * q, c);
+}
+
+#define GEMV_U 4     /* chunks of 8 k a lane loads at once */
+
+/* y[r][n] for r < R <= NR: the summation at the top of the file (gemv) */
+template <bool BF, int NR>
+__global__ void __launch_bounds__(256, 4) gemv_kernel(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
+						       int bt, int R, int N, int K8)
+{
+	const int lane = threadIdx.x & 31, step = (int)gridDim.x * 8;
+	int n = (int)blockIdx.x * 8 + (threadIdx.x >> 5), c0 = 0;  // the warp's next column and chunk
+	uint4 nx[GEMV_U];
+	auto load = [&]() {  // nx = chunks c0 + 32u + lane of column n (zero past K)
+#pragma unroll
+		for (int u = 0; u < GEMV_U; u++) {
+			int ch = c0 + 32 * u + lane;
+			nx[u] = n < N && ch < K8 ? __ldcs(w + (size_t)n * K8 + ch) : make_uint4(0, 0, 0, 0);
+		}
+	};
+	load();
+	pdl_start();  // the weights above, x and y below
+	float acc[NR];
+#pragma unroll
+	for (int r = 0; r < NR; r++)
+		acc[r] = 0;
+	while (n < N) {
+		uint4 cur[GEMV_U];
+#pragma unroll
+		for (int u = 0; u < GEMV_U; u++)
+			cur[u] = nx[u];
+		const int cn = n, cc = c0;
+		c0 += 32 * GEMV_U;
+		if (c0 >= K8) {
+			c0 = 0;
+			n += step;
+		}
+		load();  // the next chunks in flight while these are summed
+#pragma unroll
+		for (int u = 0; u < GEMV_U; u++) {
+			int ch = cc + 32 * u + lane;
+			if (ch >= K8)
+				break;
+			const uint32_t *wq = (const uint32_t *)&cur[u];
+#pragma unroll
+			for (int r = 0; r < NR; r++) {
+				if (r >= R)
+					break;
+				uint4 xv = __ldg(x + (size_t)r * K8 + ch);
+				const uint32_t *xq = (const uint32_t *)&xv;
+#pragma unroll
+				for (int j = 0; j < 4; j++) {
+					float2 a = BF ? __bfloat1622float2(*(const __nv_bfloat162 *)&wq[j])
+						      : __half22float2(*(const __half2 *)&wq[j]);
+					float2 b = BF ? __bfloat1622float2(*(const __nv_bfloat162 *)&xq[j])
+						      : __half22float2(*(const __half2 *)&xq[j]);
+					acc[r] = fmaf(a.x, b.x, acc[r]);
+					acc[r] = fmaf(a.y, b.y, acc[r]);
+				}
+			}
+		}
+		if (n != cn) {  // column cn is summed: the lanes' sums, then y
+#pragma unroll
+			for (int r = 0; r < NR; r++) {
+#pragma unroll
+				for (int o = 16; o > 0; o >>= 1)
+					acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+				if (lane == 0 && r < R)
+					st(y, yt, (size_t)r * N + cn, acc[r] + (bias ? ld(bias, bt, cn) : 0.0f));
+				acc[r] = 0;
+			}
+		}
+	}
+}
+
+template <bool BF, int NR>
+static void gemv_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt,
+			int R, int N, int K)
+{
+	static int occ;  // blocks one SM holds (one kind of GPU a process)
+	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel<BF, NR>, 256, 0) != cudaSuccess ||
+		     occ < 1)) {
+		cudaGetLastError();  // not the launch's error
+		occ = 1;
+	}
+	long blocks = (N + 7) / 8, grid = (long)occ * c->sms;
+	pdl_launch(c, gemv_kernel<BF, NR>, (unsigned)(blocks < grid ? blocks : grid), 256, 0, y, yt, (const uint4 *)x,
+		   (const uint4 *)w, bias, bt, R, N, K / 8);
+}
+
+/* gemv for R <= GEMV_ROWS rows of 16-bit x and w */
+static int gemv(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
+		const void *bias, int bt, int R, int N, int K, struct lmd_err *err)
+{
+	bool bf = xt == LMD_BF16;
+	auto go = [&](auto f1, auto f2, auto f4) { (R == 1 ? f1 : R == 2 ? f2 : f4)(c, y, yt, x, w, bias, bt, R, N, K); };
+	if (bf)
+		go(gemv_launch<true, 1>, gemv_launch<true, 2>, gemv_launch<true, 4>);
+	else
+		go(gemv_launch<false, 1>, gemv_launch<false, 2>, gemv_launch<false, 4>);
+	LAUNCH_TRY(err);
+	return LMD_OK;
 }
 
 #define TILED_STAGES 3
@@ -571,6 +679,8 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 					   : runs_matmul<true>(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R,
 								(int)N, (int)K, nruns, err);
 	}
+	if (half && aligned && R <= c->gemv_rows && (uintptr_t)w->data % 16 == 0)
+		return gemv(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R, (int)N, (int)K, err);
 	if (same && blas_out(y->dtype, x->dtype))  // f32: padded blocks unless the rows need not be batch-invariant
 		return c->cublas_gemm ? blas_matmul(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, R, N, K, err)
 				      : pad_matmul(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R, (int)N,

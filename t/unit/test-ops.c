@@ -1312,6 +1312,9 @@ int main(int argc, char **argv)
 				test_big_matmul(&be, &ref, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][0] <= 64);
 			test_matmul(&be, &ref, LMD_F16, LMD_F16, LMD_F16, 7, 100, 37, 1);
 			test_matmul(&be, &ref, LMD_BF16, LMD_BF16, LMD_F32, 70, 64, 130, 0);  // f32 out (logits)
+			test_matmul(&be, &ref, LMD_BF16, LMD_BF16, LMD_F32, 3, 136, 77, 1);  // gemv: up to GEMV_ROWS rows
+			test_matmul(&be, &ref, LMD_F16, LMD_F16, LMD_F16, 1, 4104, 300, 1);  // K past a whole round of chunks
+			test_matmul(&be, &ref, LMD_F16, LMD_F16, LMD_F16, 2, 264, 1000, 0);
 			test_step(&be, &ref, LMD_F16, 4, 2, 32, 4, 70, LMD_KV_NONE, 0);
 			q4_blas = 1;
 			test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 200, 4096, 4096, 128, 1);
@@ -1321,6 +1324,10 @@ int main(int argc, char **argv)
 			q4_blas = 0;
 			lmd_backend_close(&be);
 		}
+		setenv("LMD_CUDA_GEMV", "5", 1);
+		CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
+		CHECK(strstr(err.msg, "LMD_CUDA_GEMV") != NULL);
+		unsetenv("LMD_CUDA_GEMV");
 		setenv("LMD_CUDA_Q4_BLAS", "many", 1);
 		CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
 		CHECK(strstr(err.msg, "LMD_CUDA_Q4_BLAS") != NULL);
