@@ -404,8 +404,8 @@ if [ "$stage" = ab ]; then
 	: >"$OUT/ab-bench.csv"
 	abg() {  # NAME:ENV model concurrency
 		ab_run "$1" build/bin/lmd-bench gen --device cuda --concurrency $3 --prompt-tokens 128 --completion-tokens 64 \
-			-f csv /tmp/llama2-7b-$2 2>>"$OUT/ab-bench.log" | grep -v "^date" | sed "s/^/$2,${1%%:*},/" \
-			| tee -a "$OUT/ab-bench.csv"
+			-f csv /tmp/llama2-7b-$2 2>>"$OUT/ab-bench.log" | sed "s/^date/weights,setting,date/; t; s/^/$2,${1%%:*},/" \
+			| { [ -s "$OUT/ab-bench.csv" ] && grep -v "^weights,setting" || cat; } | tee -a "$OUT/ab-bench.csv"
 	}
 	for a in $ab; do abg "$a" w4 "${AB_CONC:-1,16}"; done
 	for a in $ab; do

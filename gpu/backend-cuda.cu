@@ -689,12 +689,6 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	else if (q4 && (sscanf(q4, "stream%d%c", &c->q4_stream_rows, &tail) != 1 || c->q4_stream_rows < 1 ||
 			c->q4_stream_rows > 64))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4=%s: expected streamR (R in 1..64) or old", q4);
-	const char *qd = getenv("LMD_CUDA_Q4_DEC");  // q4_stream's shape up to 8 rows
-	c->q4_dec = !qd || !strcmp(qd, "np1") ? 0 : !strcmp(qd, "np2") ? 1 : !strcmp(qd, "ring4") ? 2 : -1;
-	if (c->q4_dec < 0)
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_DEC=%s: expected np1, np2 or ring4", qd);
-	const char *pf = getenv("LMD_CUDA_Q4_PF");
-	c->q4_pf = pf && !strcmp(pf, "1");
 	const char *gv = getenv("LMD_CUDA_GEMV");  // 16-bit products of up to R rows through gemv (with cublas_gemm)
 	c->gemv_rows = GEMV_ROWS;
 	if (gv && (sscanf(gv, "%d%c", &c->gemv_rows, &tail) != 1 || c->gemv_rows < 0 || c->gemv_rows > GEMV_ROWS))

@@ -144,9 +144,6 @@ struct cuda_ctx {
 	int q4_stream_rows;            /* matmul_q4: products of up to this many rows through q4_stream and the others through
 	                                * q4_piped (LMD_CUDA_Q4=streamR, default Q4_STREAM_ROWS); 0 (old): q4_skinny up
 	                                * to 16 rows and q4_tiled, the first kernels */
-	int q4_dec;                    /* q4_stream up to 8 rows (LMD_CUDA_Q4_DEC): 0 one pair of tile rows a group, ring of 2
-	                                * (3 blocks an SM); 1 (np2) two pairs; 2 (ring4) one pair, ring of 4 (both 2 blocks) */
-	int q4_pf;                     /* q4_stream: each warp asks for its slices of the next group in L2 (LMD_CUDA_Q4_PF=1) */
 	int q4_blas_rows;              /* matmul_q4: a product of at least this many rows dequantizes W once and goes
 	                                * through cuBLAS at its own shape, as prefill runs do (not batch-invariant: the
 	                                * default without deterministic, Q4_BLAS_ROWS; LMD_CUDA_Q4_BLAS=R); 0 = never */
@@ -194,14 +191,6 @@ __device__ __forceinline__ void pdl_trigger()
 #endif
 }
 
-/* Ask for bytes (a multiple of 16) at p (16-byte aligned) in L2: a hint, no registers, no result (Hopper) */
-__device__ __forceinline__ void l2_prefetch(const void *p, unsigned bytes)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-	asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
-#endif
-}
-
 __device__ __forceinline__ void pdl_start()
 {
 	pdl_wait();
@@ -226,10 +215,10 @@ static inline void pdl_launch(struct cuda_ctx *c, void (*kernel)(P...), dim3 gri
 #define Q4_STREAM_ROWS 32  /* q4_stream up to 32 rows, q4_piped above: the fastest at each row count measured */
 #define Q4_BLAS_ROWS 96    /* the dequantized weight through cuBLAS from 96 rows (bench/results: faster than q4_piped) */
 
-/* dtype codes the kernels switch on (the enum lmd_dtype values) */
-#define DT_F32 0
 #define GEMV_ROWS 4  /* the default's 16-bit products of up to this many rows through gemv (LMD_CUDA_GEMV) */
 
+/* dtype codes the kernels switch on (the enum lmd_dtype values) */
+#define DT_F32 0
 #define DT_F16 1
 #define DT_BF16 2
 

@@ -313,12 +313,12 @@ struct qs_item {
 	uint32_t sz[2 * NP][P];  // row g of each tile, per group piece: scale bits | zero << 16
 };
 
-template <bool BF, int P, int NB, int NP, int DR, bool PF>
-__global__ void __launch_bounds__(256, NB > 1 ? 1 : NP == 1 && DR <= 2 ? 3 : 2)
-	q4_stream(void *y, int yt, const uint4 *x, const uint4 *w, const __half *sc, const uint8_t *zr, const void *bias,
-		  int bt, int R, int N, int K, int KB, int G, int ngp)
+template <bool BF, int P, int NB, int NP>
+__global__ void __launch_bounds__(256, NB == 1 ? 3 : 1) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
+								   const __half *sc, const uint8_t *zr, const void *bias,
+								   int bt, int R, int N, int K, int KB, int G, int ngp)
 {
-	constexpr int D = DR ? DR : NB == 1 || NP * P > 2 ? 2 : 4;  // the ring's depth (DR: LMD_CUDA_Q4_DEC's)
+	constexpr int D = NB == 1 || NP * P > 2 ? 2 : 4;
 	__shared__ float red[Q4_SLICES][NP][NB * 4][32];
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
 	const int T = (N + 7) / 8, NG = (T + 2 * NP - 1) / (2 * NP), K8 = K / 8;
@@ -347,19 +347,11 @@ __global__ void __launch_bounds__(256, NB > 1 ? 1 : NP == 1 && DR <= 2 ? 3 : 2)
 			}
 		}
 	};
-	auto prefetch = [&](int gi) {  // PF: the warp's slices of group gi into L2 (a hint: no registers, no bits)
-		if (PF && lane == 0 && gi < NG && L > 0)
-#pragma unroll
-			for (int j = 0; j < 2 * NP; j++)
-				l2_prefetch(w + ((size_t)min(gi * 2 * NP + j, T - 1) * KB + b0) * 32, (unsigned)L * 512);
-	};
-	prefetch(blockIdx.x);
 #pragma unroll
 	for (int u = 0; u < D; u++)
 		load(ring[u], blockIdx.x, u);
 	pdl_start();  // the weights above, x and y below (pdl_launch)
 	for (int gi = blockIdx.x; gi < NG; gi += gridDim.x) {
-		prefetch(gi + (int)gridDim.x);
 		float acc[NP][NB][4];
 #pragma unroll
 		for (int p = 0; p < NP; p++)
@@ -792,38 +784,19 @@ static int q4_check(struct q4_geo *q, const struct lmd_tensor *w, const struct l
 }
 
 /* q4_stream on as many blocks as the GPU holds at once (2 NP tile rows a group, at least one group a block). */
-template <bool BF, int P, bool PF, int NB, int NP, int DR = 0>
+template <bool BF, int P, int NB, int NP>
 static void qs_launch(struct cuda_ctx *c, void *y, int yt, const uint4 *x, const struct q4_geo *q, const uint4 *w,
 		      const __half *sc, const uint8_t *zr, const void *bias, int bt, int R)
 {
 	static int occ;  // blocks of this kernel one SM holds (the same on every device of a process: one kind of GPU)
-	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, q4_stream<BF, P, NB, NP, DR, PF>, 256, 0) != cudaSuccess ||
+	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, q4_stream<BF, P, NB, NP>, 256, 0) != cudaSuccess ||
 		     occ < 1)) {
 		cudaGetLastError();  // not the launch's error
 		occ = 1;
 	}
 	long ng = (q->Np / 8 + 2 * NP - 1) / (2 * NP), grid = (long)occ * c->sms;
-	pdl_launch(c, q4_stream<BF, P, NB, NP, DR, PF>, (unsigned)(ng < grid ? ng : grid), 256, 0, y, yt, x, w, sc, zr, bias, bt, R,
+	pdl_launch(c, q4_stream<BF, P, NB, NP>, (unsigned)(ng < grid ? ng : grid), 256, 0, y, yt, x, w, sc, zr, bias, bt, R,
 		   q->N, q->K, q->KB, q->G, q->ngp);
-}
-
-/* q4_stream's shape for R rows (LMD_CUDA_Q4_DEC up to 8) */
-template <bool BF, int P, bool PF>
-static void qs_rows(struct cuda_ctx *c, void *y, int yt, const uint4 *xv, const struct q4_geo *q, const uint4 *wv,
-		    const __half *s, const uint8_t *z, const void *bias, int bt, int R)
-{
-	if (R <= 8 && c->q4_dec == 1)
-		qs_launch<BF, P, PF, 1, 2>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
-	else if (R <= 8 && c->q4_dec == 2)
-		qs_launch<BF, P, PF, 1, 1, 4>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
-	else if (R <= 8)
-		qs_launch<BF, P, PF, 1, 1>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
-	else if (R <= 16)
-		qs_launch<BF, P, PF, 2, 2>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
-	else if (R <= 32)
-		qs_launch<BF, P, PF, 4, 2>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
-	else
-		qs_launch<BF, P, PF, 8, 1>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
 }
 
 template <bool BF, int P>
@@ -834,10 +807,14 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 	const __half *s = (const __half *)sc;
 	const uint8_t *z = (const uint8_t *)zr;
 	if (R <= c->q4_stream_rows && q->KB < 2048) {  // q4_stream's group index: b * gmul >> 20
-		if (c->q4_pf)
-			qs_rows<BF, P, true>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		if (R <= 8)
+			qs_launch<BF, P, 1, 1>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		else if (R <= 16)
+			qs_launch<BF, P, 2, 2>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		else if (R <= 32)
+			qs_launch<BF, P, 4, 2>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
 		else
-			qs_rows<BF, P, false>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+			qs_launch<BF, P, 8, 1>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
 		LAUNCH_TRY(err);
 		return LMD_OK;
 	}

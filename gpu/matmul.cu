@@ -1,9 +1,9 @@
 /*
  * matmul: y[R, N] = x[R, K] · w[N, K]ᵀ (+ bias[N]), fp32 accumulation, y rounded once to its dtype.
  *
- * The default (lmd_backend_opts.deterministic off, no LMD_CUDA_GEMM): every 16-bit product through cuBLAS
- * at its own shape (the cublas path below), the fastest measured at every batch size; a row's bits may then
- * depend on how many rows share its product.
+ * The default (lmd_backend_opts.deterministic off, no LMD_CUDA_GEMM): a 16-bit product of up to c->gemv_rows
+ * rows through gemv (below), every other through cuBLAS at its own shape (the cublas path below), the fastest
+ * measured at every batch size; a row's bits may then depend on how many rows share its product.
  *
  * Batch invariance (deterministic, or LMD_CUDA_GEMM set to one of the invariant settings). A row of y must
  * not depend on the other rows in the call: a sequence decoded alone and the same sequence decoded among 63
