@@ -52,7 +52,7 @@
 # BENCH_EXTRA=0 leaves out the profile runs, the LMD_CUDA_GEMM comparisons and the HF baseline.
 # Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,16,64,256), PREBUILT (a
 # tar.xz of the programs and the shared libraries they need, for a machine without the -dev packages; made
-# here by bench/prebuilt.sh).
+# here by bench/prebuilt.sh; bench/carry.sh makes it and the parts of ../shared a run through the device tool needs).
 set -u
 cd "$(dirname "$0")/.."
 stage=${1:-all}
