@@ -209,6 +209,19 @@ static inline void pdl_launch(struct cuda_ctx *c, void (*kernel)(P...), dim3 gri
 	cfg.attrs = at, cfg.numAttrs = c->pdl ? 1 : 0;
 	cudaLaunchKernelEx(&cfg, kernel, ((P)args)...);
 }
+
+/* A persistent grid: blocks of 256 threads of kernel K, as many as the GPU holds at once, at most want. */
+template <auto K>
+static inline unsigned resident_grid(struct cuda_ctx *c, long want)
+{
+	static int occ;  // blocks of K one SM holds (the same on every device of a process: one kind of GPU)
+	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, K, 256, 0) != cudaSuccess || occ < 1)) {
+		cudaGetLastError();  // not a launch's error
+		occ = 1;
+	}
+	long grid = (long)occ * c->sms;
+	return (unsigned)(want < grid ? want : grid);
+}
 #define BLAS_RUN 64
 #define FQ_SCRATCH ((size_t)256 << 20)
 #define PAD_ROWS 128

@@ -788,15 +788,9 @@ template <bool BF, int P, int NB, int NP>
 static void qs_launch(struct cuda_ctx *c, void *y, int yt, const uint4 *x, const struct q4_geo *q, const uint4 *w,
 		      const __half *sc, const uint8_t *zr, const void *bias, int bt, int R)
 {
-	static int occ;  // blocks of this kernel one SM holds (the same on every device of a process: one kind of GPU)
-	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, q4_stream<BF, P, NB, NP>, 256, 0) != cudaSuccess ||
-		     occ < 1)) {
-		cudaGetLastError();  // not the launch's error
-		occ = 1;
-	}
-	long ng = (q->Np / 8 + 2 * NP - 1) / (2 * NP), grid = (long)occ * c->sms;
-	pdl_launch(c, q4_stream<BF, P, NB, NP>, (unsigned)(ng < grid ? ng : grid), 256, 0, y, yt, x, w, sc, zr, bias, bt, R,
-		   q->N, q->K, q->KB, q->G, q->ngp);
+	long ng = (q->Np / 8 + 2 * NP - 1) / (2 * NP);
+	pdl_launch(c, q4_stream<BF, P, NB, NP>, resident_grid<q4_stream<BF, P, NB, NP>>(c, ng), 256, 0, y, yt, x, w, sc, zr,
+		   bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
 }
 
 template <bool BF, int P>

@@ -222,27 +222,21 @@ template <bool BF, int NR>
 static void gemv_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt,
 			int R, int N, int K)
 {
-	static int occ;  // blocks one SM holds (one kind of GPU a process)
-	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel<BF, NR>, 256, 0) != cudaSuccess ||
-		     occ < 1)) {
-		cudaGetLastError();  // not the launch's error
-		occ = 1;
-	}
-	long blocks = (N + 7) / 8, grid = (long)occ * c->sms;
-	pdl_launch(c, gemv_kernel<BF, NR>, (unsigned)(blocks < grid ? blocks : grid), 256, 0, y, yt, (const uint4 *)x,
-		   (const uint4 *)w, bias, bt, R, N, K / 8);
+	pdl_launch(c, gemv_kernel<BF, NR>, resident_grid<gemv_kernel<BF, NR>>(c, (N + 7) / 8), 256, 0, y, yt,
+		   (const uint4 *)x, (const uint4 *)w, bias, bt, R, N, K / 8);
 }
 
-/* gemv for R <= GEMV_ROWS rows of 16-bit x and w */
-static int gemv(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
-		const void *bias, int bt, int R, int N, int K, struct lmd_err *err)
+/* gemv for R <= GEMV_ROWS rows of 16-bit x and w (NR = 1, 2 or 4) */
+template <bool BF>
+static int gemv(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, const void *w, const void *bias, int bt,
+		int R, int N, int K, struct lmd_err *err)
 {
-	bool bf = xt == LMD_BF16;
-	auto go = [&](auto f1, auto f2, auto f4) { (R == 1 ? f1 : R == 2 ? f2 : f4)(c, y, yt, x, w, bias, bt, R, N, K); };
-	if (bf)
-		go(gemv_launch<true, 1>, gemv_launch<true, 2>, gemv_launch<true, 4>);
+	if (R == 1)
+		gemv_launch<BF, 1>(c, y, yt, x, w, bias, bt, R, N, K);
+	else if (R == 2)
+		gemv_launch<BF, 2>(c, y, yt, x, w, bias, bt, R, N, K);
 	else
-		go(gemv_launch<false, 1>, gemv_launch<false, 2>, gemv_launch<false, 4>);
+		gemv_launch<BF, 4>(c, y, yt, x, w, bias, bt, R, N, K);
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }
@@ -679,8 +673,9 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 					   : runs_matmul<true>(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R,
 								(int)N, (int)K, nruns, err);
 	}
-	if (half && aligned && R <= c->gemv_rows && (uintptr_t)w->data % 16 == 0)
-		return gemv(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R, (int)N, (int)K, err);
+	if (half && aligned && R <= c->gemv_rows)
+		return (x->dtype == LMD_BF16 ? gemv<true> : gemv<false>)(c, y->data, y->dtype, x->data, w->data, b, bt, (int)R,
+									   (int)N, (int)K, err);
 	if (same && blas_out(y->dtype, x->dtype))  // f32: padded blocks unless the rows need not be batch-invariant
 		return c->cublas_gemm ? blas_matmul(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, R, N, K, err)
 				      : pad_matmul(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R, (int)N,
