@@ -41,18 +41,20 @@
 #          through lmd-bench mem and lmd-bench gen for KV plain / int8 / int4 at KVQ_CONC (default 1,64,256) x 128
 #          and 1 x 2048. Files: kvq-ops.txt kvq-greedy.txt kvq-mem.txt kvq-bench.csv kvq-bench.log.
 # ab       (alone) settings of the CUDA backend side by side on one machine: AB is a list of NAME:ENV, ENV being
-#          comma-separated VAR=VALUE (or - for none), e.g. AB="np1:- pf:LMD_CUDA_Q4_PF=1". The whole test-ops under
-#          the first, test-ops quant under the others (AB_OPS=first: only the first; 0: neither); test-ops q4speed under each; greedy
-#          lmd-small fp16 and W4 (RTN g128) on the GPU under each vs the CPU (must agree: the settings are meant
-#          to give the same bits); lmd-bench gen 128 in / 64 out at AB_CONC (default 1,16) on the Llama-2-7B-shaped
-#          W4A16 g128 model under each, then at 1 again in reverse order (drift), and fp16 beside under the first
-#          (AB_F16=all: under each; a list of NAMEs: under those; 0: not). Files: ab-ops.txt ab-speed.txt ab-greedy.txt ab-bench.csv ab-bench.log.
+#          comma-separated VAR=VALUE (or - for none), e.g. AB="def:- blas:LMD_CUDA_GEMV=0". The whole test-ops under
+#          the first, test-ops quant under the others (AB_OPS=first: only the first; 0: neither); test-ops q4speed
+#          under each; greedy lmd-small fp16 and W4 (RTN g128) on the GPU under each vs the CPU (must agree: the
+#          settings are meant to give the same bits); lmd-bench gen 128 in / 64 out at AB_CONC (default 1,16) on the
+#          Llama-2-7B-shaped W4A16 g128 model under each, then at 1 again in reverse order (drift), and fp16 beside
+#          under the first (AB_F16=all: under each; a list of NAMEs: under those; 0: not).
+#          Files: ab-ops.txt ab-speed.txt ab-greedy.txt ab-bench.csv ab-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
 # bench-modes.csv (LMD_CUDA_GEMM=pad128, lmd, lt128 and pad64: batch-invariant) hf.csv serve.csv serve.log bench-serve*.
 # BENCH_EXTRA=0 leaves out the profile runs, the LMD_CUDA_GEMM comparisons and the HF baseline.
 # Environment: SHARED (default ../shared), OUT, BENCH_CONC, BENCH_PROMPTS, HF_BATCH (default 1,16,64,256), PREBUILT (a
 # tar.xz of the programs and the shared libraries they need, for a machine without the -dev packages; made
-# here by bench/prebuilt.sh; bench/carry.sh makes it and the parts of ../shared a run through the device tool needs).
+# here by bench/prebuilt.sh; bench/carry.sh makes it and the parts of ../shared a run through the device tool
+# needs).
 set -u
 cd "$(dirname "$0")/.."
 stage=${1:-all}
@@ -260,17 +262,25 @@ if [ "$stage" = llama3 ]; then
 			| tee -a "$OUT/bench-llama3-deterministic.csv"
 	done
 fi
+# lmd-small as W4 (lmd-awq --method rtn, groups of $2) in directory $1
+small_w4() {
+	build/bin/lmd-awq "$SHARED/models/lmd-small" --method rtn --w-group-size $2 -o "$1-hf" --force -q &&
+		build/bin/lmd-convert -q --model-format awq "$1-hf" "$1" || fail=1
+}
+# /tmp/qprompts60.jsonl: six story openings, ten times over, for the greedy comparisons
+prompts60() {
+	printf '{"prompt": "%s"}\n' "Once upon a time" "The old man looked at" "It was a dark and stormy night" \
+		"She opened the letter and" "In the morning the village" "He said that he would never" >/tmp/qprompts.jsonl
+	for i in 1 2 3 4 5 6 7 8 9 10; do cat /tmp/qprompts.jsonl; done >/tmp/qprompts60.jsonl
+}
 # lmd-small greedy and perplexity for each weights:dtype:KV configuration in $1 into file $2: GPU 60 concurrent vs one
 # at a time (must agree), GPU vs CPU (reported), perplexity on both.
 small_checks() {
 	local small=${SMALL_W4:-/tmp/small-w4} cfg m name g file=$2
 	if [[ "$1" == *w4:* ]] && [ ! -d "$small" ]; then
-		build/bin/lmd-awq "$SHARED/models/lmd-small" --method rtn --w-group-size 64 -o /tmp/small-w4-hf --force -q &&
-			build/bin/lmd-convert -q --model-format awq /tmp/small-w4-hf "$small" || fail=1
+		small_w4 "$small" 64
 	fi
-	printf '{"prompt": "%s"}\n' "Once upon a time" "The old man looked at" "It was a dark and stormy night" \
-		"She opened the letter and" "In the morning the village" "He said that he would never" >/tmp/qprompts.jsonl
-	for i in 1 2 3 4 5 6 7 8 9 10; do cat /tmp/qprompts.jsonl; done >/tmp/qprompts60.jsonl
+	prompts60
 	: >"$file"
 	for cfg in $1; do  # weights:dtype:KV
 		set -- ${cfg//:/ }
@@ -370,31 +380,28 @@ if [ "$stage" = ab ]; then
 	( quant_models w4 $([ "${AB_F16:-1}" = 0 ] || echo f16) >"$OUT/ab-models.log" 2>&1 ) &
 	models=$!
 	: >"$OUT/ab-ops.txt"; : >"$OUT/ab-speed.txt"; : >"$OUT/ab-greedy.txt"
-	first=1
+	ops=${AB_OPS:-all} what=  # the whole test-ops under the first setting, then test-ops quant
 	for a in $ab; do
-		[ "${AB_OPS:-all}" = 0 ] || { [ "${AB_OPS:-all}" = first ] && [ $first = 0 ]; } && break
-		what=quant; [ $first = 1 ] && what=
+		[ "$ops" = 0 ] && break
 		say "test-ops $what under ${a%%:*}"
 		ab_run "$a" build/t/test-ops $what >/tmp/ab-ops.txt 2>&1; rc=$?
 		{ echo "# ${a} test-ops $what: exit $rc"; grep -v " us \| GB/s" /tmp/ab-ops.txt | tail -5; } | tee -a "$OUT/ab-ops.txt"
 		[ $rc = 0 ] || fail=1
-		first=0
+		[ "$ops" = first ] && break
+		what=quant
 	done
 	for a in $ab; do
 		say "q4speed under ${a%%:*}"
 		ab_run "$a" build/t/test-ops q4speed 2>&1 | grep "GB/s" | sed "s/^/${a%%:*} /" | tee -a "$OUT/ab-speed.txt"
 	done
 	say "greedy lmd-small fp16 and W4 (RTN g128): GPU under each setting vs CPU"
-	build/bin/lmd-awq "$SHARED/models/lmd-small" --method rtn -o /tmp/ab-small-w4-hf --force -q &&
-		build/bin/lmd-convert -q --model-format awq /tmp/ab-small-w4-hf /tmp/ab-small-w4 || fail=1
-	printf '{"prompt": "%s"}\n' "Once upon a time" "The old man looked at" "It was a dark and stormy night" \
-		"She opened the letter and" "In the morning the village" "He said that he would never" >/tmp/ab-p6.jsonl
-	for i in 1 2 3 4 5 6 7 8 9 10; do cat /tmp/ab-p6.jsonl; done >/tmp/ab-p60.jsonl
+	small_w4 /tmp/ab-small-w4 128
+	prompts60
 	g="build/bin/lmd-run generate --max-tokens 48 --temperature 0 --ignore-eos"
 	for m in "$SHARED/models/lmd-small" /tmp/ab-small-w4; do
-		$g --device cpu "$m" </tmp/ab-p60.jsonl >/tmp/ab-cpu.jsonl 2>>"$OUT/ab-greedy.txt" || fail=1
+		$g --device cpu "$m" </tmp/qprompts60.jsonl >/tmp/ab-cpu.jsonl 2>>"$OUT/ab-greedy.txt" || fail=1
 		for a in $ab; do
-			ab_run "$a" $g --device cuda "$m" </tmp/ab-p60.jsonl >/tmp/ab-gpu.jsonl 2>>"$OUT/ab-greedy.txt" || fail=1
+			ab_run "$a" $g --device cuda "$m" </tmp/qprompts60.jsonl >/tmp/ab-gpu.jsonl 2>>"$OUT/ab-greedy.txt" || fail=1
 			py bench/compare_gen.py "$(basename "$m") ${a%%:*} GPU vs CPU" /tmp/ab-gpu.jsonl /tmp/ab-cpu.jsonl \
 				| tee -a "$OUT/ab-greedy.txt" || fail=1
 		done
