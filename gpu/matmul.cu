@@ -686,3 +686,57 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }
+
+// ----------------------------------------------------------------------------
+// prefetch: the start of a coming product's weights into L2 while the kernels before it run
+
+#define PREFETCH_CHUNK (64u << 10)  /* bytes a thread asks for */
+
+struct pf_bufs {
+	const char *p[3];
+	unsigned n[3];
+};
+
+/*
+ * Bytes [0, n[i]) of buffers p[0..2] into L2, a chunk a thread (cp.async.bulk.prefetch: a hint, nothing
+ * written). It lets the next kernel be scheduled at once, then waits for the kernel before it, so that the
+ * DRAM is asked only once that one is done and the next kernel's wait still covers every kernel before.
+ */
+__global__ void __launch_bounds__(128) prefetch_kernel(struct pf_bufs b)
+{
+	pdl_trigger();
+	pdl_wait();
+	unsigned k = blockIdx.x * blockDim.x + threadIdx.x;
+	for (int i = 0; i < 3; k -= (b.n[i] + PREFETCH_CHUNK - 1) / PREFETCH_CHUNK, i++) {
+		size_t off = (size_t)k * PREFETCH_CHUNK;
+		if (off >= b.n[i])
+			continue;
+		unsigned len = (unsigned)min((size_t)PREFETCH_CHUNK, b.n[i] - off) & ~15u;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+		if (len)
+			asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(b.p[i] + off), "r"(len) : "memory");
+#endif
+		return;
+	}
+}
+
+int lmd_cuda_prefetch(struct cuda_ctx *c, const struct lmd_tensor *w, const struct lmd_tensor *s,
+		      const struct lmd_tensor *z, struct lmd_err *err)
+{
+	const struct lmd_tensor *t[3] = {w, s, z};
+	size_t n[3], all = 0;
+	for (int i = 0; i < 3; i++)
+		all += n[i] = t[i] && t[i]->data ? lmd_tensor_nbytes(t[i]) : 0;
+	struct pf_bufs b;
+	unsigned chunks = 0;
+	for (int i = 0; i < 3; i++) {  // the same share of each: the start of the weight, of its scales and of its zeros
+		b.p[i] = n[i] ? (const char *)t[i]->data : NULL;
+		b.n[i] = (unsigned)(all <= c->prefetch_bytes ? n[i] : (size_t)((double)n[i] * c->prefetch_bytes / all));
+		chunks += (b.n[i] + PREFETCH_CHUNK - 1) / PREFETCH_CHUNK;
+	}
+	if (!chunks)
+		return LMD_OK;
+	pdl_launch(c, prefetch_kernel, (chunks + 127) / 128, 128, 0, b);
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}
