@@ -43,8 +43,8 @@
 # ab       (alone) settings of the CUDA backend side by side on one machine: AB is a list of NAME:ENV, ENV being
 #          comma-separated VAR=VALUE (or - for none), e.g. AB="def:- blas:LMD_CUDA_GEMV=0". The whole test-ops under
 #          the first, test-ops quant under the others (AB_OPS=first: only the first; 0: neither); test-ops q4speed
-#          under each; greedy lmd-small fp16 and W4 (RTN g128) on the GPU under each vs the CPU (must agree: the
-#          settings are meant to give the same bits); lmd-bench gen 128 in / 64 out at AB_CONC (default 1,16) on the
+#          under each (AB_SPEED=0: not); greedy lmd-small fp16 and W4 (RTN g128) on the GPU under each vs the CPU
+#          (must agree: the settings are meant to give the same bits); lmd-bench gen 128 in / 64 out at AB_CONC (default 1,16) on the
 #          Llama-2-7B-shaped W4A16 g128 model under each, then at 1 again in reverse order (drift), and fp16 beside
 #          under the first (AB_F16=all: under each; a list of NAMEs: under those; 0: not).
 #          Files: ab-ops.txt ab-speed.txt ab-greedy.txt ab-bench.csv ab-bench.log.
@@ -391,6 +391,7 @@ if [ "$stage" = ab ]; then
 		what=quant
 	done
 	for a in $ab; do
+		[ "${AB_SPEED:-1}" = 0 ] && break
 		say "q4speed under ${a%%:*}"
 		ab_run "$a" build/t/test-ops q4speed 2>&1 | grep "GB/s" | sed "s/^/${a%%:*} /" | tee -a "$OUT/ab-speed.txt"
 	done
