@@ -698,9 +698,10 @@ struct pf_bufs {
 };
 
 /*
- * Bytes [0, n[i]) of buffers p[0..2] into L2, a chunk a thread (cp.async.bulk.prefetch: a hint, nothing
- * written). It lets the next kernel be scheduled at once, then waits for the kernel before it, so that the
- * DRAM is asked only once that one is done and the next kernel's wait still covers every kernel before.
+ * Bytes [0, n[i]) of buffers p[0..2] into L2 (the whole 16-byte units among them), a chunk a thread
+ * (cp.async.bulk.prefetch: a hint, nothing written). It lets the next kernel be scheduled at once, then
+ * waits for the kernel before it, so that the DRAM is asked only once that one is done and the next
+ * kernel's wait still covers every kernel before.
  */
 __global__ void __launch_bounds__(128) prefetch_kernel(struct pf_bufs b)
 {
@@ -711,10 +712,13 @@ __global__ void __launch_bounds__(128) prefetch_kernel(struct pf_bufs b)
 		size_t off = (size_t)k * PREFETCH_CHUNK;
 		if (off >= b.n[i])
 			continue;
-		unsigned len = (unsigned)min((size_t)PREFETCH_CHUNK, b.n[i] - off) & ~15u;
+		/* the chunk's whole 16-byte units: the instruction takes a 16-byte aligned address and size */
+		uintptr_t lo = ((uintptr_t)b.p[i] + off + 15) & ~(uintptr_t)15,
+			  hi = ((uintptr_t)b.p[i] + min(off + PREFETCH_CHUNK, (size_t)b.n[i])) & ~(uintptr_t)15;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-		if (len)
-			asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(b.p[i] + off), "r"(len) : "memory");
+		if (hi > lo)
+			asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(lo), "r"((unsigned)(hi - lo))
+				     : "memory");
 #endif
 		return;
 	}

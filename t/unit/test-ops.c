@@ -163,8 +163,13 @@ static void test_matmul(struct lmd_backend *be, struct lmd_backend *ref, enum lm
 	make(be, ref, &y, yt, 2, (int64_t[]){n, out}, 1);
 	poison(be, &y);
 	struct lmd_err err = {0};
-	if (be->ops->prefetch)  // a hint (CUDA: the weight into L2): the product after it is checked as ever
+	if (be->ops->prefetch) {  // a hint (CUDA: the weight into L2): the product after it is checked as ever
+		struct lmd_tensor v = w.t;  // from an address that is not 16-byte aligned too
+		v.shape[0] = out - 1, v.data = (char *)w.t.data + 2;
 		CHECK_EQ_INT(be->ops->prefetch(be->ctx, &w.t, NULL, NULL, &err), 0);
+		if (out > 1)
+			CHECK_EQ_INT(be->ops->prefetch(be->ctx, &v, NULL, NULL, &err), 0);
+	}
 	BOTH(be->ops->matmul(be->ctx, &y.t, &x.t, &w.t, bias ? &b.t : NULL, &e1),
 	     ref->ops->matmul(ref->ctx, &y.r, &x.r, &w.r, bias ? &b.r : NULL, &e2));
 	char name[64];
