@@ -539,17 +539,6 @@ static int op_matmul_q4(void *ctx, struct lmd_tensor *y, const struct lmd_tensor
 	return lmd_cuda_matmul_q4(CTX(ctx), y, x, w, s, z, group, bias, err);
 }
 
-static int op_prefetch(void *ctx, const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z,
-		       struct lmd_err *err)
-{
-	struct cuda_ctx *c = CTX(ctx);
-	if (!c->prefetch_bytes || c->step.n > PREFETCH_ROWS)  // a step of many rows computes longer than it streams
-		return LMD_OK;
-	if (graph_note(c, 12, w->data, s ? s->data : NULL, z ? z->data : NULL, 0))
-		return LMD_OK;
-	return lmd_cuda_prefetch(c, w, s, z, err);
-}
-
 static int op_rope(void *ctx, struct lmd_tensor *qkv, const struct lmd_attn_dims *d, struct lmd_err *err)
 {
 	if (graph_note(CTX(ctx), 5, qkv->data, NULL, NULL, t_rows(qkv)))
@@ -642,7 +631,6 @@ static const struct lmd_backend_ops cuda_ops = {
 	.silu_mul = op_silu_mul,
 	.matmul_q4 = op_matmul_q4,
 	.weight_q4 = cuda_weight_q4,
-	.prefetch = op_prefetch,
 	.gather_rows = op_gather_rows,
 	.pick = op_pick,
 };
@@ -721,11 +709,6 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	c->graphs = !(gr && !strcmp(gr, "0"));
 	const char *pd = getenv("LMD_CUDA_PDL");  // programmatic dependent launch (internal.cuh): Hopper on
 	c->pdl = p.major >= 9 && !(pd && !strcmp(pd, "0"));
-	const char *pf = getenv("LMD_CUDA_PREFETCH");  // MiB of a coming weight into L2 (0: off)
-	int pmb = PREFETCH_MB;
-	if (pf && (sscanf(pf, "%d%c", &pmb, &tail) != 1 || pmb < 0 || pmb > 1024))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_PREFETCH=%s: expected MiB 0..1024 (0: off)", pf);
-	c->prefetch_bytes = p.major >= 9 ? (size_t)pmb << 20 : 0;  // cp.async.bulk.prefetch: sm_90
 	const char *fu = getenv("LMD_CUDA_FUSE");
 	c->no_fuse = fu && !strcmp(fu, "0");
 	const char *fa = getenv("LMD_CUDA_FA");

@@ -167,7 +167,6 @@ struct cuda_ctx {
 	long g_captured, g_replayed;   /* counts, for LMD_CUDA_PROFILE's line */
 	int pdl;                       /* pdl_launch: programmatic dependent launch (LMD_CUDA_PDL=0: off) */
 	int no_fuse;                   /* LMD_CUDA_FUSE=0: rope_kv_store as rope, then kv_store (for comparison) */
-	size_t prefetch_bytes;         /* prefetch: at most this much of a weight into L2 (LMD_CUDA_PREFETCH MiB; 0: off) */
 };
 enum { G_EAGER, G_CAPTURE, G_REPLAY };
 
@@ -229,8 +228,6 @@ static inline unsigned resident_grid(struct cuda_ctx *c, long want)
 #define Q4_STREAM_ROWS 32  /* q4_stream up to 32 rows, q4_piped above: the fastest at each row count measured */
 #define Q4_BLAS_ROWS 96    /* the dequantized weight through cuBLAS from 96 rows (bench/results: faster than q4_piped) */
 
-#define PREFETCH_MB 16    /* prefetch: the first MiB of a coming product's weights into L2 (LMD_CUDA_PREFETCH) */
-#define PREFETCH_ROWS 64  /* ... in steps of up to this many rows (weight streaming ones) */
 #define GEMV_ROWS 4  /* the default's 16-bit products of up to this many rows through gemv (LMD_CUDA_GEMV) */
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */
@@ -336,9 +333,6 @@ int lmd_cuda_gather_rows(struct cuda_ctx *c, struct lmd_tensor *y, const struct 
 			 struct lmd_err *err);
 int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
 		    const struct lmd_tensor *bias, struct lmd_err *err);
-/* the first c->prefetch_bytes of w, s and z (each may be NULL) into L2: a hint for a product some kernels ahead */
-int lmd_cuda_prefetch(struct cuda_ctx *c, const struct lmd_tensor *w, const struct lmd_tensor *s,
-		      const struct lmd_tensor *z, struct lmd_err *err);
 /* int4 weights (matmul-q4.cu): the backend's layout made from q4.h's, and the product over it */
 int lmd_cuda_weight_q4(struct cuda_ctx *c, struct lmd_tensor *dw, struct lmd_tensor *ds, struct lmd_tensor *dz,
 		       const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,

@@ -156,14 +156,6 @@ struct lmd_backend_ops {
 	int (*weight_q4)(void *ctx, struct lmd_tensor *dw, struct lmd_tensor *ds, struct lmd_tensor *dz,
 			 const struct lmd_tensor *w, const struct lmd_tensor *scales, const struct lmd_tensor *zeros, int group,
 			 struct lmd_err *err);
-	/**
-	 * A hint, no result: the weight w (with scales and zeros when it is int4; NULL otherwise) is read by a
-	 * product queued after the next few ops, so the backend may start moving it closer to its compute while
-	 * those run (CUDA: the first part of it into L2, in steps of few rows). NULL in a backend without such a
-	 * cache.
-	 */
-	int (*prefetch)(void *ctx, const struct lmd_tensor *w, const struct lmd_tensor *scales,
-			const struct lmd_tensor *zeros, struct lmd_err *err);
 	/** y[j] = x[step out_rows[first + j]] for j < y->shape[0]: the rows that get logits. */
 	int (*gather_rows)(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, int first,
 			   struct lmd_err *err);

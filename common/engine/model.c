@@ -562,16 +562,6 @@ static int linear(struct lmd_model *m, struct lmd_tensor *y, const struct lmd_te
 }
 
 /* The step up to the final norm: then m->xn [b->n, hidden] holds the normalized hidden states. */
-/* The backend's prefetch hint for the weight of a product some ops ahead (none when the backend has no such op). */
-static int prefetch(const struct lmd_model *m, const struct lmd_tensor *w, const struct lmd_tensor *s,
-		    const struct lmd_tensor *z, struct lmd_err *err)
-{
-	const struct lmd_backend_ops *ops = m->be->ops;
-	if (!ops->prefetch)
-		return LMD_OK;
-	return ops->prefetch(m->be->ctx, w, s && s->data ? s : NULL, z && z->data ? z : NULL, err);
-}
-
 static int forward_layers(struct lmd_model *m, const struct lmd_batch *b, struct lmd_step *s, struct lmd_err *err)
 {
 	const struct lmd_backend_ops *ops = m->be->ops;
@@ -584,10 +574,9 @@ static int forward_layers(struct lmd_model *m, const struct lmd_batch *b, struct
 	struct lmd_tensor x = view(&m->x, n), xn = view(&m->xn, n), o = view(&m->o, n), qkv = view(&m->qkv, n);
 	struct lmd_tensor att = view(&m->att, n), gu = view(&m->gu, n), h = view(&m->h, n);
 	TRY(ops->step_begin(ctx, s, err));
-	TRY(prefetch(m, &m->layer[0].wqkv, &m->layer[0].wqkv_s, &m->layer[0].wqkv_z, err));
 	TRY(ops->embed(ctx, &x, &m->tok_embeddings, err));
 	for (int l = 0; l < c->layers; l++) {
-		const struct lmd_layer *L = &m->layer[l], *next = l + 1 < c->layers ? L + 1 : NULL;
+		const struct lmd_layer *L = &m->layer[l];
 		if (l == 0)
 			TRY(ops->rmsnorm(ctx, &xn, &x, &L->attn_norm, eps, err));
 		else
@@ -595,24 +584,17 @@ static int forward_layers(struct lmd_model *m, const struct lmd_batch *b, struct
 		tap(m, l, LMD_TAP_RESID, &x, err);
 		tap(m, l, LMD_TAP_QKV_IN, &xn, err);
 		TRY(linear(m, &qkv, &xn, &L->wqkv, &L->wqkv_s, &L->wqkv_z, L->group, L->bqkv.data ? &L->bqkv : NULL, err));
-		TRY(prefetch(m, &L->wo, &L->wo_s, &L->wo_z, err));  /* while rotary and attention run */
 		TRY(ops->rope_kv_store(ctx, &qkv, &m->kv, l, d, err));
 		tap(m, l, LMD_TAP_QKV, &qkv, err);
 		TRY(ops->attention(ctx, &att, &qkv, &m->kv, l, d, err));
 		tap(m, l, LMD_TAP_O_IN, &att, err);
 		TRY(linear(m, &o, &att, &L->wo, &L->wo_s, &L->wo_z, L->group, L->bo.data ? &L->bo : NULL, err));
-		TRY(prefetch(m, &L->w13, &L->w13_s, &L->w13_z, err));
 		TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->ffn_norm, eps, err));
 		tap(m, l, LMD_TAP_W13_IN, &xn, err);
 		TRY(linear(m, &gu, &xn, &L->w13, &L->w13_s, &L->w13_z, L->group, NULL, err));
-		TRY(prefetch(m, &L->w2, &L->w2_s, &L->w2_z, err));
 		TRY(ops->silu_mul(ctx, &h, &gu, err));
 		tap(m, l, LMD_TAP_W2_IN, &h, err);
 		TRY(linear(m, &o, &h, &L->w2, &L->w2_s, &L->w2_z, L->group, NULL, err));
-		if (next)
-			TRY(prefetch(m, &next->wqkv, &next->wqkv_s, &next->wqkv_z, err));
-		else
-			TRY(prefetch(m, &m->output, NULL, NULL, err));  /* the lm_head's */
 	}
 	TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &m->norm, eps, err));
 	for (int i = 0; i < b->nseq; i++)

@@ -162,14 +162,6 @@ static void test_matmul(struct lmd_backend *be, struct lmd_backend *ref, enum lm
 	make(be, ref, &b, wt, 1, (int64_t[]){out}, 1);
 	make(be, ref, &y, yt, 2, (int64_t[]){n, out}, 1);
 	poison(be, &y);
-	struct lmd_err err = {0};
-	if (be->ops->prefetch) {  // a hint (CUDA: the weight into L2): the product after it is checked as ever
-		struct lmd_tensor v = w.t;  // from an address that is not 16-byte aligned too
-		v.shape[0] = out - 1, v.data = (char *)w.t.data + 2;
-		CHECK_EQ_INT(be->ops->prefetch(be->ctx, &w.t, NULL, NULL, &err), 0);
-		if (out > 1)
-			CHECK_EQ_INT(be->ops->prefetch(be->ctx, &v, NULL, NULL, &err), 0);
-	}
 	BOTH(be->ops->matmul(be->ctx, &y.t, &x.t, &w.t, bias ? &b.t : NULL, &e1),
 	     ref->ops->matmul(ref->ctx, &y.r, &x.r, &w.r, bias ? &b.r : NULL, &e2));
 	char name[64];
@@ -252,8 +244,6 @@ static void test_matmul_q4(struct lmd_backend *be, struct lmd_backend *ref, enum
 			struct lmd_tensor xv = x.t, yv = y.t;
 			xv.shape[0] = yv.shape[0] = rs[i];
 			poison(be, &y);
-			if (be->ops->prefetch && i % 2)  // a hint: the same bits after it
-				CHECK_EQ_INT(be->ops->prefetch(be->ctx, &w.t[0], &w.t[1], &w.t[2], &err), 0);
 			CHECK_EQ_INT(Q4_T(be, &w, &yv, &xv, G, bt, &err), 0);
 			be->ops->download(be->ctx, part, &y.t, 0, (size_t)rs[i] * rowy, &err);
 			if (memcmp(part, all, (size_t)rs[i] * rowy)) {
@@ -1334,10 +1324,6 @@ int main(int argc, char **argv)
 			q4_blas = 0;
 			lmd_backend_close(&be);
 		}
-		setenv("LMD_CUDA_PREFETCH", "16MB", 1);
-		CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
-		CHECK(strstr(err.msg, "LMD_CUDA_PREFETCH") != NULL);
-		unsetenv("LMD_CUDA_PREFETCH");
 		setenv("LMD_CUDA_GEMV", "5", 1);
 		CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
 		CHECK(strstr(err.msg, "LMD_CUDA_GEMV") != NULL);
