@@ -44,9 +44,9 @@
 #          comma-separated VAR=VALUE (or - for none), e.g. AB="def:- blas:LMD_CUDA_GEMV=0". The whole test-ops under
 #          the first, test-ops quant under the others (AB_OPS=first: only the first; 0: neither); test-ops q4speed
 #          under each (AB_SPEED=0: not); greedy lmd-small fp16 and W4 (RTN g128) on the GPU under each vs the CPU
-#          (must agree: the settings are meant to give the same bits); lmd-bench gen 128 in / 64 out at AB_CONC (default 1,16) on the
-#          Llama-2-7B-shaped W4A16 g128 model under each, then at 1 again in reverse order (drift), and fp16 beside
-#          under the first (AB_F16=all: under each; a list of NAMEs: under those; 0: not).
+#          (must agree: the settings are meant to give the same bits); lmd-bench gen 128 in / 64 out at AB_CONC
+#          (default 1,16) on the Llama-2-7B-shaped W4A16 g128 model under each, then at 1 again in reverse order
+#          (drift), and fp16 beside under the first (AB_F16=all: under each; a list of NAMEs: under those; 0: not).
 #          Files: ab-ops.txt ab-speed.txt ab-greedy.txt ab-bench.csv ab-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
 # bench-modes.csv (LMD_CUDA_GEMM=pad128, lmd, lt128 and pad64: batch-invariant) hf.csv serve.csv serve.log bench-serve*.

@@ -23,7 +23,7 @@ NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -
 echo "ncu: $NCU"
 w=${PROFILE_MODEL:-f16}; opt=--fast; [ "$w" = w4 ] && opt="--awq 128"
 cc=${PROFILE_CONC:-1} tag=${PROFILE_TAG:+-$PROFILE_TAG}
-export HF=/tmp/l4-hf-$w M=/tmp/l4-$w cc
+export HF=/tmp/l4-hf-$w M=/tmp/l4-$w
 [ -d "$M" ] || build/t/gen-model --hidden 4096 --inter 11008 --layers 4 --heads 32 --kv-heads 32 --vocab 32000 --dtype f16 \
 	--max-pos 4096 --scaled $opt "$HF" >/dev/null && cp "$SHARED"/tokenizers/llama2/tokenizer.model "$HF"/ &&
 	build/bin/lmd-convert --force "$HF" "$M" || exit 1
