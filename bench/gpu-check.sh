@@ -42,7 +42,8 @@
 #          and 1 x 2048. Files: kvq-ops.txt kvq-greedy.txt kvq-mem.txt kvq-bench.csv kvq-bench.log.
 # ab       (alone) settings of the CUDA backend side by side on one machine: AB is a list of NAME:ENV, ENV being
 #          comma-separated VAR=VALUE (or - for none), e.g. AB="def:- blas:LMD_CUDA_GEMV=0". The whole test-ops under
-#          the first, test-ops quant under the others (AB_OPS=first: only the first; 0: neither); test-ops q4speed
+#          the first, test-ops quant under the others (AB_OPS=first: only the first; quant: test-ops quant under the
+#          first alone; 0: none); test-ops q4speed
 #          under each (AB_SPEED=0: not); greedy lmd-small fp16 and W4 (RTN g128) on the GPU under each vs the CPU
 #          (must agree: the settings are meant to give the same bits); lmd-bench gen 128 in / 64 out at AB_CONC
 #          (default 1,16) on the Llama-2-7B-shaped W4A16 g128 model under each, then at 1 again in reverse order
@@ -381,6 +382,7 @@ if [ "$stage" = ab ]; then
 	models=$!
 	: >"$OUT/ab-ops.txt"; : >"$OUT/ab-speed.txt"; : >"$OUT/ab-greedy.txt"
 	ops=${AB_OPS:-all} what=  # the whole test-ops under the first setting, then test-ops quant
+	[ "$ops" = quant ] && ops=first what=quant
 	for a in $ab; do
 		[ "$ops" = 0 ] && break
 		say "test-ops $what under ${a%%:*}"
