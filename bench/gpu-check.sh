@@ -43,11 +43,11 @@
 # ab       (alone) settings of the CUDA backend side by side on one machine: AB is a list of NAME:ENV, ENV being
 #          comma-separated VAR=VALUE (or - for none), e.g. AB="def:- blas:LMD_CUDA_GEMV=0". The whole test-ops under
 #          the first, test-ops quant under the others (AB_OPS=first: only the first; quant: test-ops quant under the
-#          first alone; 0: none); test-ops q4speed
-#          under each (AB_SPEED=0: not); greedy lmd-small fp16 and W4 (RTN g128) on the GPU under each vs the CPU
-#          (must agree: the settings are meant to give the same bits; AB_GREEDY=0: not); lmd-bench gen 128 in / 64 out at AB_CONC
-#          (default 1,16) on the Llama-2-7B-shaped W4A16 g128 model under each, then at 1 again in reverse order
-#          (drift), and fp16 beside under the first (AB_F16=all: under each; a list of NAMEs: under those; 0: not).
+#          first alone; 0: none); test-ops q4speed under each (AB_SPEED=0: not); greedy lmd-small fp16 and W4 (RTN
+#          g128) on the GPU under each vs the CPU (must agree: the settings are meant to give the same bits;
+#          AB_GREEDY=0: not); lmd-bench gen 128 in / 64 out at AB_CONC (default 1,16) on the Llama-2-7B-shaped W4A16
+#          g128 model under each, then at 1 again in reverse order (drift), and fp16 beside under the first
+#          (AB_F16=all: under each; a list of NAMEs: under those; 0: not).
 #          Files: ab-ops.txt ab-speed.txt ab-greedy.txt ab-bench.csv ab-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
 # bench-modes.csv (LMD_CUDA_GEMM=pad128, lmd, lt128 and pad64: batch-invariant) hf.csv serve.csv serve.log bench-serve*.
@@ -397,12 +397,15 @@ if [ "$stage" = ab ]; then
 		say "q4speed under ${a%%:*}"
 		ab_run "$a" build/t/test-ops q4speed 2>&1 | grep "GB/s" | sed "s/^/${a%%:*} /" | tee -a "$OUT/ab-speed.txt"
 	done
-	say "greedy lmd-small fp16 and W4 (RTN g128): GPU under each setting vs CPU"
-	[ "${AB_GREEDY:-1}" = 0 ] || small_w4 /tmp/ab-small-w4 128
-	prompts60
+	greedy=("$SHARED/models/lmd-small" /tmp/ab-small-w4)
+	[ "${AB_GREEDY:-1}" = 0 ] && greedy=()
+	[ ${#greedy[@]} = 0 ] || {
+		say "greedy lmd-small fp16 and W4 (RTN g128): GPU under each setting vs CPU"
+		small_w4 /tmp/ab-small-w4 128
+		prompts60
+	}
 	g="build/bin/lmd-run generate --max-tokens 48 --temperature 0 --ignore-eos"
-	[ "${AB_GREEDY:-1}" = 0 ] && set --; [ "${AB_GREEDY:-1}" = 0 ] || set -- "$SHARED/models/lmd-small" /tmp/ab-small-w4
-	for m in "$@"; do
+	for m in "${greedy[@]}"; do
 		$g --device cpu "$m" </tmp/qprompts60.jsonl >/tmp/ab-cpu.jsonl 2>>"$OUT/ab-greedy.txt" || fail=1
 		for a in $ab; do
 			ab_run "$a" $g --device cuda "$m" </tmp/qprompts60.jsonl >/tmp/ab-gpu.jsonl 2>>"$OUT/ab-greedy.txt" || fail=1
