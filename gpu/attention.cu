@@ -302,7 +302,9 @@ __global__ void combine_kernel(void *att, int at, const float *part, const struc
  * mantissa of 2^23 (byte_perm or a nibble mask) and subtracting 2^23; then
  *   q · k  = s Σ q_e c_e + z Σ q_e       (Σ q_e of the lane's elements computed once)
  *   o     += (p s) c + p z               (p z summed apart, once a key, added to o at the end)
- * grid (items, KV, splits), block 128, shared 4·G·(D+2) floats.
+ * grid (items, KV, splits), block 32·NW, shared NW·G·(D+2) floats. NW = DEC_WARPS, or 8 for a plain 16-bit
+ * cache when the grid has fewer blocks than the GPU has SMs (not with deterministic: the warps' merge order is
+ * part of a row's bits, and the grid depends on the batch).
  */
 #define DEC_WARPS 4
 
@@ -336,8 +338,8 @@ __device__ __forceinline__ void unpack(const typename raw_of<BITS ? EPL * BITS /
 __device__ __forceinline__ float2 pair_f2(uint32_t r, __half) { return __half22float2(*(const __half2 *)&r); }
 __device__ __forceinline__ float2 pair_f2(uint32_t r, __nv_bfloat16) { return __bfloat1622float2(*(const __nv_bfloat162 *)&r); }
 
-template <typename KT, int D, int G, int BITS, typename PT>
-__global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int at, const void *qkv, int qt, int64_t qcols,
+template <typename KT, int D, int G, int BITS, typename PT, int NW = DEC_WARPS>
+__global__ void __launch_bounds__(NW * 32) decode_kernel(void *att, int at, const void *qkv, int qt, int64_t qcols,
 								const KT *kc, const KT *vc, const PT *kqs, const PT *vqs,
 								const struct attn_item *items, const int32_t *table,
 								int max_blocks, int H, int KV, int block_len,
@@ -370,7 +372,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int a
 	}
 	const char *kb = (const char *)kc, *vb = (const char *)vc;
 	const int32_t *tab = table + (size_t)it.seq * max_blocks;
-	for (int t0 = tb + warp * U * KPI; t0 < te; t0 += DEC_WARPS * U * KPI) {
+	for (int t0 = tb + warp * U * KPI; t0 < te; t0 += NW * U * KPI) {
 		RAW kr[U], vr[U];
 		uint32_t kp[U], vp[U];  // quantized: the keys' (scale, zero) pairs
 #pragma unroll
@@ -471,9 +473,9 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(void *att, int a
 	for (int idx = threadIdx.x; idx < G * D; idx += blockDim.x) {
 		int g = idx / D, d = idx % D, h = kvh * G + g;
 		float M = -INFINITY, L = 0, acc = 0;
-		for (int wi = 0; wi < DEC_WARPS; wi++)
+		for (int wi = 0; wi < NW; wi++)
 			M = fmaxf(M, sm[(wi * G + g) * (D + 2) + D]);
-		for (int wi = 0; wi < DEC_WARPS; wi++) {
+		for (int wi = 0; wi < NW; wi++) {
 			const float *x = sm + (wi * G + g) * (D + 2);
 			if (x[D] == -INFINITY)
 				continue;
@@ -890,6 +892,16 @@ static int plan(struct cuda_ctx *c, int G, int H, int D, int fa, int dec, int fq
 	return LMD_OK;
 }
 
+/* decode_kernel with nw warps a block (8 only for a plain 16-bit cache, else DEC_WARPS) */
+template <typename KT, int D, int G, int BITS, typename PT, typename... A>
+static void dec_launch(struct cuda_ctx *c, int nw, dim3 grid, size_t sm, A... args)
+{
+	if constexpr (!BITS && sizeof(KT) == 2)
+		if (nw == 8)
+			return pdl_launch(c, decode_kernel<KT, D, G, BITS, PT, 8>, grid, 8 * 32, sm, args...);
+	pdl_launch(c, decode_kernel<KT, D, G, BITS, PT>, grid, DEC_WARPS * 32, sm, args...);
+}
+
 int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct lmd_tensor *qkv,
 		       const struct lmd_kvcache *kv, int layer, const struct lmd_attn_dims *d, struct lmd_err *err)
 {
@@ -970,11 +982,13 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 	}
 	if (c->n_dec) {
 		dim3 grid(c->n_dec, KV, c->splits);
-		size_t sm = (size_t)DEC_WARPS * G * (D + 2) * sizeof(float);
-#define DEC(KT, DD, GG, BB, PT) pdl_launch(c, decode_kernel<KT, DD, GG, BB, PT>, grid, DEC_WARPS * 32, sm, att->data, \
-		att->dtype, qkv->data, qkv->dtype, t_cols(qkv), (const KT *)kc, (const KT *)vc, (const PT *)kqs, \
-		(const PT *)vqs, it_dec, c->d_table, c->step.max_blocks, H, KV, kv->block_len, d->scale, c->splits, c->step.n, \
-		c->part)
+		/* a block an SM and SMs to spare: twice the warps on a sequence's keys (other bits: not with deterministic) */
+		bool few = (long)c->n_dec * KV * c->splits < c->sms;
+		int nw = !quant && T != LMD_F32 && (c->dec_warps == 8 || (!c->dec_warps && few)) ? 8 : DEC_WARPS;
+		size_t sm = (size_t)nw * G * (D + 2) * sizeof(float);
+#define DEC(KT, DD, GG, BB, PT) dec_launch<KT, DD, GG, BB, PT>(c, nw, grid, sm, att->data, att->dtype, qkv->data, \
+		qkv->dtype, t_cols(qkv), (const KT *)kc, (const KT *)vc, (const PT *)kqs, (const PT *)vqs, it_dec, c->d_table, \
+		c->step.max_blocks, H, KV, kv->block_len, d->scale, c->splits, c->step.n, c->part)
 #define DEC_G(KT, DD, BB, PT) do { switch (G) { case 1: DEC(KT, DD, 1, BB, PT); break; \
 		case 2: DEC(KT, DD, 2, BB, PT); break; case 4: DEC(KT, DD, 4, BB, PT); break; \
 		default: DEC(KT, DD, 8, BB, PT); break; } } while (0)

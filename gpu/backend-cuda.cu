@@ -577,6 +577,26 @@ static int op_silu_mul(void *ctx, struct lmd_tensor *y, const struct lmd_tensor 
 	return lmd_cuda_silu_mul(CTX(ctx), y, gu, err);
 }
 
+/* gate_up: one kernel where one applies (LMD_CUDA_GU=1), else the product and silu_mul */
+static int op_gate_up(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_tensor *x,
+		      const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,
+		      struct lmd_err *err)
+{
+	struct cuda_ctx *c = CTX(ctx);
+	if (c->fuse_gu) {
+		if (graph_note(c, 13, y->data, x->data, w->data, (int64_t)(uintptr_t)gu->data ^ t_rows(x)))
+			return LMD_OK;
+		int rc = s ? lmd_cuda_gate_up_q4_fused(c, y, gu, x, w, s, z, group, err)
+			   : lmd_cuda_gate_up_fused(c, y, gu, x, w, err);
+		if (rc <= 0)
+			return rc;
+		rc = s ? lmd_cuda_matmul_q4(c, gu, x, w, s, z, group, NULL, err) : lmd_cuda_matmul(c, gu, x, w, NULL, err);
+		return rc ? rc : lmd_cuda_silu_mul(c, y, gu, err);
+	}
+	int rc = s ? op_matmul_q4(ctx, gu, x, w, s, z, group, NULL, err) : op_matmul(ctx, gu, x, w, NULL, err);
+	return rc ? rc : op_silu_mul(ctx, y, gu, err);
+}
+
 static int op_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, int first, struct lmd_err *err)
 {
 	if (graph_note(CTX(ctx), 9, y->data, x->data, NULL, (int64_t)first << 32 ^ t_rows(y)))
@@ -629,6 +649,7 @@ static const struct lmd_backend_ops cuda_ops = {
 	.rope_kv_store = op_rope_kv_store,
 	.attention = op_attention,
 	.silu_mul = op_silu_mul,
+	.gate_up = op_gate_up,
 	.matmul_q4 = op_matmul_q4,
 	.weight_q4 = cuda_weight_q4,
 	.gather_rows = op_gather_rows,
@@ -689,6 +710,14 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	else if (q4 && (sscanf(q4, "stream%d%c", &c->q4_stream_rows, &tail) != 1 || c->q4_stream_rows < 1 ||
 			c->q4_stream_rows > 64))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4=%s: expected streamR (R in 1..64) or old", q4);
+	const char *dw = getenv("LMD_CUDA_DEC_WARPS");  // warps of a decode-attention block (16-bit cache): 4 or 8
+	c->dec_warps = c->cublas_gemm ? 0 : 4;  // 0: 4 or 8 by the grid (attention.cu): not batch-invariant
+	if (dw && (sscanf(dw, "%d%c", &c->dec_warps, &tail) != 1 || (c->dec_warps != 4 && c->dec_warps != 8)))
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_DEC_WARPS=%s: expected 4 or 8", dw);
+	const char *gf = getenv("LMD_CUDA_GU");  // 0: the gate_up op as its two ops (the same bits)
+	c->fuse_gu = 1;
+	if (gf && (sscanf(gf, "%d%c", &c->fuse_gu, &tail) != 1 || c->fuse_gu < 0 || c->fuse_gu > 1))
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GU=%s: expected 0 or 1", gf);
 	const char *gv = getenv("LMD_CUDA_GEMV");  // 16-bit products of up to R rows through gemv (with cublas_gemm)
 	c->gemv_rows = GEMV_ROWS;
 	if (gv && (sscanf(gv, "%d%c", &c->gemv_rows, &tail) != 1 || c->gemv_rows < 0 || c->gemv_rows > GEMV_ROWS))

@@ -326,7 +326,7 @@ __global__ void silu_mul_kernel(void *y, int yt, const void *gu, int gt, int64_t
 	for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
 		int64_t r = k / inter, j = k % inter;
 		float g = ld(gu, gt, (size_t)(r * 2 * inter + j)), u = ld(gu, gt, (size_t)(r * 2 * inter + inter + j));
-		st(y, yt, (size_t)k, rnd(g / (1.0f + expf(-g)), yt) * u);
+		st(y, yt, (size_t)k, silu_of(g, u, yt));
 	}
 }
 

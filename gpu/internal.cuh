@@ -141,6 +141,9 @@ struct cuda_ctx {
 	void *kvp;                     /* the offline KV parameters last used (kvcache.h params), on the device */
 	float *kvp_host;               /* owned: the same, on the host (kvp_bytes) */
 	size_t kvp_cap, kvp_bytes;
+	int dec_warps;                 /* decode attention's warps a block for a 16-bit cache: 4, 8, or 0 (the default
+	                                * without deterministic): 8 when the grid has fewer blocks than the GPU has SMs */
+	int fuse_gu;                   /* gate_up in one kernel where one applies (LMD_CUDA_GU=0: the two ops) */
 	int q4_stream_rows;            /* matmul_q4: products of up to this many rows through q4_stream and the others through
 	                                * q4_piped (LMD_CUDA_Q4=streamR, default Q4_STREAM_ROWS); 0 (old): q4_skinny up
 	                                * to 16 rows and q4_tiled, the first kernels */
@@ -287,6 +290,9 @@ __device__ __forceinline__ float rnd(float v, int dt)
 	return v;
 }
 
+/* silu_mul's element: silu(g) rounded to y's dtype yt, times u (g, u: gu's values, already of gu's dtype) */
+__device__ __forceinline__ float silu_of(float g, float u, int yt) { return rnd(g / (1.0f + expf(-g)), yt) * u; }
+
 /* c holds rows g, g + 8 and columns n, n + 1 (n = 2q): y = c + bias, rounded to y's dtype. */
 __device__ __forceinline__ void store_frag(void *y, int yt, const void *bias, int bt, int R, int N, int r, int n,
 					   const float c[4])
@@ -333,6 +339,16 @@ int lmd_cuda_gather_rows(struct cuda_ctx *c, struct lmd_tensor *y, const struct 
 			 struct lmd_err *err);
 int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
 		    const struct lmd_tensor *bias, struct lmd_err *err);
+/*
+ * The gate_up op (backend.h) in one kernel, the products' sums going straight into silu_mul's formula (the same
+ * bits as the two): 1 (nothing done) where no fused kernel applies (see each); a 16-bit w (matmul.cu, gemv) or an
+ * int4 one (matmul-q4.cu, q4_stream).
+ */
+int lmd_cuda_gate_up_fused(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *gu, const struct lmd_tensor *x,
+			   const struct lmd_tensor *w, struct lmd_err *err);
+int lmd_cuda_gate_up_q4_fused(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *gu,
+			      const struct lmd_tensor *x, const struct lmd_tensor *w, const struct lmd_tensor *s,
+			      const struct lmd_tensor *z, int group, struct lmd_err *err);
 /* int4 weights (matmul-q4.cu): the backend's layout made from q4.h's, and the product over it */
 int lmd_cuda_weight_q4(struct cuda_ctx *c, struct lmd_tensor *dw, struct lmd_tensor *ds, struct lmd_tensor *dz,
 		       const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,

@@ -313,17 +313,138 @@ struct qs_item {
 	uint32_t sz[2 * NP][P];  // row g of each tile, per group piece: scale bits | zero << 16
 };
 
+/*
+ * One item of a warp's slice: tile b of the group's 2 NP tile rows (it: their words, scales and zeros) times x's
+ * rows (xr: the lane's row 8nb + g at its column c; K8 = K / 8), into acc (the summation rule at the top).
+ */
 template <bool BF, int P, int NB, int NP>
+__device__ __forceinline__ void qs_step(float (&acc)[NP][NB][4], const qs_item<P, NP> &it, const uint4 *const (&xr)[NB],
+					int b, int K, int K8)
+{
+	const int c = threadIdx.x & 3;
+	const uint32_t mg = BF ? 0x43004300u : 0x64006400u;
+	const bool kin = (b + 1) * Q4_KT <= K;  // every word of the tile inside K
+#pragma unroll
+	for (int i2 = 0; i2 < P; i2++) {
+		float tmp[NP][NB][4];
+		uint32_t zb[2 * NP], zh[2 * NP];
+#pragma unroll
+		for (int j = 0; j < 2 * NP; j++)
+			q4_zero<BF>(it.sz[j][i2] >> 16, zb[j], zh[j]);
+#pragma unroll
+		for (int p = 0; p < NP; p++)
+#pragma unroll
+			for (int nb = 0; nb < NB; nb++)
+				tmp[p][nb][0] = tmp[p][nb][1] = tmp[p][nb][2] = tmp[p][nb][3] = 0;
+		constexpr int W = 4 / P, XW = W < 4 / NB ? W : 4 / NB > 0 ? 4 / NB : 1;
+#pragma unroll
+		for (int s0 = W * i2; s0 < W * (i2 + 1); s0 += XW) {  // x's words s0.. at once
+			uint4 xv[XW][NB];
+			if (kin) {
+#pragma unroll
+				for (int e = 0; e < XW; e++)
+#pragma unroll
+					for (int nb = 0; nb < NB; nb++)
+						xv[e][nb] = __ldg(xr[nb] + 16 * b + 4 * (s0 + e));
+			} else {
+#pragma unroll
+				for (int e = 0; e < XW; e++)
+#pragma unroll
+					for (int nb = 0; nb < NB; nb++) {
+						int k8 = 16 * b + 4 * (s0 + e);
+						xv[e][nb] = k8 + c < K8 ? __ldg(xr[nb] + k8) : make_uint4(0, 0, 0, 0);
+					}
+			}
+#pragma unroll
+			for (int e = 0; e < XW; e++) {
+				const int s = s0 + e;
+#pragma unroll
+				for (int p = 0; p < NP; p++) {
+					uint32_t a[4], h[4];
+					const uint4 &q0 = it.q[2 * p], &q1 = it.q[2 * p + 1];
+					qs_word<BF>(a, s == 0 ? q0.x : s == 1 ? q0.y : s == 2 ? q0.z : q0.w,
+						    zb[2 * p], zh[2 * p], mg);
+					qs_word<BF>(h, s == 0 ? q1.x : s == 1 ? q1.y : s == 2 ? q1.z : q1.w,
+						    zb[2 * p + 1], zh[2 * p + 1], mg);
+#pragma unroll
+					for (int nb = 0; nb < NB; nb++) {
+						const uint4 &v = xv[e][nb];
+						mma16816<BF>(tmp[p][nb], a[0], h[0], a[1], h[1], v.x, v.y);
+						mma16816<BF>(tmp[p][nb], a[2], h[2], a[3], h[3], v.z, v.w);
+					}
+				}
+			}
+		}
+#pragma unroll
+		for (int p = 0; p < NP; p++) {
+			float s0 = __half2float(__ushort_as_half((unsigned short)it.sz[2 * p][i2]));
+			float s1 = __half2float(__ushort_as_half((unsigned short)it.sz[2 * p + 1][i2]));
+#pragma unroll
+			for (int nb = 0; nb < NB; nb++) {
+				acc[p][nb][0] = fmaf(tmp[p][nb][0], s0, acc[p][nb][0]);
+				acc[p][nb][1] = fmaf(tmp[p][nb][1], s0, acc[p][nb][1]);
+				acc[p][nb][2] = fmaf(tmp[p][nb][2], s1, acc[p][nb][2]);
+				acc[p][nb][3] = fmaf(tmp[p][nb][3], s1, acc[p][nb][3]);
+			}
+		}
+	}
+}
+
+/*
+ * The end of a group (gi) of NP pairs: the warps' slice sums through red (bar: a barrier of the block's 8
+ * summing warps), then warp nb < NB adds its rows' sums in slice order and stores them (with the bias). FU
+ * (gate_up, NP = 1, no bias): the pair is gate tile row gi and up tile row gi + N / 16 of w [N = 2 inter, K], and
+ * y [R, inter] gets silu_of(gate, up), each rounded to gt (gu's dtype) first, as the product would have stored it.
+ */
+template <int NB, int NP, bool FU, class B>
+__device__ __forceinline__ void qs_out(float (*red)[NP][NB * 4][32], const float (&acc)[NP][NB][4], B bar, void *y, int yt,
+				       const void *bias, int bt, int R, int N, int gi, int gt)
+{
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+#pragma unroll
+	for (int p = 0; p < NP; p++)
+#pragma unroll
+		for (int e = 0; e < NB * 4; e++)
+			red[warp][p][e][lane] = acc[p][e / 4][e % 4];
+	bar();
+	if (warp < NB) {  // warp nb: x's rows 8nb + 2c, + 1 of every pair
+#pragma unroll
+		for (int p = 0; p < NP; p++) {
+			float tot[4] = {0, 0, 0, 0};
+			for (int s = 0; s < Q4_SLICES; s++)
+#pragma unroll
+				for (int e = 0; e < 4; e++)
+					tot[e] += red[s][p][4 * warp + e][lane];
+			int o = 16 * (gi * NP + p) + g, rr = 8 * warp + 2 * c;
+			if constexpr (FU) {
+#pragma unroll
+				for (int e = 0; e < 2; e++)
+					if (rr + e < R)
+						st(y, yt, (size_t)(rr + e) * (N / 2) + 8 * gi + g,
+						   silu_of(rnd(tot[e], gt), rnd(tot[e + 2], gt), yt));
+			} else {
+#pragma unroll
+				for (int e = 0; e < 4; e++) {
+					int n = o + 8 * (e >> 1), r2 = rr + (e & 1);
+					if (r2 < R && n < N)
+						st(y, yt, (size_t)r2 * N + n, tot[e] + (bias ? ld(bias, bt, n) : 0.0f));
+				}
+			}
+		}
+	}
+}
+
+template <bool BF, int P, int NB, int NP, bool FU = false>
 __global__ void __launch_bounds__(256, NB == 1 ? 3 : 1) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
 								   const __half *sc, const uint8_t *zr, const void *bias,
-								   int bt, int R, int N, int K, int KB, int G, int ngp)
+								   int bt, int R, int N, int K, int KB, int G, int ngp, int gt)
 {
+	static_assert(!FU || NP == 1, "gate_up: one pair a group");
 	constexpr int D = NB == 1 || NP * P > 2 ? 2 : 4;
 	__shared__ float red[Q4_SLICES][NP][NB * 4][32];
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-	const int T = (N + 7) / 8, NG = (T + 2 * NP - 1) / (2 * NP), K8 = K / 8;
+	const int T = (N + 7) / 8, TG = N / 16, NG = FU ? TG : (T + 2 * NP - 1) / (2 * NP), K8 = K / 8;
 	const unsigned gmul = ((1u << 20) + G / Q4_KT - 1) / (G / Q4_KT);  // b / (G / 128) = b * gmul >> 20 (b < 2^11)
-	const uint32_t mg = BF ? 0x43004300u : 0x64006400u;
 	const int b0 = warp * KB / Q4_SLICES, L = (warp + 1) * KB / Q4_SLICES - b0, rounds = (L + D - 1) / D;
 	const uint4 *xr[NB];  // x's row 8nb + g (the last row for rows past R: their sums are not stored)
 #pragma unroll
@@ -338,7 +459,7 @@ __global__ void __launch_bounds__(256, NB == 1 ? 3 : 1) q4_stream(void *y, int y
 		unsigned b = ok ? b0 + i : 0;
 #pragma unroll
 		for (int j = 0; j < 2 * NP; j++) {
-			unsigned t = min(ok ? gi * 2 * NP + j : 0, T - 1);
+			unsigned t = FU ? (ok ? gi + j * TG : 0) : min(ok ? gi * 2 * NP + j : 0, T - 1);
 			it.q[j] = __ldcs(wl + (t * KB + b) * 32);
 #pragma unroll
 			for (int i2 = 0; i2 < P; i2++) {
@@ -362,102 +483,13 @@ __global__ void __launch_bounds__(256, NB == 1 ? 3 : 1) q4_stream(void *y, int y
 #pragma unroll
 			for (int u = 0; u < D; u++) {
 				int i = r * D + u;
-				if (i < L) {
-					int b = b0 + i;
-					bool kin = (b + 1) * Q4_KT <= K;  // every word of the tile inside K
-					const qs_item<P, NP> &it = ring[u];
-#pragma unroll
-					for (int i2 = 0; i2 < P; i2++) {
-						float tmp[NP][NB][4];
-						uint32_t zb[2 * NP], zh[2 * NP];
-#pragma unroll
-						for (int j = 0; j < 2 * NP; j++)
-							q4_zero<BF>(it.sz[j][i2] >> 16, zb[j], zh[j]);
-#pragma unroll
-						for (int p = 0; p < NP; p++)
-#pragma unroll
-							for (int nb = 0; nb < NB; nb++)
-								tmp[p][nb][0] = tmp[p][nb][1] = tmp[p][nb][2] = tmp[p][nb][3] = 0;
-						constexpr int W = 4 / P, XW = W < 4 / NB ? W : 4 / NB > 0 ? 4 / NB : 1;
-#pragma unroll
-						for (int s0 = W * i2; s0 < W * (i2 + 1); s0 += XW) {  // x's words s0.. at once
-							uint4 xv[XW][NB];
-							if (kin) {
-#pragma unroll
-								for (int e = 0; e < XW; e++)
-#pragma unroll
-									for (int nb = 0; nb < NB; nb++)
-										xv[e][nb] = __ldg(xr[nb] + 16 * b + 4 * (s0 + e));
-							} else {
-#pragma unroll
-								for (int e = 0; e < XW; e++)
-#pragma unroll
-									for (int nb = 0; nb < NB; nb++) {
-										int k8 = 16 * b + 4 * (s0 + e);
-										xv[e][nb] = k8 + c < K8 ? __ldg(xr[nb] + k8) : make_uint4(0, 0, 0, 0);
-									}
-							}
-#pragma unroll
-							for (int e = 0; e < XW; e++) {
-								const int s = s0 + e;
-#pragma unroll
-								for (int p = 0; p < NP; p++) {
-									uint32_t a[4], h[4];
-									const uint4 &q0 = it.q[2 * p], &q1 = it.q[2 * p + 1];
-									qs_word<BF>(a, s == 0 ? q0.x : s == 1 ? q0.y : s == 2 ? q0.z : q0.w,
-										    zb[2 * p], zh[2 * p], mg);
-									qs_word<BF>(h, s == 0 ? q1.x : s == 1 ? q1.y : s == 2 ? q1.z : q1.w,
-										    zb[2 * p + 1], zh[2 * p + 1], mg);
-#pragma unroll
-									for (int nb = 0; nb < NB; nb++) {
-										const uint4 &v = xv[e][nb];
-										mma16816<BF>(tmp[p][nb], a[0], h[0], a[1], h[1], v.x, v.y);
-										mma16816<BF>(tmp[p][nb], a[2], h[2], a[3], h[3], v.z, v.w);
-									}
-								}
-							}
-						}
-#pragma unroll
-						for (int p = 0; p < NP; p++) {
-							float s0 = __half2float(__ushort_as_half((unsigned short)it.sz[2 * p][i2]));
-							float s1 = __half2float(__ushort_as_half((unsigned short)it.sz[2 * p + 1][i2]));
-#pragma unroll
-							for (int nb = 0; nb < NB; nb++) {
-								acc[p][nb][0] = fmaf(tmp[p][nb][0], s0, acc[p][nb][0]);
-								acc[p][nb][1] = fmaf(tmp[p][nb][1], s0, acc[p][nb][1]);
-								acc[p][nb][2] = fmaf(tmp[p][nb][2], s1, acc[p][nb][2]);
-								acc[p][nb][3] = fmaf(tmp[p][nb][3], s1, acc[p][nb][3]);
-							}
-						}
-					}
-				}
+				if (i < L)
+					qs_step<BF, P, NB, NP>(acc, ring[u], xr, b0 + i, K, K8);
 				bool last = r == rounds - 1;
 				load(ring[u], last ? gi + (int)gridDim.x : gi, last ? u : i + D);
 			}
 		}
-#pragma unroll
-		for (int p = 0; p < NP; p++)
-#pragma unroll
-			for (int e = 0; e < NB * 4; e++)
-				red[warp][p][e][lane] = acc[p][e / 4][e % 4];
-		__syncthreads();
-		if (warp < NB) {  // warp nb: x's rows 8nb + 2c, + 1 of every pair
-#pragma unroll
-			for (int p = 0; p < NP; p++) {
-				float tot[4] = {0, 0, 0, 0};
-				for (int s = 0; s < Q4_SLICES; s++)
-#pragma unroll
-					for (int e = 0; e < 4; e++)
-						tot[e] += red[s][p][4 * warp + e][lane];
-				int o = 16 * (gi * NP + p) + g, rr = 8 * warp + 2 * c;
-#pragma unroll
-				for (int e = 0; e < 4; e++) {
-					int n = o + 8 * (e >> 1), r2 = rr + (e & 1);
-					if (r2 < R && n < N)
-						st(y, yt, (size_t)r2 * N + n, tot[e] + (bias ? ld(bias, bt, n) : 0.0f));
-				}
-			}
-		}
+		qs_out<NB, NP, FU>(red, acc, [] { __syncthreads(); }, y, yt, bias, bt, R, N, gi, gt);
 		__syncthreads();  // red is written again by the next group
 	}
 }
@@ -783,14 +815,15 @@ static int q4_check(struct q4_geo *q, const struct lmd_tensor *w, const struct l
 	return LMD_OK;
 }
 
-/* q4_stream on as many blocks as the GPU holds at once (2 NP tile rows a group, at least one group a block). */
-template <bool BF, int P, int NB, int NP>
+/* q4_stream on as many blocks as the GPU holds at once (2 NP tile rows a group, at least one group a block; FU: the
+ * gate_up pairs, N / 16 groups; gt: gu's dtype) */
+template <bool BF, int P, int NB, int NP, bool FU = false>
 static void qs_launch(struct cuda_ctx *c, void *y, int yt, const uint4 *x, const struct q4_geo *q, const uint4 *w,
-		      const __half *sc, const uint8_t *zr, const void *bias, int bt, int R)
+		      const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int gt = 0)
 {
-	long ng = (q->Np / 8 + 2 * NP - 1) / (2 * NP);
-	pdl_launch(c, q4_stream<BF, P, NB, NP>, resident_grid<q4_stream<BF, P, NB, NP>>(c, ng), 256, 0, y, yt, x, w, sc, zr,
-		   bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
+	long ng = FU ? q->N / 16 : (q->Np / 8 + 2 * NP - 1) / (2 * NP);
+	pdl_launch(c, q4_stream<BF, P, NB, NP, FU>, resident_grid<q4_stream<BF, P, NB, NP, FU>>(c, ng), 256, 0, y, yt, x, w,
+		   sc, zr, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp, gt);
 }
 
 template <bool BF, int P>
@@ -938,5 +971,54 @@ int lmd_cuda_matmul_q4(struct cuda_ctx *c, struct lmd_tensor *y, const struct lm
 			return rc;
 		r = first + len;
 	}
+	return LMD_OK;
+}
+
+/*
+ * gate_up over an int4 w (FU: q4_stream at up to 8 rows): 16-bit x, 16-byte aligned, inter a multiple
+ * of 8 (the gate and up rows whole tile rows apart), y and gu of a float dtype; else 1.
+ */
+template <bool BF, int P>
+static int q4_gate_up_p(struct cuda_ctx *c, void *y, int yt, const void *x, const struct q4_geo *q, const void *w,
+			const void *sc, const void *zr, int R, int gt)
+{
+	const uint4 *xv = (const uint4 *)x, *wv = (const uint4 *)w;
+	const __half *s = (const __half *)sc;
+	const uint8_t *z = (const uint8_t *)zr;
+	if (R > c->q4_stream_rows || q->KB >= 2048)
+		return 1;
+	qs_launch<BF, P, 1, 1, true>(c, y, yt, xv, q, wv, s, z, NULL, 0, R, gt);
+	return 0;
+}
+
+int lmd_cuda_gate_up_q4_fused(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *gu,
+			      const struct lmd_tensor *x, const struct lmd_tensor *w, const struct lmd_tensor *s,
+			      const struct lmd_tensor *z, int group, struct lmd_err *err)
+{
+	int64_t K = t_cols(x), I = t_cols(y), R = t_rows(x);
+	struct q4_geo q;
+	if (t_rows(y) != R || t_cols(gu) != 2 * I || t_rows(gu) < R || !float_dt(x->dtype) || !float_dt(y->dtype) ||
+	    !float_dt(gu->dtype))
+		return lmd_errorf(err, LMD_EINVAL, "cuda gate_up: tensor shapes or dtypes do not match");
+	int rc = q4_check(&q, w, s, z, (int)(2 * I), (int)K, group, err);
+	if (rc)
+		return rc;
+	if (R == 0 || R > 8 || I % 8 || x->dtype == LMD_F32 || (uintptr_t)x->data % 16 || K % 8)
+		return 1;
+	int r = x->dtype == LMD_BF16 ? (q.G == 32   ? q4_gate_up_p<true, 4>(c, y->data, y->dtype, x->data, &q, w->data, s->data,
+										    z->data, (int)R, gu->dtype)
+					: q.G == 64 ? q4_gate_up_p<true, 2>(c, y->data, y->dtype, x->data, &q, w->data, s->data,
+									    z->data, (int)R, gu->dtype)
+						    : q4_gate_up_p<true, 1>(c, y->data, y->dtype, x->data, &q, w->data, s->data,
+									    z->data, (int)R, gu->dtype))
+				     : (q.G == 32   ? q4_gate_up_p<false, 4>(c, y->data, y->dtype, x->data, &q, w->data, s->data,
+										     z->data, (int)R, gu->dtype)
+					: q.G == 64 ? q4_gate_up_p<false, 2>(c, y->data, y->dtype, x->data, &q, w->data, s->data,
+									     z->data, (int)R, gu->dtype)
+						    : q4_gate_up_p<false, 1>(c, y->data, y->dtype, x->data, &q, w->data, s->data,
+									     z->data, (int)R, gu->dtype));
+	if (r)
+		return r;
+	LAUNCH_TRY(err);
 	return LMD_OK;
 }

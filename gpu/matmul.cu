@@ -148,37 +148,47 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 
 #define GEMV_U 4     /* chunks of 8 k a lane loads at once */
 
-/* y[r][n] for r < R <= NR: the summation at the top of the file (gemv) */
-template <bool BF, int NR>
+/*
+ * y[r][n] for r < R <= NR: the summation at the top of the file (gemv). FU (gate_up): N = inter, the warp's column
+ * n is the pair (gate n, up n + N) of w, summed one after the other; y[r][n] = silu_of(gate, up), each first
+ * rounded to gt (gu's dtype) as the product would have stored it.
+ */
+template <bool BF, int NR, bool FU>
 __global__ void __launch_bounds__(256, 4) gemv_kernel(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
-						       int bt, int R, int N, int K8)
+						       int bt, int R, int N, int K8, int gt)
 {
 	const int lane = threadIdx.x & 31, step = (int)gridDim.x * 8;
-	int n = (int)blockIdx.x * 8 + (threadIdx.x >> 5), c0 = 0;  // the warp's next column and chunk
+	int n = (int)blockIdx.x * 8 + (threadIdx.x >> 5), c0 = 0, ph = 0;  // the warp's next column, its half (FU), chunk
 	uint4 nx[GEMV_U];
-	auto load = [&]() {  // nx = chunks c0 + 32u + lane of column n (zero past K)
+	auto load = [&]() {  // nx = chunks c0 + 32u + lane of column n (of its half ph; zero past K)
+		const uint4 *wr = w + (size_t)(n + ph * N) * K8;
 #pragma unroll
 		for (int u = 0; u < GEMV_U; u++) {
 			int ch = c0 + 32 * u + lane;
-			nx[u] = n < N && ch < K8 ? __ldcs(w + (size_t)n * K8 + ch) : make_uint4(0, 0, 0, 0);
+			nx[u] = n < N && ch < K8 ? __ldcs(wr + ch) : make_uint4(0, 0, 0, 0);
 		}
 	};
 	load();
 	pdl_start();  // the weights above, x and y below
-	float acc[NR];
+	float acc[NR], gate[NR];
 #pragma unroll
 	for (int r = 0; r < NR; r++)
-		acc[r] = 0;
+		acc[r] = gate[r] = 0;
 	while (n < N) {
 		uint4 cur[GEMV_U];
 #pragma unroll
 		for (int u = 0; u < GEMV_U; u++)
 			cur[u] = nx[u];
-		const int cn = n, cc = c0;
+		const int cn = n, cph = ph, cc = c0;
 		c0 += 32 * GEMV_U;
 		if (c0 >= K8) {
 			c0 = 0;
-			n += step;
+			if (FU && !ph) {
+				ph = 1;
+			} else {
+				ph = 0;
+				n += step;
+			}
 		}
 		load();  // the next chunks in flight while these are summed
 #pragma unroll
@@ -204,13 +214,17 @@ __global__ void __launch_bounds__(256, 4) gemv_kernel(void *y, int yt, const uin
 				}
 			}
 		}
-		if (n != cn) {  // column cn is summed: the lanes' sums, then y
+		if (n != cn || ph != cph) {  // column cn (its half cph) is summed: the lanes' sums, then y
 #pragma unroll
 			for (int r = 0; r < NR; r++) {
 #pragma unroll
 				for (int o = 16; o > 0; o >>= 1)
 					acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-				if (lane == 0 && r < R)
+				if (FU && !cph)
+					gate[r] = acc[r];
+				else if (FU && lane == 0 && r < R)
+					st(y, yt, (size_t)r * N + cn, silu_of(rnd(gate[r], gt), rnd(acc[r], gt), yt));
+				else if (!FU && lane == 0 && r < R)
 					st(y, yt, (size_t)r * N + cn, acc[r] + (bias ? ld(bias, bt, cn) : 0.0f));
 				acc[r] = 0;
 			}
@@ -218,12 +232,12 @@ __global__ void __launch_bounds__(256, 4) gemv_kernel(void *y, int yt, const uin
 	}
 }
 
-template <bool BF, int NR>
+template <bool BF, int NR, bool FU = false>
 static void gemv_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt,
-			int R, int N, int K)
+			int R, int N, int K, int gt = 0)
 {
-	pdl_launch(c, gemv_kernel<BF, NR>, resident_grid<gemv_kernel<BF, NR>>(c, (N + 7) / 8), 256, 0, y, yt,
-		   (const uint4 *)x, (const uint4 *)w, bias, bt, R, N, K / 8);
+	pdl_launch(c, gemv_kernel<BF, NR, FU>, resident_grid<gemv_kernel<BF, NR, FU>>(c, (N + 7) / 8), 256, 0, y, yt,
+		   (const uint4 *)x, (const uint4 *)w, bias, bt, R, N, K / 8, gt);
 }
 
 /* gemv for R <= GEMV_ROWS rows of 16-bit x and w (NR = 1, 2 or 4) */
@@ -683,6 +697,31 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 	dim3 grid((unsigned)((N + 63) / 64), (unsigned)((R + 63) / 64));
 	gemm_generic_kernel<<<grid, 256, 0, c->st>>>(y->data, y->dtype, x->data, x->dtype, w->data, w->dtype, b, bt,
 						     (int)R, (int)N, (int)K);
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}
+
+/* gate_up through gemv (FU): where the product would go through gemv, x and w of one 16-bit dtype */
+int lmd_cuda_gate_up_fused(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *gu, const struct lmd_tensor *x,
+			   const struct lmd_tensor *w, struct lmd_err *err)
+{
+	int64_t K = t_cols(x), I = t_cols(y), R = t_rows(x);
+	if (t_cols(w) != K || t_rows(w) != 2 * I || t_cols(gu) != 2 * I || t_rows(y) != R || t_rows(gu) < R)
+		return lmd_errorf(err, LMD_EINVAL, "cuda gate_up: tensor shapes do not match");
+	bool half = x->dtype == w->dtype && x->dtype != LMD_F32 && float_dt(y->dtype) && float_dt(gu->dtype);
+	bool aligned = (uintptr_t)x->data % 16 == 0 && (uintptr_t)w->data % 16 == 0 && K % 8 == 0;
+	if (!half || !aligned || R == 0 || R > c->gemv_rows || I == 0)
+		return 1;
+	bool bf = x->dtype == LMD_BF16;
+#define GU(NR) (bf ? gemv_launch<true, NR, true> : gemv_launch<false, NR, true>)(c, y->data, y->dtype, x->data, w->data, \
+		NULL, 0, (int)R, (int)I, (int)K, gu->dtype)
+	if (R == 1)
+		GU(1);
+	else if (R == 2)
+		GU(2);
+	else
+		GU(4);
+#undef GU
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }

@@ -755,6 +755,15 @@ static void cpu_close(void *ctx)
 	free(c);
 }
 
+static const struct lmd_backend_ops cpu_ops;
+
+static int cpu_gate_up(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_tensor *x,
+		       const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,
+		       struct lmd_err *err)
+{
+	return lmd_gate_up_two(&cpu_ops, ctx, y, gu, x, w, s, z, group, err);
+}
+
 static const struct lmd_backend_ops cpu_ops = {
 	.name = "cpu",
 	.weights_in_place = 0,
@@ -777,6 +786,7 @@ static const struct lmd_backend_ops cpu_ops = {
 	.rope_kv_store = cpu_rope_kv_store,
 	.attention = cpu_attention,
 	.silu_mul = cpu_silu_mul,
+	.gate_up = cpu_gate_up,
 	.gather_rows = cpu_gather_rows,
 	.pick = cpu_pick,
 };

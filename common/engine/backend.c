@@ -42,3 +42,11 @@ int lmd_backend_alloc2(struct lmd_backend *b, struct lmd_tensor *t, enum lmd_dty
 	t->shape[1] = cols;
 	return b->ops->alloc(b->ctx, t, err);
 }
+
+int lmd_gate_up_two(const struct lmd_backend_ops *ops, void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu,
+		    const struct lmd_tensor *x, const struct lmd_tensor *w, const struct lmd_tensor *scales,
+		    const struct lmd_tensor *zeros, int group, struct lmd_err *err)
+{
+	int rc = scales ? ops->matmul_q4(ctx, gu, x, w, scales, zeros, group, NULL, err) : ops->matmul(ctx, gu, x, w, NULL, err);
+	return rc ? rc : ops->silu_mul(ctx, y, gu, err);
+}

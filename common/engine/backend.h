@@ -139,6 +139,14 @@ struct lmd_backend_ops {
 	/** y[rows, inter] = silu(gu[:, :inter]) * gu[:, inter:]. */
 	int (*silu_mul)(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *gu, struct lmd_err *err);
 	/**
+	 * gu = x · wᵀ (matmul_q4 when scales is not NULL, else matmul; w [2 inter, in]: the gate rows, then the up
+	 * rows; no bias), then y = silu_mul(gu), as one op (the engine's; a backend may fuse the two, with the same
+	 * bits). gu [rows, 2 inter] is room for the product; after the op its contents are undefined.
+	 */
+	int (*gate_up)(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_tensor *x,
+		       const struct lmd_tensor *w, const struct lmd_tensor *scales, const struct lmd_tensor *zeros, int group,
+		       struct lmd_err *err);
+	/**
 	 * y[rows, out] = x[rows, in] · Wᵀ (+ bias) for an int4 weight, W[o][i] = (q - zero) * scale: w, scales
 	 * and zeros as weight_q4 made them, or (weight_q4 NULL) in the layout of q4.h made resident by weight():
 	 * w LMD_U8 [out, in/2] (two nibbles a byte, low first), scales LMD_F16 [out, in/group], zeros LMD_U8
@@ -196,6 +204,11 @@ struct lmd_backend_opts {
 int lmd_backend_open(struct lmd_backend *b, const char *name, const struct lmd_backend_opts *opts,
 		     struct lmd_err *err);
 void lmd_backend_close(struct lmd_backend *b);
+
+/** The gate_up op as its two ops (matmul or matmul_q4, then silu_mul) of the table ops, for a backend's own use. */
+int lmd_gate_up_two(const struct lmd_backend_ops *ops, void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu,
+		    const struct lmd_tensor *x, const struct lmd_tensor *w, const struct lmd_tensor *scales,
+		    const struct lmd_tensor *zeros, int group, struct lmd_err *err);
 
 /** Allocate a 2-D tensor [rows, cols] of dtype in b's memory. */
 int lmd_backend_alloc2(struct lmd_backend *b, struct lmd_tensor *t, enum lmd_dtype dtype, int64_t rows,

@@ -591,8 +591,7 @@ static int forward_layers(struct lmd_model *m, const struct lmd_batch *b, struct
 		TRY(linear(m, &o, &att, &L->wo, &L->wo_s, &L->wo_z, L->group, L->bo.data ? &L->bo : NULL, err));
 		TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->ffn_norm, eps, err));
 		tap(m, l, LMD_TAP_W13_IN, &xn, err);
-		TRY(linear(m, &gu, &xn, &L->w13, &L->w13_s, &L->w13_z, L->group, NULL, err));
-		TRY(ops->silu_mul(ctx, &h, &gu, err));
+		TRY(ops->gate_up(ctx, &h, &gu, &xn, &L->w13, L->w13_s.data ? &L->w13_s : NULL, &L->w13_z, L->group, err));
 		tap(m, l, LMD_TAP_W2_IN, &h, err);
 		TRY(linear(m, &o, &h, &L->w2, &L->w2_s, &L->w2_z, L->group, NULL, err));
 	}

@@ -653,6 +653,15 @@ static int ref_pick(void *ctx, struct lmd_tensor *head, struct lmd_tensor *cand,
 	return LMD_OK;
 }
 
+static const struct lmd_backend_ops ref_ops;
+
+static int ref_gate_up(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_tensor *x,
+		       const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,
+		       struct lmd_err *err)
+{
+	return lmd_gate_up_two(&ref_ops, ctx, y, gu, x, w, s, z, group, err);
+}
+
 static const struct lmd_backend_ops ref_ops = {
 	.name = "ref",
 	.weights_in_place = 1,
@@ -675,6 +684,7 @@ static const struct lmd_backend_ops ref_ops = {
 	.rope_kv_store = ref_rope_kv_store,
 	.attention = ref_attention,
 	.silu_mul = ref_silu_mul,
+	.gate_up = ref_gate_up,
 	.gather_rows = ref_gather_rows,
 	.pick = ref_pick,
 };

@@ -260,6 +260,51 @@ static void test_matmul_q4(struct lmd_backend *be, struct lmd_backend *ref, enum
 }
 
 /*
+ * gate_up against the reference, and bit for bit against the backend's own product then silu_mul (the op may
+ * fuse the two: CUDA does unless LMD_CUDA_GU=0). G = 0: a 16-bit weight of x's dtype, else int4 in groups of G.
+ */
+static void test_gate_up(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, int n, int K, int I, int G)
+{
+	struct lmd_err err = {0};
+	struct pair x, w, y, y2, gu;
+	struct q4pair q;
+	CHECK_EQ_INT(be->ops->sync(be->ctx, &err), 0);  // no step: the rows are unrelated
+	make(be, ref, &x, dt, 2, (int64_t[]){n, K}, 1);
+	if (G)
+		q4_make(be, ref, &q, 2 * I, K, G);
+	else
+		make(be, ref, &w, dt, 2, (int64_t[]){2 * I, K}, 0.2f);
+	make(be, ref, &y, dt, 2, (int64_t[]){n, I}, 1);
+	make(be, ref, &y2, dt, 2, (int64_t[]){n, I}, 1);
+	make(be, ref, &gu, dt, 2, (int64_t[]){n, 2 * I}, 1);
+	poison(be, &y);
+	poison(be, &y2);
+	BOTH(be->ops->gate_up(be->ctx, &y.t, &gu.t, &x.t, G ? &q.t[0] : &w.t, G ? &q.t[1] : NULL, G ? &q.t[2] : NULL, G, &e1),
+	     ref->ops->gate_up(ref->ctx, &y.r, &gu.r, &x.r, G ? &q.r[0] : &w.r, G ? &q.r[1] : NULL, G ? &q.r[2] : NULL, G,
+			       &e2));
+	char name[80];
+	snprintf(name, sizeof(name), "gate_up n%d in%d inter%d %s%d", n, K, I, G ? "int4 g" : "16-bit", G);
+	compare(be, ref, &y, tol_of(dt), name);
+	CHECK_EQ_INT(G ? Q4_T(be, &q, &gu.t, &x.t, G, NULL, &err) : be->ops->matmul(be->ctx, &gu.t, &x.t, &w.t, NULL, &err), 0);
+	CHECK_EQ_INT(be->ops->silu_mul(be->ctx, &y2.t, &gu.t, &err), 0);
+	char *a = malloc(y.bytes), *b = malloc(y.bytes);
+	be->ops->download(be->ctx, a, &y.t, 0, y.bytes, &err);
+	be->ops->download(be->ctx, b, &y2.t, 0, y.bytes, &err);
+	if (memcmp(a, b, y.bytes)) {
+		unit_failures++;
+		fprintf(stderr, "%s %s: not the bits of the product then silu_mul\n", what, name);
+	}
+	free(a), free(b);
+	if (G)
+		q4_drop(be, ref, &q);
+	else
+		drop(be, ref, &w);
+	struct pair *ps[] = {&x, &y, &y2, &gu};
+	for (int i = 0; i < 4; i++)
+		drop(be, ref, ps[i]);
+}
+
+/*
  * matmul_q4 in a step whose rows are decodes around a 100-token prefill run (cuda: the run through the
  * dequantized weight): the numbers against the reference, and the decodes' bits against the same rows
  * with no step.
@@ -1085,6 +1130,11 @@ static void test_gpu_quant(struct lmd_backend *be, struct lmd_backend *ref)
 	test_matmul_q4(be, ref, LMD_F16, LMD_F16, 40, 4096, 6144, 64, 0);
 	test_matmul_q4_runs(be, ref, LMD_F16, 4096, 4096, 128);
 	test_matmul_q4_runs(be, ref, LMD_BF16, 11008, 4096, 32);
+	test_gate_up(be, ref, LMD_F16, 1, 4096, 11008, 128);  // Llama-2-7B's, then Llama-3-8B's
+	test_gate_up(be, ref, LMD_BF16, 4, 4096, 14336, 32);
+	test_gate_up(be, ref, LMD_F16, 8, 4096, 11008, 64);
+	test_gate_up(be, ref, LMD_F16, 1, 4096, 11008, 0);
+	test_gate_up(be, ref, LMD_BF16, 3, 4096, 14336, 0);
 	int rows[] = {1, 16, 64, 256, 2048};
 	for (int r = 0; r < 5; r++)
 		for (int i = 0; i < 4; i++)
@@ -1181,6 +1231,14 @@ static void test_backend(struct lmd_backend *be, struct lmd_backend *ref)
 		test_matmul_q4(be, ref, dt, LMD_F32, 70, 384, 136, 128, 0);  // many rows, f32 out
 		test_matmul_q4(be, ref, dt, dt, 20, 160, 24, 32, 1);     // K 160: a padded tile
 		test_matmul_q4_runs(be, ref, dt, 256, 72, 64);
+		test_gate_up(be, ref, dt, 1, 256, 40, 0);
+		test_gate_up(be, ref, dt, 3, 264, 24, 0);
+		test_gate_up(be, ref, dt, 1, 128, 40, 32);
+		test_gate_up(be, ref, dt, 3, 256, 48, 64);
+		test_gate_up(be, ref, dt, 8, 384, 64, 128);  // odd ngp: no copy-engine kernel
+		test_gate_up(be, ref, dt, 9, 128, 16, 32);   // more rows than the fused kernels take
+		test_gate_up(be, ref, dt, 2, 136, 20, 0);    // inter not a multiple of 8
+		test_gate_up(be, ref, dt, 2, 256, 20, 64);
 		test_step(be, ref, dt, 4, 2, 32, 4, 70, LMD_KV_NONE, 0);
 		test_step(be, ref, dt, 6, 2, 64, 16, 70, LMD_KV_NONE, 0);
 		test_step(be, ref, dt, 3, 3, 16, 64, 70, LMD_KV_NONE, 0);
@@ -1257,6 +1315,14 @@ int main(int argc, char **argv)
 				test_matmul_q4_runs(&be, &ref, LMD_BF16, 256, 72, 64);
 				lmd_backend_close(&be);
 			}
+			if (quant) {  // the default's 16-bit gate_up (gemv, fused; not the deterministic backend's)
+				CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), 0);
+				what = "cuda/default";
+				test_gate_up(&be, &ref, LMD_F16, 1, 4096, 11008, 0);
+				test_gate_up(&be, &ref, LMD_BF16, 3, 264, 24, 0);
+				test_gate_up(&be, &ref, LMD_F16, 4, 4104, 40, 0);
+				lmd_backend_close(&be);
+			}
 			setenv("LMD_CUDA_Q4", "stream65", 1);
 			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
 			CHECK(strstr(err.msg, "LMD_CUDA_Q4") != NULL);
@@ -1316,6 +1382,10 @@ int main(int argc, char **argv)
 			test_matmul(&be, &ref, LMD_F16, LMD_F16, LMD_F16, 1, 4104, 300, 1);  // K past a whole round of chunks
 			test_matmul(&be, &ref, LMD_F16, LMD_F16, LMD_F16, 2, 264, 1000, 0);
 			test_step(&be, &ref, LMD_F16, 4, 2, 32, 4, 70, LMD_KV_NONE, 0);
+			test_gate_up(&be, &ref, LMD_F16, 1, 4096, 11008, 0);  // gemv's (fused)
+			test_gate_up(&be, &ref, LMD_BF16, 3, 264, 24, 0);
+			test_gate_up(&be, &ref, LMD_F16, 4, 4104, 40, 0);
+			test_gate_up(&be, &ref, LMD_F16, 1, 4096, 11008, 128);
 			q4_blas = 1;
 			test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 200, 4096, 4096, 128, 1);
 			test_matmul_q4(&be, &ref, LMD_BF16, LMD_BF16, 130, 11008, 4096, 32, 0);
@@ -1324,14 +1394,14 @@ int main(int argc, char **argv)
 			q4_blas = 0;
 			lmd_backend_close(&be);
 		}
-		setenv("LMD_CUDA_GEMV", "5", 1);
-		CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
-		CHECK(strstr(err.msg, "LMD_CUDA_GEMV") != NULL);
-		unsetenv("LMD_CUDA_GEMV");
-		setenv("LMD_CUDA_Q4_BLAS", "many", 1);
-		CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
-		CHECK(strstr(err.msg, "LMD_CUDA_Q4_BLAS") != NULL);
-		unsetenv("LMD_CUDA_Q4_BLAS");
+		const char *bad_env[][2] = {{"LMD_CUDA_GEMV", "5"}, {"LMD_CUDA_GU", "2"}, {"LMD_CUDA_DEC_WARPS", "6"},
+					    {"LMD_CUDA_Q4_BLAS", "many"}};
+		for (int i = 0; i < 4; i++) {
+			setenv(bad_env[i][0], bad_env[i][1], 1);
+			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
+			CHECK(strstr(err.msg, bad_env[i][0]) != NULL);
+			unsetenv(bad_env[i][0]);
+		}
 		test_invariant_gemm(&ref, "cuda/pad128", 1);  // deterministic: cuBLAS on padded blocks of 128 rows
 		setenv("LMD_CUDA_GEMM", "lt128", 1);  // one cuBLASLt algorithm per shape: batch-invariant without padding
 		test_invariant_gemm(&ref, "cuda/lt128", 0);
