@@ -186,6 +186,7 @@ static void cuda_close(void *ctx)
 	cudaFree(c->pad_y);
 	cudaFree(c->q4_deq);
 	cudaFree(c->q4_part);
+	cudaFree(c->norm_count);
 	cudaFree(c->kvp);
 	free(c->kvp_host);
 	cudaFreeHost(c->h_stage);
@@ -577,24 +578,48 @@ static int op_silu_mul(void *ctx, struct lmd_tensor *y, const struct lmd_tensor 
 	return lmd_cuda_silu_mul(CTX(ctx), y, gu, err);
 }
 
-/* gate_up: one kernel where one applies (LMD_CUDA_GU=1), else the product and silu_mul */
+/* gate_up without its graph note: one kernel where one applies (LMD_CUDA_GU=1), else the product and silu_mul */
+static int gate_up_run(struct cuda_ctx *c, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_tensor *x,
+		       const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,
+		       struct lmd_err *err)
+{
+	if (c->fuse_gu) {
+		int rc = s ? lmd_cuda_gate_up_q4_fused(c, y, gu, x, w, s, z, group, err) : lmd_cuda_gate_up_fused(c, y, gu, x, w, err);
+		if (rc <= 0)
+			return rc;
+	}
+	int rc = s ? lmd_cuda_matmul_q4(c, gu, x, w, s, z, group, NULL, err) : lmd_cuda_matmul(c, gu, x, w, NULL, err);
+	return rc ? rc : lmd_cuda_silu_mul(c, y, gu, err);
+}
+
 static int op_gate_up(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_tensor *x,
 		      const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,
 		      struct lmd_err *err)
 {
+	if (graph_note(CTX(ctx), 13, y->data, x->data, w->data, (int64_t)(uintptr_t)gu->data ^ t_rows(x)))
+		return LMD_OK;
+	return gate_up_run(CTX(ctx), y, gu, x, w, s, z, group, err);
+}
+
+/* norm_linear: the norm inside the product's kernel where that applies (LMD_CUDA_NORM=1), else the ops */
+static int op_norm_linear(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_prenorm *pn,
+			  const struct lmd_linear *lin, struct lmd_err *err)
+{
 	struct cuda_ctx *c = CTX(ctx);
-	if (c->fuse_gu) {
-		if (graph_note(c, 13, y->data, x->data, w->data, (int64_t)(uintptr_t)gu->data ^ t_rows(x)))
-			return LMD_OK;
-		int rc = s ? lmd_cuda_gate_up_q4_fused(c, y, gu, x, w, s, z, group, err)
-			   : lmd_cuda_gate_up_fused(c, y, gu, x, w, err);
-		if (rc <= 0)
-			return rc;
-		rc = s ? lmd_cuda_matmul_q4(c, gu, x, w, s, z, group, NULL, err) : lmd_cuda_matmul(c, gu, x, w, NULL, err);
-		return rc ? rc : lmd_cuda_silu_mul(c, y, gu, err);
-	}
-	int rc = s ? op_matmul_q4(ctx, gu, x, w, s, z, group, NULL, err) : op_matmul(ctx, gu, x, w, NULL, err);
-	return rc ? rc : op_silu_mul(ctx, y, gu, err);
+	const struct lmd_tensor *r = pn->r;
+	if (graph_note(c, 14, y->data, pn->x->data, lin->w->data,
+		       ((int64_t)(uintptr_t)(r ? r->data : NULL) ^ t_rows(pn->x)) * 31 + (gu != NULL)))
+		return LMD_OK;
+	int rc = c->fuse_norm ? lmd_cuda_norm_linear(c, y, gu, pn, lin, err) : 1;
+	if (rc <= 0)
+		return rc;
+	rc = r ? lmd_cuda_add_rmsnorm(c, pn->xn, pn->x, r, pn->g, pn->eps, err) : lmd_cuda_rmsnorm(c, pn->xn, pn->x, pn->g, pn->eps, err);
+	if (rc)
+		return rc;
+	if (gu)
+		return gate_up_run(c, y, gu, pn->xn, lin->w, lin->scales, lin->zeros, lin->group, err);
+	return lin->scales ? lmd_cuda_matmul_q4(c, y, pn->xn, lin->w, lin->scales, lin->zeros, lin->group, lin->bias, err)
+			   : lmd_cuda_matmul(c, y, pn->xn, lin->w, lin->bias, err);
 }
 
 static int op_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, int first, struct lmd_err *err)
@@ -650,6 +675,7 @@ static const struct lmd_backend_ops cuda_ops = {
 	.attention = op_attention,
 	.silu_mul = op_silu_mul,
 	.gate_up = op_gate_up,
+	.norm_linear = op_norm_linear,
 	.matmul_q4 = op_matmul_q4,
 	.weight_q4 = cuda_weight_q4,
 	.gather_rows = op_gather_rows,
@@ -718,6 +744,12 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	c->fuse_gu = 1;
 	if (gf && (sscanf(gf, "%d%c", &c->fuse_gu, &tail) != 1 || c->fuse_gu < 0 || c->fuse_gu > 1))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GU=%s: expected 0 or 1", gf);
+	const char *nf = getenv("LMD_CUDA_NORM");  // 0: the norm_linear op as its ops (the same bits)
+	c->fuse_norm = 1;
+	if (nf && (sscanf(nf, "%d%c", &c->fuse_norm, &tail) != 1 || c->fuse_norm < 0 || c->fuse_norm > 1))
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_NORM=%s: expected 0 or 1", nf);
+	CUDA_TRY(cudaMalloc((void **)&c->norm_count, sizeof(unsigned)), err);
+	CUDA_TRY(cudaMemset(c->norm_count, 0, sizeof(unsigned)), err);
 	const char *gv = getenv("LMD_CUDA_GEMV");  // 16-bit products of up to R rows through gemv (with cublas_gemm)
 	c->gemv_rows = GEMV_ROWS;
 	if (gv && (sscanf(gv, "%d%c", &c->gemv_rows, &tail) != 1 || c->gemv_rows < 0 || c->gemv_rows > GEMV_ROWS))

@@ -73,6 +73,7 @@
 #include <string.h>
 
 #include "internal.cuh"
+#include "prenorm.cuh"
 
 // ----------------------------------------------------------------------------
 // CUDA kernels
@@ -151,12 +152,14 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 /*
  * y[r][n] for r < R <= NR: the summation at the top of the file (gemv). FU (gate_up): N = inter, the warp's column
  * n is the pair (gate n, up n + N) of w, summed one after the other; y[r][n] = silu_of(gate, up), each first
- * rounded to gt (gu's dtype) as the product would have stored it.
+ * rounded to gt (gu's dtype) as the product would have stored it. NORM (norm_linear): x is rmsnorm(pn.x + pn.r) *
+ * pn.g, made by the block's prologue in shared memory (prenorm.cuh; x unused).
  */
-template <bool BF, int NR, bool FU>
+template <bool BF, int NR, bool FU, bool NORM = false>
 __global__ void __launch_bounds__(256, 4) gemv_kernel(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
-						       int bt, int R, int N, int K8, int gt)
+						       int bt, int R, int N, int K8, int gt, struct prenorm pn)
 {
+	extern __shared__ uint4 xs[];  // NORM: [R][K8]
 	const int lane = threadIdx.x & 31, step = (int)gridDim.x * 8;
 	int n = (int)blockIdx.x * 8 + (threadIdx.x >> 5), c0 = 0, ph = 0;  // the warp's next column, its half (FU), chunk
 	uint4 nx[GEMV_U];
@@ -170,6 +173,10 @@ __global__ void __launch_bounds__(256, 4) gemv_kernel(void *y, int yt, const uin
 	};
 	load();
 	pdl_start();  // the weights above, x and y below
+	if constexpr (NORM) {
+		prenorm_rows<half_of<BF>>(xs, pn, R, 8 * K8);
+		x = xs;
+	}
 	float acc[NR], gate[NR];
 #pragma unroll
 	for (int r = 0; r < NR; r++)
@@ -201,7 +208,7 @@ __global__ void __launch_bounds__(256, 4) gemv_kernel(void *y, int yt, const uin
 			for (int r = 0; r < NR; r++) {
 				if (r >= R)
 					break;
-				uint4 xv = __ldg(x + (size_t)r * K8 + ch);
+				uint4 xv = NORM ? x[(size_t)r * K8 + ch] : __ldg(x + (size_t)r * K8 + ch);
 				const uint32_t *xq = (const uint32_t *)&xv;
 #pragma unroll
 				for (int j = 0; j < 4; j++) {
@@ -232,12 +239,13 @@ __global__ void __launch_bounds__(256, 4) gemv_kernel(void *y, int yt, const uin
 	}
 }
 
-template <bool BF, int NR, bool FU = false>
+template <bool BF, int NR, bool FU = false, bool NORM = false>
 static void gemv_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt,
-			int R, int N, int K, int gt = 0)
+			int R, int N, int K, int gt = 0, struct prenorm pn = {})
 {
-	pdl_launch(c, gemv_kernel<BF, NR, FU>, resident_grid<gemv_kernel<BF, NR, FU>>(c, (N + 7) / 8), 256, 0, y, yt,
-		   (const uint4 *)x, (const uint4 *)w, bias, bt, R, N, K / 8, gt);
+	constexpr auto k = gemv_kernel<BF, NR, FU, NORM>;
+	pdl_launch(c, k, resident_grid<k>(c, (N + 7) / 8, NORM ? NORM_SMEM : 0), 256, NORM ? (size_t)R * K * 2 : 0, y, yt,
+		   (const uint4 *)x, (const uint4 *)w, bias, bt, R, N, K / 8, gt, pn);
 }
 
 /* gemv for R <= GEMV_ROWS rows of 16-bit x and w (NR = 1, 2 or 4) */
@@ -714,7 +722,7 @@ int lmd_cuda_gate_up_fused(struct cuda_ctx *c, struct lmd_tensor *y, const struc
 		return 1;
 	bool bf = x->dtype == LMD_BF16;
 #define GU(NR) (bf ? gemv_launch<true, NR, true> : gemv_launch<false, NR, true>)(c, y->data, y->dtype, x->data, w->data, \
-		NULL, 0, (int)R, (int)I, (int)K, gu->dtype)
+		NULL, 0, (int)R, (int)I, (int)K, gu->dtype, prenorm{})
 	if (R == 1)
 		GU(1);
 	else if (R == 2)
@@ -722,6 +730,57 @@ int lmd_cuda_gate_up_fused(struct cuda_ctx *c, struct lmd_tensor *y, const struc
 	else
 		GU(4);
 #undef GU
+	LAUNCH_TRY(err);
+	return LMD_OK;
+}
+
+/* gemv_kernel with the norm as its prologue (NORM), the product's (gt 0) or gate_up's (FU, gt: gu's dtype) */
+template <bool BF, bool FU>
+static void gemv_norm_rows(struct cuda_ctx *c, void *y, int yt, const void *w, const void *bias, int bt, int R, int N, int K,
+			   int gt, const struct prenorm *p)
+{
+	if (R == 1)
+		gemv_launch<BF, 1, FU, true>(c, y, yt, NULL, w, bias, bt, R, N, K, gt, *p);
+	else if (R == 2)
+		gemv_launch<BF, 2, FU, true>(c, y, yt, NULL, w, bias, bt, R, N, K, gt, *p);
+	else
+		gemv_launch<BF, 4, FU, true>(c, y, yt, NULL, w, bias, bt, R, N, K, gt, *p);
+}
+
+/*
+ * norm_linear (prenorm.cuh): the norm as the prologue of the product's kernel where lmd_cuda_matmul or
+ * lmd_cuda_gate_up_fused (gu) would take gemv, or lmd_cuda_matmul_q4 or lmd_cuda_gate_up_q4_fused q4_stream for one
+ * block of rows, and the rows are rmsnorm_vec_kernel's case and fit NORM_SMEM; else 1 (nothing launched).
+ */
+int lmd_cuda_norm_linear(struct cuda_ctx *c, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_prenorm *pn,
+			 const struct lmd_linear *lin, struct lmd_err *err)
+{
+	const struct lmd_tensor *x = pn->x, *r = pn->r, *g = pn->g, *xn = pn->xn, *w = lin->w, *bias = lin->bias;
+	int64_t K = t_cols(x), R = t_rows(x);
+	if (R < 1 || R > NORM_ROWS || R * K * 2 > NORM_SMEM || t_cols(xn) != K || t_rows(xn) != R ||
+	    lmd_tensor_numel(g) != K || (r && (t_cols(r) != K || t_rows(r) != R)) ||
+	    !rms_vec_ok((int)K, x->dtype, xn->dtype, r ? r->dtype : 0, g->dtype, xn->data, x->data, r ? r->data : NULL,
+			g->data))
+		return 1;
+	const struct prenorm p = {x->data, r ? r->data : NULL, g->data, pn->eps, g->dtype == LMD_F32, c->norm_count};
+	if (lin->scales)
+		return lmd_cuda_q4_norm(c, y, gu, &p, xn, lin, err);
+	int64_t N = gu ? t_cols(y) : t_rows(w);
+	bool fit = w->dtype == xn->dtype && (uintptr_t)w->data % 16 == 0 && t_cols(w) == K && R <= c->gemv_rows && N > 0 &&
+		   float_dt(y->dtype) && t_rows(y) == R &&
+		   (gu ? c->fuse_gu && !bias && t_rows(w) == 2 * N && t_cols(gu) == 2 * N && t_rows(gu) >= R && float_dt(gu->dtype)
+		       : t_cols(y) == N && (!bias || (lmd_tensor_numel(bias) == N && float_dt(bias->dtype))));
+	if (!fit)
+		return 1;
+	const void *b = bias ? bias->data : NULL;
+	int bt = bias ? bias->dtype : 0, gt = gu ? gu->dtype : 0;
+	bool bf = xn->dtype == LMD_BF16;
+	if (gu)
+		(bf ? gemv_norm_rows<true, true> : gemv_norm_rows<false, true>)(c, y->data, y->dtype, w->data, NULL, 0, (int)R,
+										 (int)N, (int)K, gt, &p);
+	else
+		(bf ? gemv_norm_rows<true, false> : gemv_norm_rows<false, false>)(c, y->data, y->dtype, w->data, b, bt, (int)R,
+										   (int)N, (int)K, 0, &p);
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }

@@ -50,3 +50,16 @@ int lmd_gate_up_two(const struct lmd_backend_ops *ops, void *ctx, struct lmd_ten
 	int rc = scales ? ops->matmul_q4(ctx, gu, x, w, scales, zeros, group, NULL, err) : ops->matmul(ctx, gu, x, w, NULL, err);
 	return rc ? rc : ops->silu_mul(ctx, y, gu, err);
 }
+
+int lmd_norm_linear_two(const struct lmd_backend_ops *ops, void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu,
+			const struct lmd_prenorm *pn, const struct lmd_linear *lin, struct lmd_err *err)
+{
+	int rc = pn->r ? ops->add_rmsnorm(ctx, pn->xn, pn->x, pn->r, pn->g, pn->eps, err)
+		       : ops->rmsnorm(ctx, pn->xn, pn->x, pn->g, pn->eps, err);
+	if (rc)
+		return rc;
+	if (gu)
+		return ops->gate_up(ctx, y, gu, pn->xn, lin->w, lin->scales, lin->zeros, lin->group, err);
+	return lin->scales ? ops->matmul_q4(ctx, y, pn->xn, lin->w, lin->scales, lin->zeros, lin->group, lin->bias, err)
+			   : ops->matmul(ctx, y, pn->xn, lin->w, lin->bias, err);
+}

@@ -552,13 +552,29 @@ static void tap(struct lmd_model *m, int layer, enum lmd_tap point, const struct
 }
 
 /* y = x · wᵀ (+ bias), through the int4 op when w is packed int4 (s, z its scales and zeros). */
-static int linear(struct lmd_model *m, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
-		  const struct lmd_tensor *s, const struct lmd_tensor *z, int group, const struct lmd_tensor *bias,
+/* A layer's weight as the ops take it (scales and bias NULL where the model has none). */
+static struct lmd_linear lin_of(const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,
+				const struct lmd_tensor *bias)
+{
+	return (struct lmd_linear){.w = w, .scales = s->data ? s : NULL, .zeros = z, .bias = bias && bias->data ? bias : NULL,
+				   .group = group};
+}
+
+static int linear(struct lmd_model *m, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_linear *l,
 		  struct lmd_err *err)
 {
-	if (s->data)
-		return m->be->ops->matmul_q4(m->be->ctx, y, x, w, s, z, group, bias, err);
-	return m->be->ops->matmul(m->be->ctx, y, x, w, bias, err);
+	if (l->scales)
+		return m->be->ops->matmul_q4(m->be->ctx, y, x, l->w, l->scales, l->zeros, l->group, l->bias, err);
+	return m->be->ops->matmul(m->be->ctx, y, x, l->w, l->bias, err);
+}
+
+/* The norm and the product after it (with gu: gate_up); the ops one at a time when a tap reads xn between them. */
+static int norm_linear(struct lmd_model *m, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_prenorm *pn,
+		       const struct lmd_linear *l, struct lmd_err *err)
+{
+	if (m->tap)
+		return lmd_norm_linear_two(m->be->ops, m->be->ctx, y, gu, pn, l, err);
+	return m->be->ops->norm_linear(m->be->ctx, y, gu, pn, l, err);
 }
 
 /* The step up to the final norm: then m->xn [b->n, hidden] holds the normalized hidden states. */
@@ -577,23 +593,24 @@ static int forward_layers(struct lmd_model *m, const struct lmd_batch *b, struct
 	TRY(ops->embed(ctx, &x, &m->tok_embeddings, err));
 	for (int l = 0; l < c->layers; l++) {
 		const struct lmd_layer *L = &m->layer[l];
-		if (l == 0)
-			TRY(ops->rmsnorm(ctx, &xn, &x, &L->attn_norm, eps, err));
-		else
-			TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->attn_norm, eps, err));
+		const struct lmd_linear wqkv = lin_of(&L->wqkv, &L->wqkv_s, &L->wqkv_z, L->group, &L->bqkv);
+		const struct lmd_linear wo = lin_of(&L->wo, &L->wo_s, &L->wo_z, L->group, &L->bo);
+		const struct lmd_linear w13 = lin_of(&L->w13, &L->w13_s, &L->w13_z, L->group, NULL);
+		const struct lmd_linear w2 = lin_of(&L->w2, &L->w2_s, &L->w2_z, L->group, NULL);
+		const struct lmd_prenorm an = {.x = &x, .r = l ? &o : NULL, .g = &L->attn_norm, .eps = eps, .xn = &xn};
+		const struct lmd_prenorm fn = {.x = &x, .r = &o, .g = &L->ffn_norm, .eps = eps, .xn = &xn};
+		TRY(norm_linear(m, &qkv, NULL, &an, &wqkv, err));
 		tap(m, l, LMD_TAP_RESID, &x, err);
 		tap(m, l, LMD_TAP_QKV_IN, &xn, err);
-		TRY(linear(m, &qkv, &xn, &L->wqkv, &L->wqkv_s, &L->wqkv_z, L->group, L->bqkv.data ? &L->bqkv : NULL, err));
 		TRY(ops->rope_kv_store(ctx, &qkv, &m->kv, l, d, err));
 		tap(m, l, LMD_TAP_QKV, &qkv, err);
 		TRY(ops->attention(ctx, &att, &qkv, &m->kv, l, d, err));
 		tap(m, l, LMD_TAP_O_IN, &att, err);
-		TRY(linear(m, &o, &att, &L->wo, &L->wo_s, &L->wo_z, L->group, L->bo.data ? &L->bo : NULL, err));
-		TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->ffn_norm, eps, err));
+		TRY(linear(m, &o, &att, &wo, err));
+		TRY(norm_linear(m, &h, &gu, &fn, &w13, err));
 		tap(m, l, LMD_TAP_W13_IN, &xn, err);
-		TRY(ops->gate_up(ctx, &h, &gu, &xn, &L->w13, L->w13_s.data ? &L->w13_s : NULL, &L->w13_z, L->group, err));
 		tap(m, l, LMD_TAP_W2_IN, &h, err);
-		TRY(linear(m, &o, &h, &L->w2, &L->w2_s, &L->w2_z, L->group, NULL, err));
+		TRY(linear(m, &o, &h, &w2, err));
 	}
 	TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &m->norm, eps, err));
 	for (int i = 0; i < b->nseq; i++)
