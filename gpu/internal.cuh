@@ -144,6 +144,8 @@ struct cuda_ctx {
 	int dec_warps;                 /* decode attention's warps a block for a 16-bit cache: 4, 8, or 0 (the default
 	                                * without deterministic): 8 when the grid has fewer blocks than the GPU has SMs */
 	int fuse_gu;                   /* gate_up in one kernel where one applies (LMD_CUDA_GU=0: the two ops) */
+	int q4_ring4;                  /* q4_stream up to 8 rows with a ring of 4 tiles a warp (2 blocks an SM) for K of at
+	                                * least this many tiles of 128 (LMD_CUDA_Q4_RING4=KB; 0: never, the default) */
 	int fuse_norm;                 /* norm_linear: the norm inside the product's kernel where it applies (LMD_CUDA_NORM=0:
 	                                * the ops) */
 	unsigned *norm_count;          /* device, zero between launches: the blocks of a norm_linear kernel that have read x */

@@ -435,8 +435,8 @@ __device__ __forceinline__ void qs_out(float (*red)[NP][NB * 4][32], const float
 	}
 }
 
-template <bool BF, int P, int NB, int NP, bool FU = false, bool NORM = false>
-__global__ void __launch_bounds__(256, NB == 1 ? 3 : 1) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
+template <bool BF, int P, int NB, int NP, bool FU = false, bool NORM = false, int DR = 0>
+__global__ void __launch_bounds__(256, NB > 1 ? 1 : DR > 2 ? 2 : 3) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
 								   const __half *sc, const uint8_t *zr, const void *bias,
 								   int bt, int R, int N, int K, int KB, int G, int ngp, int gt,
 								   struct prenorm pn)
@@ -444,7 +444,7 @@ __global__ void __launch_bounds__(256, NB == 1 ? 3 : 1) q4_stream(void *y, int y
 	static_assert(!FU || NP == 1, "gate_up: one pair a group");
 	static_assert(!NORM || NB == 1, "norm_linear: one block of x's rows");
 	extern __shared__ uint4 xs[];  // NORM: x [R][K / 8], made by the prologue (prenorm.cuh; the argument x unused)
-	constexpr int D = NB == 1 || NP * P > 2 ? 2 : 4;
+	constexpr int D = DR ? DR : NB == 1 || NP * P > 2 ? 2 : 4;  // the ring's depth (DR: q4_launch's choice)
 	__shared__ float red[Q4_SLICES][NP][NB * 4][32];
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
 	const int T = (N + 7) / 8, TG = N / 16, NG = FU ? TG : (T + 2 * NP - 1) / (2 * NP), K8 = K / 8;
@@ -825,12 +825,12 @@ static int q4_check(struct q4_geo *q, const struct lmd_tensor *w, const struct l
 
 /* q4_stream on as many blocks as the GPU holds at once (2 NP tile rows a group, at least one group a block; FU: the
  * gate_up pairs, N / 16 groups; gt: gu's dtype; NORM: x is pn's norm, made by each block) */
-template <bool BF, int P, int NB, int NP, bool FU = false, bool NORM = false>
+template <bool BF, int P, int NB, int NP, bool FU = false, bool NORM = false, int DR = 0>
 static void qs_launch(struct cuda_ctx *c, void *y, int yt, const uint4 *x, const struct q4_geo *q, const uint4 *w,
 		      const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int gt = 0, struct prenorm pn = {})
 {
 	long ng = FU ? q->N / 16 : (q->Np / 8 + 2 * NP - 1) / (2 * NP);
-	constexpr auto k = q4_stream<BF, P, NB, NP, FU, NORM>;
+	constexpr auto k = q4_stream<BF, P, NB, NP, FU, NORM, DR>;
 	pdl_launch(c, k, resident_grid<k>(c, ng, NORM ? NORM_SMEM : 0), 256, NORM ? (size_t)R * q->K * 2 : 0, y, yt, x, w, sc,
 		   zr, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp, gt, pn);
 }
@@ -843,7 +843,9 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 	const __half *s = (const __half *)sc;
 	const uint8_t *z = (const uint8_t *)zr;
 	if (R <= c->q4_stream_rows && q->KB < 2048) {  // q4_stream's group index: b * gmul >> 20
-		if (R <= 8)
+		if (R <= 8 && c->q4_ring4 && q->KB >= c->q4_ring4)  // a long K: a ring of 4 tiles a warp
+			qs_launch<BF, P, 1, 1, false, false, 4>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		else if (R <= 8)
 			qs_launch<BF, P, 1, 1>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
 		else if (R <= 16)
 			qs_launch<BF, P, 2, 2>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
