@@ -748,8 +748,8 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	c->q4_ring4 = 0;
 	if (r4 && (sscanf(r4, "%d%c", &c->q4_ring4, &tail) != 1 || c->q4_ring4 < 0))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_RING4=%s: expected a count of 128-input tiles (0: never)", r4);
-	const char *nf = getenv("LMD_CUDA_NORM");  // 0: the norm_linear op as its ops (the same bits)
-	c->fuse_norm = 1;
+	const char *nf = getenv("LMD_CUDA_NORM");  // 1: the norm inside the product's kernel (the same bits as the ops)
+	c->fuse_norm = 0;
 	if (nf && (sscanf(nf, "%d%c", &c->fuse_norm, &tail) != 1 || c->fuse_norm < 0 || c->fuse_norm > 1))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_NORM=%s: expected 0 or 1", nf);
 	CUDA_TRY(cudaMalloc((void **)&c->norm_count, sizeof(unsigned)), err);

@@ -146,8 +146,8 @@ struct cuda_ctx {
 	int fuse_gu;                   /* gate_up in one kernel where one applies (LMD_CUDA_GU=0: the two ops) */
 	int q4_ring4;                  /* q4_stream up to 8 rows with a ring of 4 tiles a warp (2 blocks an SM) for K of at
 	                                * least this many tiles of 128 (LMD_CUDA_Q4_RING4=KB; 0: never, the default) */
-	int fuse_norm;                 /* norm_linear: the norm inside the product's kernel where it applies (LMD_CUDA_NORM=0:
-	                                * the ops) */
+	int fuse_norm;                 /* norm_linear: the norm inside the product's kernel where it applies (LMD_CUDA_NORM=1;
+	                                * 0, the default until measured: the ops) */
 	unsigned *norm_count;          /* device, zero between launches: the blocks of a norm_linear kernel that have read x */
 	int q4_stream_rows;            /* matmul_q4: products of up to this many rows through q4_stream and the others through
 	                                * q4_piped (LMD_CUDA_Q4=streamR, default Q4_STREAM_ROWS); 0 (old): q4_skinny up

@@ -1358,6 +1358,7 @@ int main(int argc, char **argv)
 	struct lmd_backend ref = {0}, be = {0};
 	struct lmd_err err = {0};
 	CHECK_EQ_INT(lmd_backend_open(&ref, "ref", NULL, &err), 0);
+	setenv("LMD_CUDA_NORM", "1", 0);  // the norm inside the products' kernels (off by default until measured)
 	/* `test-ops quant`: W4A16 and quantized KV on the GPU only; q4speed: int4 timings only; kvq: quantized KV alone */
 	int quant = argc > 1 && !strcmp(argv[1], "quant"), speed = argc > 1 && !strcmp(argv[1], "q4speed");
 	int kvq = argc > 1 && !strcmp(argv[1], "kvq");
