@@ -144,6 +144,8 @@ struct cuda_ctx {
 	int dec_warps;                 /* decode attention's warps a block for a 16-bit cache: 4, 8, or 0 (the default
 	                                * without deterministic): 8 when the grid has fewer blocks than the GPU has SMs */
 	int fuse_gu;                   /* gate_up in one kernel where one applies (LMD_CUDA_GU=0: the two ops) */
+	int q4_wide;                   /* q4_piped's warps on 32 rows x 4 tile rows instead of 64 x 2 (LMD_CUDA_Q4_PIPED=wide;
+	                                * narrow, the default) */
 	int q4_ring4;                  /* q4_stream up to 8 rows with a ring of 4 tiles a warp (2 blocks an SM) for K of at
 	                                * least this many tiles of 128 (LMD_CUDA_Q4_RING4=KB; 0: never, the default) */
 	int fuse_norm;                 /* norm_linear: the norm inside the product's kernel where it applies (LMD_CUDA_NORM=1;

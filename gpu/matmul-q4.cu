@@ -505,42 +505,46 @@ __global__ void __launch_bounds__(256, NB > 1 ? 1 : DR > 2 ? 2 : 3) q4_stream(vo
 #define Q4_BM 64
 #define Q4_BN 128
 
-/* A tiled warp's sums (4 m-tiles x 2 tile rows): all zero; tot += acc, acc = 0 at the end of a slice. */
-__device__ __forceinline__ void q4_zero_sums(float (&tot)[4][2][4], float (&acc)[4][2][4])
+/* A tiled warp's sums (MT m-tiles x NT tile rows): all zero; tot += acc, acc = 0 at the end of a slice. */
+template <int MT, int NT>
+__device__ __forceinline__ void q4_zero_sums(float (&tot)[MT][NT][4], float (&acc)[MT][NT][4])
 {
 #pragma unroll
-	for (int m = 0; m < 4; m++)
+	for (int m = 0; m < MT; m++)
 #pragma unroll
-		for (int j = 0; j < 2; j++)
+		for (int j = 0; j < NT; j++)
 #pragma unroll
 			for (int i = 0; i < 4; i++)
 				tot[m][j][i] = acc[m][j][i] = 0;
 }
 
-__device__ __forceinline__ void q4_end_slice(float (&tot)[4][2][4], float (&acc)[4][2][4])
+template <int MT, int NT>
+__device__ __forceinline__ void q4_end_slice(float (&tot)[MT][NT][4], float (&acc)[MT][NT][4])
 {
 #pragma unroll
-	for (int m = 0; m < 4; m++)
+	for (int m = 0; m < MT; m++)
 #pragma unroll
-		for (int j = 0; j < 2; j++)
+		for (int j = 0; j < NT; j++)
 #pragma unroll
 			for (int i = 0; i < 4; i++)
 				tot[m][j][i] += acc[m][j][i], acc[m][j][i] = 0;
 }
 
 /*
- * The end of a tiled warp (rows r0 + 0..63, tile rows t0, t0 + 1; slice: the slices already added to tot):
- * part != NULL, its slice's sum into part [8][R][N]; else the remaining (empty) slices, then the total into y.
+ * The end of a tiled warp (rows r0 + 0..16 MT - 1, tile rows t0 .. t0 + NT - 1; slice: the slices already added to
+ * tot): part != NULL, its slice's sum into part [8][R][N]; else the remaining (empty) slices, then the total into y.
  */
-__device__ __forceinline__ void q4_tiled_out(float (&tot)[4][2][4], float (&acc)[4][2][4], int slice, float *part, void *y,
-					     int yt, const void *bias, int bt, int R, int N, int r0, int t0, const bool (&tok)[2])
+template <int MT, int NT>
+__device__ __forceinline__ void q4_tiled_out(float (&tot)[MT][NT][4], float (&acc)[MT][NT][4], int slice, float *part,
+					     void *y, int yt, const void *bias, int bt, int R, int N, int r0, int t0,
+					     const bool (&tok)[NT])
 {
 	int g = (threadIdx.x & 31) >> 2, c = threadIdx.x & 3;
 	if (part) {
 #pragma unroll
-		for (int m = 0; m < 4; m++)
+		for (int m = 0; m < MT; m++)
 #pragma unroll
-			for (int j = 0; j < 2; j++)
+			for (int j = 0; j < NT; j++)
 #pragma unroll
 				for (int i = 0; i < 4; i++) {
 					int rr = r0 + m * 16 + g + (i >> 1) * 8, nn = 8 * (t0 + j) + 2 * c + (i & 1);
@@ -552,9 +556,9 @@ __device__ __forceinline__ void q4_tiled_out(float (&tot)[4][2][4], float (&acc)
 	for (; slice < Q4_SLICES; slice++)
 		q4_end_slice(tot, acc);
 #pragma unroll
-	for (int m = 0; m < 4; m++)
+	for (int m = 0; m < MT; m++)
 #pragma unroll
-		for (int j = 0; j < 2; j++)
+		for (int j = 0; j < NT; j++)
 			if (tok[j])
 				store_frag(y, yt, bias, bt, R, N, r0 + m * 16 + g, 8 * (t0 + j) + 2 * c, tot[m][j]);
 }
@@ -670,23 +674,30 @@ __device__ __forceinline__ void q4_stage_load(uint4 *sb, const uint4 *x, const u
 	}
 }
 
-template <bool BF, int P>
+template <bool BF, int P, bool WIDE = false>
 __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
 						const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int N,
 						int K, int KB, int G, int ngp)
 {
-	constexpr int XS = 4 * Q4_BM * 4, WS = 16 * 32, SS = 16 * P, STAGE = q4_stage<P>();
+	/* the warp's tile: 4 m-tiles x 2 tile rows (warp w on tile rows 2w, 2w + 1 of all 64 rows), or WIDE 2 x 4 (rows
+	 * 32 (w % 2).., tile rows 4 (w / 2)..: half the reads of x's fragments from shared memory a mma); either way each
+	 * output is one warp's, summed in the same order (the same bits) */
+	constexpr int XS = 4 * Q4_BM * 4, WS = 16 * 32, SS = 16 * P, STAGE = q4_stage<P>(), MT = WIDE ? 2 : 4, NT = 8 / MT;
 	extern __shared__ uint4 q4_sm[];
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-	int r0 = (int)blockIdx.y * Q4_BM, K8 = K / 8, NT8 = (N + 7) / 8, tb = (int)blockIdx.x * 16, t0 = tb + warp * 2;
-	bool tok[2] = {t0 < NT8, t0 + 1 < NT8};
+	int wm = WIDE ? warp & 1 : 0, wn = WIDE ? warp >> 1 : warp, rw = 16 * MT * wm;  // rw: the warp's first row
+	int r0 = (int)blockIdx.y * Q4_BM, K8 = K / 8, NT8 = (N + 7) / 8, tb = (int)blockIdx.x * 16, t0 = tb + wn * NT;
+	bool tok[NT];
+#pragma unroll
+	for (int j = 0; j < NT; j++)
+		tok[j] = t0 + j < NT8;
 	int first = part ? (int)blockIdx.z * KB / Q4_SLICES : 0, last = part ? ((int)blockIdx.z + 1) * KB / Q4_SLICES : KB;
 	auto load = [&](int b) {  // tile b into stage b % Q4_STAGES (nothing past last); one commit group either way
 		if (b < last)
 			q4_stage_load<P>(q4_sm + (b % Q4_STAGES) * STAGE, x, w, sc, zr, b, r0, tb, R, K8, NT8, KB, G, ngp);
 		asm volatile("cp.async.commit_group;\n" ::);
 	};
-	float tot[4][2][4], acc[4][2][4];
+	float tot[MT][NT][4], acc[MT][NT][4];
 	q4_zero_sums(tot, acc);
 #pragma unroll
 	for (int i = 0; i < Q4_STAGES - 1; i++)
@@ -699,10 +710,10 @@ __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, co
 		for (; !part && b >= end; end = (++slice + 1) * KB / Q4_SLICES)  // the slices that ended before b (some empty)
 			q4_end_slice(tot, acc);
 		const uint4 *sb = q4_sm + (b % Q4_STAGES) * STAGE;
-		q4_w<P> wv[2];
+		q4_w<P> wv[NT];
 #pragma unroll
-		for (int j = 0; j < 2; j++) {
-			int tr = warp * 2 + j;
+		for (int j = 0; j < NT; j++) {
+			int tr = wn * NT + j;
 			wv[j].q = sb[XS + tr * 32 + lane];
 #pragma unroll
 			for (int i = 0; i < P; i++) {
@@ -710,17 +721,17 @@ __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, co
 				wv[j].s[i] = ((const uint32_t *)(sb + XS + WS))[(tr * P + i) * 4 + c];
 			}
 		}
-		auto a = [&](int s, uint4 (&ag)[4], uint4 (&ah)[4]) {
+		auto a = [&](int s, uint4 (&ag)[MT], uint4 (&ah)[MT]) {
 #pragma unroll
-			for (int m = 0; m < 4; m++) {
-				ag[m] = sb[s * Q4_BM * 4 + (m * 16 + g) * 4 + c];
-				ah[m] = sb[s * Q4_BM * 4 + (m * 16 + g + 8) * 4 + c];
+			for (int m = 0; m < MT; m++) {
+				ag[m] = sb[s * Q4_BM * 4 + (rw + m * 16 + g) * 4 + c];
+				ah[m] = sb[s * Q4_BM * 4 + (rw + m * 16 + g + 8) * 4 + c];
 			}
 		};
-		q4_tile<BF, 4, 2, P>(acc, wv, a);
+		q4_tile<BF, MT, NT, P>(acc, wv, a);
 	}
 	asm volatile("cp.async.wait_all;\n" ::);
-	q4_tiled_out(tot, acc, slice, part, y, yt, bias, bt, R, N, r0, t0, tok);
+	q4_tiled_out(tot, acc, slice, part, y, yt, bias, bt, R, N, r0 + rw, t0, tok);
 }
 
 /* y = ((0 + part[0]) + part[1]) + ... + part[7] (+ bias), rounded: q4_tiled's slices, split across blocks. */
@@ -869,8 +880,9 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 			q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB,
 								  q->G, q->ngp);
 		else
-			q4_piped<BF, P><<<grid, 256, Q4_STAGES * q4_stage<P>() * sizeof(uint4), c->st>>>(
-				y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
+			(c->q4_wide ? q4_piped<BF, P, true> : q4_piped<BF, P>)<<<grid, 256, Q4_STAGES * q4_stage<P>() * sizeof(uint4),
+									  c->st>>>(y, yt, part, xv, wv, s, z, bias, bt, R, q->N,
+										   q->K, q->KB, q->G, q->ngp);
 	};
 	if ((long)grid.x * grid.y * (old ? 1 : 2) >= c->sms) {  // blocks an SM: 1 (q4_tiled) or 2 (q4_piped)
 		tiled(NULL);
@@ -894,6 +906,8 @@ int lmd_cuda_matmul_q4_init(struct cuda_ctx *c, struct lmd_err *err)
 {
 	(void)c;
 #define PIPED_ATTR(BF, P) CUDA_TRY(cudaFuncSetAttribute(q4_piped<BF, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+	Q4_STAGES * q4_stage<P>() * (int)sizeof(uint4)), err); \
+	CUDA_TRY(cudaFuncSetAttribute(q4_piped<BF, P, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
 	Q4_STAGES * q4_stage<P>() * (int)sizeof(uint4)), err)
 	PIPED_ATTR(false, 1);
 	PIPED_ATTR(false, 2);

@@ -1372,11 +1372,13 @@ int main(int argc, char **argv)
 			if (!speed)
 				test_gpu_kvq_speed(&be, &ref);
 			lmd_backend_close(&be);
-			const char *alt[] = {"old", "stream16", "stream64"};  // each int4 setting: the same bits for rows alone
-			for (int i = 0; quant && i < 3; i++) {
-				char name[32];
-				snprintf(name, sizeof(name), "cuda/q4=%s", alt[i]);
-				setenv("LMD_CUDA_Q4", alt[i], 1);
+			/* each int4 setting: the same bits for rows alone */
+			const char *alt[][2] = {{"LMD_CUDA_Q4", "old"}, {"LMD_CUDA_Q4", "stream16"}, {"LMD_CUDA_Q4", "stream64"},
+						{"LMD_CUDA_Q4_PIPED", "wide"}};
+			for (int i = 0; quant && i < 4; i++) {
+				char name[48];
+				snprintf(name, sizeof(name), "cuda/%s=%s", alt[i][0] + 9, alt[i][1]);
+				setenv(alt[i][0], alt[i][1], 1);
 				CHECK_EQ_INT(lmd_backend_open(&be, "cuda", &det, &err), 0);
 				what = name;
 				test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 80, 4096, 4096, 128, 1);
@@ -1385,6 +1387,7 @@ int main(int argc, char **argv)
 				test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 130, 1024, 16384, 128, 1);  // blocks enough not to split K
 				test_matmul_q4_runs(&be, &ref, LMD_BF16, 256, 72, 64);
 				lmd_backend_close(&be);
+				unsetenv(alt[i][0]);
 			}
 			if (quant) {  // up to 8 rows with the ring of 4: the bits of 16 rows' kernel
 				setenv("LMD_CUDA_Q4_RING4", "1", 1);
@@ -1487,8 +1490,9 @@ int main(int argc, char **argv)
 		}
 		const char *bad_env[][2] = {{"LMD_CUDA_GEMV", "5"}, {"LMD_CUDA_GU", "2"}, {"LMD_CUDA_DEC_WARPS", "6"},
 					    {"LMD_CUDA_Q4_BLAS", "many"}, {"LMD_CUDA_NORM", "on"},
-					    {"LMD_CUDA_Q4_RING4", "-1"}};
-		for (int i = 0; i < 6; i++) {
+					    {"LMD_CUDA_Q4_RING4", "-1"},
+					    {"LMD_CUDA_Q4_PIPED", "broad"}};
+		for (int i = 0; i < 7; i++) {
 			setenv(bad_env[i][0], bad_env[i][1], 1);
 			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
 			CHECK(strstr(err.msg, bad_env[i][0]) != NULL);
