@@ -444,7 +444,7 @@ __global__ void __launch_bounds__(256, NB > 1 ? 1 : DR > 2 ? 2 : 3) q4_stream(vo
 	static_assert(!FU || NP == 1, "gate_up: one pair a group");
 	static_assert(!NORM || NB == 1, "norm_linear: one block of x's rows");
 	extern __shared__ uint4 xs[];  // NORM: x [R][K / 8], made by the prologue (prenorm.cuh; the argument x unused)
-	constexpr int D = DR ? DR : NB == 1 || NP * P > 2 ? 2 : 4;  // the ring's depth (DR: q4_launch's choice)
+	constexpr int D = DR ? DR : NB == 1 || NP * P > 2 ? 2 : 4;  // the ring's depth (DR: q4_rows_p's choice)
 	__shared__ float red[Q4_SLICES][NP][NB * 4][32];
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
 	const int T = (N + 7) / 8, TG = N / 16, NG = FU ? TG : (T + 2 * NP - 1) / (2 * NP), K8 = K / 8;
@@ -919,16 +919,16 @@ int lmd_cuda_matmul_q4_init(struct cuda_ctx *c, struct lmd_err *err)
 	return LMD_OK;
 }
 
-/* Rows through the kernels (x and y of these rows only); the group size picks the pieces of a tile. */
-template <bool BF>
-static int q4_rows(struct cuda_ctx *c, void *y, int yt, const void *x, const struct q4_geo *q, const void *w, const void *sc,
-		   const void *zr, const void *bias, int bt, int R, struct lmd_err *err)
+/* f(BF, P) as std::integral_constants: x's 16-bit type (bf) and the group pieces of a tile (P: 4 for groups of 32, 2
+ * for 64, 1 from 128) */
+template <class F>
+static auto q4_with(bool bf, int G, F f)
 {
-	if (q->G == 32)
-		return q4_rows_p<BF, 4>(c, y, yt, x, q, w, sc, zr, bias, bt, R, err);
-	if (q->G == 64)
-		return q4_rows_p<BF, 2>(c, y, yt, x, q, w, sc, zr, bias, bt, R, err);
-	return q4_rows_p<BF, 1>(c, y, yt, x, q, w, sc, zr, bias, bt, R, err);
+	auto with_p = [&](auto b) {
+		return G == 32 ? f(b, std::integral_constant<int, 4>{})
+		       : G == 64 ? f(b, std::integral_constant<int, 2>{}) : f(b, std::integral_constant<int, 1>{});
+	};
+	return bf ? with_p(std::true_type{}) : with_p(std::false_type{});
 }
 
 /* W [N, K] in dtype dt into the dequantization scratch. */
@@ -986,8 +986,10 @@ int lmd_cuda_matmul_q4(struct cuda_ctx *c, struct lmd_tensor *y, const struct lm
 		if (first > r) {
 			void *yr = (char *)y->data + r * ys;
 			const void *xr = (const char *)x->data + r * xs;
-			rc = bf ? q4_rows<true>(c, yr, y->dtype, xr, &q, w->data, s->data, z->data, b, bt, first - r, err)
-				: q4_rows<false>(c, yr, y->dtype, xr, &q, w->data, s->data, z->data, b, bt, first - r, err);
+			rc = q4_with(bf, q.G, [&](auto bb, auto p) {  // rows through the kernels (x and y of these rows only)
+				return q4_rows_p<bb.value, p.value>(c, yr, y->dtype, xr, &q, w->data, s->data, z->data, b, bt,
+								    first - r, err);
+			});
 			if (rc)
 				return rc;
 		}
@@ -1030,18 +1032,10 @@ int lmd_cuda_gate_up_q4_fused(struct cuda_ctx *c, struct lmd_tensor *y, const st
 		return rc;
 	if (R == 0 || R > 8 || I % 8 || x->dtype == LMD_F32 || (uintptr_t)x->data % 16 || K % 8)
 		return 1;
-	int r = x->dtype == LMD_BF16 ? (q.G == 32   ? q4_gate_up_p<true, 4>(c, y->data, y->dtype, x->data, &q, w->data, s->data,
-										    z->data, (int)R, gu->dtype)
-					: q.G == 64 ? q4_gate_up_p<true, 2>(c, y->data, y->dtype, x->data, &q, w->data, s->data,
-									    z->data, (int)R, gu->dtype)
-						    : q4_gate_up_p<true, 1>(c, y->data, y->dtype, x->data, &q, w->data, s->data,
-									    z->data, (int)R, gu->dtype))
-				     : (q.G == 32   ? q4_gate_up_p<false, 4>(c, y->data, y->dtype, x->data, &q, w->data, s->data,
-										     z->data, (int)R, gu->dtype)
-					: q.G == 64 ? q4_gate_up_p<false, 2>(c, y->data, y->dtype, x->data, &q, w->data, s->data,
-									     z->data, (int)R, gu->dtype)
-						    : q4_gate_up_p<false, 1>(c, y->data, y->dtype, x->data, &q, w->data, s->data,
-									     z->data, (int)R, gu->dtype));
+	int r = q4_with(x->dtype == LMD_BF16, q.G, [&](auto bf, auto p) {
+		return q4_gate_up_p<bf.value, p.value>(c, y->data, y->dtype, x->data, &q, w->data, s->data, z->data, (int)R,
+							gu->dtype);
+	});
 	if (r)
 		return r;
 	LAUNCH_TRY(err);
@@ -1078,13 +1072,7 @@ int lmd_cuda_q4_norm(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_
 	    (bias && (lmd_tensor_numel(bias) != N || !float_dt(bias->dtype))) ||
 	    q4_check(&q, lin->w, lin->scales, lin->zeros, (int)N, (int)K, lin->group, err) || q.KB >= 2048)
 		return 1;  // the ops one at a time (which report what does not match)
-	bool bf = xn->dtype == LMD_BF16;
-	if (q.G == 32)
-		(bf ? q4_norm_p<true, 4> : q4_norm_p<false, 4>)(c, y, gu, p, &q, lin, (int)R);
-	else if (q.G == 64)
-		(bf ? q4_norm_p<true, 2> : q4_norm_p<false, 2>)(c, y, gu, p, &q, lin, (int)R);
-	else
-		(bf ? q4_norm_p<true, 1> : q4_norm_p<false, 1>)(c, y, gu, p, &q, lin, (int)R);
+	q4_with(xn->dtype == LMD_BF16, q.G, [&](auto bf, auto pp) { q4_norm_p<bf.value, pp.value>(c, y, gu, p, &q, lin, (int)R); });
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }

@@ -248,19 +248,17 @@ static void gemv_launch(struct cuda_ctx *c, void *y, int yt, const void *x, cons
 		   (const uint4 *)x, (const uint4 *)w, bias, bt, R, N, K / 8, gt, pn);
 }
 
-/* gemv for R <= GEMV_ROWS rows of 16-bit x and w (NR = 1, 2 or 4) */
-template <bool BF>
-static int gemv(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, const void *w, const void *bias, int bt,
-		int R, int N, int K, struct lmd_err *err)
+/* gemv for R <= GEMV_ROWS rows of 16-bit x and w (NR = 1, 2 or 4); FU and NORM as gemv_kernel's */
+template <bool BF, bool FU = false, bool NORM = false>
+static void gemv_rows(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt, int R,
+		      int N, int K, int gt = 0, struct prenorm pn = {})
 {
 	if (R == 1)
-		gemv_launch<BF, 1>(c, y, yt, x, w, bias, bt, R, N, K);
+		gemv_launch<BF, 1, FU, NORM>(c, y, yt, x, w, bias, bt, R, N, K, gt, pn);
 	else if (R == 2)
-		gemv_launch<BF, 2>(c, y, yt, x, w, bias, bt, R, N, K);
+		gemv_launch<BF, 2, FU, NORM>(c, y, yt, x, w, bias, bt, R, N, K, gt, pn);
 	else
-		gemv_launch<BF, 4>(c, y, yt, x, w, bias, bt, R, N, K);
-	LAUNCH_TRY(err);
-	return LMD_OK;
+		gemv_launch<BF, 4, FU, NORM>(c, y, yt, x, w, bias, bt, R, N, K, gt, pn);
 }
 
 #define TILED_STAGES 3
@@ -695,9 +693,12 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 					   : runs_matmul<true>(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R,
 								(int)N, (int)K, nruns, err);
 	}
-	if (half && aligned && R <= c->gemv_rows)
-		return (x->dtype == LMD_BF16 ? gemv<true> : gemv<false>)(c, y->data, y->dtype, x->data, w->data, b, bt, (int)R,
-									   (int)N, (int)K, err);
+	if (half && aligned && R <= c->gemv_rows) {
+		(x->dtype == LMD_BF16 ? gemv_rows<true> : gemv_rows<false>)(c, y->data, y->dtype, x->data, w->data, b, bt, (int)R,
+									     (int)N, (int)K, 0, prenorm{});
+		LAUNCH_TRY(err);
+		return LMD_OK;
+	}
 	if (same && blas_out(y->dtype, x->dtype))  // f32: padded blocks unless the rows need not be batch-invariant
 		return c->cublas_gemm ? blas_matmul(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, R, N, K, err)
 				      : pad_matmul(c, y->data, y->dtype, x->data, x->dtype, w->data, b, bt, (int)R, (int)N,
@@ -720,31 +721,10 @@ int lmd_cuda_gate_up_fused(struct cuda_ctx *c, struct lmd_tensor *y, const struc
 	bool aligned = (uintptr_t)x->data % 16 == 0 && (uintptr_t)w->data % 16 == 0 && K % 8 == 0;
 	if (!half || !aligned || R == 0 || R > c->gemv_rows || I == 0)
 		return 1;
-	bool bf = x->dtype == LMD_BF16;
-#define GU(NR) (bf ? gemv_launch<true, NR, true> : gemv_launch<false, NR, true>)(c, y->data, y->dtype, x->data, w->data, \
-		NULL, 0, (int)R, (int)I, (int)K, gu->dtype, prenorm{})
-	if (R == 1)
-		GU(1);
-	else if (R == 2)
-		GU(2);
-	else
-		GU(4);
-#undef GU
+	(x->dtype == LMD_BF16 ? gemv_rows<true, true> : gemv_rows<false, true>)(c, y->data, y->dtype, x->data, w->data, NULL, 0,
+										   (int)R, (int)I, (int)K, gu->dtype, prenorm{});
 	LAUNCH_TRY(err);
 	return LMD_OK;
-}
-
-/* gemv_kernel with the norm as its prologue (NORM), the product's (gt 0) or gate_up's (FU, gt: gu's dtype) */
-template <bool BF, bool FU>
-static void gemv_norm_rows(struct cuda_ctx *c, void *y, int yt, const void *w, const void *bias, int bt, int R, int N, int K,
-			   int gt, const struct prenorm *p)
-{
-	if (R == 1)
-		gemv_launch<BF, 1, FU, true>(c, y, yt, NULL, w, bias, bt, R, N, K, gt, *p);
-	else if (R == 2)
-		gemv_launch<BF, 2, FU, true>(c, y, yt, NULL, w, bias, bt, R, N, K, gt, *p);
-	else
-		gemv_launch<BF, 4, FU, true>(c, y, yt, NULL, w, bias, bt, R, N, K, gt, *p);
 }
 
 /*
@@ -776,11 +756,11 @@ int lmd_cuda_norm_linear(struct cuda_ctx *c, struct lmd_tensor *y, struct lmd_te
 	int bt = bias ? bias->dtype : 0, gt = gu ? gu->dtype : 0;
 	bool bf = xn->dtype == LMD_BF16;
 	if (gu)
-		(bf ? gemv_norm_rows<true, true> : gemv_norm_rows<false, true>)(c, y->data, y->dtype, w->data, NULL, 0, (int)R,
-										 (int)N, (int)K, gt, &p);
+		(bf ? gemv_rows<true, true, true> : gemv_rows<false, true, true>)(c, y->data, y->dtype, NULL, w->data, NULL, 0,
+										   (int)R, (int)N, (int)K, gt, p);
 	else
-		(bf ? gemv_norm_rows<true, false> : gemv_norm_rows<false, false>)(c, y->data, y->dtype, w->data, b, bt, (int)R,
-										   (int)N, (int)K, 0, &p);
+		(bf ? gemv_rows<true, false, true> : gemv_rows<false, false, true>)(c, y->data, y->dtype, NULL, w->data, b, bt,
+										     (int)R, (int)N, (int)K, 0, p);
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }
