@@ -43,11 +43,20 @@ int lmd_backend_alloc2(struct lmd_backend *b, struct lmd_tensor *t, enum lmd_dty
 	return b->ops->alloc(b->ctx, t, err);
 }
 
+int lmd_linear_apply(const struct lmd_backend_ops *ops, void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x,
+		     const struct lmd_linear *lin, struct lmd_err *err)
+{
+	if (lin->scales)
+		return ops->matmul_q4(ctx, y, x, lin->w, lin->scales, lin->zeros, lin->group, lin->bias, err);
+	return ops->matmul(ctx, y, x, lin->w, lin->bias, err);
+}
+
 int lmd_gate_up_two(const struct lmd_backend_ops *ops, void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu,
 		    const struct lmd_tensor *x, const struct lmd_tensor *w, const struct lmd_tensor *scales,
 		    const struct lmd_tensor *zeros, int group, struct lmd_err *err)
 {
-	int rc = scales ? ops->matmul_q4(ctx, gu, x, w, scales, zeros, group, NULL, err) : ops->matmul(ctx, gu, x, w, NULL, err);
+	const struct lmd_linear lin = {.w = w, .scales = scales, .zeros = zeros, .group = group};
+	int rc = lmd_linear_apply(ops, ctx, gu, x, &lin, err);
 	return rc ? rc : ops->silu_mul(ctx, y, gu, err);
 }
 
@@ -60,6 +69,5 @@ int lmd_norm_linear_two(const struct lmd_backend_ops *ops, void *ctx, struct lmd
 		return rc;
 	if (gu)
 		return ops->gate_up(ctx, y, gu, pn->xn, lin->w, lin->scales, lin->zeros, lin->group, err);
-	return lin->scales ? ops->matmul_q4(ctx, y, pn->xn, lin->w, lin->scales, lin->zeros, lin->group, lin->bias, err)
-			   : ops->matmul(ctx, y, pn->xn, lin->w, lin->bias, err);
+	return lmd_linear_apply(ops, ctx, y, pn->xn, lin, err);
 }

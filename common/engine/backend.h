@@ -227,6 +227,10 @@ int lmd_backend_open(struct lmd_backend *b, const char *name, const struct lmd_b
 		     struct lmd_err *err);
 void lmd_backend_close(struct lmd_backend *b);
 
+/** y = x · wᵀ (+ bias) through the table's matmul, or matmul_q4 when lin->scales is not NULL. */
+int lmd_linear_apply(const struct lmd_backend_ops *ops, void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x,
+		     const struct lmd_linear *lin, struct lmd_err *err);
+
 /** The gate_up op as its two ops (matmul or matmul_q4, then silu_mul) of the table ops, for a backend's own use. */
 int lmd_gate_up_two(const struct lmd_backend_ops *ops, void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu,
 		    const struct lmd_tensor *x, const struct lmd_tensor *w, const struct lmd_tensor *scales,

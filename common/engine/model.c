@@ -551,21 +551,12 @@ static void tap(struct lmd_model *m, int layer, enum lmd_tap point, const struct
 	}
 }
 
-/* y = x · wᵀ (+ bias), through the int4 op when w is packed int4 (s, z its scales and zeros). */
 /* A layer's weight as the ops take it (scales and bias NULL where the model has none). */
 static struct lmd_linear lin_of(const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,
 				const struct lmd_tensor *bias)
 {
 	return (struct lmd_linear){.w = w, .scales = s->data ? s : NULL, .zeros = z, .bias = bias && bias->data ? bias : NULL,
 				   .group = group};
-}
-
-static int linear(struct lmd_model *m, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_linear *l,
-		  struct lmd_err *err)
-{
-	if (l->scales)
-		return m->be->ops->matmul_q4(m->be->ctx, y, x, l->w, l->scales, l->zeros, l->group, l->bias, err);
-	return m->be->ops->matmul(m->be->ctx, y, x, l->w, l->bias, err);
 }
 
 /* The norm and the product after it (with gu: gate_up); the ops one at a time when a tap reads xn between them. */
@@ -606,11 +597,11 @@ static int forward_layers(struct lmd_model *m, const struct lmd_batch *b, struct
 		tap(m, l, LMD_TAP_QKV, &qkv, err);
 		TRY(ops->attention(ctx, &att, &qkv, &m->kv, l, d, err));
 		tap(m, l, LMD_TAP_O_IN, &att, err);
-		TRY(linear(m, &o, &att, &wo, err));
+		TRY(lmd_linear_apply(ops, ctx, &o, &att, &wo, err));
 		TRY(norm_linear(m, &h, &gu, &fn, &w13, err));
 		tap(m, l, LMD_TAP_W13_IN, &xn, err);
 		tap(m, l, LMD_TAP_W2_IN, &h, err);
-		TRY(linear(m, &o, &h, &w2, err));
+		TRY(lmd_linear_apply(ops, ctx, &o, &h, &w2, err));
 	}
 	TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &m->norm, eps, err));
 	for (int i = 0; i < b->nseq; i++)
