@@ -144,10 +144,10 @@ struct cuda_ctx {
 	int dec_warps;                 /* decode attention's warps a block for a 16-bit cache: 4, 8, or 0 (the default
 	                                * without deterministic): 8 when the grid has fewer blocks than the GPU has SMs */
 	int fuse_gu;                   /* gate_up in one kernel where one applies (LMD_CUDA_GU=0: the two ops) */
-	int q4_wide;                   /* q4_piped's warps on 32 rows x 4 tile rows instead of 64 x 2 (LMD_CUDA_Q4_PIPED=wide;
-	                                * narrow, the default) */
 	int q4_ring4;                  /* q4_stream up to 8 rows with a ring of 4 tiles a warp (2 blocks an SM) for K of at
-	                                * least this many tiles of 128 (LMD_CUDA_Q4_RING4=KB; 0: never, the default) */
+	                                * least this many tiles of 128 (LMD_CUDA_Q4_RING4=KB; 0: never; default Q4_RING4_KB) */
+	int q4_ring4_wave;             /* and for products whose groups fit the GPU at 2 blocks an SM (the default; not
+	                                * with LMD_CUDA_Q4_RING4 set) */
 	int fuse_norm;                 /* norm_linear: the norm inside the product's kernel where it applies (LMD_CUDA_NORM=1;
 	                                * 0, the default until measured: the ops) */
 	unsigned *norm_count;          /* device, zero between launches: the blocks of a norm_linear kernel that have read x */
@@ -237,6 +237,7 @@ static inline unsigned resident_grid(struct cuda_ctx *c, long want, size_t smem 
 #define FQ_SCRATCH ((size_t)256 << 20)
 #define PAD_ROWS 128
 #define Q4_STREAM_ROWS 32  /* q4_stream up to 32 rows, q4_piped above: the fastest at each row count measured */
+#define Q4_RING4_KB 64     /* q4_stream's ring of 4 from 64 tiles of input (the down projection; bench/results) */
 #define Q4_BLAS_ROWS 96    /* the dequantized weight through cuBLAS from 96 rows (bench/results: faster than q4_piped) */
 
 #define GEMV_ROWS 4  /* the default's 16-bit products of up to this many rows through gemv (LMD_CUDA_GEMV) */

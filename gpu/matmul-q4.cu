@@ -674,19 +674,17 @@ __device__ __forceinline__ void q4_stage_load(uint4 *sb, const uint4 *x, const u
 	}
 }
 
-template <bool BF, int P, bool WIDE = false>
+template <bool BF, int P>
 __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
 						const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int N,
 						int K, int KB, int G, int ngp)
 {
-	/* the warp's tile: 4 m-tiles x 2 tile rows (warp w on tile rows 2w, 2w + 1 of all 64 rows), or WIDE 2 x 4 (rows
-	 * 32 (w % 2).., tile rows 4 (w / 2)..: half the reads of x's fragments from shared memory a mma); either way each
-	 * output is one warp's, summed in the same order (the same bits) */
-	constexpr int XS = 4 * Q4_BM * 4, WS = 16 * 32, SS = 16 * P, STAGE = q4_stage<P>(), MT = WIDE ? 2 : 4, NT = 8 / MT;
+	/* the warp's tile: 4 m-tiles x 2 tile rows (warp w on tile rows 2w, 2w + 1 of all 64 rows; 32 rows x 4 tile rows
+	 * was 3 % slower at 64 rows: bench/results/2026-12-07-h100-ring-raw) */
+	constexpr int XS = 4 * Q4_BM * 4, WS = 16 * 32, SS = 16 * P, STAGE = q4_stage<P>(), MT = 4, NT = 2;
 	extern __shared__ uint4 q4_sm[];
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-	int wm = WIDE ? warp & 1 : 0, wn = WIDE ? warp >> 1 : warp, rw = 16 * MT * wm;  // rw: the warp's first row
-	int r0 = (int)blockIdx.y * Q4_BM, K8 = K / 8, NT8 = (N + 7) / 8, tb = (int)blockIdx.x * 16, t0 = tb + wn * NT;
+	int r0 = (int)blockIdx.y * Q4_BM, K8 = K / 8, NT8 = (N + 7) / 8, tb = (int)blockIdx.x * 16, t0 = tb + warp * NT;
 	bool tok[NT];
 #pragma unroll
 	for (int j = 0; j < NT; j++)
@@ -713,7 +711,7 @@ __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, co
 		q4_w<P> wv[NT];
 #pragma unroll
 		for (int j = 0; j < NT; j++) {
-			int tr = wn * NT + j;
+			int tr = warp * NT + j;
 			wv[j].q = sb[XS + tr * 32 + lane];
 #pragma unroll
 			for (int i = 0; i < P; i++) {
@@ -724,14 +722,14 @@ __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, co
 		auto a = [&](int s, uint4 (&ag)[MT], uint4 (&ah)[MT]) {
 #pragma unroll
 			for (int m = 0; m < MT; m++) {
-				ag[m] = sb[s * Q4_BM * 4 + (rw + m * 16 + g) * 4 + c];
-				ah[m] = sb[s * Q4_BM * 4 + (rw + m * 16 + g + 8) * 4 + c];
+				ag[m] = sb[s * Q4_BM * 4 + (m * 16 + g) * 4 + c];
+				ah[m] = sb[s * Q4_BM * 4 + (m * 16 + g + 8) * 4 + c];
 			}
 		};
 		q4_tile<BF, MT, NT, P>(acc, wv, a);
 	}
 	asm volatile("cp.async.wait_all;\n" ::);
-	q4_tiled_out(tot, acc, slice, part, y, yt, bias, bt, R, N, r0 + rw, t0, tok);
+	q4_tiled_out(tot, acc, slice, part, y, yt, bias, bt, R, N, r0, t0, tok);
 }
 
 /* y = ((0 + part[0]) + part[1]) + ... + part[7] (+ bias), rounded: q4_tiled's slices, split across blocks. */
@@ -854,7 +852,9 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 	const __half *s = (const __half *)sc;
 	const uint8_t *z = (const uint8_t *)zr;
 	if (R <= c->q4_stream_rows && q->KB < 2048) {  // q4_stream's group index: b * gmul >> 20
-		if (R <= 8 && c->q4_ring4 && q->KB >= c->q4_ring4)  // a long K: a ring of 4 tiles a warp
+		long ng = (q->Np / 8 + 1) / 2;  // the groups of one pair
+		if (R <= 8 && c->q4_ring4 && (q->KB >= c->q4_ring4 || (c->q4_ring4_wave && ng <= 2L * c->sms)))
+			// a long K, or one wave of blocks at 2 an SM (the ring is all a warp has to hide the latency): 4 tiles a warp
 			qs_launch<BF, P, 1, 1, false, false, 4>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
 		else if (R <= 8)
 			qs_launch<BF, P, 1, 1>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
@@ -880,9 +880,8 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 			q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB,
 								  q->G, q->ngp);
 		else
-			(c->q4_wide ? q4_piped<BF, P, true> : q4_piped<BF, P>)<<<grid, 256, Q4_STAGES * q4_stage<P>() * sizeof(uint4),
-									  c->st>>>(y, yt, part, xv, wv, s, z, bias, bt, R, q->N,
-										   q->K, q->KB, q->G, q->ngp);
+			q4_piped<BF, P><<<grid, 256, Q4_STAGES * q4_stage<P>() * sizeof(uint4), c->st>>>(
+				y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
 	};
 	if ((long)grid.x * grid.y * (old ? 1 : 2) >= c->sms) {  // blocks an SM: 1 (q4_tiled) or 2 (q4_piped)
 		tiled(NULL);
@@ -906,8 +905,6 @@ int lmd_cuda_matmul_q4_init(struct cuda_ctx *c, struct lmd_err *err)
 {
 	(void)c;
 #define PIPED_ATTR(BF, P) CUDA_TRY(cudaFuncSetAttribute(q4_piped<BF, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-	Q4_STAGES * q4_stage<P>() * (int)sizeof(uint4)), err); \
-	CUDA_TRY(cudaFuncSetAttribute(q4_piped<BF, P, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
 	Q4_STAGES * q4_stage<P>() * (int)sizeof(uint4)), err)
 	PIPED_ATTR(false, 1);
 	PIPED_ATTR(false, 2);
