@@ -436,7 +436,7 @@ __device__ __forceinline__ void qs_out(float (*red)[NP][NB * 4][32], const float
 }
 
 template <bool BF, int P, int NB, int NP, bool FU = false, bool NORM = false, int DR = 0>
-__global__ void __launch_bounds__(256, NB > 1 ? 1 : DR > 2 ? 2 : 3) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
+__global__ void __launch_bounds__(256, NB > 1 || DR > 4 ? 1 : DR > 2 ? 2 : 3) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
 								   const __half *sc, const uint8_t *zr, const void *bias,
 								   int bt, int R, int N, int K, int KB, int G, int ngp, int gt,
 								   struct prenorm pn)
@@ -844,6 +844,27 @@ static void qs_launch(struct cuda_ctx *c, void *y, int yt, const uint4 *x, const
 		   zr, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp, gt, pn);
 }
 
+/* q4_stream's ring depth for a product of up to 8 rows (ng groups): LMD_CUDA_Q4_RING, else 4 for a long K (the
+ * down projection) or one wave of blocks at 2 an SM (the ring is all a warp has to hide the latency), else 2 */
+static int qs_ring(const struct cuda_ctx *c, const struct q4_geo *q, long ng)
+{
+	if (c->q4_ring)
+		return c->q4_ring;
+	return c->q4_ring4 && (q->KB >= c->q4_ring4 || (c->q4_ring4_wave && ng <= 2L * c->sms)) ? 4 : 2;
+}
+
+/* qs_launch with one block of x's rows and a ring of qs_ring's depth */
+template <bool BF, int P, bool FU, bool NORM = false, typename... A>
+static void qs_launch_1(struct cuda_ctx *c, const struct q4_geo *q, A... args)
+{
+	long ng = FU ? q->N / 16 : (q->Np / 8 + 1) / 2;
+	switch (qs_ring(c, q, ng)) {
+	case 8: return qs_launch<BF, P, 1, 1, FU, NORM, 8>(c, args...);
+	case 4: return qs_launch<BF, P, 1, 1, FU, NORM, 4>(c, args...);
+	default: return qs_launch<BF, P, 1, 1, FU, NORM>(c, args...);
+	}
+}
+
 template <bool BF, int P>
 static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const struct q4_geo *q, const void *w, const void *sc,
 		     const void *zr, const void *bias, int bt, int R, struct lmd_err *err)
@@ -852,12 +873,8 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 	const __half *s = (const __half *)sc;
 	const uint8_t *z = (const uint8_t *)zr;
 	if (R <= c->q4_stream_rows && q->KB < 2048) {  // q4_stream's group index: b * gmul >> 20
-		long ng = (q->Np / 8 + 1) / 2;  // the groups of one pair
-		if (R <= 8 && c->q4_ring4 && (q->KB >= c->q4_ring4 || (c->q4_ring4_wave && ng <= 2L * c->sms)))
-			// a long K, or one wave of blocks at 2 an SM (the ring is all a warp has to hide the latency): 4 tiles a warp
-			qs_launch<BF, P, 1, 1, false, false, 4>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
-		else if (R <= 8)
-			qs_launch<BF, P, 1, 1>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
+		if (R <= 8)
+			qs_launch_1<BF, P, false>(c, q, y, yt, xv, q, wv, s, z, bias, bt, R);
 		else if (R <= 16)
 			qs_launch<BF, P, 2, 2>(c, y, yt, xv, q, wv, s, z, bias, bt, R);
 		else if (R <= 32)
@@ -1011,7 +1028,7 @@ static int q4_gate_up_p(struct cuda_ctx *c, void *y, int yt, const void *x, cons
 	const uint8_t *z = (const uint8_t *)zr;
 	if (R > c->q4_stream_rows || q->KB >= 2048)
 		return 1;
-	qs_launch<BF, P, 1, 1, true>(c, y, yt, xv, q, wv, s, z, NULL, 0, R, gt);
+	qs_launch_1<BF, P, true>(c, q, y, yt, xv, q, wv, s, z, (const void *)NULL, 0, R, gt);
 	return 0;
 }
 

@@ -1389,15 +1389,19 @@ int main(int argc, char **argv)
 				lmd_backend_close(&be);
 				unsetenv(alt[i][0]);
 			}
-			if (quant) {  // up to 8 rows with the ring of 4: the bits of 16 rows' kernel
-				setenv("LMD_CUDA_Q4_RING4", "1", 1);
+			const char *ring[][2] = {{"LMD_CUDA_Q4_RING4", "1"}, {"LMD_CUDA_Q4_RING", "8"}, {"LMD_CUDA_Q4_RING", "2"}};
+			for (int i = 0; quant && i < 3; i++) {  // up to 8 rows with each ring: the bits of 16 rows' kernel
+				char name[48];
+				snprintf(name, sizeof(name), "cuda/%s=%s", ring[i][0] + 9, ring[i][1]);
+				setenv(ring[i][0], ring[i][1], 1);
 				CHECK_EQ_INT(lmd_backend_open(&be, "cuda", &det, &err), 0);
-				what = "cuda/q4_ring4";
+				what = name;
 				test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 16, 11008, 4096, 128, 1);
 				test_matmul_q4(&be, &ref, LMD_BF16, LMD_BF16, 16, 14336, 4096, 32, 0);
 				test_matmul_q4(&be, &ref, LMD_F16, LMD_F32, 16, 384, 136, 64, 0);
+				test_gate_up(&be, &ref, LMD_F16, 3, 4096, 11008, 128);
 				lmd_backend_close(&be);
-				unsetenv("LMD_CUDA_Q4_RING4");
+				unsetenv(ring[i][0]);
 			}
 			if (quant) {  // the default's 16-bit gate_up (gemv, fused; not the deterministic backend's)
 				CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), 0);
@@ -1490,8 +1494,8 @@ int main(int argc, char **argv)
 		}
 		const char *bad_env[][2] = {{"LMD_CUDA_GEMV", "5"}, {"LMD_CUDA_GU", "2"}, {"LMD_CUDA_DEC_WARPS", "6"},
 					    {"LMD_CUDA_Q4_BLAS", "many"}, {"LMD_CUDA_NORM", "on"},
-					    {"LMD_CUDA_Q4_RING4", "-1"}};
-		for (int i = 0; i < 6; i++) {
+					    {"LMD_CUDA_Q4_RING4", "-1"}, {"LMD_CUDA_Q4_RING", "3"}};
+		for (int i = 0; i < 7; i++) {
 			setenv(bad_env[i][0], bad_env[i][1], 1);
 			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
 			CHECK(strstr(err.msg, bad_env[i][0]) != NULL);
