@@ -744,12 +744,8 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	c->fuse_gu = 1;
 	if (gf && (sscanf(gf, "%d%c", &c->fuse_gu, &tail) != 1 || c->fuse_gu < 0 || c->fuse_gu > 1))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GU=%s: expected 0 or 1", gf);
-	const char *rd = getenv("LMD_CUDA_Q4_RING");  // q4_stream's ring depth for every product of up to 8 rows
-	c->q4_ring = 0;
-	if (rd && (sscanf(rd, "%d%c", &c->q4_ring, &tail) != 1 || (c->q4_ring != 2 && c->q4_ring != 4 && c->q4_ring != 8)))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_RING=%s: expected 2, 4 or 8", rd);
 	const char *r4 = getenv("LMD_CUDA_Q4_RING4");  // K tiles from which q4_stream's ring is 4 deep (0: never)
-	c->q4_ring4 = Q4_RING4_KB, c->q4_ring4_wave = !r4;
+	c->q4_ring4 = Q4_RING4_KB;
 	if (r4 && (sscanf(r4, "%d%c", &c->q4_ring4, &tail) != 1 || c->q4_ring4 < 0))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_RING4=%s: expected a count of 128-input tiles (0: never)", r4);
 	const char *nf = getenv("LMD_CUDA_NORM");  // 1: the norm inside the product's kernel (the same bits as the ops)

@@ -146,10 +146,6 @@ struct cuda_ctx {
 	int fuse_gu;                   /* gate_up in one kernel where one applies (LMD_CUDA_GU=0: the two ops) */
 	int q4_ring4;                  /* q4_stream up to 8 rows with a ring of 4 tiles a warp (2 blocks an SM) for K of at
 	                                * least this many tiles of 128 (LMD_CUDA_Q4_RING4=KB; 0: never; default Q4_RING4_KB) */
-	int q4_ring;                   /* q4_stream's ring depth for every product of up to 8 rows (LMD_CUDA_Q4_RING=2, 4 or
-	                                * 8: 3, 2 or 1 blocks an SM; 0, the default: q4_ring4's rule) */
-	int q4_ring4_wave;             /* and for products whose groups fit the GPU at 2 blocks an SM (the default; not
-	                                * with LMD_CUDA_Q4_RING4 set) */
 	int fuse_norm;                 /* norm_linear: the norm inside the product's kernel where it applies (LMD_CUDA_NORM=1;
 	                                * 0, the default until measured: the ops) */
 	unsigned *norm_count;          /* device, zero between launches: the blocks of a norm_linear kernel that have read x */

@@ -436,7 +436,7 @@ __device__ __forceinline__ void qs_out(float (*red)[NP][NB * 4][32], const float
 }
 
 template <bool BF, int P, int NB, int NP, bool FU = false, bool NORM = false, int DR = 0>
-__global__ void __launch_bounds__(256, NB > 1 || DR > 4 ? 1 : DR > 2 ? 2 : 3) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
+__global__ void __launch_bounds__(256, NB > 1 ? 1 : DR > 2 ? 2 : 3) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
 								   const __half *sc, const uint8_t *zr, const void *bias,
 								   int bt, int R, int N, int K, int KB, int G, int ngp, int gt,
 								   struct prenorm pn)
@@ -844,25 +844,15 @@ static void qs_launch(struct cuda_ctx *c, void *y, int yt, const uint4 *x, const
 		   zr, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp, gt, pn);
 }
 
-/* q4_stream's ring depth for a product of up to 8 rows (ng groups): LMD_CUDA_Q4_RING, else 4 for a long K (the
- * down projection) or one wave of blocks at 2 an SM (the ring is all a warp has to hide the latency), else 2 */
-static int qs_ring(const struct cuda_ctx *c, const struct q4_geo *q, long ng)
-{
-	if (c->q4_ring)
-		return c->q4_ring;
-	return c->q4_ring4 && (q->KB >= c->q4_ring4 || (c->q4_ring4_wave && ng <= 2L * c->sms)) ? 4 : 2;
-}
-
-/* qs_launch with one block of x's rows and a ring of qs_ring's depth */
-template <bool BF, int P, bool FU, bool NORM = false, typename... A>
+/* qs_launch with one block of x's rows: a ring of 4 for a long K (the down projection), else of 2 (bench/results/
+ * 2026-12-07-h100-ring.md: 4 for every product, 8, and 4 for the o projection too were no faster or slower) */
+template <bool BF, int P, bool FU, typename... A>
 static void qs_launch_1(struct cuda_ctx *c, const struct q4_geo *q, A... args)
 {
-	long ng = FU ? q->N / 16 : (q->Np / 8 + 1) / 2;
-	switch (qs_ring(c, q, ng)) {
-	case 8: return qs_launch<BF, P, 1, 1, FU, NORM, 8>(c, args...);
-	case 4: return qs_launch<BF, P, 1, 1, FU, NORM, 4>(c, args...);
-	default: return qs_launch<BF, P, 1, 1, FU, NORM>(c, args...);
-	}
+	if (c->q4_ring4 && q->KB >= c->q4_ring4)
+		qs_launch<BF, P, 1, 1, FU, false, 4>(c, args...);
+	else
+		qs_launch<BF, P, 1, 1, FU>(c, args...);
 }
 
 template <bool BF, int P>

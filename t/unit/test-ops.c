@@ -1304,7 +1304,7 @@ static void test_backend(struct lmd_backend *be, struct lmd_backend *ref)
 		test_gate_up(be, ref, dt, 2, 136, 20, 0);    // inter not a multiple of 8
 		test_gate_up(be, ref, dt, 2, 256, 20, 64);
 		test_norm_linear(be, ref, dt, dt, 1, 256, 40, 0, 0, 1);
-		test_norm_linear(be, ref, dt, LMD_F32, 3, 512, 24, 0, 1, 1);
+		test_norm_linear(be, ref, dt, LMD_F32, 3, 512, 96, 0, 1, 1);  // 24 outputs were too few for a steady NMSE
 		test_norm_linear(be, ref, dt, dt, 2, 256, 48, 32, 0, 0);   // a plain norm (the first layer's)
 		test_norm_linear(be, ref, dt, LMD_F32, 8, 256, 64, 64, 1, 1);
 		test_norm_linear(be, ref, dt, dt, 9, 256, 16, 128, 0, 1);  // more rows than the fused kernels take
@@ -1373,9 +1373,8 @@ int main(int argc, char **argv)
 				test_gpu_kvq_speed(&be, &ref);
 			lmd_backend_close(&be);
 			/* each int4 setting: the same bits for rows alone */
-			const char *alt[][2] = {{"LMD_CUDA_Q4", "old"}, {"LMD_CUDA_Q4", "stream16"}, {"LMD_CUDA_Q4", "stream64"},
-						{"LMD_CUDA_Q4_RING4", "0"}};
-			for (int i = 0; quant && i < 4; i++) {
+			const char *alt[][2] = {{"LMD_CUDA_Q4", "old"}, {"LMD_CUDA_Q4", "stream16"}, {"LMD_CUDA_Q4", "stream64"}};
+			for (int i = 0; quant && i < 3; i++) {
 				char name[48];
 				snprintf(name, sizeof(name), "cuda/%s=%s", alt[i][0] + 9, alt[i][1]);
 				setenv(alt[i][0], alt[i][1], 1);
@@ -1389,8 +1388,8 @@ int main(int argc, char **argv)
 				lmd_backend_close(&be);
 				unsetenv(alt[i][0]);
 			}
-			const char *ring[][2] = {{"LMD_CUDA_Q4_RING4", "1"}, {"LMD_CUDA_Q4_RING", "8"}, {"LMD_CUDA_Q4_RING", "2"}};
-			for (int i = 0; quant && i < 3; i++) {  // up to 8 rows with each ring: the bits of 16 rows' kernel
+			const char *ring[][2] = {{"LMD_CUDA_Q4_RING4", "1"}, {"LMD_CUDA_Q4_RING4", "0"}};
+			for (int i = 0; quant && i < 2; i++) {  // up to 8 rows with each ring: the bits of 16 rows' kernel
 				char name[48];
 				snprintf(name, sizeof(name), "cuda/%s=%s", ring[i][0] + 9, ring[i][1]);
 				setenv(ring[i][0], ring[i][1], 1);
@@ -1494,8 +1493,8 @@ int main(int argc, char **argv)
 		}
 		const char *bad_env[][2] = {{"LMD_CUDA_GEMV", "5"}, {"LMD_CUDA_GU", "2"}, {"LMD_CUDA_DEC_WARPS", "6"},
 					    {"LMD_CUDA_Q4_BLAS", "many"}, {"LMD_CUDA_NORM", "on"},
-					    {"LMD_CUDA_Q4_RING4", "-1"}, {"LMD_CUDA_Q4_RING", "3"}};
-		for (int i = 0; i < 7; i++) {
+					    {"LMD_CUDA_Q4_RING4", "-1"}};
+		for (int i = 0; i < 6; i++) {
 			setenv(bad_env[i][0], bad_env[i][1], 1);
 			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
 			CHECK(strstr(err.msg, bad_env[i][0]) != NULL);
