@@ -744,6 +744,10 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	c->fuse_gu = 1;
 	if (gf && (sscanf(gf, "%d%c", &c->fuse_gu, &tail) != 1 || c->fuse_gu < 0 || c->fuse_gu > 1))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GU=%s: expected 0 or 1", gf);
+	const char *bm = getenv("LMD_CUDA_Q4_BM");  // q4_piped's rows a block: 64 or 32
+	c->q4_bm32 = bm && !strcmp(bm, "32");
+	if (bm && !c->q4_bm32 && strcmp(bm, "64"))
+		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_BM=%s: expected 32 or 64", bm);
 	const char *r4 = getenv("LMD_CUDA_Q4_RING4");  // K tiles from which q4_stream's ring is 4 deep (0: never)
 	c->q4_ring4 = Q4_RING4_KB;
 	if (r4 && (sscanf(r4, "%d%c", &c->q4_ring4, &tail) != 1 || c->q4_ring4 < 0))

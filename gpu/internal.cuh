@@ -146,6 +146,8 @@ struct cuda_ctx {
 	int fuse_gu;                   /* gate_up in one kernel where one applies (LMD_CUDA_GU=0: the two ops) */
 	int q4_ring4;                  /* q4_stream up to 8 rows with a ring of 4 tiles a warp (2 blocks an SM) for K of at
 	                                * least this many tiles of 128 (LMD_CUDA_Q4_RING4=KB; 0: never; default Q4_RING4_KB) */
+	int q4_bm32;                   /* q4_piped on blocks of 32 rows, 2 an SM, instead of 64 (LMD_CUDA_Q4_BM=32; default
+	                                * 64 until measured) */
 	int fuse_norm;                 /* norm_linear: the norm inside the product's kernel where it applies (LMD_CUDA_NORM=1;
 	                                * 0, the default until measured: the ops) */
 	unsigned *norm_count;          /* device, zero between launches: the blocks of a norm_linear kernel that have read x */

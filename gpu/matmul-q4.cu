@@ -635,8 +635,8 @@ __global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, float *part, co
  */
 #define Q4_STAGES 4
 
-template <int P>
-constexpr int q4_stage() { return 4 * Q4_BM * 4 + 16 * 32 + 16 * P + 8 * P; }
+template <int P, int BM = Q4_BM>
+constexpr int q4_stage() { return 4 * BM * 4 + 16 * 32 + 16 * P + 8 * P; }
 
 __device__ __forceinline__ void cp_async8(void *smem, const void *gmem, bool ok)
 {
@@ -650,15 +650,15 @@ __device__ __forceinline__ void cp_async8(void *smem, const void *gmem, bool ok)
  * [16][P] (8 halves each, rows 0..7 of the tile) | zeros [16][P] (8 bytes each, half a uint4). Rows past R, tile
  * rows past NT8 and k past K are zeros.
  */
-template <int P>
+template <int P, int BM>
 __device__ __forceinline__ void q4_stage_load(uint4 *sb, const uint4 *x, const uint4 *w, const __half *sc, const uint8_t *zr,
 					      int b, int r0, int tb, int R, int K8, int NT8, int KB, int G, int ngp)
 {
-	constexpr int XS = 4 * Q4_BM * 4, WS = 16 * 32, SS = 16 * P;
-	for (int i = threadIdx.x; i < Q4_BM * 16; i += 256) {  // 16 chunks of 8 k per row
+	constexpr int XS = 4 * BM * 4, WS = 16 * 32, SS = 16 * P;
+	for (int i = threadIdx.x; i < BM * 16; i += 256) {  // 16 chunks of 8 k per row
 		int row = i / 16, ch = i % 16, k8 = Q4_KT / 8 * b + ch;
 		bool ok = r0 + row < R && k8 < K8;
-		cp_async16(sb + (ch / 4) * Q4_BM * 4 + row * 4 + ch % 4, x + (ok ? (size_t)(r0 + row) * K8 + k8 : 0), ok);
+		cp_async16(sb + (ch / 4) * BM * 4 + row * 4 + ch % 4, x + (ok ? (size_t)(r0 + row) * K8 + k8 : 0), ok);
 	}
 	for (int i = threadIdx.x; i < 16 * 32; i += 256) {
 		int t = tb + (i >> 5);
@@ -674,17 +674,18 @@ __device__ __forceinline__ void q4_stage_load(uint4 *sb, const uint4 *x, const u
 	}
 }
 
-template <bool BF, int P>
-__global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
+template <bool BF, int P, int BM = Q4_BM>
+__global__ void __launch_bounds__(256, Q4_BM / BM) q4_piped(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
 						const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int N,
 						int K, int KB, int G, int ngp)
 {
-	/* the warp's tile: 4 m-tiles x 2 tile rows (warp w on tile rows 2w, 2w + 1 of all 64 rows; 32 rows x 4 tile rows
-	 * was 3 % slower at 64 rows: bench/results/2026-12-07-h100-ring-raw) */
-	constexpr int XS = 4 * Q4_BM * 4, WS = 16 * 32, SS = 16 * P, STAGE = q4_stage<P>(), MT = 4, NT = 2;
+	/* the warp's tile: BM / 16 m-tiles x 2 tile rows (warp w on tile rows 2w, 2w + 1 of all BM rows; 32 rows x 4 tile
+	 * rows was 3 % slower at 64 rows: bench/results/2026-12-07-h100-ring-raw). BM 32: twice the blocks for a batch of
+	 * 33-64 rows, two an SM (the same bits: each output is one warp's, summed in the same order) */
+	constexpr int XS = 4 * BM * 4, WS = 16 * 32, SS = 16 * P, STAGE = q4_stage<P, BM>(), MT = BM / 16, NT = 2;
 	extern __shared__ uint4 q4_sm[];
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-	int r0 = (int)blockIdx.y * Q4_BM, K8 = K / 8, NT8 = (N + 7) / 8, tb = (int)blockIdx.x * 16, t0 = tb + warp * NT;
+	int r0 = (int)blockIdx.y * BM, K8 = K / 8, NT8 = (N + 7) / 8, tb = (int)blockIdx.x * 16, t0 = tb + warp * NT;
 	bool tok[NT];
 #pragma unroll
 	for (int j = 0; j < NT; j++)
@@ -692,7 +693,7 @@ __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, co
 	int first = part ? (int)blockIdx.z * KB / Q4_SLICES : 0, last = part ? ((int)blockIdx.z + 1) * KB / Q4_SLICES : KB;
 	auto load = [&](int b) {  // tile b into stage b % Q4_STAGES (nothing past last); one commit group either way
 		if (b < last)
-			q4_stage_load<P>(q4_sm + (b % Q4_STAGES) * STAGE, x, w, sc, zr, b, r0, tb, R, K8, NT8, KB, G, ngp);
+			q4_stage_load<P, BM>(q4_sm + (b % Q4_STAGES) * STAGE, x, w, sc, zr, b, r0, tb, R, K8, NT8, KB, G, ngp);
 		asm volatile("cp.async.commit_group;\n" ::);
 	};
 	float tot[MT][NT][4], acc[MT][NT][4];
@@ -722,8 +723,8 @@ __global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, co
 		auto a = [&](int s, uint4 (&ag)[MT], uint4 (&ah)[MT]) {
 #pragma unroll
 			for (int m = 0; m < MT; m++) {
-				ag[m] = sb[s * Q4_BM * 4 + (m * 16 + g) * 4 + c];
-				ah[m] = sb[s * Q4_BM * 4 + (m * 16 + g + 8) * 4 + c];
+				ag[m] = sb[s * BM * 4 + (m * 16 + g) * 4 + c];
+				ah[m] = sb[s * BM * 4 + (m * 16 + g + 8) * 4 + c];
 			}
 		};
 		q4_tile<BF, MT, NT, P>(acc, wv, a);
@@ -880,12 +881,16 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 		LAUNCH_TRY(err);
 		return LMD_OK;
 	}
-	dim3 grid((unsigned)((q->Np + Q4_BN - 1) / Q4_BN), (unsigned)((R + Q4_BM - 1) / Q4_BM));
+	const int bm = c->q4_bm32 ? 32 : Q4_BM;
+	dim3 grid((unsigned)((q->Np + Q4_BN - 1) / Q4_BN), (unsigned)((R + bm - 1) / bm));
 	bool old = !c->q4_stream_rows;
 	auto tiled = [&](float *part) {
 		if (old)
 			q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB,
 								  q->G, q->ngp);
+		else if (bm == 32)
+			q4_piped<BF, P, 32><<<grid, 256, Q4_STAGES * q4_stage<P, 32>() * sizeof(uint4), c->st>>>(
+				y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
 		else
 			q4_piped<BF, P><<<grid, 256, Q4_STAGES * q4_stage<P>() * sizeof(uint4), c->st>>>(
 				y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
@@ -912,7 +917,9 @@ int lmd_cuda_matmul_q4_init(struct cuda_ctx *c, struct lmd_err *err)
 {
 	(void)c;
 #define PIPED_ATTR(BF, P) CUDA_TRY(cudaFuncSetAttribute(q4_piped<BF, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-	Q4_STAGES * q4_stage<P>() * (int)sizeof(uint4)), err)
+	Q4_STAGES * q4_stage<P>() * (int)sizeof(uint4)), err); \
+	CUDA_TRY(cudaFuncSetAttribute(q4_piped<BF, P, 32>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+	Q4_STAGES * q4_stage<P, 32>() * (int)sizeof(uint4)), err)
 	PIPED_ATTR(false, 1);
 	PIPED_ATTR(false, 2);
 	PIPED_ATTR(false, 4);
