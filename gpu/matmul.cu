@@ -478,6 +478,23 @@ int lmd_cuda_blas(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x,
 	return blas_matmul(c, y, yt, x, xt, w, bias, bt, R, N, K, err);
 }
 
+int lmd_cuda_blas_cols(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
+		       const void *bias, int bt, int64_t R, int64_t N, int64_t K, int64_t n0, int64_t nc, struct lmd_err *err)
+{
+	float alpha = 1, beta = 0;
+	if (n0 == 0) {
+		int rc = bias_fill(c, y, yt, bias, bt, R, N, &beta, err);
+		if (rc)
+			return rc;
+	}
+	beta = bias ? 1.0f : 0.0f;
+	CUBLAS_TRY(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nc, (int)R, (int)K, &alpha, w, cu_type(xt), (int)K, x,
+				cu_type(xt), (int)K, &beta, (char *)y + n0 * lmd_dtype_size(yt), cu_type(yt), (int)N,
+				CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+		   err);
+	return LMD_OK;
+}
+
 /* cuBLASLt's descriptors of y[R, N] = x[R, K] · wᵀ in its column-major terms: A = w (K x N), B = x (K x R),
  * D = y (N x R). */
 struct lt_descs {

@@ -1489,13 +1489,21 @@ int main(int argc, char **argv)
 			test_matmul_q4(&be, &ref, LMD_BF16, LMD_BF16, 130, 11008, 4096, 32, 0);
 			test_matmul_q4(&be, &ref, LMD_F16, LMD_F32, 150, 384, 136, 64, 0);
 			test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 127, 4096, 4096, 128, 0);  // one row short: the kernels
-			q4_blas = 0;
 			lmd_backend_close(&be);
+			setenv("LMD_CUDA_Q4_CHUNK", "1", 1);  // W dequantized 1 MiB at a time: 32 and 64 pieces
+			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), 0);
+			what = "cuda/Q4_CHUNK=1";
+			test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 200, 4096, 4096, 128, 1);
+			test_matmul_q4(&be, &ref, LMD_BF16, LMD_F32, 130, 11008, 4104, 32, 1);  // a last piece of 8 outputs
+			lmd_backend_close(&be);
+			unsetenv("LMD_CUDA_Q4_CHUNK");
+			q4_blas = 0;
 		}
 		const char *bad_env[][2] = {{"LMD_CUDA_GEMV", "5"}, {"LMD_CUDA_GU", "2"}, {"LMD_CUDA_DEC_WARPS", "6"},
 					    {"LMD_CUDA_Q4_BLAS", "many"}, {"LMD_CUDA_NORM", "on"},
-					    {"LMD_CUDA_Q4_RING4", "-1"}, {"LMD_CUDA_Q4_BM", "48"}};
-		for (int i = 0; i < 7; i++) {
+					    {"LMD_CUDA_Q4_RING4", "-1"}, {"LMD_CUDA_Q4_BM", "48"},
+					    {"LMD_CUDA_Q4_CHUNK", "-8"}};
+		for (int i = 0; i < 8; i++) {
 			setenv(bad_env[i][0], bad_env[i][1], 1);
 			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
 			CHECK(strstr(err.msg, bad_env[i][0]) != NULL);
