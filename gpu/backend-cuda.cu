@@ -186,7 +186,6 @@ static void cuda_close(void *ctx)
 	cudaFree(c->pad_y);
 	cudaFree(c->q4_deq);
 	cudaFree(c->q4_part);
-	cudaFree(c->norm_count);
 	cudaFree(c->kvp);
 	free(c->kvp_host);
 	cudaFreeHost(c->h_stage);
@@ -601,27 +600,6 @@ static int op_gate_up(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, co
 	return gate_up_run(CTX(ctx), y, gu, x, w, s, z, group, err);
 }
 
-/* norm_linear: the norm inside the product's kernel where that applies (LMD_CUDA_NORM=1), else the ops */
-static int op_norm_linear(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_prenorm *pn,
-			  const struct lmd_linear *lin, struct lmd_err *err)
-{
-	struct cuda_ctx *c = CTX(ctx);
-	const struct lmd_tensor *r = pn->r;
-	if (graph_note(c, 14, y->data, pn->x->data, lin->w->data,
-		       ((int64_t)(uintptr_t)(r ? r->data : NULL) ^ t_rows(pn->x)) * 31 + (gu != NULL)))
-		return LMD_OK;
-	int rc = c->fuse_norm ? lmd_cuda_norm_linear(c, y, gu, pn, lin, err) : 1;
-	if (rc <= 0)
-		return rc;
-	rc = r ? lmd_cuda_add_rmsnorm(c, pn->xn, pn->x, r, pn->g, pn->eps, err) : lmd_cuda_rmsnorm(c, pn->xn, pn->x, pn->g, pn->eps, err);
-	if (rc)
-		return rc;
-	if (gu)
-		return gate_up_run(c, y, gu, pn->xn, lin->w, lin->scales, lin->zeros, lin->group, err);
-	return lin->scales ? lmd_cuda_matmul_q4(c, y, pn->xn, lin->w, lin->scales, lin->zeros, lin->group, lin->bias, err)
-			   : lmd_cuda_matmul(c, y, pn->xn, lin->w, lin->bias, err);
-}
-
 static int op_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, int first, struct lmd_err *err)
 {
 	if (graph_note(CTX(ctx), 9, y->data, x->data, NULL, (int64_t)first << 32 ^ t_rows(y)))
@@ -675,7 +653,6 @@ static const struct lmd_backend_ops cuda_ops = {
 	.attention = op_attention,
 	.silu_mul = op_silu_mul,
 	.gate_up = op_gate_up,
-	.norm_linear = op_norm_linear,
 	.matmul_q4 = op_matmul_q4,
 	.weight_q4 = cuda_weight_q4,
 	.gather_rows = op_gather_rows,
@@ -752,12 +729,6 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	c->q4_ring4 = Q4_RING4_KB;
 	if (r4 && (sscanf(r4, "%d%c", &c->q4_ring4, &tail) != 1 || c->q4_ring4 < 0))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_RING4=%s: expected a count of 128-input tiles (0: never)", r4);
-	const char *nf = getenv("LMD_CUDA_NORM");  // 1: the norm inside the product's kernel (the same bits as the ops)
-	c->fuse_norm = 0;
-	if (nf && (sscanf(nf, "%d%c", &c->fuse_norm, &tail) != 1 || c->fuse_norm < 0 || c->fuse_norm > 1))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_NORM=%s: expected 0 or 1", nf);
-	CUDA_TRY(cudaMalloc((void **)&c->norm_count, sizeof(unsigned)), err);
-	CUDA_TRY(cudaMemset(c->norm_count, 0, sizeof(unsigned)), err);
 	const char *gv = getenv("LMD_CUDA_GEMV");  // 16-bit products of up to R rows through gemv (with cublas_gemm)
 	c->gemv_rows = GEMV_ROWS;
 	if (gv && (sscanf(gv, "%d%c", &c->gemv_rows, &tail) != 1 || c->gemv_rows < 0 || c->gemv_rows > GEMV_ROWS))

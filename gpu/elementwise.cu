@@ -19,7 +19,6 @@
  *   gather_rows  y[j] = x[out_rows[first + j]]                       grid rows, block 256
  */
 #include "internal.cuh"
-#include "prenorm.cuh"
 
 // ----------------------------------------------------------------------------
 // CUDA kernels
@@ -35,7 +34,8 @@ __global__ void embed_kernel(void *y, int yt, const void *table, int tt, const i
 __device__ float block_sum(float v)
 {
 	__shared__ float part[32];
-	v = warp_sum(v);
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
 	int w = threadIdx.x / 32, l = threadIdx.x % 32;
 	if (l == 0)
 		part[w] = v;
@@ -114,22 +114,50 @@ __global__ void rmsnorm_kernel(void *y, int yt, void *x, int xt, const void *res
 /*
  * rmsnorm_kernel for rows of n = 8 * blockDim.x values (blockDim.x a multiple of 32), x, res and y all of one
  * 16-bit type T, g of T or f32 (GF): each thread's 8 values of x, res and g in one 16-byte load each (two for
- * f32 g), all issued before the first is used. The same roundings; the sum of squares in another order, the rule
- * of prenorm.cuh (a product's prologue repeats it).
+ * f32 g), all issued before the first is used. The same roundings; the sum of squares in another order.
  */
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ void to_t(__half &d, float v) { d = __float2half_rn(v); }
+__device__ __forceinline__ void to_t(__nv_bfloat16 &d, float v) { d = __float2bfloat16_rn(v); }
+
 template <class T, bool GF>
 __global__ void rmsnorm_vec_kernel(T *y, T *x, const T *res, const void *g, int n, float eps)
 {
 	pdl_start();
 	size_t at = (size_t)blockIdx.x * n + 8 * threadIdx.x;
-	chunk8<T> xv, rv;
+	union u8 { uint4 u; T t[8]; } xv, rv, yv;
+	union { uint4 u[2]; float f[8]; T t[8]; } gv;
 	xv.u = *(const uint4 *)(x + at);
-	rv.u = res ? *(const uint4 *)(res + at) : make_uint4(0, 0, 0, 0);
-	float ss = rms_chunk<T>(xv, rv, res != NULL);
+	if (res)
+		rv.u = *(const uint4 *)(res + at);
+	if (GF) {
+		gv.u[0] = ((const uint4 *)g)[2 * threadIdx.x];
+		gv.u[1] = ((const uint4 *)g)[2 * threadIdx.x + 1];
+	} else {
+		gv.u[0] = ((const uint4 *)g)[threadIdx.x];
+	}
+	float v[8], ss = 0;
+#pragma unroll
+	for (int k = 0; k < 8; k++) {
+		v[k] = to_f(xv.t[k]);
+		if (res) {
+			to_t(xv.t[k], v[k] + to_f(rv.t[k]));
+			v[k] = to_f(xv.t[k]);
+		}
+		ss += v[k] * v[k];
+	}
 	if (res)
 		*(uint4 *)(x + at) = xv.u;
-	float inv = rms_inv(block_sum(ss), n, eps);
-	*(uint4 *)(y + at) = rms_out<T>(xv, g, GF, threadIdx.x, inv);
+	ss = block_sum(ss);
+	float inv = 1.0f / sqrtf(ss / (float)n + eps);
+#pragma unroll
+	for (int k = 0; k < 8; k++) {
+		T r;
+		to_t(r, v[k] * inv);
+		to_t(yv.t[k], (GF ? gv.f[k] : to_f(gv.t[k])) * to_f(r));
+	}
+	*(uint4 *)(y + at) = yv.u;
 }
 
 /* The step's cos/sin of every (token, pair): cs[i * half + j] (cos, sin) of pos[i] * inv_freq[seq[i]][j]. */
@@ -328,7 +356,9 @@ static void rms_launch(struct cuda_ctx *c, int64_t rows, void *y, int yt, void *
 		       const void *g, int gt, int n, float eps)
 {
 	unsigned b = (unsigned)rows;
-	if (rms_vec_ok(n, xt, yt, rt, gt, y, x, r, g)) {  // the common case: one row's loads at once, 16 bytes a load
+	bool vec = n % 256 == 0 && n <= 8 * 1024 && xt == yt && (!r || rt == xt) && (xt == DT_F16 || xt == DT_BF16) &&
+		   (gt == xt || gt == DT_F32) && ((uintptr_t)y | (uintptr_t)x | (uintptr_t)r | (uintptr_t)g) % 16 == 0;
+	if (vec) {  // the common case: one row's loads at once, 16 bytes a load
 #define RMS_VEC(T, GF) pdl_launch(c, rmsnorm_vec_kernel<T, GF>, b, n / 8, 0, (T *)y, (T *)x, (const T *)r, g, n, eps)
 		if (xt == DT_F16)
 			gt == DT_F32 ? RMS_VEC(__half, true) : RMS_VEC(__half, false);

@@ -148,9 +148,6 @@ struct cuda_ctx {
 	                                * least this many tiles of 128 (LMD_CUDA_Q4_RING4=KB; 0: never; default Q4_RING4_KB) */
 	int q4_bm32;                   /* q4_piped on blocks of 32 rows, 2 an SM, instead of 64 (LMD_CUDA_Q4_BM=32; default
 	                                * 64 until measured) */
-	int fuse_norm;                 /* norm_linear: the norm inside the product's kernel where it applies (LMD_CUDA_NORM=1;
-	                                * 0, the default until measured: the ops) */
-	unsigned *norm_count;          /* device, zero between launches: the blocks of a norm_linear kernel that have read x */
 	int q4_stream_rows;            /* matmul_q4: products of up to this many rows through q4_stream and the others through
 	                                * q4_piped (LMD_CUDA_Q4=streamR, default Q4_STREAM_ROWS); 0 (old): q4_skinny up
 	                                * to 16 rows and q4_tiled, the first kernels */
@@ -223,13 +220,12 @@ static inline void pdl_launch(struct cuda_ctx *c, void (*kernel)(P...), dim3 gri
 	cudaLaunchKernelEx(&cfg, kernel, ((P)args)...);
 }
 
-/* A persistent grid: blocks of 256 threads of kernel K, as many as the GPU holds at once (with smem bytes of
- * dynamic shared memory each: the same in every call for one K), at most want. */
+/* A persistent grid: blocks of 256 threads of kernel K, as many as the GPU holds at once, at most want. */
 template <auto K>
-static inline unsigned resident_grid(struct cuda_ctx *c, long want, size_t smem = 0)
+static inline unsigned resident_grid(struct cuda_ctx *c, long want)
 {
 	static int occ;  // blocks of K one SM holds (the same on every device of a process: one kind of GPU)
-	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, K, 256, smem) != cudaSuccess || occ < 1)) {
+	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, K, 256, 0) != cudaSuccess || occ < 1)) {
 		cudaGetLastError();  // not a launch's error
 		occ = 1;
 	}
@@ -361,16 +357,6 @@ int lmd_cuda_gate_up_fused(struct cuda_ctx *c, struct lmd_tensor *y, const struc
 int lmd_cuda_gate_up_q4_fused(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *gu,
 			      const struct lmd_tensor *x, const struct lmd_tensor *w, const struct lmd_tensor *s,
 			      const struct lmd_tensor *z, int group, struct lmd_err *err);
-/*
- * The norm_linear op (backend.h) with the norm as the prologue of the product's kernel (prenorm.cuh; the same bits
- * as the ops): 1 (nothing done) where no such kernel applies (see each); matmul.cu (gemv, and the dispatch) and
- * matmul-q4.cu (q4_stream).
- */
-struct prenorm;
-int lmd_cuda_norm_linear(struct cuda_ctx *c, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_prenorm *pn,
-			 const struct lmd_linear *lin, struct lmd_err *err);
-int lmd_cuda_q4_norm(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *gu, const struct prenorm *p,
-		     const struct lmd_tensor *xn, const struct lmd_linear *lin, struct lmd_err *err);
 /* int4 weights (matmul-q4.cu): the backend's layout made from q4.h's, and the product over it */
 int lmd_cuda_weight_q4(struct cuda_ctx *c, struct lmd_tensor *dw, struct lmd_tensor *ds, struct lmd_tensor *dz,
 		       const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, int group,

@@ -46,7 +46,6 @@
 #include <string.h>
 
 #include "internal.cuh"
-#include "prenorm.cuh"
 
 #define Q4_KT 128   /* inputs of a tile */
 #define Q4_SLICES 8
@@ -318,7 +317,7 @@ struct qs_item {
  * One item of a warp's slice: tile b of the group's 2 NP tile rows (it: their words, scales and zeros) times x's
  * rows (xr: the lane's row 8nb + g at its column c; K8 = K / 8), into acc (the summation rule at the top).
  */
-template <bool BF, int P, int NB, int NP, bool SM>
+template <bool BF, int P, int NB, int NP>
 __device__ __forceinline__ void qs_step(float (&acc)[NP][NB][4], const qs_item<P, NP> &it, const uint4 *const (&xr)[NB],
 					int b, int K, int K8)
 {
@@ -346,14 +345,14 @@ __device__ __forceinline__ void qs_step(float (&acc)[NP][NB][4], const qs_item<P
 				for (int e = 0; e < XW; e++)
 #pragma unroll
 					for (int nb = 0; nb < NB; nb++)
-						xv[e][nb] = SM ? xr[nb][16 * b + 4 * (s0 + e)] : __ldg(xr[nb] + 16 * b + 4 * (s0 + e));
+						xv[e][nb] = __ldg(xr[nb] + 16 * b + 4 * (s0 + e));
 			} else {
 #pragma unroll
 				for (int e = 0; e < XW; e++)
 #pragma unroll
 					for (int nb = 0; nb < NB; nb++) {
 						int k8 = 16 * b + 4 * (s0 + e);
-						xv[e][nb] = k8 + c >= K8 ? make_uint4(0, 0, 0, 0) : SM ? xr[nb][k8] : __ldg(xr[nb] + k8);
+						xv[e][nb] = k8 + c < K8 ? __ldg(xr[nb] + k8) : make_uint4(0, 0, 0, 0);
 					}
 			}
 #pragma unroll
@@ -435,16 +434,13 @@ __device__ __forceinline__ void qs_out(float (*red)[NP][NB * 4][32], const float
 	}
 }
 
-template <bool BF, int P, int NB, int NP, bool FU = false, bool NORM = false, int DR = 0>
+template <bool BF, int P, int NB, int NP, bool FU = false, int DR = 0>
 __global__ void __launch_bounds__(256, NB > 1 ? 1 : DR > 2 ? 2 : 3) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
 								   const __half *sc, const uint8_t *zr, const void *bias,
-								   int bt, int R, int N, int K, int KB, int G, int ngp, int gt,
-								   struct prenorm pn)
+								   int bt, int R, int N, int K, int KB, int G, int ngp, int gt)
 {
 	static_assert(!FU || NP == 1, "gate_up: one pair a group");
-	static_assert(!NORM || NB == 1, "norm_linear: one block of x's rows");
-	extern __shared__ uint4 xs[];  // NORM: x [R][K / 8], made by the prologue (prenorm.cuh; the argument x unused)
-	constexpr int D = DR ? DR : NB == 1 || NP * P > 2 ? 2 : 4;  // the ring's depth (DR: q4_rows_p's choice)
+	constexpr int D = DR ? DR : NB == 1 || NP * P > 2 ? 2 : 4;  // the ring's depth (DR: qs_launch_1's choice)
 	__shared__ float red[Q4_SLICES][NP][NB * 4][32];
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
 	const int T = (N + 7) / 8, TG = N / 16, NG = FU ? TG : (T + 2 * NP - 1) / (2 * NP), K8 = K / 8;
@@ -472,10 +468,6 @@ __global__ void __launch_bounds__(256, NB > 1 ? 1 : DR > 2 ? 2 : 3) q4_stream(vo
 	for (int u = 0; u < D; u++)
 		load(ring[u], blockIdx.x, u);
 	pdl_start();  // the weights above, x and y below (pdl_launch)
-	if constexpr (NORM) {
-		prenorm_rows<half_of<BF>>(xs, pn, R, K);
-		x = xs;
-	}
 	const uint4 *xr[NB];  // x's row 8nb + g (the last row for rows past R: their sums are not stored)
 #pragma unroll
 	for (int nb = 0; nb < NB; nb++)
@@ -492,7 +484,7 @@ __global__ void __launch_bounds__(256, NB > 1 ? 1 : DR > 2 ? 2 : 3) q4_stream(vo
 			for (int u = 0; u < D; u++) {
 				int i = r * D + u;
 				if (i < L)
-					qs_step<BF, P, NB, NP, NORM>(acc, ring[u], xr, b0 + i, K, K8);
+					qs_step<BF, P, NB, NP>(acc, ring[u], xr, b0 + i, K, K8);
 				bool last = r == rounds - 1;
 				load(ring[u], last ? gi + (int)gridDim.x : gi, last ? u : i + D);
 			}
@@ -834,15 +826,14 @@ static int q4_check(struct q4_geo *q, const struct lmd_tensor *w, const struct l
 }
 
 /* q4_stream on as many blocks as the GPU holds at once (2 NP tile rows a group, at least one group a block; FU: the
- * gate_up pairs, N / 16 groups; gt: gu's dtype; NORM: x is pn's norm, made by each block) */
-template <bool BF, int P, int NB, int NP, bool FU = false, bool NORM = false, int DR = 0>
+ * gate_up pairs, N / 16 groups; gt: gu's dtype; DR: the ring's depth, 0 for q4_stream's own choice) */
+template <bool BF, int P, int NB, int NP, bool FU = false, int DR = 0>
 static void qs_launch(struct cuda_ctx *c, void *y, int yt, const uint4 *x, const struct q4_geo *q, const uint4 *w,
-		      const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int gt = 0, struct prenorm pn = {})
+		      const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int gt = 0)
 {
 	long ng = FU ? q->N / 16 : (q->Np / 8 + 2 * NP - 1) / (2 * NP);
-	constexpr auto k = q4_stream<BF, P, NB, NP, FU, NORM, DR>;
-	pdl_launch(c, k, resident_grid<k>(c, ng, NORM ? NORM_SMEM : 0), 256, NORM ? (size_t)R * q->K * 2 : 0, y, yt, x, w, sc,
-		   zr, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp, gt, pn);
+	constexpr auto k = q4_stream<BF, P, NB, NP, FU, DR>;
+	pdl_launch(c, k, resident_grid<k>(c, ng), 256, 0, y, yt, x, w, sc, zr, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp, gt);
 }
 
 /* qs_launch with one block of x's rows: a ring of 4 for a long K (the down projection), else of 2 (bench/results/
@@ -851,7 +842,7 @@ template <bool BF, int P, bool FU, typename... A>
 static void qs_launch_1(struct cuda_ctx *c, const struct q4_geo *q, A... args)
 {
 	if (c->q4_ring4 && q->KB >= c->q4_ring4)
-		qs_launch<BF, P, 1, 1, FU, false, 4>(c, args...);
+		qs_launch<BF, P, 1, 1, FU, 4>(c, args...);
 	else
 		qs_launch<BF, P, 1, 1, FU>(c, args...);
 }
@@ -1076,41 +1067,6 @@ int lmd_cuda_gate_up_q4_fused(struct cuda_ctx *c, struct lmd_tensor *y, const st
 	});
 	if (r)
 		return r;
-	LAUNCH_TRY(err);
-	return LMD_OK;
-}
-
-/*
- * norm_linear's product through q4_stream with the norm as its prologue (NORM): where lmd_cuda_matmul_q4 (gu NULL)
- * or lmd_cuda_gate_up_q4_fused (gu) would take q4_stream with one block of x's rows (R <= 8); else 1.
- */
-template <bool BF, int P>
-static void q4_norm_p(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *gu, const struct prenorm *p,
-		      const struct q4_geo *q, const struct lmd_linear *lin, int R)
-{
-	const uint4 *w = (const uint4 *)lin->w->data;
-	const __half *s = (const __half *)lin->scales->data;
-	const uint8_t *z = (const uint8_t *)lin->zeros->data;
-	if (gu)
-		qs_launch<BF, P, 1, 1, true, true>(c, y->data, y->dtype, NULL, q, w, s, z, NULL, 0, R, gu->dtype, *p);
-	else
-		qs_launch<BF, P, 1, 1, false, true>(c, y->data, y->dtype, NULL, q, w, s, z, lin->bias ? lin->bias->data : NULL,
-						   lin->bias ? lin->bias->dtype : 0, R, 0, *p);
-}
-
-int lmd_cuda_q4_norm(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *gu, const struct prenorm *p,
-		     const struct lmd_tensor *xn, const struct lmd_linear *lin, struct lmd_err *err)
-{
-	int64_t K = t_cols(xn), R = t_rows(xn), N = gu ? 2 * t_cols(y) : t_cols(y);
-	const struct lmd_tensor *bias = lin->bias;
-	struct q4_geo q;
-	if (t_rows(y) != R || !float_dt(y->dtype) || R > 8 || R > c->q4_stream_rows ||
-	    (!gu && c->q4_blas_rows && R >= c->q4_blas_rows) ||
-	    (gu && (!c->fuse_gu || bias || t_cols(gu) != N || t_rows(gu) < R || !float_dt(gu->dtype) || N % 16)) ||
-	    (bias && (lmd_tensor_numel(bias) != N || !float_dt(bias->dtype))) ||
-	    q4_check(&q, lin->w, lin->scales, lin->zeros, (int)N, (int)K, lin->group, err) || q.KB >= 2048)
-		return 1;  // the ops one at a time (which report what does not match)
-	q4_with(xn->dtype == LMD_BF16, q.G, [&](auto bf, auto pp) { q4_norm_p<bf.value, pp.value>(c, y, gu, p, &q, lin, (int)R); });
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }

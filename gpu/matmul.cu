@@ -73,7 +73,6 @@
 #include <string.h>
 
 #include "internal.cuh"
-#include "prenorm.cuh"
 
 // ----------------------------------------------------------------------------
 // CUDA kernels
@@ -152,14 +151,12 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
 /*
  * y[r][n] for r < R <= NR: the summation at the top of the file (gemv). FU (gate_up): N = inter, the warp's column
  * n is the pair (gate n, up n + N) of w, summed one after the other; y[r][n] = silu_of(gate, up), each first
- * rounded to gt (gu's dtype) as the product would have stored it. NORM (norm_linear): x is rmsnorm(pn.x + pn.r) *
- * pn.g, made by the block's prologue in shared memory (prenorm.cuh; x unused).
+ * rounded to gt (gu's dtype) as the product would have stored it.
  */
-template <bool BF, int NR, bool FU, bool NORM = false>
+template <bool BF, int NR, bool FU>
 __global__ void __launch_bounds__(256, 4) gemv_kernel(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
-						       int bt, int R, int N, int K8, int gt, struct prenorm pn)
+						       int bt, int R, int N, int K8, int gt)
 {
-	extern __shared__ uint4 xs[];  // NORM: [R][K8]
 	const int lane = threadIdx.x & 31, step = (int)gridDim.x * 8;
 	int n = (int)blockIdx.x * 8 + (threadIdx.x >> 5), c0 = 0, ph = 0;  // the warp's next column, its half (FU), chunk
 	uint4 nx[GEMV_U];
@@ -173,10 +170,6 @@ __global__ void __launch_bounds__(256, 4) gemv_kernel(void *y, int yt, const uin
 	};
 	load();
 	pdl_start();  // the weights above, x and y below
-	if constexpr (NORM) {
-		prenorm_rows<half_of<BF>>(xs, pn, R, 8 * K8);
-		x = xs;
-	}
 	float acc[NR], gate[NR];
 #pragma unroll
 	for (int r = 0; r < NR; r++)
@@ -208,7 +201,7 @@ __global__ void __launch_bounds__(256, 4) gemv_kernel(void *y, int yt, const uin
 			for (int r = 0; r < NR; r++) {
 				if (r >= R)
 					break;
-				uint4 xv = NORM ? x[(size_t)r * K8 + ch] : __ldg(x + (size_t)r * K8 + ch);
+				uint4 xv = __ldg(x + (size_t)r * K8 + ch);
 				const uint32_t *xq = (const uint32_t *)&xv;
 #pragma unroll
 				for (int j = 0; j < 4; j++) {
@@ -239,26 +232,26 @@ __global__ void __launch_bounds__(256, 4) gemv_kernel(void *y, int yt, const uin
 	}
 }
 
-template <bool BF, int NR, bool FU = false, bool NORM = false>
+template <bool BF, int NR, bool FU = false>
 static void gemv_launch(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt,
-			int R, int N, int K, int gt = 0, struct prenorm pn = {})
+			int R, int N, int K, int gt = 0)
 {
-	constexpr auto k = gemv_kernel<BF, NR, FU, NORM>;
-	pdl_launch(c, k, resident_grid<k>(c, (N + 7) / 8, NORM ? NORM_SMEM : 0), 256, NORM ? (size_t)R * K * 2 : 0, y, yt,
-		   (const uint4 *)x, (const uint4 *)w, bias, bt, R, N, K / 8, gt, pn);
+	constexpr auto k = gemv_kernel<BF, NR, FU>;
+	pdl_launch(c, k, resident_grid<k>(c, (N + 7) / 8), 256, 0, y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt, R, N,
+		   K / 8, gt);
 }
 
-/* gemv for R <= GEMV_ROWS rows of 16-bit x and w (NR = 1, 2 or 4); FU and NORM as gemv_kernel's */
-template <bool BF, bool FU = false, bool NORM = false>
+/* gemv for R <= GEMV_ROWS rows of 16-bit x and w (NR = 1, 2 or 4); FU as gemv_kernel's */
+template <bool BF, bool FU = false>
 static void gemv_rows(struct cuda_ctx *c, void *y, int yt, const void *x, const void *w, const void *bias, int bt, int R,
-		      int N, int K, int gt = 0, struct prenorm pn = {})
+		      int N, int K, int gt = 0)
 {
 	if (R == 1)
-		gemv_launch<BF, 1, FU, NORM>(c, y, yt, x, w, bias, bt, R, N, K, gt, pn);
+		gemv_launch<BF, 1, FU>(c, y, yt, x, w, bias, bt, R, N, K, gt);
 	else if (R == 2)
-		gemv_launch<BF, 2, FU, NORM>(c, y, yt, x, w, bias, bt, R, N, K, gt, pn);
+		gemv_launch<BF, 2, FU>(c, y, yt, x, w, bias, bt, R, N, K, gt);
 	else
-		gemv_launch<BF, 4, FU, NORM>(c, y, yt, x, w, bias, bt, R, N, K, gt, pn);
+		gemv_launch<BF, 4, FU>(c, y, yt, x, w, bias, bt, R, N, K, gt);
 }
 
 #define TILED_STAGES 3
@@ -712,7 +705,7 @@ int lmd_cuda_matmul(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_t
 	}
 	if (half && aligned && R <= c->gemv_rows) {
 		(x->dtype == LMD_BF16 ? gemv_rows<true> : gemv_rows<false>)(c, y->data, y->dtype, x->data, w->data, b, bt, (int)R,
-									     (int)N, (int)K, 0, prenorm{});
+									     (int)N, (int)K, 0);
 		LAUNCH_TRY(err);
 		return LMD_OK;
 	}
@@ -739,45 +732,7 @@ int lmd_cuda_gate_up_fused(struct cuda_ctx *c, struct lmd_tensor *y, const struc
 	if (!half || !aligned || R == 0 || R > c->gemv_rows || I == 0)
 		return 1;
 	(x->dtype == LMD_BF16 ? gemv_rows<true, true> : gemv_rows<false, true>)(c, y->data, y->dtype, x->data, w->data, NULL, 0,
-										   (int)R, (int)I, (int)K, gu->dtype, prenorm{});
-	LAUNCH_TRY(err);
-	return LMD_OK;
-}
-
-/*
- * norm_linear (prenorm.cuh): the norm as the prologue of the product's kernel where lmd_cuda_matmul or
- * lmd_cuda_gate_up_fused (gu) would take gemv, or lmd_cuda_matmul_q4 or lmd_cuda_gate_up_q4_fused q4_stream for one
- * block of rows, and the rows are rmsnorm_vec_kernel's case and fit NORM_SMEM; else 1 (nothing launched).
- */
-int lmd_cuda_norm_linear(struct cuda_ctx *c, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_prenorm *pn,
-			 const struct lmd_linear *lin, struct lmd_err *err)
-{
-	const struct lmd_tensor *x = pn->x, *r = pn->r, *g = pn->g, *xn = pn->xn, *w = lin->w, *bias = lin->bias;
-	int64_t K = t_cols(x), R = t_rows(x);
-	if (R < 1 || R > NORM_ROWS || R * K * 2 > NORM_SMEM || t_cols(xn) != K || t_rows(xn) != R ||
-	    lmd_tensor_numel(g) != K || (r && (t_cols(r) != K || t_rows(r) != R)) ||
-	    !rms_vec_ok((int)K, x->dtype, xn->dtype, r ? r->dtype : 0, g->dtype, xn->data, x->data, r ? r->data : NULL,
-			g->data))
-		return 1;
-	const struct prenorm p = {x->data, r ? r->data : NULL, g->data, pn->eps, g->dtype == LMD_F32, c->norm_count};
-	if (lin->scales)
-		return lmd_cuda_q4_norm(c, y, gu, &p, xn, lin, err);
-	int64_t N = gu ? t_cols(y) : t_rows(w);
-	bool fit = w->dtype == xn->dtype && (uintptr_t)w->data % 16 == 0 && t_cols(w) == K && R <= c->gemv_rows && N > 0 &&
-		   float_dt(y->dtype) && t_rows(y) == R &&
-		   (gu ? c->fuse_gu && !bias && t_rows(w) == 2 * N && t_cols(gu) == 2 * N && t_rows(gu) >= R && float_dt(gu->dtype)
-		       : t_cols(y) == N && (!bias || (lmd_tensor_numel(bias) == N && float_dt(bias->dtype))));
-	if (!fit)
-		return 1;
-	const void *b = bias ? bias->data : NULL;
-	int bt = bias ? bias->dtype : 0, gt = gu ? gu->dtype : 0;
-	bool bf = xn->dtype == LMD_BF16;
-	if (gu)
-		(bf ? gemv_rows<true, true, true> : gemv_rows<false, true, true>)(c, y->data, y->dtype, NULL, w->data, NULL, 0,
-										   (int)R, (int)N, (int)K, gt, p);
-	else
-		(bf ? gemv_rows<true, false, true> : gemv_rows<false, false, true>)(c, y->data, y->dtype, NULL, w->data, b, bt,
-										     (int)R, (int)N, (int)K, 0, p);
+										   (int)R, (int)I, (int)K, gu->dtype);
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }

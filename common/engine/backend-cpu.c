@@ -764,12 +764,6 @@ static int cpu_gate_up(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, c
 	return lmd_gate_up_two(&cpu_ops, ctx, y, gu, x, w, s, z, group, err);
 }
 
-static int cpu_norm_linear(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_prenorm *pn,
-			  const struct lmd_linear *lin, struct lmd_err *err)
-{
-	return lmd_norm_linear_two(&cpu_ops, ctx, y, gu, pn, lin, err);
-}
-
 static const struct lmd_backend_ops cpu_ops = {
 	.name = "cpu",
 	.weights_in_place = 0,
@@ -793,7 +787,6 @@ static const struct lmd_backend_ops cpu_ops = {
 	.attention = cpu_attention,
 	.silu_mul = cpu_silu_mul,
 	.gate_up = cpu_gate_up,
-	.norm_linear = cpu_norm_linear,
 	.gather_rows = cpu_gather_rows,
 	.pick = cpu_pick,
 };

@@ -59,15 +59,3 @@ int lmd_gate_up_two(const struct lmd_backend_ops *ops, void *ctx, struct lmd_ten
 	int rc = lmd_linear_apply(ops, ctx, gu, x, &lin, err);
 	return rc ? rc : ops->silu_mul(ctx, y, gu, err);
 }
-
-int lmd_norm_linear_two(const struct lmd_backend_ops *ops, void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu,
-			const struct lmd_prenorm *pn, const struct lmd_linear *lin, struct lmd_err *err)
-{
-	int rc = pn->r ? ops->add_rmsnorm(ctx, pn->xn, pn->x, pn->r, pn->g, pn->eps, err)
-		       : ops->rmsnorm(ctx, pn->xn, pn->x, pn->g, pn->eps, err);
-	if (rc)
-		return rc;
-	if (gu)
-		return ops->gate_up(ctx, y, gu, pn->xn, lin->w, lin->scales, lin->zeros, lin->group, err);
-	return lmd_linear_apply(ops, ctx, y, pn->xn, lin, err);
-}

@@ -88,15 +88,6 @@ struct lmd_linear {
 	int group;
 };
 
-/** The RMSNorm in front of a product (norm_linear): x [rows, hidden], r [rows, hidden] or NULL, g [hidden]. */
-struct lmd_prenorm {
-	struct lmd_tensor *x;        /* the residual stream: x += r first (r not NULL), stored back */
-	const struct lmd_tensor *r;
-	const struct lmd_tensor *g;
-	float eps;
-	struct lmd_tensor *xn;       /* [rows, hidden] room for rmsnorm(x) * g; its contents undefined after the op */
-};
-
 struct lmd_backend_ops {
 	const char *name;            /* "ref", "cpu", "cuda" */
 	int weights_in_place;        /* 1: weight() keeps pointing at the host buffer (the caller keeps it alive) */
@@ -161,13 +152,6 @@ struct lmd_backend_ops {
 	int (*gate_up)(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_tensor *x,
 		       const struct lmd_tensor *w, const struct lmd_tensor *scales, const struct lmd_tensor *zeros, int group,
 		       struct lmd_err *err);
-	/**
-	 * add_rmsnorm(pn->xn, pn->x, pn->r, pn->g, pn->eps) (rmsnorm when pn->r is NULL), then the product that reads
-	 * pn->xn: y = xn · wᵀ (+ bias) through matmul or matmul_q4, or with gu not NULL gate_up(y, gu, xn, ...) (no
-	 * bias), as one op (the engine's; a backend may fuse them, with the same bits).
-	 */
-	int (*norm_linear)(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_prenorm *pn,
-			   const struct lmd_linear *lin, struct lmd_err *err);
 	/**
 	 * y[rows, out] = x[rows, in] · Wᵀ (+ bias) for an int4 weight, W[o][i] = (q - zero) * scale: w, scales
 	 * and zeros as weight_q4 made them, or (weight_q4 NULL) in the layout of q4.h made resident by weight():
@@ -235,10 +219,6 @@ int lmd_linear_apply(const struct lmd_backend_ops *ops, void *ctx, struct lmd_te
 int lmd_gate_up_two(const struct lmd_backend_ops *ops, void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu,
 		    const struct lmd_tensor *x, const struct lmd_tensor *w, const struct lmd_tensor *scales,
 		    const struct lmd_tensor *zeros, int group, struct lmd_err *err);
-
-/** The norm_linear op as its ops (add_rmsnorm or rmsnorm, then matmul, matmul_q4 or gate_up) of the table ops. */
-int lmd_norm_linear_two(const struct lmd_backend_ops *ops, void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu,
-			const struct lmd_prenorm *pn, const struct lmd_linear *lin, struct lmd_err *err);
 
 /** Allocate a 2-D tensor [rows, cols] of dtype in b's memory. */
 int lmd_backend_alloc2(struct lmd_backend *b, struct lmd_tensor *t, enum lmd_dtype dtype, int64_t rows,

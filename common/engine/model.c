@@ -559,15 +559,6 @@ static struct lmd_linear lin_of(const struct lmd_tensor *w, const struct lmd_ten
 				   .group = group};
 }
 
-/* The norm and the product after it (with gu: gate_up); the ops one at a time when a tap reads xn between them. */
-static int norm_linear(struct lmd_model *m, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_prenorm *pn,
-		       const struct lmd_linear *l, struct lmd_err *err)
-{
-	if (m->tap)
-		return lmd_norm_linear_two(m->be->ops, m->be->ctx, y, gu, pn, l, err);
-	return m->be->ops->norm_linear(m->be->ctx, y, gu, pn, l, err);
-}
-
 /* The step up to the final norm: then m->xn [b->n, hidden] holds the normalized hidden states. */
 static int forward_layers(struct lmd_model *m, const struct lmd_batch *b, struct lmd_step *s, struct lmd_err *err)
 {
@@ -588,18 +579,21 @@ static int forward_layers(struct lmd_model *m, const struct lmd_batch *b, struct
 		const struct lmd_linear wo = lin_of(&L->wo, &L->wo_s, &L->wo_z, L->group, &L->bo);
 		const struct lmd_linear w13 = lin_of(&L->w13, &L->w13_s, &L->w13_z, L->group, NULL);
 		const struct lmd_linear w2 = lin_of(&L->w2, &L->w2_s, &L->w2_z, L->group, NULL);
-		const struct lmd_prenorm an = {.x = &x, .r = l ? &o : NULL, .g = &L->attn_norm, .eps = eps, .xn = &xn};
-		const struct lmd_prenorm fn = {.x = &x, .r = &o, .g = &L->ffn_norm, .eps = eps, .xn = &xn};
-		TRY(norm_linear(m, &qkv, NULL, &an, &wqkv, err));
+		if (l == 0)
+			TRY(ops->rmsnorm(ctx, &xn, &x, &L->attn_norm, eps, err));
+		else
+			TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->attn_norm, eps, err));
 		tap(m, l, LMD_TAP_RESID, &x, err);
 		tap(m, l, LMD_TAP_QKV_IN, &xn, err);
+		TRY(lmd_linear_apply(ops, ctx, &qkv, &xn, &wqkv, err));
 		TRY(ops->rope_kv_store(ctx, &qkv, &m->kv, l, d, err));
 		tap(m, l, LMD_TAP_QKV, &qkv, err);
 		TRY(ops->attention(ctx, &att, &qkv, &m->kv, l, d, err));
 		tap(m, l, LMD_TAP_O_IN, &att, err);
 		TRY(lmd_linear_apply(ops, ctx, &o, &att, &wo, err));
-		TRY(norm_linear(m, &h, &gu, &fn, &w13, err));
+		TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->ffn_norm, eps, err));
 		tap(m, l, LMD_TAP_W13_IN, &xn, err);
+		TRY(ops->gate_up(ctx, &h, &gu, &xn, w13.w, w13.scales, w13.zeros, w13.group, err));
 		tap(m, l, LMD_TAP_W2_IN, &h, err);
 		TRY(lmd_linear_apply(ops, ctx, &o, &h, &w2, err));
 	}

@@ -662,12 +662,6 @@ static int ref_gate_up(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, c
 	return lmd_gate_up_two(&ref_ops, ctx, y, gu, x, w, s, z, group, err);
 }
 
-static int ref_norm_linear(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, const struct lmd_prenorm *pn,
-			  const struct lmd_linear *lin, struct lmd_err *err)
-{
-	return lmd_norm_linear_two(&ref_ops, ctx, y, gu, pn, lin, err);
-}
-
 static const struct lmd_backend_ops ref_ops = {
 	.name = "ref",
 	.weights_in_place = 1,
@@ -691,7 +685,6 @@ static const struct lmd_backend_ops ref_ops = {
 	.attention = ref_attention,
 	.silu_mul = ref_silu_mul,
 	.gate_up = ref_gate_up,
-	.norm_linear = ref_norm_linear,
 	.gather_rows = ref_gather_rows,
 	.pick = ref_pick,
 };

@@ -305,66 +305,6 @@ static void test_gate_up(struct lmd_backend *be, struct lmd_backend *ref, enum l
 }
 
 /*
- * norm_linear against the reference (y, and x after the residual add), and bit for bit against the backend's own
- * ops one at a time (lmd_norm_linear_two; CUDA puts the norm into the product's kernel unless LMD_CUDA_NORM=0).
- * G = 0: a 16-bit weight of x's dtype, else int4 in groups of G; gate: gate_up with inter N, else an N-output
- * product with a bias; add: a residual r (else a plain norm); g of gt.
- */
-static void test_norm_linear(struct lmd_backend *be, struct lmd_backend *ref, enum lmd_dtype dt, enum lmd_dtype gt, int n,
-			     int K, int N, int G, int gate, int add)
-{
-	struct lmd_err err = {0};
-	struct pair x, r, g, xn, w, b, y, gu;
-	struct q4pair q;
-	CHECK_EQ_INT(be->ops->sync(be->ctx, &err), 0);  // no step: the rows are unrelated
-	make(be, ref, &x, dt, 2, (int64_t[]){n, K}, 3);
-	make(be, ref, &r, dt, 2, (int64_t[]){n, K}, 1);
-	make(be, ref, &g, gt, 1, (int64_t[]){K}, 1);
-	make(be, ref, &xn, dt, 2, (int64_t[]){n, K}, 1);
-	if (G)
-		q4_make(be, ref, &q, gate ? 2 * N : N, K, G);
-	else
-		make(be, ref, &w, dt, 2, (int64_t[]){gate ? 2 * N : N, K}, 0.2f);
-	make(be, ref, &b, dt, 1, (int64_t[]){N}, 1);
-	make(be, ref, &y, dt, 2, (int64_t[]){n, N}, 1);
-	make(be, ref, &gu, dt, 2, (int64_t[]){n, 2 * N}, 1);
-	poison(be, &y);
-	poison(be, &xn);
-	struct lmd_linear lt = {G ? &q.t[0] : &w.t, G ? &q.t[1] : NULL, G ? &q.t[2] : NULL, gate ? NULL : &b.t, G};
-	struct lmd_linear lr = {G ? &q.r[0] : &w.r, G ? &q.r[1] : NULL, G ? &q.r[2] : NULL, gate ? NULL : &b.r, G};
-	struct lmd_prenorm pt = {&x.t, add ? &r.t : NULL, &g.t, 1e-5f, &xn.t}, pr = {&x.r, add ? &r.r : NULL, &g.r, 1e-5f, &xn.r};
-	char *x0 = malloc(x.bytes), *a = malloc(y.bytes + x.bytes), *c = malloc(y.bytes + x.bytes);
-	be->ops->download(be->ctx, x0, &x.t, 0, x.bytes, &err);
-	BOTH(be->ops->norm_linear(be->ctx, &y.t, gate ? &gu.t : NULL, &pt, &lt, &e1),
-	     ref->ops->norm_linear(ref->ctx, &y.r, gate ? &gu.r : NULL, &pr, &lr, &e2));
-	char name[96];
-	snprintf(name, sizeof(name), "norm_linear n%d in%d %s%d %s%d g%s%s", n, K, gate ? "inter" : "out", N,
-		 G ? "int4 g" : "16-bit", G, lmd_dtype_short(gt), add ? " add" : "");
-	compare(be, ref, &y, tol_of(dt), name);
-	compare(be, ref, &x, tol_of(dt), name);
-	be->ops->download(be->ctx, a, &y.t, 0, y.bytes, &err);
-	be->ops->download(be->ctx, a + y.bytes, &x.t, 0, x.bytes, &err);
-	be->ops->upload(be->ctx, &x.t, 0, x0, x.bytes, &err);
-	poison(be, &y);
-	CHECK_EQ_INT(lmd_norm_linear_two(be->ops, be->ctx, &y.t, gate ? &gu.t : NULL, &pt, &lt, &err), 0);
-	be->ops->download(be->ctx, c, &y.t, 0, y.bytes, &err);
-	be->ops->download(be->ctx, c + y.bytes, &x.t, 0, x.bytes, &err);
-	if (memcmp(a, c, y.bytes) || memcmp(a + y.bytes, c + y.bytes, x.bytes)) {
-		unit_failures++;
-		fprintf(stderr, "%s %s: not the bits of its ops one at a time (%s differs)\n", what, name,
-			memcmp(a, c, y.bytes) ? "y" : "x");
-	}
-	free(x0), free(a), free(c);
-	if (G)
-		q4_drop(be, ref, &q);
-	else
-		drop(be, ref, &w);
-	struct pair *all[] = {&x, &r, &g, &xn, &b, &y, &gu};
-	for (int i = 0; i < 7; i++)
-		drop(be, ref, all[i]);
-}
-
-/*
  * matmul_q4 in a step whose rows are decodes around a 100-token prefill run (cuda: the run through the
  * dequantized weight): the numbers against the reference, and the decodes' bits against the same rows
  * with no step.
@@ -1195,10 +1135,6 @@ static void test_gpu_quant(struct lmd_backend *be, struct lmd_backend *ref)
 	test_gate_up(be, ref, LMD_F16, 8, 4096, 11008, 64);
 	test_gate_up(be, ref, LMD_F16, 1, 4096, 11008, 0);
 	test_gate_up(be, ref, LMD_BF16, 3, 4096, 14336, 0);
-	test_norm_linear(be, ref, LMD_F16, LMD_F16, 1, 4096, 12288, 128, 0, 1);  // Llama-2-7B's qkv and gate/up
-	test_norm_linear(be, ref, LMD_F16, LMD_F16, 1, 4096, 11008, 128, 1, 1);
-	test_norm_linear(be, ref, LMD_BF16, LMD_F32, 4, 4096, 14336, 32, 1, 1);  // Llama-3-8B's
-	test_norm_linear(be, ref, LMD_BF16, LMD_BF16, 2, 4096, 6144, 64, 0, 0);
 	int rows[] = {1, 16, 64, 256, 2048};
 	for (int r = 0; r < 5; r++)
 		for (int i = 0; i < 4; i++)
@@ -1303,12 +1239,6 @@ static void test_backend(struct lmd_backend *be, struct lmd_backend *ref)
 		test_gate_up(be, ref, dt, 9, 128, 16, 32);   // more rows than the fused kernels take
 		test_gate_up(be, ref, dt, 2, 136, 20, 0);    // inter not a multiple of 8
 		test_gate_up(be, ref, dt, 2, 256, 20, 64);
-		test_norm_linear(be, ref, dt, dt, 1, 256, 40, 0, 0, 1);
-		test_norm_linear(be, ref, dt, LMD_F32, 3, 512, 96, 0, 1, 1);  // 24 outputs were too few for a steady NMSE
-		test_norm_linear(be, ref, dt, dt, 2, 256, 48, 32, 0, 0);   // a plain norm (the first layer's)
-		test_norm_linear(be, ref, dt, LMD_F32, 8, 256, 64, 64, 1, 1);
-		test_norm_linear(be, ref, dt, dt, 9, 256, 16, 128, 0, 1);  // more rows than the fused kernels take
-		test_norm_linear(be, ref, dt, dt, 1, 264, 40, 0, 1, 1);    // a row not of 256k values
 		test_step(be, ref, dt, 4, 2, 32, 4, 70, LMD_KV_NONE, 0);
 		test_step(be, ref, dt, 6, 2, 64, 16, 70, LMD_KV_NONE, 0);
 		test_step(be, ref, dt, 3, 3, 16, 64, 70, LMD_KV_NONE, 0);
@@ -1358,7 +1288,6 @@ int main(int argc, char **argv)
 	struct lmd_backend ref = {0}, be = {0};
 	struct lmd_err err = {0};
 	CHECK_EQ_INT(lmd_backend_open(&ref, "ref", NULL, &err), 0);
-	setenv("LMD_CUDA_NORM", "1", 0);  // the norm inside the products' kernels (off by default until measured)
 	/* `test-ops quant`: W4A16 and quantized KV on the GPU only; q4speed: int4 timings only; kvq: quantized KV alone */
 	int quant = argc > 1 && !strcmp(argv[1], "quant"), speed = argc > 1 && !strcmp(argv[1], "q4speed");
 	int kvq = argc > 1 && !strcmp(argv[1], "kvq");
@@ -1409,10 +1338,6 @@ int main(int argc, char **argv)
 				test_gate_up(&be, &ref, LMD_F16, 1, 4096, 11008, 0);
 				test_gate_up(&be, &ref, LMD_BF16, 3, 264, 24, 0);
 				test_gate_up(&be, &ref, LMD_F16, 4, 4104, 40, 0);
-				test_norm_linear(&be, &ref, LMD_F16, LMD_F16, 1, 4096, 12288, 0, 0, 1);
-				test_norm_linear(&be, &ref, LMD_BF16, LMD_F32, 3, 4096, 11008, 0, 1, 1);
-				test_norm_linear(&be, &ref, LMD_F16, LMD_F16, 1, 4096, 11008, 128, 1, 1);
-				test_norm_linear(&be, &ref, LMD_F16, LMD_F16, 4, 2048, 3000, 64, 0, 0);
 				lmd_backend_close(&be);
 			}
 			setenv("LMD_CUDA_Q4", "stream65", 1);
@@ -1478,12 +1403,6 @@ int main(int argc, char **argv)
 			test_gate_up(&be, &ref, LMD_BF16, 3, 264, 24, 0);
 			test_gate_up(&be, &ref, LMD_F16, 4, 4104, 40, 0);
 			test_gate_up(&be, &ref, LMD_F16, 1, 4096, 11008, 128);
-			test_norm_linear(&be, &ref, LMD_F16, LMD_F16, 1, 4096, 12288, 0, 0, 1);  // gemv's, with the norm inside
-			test_norm_linear(&be, &ref, LMD_F16, LMD_F16, 1, 4096, 11008, 0, 1, 1);
-			test_norm_linear(&be, &ref, LMD_BF16, LMD_F32, 4, 4096, 300, 0, 0, 0);
-			test_norm_linear(&be, &ref, LMD_F16, LMD_F16, 2, 512, 1000, 0, 1, 1);
-			test_norm_linear(&be, &ref, LMD_F16, LMD_F16, 3, 8192, 64, 0, 0, 1);  // rows too big for the prologue
-			test_norm_linear(&be, &ref, LMD_F16, LMD_F16, 1, 4096, 11008, 128, 1, 1);
 			q4_blas = 1;
 			test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 200, 4096, 4096, 128, 1);
 			test_matmul_q4(&be, &ref, LMD_BF16, LMD_BF16, 130, 11008, 4096, 32, 0);
@@ -1500,10 +1419,9 @@ int main(int argc, char **argv)
 			q4_blas = 0;
 		}
 		const char *bad_env[][2] = {{"LMD_CUDA_GEMV", "5"}, {"LMD_CUDA_GU", "2"}, {"LMD_CUDA_DEC_WARPS", "6"},
-					    {"LMD_CUDA_Q4_BLAS", "many"}, {"LMD_CUDA_NORM", "on"},
-					    {"LMD_CUDA_Q4_RING4", "-1"}, {"LMD_CUDA_Q4_BM", "48"},
+					    {"LMD_CUDA_Q4_BLAS", "many"}, {"LMD_CUDA_Q4_RING4", "-1"}, {"LMD_CUDA_Q4_BM", "48"},
 					    {"LMD_CUDA_Q4_CHUNK", "-8"}};
-		for (int i = 0; i < 8; i++) {
+		for (int i = 0; i < 7; i++) {
 			setenv(bad_env[i][0], bad_env[i][1], 1);
 			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
 			CHECK(strstr(err.msg, bad_env[i][0]) != NULL);
