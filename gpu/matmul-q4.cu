@@ -672,7 +672,7 @@ __global__ void __launch_bounds__(256, Q4_BM / BM) q4_piped(void *y, int yt, flo
 						int K, int KB, int G, int ngp)
 {
 	/* the warp's tile: BM / 16 m-tiles x 2 tile rows (warp w on tile rows 2w, 2w + 1 of all BM rows; 32 rows x 4 tile
-	 * rows was 3 % slower at 64 rows: bench/results/2026-12-07-h100-ring-raw). BM 32: twice the blocks for a batch of
+	 * rows was slower at 64 rows: bench/results/2026-12-07-h100-ring.md). BM 32: twice the blocks for a batch of
 	 * 33-64 rows, two an SM (the same bits: each output is one warp's, summed in the same order) */
 	constexpr int XS = 4 * BM * 4, WS = 16 * 32, SS = 16 * P, STAGE = q4_stage<P, BM>(), MT = BM / 16, NT = 2;
 	extern __shared__ uint4 q4_sm[];
