@@ -875,16 +875,18 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 	const int bm = c->q4_bm32 ? 32 : Q4_BM;
 	dim3 grid((unsigned)((q->Np + Q4_BN - 1) / Q4_BN), (unsigned)((R + bm - 1) / bm));
 	bool old = !c->q4_stream_rows;
+	auto piped = [&](auto BM, float *part) {
+		q4_piped<BF, P, BM.value><<<grid, 256, Q4_STAGES * q4_stage<P, BM.value>() * sizeof(uint4), c->st>>>(
+			y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
+	};
 	auto tiled = [&](float *part) {
 		if (old)
 			q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB,
 								  q->G, q->ngp);
 		else if (bm == 32)
-			q4_piped<BF, P, 32><<<grid, 256, Q4_STAGES * q4_stage<P, 32>() * sizeof(uint4), c->st>>>(
-				y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
+			piped(std::integral_constant<int, 32>{}, part);
 		else
-			q4_piped<BF, P><<<grid, 256, Q4_STAGES * q4_stage<P>() * sizeof(uint4), c->st>>>(
-				y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
+			piped(std::integral_constant<int, Q4_BM>{}, part);
 	};
 	if ((long)grid.x * grid.y * (old ? 1 : 2) >= c->sms) {  // blocks an SM: 1 (q4_tiled) or 2 (q4_piped)
 		tiled(NULL);
