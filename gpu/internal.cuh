@@ -157,6 +157,8 @@ struct cuda_ctx {
 	size_t q4_chunk;               /* that product dequantizes and multiplies W in pieces of at most this many bytes (a
 	                                * piece read back from L2; LMD_CUDA_Q4_CHUNK=MiB; 0, the default until measured:
 	                                * all of W at once) */
+	int q4_split;                  /* q4_splits may cut K in any count of ranges that fills the GPU best (not batch-
+	                                * invariant; LMD_CUDA_Q4_SPLIT=1; 0, the default until measured: the 8 slices) */
 	float *q4_part;                /* matmul_q4's slice sums when a product has too few blocks (grown, never shrunk) */
 	size_t q4_part_cap;            /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,

@@ -32,8 +32,9 @@
  *              warp j sums slice j, 4 tiles loaded at once; the partials as above. grid (1, Np / 8).
  *   q4_piped   the other rows (with streamR): block = 64 rows x 128 outputs, warp w on tile rows 2w, 2w + 1 of all 64 rows;
  *              x's rows and the weights, scales and zeros of a tile through a 4-stage cp.async ring in
- *              shared memory; slices summed one after another. grid (Np / 128, ceil(R / 64)); with fewer
- *              blocks than half the SMs, each slice in blocks of its own and q4_reduce adds them in order.
+ *              shared memory; slices summed one after another. grid (Np / 128, ceil(R / 64)); K cut in
+ *              ranges, each in blocks of its own, when that fills the GPU better (q4_splits; q4_reduce adds
+ *              them; the 8 slices in order when batch-invariant).
  *   q4_tiled   the other rows with old: x through 2 stages, the weights into registers one tile ahead
  *              (split below one block an SM).
  * Prefill runs (the step's runs of >= BLAS_RUN tokens of one sequence, as matmul.cu's 16-bit products):
@@ -556,8 +557,8 @@ __device__ __forceinline__ void q4_tiled_out(float (&tot)[MT][NT][4], float (&ac
 }
 
 /*
- * part == NULL: slices 0..7 one after another, the sum into y. Else blockIdx.z = slice j alone, its sum into
- * part [8][R][N] (q4_reduce adds them in slice order).
+ * part == NULL: slices 0..7 one after another, the sum into y. Else blockIdx.z = K range z of gridDim.z (tiles
+ * z KB / Z ..; Z = 8: slice z) alone, its sum into part [Z][R][N] (q4_reduce adds them in order; q4_splits).
  */
 template <bool BF, int P>
 __global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
@@ -569,7 +570,7 @@ __global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, float *part, co
 	int r0 = (int)blockIdx.y * Q4_BM, K8 = K / 8, NT8 = (N + 7) / 8;
 	int t0 = (int)blockIdx.x * (Q4_BN / 8) + warp * 2;
 	bool tok[2] = {t0 < NT8, t0 + 1 < NT8};
-	int first = part ? (int)blockIdx.z * KB / Q4_SLICES : 0, last = part ? ((int)blockIdx.z + 1) * KB / Q4_SLICES : KB;
+	int first = part ? (int)(blockIdx.z * KB / gridDim.z) : 0, last = part ? (int)((blockIdx.z + 1) * KB / gridDim.z) : KB;
 	auto load_x = [&](int b, int stage) {
 		for (int i = threadIdx.x; i < Q4_BM * 16; i += 256) {  // 16 chunks of 8 k per row
 			int row = i / 16, ch = i % 16, k8 = Q4_KT / 8 * b + ch;
@@ -682,7 +683,7 @@ __global__ void __launch_bounds__(256, Q4_BM / BM) q4_piped(void *y, int yt, flo
 #pragma unroll
 	for (int j = 0; j < NT; j++)
 		tok[j] = t0 + j < NT8;
-	int first = part ? (int)blockIdx.z * KB / Q4_SLICES : 0, last = part ? ((int)blockIdx.z + 1) * KB / Q4_SLICES : KB;
+	int first = part ? (int)(blockIdx.z * KB / gridDim.z) : 0, last = part ? (int)((blockIdx.z + 1) * KB / gridDim.z) : KB;
 	auto load = [&](int b) {  // tile b into stage b % Q4_STAGES (nothing past last); one commit group either way
 		if (b < last)
 			q4_stage_load<P, BM>(q4_sm + (b % Q4_STAGES) * STAGE, x, w, sc, zr, b, r0, tb, R, K8, NT8, KB, G, ngp);
@@ -725,14 +726,14 @@ __global__ void __launch_bounds__(256, Q4_BM / BM) q4_piped(void *y, int yt, flo
 	q4_tiled_out(tot, acc, slice, part, y, yt, bias, bt, R, N, r0, t0, tok);
 }
 
-/* y = ((0 + part[0]) + part[1]) + ... + part[7] (+ bias), rounded: q4_tiled's slices, split across blocks. */
-__global__ void q4_reduce_kernel(void *y, int yt, const float *part, const void *bias, int bt, int R, int N)
+/* y = ((0 + part[0]) + part[1]) + ... + part[S - 1] (+ bias), rounded: the sums of a split product's K ranges
+ * (S = 8: its slices, the summation rule's order). */
+__global__ void q4_reduce_kernel(void *y, int yt, const float *part, int S, const void *bias, int bt, int R, int N)
 {
 	int64_t total = (int64_t)R * N;
 	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
 		float v = 0;
-#pragma unroll
-		for (int j = 0; j < Q4_SLICES; j++)
+		for (int j = 0; j < S; j++)
 			v += part[j * total + i];
 		st(y, yt, (size_t)i, v + (bias ? ld(bias, bt, (size_t)(i % N)) : 0.0f));
 	}
@@ -847,6 +848,27 @@ static void qs_launch_1(struct cuda_ctx *c, const struct q4_geo *q, A... args)
 		qs_launch<BF, P, 1, 1, FU>(c, args...);
 }
 
+/*
+ * The K ranges q4_piped (q4_tiled) cuts a product of B blocks into, each range in blocks of its own (blockIdx.z),
+ * their sums added by q4_reduce. Batch-invariant (c->q4_split 0): 1, or the 8 slices when the blocks fill less than
+ * half the GPU (the summation rule's order, so the same bits). Else (the default without deterministic) the count
+ * S = 1..8 of the fewest tile-times, waves x tiles a block: ceil(B S / (SMs x per_sm)) x ceil(KB / S), the smaller S
+ * of equal ones (a split's sums are rounded in another order than the rule's, and their reduce costs a launch).
+ */
+static int q4_splits(const struct cuda_ctx *c, long B, int KB, int per_sm, bool old)
+{
+	if (!c->q4_split)
+		return B * (old ? 1 : 2) >= c->sms ? 1 : Q4_SLICES;
+	long slots = (long)c->sms * per_sm, best = -1;
+	int S = 1;
+	for (int s = 1; s <= Q4_SLICES && s <= KB; s++) {
+		long t = (B * s + slots - 1) / slots * ((KB + s - 1) / s) + (s > 1);
+		if (best < 0 || t < best)
+			best = t, S = s;
+	}
+	return S;
+}
+
 template <bool BF, int P>
 static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const struct q4_geo *q, const void *w, const void *sc,
 		     const void *zr, const void *bias, int bt, int R, struct lmd_err *err)
@@ -888,20 +910,20 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 		else
 			piped(std::integral_constant<int, Q4_BM>{}, part);
 	};
-	if ((long)grid.x * grid.y * (old ? 1 : 2) >= c->sms) {  // blocks an SM: 1 (q4_tiled) or 2 (q4_piped)
+	int S = q4_splits(c, (long)grid.x * grid.y, q->KB, bm == 32 && !old ? 2 : 1, old);
+	if (S == 1) {
 		tiled(NULL);
 		LAUNCH_TRY(err);
 		return LMD_OK;
 	}
-	/* too few blocks for the GPU: each slice in blocks of its own, then their sums in slice order (same bits) */
-	size_t need = (size_t)Q4_SLICES * R * q->N * sizeof(float);
+	size_t need = (size_t)S * R * q->N * sizeof(float);
 	int rc = lmd_cuda_grow(c, (void **)&c->q4_part, &c->q4_part_cap, need, err);
 	if (rc)
 		return rc;
-	grid.z = Q4_SLICES;
+	grid.z = S;
 	tiled(c->q4_part);
 	LAUNCH_TRY(err);
-	q4_reduce_kernel<<<q4_grid((int64_t)R * q->N), 256, 0, c->st>>>(y, yt, c->q4_part, bias, bt, R, q->N);
+	q4_reduce_kernel<<<q4_grid((int64_t)R * q->N), 256, 0, c->st>>>(y, yt, c->q4_part, S, bias, bt, R, q->N);
 	LAUNCH_TRY(err);
 	return LMD_OK;
 }
