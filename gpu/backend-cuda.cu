@@ -739,13 +739,8 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	c->q4_blas_rows = c->cublas_gemm ? Q4_BLAS_ROWS : 0;
 	if (qb && (sscanf(qb, "%d%c", &c->q4_blas_rows, &tail) != 1 || c->q4_blas_rows < 0))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_BLAS=%s: expected a row count (0: never)", qb);
-	const char *qc = getenv("LMD_CUDA_Q4_CHUNK");  // MiB of dequantized W a piece (0: all at once)
-	int qcm = 0;
-	if (qc && (sscanf(qc, "%d%c", &qcm, &tail) != 1 || qcm < 0 || qcm > 4096))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_CHUNK=%s: expected MiB 0..4096 (0: all of W at once)", qc);
-	c->q4_chunk = (size_t)qcm << 20;
 	const char *sp = getenv("LMD_CUDA_Q4_SPLIT");  // q4_piped's K ranges: 1 any count (q4_splits), 0 the slices
-	c->q4_split = 0;
+	c->q4_split = 1;
 	if (sp && (sscanf(sp, "%d%c", &c->q4_split, &tail) != 1 || c->q4_split < 0 || c->q4_split > 1))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_SPLIT=%s: expected 0 or 1", sp);
 	if (!c->cublas_gemm)

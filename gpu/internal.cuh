@@ -154,11 +154,8 @@ struct cuda_ctx {
 	int q4_blas_rows;              /* matmul_q4: a product of at least this many rows dequantizes W once and goes
 	                                * through cuBLAS at its own shape, as prefill runs do (not batch-invariant: the
 	                                * default without deterministic, Q4_BLAS_ROWS; LMD_CUDA_Q4_BLAS=R); 0 = never */
-	size_t q4_chunk;               /* that product dequantizes and multiplies W in pieces of at most this many bytes (a
-	                                * piece read back from L2; LMD_CUDA_Q4_CHUNK=MiB; 0, the default until measured:
-	                                * all of W at once) */
 	int q4_split;                  /* q4_splits may cut K in any count of ranges that fills the GPU best (not batch-
-	                                * invariant; LMD_CUDA_Q4_SPLIT=1; 0, the default until measured: the 8 slices) */
+	                                * invariant: the default without deterministic; LMD_CUDA_Q4_SPLIT=0: the 8 slices) */
 	float *q4_part;                /* matmul_q4's slice sums when a product has too few blocks (grown, never shrunk) */
 	size_t q4_part_cap;            /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
@@ -369,10 +366,6 @@ int lmd_cuda_matmul_q4(struct cuda_ctx *c, struct lmd_tensor *y, const struct lm
 /* y[R, N] = x · wᵀ (+ bias) through cuBLAS at exactly this shape (x and w 16-bit of one dtype; y that or f32). */
 int lmd_cuda_blas(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
 		  const void *bias, int bt, int64_t R, int64_t N, int64_t K, struct lmd_err *err);
-/* The same for y's columns n0 .. n0 + nc - 1 from w's rows of those outputs (w [nc, K]; y [R, N] in place): called
- * for n0 = 0 first (which writes the bias into all of y), then for the other column ranges in any order. */
-int lmd_cuda_blas_cols(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
-		       const void *bias, int bt, int64_t R, int64_t N, int64_t K, int64_t n0, int64_t nc, struct lmd_err *err);
 /* The device copy of kv's offline parameters of layer ([2][KV][2]); *out NULL for an online cache. */
 int lmd_cuda_kv_params(struct cuda_ctx *c, const struct lmd_kvcache *kv, int layer, const float **out,
 		       struct lmd_err *err);

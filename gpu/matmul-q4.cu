@@ -957,48 +957,18 @@ static auto q4_with(bool bf, int G, F f)
 	return bf ? with_p(std::true_type{}) : with_p(std::false_type{});
 }
 
-/* W's outputs n0 .. n0 + nc - 1 (n0 a multiple of 8) [nc, K] in dtype dt into the dequantization scratch. */
-static int q4_dequant_rows(struct cuda_ctx *c, enum lmd_dtype dt, const struct q4_geo *q, const void *w, const void *sc,
-			   const void *zr, int n0, int nc, struct lmd_err *err)
-{
-	int rc = lmd_cuda_grow(c, &c->q4_deq, &c->q4_deq_cap, (size_t)nc * q->K * lmd_dtype_size(dt), err);
-	if (rc)
-		return rc;
-	size_t t0 = (size_t)n0 / 8;
-	int64_t words = (int64_t)(nc + 7) / 8 * q->KB * 128;
-	q4_dequant_kernel<<<q4_grid(words), 256, 0, c->st>>>(c->q4_deq, dt, (const uint32_t *)w + t0 * q->KB * 128,
-							    (const __half *)sc + t0 * q->ngp * 8,
-							    (const uint8_t *)zr + t0 * q->ngp * 8, nc, q->K, q->KB, q->G,
-							    q->ngp, words);
-	LAUNCH_TRY(err);
-	return LMD_OK;
-}
-
 /* W [N, K] in dtype dt into the dequantization scratch. */
 static int q4_dequant(struct cuda_ctx *c, enum lmd_dtype dt, const struct q4_geo *q, const void *w, const void *sc,
 		      const void *zr, struct lmd_err *err)
 {
-	return q4_dequant_rows(c, dt, q, w, sc, zr, 0, q->N, err);
-}
-
-/* y = x · Wᵀ (+ bias) through cuBLAS on W dequantized c->q4_chunk bytes at a time (all of it when 0), each piece
- * multiplied while it is still in L2 */
-static int q4_blas(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct q4_geo *q,
-		   const struct lmd_tensor *w, const struct lmd_tensor *s, const struct lmd_tensor *z, const void *b, int bt,
-		   struct lmd_err *err)
-{
-	size_t row = (size_t)q->K * lmd_dtype_size(x->dtype);
-	int nc = c->q4_chunk ? (int)(c->q4_chunk / row) / 8 * 8 : q->N;
-	nc = nc < 64 ? 64 : nc;
-	int rc = LMD_OK;
-	for (int n0 = 0; n0 < q->N && !rc; n0 += nc) {
-		int n = q->N - n0 < nc ? q->N - n0 : nc;
-		rc = q4_dequant_rows(c, x->dtype, q, w->data, s->data, z->data, n0, n, err);
-		if (!rc)
-			rc = lmd_cuda_blas_cols(c, y->data, y->dtype, x->data, x->dtype, c->q4_deq, b, bt, t_rows(x), q->N,
-						q->K, n0, n, err);
-	}
-	return rc;
+	int rc = lmd_cuda_grow(c, &c->q4_deq, &c->q4_deq_cap, (size_t)q->N * q->K * lmd_dtype_size(dt), err);
+	if (rc)
+		return rc;
+	int64_t words = (int64_t)q->Np / 8 * q->KB * 128;
+	q4_dequant_kernel<<<q4_grid(words), 256, 0, c->st>>>(c->q4_deq, dt, (const uint32_t *)w, (const __half *)sc,
+							    (const uint8_t *)zr, q->N, q->K, q->KB, q->G, q->ngp, words);
+	LAUNCH_TRY(err);
+	return LMD_OK;
 }
 
 int lmd_cuda_matmul_q4(struct cuda_ctx *c, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
@@ -1027,8 +997,11 @@ int lmd_cuda_matmul_q4(struct cuda_ctx *c, struct lmd_tensor *y, const struct lm
 	/* the step's prefill runs through cuBLAS on W dequantized once (rows 16-byte aligned, as matmul.cu's); all
 	 * the rows when there are q4_blas_rows of them */
 	bool blas_ok = N % 8 == 0 && (uintptr_t)y->data % 16 == 0 && (y->dtype == x->dtype || y->dtype == LMD_F32);
-	if (blas_ok && c->q4_blas_rows && R >= c->q4_blas_rows)
-		return q4_blas(c, y, x, &q, w, s, z, b, bt, err);
+	if (blas_ok && c->q4_blas_rows && R >= c->q4_blas_rows) {
+		if ((rc = q4_dequant(c, x->dtype, &q, w->data, s->data, z->data, err)))
+			return rc;
+		return lmd_cuda_blas(c, y->data, y->dtype, x->data, x->dtype, c->q4_deq, b, bt, (int)R, (int)N, (int)K, err);
+	}
 	int nruns = blas_ok && R == c->step.n ? c->nruns : 0;
 	if (nruns && (rc = q4_dequant(c, x->dtype, &q, w->data, s->data, z->data, err)))
 		return rc;

@@ -451,25 +451,18 @@ static int bias_fill(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void 
 	return LMD_OK;
 }
 
-int lmd_cuda_blas_cols(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
-		       const void *bias, int bt, int64_t R, int64_t N, int64_t K, int64_t n0, int64_t nc, struct lmd_err *err)
-{
-	float alpha = 1, beta = bias ? 1.0f : 0.0f;
-	int rc = n0 == 0 ? bias_fill(c, y, yt, bias, bt, R, N, &beta, err) : LMD_OK;
-	if (rc)
-		return rc;
-	CUBLAS_TRY(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nc, (int)R, (int)K, &alpha, w, cu_type(xt), (int)K, x,
-				cu_type(xt), (int)K, &beta, (char *)y + n0 * lmd_dtype_size(yt), cu_type(yt), (int)N,
-				CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-		   err);
-	return LMD_OK;
-}
-
 /* y[R, N] = x · wᵀ (+ bias) through cuBLAS (x and w of one dtype; y that dtype or f32). */
 static int blas_matmul(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,
 		       const void *bias, int bt, int64_t R, int64_t N, int64_t K, struct lmd_err *err)
 {
-	return lmd_cuda_blas_cols(c, y, yt, x, xt, w, bias, bt, R, N, K, 0, N, err);
+	float alpha = 1, beta;
+	int rc = bias_fill(c, y, yt, bias, bt, R, N, &beta, err);
+	if (rc)
+		return rc;
+	CUBLAS_TRY(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)R, (int)K, &alpha, w, cu_type(xt), (int)K, x,
+				cu_type(xt), (int)K, &beta, y, cu_type(yt), (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+		   err);
+	return LMD_OK;
 }
 
 int lmd_cuda_blas(struct cuda_ctx *c, void *y, enum lmd_dtype yt, const void *x, enum lmd_dtype xt, const void *w,

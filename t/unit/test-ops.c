@@ -27,7 +27,7 @@ static float frand(void)  // uniform in [-1, 1)
 
 static const char *what;  // the backend and ISA under test, for messages
 /* matmul_q4 on cuda not batch-invariant: from Q4_BLAS_ROWS rows without deterministic (W dequantized to x's dtype
- * through cuBLAS at the product's shape, so not exact to f32 outputs either), or with LMD_CUDA_Q4_SPLIT=1 */
+ * through cuBLAS at the product's shape, so not exact to f32 outputs either), or of 33 to 95 rows (q4_splits) */
 static int q4_blas;
 
 /* A tensor made on both backends with the same contents. */
@@ -1318,19 +1318,18 @@ int main(int argc, char **argv)
 				lmd_backend_close(&be);
 				unsetenv(alt[i][0]);
 			}
-			if (quant) {  // K cut in the ranges that fill the GPU (not batch-invariant): 4, 4, 3, 1 and 2 of them
-				setenv("LMD_CUDA_Q4_SPLIT", "1", 1);
+			if (quant) {  // K cut in the ranges that fill the GPU (the default without deterministic, so not
+				      // batch-invariant): 4, 4, 3, 3 and 2 of them on 132 SMs
 				CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), 0);
-				what = "cuda/Q4_SPLIT=1";
+				what = "cuda/default";
 				q4_blas = 1;
 				test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 64, 4096, 4096, 128, 1);
 				test_matmul_q4(&be, &ref, LMD_BF16, LMD_BF16, 70, 4096, 14336, 32, 0);
 				test_matmul_q4(&be, &ref, LMD_F16, LMD_F32, 40, 4096, 11008, 64, 1);
-				test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 50, 136, 384, 64, 0);
+				test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 50, 384, 136, 64, 0);
 				test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 90, 11008, 4096, 128, 1);
 				q4_blas = 0;
 				lmd_backend_close(&be);
-				unsetenv("LMD_CUDA_Q4_SPLIT");
 			}
 			const char *ring[][2] = {{"LMD_CUDA_Q4_RING4", "1"}, {"LMD_CUDA_Q4_RING4", "0"}};
 			for (int i = 0; quant && i < 2; i++) {  // up to 8 rows with each ring: the bits of 16 rows' kernel
@@ -1423,19 +1422,12 @@ int main(int argc, char **argv)
 			test_matmul_q4(&be, &ref, LMD_F16, LMD_F32, 150, 384, 136, 64, 0);
 			test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 127, 4096, 4096, 128, 0);  // one row short: the kernels
 			lmd_backend_close(&be);
-			setenv("LMD_CUDA_Q4_CHUNK", "1", 1);  // W dequantized 1 MiB at a time: 32 and 64 pieces
-			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), 0);
-			what = "cuda/Q4_CHUNK=1";
-			test_matmul_q4(&be, &ref, LMD_F16, LMD_F16, 200, 4096, 4096, 128, 1);
-			test_matmul_q4(&be, &ref, LMD_BF16, LMD_F32, 130, 11008, 4104, 32, 1);  // a last piece of 8 outputs
-			lmd_backend_close(&be);
-			unsetenv("LMD_CUDA_Q4_CHUNK");
 			q4_blas = 0;
 		}
 		const char *bad_env[][2] = {{"LMD_CUDA_GEMV", "5"}, {"LMD_CUDA_GU", "2"}, {"LMD_CUDA_DEC_WARPS", "6"},
 					    {"LMD_CUDA_Q4_BLAS", "many"}, {"LMD_CUDA_Q4_RING4", "-1"}, {"LMD_CUDA_Q4_BM", "48"},
-					    {"LMD_CUDA_Q4_CHUNK", "-8"}, {"LMD_CUDA_Q4_SPLIT", "2"}};
-		for (int i = 0; i < 8; i++) {
+					    {"LMD_CUDA_Q4_SPLIT", "2"}};
+		for (int i = 0; i < 7; i++) {
 			setenv(bad_env[i][0], bad_env[i][1], 1);
 			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
 			CHECK(strstr(err.msg, bad_env[i][0]) != NULL);
