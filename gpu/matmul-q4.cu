@@ -850,10 +850,11 @@ static void qs_launch_1(struct cuda_ctx *c, const struct q4_geo *q, A... args)
 
 /*
  * The K ranges q4_piped (q4_tiled) cuts a product of B blocks into, each range in blocks of its own (blockIdx.z),
- * their sums added by q4_reduce. Batch-invariant (c->q4_split 0): 1, or the 8 slices when the blocks fill less than
- * half the GPU (the summation rule's order, so the same bits). Else (the default without deterministic) the count
- * S = 1..8 of the fewest tile-times, waves x tiles a block: ceil(B S / (SMs x per_sm)) x ceil(KB / S), the smaller S
- * of equal ones (a split's sums are rounded in another order than the rule's, and their reduce costs a launch).
+ * their sums added by q4_reduce. Batch-invariant (c->q4_split 0): 1, or the 8 slices when the blocks (q4_piped's
+ * counted twice) are fewer than the SMs (the summation rule's order, so the same bits). Else (the default without
+ * deterministic) the count S = 1..8 of the fewest tile-times, waves x tiles a block, ceil(B S / (SMs x per_sm)) x
+ * ceil(KB / S), + 1 for the reduce's launch when S > 1; the smaller S of equal ones (a split's sums are rounded in
+ * another order than the rule's).
  */
 static int q4_splits(const struct cuda_ctx *c, long B, int KB, int per_sm, bool old)
 {
