@@ -156,7 +156,7 @@ struct cuda_ctx {
 	                                * default without deterministic, Q4_BLAS_ROWS; LMD_CUDA_Q4_BLAS=R); 0 = never */
 	int q4_split;                  /* q4_splits may cut K in any count of ranges that fills the GPU best (not batch-
 	                                * invariant: the default without deterministic; LMD_CUDA_Q4_SPLIT=0: the 8 slices) */
-	float *q4_part;                /* matmul_q4's slice sums when a product has too few blocks (grown, never shrunk) */
+	float *q4_part;                /* matmul_q4's sums of a product's K ranges (q4_splits; grown, never shrunk) */
 	size_t q4_part_cap;            /* bytes */
 	/* prefill runs of the step (>= BLAS_RUN consecutive tokens of one sequence): [first row, length] pairs,
 	 * for matmul (cuBLAS per run); cleared by sync, when the step is over */
