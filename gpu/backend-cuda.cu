@@ -18,6 +18,7 @@
  * against the recording's at the step's first download, sync, upload or pick: a mismatch is an
  * error). LMD_CUDA_GRAPH=0 runs every step as called.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -514,12 +515,49 @@ static int op_add_rmsnorm(void *ctx, struct lmd_tensor *y, struct lmd_tensor *x,
 	return lmd_cuda_add_rmsnorm(CTX(ctx), y, x, r, g, eps, err);
 }
 
+/*
+ * The hint: the first c->pf_bytes of lin's weight, and that share of its scales and zeros, for the next product op
+ * to give its first streaming kernel (q4_stream, gemv), whose blocks ask L2 for them as they finish (l2_pf_tail).
+ */
+static int op_prefetch(void *ctx, const struct lmd_linear *lin, struct lmd_err *err)
+{
+	struct cuda_ctx *c = CTX(ctx);
+	(void)err;
+	const struct lmd_tensor *t[3] = {lin->w, lin->scales, lin->scales ? lin->zeros : NULL};
+	if (!c->pf_bytes || graph_note(c, 12, t[0]->data, t[1] ? t[1]->data : NULL, t[2] ? t[2]->data : NULL, 0))
+		return LMD_OK;
+	size_t wb = lmd_tensor_nbytes(t[0]);
+	double f = wb > c->pf_bytes ? (double)c->pf_bytes / (double)wb : 1.0;
+	struct l2_pf pf = {};
+	for (int i = 0; i < 3; i++) {
+		size_t n = t[i] && t[i]->data ? (size_t)(f * (double)lmd_tensor_nbytes(t[i])) : 0;
+		uintptr_t a = (uintptr_t)(t[i] ? t[i]->data : NULL), a0 = a & ~(uintptr_t)127;
+		if (n) {  // whole lines, each holding some of the buffer's bytes
+			pf.p[i] = (const char *)a0;
+			pf.lines[i] = (unsigned)((a - a0 + n + 127) / 128);
+		}
+	}
+	c->pf_next = pf;
+	return LMD_OK;
+}
+
+/* A product op's run f(): the hint given before it (op_prefetch) for its first streaming kernel (l2_pf_take) */
+template <class F>
+static int product(struct cuda_ctx *c, F f)
+{
+	c->pf = c->pf_next;
+	c->pf_next = (struct l2_pf){};
+	int rc = f();
+	c->pf = (struct l2_pf){};
+	return rc;
+}
+
 static int op_matmul(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
 		     const struct lmd_tensor *bias, struct lmd_err *err)
 {
 	if (graph_note(CTX(ctx), 4, y->data, x->data, w->data, (int64_t)(uintptr_t)(bias ? bias->data : NULL) ^ t_rows(x)))
 		return LMD_OK;
-	return lmd_cuda_matmul(CTX(ctx), y, x, w, bias, err);
+	return product(CTX(ctx), [&] { return lmd_cuda_matmul(CTX(ctx), y, x, w, bias, err); });
 }
 
 static int cuda_weight_q4(void *ctx, struct lmd_tensor *dw, struct lmd_tensor *ds, struct lmd_tensor *dz,
@@ -536,7 +574,7 @@ static int op_matmul_q4(void *ctx, struct lmd_tensor *y, const struct lmd_tensor
 	if (graph_note(CTX(ctx), 10, y->data, x->data, w->data,
 		       ((int64_t)(uintptr_t)(bias ? bias->data : NULL) ^ t_rows(x)) * 31 + group))
 		return LMD_OK;
-	return lmd_cuda_matmul_q4(CTX(ctx), y, x, w, s, z, group, bias, err);
+	return product(CTX(ctx), [&] { return lmd_cuda_matmul_q4(CTX(ctx), y, x, w, s, z, group, bias, err); });
 }
 
 static int op_rope(void *ctx, struct lmd_tensor *qkv, const struct lmd_attn_dims *d, struct lmd_err *err)
@@ -597,7 +635,7 @@ static int op_gate_up(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, co
 {
 	if (graph_note(CTX(ctx), 13, y->data, x->data, w->data, (int64_t)(uintptr_t)gu->data ^ t_rows(x)))
 		return LMD_OK;
-	return gate_up_run(CTX(ctx), y, gu, x, w, s, z, group, err);
+	return product(CTX(ctx), [&] { return gate_up_run(CTX(ctx), y, gu, x, w, s, z, group, err); });
 }
 
 static int op_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, int first, struct lmd_err *err)
@@ -655,9 +693,27 @@ static const struct lmd_backend_ops cuda_ops = {
 	.gate_up = op_gate_up,
 	.matmul_q4 = op_matmul_q4,
 	.weight_q4 = cuda_weight_q4,
+	.prefetch = op_prefetch,
 	.gather_rows = op_gather_rows,
 	.pick = op_pick,
 };
+
+#define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* *v = the integer setting of the environment variable name, lo..hi (unset: *v as it is); else LMD_EINVAL naming it */
+static int env_int(const char *name, int lo, int hi, const char *want, int *v, struct lmd_err *err)
+{
+	const char *s = getenv(name);
+	char tail;
+	int x;
+	if (s && (sscanf(s, "%d%c", &x, &tail) != 1 || x < lo || x > hi))
+		return lmd_errorf(err, LMD_EINVAL, "%s=%s: expected %s", name, s, want);
+	if (s)
+		*v = x;
+	return LMD_OK;
+}
 
 static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_err *err)
 {
@@ -717,34 +773,27 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	c->dec_warps = c->cublas_gemm ? 0 : 4;  // 0: 4 or 8 by the grid (attention.cu): not batch-invariant
 	if (dw && (sscanf(dw, "%d%c", &c->dec_warps, &tail) != 1 || (c->dec_warps != 4 && c->dec_warps != 8)))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_DEC_WARPS=%s: expected 4 or 8", dw);
-	const char *gf = getenv("LMD_CUDA_GU");  // 0: the gate_up op as its two ops (the same bits)
-	c->fuse_gu = 1;
-	if (gf && (sscanf(gf, "%d%c", &c->fuse_gu, &tail) != 1 || c->fuse_gu < 0 || c->fuse_gu > 1))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GU=%s: expected 0 or 1", gf);
+	c->fuse_gu = 1;  // 0: the gate_up op as its two ops (the same bits)
+	TRY(env_int("LMD_CUDA_GU", 0, 1, "0 or 1", &c->fuse_gu, err));
 	const char *bm = getenv("LMD_CUDA_Q4_BM");  // q4_piped's rows a block: 64 or 32
 	c->q4_bm32 = bm && !strcmp(bm, "32");
 	if (bm && !c->q4_bm32 && strcmp(bm, "64"))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_BM=%s: expected 32 or 64", bm);
-	const char *r4 = getenv("LMD_CUDA_Q4_RING4");  // K tiles from which q4_stream's ring is 4 deep (0: never)
-	c->q4_ring4 = Q4_RING4_KB;
-	if (r4 && (sscanf(r4, "%d%c", &c->q4_ring4, &tail) != 1 || c->q4_ring4 < 0))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_RING4=%s: expected a count of 128-input tiles (0: never)", r4);
-	const char *gv = getenv("LMD_CUDA_GEMV");  // 16-bit products of up to R rows through gemv (with cublas_gemm)
-	c->gemv_rows = GEMV_ROWS;
-	if (gv && (sscanf(gv, "%d%c", &c->gemv_rows, &tail) != 1 || c->gemv_rows < 0 || c->gemv_rows > GEMV_ROWS))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_GEMV=%s: expected a row count 0..%d (0: cuBLAS)", gv, GEMV_ROWS);
+	c->q4_ring4 = Q4_RING4_KB;  // K tiles from which q4_stream's ring is 4 deep (0: never)
+	TRY(env_int("LMD_CUDA_Q4_RING4", 0, INT_MAX, "a count of 128-input tiles (0: never)", &c->q4_ring4, err));
+	c->gemv_rows = GEMV_ROWS;  // 16-bit products of up to R rows through gemv (with cublas_gemm)
+	TRY(env_int("LMD_CUDA_GEMV", 0, GEMV_ROWS, "a row count 0.." STR(GEMV_ROWS) " (0: cuBLAS)", &c->gemv_rows, err));
 	if (!c->cublas_gemm)
 		c->gemv_rows = 0;
-	const char *qb = getenv("LMD_CUDA_Q4_BLAS");  // rows from which a product goes through cuBLAS (0: never)
-	c->q4_blas_rows = c->cublas_gemm ? Q4_BLAS_ROWS : 0;
-	if (qb && (sscanf(qb, "%d%c", &c->q4_blas_rows, &tail) != 1 || c->q4_blas_rows < 0))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_BLAS=%s: expected a row count (0: never)", qb);
-	const char *sp = getenv("LMD_CUDA_Q4_SPLIT");  // q4_piped's K ranges: 1 any count (q4_splits), 0 the slices
-	c->q4_split = 1;
-	if (sp && (sscanf(sp, "%d%c", &c->q4_split, &tail) != 1 || c->q4_split < 0 || c->q4_split > 1))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_SPLIT=%s: expected 0 or 1", sp);
+	c->q4_blas_rows = c->cublas_gemm ? Q4_BLAS_ROWS : 0;  // rows from which a product goes through cuBLAS (0: never)
+	TRY(env_int("LMD_CUDA_Q4_BLAS", 0, INT_MAX, "a row count (0: never)", &c->q4_blas_rows, err));
+	c->q4_split = 1;  // q4_piped's K ranges: 1 any count (q4_splits), 0 the slices
+	TRY(env_int("LMD_CUDA_Q4_SPLIT", 0, 1, "0 or 1", &c->q4_split, err));
 	if (!c->cublas_gemm)
 		c->q4_split = 0;
+	int pmb = PREFETCH_MB;  // MiB of a hinted weight into L2 (op_prefetch)
+	TRY(env_int("LMD_CUDA_PREFETCH", 0, 1024, "MiB 0..1024 (0: off)", &pmb, err));
+	c->pf_bytes = (size_t)pmb << 20;
 	const char *pr = getenv("LMD_CUDA_PROFILE");
 	c->prof = pr && !strcmp(pr, "1");
 	if (c->prof) {
