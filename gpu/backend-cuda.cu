@@ -515,49 +515,12 @@ static int op_add_rmsnorm(void *ctx, struct lmd_tensor *y, struct lmd_tensor *x,
 	return lmd_cuda_add_rmsnorm(CTX(ctx), y, x, r, g, eps, err);
 }
 
-/*
- * The hint: the first c->pf_bytes of lin's weight, and that share of its scales and zeros, for the next product op
- * to give its first streaming kernel (q4_stream, gemv), whose blocks ask L2 for them as they finish (l2_pf_tail).
- */
-static int op_prefetch(void *ctx, const struct lmd_linear *lin, struct lmd_err *err)
-{
-	struct cuda_ctx *c = CTX(ctx);
-	(void)err;
-	const struct lmd_tensor *t[3] = {lin->w, lin->scales, lin->scales ? lin->zeros : NULL};
-	if (!c->pf_bytes || graph_note(c, 12, t[0]->data, t[1] ? t[1]->data : NULL, t[2] ? t[2]->data : NULL, 0))
-		return LMD_OK;
-	size_t wb = lmd_tensor_nbytes(t[0]);
-	double f = wb > c->pf_bytes ? (double)c->pf_bytes / (double)wb : 1.0;
-	struct l2_pf pf = {};
-	for (int i = 0; i < 3; i++) {
-		size_t n = t[i] && t[i]->data ? (size_t)(f * (double)lmd_tensor_nbytes(t[i])) : 0;
-		uintptr_t a = (uintptr_t)(t[i] ? t[i]->data : NULL), a0 = a & ~(uintptr_t)127;
-		if (n) {  // whole lines, each holding some of the buffer's bytes
-			pf.p[i] = (const char *)a0;
-			pf.lines[i] = (unsigned)((a - a0 + n + 127) / 128);
-		}
-	}
-	c->pf_next = pf;
-	return LMD_OK;
-}
-
-/* A product op's run f(): the hint given before it (op_prefetch) for its first streaming kernel (l2_pf_take) */
-template <class F>
-static int product(struct cuda_ctx *c, F f)
-{
-	c->pf = c->pf_next;
-	c->pf_next = (struct l2_pf){};
-	int rc = f();
-	c->pf = (struct l2_pf){};
-	return rc;
-}
-
 static int op_matmul(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, const struct lmd_tensor *w,
 		     const struct lmd_tensor *bias, struct lmd_err *err)
 {
 	if (graph_note(CTX(ctx), 4, y->data, x->data, w->data, (int64_t)(uintptr_t)(bias ? bias->data : NULL) ^ t_rows(x)))
 		return LMD_OK;
-	return product(CTX(ctx), [&] { return lmd_cuda_matmul(CTX(ctx), y, x, w, bias, err); });
+	return lmd_cuda_matmul(CTX(ctx), y, x, w, bias, err);
 }
 
 static int cuda_weight_q4(void *ctx, struct lmd_tensor *dw, struct lmd_tensor *ds, struct lmd_tensor *dz,
@@ -574,7 +537,7 @@ static int op_matmul_q4(void *ctx, struct lmd_tensor *y, const struct lmd_tensor
 	if (graph_note(CTX(ctx), 10, y->data, x->data, w->data,
 		       ((int64_t)(uintptr_t)(bias ? bias->data : NULL) ^ t_rows(x)) * 31 + group))
 		return LMD_OK;
-	return product(CTX(ctx), [&] { return lmd_cuda_matmul_q4(CTX(ctx), y, x, w, s, z, group, bias, err); });
+	return lmd_cuda_matmul_q4(CTX(ctx), y, x, w, s, z, group, bias, err);
 }
 
 static int op_rope(void *ctx, struct lmd_tensor *qkv, const struct lmd_attn_dims *d, struct lmd_err *err)
@@ -635,7 +598,7 @@ static int op_gate_up(void *ctx, struct lmd_tensor *y, struct lmd_tensor *gu, co
 {
 	if (graph_note(CTX(ctx), 13, y->data, x->data, w->data, (int64_t)(uintptr_t)gu->data ^ t_rows(x)))
 		return LMD_OK;
-	return product(CTX(ctx), [&] { return gate_up_run(CTX(ctx), y, gu, x, w, s, z, group, err); });
+	return gate_up_run(CTX(ctx), y, gu, x, w, s, z, group, err);
 }
 
 static int op_gather_rows(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, int first, struct lmd_err *err)
@@ -693,7 +656,6 @@ static const struct lmd_backend_ops cuda_ops = {
 	.gate_up = op_gate_up,
 	.matmul_q4 = op_matmul_q4,
 	.weight_q4 = cuda_weight_q4,
-	.prefetch = op_prefetch,
 	.gather_rows = op_gather_rows,
 	.pick = op_pick,
 };
@@ -773,12 +735,10 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	c->dec_warps = c->cublas_gemm ? 0 : 4;  // 0: 4 or 8 by the grid (attention.cu): not batch-invariant
 	if (dw && (sscanf(dw, "%d%c", &c->dec_warps, &tail) != 1 || (c->dec_warps != 4 && c->dec_warps != 8)))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_DEC_WARPS=%s: expected 4 or 8", dw);
+	c->dec_early = 1;  // decode attention's first loads before its programmatic wait (0: after it)
+	TRY(env_int("LMD_CUDA_DEC_EARLY", 0, 1, "0 or 1", &c->dec_early, err));
 	c->fuse_gu = 1;  // 0: the gate_up op as its two ops (the same bits)
 	TRY(env_int("LMD_CUDA_GU", 0, 1, "0 or 1", &c->fuse_gu, err));
-	const char *bm = getenv("LMD_CUDA_Q4_BM");  // q4_piped's rows a block: 64 or 32
-	c->q4_bm32 = bm && !strcmp(bm, "32");
-	if (bm && !c->q4_bm32 && strcmp(bm, "64"))
-		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_Q4_BM=%s: expected 32 or 64", bm);
 	c->q4_ring4 = Q4_RING4_KB;  // K tiles from which q4_stream's ring is 4 deep (0: never)
 	TRY(env_int("LMD_CUDA_Q4_RING4", 0, INT_MAX, "a count of 128-input tiles (0: never)", &c->q4_ring4, err));
 	c->gemv_rows = GEMV_ROWS;  // 16-bit products of up to R rows through gemv (with cublas_gemm)
@@ -791,9 +751,6 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	TRY(env_int("LMD_CUDA_Q4_SPLIT", 0, 1, "0 or 1", &c->q4_split, err));
 	if (!c->cublas_gemm)
 		c->q4_split = 0;
-	int pmb = PREFETCH_MB;  // MiB of a hinted weight into L2 (op_prefetch)
-	TRY(env_int("LMD_CUDA_PREFETCH", 0, 1024, "MiB 0..1024 (0: off)", &pmb, err));
-	c->pf_bytes = (size_t)pmb << 20;
 	const char *pr = getenv("LMD_CUDA_PROFILE");
 	c->prof = pr && !strcmp(pr, "1");
 	if (c->prof) {

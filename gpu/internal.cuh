@@ -68,16 +68,6 @@ struct graph_ent {
 };
 #define GRAPHS 32
 
-/*
- * A weight's first part that a streaming kernel's blocks ask L2 for as they finish (the prefetch op's hint: a product
- * after that kernel reads it): lines[i] 128-byte lines from p[i] (128-byte aligned) of each of up to 3 buffers (the
- * weight, its scales and zeros). A kernel argument; all zero: none.
- */
-struct l2_pf {
-	const char *p[3];
-	unsigned lines[3];
-};
-
 /* A device allocation: where it starts, how many bytes. */
 struct dev_alloc {
 	const char *p;
@@ -153,11 +143,11 @@ struct cuda_ctx {
 	size_t kvp_cap, kvp_bytes;
 	int dec_warps;                 /* decode attention's warps a block for a 16-bit cache: 4, 8, or 0 (the default
 	                                * without deterministic): 8 when the grid has fewer blocks than the GPU has SMs */
+	int dec_early;                 /* decode attention loads the cache's older rows before its programmatic wait
+	                                * (LMD_CUDA_DEC_EARLY=0: after it, for comparison) */
 	int fuse_gu;                   /* gate_up in one kernel where one applies (LMD_CUDA_GU=0: the two ops) */
 	int q4_ring4;                  /* q4_stream up to 8 rows with a ring of 4 tiles a warp (2 blocks an SM) for K of at
 	                                * least this many tiles of 128 (LMD_CUDA_Q4_RING4=KB; 0: never; default Q4_RING4_KB) */
-	int q4_bm32;                   /* q4_piped on blocks of 32 rows, 2 an SM, instead of 64 (LMD_CUDA_Q4_BM=32; default
-	                                * 64 until measured) */
 	int q4_stream_rows;            /* matmul_q4: products of up to this many rows through q4_stream and the others through
 	                                * q4_piped (LMD_CUDA_Q4=streamR, default Q4_STREAM_ROWS); 0 (old): q4_skinny up
 	                                * to 16 rows and q4_tiled, the first kernels */
@@ -186,10 +176,6 @@ struct cuda_ctx {
 	long g_captured, g_replayed;   /* counts, for LMD_CUDA_PROFILE's line */
 	int pdl;                       /* pdl_launch: programmatic dependent launch (LMD_CUDA_PDL=0: off) */
 	int no_fuse;                   /* LMD_CUDA_FUSE=0: rope_kv_store as rope, then kv_store (for comparison) */
-	size_t pf_bytes;               /* prefetch: the first this many bytes of a hinted weight into L2 (LMD_CUDA_PREFETCH
-	                                * MiB, default PREFETCH_MB; 0: off) */
-	struct l2_pf pf_next;          /* the hint for the next product op (op_prefetch) */
-	struct l2_pf pf;               /* ... moved here by that op for its first streaming kernel (l2_pf_take) */
 };
 enum { G_EAGER, G_CAPTURE, G_REPLAY };
 
@@ -252,26 +238,7 @@ static inline unsigned resident_grid(struct cuda_ctx *c, long want)
 #define Q4_RING4_KB 64     /* q4_stream's ring of 4 from 64 tiles of input (the down projection; bench/results) */
 #define Q4_BLAS_ROWS 96    /* the dequantized weight through cuBLAS from 96 rows (bench/results: faster than q4_piped) */
 
-#define PREFETCH_MB 0  /* prefetch: MiB of a hinted weight into L2 (LMD_CUDA_PREFETCH; off until measured) */
 #define GEMV_ROWS 4  /* the default's 16-bit products of up to this many rows through gemv (LMD_CUDA_GEMV) */
-
-/* At a streaming kernel's end: this thread's share of pf's lines into L2 (fire and forget). */
-__device__ __forceinline__ void l2_pf_tail(const struct l2_pf &pf)
-{
-	unsigned t = blockIdx.x * blockDim.x + threadIdx.x, T = gridDim.x * blockDim.x;
-#pragma unroll
-	for (int i = 0; i < 3; i++)
-		for (unsigned l = t; l < pf.lines[i]; l += T)
-			asm volatile("prefetch.global.L2 [%0];\n" ::"l"(pf.p[i] + (size_t)l * 128));
-}
-
-/* The hint a streaming kernel launched now takes (once: the op's later kernels get none). */
-static inline struct l2_pf l2_pf_take(struct cuda_ctx *c)
-{
-	struct l2_pf pf = c->pf;
-	c->pf = (struct l2_pf){};
-	return pf;
-}
 
 /* dtype codes the kernels switch on (the enum lmd_dtype values) */
 #define DT_F32 0

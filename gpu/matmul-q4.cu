@@ -438,8 +438,7 @@ __device__ __forceinline__ void qs_out(float (*red)[NP][NB * 4][32], const float
 template <bool BF, int P, int NB, int NP, bool FU = false, int DR = 0>
 __global__ void __launch_bounds__(256, NB > 1 ? 1 : DR > 2 ? 2 : 3) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
 								   const __half *sc, const uint8_t *zr, const void *bias,
-								   int bt, int R, int N, int K, int KB, int G, int ngp, int gt,
-								   l2_pf pf)
+								   int bt, int R, int N, int K, int KB, int G, int ngp, int gt)
 {
 	static_assert(!FU || NP == 1, "gate_up: one pair a group");
 	constexpr int D = DR ? DR : NB == 1 || NP * P > 2 ? 2 : 4;  // the ring's depth (DR: qs_launch_1's choice)
@@ -494,7 +493,6 @@ __global__ void __launch_bounds__(256, NB > 1 ? 1 : DR > 2 ? 2 : 3) q4_stream(vo
 		qs_out<NB, NP, FU>(red, acc, [] { __syncthreads(); }, y, yt, bias, bt, R, N, gi, gt);
 		__syncthreads();  // red is written again by the next group
 	}
-	l2_pf_tail(pf);
 }
 
 #define Q4_BM 64
@@ -630,8 +628,8 @@ __global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, float *part, co
  */
 #define Q4_STAGES 4
 
-template <int P, int BM = Q4_BM>
-constexpr int q4_stage() { return 4 * BM * 4 + 16 * 32 + 16 * P + 8 * P; }
+template <int P>
+constexpr int q4_stage() { return 4 * Q4_BM * 4 + 16 * 32 + 16 * P + 8 * P; }
 
 __device__ __forceinline__ void cp_async8(void *smem, const void *gmem, bool ok)
 {
@@ -645,15 +643,15 @@ __device__ __forceinline__ void cp_async8(void *smem, const void *gmem, bool ok)
  * [16][P] (8 halves each, rows 0..7 of the tile) | zeros [16][P] (8 bytes each, half a uint4). Rows past R, tile
  * rows past NT8 and k past K are zeros.
  */
-template <int P, int BM>
+template <int P>
 __device__ __forceinline__ void q4_stage_load(uint4 *sb, const uint4 *x, const uint4 *w, const __half *sc, const uint8_t *zr,
 					      int b, int r0, int tb, int R, int K8, int NT8, int KB, int G, int ngp)
 {
-	constexpr int XS = 4 * BM * 4, WS = 16 * 32, SS = 16 * P;
-	for (int i = threadIdx.x; i < BM * 16; i += 256) {  // 16 chunks of 8 k per row
+	constexpr int XS = 4 * Q4_BM * 4, WS = 16 * 32, SS = 16 * P;
+	for (int i = threadIdx.x; i < Q4_BM * 16; i += 256) {  // 16 chunks of 8 k per row
 		int row = i / 16, ch = i % 16, k8 = Q4_KT / 8 * b + ch;
 		bool ok = r0 + row < R && k8 < K8;
-		cp_async16(sb + (ch / 4) * BM * 4 + row * 4 + ch % 4, x + (ok ? (size_t)(r0 + row) * K8 + k8 : 0), ok);
+		cp_async16(sb + (ch / 4) * Q4_BM * 4 + row * 4 + ch % 4, x + (ok ? (size_t)(r0 + row) * K8 + k8 : 0), ok);
 	}
 	for (int i = threadIdx.x; i < 16 * 32; i += 256) {
 		int t = tb + (i >> 5);
@@ -669,15 +667,15 @@ __device__ __forceinline__ void q4_stage_load(uint4 *sb, const uint4 *x, const u
 	}
 }
 
-template <bool BF, int P, int BM = Q4_BM>
-__global__ void __launch_bounds__(256, Q4_BM / BM) q4_piped(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
+template <bool BF, int P>
+__global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
 						const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int N,
 						int K, int KB, int G, int ngp)
 {
-	/* the warp's tile: BM / 16 m-tiles x 2 tile rows (warp w on tile rows 2w, 2w + 1 of all BM rows; 32 rows x 4 tile
-	 * rows was slower at 64 rows: bench/results/2026-12-07-h100-ring.md). BM 32: twice the blocks for a batch of
-	 * 33-64 rows, two an SM (the same bits: each output is one warp's, summed in the same order) */
-	constexpr int XS = 4 * BM * 4, WS = 16 * 32, SS = 16 * P, STAGE = q4_stage<P, BM>(), MT = BM / 16, NT = 2;
+	/* the warp's tile: 4 m-tiles x 2 tile rows (warp w on tile rows 2w, 2w + 1 of all 64 rows; 32 rows x 4 tile rows
+	 * was slower at 64 rows: bench/results/2026-12-07-h100-ring.md; blocks of 32 rows, two an SM, too:
+	 * 2026-12-07-h100-l2tail.md) */
+	constexpr int BM = Q4_BM, XS = 4 * BM * 4, WS = 16 * 32, SS = 16 * P, STAGE = q4_stage<P>(), MT = BM / 16, NT = 2;
 	extern __shared__ uint4 q4_sm[];
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
 	int r0 = (int)blockIdx.y * BM, K8 = K / 8, NT8 = (N + 7) / 8, tb = (int)blockIdx.x * 16, t0 = tb + warp * NT;
@@ -688,7 +686,7 @@ __global__ void __launch_bounds__(256, Q4_BM / BM) q4_piped(void *y, int yt, flo
 	int first = part ? (int)(blockIdx.z * KB / gridDim.z) : 0, last = part ? (int)((blockIdx.z + 1) * KB / gridDim.z) : KB;
 	auto load = [&](int b) {  // tile b into stage b % Q4_STAGES (nothing past last); one commit group either way
 		if (b < last)
-			q4_stage_load<P, BM>(q4_sm + (b % Q4_STAGES) * STAGE, x, w, sc, zr, b, r0, tb, R, K8, NT8, KB, G, ngp);
+			q4_stage_load<P>(q4_sm + (b % Q4_STAGES) * STAGE, x, w, sc, zr, b, r0, tb, R, K8, NT8, KB, G, ngp);
 		asm volatile("cp.async.commit_group;\n" ::);
 	};
 	float tot[MT][NT][4], acc[MT][NT][4];
@@ -829,16 +827,14 @@ static int q4_check(struct q4_geo *q, const struct lmd_tensor *w, const struct l
 }
 
 /* q4_stream on as many blocks as the GPU holds at once (2 NP tile rows a group, at least one group a block; FU: the
- * gate_up pairs, N / 16 groups; gt: gu's dtype; DR: the ring's depth, 0 for q4_stream's own choice); its blocks
- * prefetch the hinted weight as they finish (l2_pf_take) */
+ * gate_up pairs, N / 16 groups; gt: gu's dtype; DR: the ring's depth, 0 for q4_stream's own choice) */
 template <bool BF, int P, int NB, int NP, bool FU = false, int DR = 0>
 static void qs_launch(struct cuda_ctx *c, void *y, int yt, const uint4 *x, const struct q4_geo *q, const uint4 *w,
 		      const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int gt = 0)
 {
 	long ng = FU ? q->N / 16 : (q->Np / 8 + 2 * NP - 1) / (2 * NP);
 	constexpr auto k = q4_stream<BF, P, NB, NP, FU, DR>;
-	pdl_launch(c, k, resident_grid<k>(c, ng), 256, 0, y, yt, x, w, sc, zr, bias, bt, R, q->N, q->K, q->KB, q->G,
-		   q->ngp, gt, l2_pf_take(c));
+	pdl_launch(c, k, resident_grid<k>(c, ng), 256, 0, y, yt, x, w, sc, zr, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp, gt);
 }
 
 /* qs_launch with one block of x's rows: a ring of 4 for a long K (the down projection), else of 2 (bench/results/
@@ -856,15 +852,15 @@ static void qs_launch_1(struct cuda_ctx *c, const struct q4_geo *q, A... args)
  * The K ranges q4_piped (q4_tiled) cuts a product of B blocks into, each range in blocks of its own (blockIdx.z),
  * their sums added by q4_reduce. Batch-invariant (c->q4_split 0): 1, or the 8 slices when the blocks (q4_piped's
  * counted twice) are fewer than the SMs (the summation rule's order, so the same bits). Else (the default without
- * deterministic) the count S = 1..8 of the fewest tile-times, waves x tiles a block, ceil(B S / (SMs x per_sm)) x
+ * deterministic) the count S = 1..8 of the fewest tile-times, waves x tiles a block, ceil(B S / SMs) x
  * ceil(KB / S), + 1 for the reduce's launch when S > 1; the smaller S of equal ones (a split's sums are rounded in
  * another order than the rule's).
  */
-static int q4_splits(const struct cuda_ctx *c, long B, int KB, int per_sm, bool old)
+static int q4_splits(const struct cuda_ctx *c, long B, int KB, bool old)
 {
 	if (!c->q4_split)
 		return B * (old ? 1 : 2) >= c->sms ? 1 : Q4_SLICES;
-	long slots = (long)c->sms * per_sm, best = -1;
+	long slots = c->sms, best = -1;
 	int S = 1;
 	for (int s = 1; s <= Q4_SLICES && s <= KB; s++) {
 		long t = (B * s + slots - 1) / slots * ((KB + s - 1) / s) + (s > 1);
@@ -899,23 +895,17 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 		LAUNCH_TRY(err);
 		return LMD_OK;
 	}
-	const int bm = c->q4_bm32 ? 32 : Q4_BM;
-	dim3 grid((unsigned)((q->Np + Q4_BN - 1) / Q4_BN), (unsigned)((R + bm - 1) / bm));
+	dim3 grid((unsigned)((q->Np + Q4_BN - 1) / Q4_BN), (unsigned)((R + Q4_BM - 1) / Q4_BM));
 	bool old = !c->q4_stream_rows;
-	auto piped = [&](auto BM, float *part) {
-		q4_piped<BF, P, BM.value><<<grid, 256, Q4_STAGES * q4_stage<P, BM.value>() * sizeof(uint4), c->st>>>(
-			y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
-	};
 	auto tiled = [&](float *part) {
 		if (old)
 			q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB,
 								  q->G, q->ngp);
-		else if (bm == 32)
-			piped(std::integral_constant<int, 32>{}, part);
 		else
-			piped(std::integral_constant<int, Q4_BM>{}, part);
+			q4_piped<BF, P><<<grid, 256, Q4_STAGES * q4_stage<P>() * sizeof(uint4), c->st>>>(
+				y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
 	};
-	int S = q4_splits(c, (long)grid.x * grid.y, q->KB, bm == 32 && !old ? 2 : 1, old);
+	int S = q4_splits(c, (long)grid.x * grid.y, q->KB, old);
 	if (S == 1) {
 		tiled(NULL);
 		LAUNCH_TRY(err);
@@ -937,9 +927,7 @@ int lmd_cuda_matmul_q4_init(struct cuda_ctx *c, struct lmd_err *err)
 {
 	(void)c;
 #define PIPED_ATTR(BF, P) CUDA_TRY(cudaFuncSetAttribute(q4_piped<BF, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-	Q4_STAGES * q4_stage<P>() * (int)sizeof(uint4)), err); \
-	CUDA_TRY(cudaFuncSetAttribute(q4_piped<BF, P, 32>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-	Q4_STAGES * q4_stage<P, 32>() * (int)sizeof(uint4)), err)
+	Q4_STAGES * q4_stage<P>() * (int)sizeof(uint4)), err)
 	PIPED_ATTR(false, 1);
 	PIPED_ATTR(false, 2);
 	PIPED_ATTR(false, 4);

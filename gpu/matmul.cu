@@ -155,7 +155,7 @@ __global__ void __launch_bounds__(128) gemm_skinny(void *y, int yt, const uint4 
  */
 template <bool BF, int NR, bool FU>
 __global__ void __launch_bounds__(256, 4) gemv_kernel(void *y, int yt, const uint4 *x, const uint4 *w, const void *bias,
-						       int bt, int R, int N, int K8, int gt, l2_pf pf)
+						       int bt, int R, int N, int K8, int gt)
 {
 	const int lane = threadIdx.x & 31, step = (int)gridDim.x * 8;
 	int n = (int)blockIdx.x * 8 + (threadIdx.x >> 5), c0 = 0, ph = 0;  // the warp's next column, its half (FU), chunk
@@ -230,7 +230,6 @@ __global__ void __launch_bounds__(256, 4) gemv_kernel(void *y, int yt, const uin
 			}
 		}
 	}
-	l2_pf_tail(pf);
 }
 
 template <bool BF, int NR, bool FU = false>
@@ -239,7 +238,7 @@ static void gemv_launch(struct cuda_ctx *c, void *y, int yt, const void *x, cons
 {
 	constexpr auto k = gemv_kernel<BF, NR, FU>;
 	pdl_launch(c, k, resident_grid<k>(c, (N + 7) / 8), 256, 0, y, yt, (const uint4 *)x, (const uint4 *)w, bias, bt, R, N,
-		   K / 8, gt, l2_pf_take(c));
+		   K / 8, gt);
 }
 
 /* gemv for R <= GEMV_ROWS rows of 16-bit x and w (NR = 1, 2 or 4); FU as gemv_kernel's */

@@ -170,13 +170,6 @@ struct lmd_backend_ops {
 	int (*weight_q4)(void *ctx, struct lmd_tensor *dw, struct lmd_tensor *ds, struct lmd_tensor *dz,
 			 const struct lmd_tensor *w, const struct lmd_tensor *scales, const struct lmd_tensor *zeros, int group,
 			 struct lmd_err *err);
-	/**
-	 * A hint, no result: the product after the next one (matmul, matmul_q4 or gate_up) reads lin's weight
-	 * (w, and scales and zeros when int4), so the backend may start moving it closer to its compute during
-	 * the next product and the ops between (CUDA: the next product's blocks ask L2 for its first part as
-	 * they finish). The next product op takes the hint, used or not. NULL in a backend without such a cache.
-	 */
-	int (*prefetch)(void *ctx, const struct lmd_linear *lin, struct lmd_err *err);
 	/** y[j] = x[step out_rows[first + j]] for j < y->shape[0]: the rows that get logits. */
 	int (*gather_rows)(void *ctx, struct lmd_tensor *y, const struct lmd_tensor *x, int first,
 			   struct lmd_err *err);

@@ -559,13 +559,6 @@ static struct lmd_linear lin_of(const struct lmd_tensor *w, const struct lmd_ten
 				   .group = group};
 }
 
-/* The backend's hint that the product after the next one reads lin's weight (nothing without the op). */
-static int prefetch(const struct lmd_model *m, const struct lmd_linear *lin, struct lmd_err *err)
-{
-	const struct lmd_backend_ops *ops = m->be->ops;
-	return ops->prefetch ? ops->prefetch(m->be->ctx, lin, err) : LMD_OK;
-}
-
 /* The step up to the final norm: then m->xn [b->n, hidden] holds the normalized hidden states. */
 static int forward_layers(struct lmd_model *m, const struct lmd_batch *b, struct lmd_step *s, struct lmd_err *err)
 {
@@ -586,29 +579,22 @@ static int forward_layers(struct lmd_model *m, const struct lmd_batch *b, struct
 		const struct lmd_linear wo = lin_of(&L->wo, &L->wo_s, &L->wo_z, L->group, &L->bo);
 		const struct lmd_linear w13 = lin_of(&L->w13, &L->w13_s, &L->w13_z, L->group, NULL);
 		const struct lmd_linear w2 = lin_of(&L->w2, &L->w2_s, &L->w2_z, L->group, NULL);
-		const struct lmd_layer *N = l + 1 < c->layers ? L + 1 : NULL;  /* the next layer's qkv, or the lm_head */
-		const struct lmd_linear next = N ? lin_of(&N->wqkv, &N->wqkv_s, &N->wqkv_z, N->group, &N->bqkv)
-						 : lin_of(&m->output, &(struct lmd_tensor){0}, NULL, 0, NULL);
 		if (l == 0)
 			TRY(ops->rmsnorm(ctx, &xn, &x, &L->attn_norm, eps, err));
 		else
 			TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->attn_norm, eps, err));
 		tap(m, l, LMD_TAP_RESID, &x, err);
 		tap(m, l, LMD_TAP_QKV_IN, &xn, err);
-		TRY(prefetch(m, &wo, err));  /* read while rotary and attention run */
 		TRY(lmd_linear_apply(ops, ctx, &qkv, &xn, &wqkv, err));
 		TRY(ops->rope_kv_store(ctx, &qkv, &m->kv, l, d, err));
 		tap(m, l, LMD_TAP_QKV, &qkv, err);
 		TRY(ops->attention(ctx, &att, &qkv, &m->kv, l, d, err));
 		tap(m, l, LMD_TAP_O_IN, &att, err);
-		TRY(prefetch(m, &w13, err));
 		TRY(lmd_linear_apply(ops, ctx, &o, &att, &wo, err));
 		TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &L->ffn_norm, eps, err));
 		tap(m, l, LMD_TAP_W13_IN, &xn, err);
-		TRY(prefetch(m, &w2, err));
 		TRY(ops->gate_up(ctx, &h, &gu, &xn, w13.w, w13.scales, w13.zeros, w13.group, err));
 		tap(m, l, LMD_TAP_W2_IN, &h, err);
-		TRY(prefetch(m, &next, err));
 		TRY(lmd_linear_apply(ops, ctx, &o, &h, &w2, err));
 	}
 	TRY(ops->add_rmsnorm(ctx, &xn, &x, &o, &m->norm, eps, err));
