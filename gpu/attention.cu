@@ -345,6 +345,8 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(void *att, int at, cons
 								int max_blocks, int H, int KV, int block_len,
 								float scale, int splits, int ntok, float *part, int early)
 {
+	if (!early)
+		pdl_start();
 	constexpr int EPL = BITS ? 8 : 16 / (int)sizeof(KT), LB = BITS ? EPL * BITS / 8 : 16;  // LB: bytes a lane loads
 	constexpr int LPK = D / EPL, KPI = 32 / LPK, U = G <= 2 ? 8 : G <= 4 ? 4 : 2;
 	constexpr int ROWB = BITS ? D * BITS / 8 : D * (int)sizeof(KT);  // bytes of a key row
@@ -357,9 +359,9 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(void *att, int at, cons
 	if (split >= nspl)
 		return;
 	const int tb = split * chunk, te = min(len, tb + chunk), tok = it.first;
-	/* The rows of the warp's first round but the item's newest were stored by earlier steps, the items and the
-	 * table before the step's first kernel: early, they are asked of L1 before the programmatic wait, so their
-	 * latency overlaps the kernel before (the newest key's store), and loaded after it as ever. */
+	/* early: the items and the table were written before the step's first kernel, the rows of the warp's first
+	 * round but the item's newest by earlier steps, so these rows are asked of L1 before the programmatic wait and
+	 * their latency overlaps the kernel before (the newest key's store); they are loaded after it as ever. */
 	for (int u = 0; early && u < U; u++) {
 		int t = tb + warp * U * KPI + u * KPI + grp;
 		if (t < te && t < len - 1) {
@@ -369,7 +371,8 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(void *att, int at, cons
 			asm volatile("prefetch.global.L1 [%0];\n" ::"l"((const char *)vc + row * ROWB + gl * LB));
 		}
 	}
-	pdl_start();
+	if (early)
+		pdl_start();
 	float q[G][EPL], o[G][EPL], m[G], l[G], qsum[G], oz[G];  // qsum, oz: quantized caches only
 #pragma unroll
 	for (int g = 0; g < G; g++) {
