@@ -47,7 +47,8 @@
 #          g128) on the GPU under each vs the CPU (must agree: the settings are meant to give the same bits;
 #          AB_GREEDY=0: not); lmd-bench gen 128 in / 64 out at AB_CONC (default 1,16) on the Llama-2-7B-shaped W4A16
 #          g128 model under each, then at 1 again in reverse order (drift), and fp16 beside under the first
-#          (AB_F16=all: under each; a list of NAMEs: under those; 0: not).
+#          (AB_F16=all: under each; a list of NAMEs: under those; 0: not). AB_BENCH_FIRST=1: lmd-bench gen before
+#          the checks (a run cut short keeps its timings; they count only with the checks that follow them).
 #          Files: ab-ops.txt ab-speed.txt ab-greedy.txt ab-bench.csv ab-bench.log.
 # Files: $OUT/gpu.txt ops.txt reference.txt greedy.txt bench.csv bench.log (with the step profiles)
 # bench-modes.csv (LMD_CUDA_GEMM=pad128, lmd, lt128 and pad64: batch-invariant) hf.csv serve.csv serve.log bench-serve*.
@@ -380,57 +381,62 @@ if [ "$stage" = ab ]; then
 	ab_run() { local a=$1; shift; mapfile -t e < <(ab_env "$a"); env "${e[@]}" "$@"; }
 	( quant_models w4 $([ "${AB_F16:-1}" = 0 ] || echo f16) >"$OUT/ab-models.log" 2>&1 ) &
 	models=$!
-	: >"$OUT/ab-ops.txt"; : >"$OUT/ab-speed.txt"; : >"$OUT/ab-greedy.txt"
-	ops=${AB_OPS:-all} what=  # the whole test-ops under the first setting, then test-ops quant
-	[ "$ops" = quant ] && ops=first what=quant
-	for a in $ab; do
-		[ "$ops" = 0 ] && break
-		say "test-ops $what under ${a%%:*}"
-		ab_run "$a" build/t/test-ops $what >/tmp/ab-ops.txt 2>&1; rc=$?
-		{ echo "# ${a} test-ops $what: exit $rc"; grep -v " us \| GB/s" /tmp/ab-ops.txt | tail -5; } | tee -a "$OUT/ab-ops.txt"
-		[ $rc = 0 ] || fail=1
-		[ "$ops" = first ] && break
-		what=quant
-	done
-	for a in $ab; do
-		[ "${AB_SPEED:-1}" = 0 ] && break
-		say "q4speed under ${a%%:*}"
-		ab_run "$a" build/t/test-ops q4speed 2>&1 | grep "GB/s" | sed "s/^/${a%%:*} /" | tee -a "$OUT/ab-speed.txt"
-	done
-	greedy=("$SHARED/models/lmd-small" /tmp/ab-small-w4)
-	[ "${AB_GREEDY:-1}" = 0 ] && greedy=()
-	[ ${#greedy[@]} = 0 ] || {
-		say "greedy lmd-small fp16 and W4 (RTN g128): GPU under each setting vs CPU"
-		small_w4 /tmp/ab-small-w4 128
-		prompts60
-	}
-	g="build/bin/lmd-run generate --max-tokens 48 --temperature 0 --ignore-eos"
-	for m in "${greedy[@]}"; do
-		$g --device cpu "$m" </tmp/qprompts60.jsonl >/tmp/ab-cpu.jsonl 2>>"$OUT/ab-greedy.txt" || fail=1
+	: >"$OUT/ab-ops.txt"; : >"$OUT/ab-speed.txt"; : >"$OUT/ab-greedy.txt"; : >"$OUT/ab-bench.csv"
+	ab_checks() {
+		ops=${AB_OPS:-all} what=  # the whole test-ops under the first setting, then test-ops quant
+		[ "$ops" = quant ] && ops=first what=quant
 		for a in $ab; do
-			ab_run "$a" $g --device cuda "$m" </tmp/qprompts60.jsonl >/tmp/ab-gpu.jsonl 2>>"$OUT/ab-greedy.txt" || fail=1
-			py bench/compare_gen.py "$(basename "$m") ${a%%:*} GPU vs CPU" /tmp/ab-gpu.jsonl /tmp/ab-cpu.jsonl \
-				| tee -a "$OUT/ab-greedy.txt" || fail=1
+			[ "$ops" = 0 ] && break
+			say "test-ops $what under ${a%%:*}"
+			ab_run "$a" build/t/test-ops $what >/tmp/ab-ops.txt 2>&1; rc=$?
+			{ echo "# ${a} test-ops $what: exit $rc"; grep -v " us \| GB/s" /tmp/ab-ops.txt | tail -5; } |
+				tee -a "$OUT/ab-ops.txt"
+			[ $rc = 0 ] || fail=1
+			[ "$ops" = first ] && break
+			what=quant
 		done
-	done
-	say "lmd-bench gen, Llama-2-7B shape, W4A16 g128 under each setting (then at 1 in reverse order), fp16 beside"
-	wait $models || { cat "$OUT/ab-models.log"; exit 1; }
-	: >"$OUT/ab-bench.csv"
+		for a in $ab; do
+			[ "${AB_SPEED:-1}" = 0 ] && break
+			say "q4speed under ${a%%:*}"
+			ab_run "$a" build/t/test-ops q4speed 2>&1 | grep "GB/s" | sed "s/^/${a%%:*} /" | tee -a "$OUT/ab-speed.txt"
+		done
+		greedy=("$SHARED/models/lmd-small" /tmp/ab-small-w4)
+		[ "${AB_GREEDY:-1}" = 0 ] && greedy=()
+		[ ${#greedy[@]} = 0 ] || {
+			say "greedy lmd-small fp16 and W4 (RTN g128): GPU under each setting vs CPU"
+			small_w4 /tmp/ab-small-w4 128
+			prompts60
+		}
+		g="build/bin/lmd-run generate --max-tokens 48 --temperature 0 --ignore-eos"
+		for m in "${greedy[@]}"; do
+			$g --device cpu "$m" </tmp/qprompts60.jsonl >/tmp/ab-cpu.jsonl 2>>"$OUT/ab-greedy.txt" || fail=1
+			for a in $ab; do
+				ab_run "$a" $g --device cuda "$m" </tmp/qprompts60.jsonl >/tmp/ab-gpu.jsonl 2>>"$OUT/ab-greedy.txt" || fail=1
+				py bench/compare_gen.py "$(basename "$m") ${a%%:*} GPU vs CPU" /tmp/ab-gpu.jsonl /tmp/ab-cpu.jsonl \
+					| tee -a "$OUT/ab-greedy.txt" || fail=1
+			done
+		done
+	}
 	abg() {  # NAME:ENV model concurrency
 		ab_run "$1" build/bin/lmd-bench gen --device cuda --concurrency $3 --prompt-tokens 128 --completion-tokens 64 \
 			-f csv /tmp/llama2-7b-$2 2>>"$OUT/ab-bench.log" | sed "s/^date/weights,setting,date/; t; s/^/$2,${1%%:*},/" \
 			| { [ -s "$OUT/ab-bench.csv" ] && grep -v "^weights,setting" || cat; } | tee -a "$OUT/ab-bench.csv"
 	}
-	for a in $ab; do abg "$a" w4 "${AB_CONC:-1,16}"; done
-	for a in $ab; do
-		case " ${AB_F16:-1} " in
-		" 0 ") ;;
-		" 1 ") [ "$a" = "${ab%% *}" ] && abg "$a" f16 "${AB_CONC:-1,16}" ;;
-		" all ") abg "$a" f16 "${AB_CONC:-1,16}" ;;
-		*" ${a%%:*} "*) abg "$a" f16 "${AB_CONC:-1,16}" ;;
-		esac
-	done
-	for a in $(tr ' ' '\n' <<<"$ab" | tac); do abg "$a" w4 1; done
+	ab_bench() {
+		say "lmd-bench gen, Llama-2-7B shape, W4A16 g128 under each setting (then at 1 in reverse order), fp16 beside"
+		wait $models || { cat "$OUT/ab-models.log"; exit 1; }
+		for a in $ab; do abg "$a" w4 "${AB_CONC:-1,16}"; done
+		for a in $ab; do
+			case " ${AB_F16:-1} " in
+			" 0 ") ;;
+			" 1 ") [ "$a" = "${ab%% *}" ] && abg "$a" f16 "${AB_CONC:-1,16}" ;;
+			" all ") abg "$a" f16 "${AB_CONC:-1,16}" ;;
+			*" ${a%%:*} "*) abg "$a" f16 "${AB_CONC:-1,16}" ;;
+			esac
+		done
+		for a in $(tr ' ' '\n' <<<"$ab" | tac); do abg "$a" w4 1; done
+	}
+	if [ "${AB_BENCH_FIRST:-0}" = 1 ]; then ab_bench; ab_checks; else ab_checks; ab_bench; fi
 fi
 say "done (failures: $fail)"
 exit $fail
