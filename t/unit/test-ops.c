@@ -1306,7 +1306,7 @@ int main(int argc, char **argv)
 			lmd_backend_close(&be);
 			/* each int4 setting: the same bits for rows alone */
 			const char *alt[][2] = {{"LMD_CUDA_Q4", "old"}, {"LMD_CUDA_Q4", "stream16"}, {"LMD_CUDA_Q4", "stream64"}};
-			for (int i = 0; quant && i < 3; i++) {
+			for (size_t i = 0; quant && i < sizeof(alt) / sizeof(alt[0]); i++) {
 				char name[48];
 				snprintf(name, sizeof(name), "cuda/%s=%s", alt[i][0] + 9, alt[i][1]);
 				setenv(alt[i][0], alt[i][1], 1);
@@ -1439,7 +1439,7 @@ int main(int argc, char **argv)
 		const char *bad_env[][2] = {{"LMD_CUDA_GEMV", "5"}, {"LMD_CUDA_GU", "2"}, {"LMD_CUDA_DEC_WARPS", "6"},
 					    {"LMD_CUDA_Q4_BLAS", "many"}, {"LMD_CUDA_Q4_RING4", "-1"},
 					    {"LMD_CUDA_Q4_SPLIT", "2"}, {"LMD_CUDA_DEC_EARLY", "2"}};
-		for (int i = 0; i < 7; i++) {
+		for (size_t i = 0; i < sizeof(bad_env) / sizeof(bad_env[0]); i++) {
 			setenv(bad_env[i][0], bad_env[i][1], 1);
 			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
 			CHECK(strstr(err.msg, bad_env[i][0]) != NULL);
