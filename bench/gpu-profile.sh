@@ -6,8 +6,9 @@
 # steps 24-27 of 32 (every sequence decoding: the prompts are prefilled 2048 tokens a step by then, and the
 # first ones not yet done).
 # Then the full section set (stall reasons, occupancy, throughputs) for the first PROFILE_FULL_COUNT (default 1)
-# launches of the kernels matching PROFILE_FULL (default fa_kernel, with a 2048-token prompt at batch 1; any other
-# regex runs the decode above; PROFILE_FULL= none). PROFILE_MODEL=w4: the W4A16 g128 model of the same shape.
+# launches, after PROFILE_FULL_SKIP (default 0), of the kernels matching PROFILE_FULL (default fa_kernel, with a
+# 2048-token prompt at batch 1; any other regex runs the decode above; PROFILE_FULL= none).
+# PROFILE_MODEL=w4: the W4A16 g128 model of the same shape.
 # Caches are not flushed between kernels (--cache-control none), as in a step.
 # Output: $OUT/profile-kernels[-TAG].txt, $OUT/profile-full[-TAG].txt (TAG: PROFILE_TAG, default none). Needs
 # PREBUILT or built programs (see gpu-check.sh).
@@ -71,7 +72,13 @@ PY
 full=${PROFILE_FULL-fa_kernel}
 [ -n "$full" ] || exit 0
 if [ "$full" = fa_kernel ]; then set -- 2048 1; else set -- 128 "$cc"; fi
-"$NCU" --clock-control none --set full -k "regex:$full" -c "${PROFILE_FULL_COUNT:-1}" \
-	bash -c "$(declare -f run); run $1 $2" >"$OUT/profile-full$tag.txt" 2>&1
-grep -E "^  [a-z_]+.*\(|Duration|Achieved Occupancy|Theoretical Occupancy|Registers Per|Dynamic Shared|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|Bank Conflicts|Warp Cycles Per Issued|Issue Slots Busy|Eligible Warps|Stall|Block Limit|One or More|Est. Speedup" \
-	"$OUT/profile-full$tag.txt" | head -80
+"$NCU" --clock-control none --set full -k "regex:$full" -c "${PROFILE_FULL_COUNT:-1}" --launch-skip "${PROFILE_FULL_SKIP:-0}" -f -o /tmp/full \
+	bash -c "$(declare -f run); run $1 $2" >/tmp/ncu-full-run.log 2>&1
+{
+	"$NCU" -i /tmp/full.ncu-rep
+	echo "== stall reasons (warps stalled per issued instruction, each profiled launch; from the raw page)"
+	"$NCU" -i /tmp/full.ncu-rep --page raw | grep -E "^  [a-z_]+.*\(|issue_stalled_[a-z_]+_per_issue_active\.ratio" |
+		awk '/\(/ {print; next} $NF + 0 >= 0.05'
+} >"$OUT/profile-full$tag.txt" 2>&1
+grep -E "^  [a-z_]+.*\(|Duration|Achieved Occupancy|Theoretical Occupancy|Registers Per|Dynamic Shared|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|Bank Conflicts|Warp Cycles Per Issued|Issue Slots Busy|Eligible Warps|Stall|Block Limit|One or More|Est. Speedup|issue_stalled" \
+	"$OUT/profile-full$tag.txt" | head -120
