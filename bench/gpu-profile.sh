@@ -9,7 +9,7 @@
 # launches, after PROFILE_FULL_SKIP (default 0), of the kernels matching PROFILE_FULL (default fa_kernel, with a
 # 2048-token prompt at batch 1; any other regex runs the decode above; PROFILE_FULL= none).
 # PROFILE_MODEL=w4: the W4A16 g128 model of the same shape.
-# Caches are not flushed between kernels (--cache-control none), as in a step.
+# PROFILE_TIMES=0 skips the per-kernel times. Caches are not flushed between kernels (--cache-control none), as in a step.
 # Output: $OUT/profile-kernels[-TAG].txt, $OUT/profile-full[-TAG].txt (TAG: PROFILE_TAG, default none). Needs
 # PREBUILT or built programs (see gpu-check.sh).
 set -u
@@ -30,6 +30,7 @@ export HF=/tmp/l4-hf-$w M=/tmp/l4-$w
 	build/bin/lmd-convert --force "$HF" "$M" || exit 1
 run() { build/bin/lmd-bench gen --device cuda --concurrency "$2" --prompt-tokens "$1" \
 	--completion-tokens $(($2 > 1 ? 33 : 9)) --warmup 0 --session-len 2300 -f csv "$M"; }
+if [ "${PROFILE_TIMES:-1}" != 0 ]; then  # PROFILE_TIMES=0: the full section set alone
 "$NCU" --clock-control none --cache-control none \
 	--metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum --log-file /tmp/ncu-decode.log -f -o /tmp/x \
 	bash -c "$(declare -f run); run 128 $cc" >/tmp/ncu-run.log 2>&1 ||
@@ -69,6 +70,7 @@ for name, v in sorted(t.items(), key=lambda kv: -kv[1][1]):
 bw = tot_b / max(tot_us, 1e-9) / 1e3
 print(f"{'step (kernels back to back)':60s} {'':6s} {tot_us:9.2f} {tot_b / 1e6:9.2f} {bw:8.0f}")
 PY
+fi
 full=${PROFILE_FULL-fa_kernel}
 [ -n "$full" ] || exit 0
 if [ "$full" = fa_kernel ]; then set -- 2048 1; else set -- 128 "$cc"; fi
