@@ -9,7 +9,8 @@
 # launches, after PROFILE_FULL_SKIP (default 0), of the kernels matching PROFILE_FULL (default fa_kernel, with a
 # 2048-token prompt at batch 1; any other regex runs the decode above; PROFILE_FULL= none).
 # PROFILE_MODEL=w4: the W4A16 g128 model of the same shape.
-# PROFILE_TIMES=0 skips the per-kernel times. Caches are not flushed between kernels (--cache-control none), as in a step.
+# PROFILE_TIMES=0 skips the per-kernel times. Caches are not flushed between kernels (--cache-control none),
+# as in a step.
 # Output: $OUT/profile-kernels[-TAG].txt, $OUT/profile-full[-TAG].txt (TAG: PROFILE_TAG, default none). Needs
 # PREBUILT or built programs (see gpu-check.sh).
 set -u

@@ -343,10 +343,9 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(void *att, int at, cons
 								const KT *kc, const KT *vc, const PT *kqs, const PT *vqs,
 								const struct attn_item *items, const int32_t *table,
 								int max_blocks, int H, int KV, int block_len,
-								float scale, int splits, int ntok, float *part, int early)
+								float scale, int splits, int ntok, float *part)
 {
-	if (!early)
-		pdl_start();
+	pdl_start();
 	constexpr int EPL = BITS ? 8 : 16 / (int)sizeof(KT), LB = BITS ? EPL * BITS / 8 : 16;  // LB: bytes a lane loads
 	constexpr int LPK = D / EPL, KPI = 32 / LPK, U = G <= 2 ? 8 : G <= 4 ? 4 : 2;
 	constexpr int ROWB = BITS ? D * BITS / 8 : D * (int)sizeof(KT);  // bytes of a key row
@@ -359,20 +358,6 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(void *att, int at, cons
 	if (split >= nspl)
 		return;
 	const int tb = split * chunk, te = min(len, tb + chunk), tok = it.first;
-	/* early: the items and the table were written before the step's first kernel, the rows of the warp's first
-	 * round but the item's newest by earlier steps, so these rows are asked of L1 before the programmatic wait and
-	 * their latency overlaps the kernel before (the newest key's store); they are loaded after it as ever. */
-	for (int u = 0; early && u < U; u++) {
-		int t = tb + warp * U * KPI + u * KPI + grp;
-		if (t < te && t < len - 1) {
-			size_t row = ((size_t)table[(size_t)it.seq * max_blocks + t / block_len] * KV + kvh) * block_len +
-				     t % block_len;
-			asm volatile("prefetch.global.L1 [%0];\n" ::"l"((const char *)kc + row * ROWB + gl * LB));
-			asm volatile("prefetch.global.L1 [%0];\n" ::"l"((const char *)vc + row * ROWB + gl * LB));
-		}
-	}
-	if (early)
-		pdl_start();
 	float q[G][EPL], o[G][EPL], m[G], l[G], qsum[G], oz[G];  // qsum, oz: quantized caches only
 #pragma unroll
 	for (int g = 0; g < G; g++) {
@@ -1003,7 +988,7 @@ int lmd_cuda_attention(struct cuda_ctx *c, struct lmd_tensor *att, const struct 
 		size_t sm = (size_t)nw * G * (D + 2) * sizeof(float);
 #define DEC(KT, DD, GG, BB, PT) dec_launch<KT, DD, GG, BB, PT>(c, nw, grid, sm, att->data, att->dtype, qkv->data, \
 		qkv->dtype, t_cols(qkv), (const KT *)kc, (const KT *)vc, (const PT *)kqs, (const PT *)vqs, it_dec, c->d_table, \
-		c->step.max_blocks, H, KV, kv->block_len, d->scale, c->splits, c->step.n, c->part, c->dec_early)
+		c->step.max_blocks, H, KV, kv->block_len, d->scale, c->splits, c->step.n, c->part)
 #define DEC_G(KT, DD, BB, PT) do { switch (G) { case 1: DEC(KT, DD, 1, BB, PT); break; \
 		case 2: DEC(KT, DD, 2, BB, PT); break; case 4: DEC(KT, DD, 4, BB, PT); break; \
 		default: DEC(KT, DD, 8, BB, PT); break; } } while (0)

@@ -735,8 +735,6 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	c->dec_warps = c->cublas_gemm ? 0 : 4;  // 0: 4 or 8 by the grid (attention.cu): not batch-invariant
 	if (dw && (sscanf(dw, "%d%c", &c->dec_warps, &tail) != 1 || (c->dec_warps != 4 && c->dec_warps != 8)))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_DEC_WARPS=%s: expected 4 or 8", dw);
-	c->dec_early = 0;  // decode attention's first rows asked of L1 before its programmatic wait (off until measured)
-	TRY(env_int("LMD_CUDA_DEC_EARLY", 0, 1, "0 or 1", &c->dec_early, err));
 	c->fuse_gu = 1;  // 0: the gate_up op as its two ops (the same bits)
 	TRY(env_int("LMD_CUDA_GU", 0, 1, "0 or 1", &c->fuse_gu, err));
 	c->q4_ring4 = Q4_RING4_KB;  // K tiles from which q4_stream's ring is 4 deep (0: never)

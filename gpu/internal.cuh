@@ -143,8 +143,6 @@ struct cuda_ctx {
 	size_t kvp_cap, kvp_bytes;
 	int dec_warps;                 /* decode attention's warps a block for a 16-bit cache: 4, 8, or 0 (the default
 	                                * without deterministic): 8 when the grid has fewer blocks than the GPU has SMs */
-	int dec_early;                 /* decode attention asks L1 for its first round's older cached rows before its
-	                                * programmatic wait (LMD_CUDA_DEC_EARLY=1; off until measured) */
 	int fuse_gu;                   /* gate_up in one kernel where one applies (LMD_CUDA_GU=0: the two ops) */
 	int q4_ring4;                  /* q4_stream up to 8 rows with a ring of 4 tiles a warp (2 blocks an SM) for K of at
 	                                * least this many tiles of 128 (LMD_CUDA_Q4_RING4=KB; 0: never; default Q4_RING4_KB) */

@@ -1426,19 +1426,9 @@ int main(int argc, char **argv)
 			lmd_backend_close(&be);
 			q4_blas = 0;
 		}
-		setenv("LMD_CUDA_DEC_EARLY", "1", 1);  // decode attention's first rows asked of L1 before its wait: the same
-		if (lmd_backend_open(&be, "cuda", NULL, &err) == 0) {
-			what = "cuda/DEC_EARLY=1";
-			test_step(&be, &ref, LMD_F16, 4, 2, 32, 4, 70, LMD_KV_NONE, 0);
-			test_step(&be, &ref, LMD_BF16, 32, 8, 128, 64, 3000, LMD_KV_NONE, 0);
-			test_step(&be, &ref, LMD_F16, 32, 32, 128, 64, 3000, LMD_KV_INT8, 0);
-			test_step(&be, &ref, LMD_BF16, 6, 2, 64, 16, 70, LMD_KV_INT4, 0);
-			lmd_backend_close(&be);
-		}
-		unsetenv("LMD_CUDA_DEC_EARLY");
 		const char *bad_env[][2] = {{"LMD_CUDA_GEMV", "5"}, {"LMD_CUDA_GU", "2"}, {"LMD_CUDA_DEC_WARPS", "6"},
 					    {"LMD_CUDA_Q4_BLAS", "many"}, {"LMD_CUDA_Q4_RING4", "-1"},
-					    {"LMD_CUDA_Q4_SPLIT", "2"}, {"LMD_CUDA_DEC_EARLY", "2"}};
+					    {"LMD_CUDA_Q4_SPLIT", "2"}};
 		for (size_t i = 0; i < sizeof(bad_env) / sizeof(bad_env[0]); i++) {
 			setenv(bad_env[i][0], bad_env[i][1], 1);
 			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
