@@ -152,6 +152,8 @@ struct cuda_ctx {
 	int q4_blas_rows;              /* matmul_q4: a product of at least this many rows dequantizes W once and goes
 	                                * through cuBLAS at its own shape, as prefill runs do (not batch-invariant: the
 	                                * default without deterministic, Q4_BLAS_ROWS; LMD_CUDA_Q4_BLAS=R); 0 = never */
+	int q4_persist;                /* q4_piped on as many blocks as the GPU holds, each taking items in turn
+	                                * (LMD_CUDA_Q4_PERSIST=0: one block an item) */
 	int q4_split;                  /* q4_splits may cut K in any count of ranges that fills the GPU best (not batch-
 	                                * invariant: the default without deterministic; LMD_CUDA_Q4_SPLIT=0: the 8 slices) */
 	float *q4_part;                /* matmul_q4's sums of a product's K ranges (q4_splits; grown, never shrunk) */
@@ -217,12 +219,13 @@ static inline void pdl_launch(struct cuda_ctx *c, void (*kernel)(P...), dim3 gri
 	cudaLaunchKernelEx(&cfg, kernel, ((P)args)...);
 }
 
-/* A persistent grid: blocks of 256 threads of kernel K, as many as the GPU holds at once, at most want. */
+/* A persistent grid: blocks of 256 threads of kernel K (smem: its dynamic shared memory, the same at every launch),
+ * as many as the GPU holds at once, at most want. */
 template <auto K>
-static inline unsigned resident_grid(struct cuda_ctx *c, long want)
+static inline unsigned resident_grid(struct cuda_ctx *c, long want, size_t smem = 0)
 {
 	static int occ;  // blocks of K one SM holds (the same on every device of a process: one kind of GPU)
-	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, K, 256, 0) != cudaSuccess || occ < 1)) {
+	if (!occ && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, K, 256, smem) != cudaSuccess || occ < 1)) {
 		cudaGetLastError();  // not a launch's error
 		occ = 1;
 	}

@@ -32,9 +32,10 @@
  *              warp j sums slice j, 4 tiles loaded at once; the partials as above. grid (1, Np / 8).
  *   q4_piped   the other rows (with streamR): block = 64 rows x 128 outputs, warp w on tile rows 2w, 2w + 1 of all 64 rows;
  *              x's rows and the weights, scales and zeros of a tile through a 4-stage cp.async ring in
- *              shared memory; slices summed one after another. grid (Np / 128, ceil(R / 64)); K cut in
- *              ranges, each in blocks of its own, when that fills the GPU better (q4_splits; q4_reduce adds
- *              them; the 8 slices in order when batch-invariant).
+ *              shared memory; slices summed one after another. Items of 64 rows x 128 outputs; K cut in
+ *              ranges, each its own items, when that fills the GPU better (q4_splits; q4_reduce adds them; the
+ *              8 slices in order when batch-invariant); as many blocks as the GPU holds, each taking items in
+ *              turn with its ring running on across them (LMD_CUDA_Q4_PERSIST=0: one block an item).
  *   q4_tiled   the other rows with old: x through 2 stages, the weights into registers one tile ahead
  *              (split below one block an SM).
  * Prefill runs (the step's runs of >= BLAS_RUN tokens of one sequence, as matmul.cu's 16-bit products):
@@ -525,11 +526,12 @@ __device__ __forceinline__ void q4_end_slice(float (&tot)[MT][NT][4], float (&ac
 
 /*
  * The end of a tiled warp (rows r0 + 0..16 MT - 1, tile rows t0 .. t0 + NT - 1; slice: the slices already added to
- * tot): part != NULL, its slice's sum into part [8][R][N]; else the remaining (empty) slices, then the total into y.
+ * tot): part != NULL, the sum of its K range z into part [Z][R][N]; else the remaining (empty) slices, then the
+ * total into y.
  */
 template <int MT, int NT>
 __device__ __forceinline__ void q4_tiled_out(float (&tot)[MT][NT][4], float (&acc)[MT][NT][4], int slice, float *part,
-					     void *y, int yt, const void *bias, int bt, int R, int N, int r0, int t0,
+					     int z, void *y, int yt, const void *bias, int bt, int R, int N, int r0, int t0,
 					     const bool (&tok)[NT])
 {
 	int g = (threadIdx.x & 31) >> 2, c = threadIdx.x & 3;
@@ -542,7 +544,7 @@ __device__ __forceinline__ void q4_tiled_out(float (&tot)[MT][NT][4], float (&ac
 				for (int i = 0; i < 4; i++) {
 					int rr = r0 + m * 16 + g + (i >> 1) * 8, nn = 8 * (t0 + j) + 2 * c + (i & 1);
 					if (tok[j] && rr < R && nn < N)
-						part[((size_t)blockIdx.z * R + rr) * N + nn] = acc[m][j][i];
+						part[((size_t)z * R + rr) * N + nn] = acc[m][j][i];
 				}
 		return;
 	}
@@ -616,14 +618,17 @@ __global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, float *part, co
 		__syncthreads();  // the stage is refilled by the next round's load_x
 		wcur[0] = wnext[0], wcur[1] = wnext[1];
 	}
-	q4_tiled_out(tot, acc, slice, part, y, yt, bias, bt, R, N, r0, t0, tok);
+	q4_tiled_out(tot, acc, slice, part, blockIdx.z, y, yt, bias, bt, R, N, r0, t0, tok);
 }
 
 /*
- * q4_piped: q4_tiled's block (64 rows x 16 tile rows, warp w on tile rows 2w, 2w + 1 of all 64 rows; part as
- * there) with everything a tile needs, x's rows and the weights, scales and zeros, copied into shared memory
- * by cp.async Q4_STAGES tiles ahead, so that the weights' latency hides behind the tiles before them.
- * Stage layout (uint4): x [4 words][64 rows][4 lanes c] | w [16 tile rows][32 lanes] | scales [16][P] (8
+ * q4_piped: q4_tiled's block (64 rows x 16 tile rows, warp w on tile rows 2w, 2w + 1 of all 64 rows) with everything
+ * a tile needs, x's rows and the weights, scales and zeros, copied into shared memory by cp.async Q4_STAGES tiles
+ * ahead, so that the weights' latency hides behind the tiles before them. The work is gx x gy x S items: tile rows
+ * 16 bx.., rows 64 by.., K range z of S (tiles z KB / S ..; part as q4_tiled's, S = 1 without part), item
+ * (z gy + by) gx + bx; block i takes items i, i + gridDim.x, ... (q4_launch: as many blocks as the GPU holds, or
+ * one an item), and the ring runs on across them: the next item's first tiles load while this one's last are
+ * summed. Stage layout (uint4): x [4 words][64 rows][4 lanes c] | w [16 tile rows][32 lanes] | scales [16][P] (8
  * halves each) | zeros [16][P] (8 bytes each, half a uint4).
  */
 #define Q4_STAGES 4
@@ -668,62 +673,88 @@ __device__ __forceinline__ void q4_stage_load(uint4 *sb, const uint4 *x, const u
 }
 
 template <bool BF, int P>
-__global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, const uint4 *x, const uint4 *w,
+__global__ void __launch_bounds__(256) q4_piped(void *y, int yt, float *part, int S, const uint4 *x, const uint4 *w,
 						const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int N,
 						int K, int KB, int G, int ngp)
 {
-	/* the warp's tile: 4 m-tiles x 2 tile rows (warp w on tile rows 2w, 2w + 1 of all 64 rows; 32 rows x 4 tile rows
-	 * was slower at 64 rows: bench/results/2026-12-07-h100-ring.md; blocks of 32 rows, two an SM, too:
-	 * 2026-12-07-h100-l2tail.md) */
+	/* the warp's tile: 4 m-tiles x 2 tile rows (32 rows x 4 tile rows was slower at 64 rows: bench/results/
+	 * 2026-12-07-h100-ring.md; blocks of 32 rows, two an SM, too: 2026-12-07-h100-l2tail.md) */
 	constexpr int BM = Q4_BM, XS = 4 * BM * 4, WS = 16 * 32, SS = 16 * P, STAGE = q4_stage<P>(), MT = BM / 16, NT = 2;
 	extern __shared__ uint4 q4_sm[];
-	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-	int r0 = (int)blockIdx.y * BM, K8 = K / 8, NT8 = (N + 7) / 8, tb = (int)blockIdx.x * 16, t0 = tb + warp * NT;
-	bool tok[NT];
-#pragma unroll
-	for (int j = 0; j < NT; j++)
-		tok[j] = t0 + j < NT8;
-	int first = part ? (int)(blockIdx.z * KB / gridDim.z) : 0, last = part ? (int)((blockIdx.z + 1) * KB / gridDim.z) : KB;
-	auto load = [&](int b) {  // tile b into stage b % Q4_STAGES (nothing past last); one commit group either way
-		if (b < last)
-			q4_stage_load<P>(q4_sm + (b % Q4_STAGES) * STAGE, x, w, sc, zr, b, r0, tb, R, K8, NT8, KB, G, ngp);
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+	const int K8 = K / 8, NT8 = (N + 7) / 8, gx = (NT8 + 15) / 16, gy = (R + BM - 1) / BM, items = gx * gy * S;
+	struct span {
+		int r0, tb, z, first, last;
+	};
+	auto span_of = [&](int it) {
+		int z = it / (gx * gy);
+		return span{it / gx % gy * BM, it % gx * 16, z, z * KB / S, (z + 1) * KB / S};
+	};
+	/* the loader: tile lb of item li (span ls), the block's next tile to load; past its last item, nothing */
+	int li = (int)blockIdx.x, lb = 0;
+	span ls = {};
+	auto seek = [&]() {  // from item li on, the first with tiles (an empty K range has none: KB < S)
+		for (; li < items; li += gridDim.x) {
+			ls = span_of(li);
+			if (ls.first < ls.last)
+				break;
+		}
+		lb = ls.first;
+	};
+	auto load = [&](int n) {  // the block's n-th tile into stage n % Q4_STAGES; one commit group either way
+		if (li < items) {
+			q4_stage_load<P>(q4_sm + (n % Q4_STAGES) * STAGE, x, w, sc, zr, lb, ls.r0, ls.tb, R, K8, NT8, KB, G,
+					 ngp);
+			if (++lb == ls.last)
+				li += gridDim.x, seek();
+		}
 		asm volatile("cp.async.commit_group;\n" ::);
 	};
-	float tot[MT][NT][4], acc[MT][NT][4];
-	q4_zero_sums(tot, acc);
+	seek();
 #pragma unroll
 	for (int i = 0; i < Q4_STAGES - 1; i++)
-		load(first + i);
-	int slice = 0, end = KB / Q4_SLICES;
-	for (int b = first; b < last; b++) {
-		asm volatile("cp.async.wait_group %0;\n" ::"n"(Q4_STAGES - 2));
-		__syncthreads();  // tile b is in for every thread; every warp is done with the stage loaded next
-		load(b + Q4_STAGES - 1);
-		for (; !part && b >= end; end = (++slice + 1) * KB / Q4_SLICES)  // the slices that ended before b (some empty)
-			q4_end_slice(tot, acc);
-		const uint4 *sb = q4_sm + (b % Q4_STAGES) * STAGE;
-		q4_w<P> wv[NT];
+		load(i);
+	int n = 0;  // the block's tiles summed so far
+	for (int it = (int)blockIdx.x; it < items; it += gridDim.x) {
+		const span sp = span_of(it);
+		const int t0 = sp.tb + warp * NT;
+		bool tok[NT];
 #pragma unroll
-		for (int j = 0; j < NT; j++) {
-			int tr = warp * NT + j;
-			wv[j].q = sb[XS + tr * 32 + lane];
+		for (int j = 0; j < NT; j++)
+			tok[j] = t0 + j < NT8;
+		float tot[MT][NT][4], acc[MT][NT][4];
+		q4_zero_sums(tot, acc);
+		int slice = 0, end = KB / Q4_SLICES;
+		for (int b = sp.first; b < sp.last; b++, n++) {
+			asm volatile("cp.async.wait_group %0;\n" ::"n"(Q4_STAGES - 2));
+			__syncthreads();  // tile n is in for every thread; every warp is done with the stage loaded next
+			load(n + Q4_STAGES - 1);
+			for (; !part && b >= end; end = (++slice + 1) * KB / Q4_SLICES)  // the slices that ended before b
+				q4_end_slice(tot, acc);
+			const uint4 *sb = q4_sm + (n % Q4_STAGES) * STAGE;
+			q4_w<P> wv[NT];
 #pragma unroll
-			for (int i = 0; i < P; i++) {
-				wv[j].z[i] = ((const uint8_t *)(sb + XS + WS + SS))[8 * (tr * P + i) + g];
-				wv[j].s[i] = ((const uint32_t *)(sb + XS + WS))[(tr * P + i) * 4 + c];
+			for (int j = 0; j < NT; j++) {
+				int tr = warp * NT + j;
+				wv[j].q = sb[XS + tr * 32 + lane];
+#pragma unroll
+				for (int i = 0; i < P; i++) {
+					wv[j].z[i] = ((const uint8_t *)(sb + XS + WS + SS))[8 * (tr * P + i) + g];
+					wv[j].s[i] = ((const uint32_t *)(sb + XS + WS))[(tr * P + i) * 4 + c];
+				}
 			}
+			auto a = [&](int s, uint4 (&ag)[MT], uint4 (&ah)[MT]) {
+#pragma unroll
+				for (int m = 0; m < MT; m++) {
+					ag[m] = sb[s * BM * 4 + (m * 16 + g) * 4 + c];
+					ah[m] = sb[s * BM * 4 + (m * 16 + g + 8) * 4 + c];
+				}
+			};
+			q4_tile<BF, MT, NT, P>(acc, wv, a);
 		}
-		auto a = [&](int s, uint4 (&ag)[MT], uint4 (&ah)[MT]) {
-#pragma unroll
-			for (int m = 0; m < MT; m++) {
-				ag[m] = sb[s * BM * 4 + (m * 16 + g) * 4 + c];
-				ah[m] = sb[s * BM * 4 + (m * 16 + g + 8) * 4 + c];
-			}
-		};
-		q4_tile<BF, MT, NT, P>(acc, wv, a);
+		q4_tiled_out(tot, acc, slice, part, sp.z, y, yt, bias, bt, R, N, sp.r0, t0, tok);
 	}
 	asm volatile("cp.async.wait_all;\n" ::);
-	q4_tiled_out(tot, acc, slice, part, y, yt, bias, bt, R, N, r0, t0, tok);
 }
 
 /* y = ((0 + part[0]) + part[1]) + ... + part[S - 1] (+ bias), rounded: the sums of a split product's K ranges
@@ -849,8 +880,8 @@ static void qs_launch_1(struct cuda_ctx *c, const struct q4_geo *q, A... args)
 }
 
 /*
- * The K ranges q4_piped (q4_tiled) cuts a product of B blocks into, each range in blocks of its own (blockIdx.z),
- * their sums added by q4_reduce. Batch-invariant (c->q4_split 0): 1, or the 8 slices when the blocks (q4_piped's
+ * The K ranges q4_piped (q4_tiled) cuts a product of B blocks (items) into, each range in blocks (items) of its
+ * own, their sums added by q4_reduce. Batch-invariant (c->q4_split 0): 1, or the 8 slices when the blocks (q4_piped's
  * counted twice) are fewer than the SMs (the summation rule's order, so the same bits). Else (the default without
  * deterministic) the count S = 1..8 of the fewest tile-times, waves x tiles a block, ceil(B S / SMs) x
  * ceil(KB / S), + 1 for the reduce's launch when S > 1; the smaller S of equal ones (a split's sums are rounded in
@@ -897,15 +928,20 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 	}
 	dim3 grid((unsigned)((q->Np + Q4_BN - 1) / Q4_BN), (unsigned)((R + Q4_BM - 1) / Q4_BM));
 	bool old = !c->q4_stream_rows;
+	int S = q4_splits(c, (long)grid.x * grid.y, q->KB, old);
 	auto tiled = [&](float *part) {
-		if (old)
+		if (old) {
+			grid.z = S;
 			q4_tiled<BF, P><<<grid, 256, 0, c->st>>>(y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB,
 								  q->G, q->ngp);
-		else
-			q4_piped<BF, P><<<grid, 256, Q4_STAGES * q4_stage<P>() * sizeof(uint4), c->st>>>(
-				y, yt, part, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp);
+			return;
+		}
+		constexpr size_t sm = Q4_STAGES * q4_stage<P>() * sizeof(uint4);
+		long items = (long)grid.x * grid.y * S;
+		unsigned blocks = c->q4_persist ? resident_grid<q4_piped<BF, P>>(c, items, sm) : (unsigned)items;
+		q4_piped<BF, P><<<blocks, 256, sm, c->st>>>(y, yt, part, S, xv, wv, s, z, bias, bt, R, q->N, q->K, q->KB,
+							     q->G, q->ngp);
 	};
-	int S = q4_splits(c, (long)grid.x * grid.y, q->KB, old);
 	if (S == 1) {
 		tiled(NULL);
 		LAUNCH_TRY(err);
@@ -915,7 +951,6 @@ static int q4_rows_p(struct cuda_ctx *c, void *y, int yt, const void *x, const s
 	int rc = lmd_cuda_grow(c, (void **)&c->q4_part, &c->q4_part_cap, need, err);
 	if (rc)
 		return rc;
-	grid.z = S;
 	tiled(c->q4_part);
 	LAUNCH_TRY(err);
 	q4_reduce_kernel<<<q4_grid((int64_t)R * q->N), 256, 0, c->st>>>(y, yt, c->q4_part, S, bias, bt, R, q->N);

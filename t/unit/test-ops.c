@@ -1305,7 +1305,8 @@ int main(int argc, char **argv)
 				test_gpu_kvq_speed(&be, &ref);
 			lmd_backend_close(&be);
 			/* each int4 setting: the same bits for rows alone */
-			const char *alt[][2] = {{"LMD_CUDA_Q4", "old"}, {"LMD_CUDA_Q4", "stream16"}, {"LMD_CUDA_Q4", "stream64"}};
+			const char *alt[][2] = {{"LMD_CUDA_Q4", "old"}, {"LMD_CUDA_Q4", "stream16"}, {"LMD_CUDA_Q4", "stream64"},
+						{"LMD_CUDA_Q4_PERSIST", "0"}};
 			for (size_t i = 0; quant && i < sizeof(alt) / sizeof(alt[0]); i++) {
 				char name[48];
 				snprintf(name, sizeof(name), "cuda/%s=%s", alt[i][0] + 9, alt[i][1]);
@@ -1428,7 +1429,7 @@ int main(int argc, char **argv)
 		}
 		const char *bad_env[][2] = {{"LMD_CUDA_GEMV", "5"}, {"LMD_CUDA_GU", "2"}, {"LMD_CUDA_DEC_WARPS", "6"},
 					    {"LMD_CUDA_Q4_BLAS", "many"}, {"LMD_CUDA_Q4_RING4", "-1"},
-					    {"LMD_CUDA_Q4_SPLIT", "2"}};
+					    {"LMD_CUDA_Q4_SPLIT", "2"}, {"LMD_CUDA_Q4_PERSIST", "on"}};
 		for (size_t i = 0; i < sizeof(bad_env) / sizeof(bad_env[0]); i++) {
 			setenv(bad_env[i][0], bad_env[i][1], 1);
 			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
