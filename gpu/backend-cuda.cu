@@ -745,7 +745,7 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 		c->gemv_rows = 0;
 	c->q4_blas_rows = c->cublas_gemm ? Q4_BLAS_ROWS : 0;  // rows from which a product goes through cuBLAS (0: never)
 	TRY(env_int("LMD_CUDA_Q4_BLAS", 0, INT_MAX, "a row count (0: never)", &c->q4_blas_rows, err));
-	c->q4_persist = 1;  // q4_piped's blocks: as many as the GPU holds (0: one an item)
+	c->q4_persist = 1;  // q4_piped's blocks: as many as the GPU holds (0: one an item, for comparison: bench/results)
 	TRY(env_int("LMD_CUDA_Q4_PERSIST", 0, 1, "0 or 1", &c->q4_persist, err));
 	c->q4_split = 1;  // q4_piped's K ranges: 1 any count (q4_splits), 0 the slices
 	TRY(env_int("LMD_CUDA_Q4_SPLIT", 0, 1, "0 or 1", &c->q4_split, err));
