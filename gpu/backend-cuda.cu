@@ -751,26 +751,27 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 	TRY(env_int("LMD_CUDA_Q4_SPLIT", 0, 1, "0 or 1", &c->q4_split, err));
 	if (!c->cublas_gemm)
 		c->q4_split = 0;
-	const char *pr = getenv("LMD_CUDA_PROFILE");
-	c->prof = pr && !strcmp(pr, "1");
+	c->prof = 0;
+	TRY(env_int("LMD_CUDA_PROFILE", 0, 1, "0 or 1", &c->prof, err));
 	if (c->prof) {
 		CUDA_TRY(cudaEventCreate(&c->prof_e0), err);
 		CUDA_TRY(cudaEventCreate(&c->prof_e1), err);
 	}
-	const char *gr = getenv("LMD_CUDA_GRAPH");
-	c->graphs = !(gr && !strcmp(gr, "0"));
-	const char *pd = getenv("LMD_CUDA_PDL");  // programmatic dependent launch (internal.cuh): Hopper on
-	c->pdl = p.major >= 9 && !(pd && !strcmp(pd, "0"));
-	const char *fu = getenv("LMD_CUDA_FUSE");
-	c->no_fuse = fu && !strcmp(fu, "0");
-	const char *fa = getenv("LMD_CUDA_FA");
-	c->no_fa = fa && !strcmp(fa, "0");
+	c->graphs = 1;
+	TRY(env_int("LMD_CUDA_GRAPH", 0, 1, "0 or 1", &c->graphs, err));
+	c->pdl = 1;  // programmatic dependent launch (internal.cuh): Hopper on
+	TRY(env_int("LMD_CUDA_PDL", 0, 1, "0 or 1", &c->pdl, err));
+	c->pdl = c->pdl && p.major >= 9;
+	int fuse = 1, fa = 1, fq = FQ_SCRATCH;
+	TRY(env_int("LMD_CUDA_FUSE", 0, 1, "0 or 1", &fuse, err));
+	TRY(env_int("LMD_CUDA_FA", 0, 1, "0 or 1", &fa, err));
+	c->no_fuse = !fuse, c->no_fa = !fa;
 	const char *kq = getenv("LMD_CUDA_KVQ");
 	c->kvq_generic = kq && !strcmp(kq, "generic");  // the generic kernel, for comparison
 	if (kq && !c->kvq_generic && strcmp(kq, "fast"))
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_KVQ=%s: expected fast or generic", kq);
-	const char *fs = getenv("LMD_CUDA_FQ_SCRATCH");
-	c->fq_scratch = fs && atoll(fs) > 0 ? (size_t)atoll(fs) : FQ_SCRATCH;
+	TRY(env_int("LMD_CUDA_FQ_SCRATCH", 1, INT_MAX, "a byte count of at least 1", &fq, err));
+	c->fq_scratch = (size_t)fq;
 	c->items_step = -1;
 	CUDA_TRY(cudaMemGetInfo(&c->free_at_open, &c->total), err);
 	return LMD_OK;

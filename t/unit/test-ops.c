@@ -1429,7 +1429,9 @@ int main(int argc, char **argv)
 		}
 		const char *bad_env[][2] = {{"LMD_CUDA_GEMV", "5"}, {"LMD_CUDA_GU", "2"}, {"LMD_CUDA_DEC_WARPS", "6"},
 					    {"LMD_CUDA_Q4_BLAS", "many"}, {"LMD_CUDA_Q4_RING4", "-1"},
-					    {"LMD_CUDA_Q4_SPLIT", "2"}, {"LMD_CUDA_Q4_PERSIST", "on"}};
+					    {"LMD_CUDA_Q4_SPLIT", "2"}, {"LMD_CUDA_Q4_PERSIST", "on"},
+					    {"LMD_CUDA_GRAPH", "off"}, {"LMD_CUDA_PDL", "2"}, {"LMD_CUDA_FUSE", "no"},
+					    {"LMD_CUDA_FA", "-1"}, {"LMD_CUDA_PROFILE", "yes"}, {"LMD_CUDA_FQ_SCRATCH", "0"}};
 		for (size_t i = 0; i < sizeof(bad_env) / sizeof(bad_env[0]); i++) {
 			setenv(bad_env[i][0], bad_env[i][1], 1);
 			CHECK_EQ_INT(lmd_backend_open(&be, "cuda", NULL, &err), LMD_EINVAL);  // a bad setting is an error
