@@ -664,12 +664,15 @@ static const struct lmd_backend_ops cuda_ops = {
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-/* *v = the integer setting of the environment variable name, lo..hi (unset: *v as it is); else LMD_EINVAL naming it */
+/* *v = the integer setting of the environment variable name, lo..hi (unset or empty: *v as it is); else LMD_EINVAL
+ * naming it */
 static int env_int(const char *name, int lo, int hi, const char *want, int *v, struct lmd_err *err)
 {
 	const char *s = getenv(name);
 	char tail;
 	int x;
+	if (s && !*s)  // set to nothing: as if unset
+		s = NULL;
 	if (s && (sscanf(s, "%d%c", &x, &tail) != 1 || x < lo || x > hi))
 		return lmd_errorf(err, LMD_EINVAL, "%s=%s: expected %s", name, s, want);
 	if (s)
