@@ -740,6 +740,8 @@ static int open_ctx(struct cuda_ctx *c, int dev, int deterministic, struct lmd_e
 		return lmd_errorf(err, LMD_EINVAL, "LMD_CUDA_DEC_WARPS=%s: expected 4 or 8", dw);
 	c->fuse_gu = 1;  // 0: the gate_up op as its two ops (the same bits)
 	TRY(env_int("LMD_CUDA_GU", 0, 1, "0 or 1", &c->fuse_gu, err));
+	c->q4_occ4 = 0;  // q4_stream up to 8 rows in 64 registers, 4 blocks an SM (off until measured)
+	TRY(env_int("LMD_CUDA_Q4_OCC4", 0, 1, "0 or 1", &c->q4_occ4, err));
 	c->q4_ring4 = Q4_RING4_KB;  // K tiles from which q4_stream's ring is 4 deep (0: never)
 	TRY(env_int("LMD_CUDA_Q4_RING4", 0, INT_MAX, "a count of 128-input tiles (0: never)", &c->q4_ring4, err));
 	c->gemv_rows = GEMV_ROWS;  // 16-bit products of up to R rows through gemv (with cublas_gemm)

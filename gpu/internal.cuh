@@ -144,6 +144,8 @@ struct cuda_ctx {
 	int dec_warps;                 /* decode attention's warps a block for a 16-bit cache: 4, 8, or 0 (the default
 	                                * without deterministic): 8 when the grid has fewer blocks than the GPU has SMs */
 	int fuse_gu;                   /* gate_up in one kernel where one applies (LMD_CUDA_GU=0: the two ops) */
+	int q4_occ4;                   /* q4_stream up to 8 rows with the ring of 2 in 64 registers, 4 blocks an SM instead
+	                                * of 3 (LMD_CUDA_Q4_OCC4=1; off until measured) */
 	int q4_ring4;                  /* q4_stream up to 8 rows with a ring of 4 tiles a warp (2 blocks an SM) for K of at
 	                                * least this many tiles of 128 (LMD_CUDA_Q4_RING4=KB; 0: never; default Q4_RING4_KB) */
 	int q4_stream_rows;            /* matmul_q4: products of up to this many rows through q4_stream and the others through

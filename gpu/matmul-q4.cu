@@ -436,10 +436,13 @@ __device__ __forceinline__ void qs_out(float (*red)[NP][NB * 4][32], const float
 	}
 }
 
-template <bool BF, int P, int NB, int NP, bool FU = false, int DR = 0>
-__global__ void __launch_bounds__(256, NB > 1 ? 1 : DR > 2 ? 2 : 3) q4_stream(void *y, int yt, const uint4 *x, const uint4 *w,
-								   const __half *sc, const uint8_t *zr, const void *bias,
-								   int bt, int R, int N, int K, int KB, int G, int ngp, int gt)
+/* MB: the blocks an SM must hold (the registers' bound), 0 for q4_stream's own choice */
+template <bool BF, int P, int NB, int NP, bool FU = false, int DR = 0, int MB = 0>
+__global__ void __launch_bounds__(256, MB ? MB : NB > 1 ? 1 : DR > 2 ? 2 : 3) q4_stream(void *y, int yt, const uint4 *x,
+											 const uint4 *w, const __half *sc,
+											 const uint8_t *zr, const void *bias, int bt,
+											 int R, int N, int K, int KB, int G, int ngp,
+											 int gt)
 {
 	static_assert(!FU || NP == 1, "gate_up: one pair a group");
 	constexpr int D = DR ? DR : NB == 1 || NP * P > 2 ? 2 : 4;  // the ring's depth (DR: qs_launch_1's choice)
@@ -858,23 +861,27 @@ static int q4_check(struct q4_geo *q, const struct lmd_tensor *w, const struct l
 }
 
 /* q4_stream on as many blocks as the GPU holds at once (2 NP tile rows a group, at least one group a block; FU: the
- * gate_up pairs, N / 16 groups; gt: gu's dtype; DR: the ring's depth, 0 for q4_stream's own choice) */
-template <bool BF, int P, int NB, int NP, bool FU = false, int DR = 0>
+ * gate_up pairs, N / 16 groups; gt: gu's dtype; DR: the ring's depth, MB the blocks an SM, 0 for q4_stream's own
+ * choice) */
+template <bool BF, int P, int NB, int NP, bool FU = false, int DR = 0, int MB = 0>
 static void qs_launch(struct cuda_ctx *c, void *y, int yt, const uint4 *x, const struct q4_geo *q, const uint4 *w,
 		      const __half *sc, const uint8_t *zr, const void *bias, int bt, int R, int gt = 0)
 {
 	long ng = FU ? q->N / 16 : (q->Np / 8 + 2 * NP - 1) / (2 * NP);
-	constexpr auto k = q4_stream<BF, P, NB, NP, FU, DR>;
+	constexpr auto k = q4_stream<BF, P, NB, NP, FU, DR, MB>;
 	pdl_launch(c, k, resident_grid<k>(c, ng), 256, 0, y, yt, x, w, sc, zr, bias, bt, R, q->N, q->K, q->KB, q->G, q->ngp, gt);
 }
 
 /* qs_launch with one block of x's rows: a ring of 4 for a long K (the down projection), else of 2 (bench/results/
- * 2026-12-07-h100-ring.md: 4 for every product, 8, and 4 for the o projection too were no faster or slower) */
+ * 2026-12-07-h100-ring.md: 4 for every product, 8, and 4 for the o projection too were no faster or slower), in
+ * 64 registers for 4 blocks an SM with c->q4_occ4 */
 template <bool BF, int P, bool FU, typename... A>
 static void qs_launch_1(struct cuda_ctx *c, const struct q4_geo *q, A... args)
 {
 	if (c->q4_ring4 && q->KB >= c->q4_ring4)
 		qs_launch<BF, P, 1, 1, FU, 4>(c, args...);
+	else if (c->q4_occ4)
+		qs_launch<BF, P, 1, 1, FU, 2, 4>(c, args...);
 	else
 		qs_launch<BF, P, 1, 1, FU>(c, args...);
 }

@@ -1334,8 +1334,9 @@ int main(int argc, char **argv)
 				q4_split = 0;
 				lmd_backend_close(&be);
 			}
-			const char *ring[][2] = {{"LMD_CUDA_Q4_RING4", "1"}, {"LMD_CUDA_Q4_RING4", "0"}};
-			for (int i = 0; quant && i < 2; i++) {  // up to 8 rows with each ring: the bits of 16 rows' kernel
+			/* up to 8 rows with each ring (and in 64 registers): the bits of 16 rows' kernel */
+			const char *ring[][2] = {{"LMD_CUDA_Q4_RING4", "1"}, {"LMD_CUDA_Q4_RING4", "0"}, {"LMD_CUDA_Q4_OCC4", "1"}};
+			for (size_t i = 0; quant && i < sizeof(ring) / sizeof(ring[0]); i++) {
 				char name[48];
 				snprintf(name, sizeof(name), "cuda/%s=%s", ring[i][0] + 9, ring[i][1]);
 				setenv(ring[i][0], ring[i][1], 1);
@@ -1429,7 +1430,7 @@ int main(int argc, char **argv)
 		}
 		const char *bad_env[][2] = {{"LMD_CUDA_GEMV", "5"}, {"LMD_CUDA_GU", "2"}, {"LMD_CUDA_DEC_WARPS", "6"},
 					    {"LMD_CUDA_Q4_BLAS", "many"}, {"LMD_CUDA_Q4_RING4", "-1"},
-					    {"LMD_CUDA_Q4_SPLIT", "2"}, {"LMD_CUDA_Q4_PERSIST", "on"},
+					    {"LMD_CUDA_Q4_SPLIT", "2"}, {"LMD_CUDA_Q4_PERSIST", "on"}, {"LMD_CUDA_Q4_OCC4", "4"},
 					    {"LMD_CUDA_GRAPH", "off"}, {"LMD_CUDA_PDL", "2"}, {"LMD_CUDA_FUSE", "no"},
 					    {"LMD_CUDA_FA", "-1"}, {"LMD_CUDA_PROFILE", "yes"}, {"LMD_CUDA_FQ_SCRATCH", "0"}};
 		for (size_t i = 0; i < sizeof(bad_env) / sizeof(bad_env[0]); i++) {
