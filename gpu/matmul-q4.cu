@@ -629,7 +629,7 @@ __global__ void __launch_bounds__(256) q4_tiled(void *y, int yt, float *part, co
  * a tile needs, x's rows and the weights, scales and zeros, copied into shared memory by cp.async Q4_STAGES tiles
  * ahead, so that the weights' latency hides behind the tiles before them. The work is gx x gy x S items: tile rows
  * 16 bx.., rows 64 by.., K range z of S (tiles z KB / S ..; part as q4_tiled's, S = 1 without part), item
- * (z gy + by) gx + bx; block i takes items i, i + gridDim.x, ... (q4_launch: as many blocks as the GPU holds, or
+ * (z gy + by) gx + bx; block i takes items i, i + gridDim.x, ... (q4_rows_p: as many blocks as the GPU holds, or
  * one an item), and the ring runs on across them: the next item's first tiles load while this one's last are
  * summed. Stage layout (uint4): x [4 words][64 rows][4 lanes c] | w [16 tile rows][32 lanes] | scales [16][P] (8
  * halves each) | zeros [16][P] (8 bytes each, half a uint4).
